@@ -1,0 +1,73 @@
+//! Typed ids: one newtype per entity, so a `UserId` can never be passed where a
+//! `TenantId` is expected. On the wire every id is an opaque string (a UUIDv7, which
+//! sorts by creation time and so doubles as a stable cursor key).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            utoipa::ToSchema,
+        )]
+        #[serde(transparent)]
+        #[schema(value_type = String, example = "0193a1b2-0c3d-7e4f-8a9b-0c1d2e3f4a5b")]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An organisation using OneCard.
+    TenantId
+);
+id_type!(
+    /// An administrator of a tenant (bound or still pending binding).
+    AdminId
+);
+id_type!(
+    /// A cardholder.
+    UserId
+);
+id_type!(
+    /// A node of a tenant's department tree.
+    DepartmentId
+);
+id_type!(
+    /// A label attached to users.
+    TagId
+);
+id_type!(
+    /// One audit-log entry.
+    AuditId
+);

@@ -1,0 +1,29 @@
+//! onecard-schema: the data layer. Migrations for both engines, typed ids, `Money`, the
+//! records, and the `Store` interface with its SQLite and PostgreSQL engines.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod money;
+pub mod postgres;
+pub mod sqlite;
+pub mod store;
+
+pub use error::{StoreError, StoreResult};
+pub use store::Store;
+
+use std::sync::Arc;
+
+/// Opens the store named by a URL: `sqlite://<path>` or `postgres://…`, and applies
+/// pending migrations.
+pub async fn open(url: &str, pool_size: usize) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path), pool_size).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, pool_size).await?))
+    } else {
+        Err(StoreError::Unavailable(
+            "database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}

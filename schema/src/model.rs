@@ -1,0 +1,338 @@
+//! The records the store reads and writes. They are plain data: the rules that decide
+//! what may be written live in `onecard-actors`, the wire shapes in `onecard`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::{AdminId, AuditId, DepartmentId, TagId, TenantId, UserId};
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What kind of organisation a tenant is.
+    TenantKind { K12 => "k12", University => "university", Enterprise => "enterprise" }
+);
+
+string_enum!(
+    /// The product edition; it decides which capabilities are switched on.
+    Edition {
+        BasicEdu => "basic_edu",
+        Standard => "standard",
+        Advanced => "advanced",
+        Professional => "professional",
+        Flagship => "flagship",
+    }
+);
+
+string_enum!(
+    /// What a bearer token stands for.
+    TokenKind { Root => "root", Admin => "admin", Terminal => "terminal", Cardholder => "cardholder" }
+);
+
+string_enum!(
+    /// An administrator's role.
+    AdminRole { SuperAdmin => "super_admin", SubAdmin => "sub_admin" }
+);
+
+string_enum!(
+    /// Whether an admin has opened their binding link yet.
+    AdminStatus { Pending => "pending", Active => "active" }
+);
+
+string_enum!(
+    /// A cardholder's status in the directory.
+    UserStatus { Active => "active", Suspended => "suspended", Left => "left" }
+);
+
+/// Per-tenant switches (SPEC §5, §6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// A deferred-debit agreement is required before a payment code is issued.
+    pub require_agreement: bool,
+    /// Refunds of an expired coupon's or subsidy's share go to the cash balance.
+    pub refund_expired_to_cash: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self { require_agreement: true, refund_expired_to_cash: false }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub kind: TenantKind,
+    pub edition: Edition,
+    pub timezone: String,
+    pub settings: TenantSettings,
+    pub created_at: Timestamp,
+}
+
+/// What the store knows of a presented token (looked up by its SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub kind: TokenKind,
+    pub tenant_id: Option<TenantId>,
+    /// The admin, terminal or user the token belongs to.
+    pub subject_id: Option<uuid::Uuid>,
+    /// For admin tokens: the admin's role.
+    pub role: Option<AdminRole>,
+    /// The tenant's edition, joined in so one lookup answers the capability check.
+    pub edition: Option<Edition>,
+}
+
+/// A token to be stored: only its hash ever reaches the store.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub hash: [u8; 32],
+    pub kind: TokenKind,
+    pub tenant_id: Option<TenantId>,
+    pub subject_id: Option<uuid::Uuid>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Admin {
+    pub id: AdminId,
+    /// The user this admin is; null only for the tenant's first super admin.
+    pub user_id: Option<UserId>,
+    pub role: AdminRole,
+    pub status: AdminStatus,
+    pub created_at: Timestamp,
+    pub bound_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewAdmin {
+    pub id: AdminId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub role: AdminRole,
+    pub binding_hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Department {
+    pub id: DepartmentId,
+    pub name: String,
+    pub parent_id: Option<DepartmentId>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Tag {
+    pub id: TagId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// An ID-document number as kept: a keyed hash to verify against, and the last four
+/// characters to show. The full number is never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdNumber {
+    pub hash: [u8; 32],
+    pub last4: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub number: String,
+    pub phone: Option<String>,
+    /// Last four characters of the ID number, if one is on file.
+    pub id_last4: Option<String>,
+    pub identity: Option<String>,
+    pub status: UserStatus,
+    pub department_ids: Vec<DepartmentId>,
+    pub tag_ids: Vec<TagId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A user to create, or (in imports) to create or update by `number`.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub id: UserId,
+    pub name: String,
+    pub number: String,
+    pub phone: Option<String>,
+    pub id_number: Option<IdNumber>,
+    pub identity: Option<String>,
+    pub department_ids: Vec<DepartmentId>,
+    pub tag_ids: Vec<TagId>,
+}
+
+/// A partial update; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub number: Option<String>,
+    pub phone: Option<Option<String>>,
+    pub id_number: Option<Option<IdNumber>>,
+    pub identity: Option<Option<String>>,
+    pub status: Option<UserStatus>,
+    /// Replaces every department membership (this is how a user is moved).
+    pub department_ids: Option<Vec<DepartmentId>>,
+    /// Replaces every tag.
+    pub tag_ids: Option<Vec<TagId>>,
+}
+
+/// One change applied to many users at once, atomically.
+#[derive(Clone, Debug, Default)]
+pub struct BatchUserUpdate {
+    pub user_ids: Vec<UserId>,
+    pub status: Option<UserStatus>,
+    pub identity: Option<Option<String>>,
+    pub department_ids: Option<Vec<DepartmentId>>,
+    pub add_tag_ids: Vec<TagId>,
+    pub remove_tag_ids: Vec<TagId>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UserFilter {
+    pub department_id: Option<DepartmentId>,
+    pub tag_id: Option<TagId>,
+    /// Substring of the name, or prefix of the number.
+    pub q: Option<String>,
+    pub status: Option<UserStatus>,
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ImportOutcome {
+    /// Rows applied (created + updated).
+    pub imported: u64,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Counts for the directory dashboard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DirectoryStats {
+    pub users: u64,
+    pub by_status: Vec<CountBy>,
+    pub by_identity: Vec<CountBy>,
+    pub by_department: Vec<CountBy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CountBy {
+    /// The status, identity or department id counted; `null` for "none".
+    pub key: Option<String>,
+    pub count: u64,
+}
+
+/// Who did an audited action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    Root,
+    Admin(AdminId),
+    /// Someone acting through a one-time link (e.g. binding themselves as admin).
+    Link,
+}
+
+impl Actor {
+    pub fn as_string(&self) -> String {
+        match self {
+            Actor::Root => "root".into(),
+            Actor::Admin(id) => format!("admin:{id}"),
+            Actor::Link => "link".into(),
+        }
+    }
+}
+
+/// An audit-log entry to write in the same transaction as the change it records.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pub id: AuditId,
+    pub tenant_id: Option<TenantId>,
+    pub actor: Actor,
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub request_id: String,
+    pub at: Timestamp,
+    /// Extra facts; never personal data.
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    /// `root`, `admin:<id>` or `link`.
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub request_id: String,
+    pub at: Timestamp,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub target_id: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+/// A page request: at most `limit` items after `after` (exclusive), in id order.
+#[derive(Clone, Copy, Debug)]
+pub struct PageReq<Id> {
+    pub limit: u32,
+    pub after: Option<Id>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Page<T, Id> {
+    pub items: Vec<T>,
+    /// Present when more items follow.
+    pub next: Option<Id>,
+}
+
+/// What an `Idempotency-Key` lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdemBegin {
+    /// First use: the key is now reserved for this request.
+    New,
+    /// The same request was answered before.
+    Replay { status: u16, body: Vec<u8> },
+    /// The key was used for a different request.
+    Conflict,
+    /// The first request with this key has not finished yet.
+    InProgress,
+}

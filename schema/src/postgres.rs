@@ -1,0 +1,1187 @@
+//! The production engine: PostgreSQL through deadpool-postgres.
+//!
+//! Unlike SQLite there are many writers here (and several nodes), so every rule that
+//! must hold under concurrency is held by the database: unique constraints for numbers,
+//! names and idempotency keys, and `FOR UPDATE` where a write depends on a count.
+
+use std::pin::pin;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use jiff::Timestamp;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::ids::*;
+use crate::model::*;
+use crate::sqlite::paginate;
+use crate::store::{dedup, Store};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Several nodes may start at once; one advisory lock makes their migrations take turns.
+const MIGRATION_LOCK_KEY: i64 = 0x0_4e_43_61_72_64; // "ONCard"
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == SqlState::UNIQUE_VIOLATION {
+            match db.constraint() {
+                Some("users_tenant_id_number_key") => return number_taken(),
+                Some("tags_tenant_id_name_key") => {
+                    return StoreError::conflict(
+                        "tag_name_taken",
+                        Some("name"),
+                        "a tag with this name exists",
+                    )
+                }
+                Some("departments_tenant_id_parent_id_name_key") => {
+                    return StoreError::conflict(
+                        "department_name_taken",
+                        Some("name"),
+                        "a sibling department already has this name",
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    StoreError::backend(e)
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("database pool: {e}"))
+}
+
+fn number_taken() -> StoreError {
+    StoreError::conflict("number_taken", Some("number"), "another user already has this number")
+}
+
+fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
+    let s: &str = row.try_get(idx).map_err(pg)?;
+    parse(s).ok_or_else(|| StoreError::Unavailable(format!("unexpected stored value {s:?}")))
+}
+
+impl PgStore {
+    /// Connects, applies migrations under an advisory lock, and builds the pool.
+    pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(pg)?;
+        Self::migrate(&config).await?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .build()
+            .map_err(StoreError::backend)?;
+        Ok(Self { pool })
+    }
+
+    async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
+        let (mut client, conn) = config.connect(NoTls).await.map_err(pg)?;
+        let driver = tokio::spawn(conn);
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(pg)?;
+        let result = embedded::migrations::runner().run_async(&mut client).await;
+        // The lock is also released when the session ends; unlock explicitly anyway so a
+        // pooled session could never keep it.
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
+        drop(client);
+        driver.abort();
+        result.map(|_| ()).map_err(StoreError::backend)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+async fn insert_audit<C: GenericClient>(c: &C, a: &Audit) -> StoreResult<()> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO audit_log (id, tenant_id, actor, action, target_type, target_id, \
+             request_id, at, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        )
+        .await
+        .map_err(pg)?;
+    c.execute(
+        &st,
+        &[
+            &a.id.0,
+            &a.tenant_id.map(|t| t.0),
+            &a.actor.as_string(),
+            &a.action,
+            &a.target_type,
+            &a.target_id,
+            &a.request_id,
+            &a.at,
+            &a.detail,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> StoreResult<()> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) \
+             VALUES ($1,$2,$3,$4,$5)",
+        )
+        .await
+        .map_err(pg)?;
+    c.execute(
+        &st,
+        &[&&t.hash[..], &t.kind.as_str(), &t.tenant_id.map(|x| x.0), &t.subject_id, &t.created_at],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+async fn check_refs<C: GenericClient>(
+    c: &C,
+    table: &str,
+    tenant: TenantId,
+    ids: &[Uuid],
+    field: &'static str,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)");
+    let st = c.prepare_cached(&sql).await.map_err(pg)?;
+    let n: i64 = c.query_one(&st, &[&tenant.0, &ids]).await.map_err(pg)?.get(0);
+    if n as usize != ids.len() {
+        return Err(StoreError::InvalidReference {
+            field,
+            detail: format!("one or more {field} do not exist"),
+        });
+    }
+    Ok(())
+}
+
+async fn check_user_refs<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    departments: &[DepartmentId],
+    tags: &[TagId],
+) -> StoreResult<()> {
+    let d: Vec<Uuid> = dedup(departments).into_iter().map(|x| x.0).collect();
+    let t: Vec<Uuid> = dedup(tags).into_iter().map(|x| x.0).collect();
+    check_refs(c, "departments", tenant, &d, "department_ids").await?;
+    check_refs(c, "tags", tenant, &t, "tag_ids").await
+}
+
+const TENANT_COLS: &str = "id, name, kind, edition, timezone, settings, created_at";
+
+fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
+    let settings: serde_json::Value = row.try_get(5).map_err(pg)?;
+    Ok(Tenant {
+        id: TenantId(row.try_get(0).map_err(pg)?),
+        name: row.try_get(1).map_err(pg)?,
+        kind: enum_col(row, 2, TenantKind::parse)?,
+        edition: enum_col(row, 3, Edition::parse)?,
+        timezone: row.try_get(4).map_err(pg)?,
+        settings: serde_json::from_value(settings).map_err(StoreError::backend)?,
+        created_at: row.try_get(6).map_err(pg)?,
+    })
+}
+
+async fn load_tenant<C: GenericClient>(c: &C, id: TenantId) -> StoreResult<Tenant> {
+    let st = c
+        .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+        .await
+        .map_err(pg)?;
+    let row = c.query_opt(&st, &[&id.0]).await.map_err(pg)?.ok_or(StoreError::NotFound)?;
+    tenant_from_row(&row)
+}
+
+const USER_COLS: &str =
+    "id, name, number, phone, id_last4, identity, status, created_at, updated_at";
+
+fn user_from_row(row: &Row) -> StoreResult<User> {
+    Ok(User {
+        id: UserId(row.try_get(0).map_err(pg)?),
+        name: row.try_get(1).map_err(pg)?,
+        number: row.try_get(2).map_err(pg)?,
+        phone: row.try_get(3).map_err(pg)?,
+        id_last4: row.try_get(4).map_err(pg)?,
+        identity: row.try_get(5).map_err(pg)?,
+        status: enum_col(row, 6, UserStatus::parse)?,
+        department_ids: Vec::new(),
+        tag_ids: Vec::new(),
+        created_at: row.try_get(7).map_err(pg)?,
+        updated_at: row.try_get(8).map_err(pg)?,
+    })
+}
+
+async fn attach_memberships<C: GenericClient>(c: &C, users: &mut [User]) -> StoreResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = users.iter().map(|u| u.id.0).collect();
+    let index: std::collections::HashMap<Uuid, usize> =
+        users.iter().enumerate().map(|(i, u)| (u.id.0, i)).collect();
+    let st = c
+        .prepare_cached(
+            "SELECT user_id, department_id FROM user_departments WHERE user_id = ANY($1) \
+             ORDER BY user_id, department_id",
+        )
+        .await
+        .map_err(pg)?;
+    for row in c.query(&st, &[&ids]).await.map_err(pg)? {
+        if let Some(&i) = index.get(&row.get::<_, Uuid>(0)) {
+            users[i].department_ids.push(DepartmentId(row.get(1)));
+        }
+    }
+    let st = c
+        .prepare_cached(
+            "SELECT user_id, tag_id FROM user_tags WHERE user_id = ANY($1) ORDER BY user_id, tag_id",
+        )
+        .await
+        .map_err(pg)?;
+    for row in c.query(&st, &[&ids]).await.map_err(pg)? {
+        if let Some(&i) = index.get(&row.get::<_, Uuid>(0)) {
+            users[i].tag_ids.push(TagId(row.get(1)));
+        }
+    }
+    Ok(())
+}
+
+async fn load_user<C: GenericClient>(c: &C, tenant: TenantId, id: UserId) -> StoreResult<User> {
+    let st = c
+        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"))
+        .await
+        .map_err(pg)?;
+    let row = c.query_opt(&st, &[&tenant.0, &id.0]).await.map_err(pg)?.ok_or(StoreError::NotFound)?;
+    let mut users = vec![user_from_row(&row)?];
+    attach_memberships(c, &mut users).await?;
+    Ok(users.remove(0))
+}
+
+async fn set_departments<C: GenericClient>(
+    c: &C,
+    user: UserId,
+    ids: &[DepartmentId],
+) -> StoreResult<()> {
+    let ids: Vec<Uuid> = dedup(ids).into_iter().map(|d| d.0).collect();
+    c.execute("DELETE FROM user_departments WHERE user_id = $1", &[&user.0]).await.map_err(pg)?;
+    c.execute(
+        "INSERT INTO user_departments (user_id, department_id) SELECT $1, unnest($2::uuid[])",
+        &[&user.0, &ids],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+async fn set_tags<C: GenericClient>(c: &C, user: UserId, ids: &[TagId]) -> StoreResult<()> {
+    let ids: Vec<Uuid> = dedup(ids).into_iter().map(|d| d.0).collect();
+    c.execute("DELETE FROM user_tags WHERE user_id = $1", &[&user.0]).await.map_err(pg)?;
+    c.execute(
+        "INSERT INTO user_tags (user_id, tag_id) SELECT $1, unnest($2::uuid[])",
+        &[&user.0, &ids],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+async fn insert_user<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    u: &NewUser,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO users (id, tenant_id, name, number, phone, id_hash, id_last4, identity, \
+             status, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'active',$9,$9)",
+        )
+        .await
+        .map_err(pg)?;
+    c.execute(
+        &st,
+        &[
+            &u.id.0,
+            &tenant.0,
+            &u.name,
+            &u.number,
+            &u.phone,
+            &u.id_number.as_ref().map(|i| i.hash.to_vec()),
+            &u.id_number.as_ref().map(|i| i.last4.clone()),
+            &u.identity,
+            &now,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    set_departments(c, u.id, &u.department_ids).await?;
+    set_tags(c, u.id, &u.tag_ids).await
+}
+
+fn like_pattern(q: &str) -> String {
+    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.simple_query("SELECT 1").await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn insert_root_token_if_none(&self, token: NewToken) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) \
+                 VALUES ($1, 'root', NULL, NULL, $2) ON CONFLICT (kind) WHERE kind = 'root' \
+                 DO NOTHING",
+                &[&&token.hash[..], &token.created_at],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    async fn lookup_token(&self, hash: [u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition FROM tokens t \
+                 LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
+                 LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = $1",
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = c.query_opt(&st, &[&&hash[..]]).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let role: Option<&str> = row.get(3);
+        let edition: Option<&str> = row.get(4);
+        Ok(Some(TokenRecord {
+            kind: enum_col(&row, 0, TokenKind::parse)?,
+            tenant_id: row.get::<_, Option<Uuid>>(1).map(TenantId),
+            subject_id: row.get(2),
+            role: role.and_then(AdminRole::parse),
+            edition: edition.and_then(Edition::parse),
+        }))
+    }
+
+    async fn insert_token(&self, token: NewToken, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        insert_token(&tx, &token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        admin_id: AdminId,
+        admin_token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let settings = serde_json::to_value(&tenant.settings).map_err(StoreError::backend)?;
+        tx.execute(
+            &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"),
+            &[
+                &tenant.id.0,
+                &tenant.name,
+                &tenant.kind.as_str(),
+                &tenant.edition.as_str(),
+                &tenant.timezone,
+                &settings,
+                &tenant.created_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at, bound_at) \
+             VALUES ($1, $2, NULL, 'super_admin', 'active', $3, $3)",
+            &[&admin_id.0, &tenant.id.0, &tenant.created_at],
+        )
+        .await
+        .map_err(pg)?;
+        insert_token(&tx, &admin_token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        let c = self.client().await?;
+        load_tenant(&c, id).await
+    }
+
+    async fn update_tenant(
+        &self,
+        id: TenantId,
+        timezone: Option<String>,
+        settings: Option<TenantSettings>,
+        audit: Audit,
+    ) -> StoreResult<Tenant> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id.0]).await.map_err(pg)?;
+        let mut t = load_tenant(&tx, id).await?;
+        if let Some(tz) = timezone {
+            t.timezone = tz;
+        }
+        if let Some(s) = settings {
+            t.settings = s;
+        }
+        let settings = serde_json::to_value(&t.settings).map_err(StoreError::backend)?;
+        tx.execute(
+            "UPDATE tenants SET timezone = $1, settings = $2 WHERE id = $3",
+            &[&t.timezone, &settings, &id.0],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(t)
+    }
+
+    async fn create_admin(&self, admin: NewAdmin, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_refs(&tx, "users", admin.tenant_id, &[admin.user_id.0], "user_id").await?;
+        // Lock the user row so two concurrent grants for one user cannot both pass.
+        tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&admin.user_id.0])
+            .await
+            .map_err(pg)?;
+        let already: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)", &[&admin
+                .user_id
+                .0])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if already {
+            return Err(StoreError::conflict(
+                "already_admin",
+                Some("user_id"),
+                "this user already is (or is being bound as) an admin",
+            ));
+        }
+        tx.execute(
+            "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5)",
+            &[
+                &admin.id.0,
+                &admin.tenant_id.0,
+                &admin.user_id.0,
+                &admin.role.as_str(),
+                &admin.created_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO admin_bindings (hash, admin_id, expires_at) VALUES ($1, $2, $3)",
+            &[&&admin.binding_hash[..], &admin.id.0, &admin.expires_at],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn bind_admin(
+        &self,
+        binding_hash: [u8; 32],
+        mut token: NewToken,
+        now: Timestamp,
+        mut audit: Audit,
+    ) -> StoreResult<(TenantId, AdminId)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id FROM admin_bindings b \
+                 JOIN admins a ON a.id = b.admin_id WHERE b.hash = $1 FOR UPDATE OF b",
+                &[&&binding_hash[..]],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        let expires: Timestamp = row.get(1);
+        let used: Option<Timestamp> = row.get(2);
+        if used.is_some() || now >= expires {
+            return Err(StoreError::Gone);
+        }
+        let (admin, tenant) = (AdminId(row.get(0)), TenantId(row.get(3)));
+        tx.execute(
+            "UPDATE admin_bindings SET used_at = $1 WHERE hash = $2",
+            &[&now, &&binding_hash[..]],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "UPDATE admins SET status = 'active', bound_at = $1 WHERE id = $2",
+            &[&now, &admin.0],
+        )
+        .await
+        .map_err(pg)?;
+        token.tenant_id = Some(tenant);
+        token.subject_id = Some(admin.0);
+        insert_token(&tx, &token).await?;
+        audit.tenant_id = Some(tenant);
+        audit.target_id = admin.to_string();
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok((tenant, admin))
+    }
+
+    async fn list_admins(
+        &self,
+        tenant: TenantId,
+        page: PageReq<AdminId>,
+    ) -> StoreResult<Page<Admin, AdminId>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, user_id, role, status, created_at, bound_at FROM admins \
+                 WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(&st, &[&tenant.0, &page.after.map(|a| a.0), &(page.limit as i64 + 1)])
+            .await
+            .map_err(pg)?;
+        let admins = rows
+            .iter()
+            .map(|r| {
+                Ok(Admin {
+                    id: AdminId(r.get(0)),
+                    user_id: r.get::<_, Option<Uuid>>(1).map(UserId),
+                    role: enum_col(r, 2, AdminRole::parse)?,
+                    status: enum_col(r, 3, AdminStatus::parse)?,
+                    created_at: r.get(4),
+                    bound_at: r.get(5),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(admins, page.limit, |a| a.id))
+    }
+
+    async fn delete_admin(&self, tenant: TenantId, id: AdminId, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Lock every active super admin of the tenant: two concurrent removals of the
+        // last two must not both pass the count below.
+        let supers = tx
+            .query(
+                "SELECT id FROM admins WHERE tenant_id = $1 AND role = 'super_admin' \
+                 AND status = 'active' ORDER BY id FOR UPDATE",
+                &[&tenant.0],
+            )
+            .await
+            .map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "SELECT role, status FROM admins WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &id.0],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        let (role, status): (&str, &str) = (row.get(0), row.get(1));
+        if role == "super_admin" && status == "active" && supers.len() <= 1 {
+            return Err(StoreError::conflict(
+                "last_super_admin",
+                None,
+                "a tenant keeps at least one super admin",
+            ));
+        }
+        tx.execute("DELETE FROM tokens WHERE kind = 'admin' AND subject_id = $1", &[&id.0])
+            .await
+            .map_err(pg)?;
+        tx.execute("DELETE FROM admins WHERE id = $1", &[&id.0]).await.map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn create_department(
+        &self,
+        tenant: TenantId,
+        dept: Department,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        if let Some(parent) = dept.parent_id {
+            check_refs(&tx, "departments", tenant, &[parent.0], "parent_id").await?;
+        }
+        tx.execute(
+            "INSERT INTO departments (id, tenant_id, parent_id, name, created_at) \
+             VALUES ($1,$2,$3,$4,$5)",
+            &[&dept.id.0, &tenant.0, &dept.parent_id.map(|p| p.0), &dept.name, &dept.created_at],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, name, parent_id, created_at FROM departments WHERE tenant_id = $1 \
+                 ORDER BY id",
+            )
+            .await
+            .map_err(pg)?;
+        Ok(c.query(&st, &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| Department {
+                id: DepartmentId(r.get(0)),
+                name: r.get(1),
+                parent_id: r.get::<_, Option<Uuid>>(2).map(DepartmentId),
+                created_at: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO tags (id, tenant_id, name, created_at) VALUES ($1,$2,$3,$4)",
+            &[&tag.id.0, &tenant.0, &tag.name, &tag.created_at],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT id, name, created_at FROM tags WHERE tenant_id = $1 ORDER BY name")
+            .await
+            .map_err(pg)?;
+        Ok(c.query(&st, &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| Tag { id: TagId(r.get(0)), name: r.get(1), created_at: r.get(2) })
+            .collect())
+    }
+
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        user: NewUser,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_user_refs(&tx, tenant, &user.department_ids, &user.tag_ids).await?;
+        insert_user(&tx, tenant, &user, now).await?;
+        insert_audit(&tx, &audit).await?;
+        let created = load_user(&tx, tenant, user.id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(created)
+    }
+
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User> {
+        let c = self.client().await?;
+        load_user(&c, tenant, id).await
+    }
+
+    async fn update_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        patch: UserPatch,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", &[
+                &tenant.0, &id.0,
+            ])
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        check_user_refs(
+            &tx,
+            tenant,
+            patch.department_ids.as_deref().unwrap_or_default(),
+            patch.tag_ids.as_deref().unwrap_or_default(),
+        )
+        .await?;
+        let (set_phone, phone) = (patch.phone.is_some(), patch.phone.clone().flatten());
+        let (set_idn, idn) = (patch.id_number.is_some(), patch.id_number.clone().flatten());
+        let (set_identity, identity) =
+            (patch.identity.is_some(), patch.identity.clone().flatten());
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &id.0,
+            &patch.name,
+            &patch.number,
+            &set_phone,
+            &phone,
+            &set_idn,
+            &idn.as_ref().map(|i| i.hash.to_vec()),
+            &idn.as_ref().map(|i| i.last4.clone()),
+            &set_identity,
+            &identity,
+            &patch.status.map(|s| s.as_str()),
+            &now,
+            &tenant.0,
+        ];
+        tx.execute(
+            "UPDATE users SET name = coalesce($2, name), number = coalesce($3, number), \
+             phone = CASE WHEN $4 THEN $5 ELSE phone END, \
+             id_hash = CASE WHEN $6 THEN $7 ELSE id_hash END, \
+             id_last4 = CASE WHEN $6 THEN $8 ELSE id_last4 END, \
+             identity = CASE WHEN $9 THEN $10 ELSE identity END, \
+             status = coalesce($11, status), updated_at = $12 WHERE id = $1 AND tenant_id = $13",
+            &params,
+        )
+        .await
+        .map_err(pg)?;
+        if let Some(d) = &patch.department_ids {
+            set_departments(&tx, id, d).await?;
+        }
+        if let Some(t) = &patch.tag_ids {
+            set_tags(&tx, id, t).await?;
+        }
+        insert_audit(&tx, &audit).await?;
+        let user = load_user(&tx, tenant, id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(user)
+    }
+
+    async fn delete_user(&self, tenant: TenantId, id: UserId, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", &[
+                &tenant.0, &id.0,
+            ])
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let is_admin: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)", &[&id.0])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if is_admin {
+            return Err(StoreError::conflict(
+                "user_is_admin",
+                None,
+                "remove this user's admin role first",
+            ));
+        }
+        tx.execute("DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = $1", &[&id.0])
+            .await
+            .map_err(pg)?;
+        tx.execute("DELETE FROM users WHERE id = $1", &[&id.0]).await.map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        filter: UserFilter,
+        page: PageReq<UserId>,
+    ) -> StoreResult<Page<User, UserId>> {
+        let c = self.client().await?;
+        let q = filter.q.as_deref().map(like_pattern);
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users u WHERE tenant_id = $1 \
+                 AND ($2::uuid IS NULL OR id > $2) \
+                 AND ($3::text IS NULL OR status = $3) \
+                 AND ($4::text IS NULL OR name LIKE '%' || $4 || '%' OR number LIKE $4 || '%') \
+                 AND ($5::uuid IS NULL OR EXISTS (SELECT 1 FROM user_departments m \
+                      WHERE m.user_id = u.id AND m.department_id = $5)) \
+                 AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM user_tags m \
+                      WHERE m.user_id = u.id AND m.tag_id = $6)) \
+                 ORDER BY id LIMIT $7"
+            ))
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &tenant.0,
+                    &page.after.map(|a| a.0),
+                    &filter.status.map(|s| s.as_str()),
+                    &q,
+                    &filter.department_id.map(|d| d.0),
+                    &filter.tag_id.map(|t| t.0),
+                    &(page.limit as i64 + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut page = paginate(users, page.limit, |u| u.id);
+        attach_memberships(&c, &mut page.items).await?;
+        Ok(page)
+    }
+
+    async fn batch_update_users(
+        &self,
+        tenant: TenantId,
+        update: BatchUserUpdate,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let ids: Vec<Uuid> = dedup(&update.user_ids).into_iter().map(|u| u.0).collect();
+        check_refs(&tx, "users", tenant, &ids, "user_ids").await?;
+        let mut all_tags = update.add_tag_ids.clone();
+        all_tags.extend(&update.remove_tag_ids);
+        check_user_refs(&tx, tenant, update.department_ids.as_deref().unwrap_or_default(), &all_tags)
+            .await?;
+        let (set_identity, identity) =
+            (update.identity.is_some(), update.identity.clone().flatten());
+        tx.execute(
+            "UPDATE users SET status = coalesce($2, status), \
+             identity = CASE WHEN $3 THEN $4 ELSE identity END, updated_at = $5 \
+             WHERE id = ANY($1)",
+            &[&ids, &update.status.map(|s| s.as_str()), &set_identity, &identity, &now],
+        )
+        .await
+        .map_err(pg)?;
+        if let Some(depts) = &update.department_ids {
+            let depts: Vec<Uuid> = dedup(depts).into_iter().map(|d| d.0).collect();
+            tx.execute("DELETE FROM user_departments WHERE user_id = ANY($1)", &[&ids])
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                "INSERT INTO user_departments (user_id, department_id) \
+                 SELECT u, d FROM unnest($1::uuid[]) u CROSS JOIN unnest($2::uuid[]) d",
+                &[&ids, &depts],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let add: Vec<Uuid> = dedup(&update.add_tag_ids).into_iter().map(|t| t.0).collect();
+        let remove: Vec<Uuid> = dedup(&update.remove_tag_ids).into_iter().map(|t| t.0).collect();
+        tx.execute(
+            "INSERT INTO user_tags (user_id, tag_id) \
+             SELECT u, t FROM unnest($1::uuid[]) u CROSS JOIN unnest($2::uuid[]) t \
+             ON CONFLICT DO NOTHING",
+            &[&ids, &add],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM user_tags WHERE user_id = ANY($1) AND tag_id = ANY($2)",
+            &[&ids, &remove],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn import_users(
+        &self,
+        tenant: TenantId,
+        rows: Vec<NewUser>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<ImportOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TEMP TABLE import_users (id uuid, name text, number text, phone text, \
+               id_hash bytea, id_last4 text, identity text) ON COMMIT DROP; \
+             CREATE TEMP TABLE import_links (number text, kind \"char\", other uuid) \
+               ON COMMIT DROP;",
+        )
+        .await
+        .map_err(pg)?;
+
+        // Bulk-load the rows with binary COPY: one round trip for all of them.
+        let sink = tx
+            .copy_in("COPY import_users FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(pg)?;
+        let types =
+            [Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::BYTEA, Type::TEXT, Type::TEXT];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for u in &rows {
+            let hash = u.id_number.as_ref().map(|i| i.hash.to_vec());
+            let last4 = u.id_number.as_ref().map(|i| i.last4.as_str());
+            writer
+                .as_mut()
+                .write(&[&u.id.0, &u.name, &u.number, &u.phone, &hash, &last4, &u.identity])
+                .await
+                .map_err(pg)?;
+        }
+        writer.finish().await.map_err(pg)?;
+
+        let sink = tx
+            .copy_in("COPY import_links FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(pg)?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::CHAR, Type::UUID]));
+        for u in &rows {
+            for d in dedup(&u.department_ids) {
+                writer.as_mut().write(&[&u.number, &(b'd' as i8), &d.0]).await.map_err(pg)?;
+            }
+            for t in dedup(&u.tag_ids) {
+                writer.as_mut().write(&[&u.number, &(b't' as i8), &t.0]).await.map_err(pg)?;
+            }
+        }
+        writer.finish().await.map_err(pg)?;
+
+        // Upsert by number; an empty optional cell keeps what the user had.
+        let counts = tx
+            .query_one(
+                "WITH up AS ( \
+                   INSERT INTO users (id, tenant_id, name, number, phone, id_hash, id_last4, \
+                     identity, status, created_at, updated_at) \
+                   SELECT id, $1, name, number, phone, id_hash, id_last4, identity, 'active', $2, $2 \
+                   FROM import_users \
+                   ON CONFLICT (tenant_id, number) DO UPDATE SET name = EXCLUDED.name, \
+                     phone = coalesce(EXCLUDED.phone, users.phone), \
+                     id_hash = coalesce(EXCLUDED.id_hash, users.id_hash), \
+                     id_last4 = coalesce(EXCLUDED.id_last4, users.id_last4), \
+                     identity = coalesce(EXCLUDED.identity, users.identity), \
+                     updated_at = EXCLUDED.updated_at \
+                   RETURNING (xmax = 0) AS inserted) \
+                 SELECT count(*) FILTER (WHERE inserted), count(*) FROM up",
+                &[&tenant.0, &now],
+            )
+            .await
+            .map_err(pg)?;
+        let (created, imported): (i64, i64) = (counts.get(0), counts.get(1));
+
+        // Replace memberships of the kinds a row named; leave the others alone.
+        tx.execute(
+            "DELETE FROM user_departments m USING users u WHERE m.user_id = u.id \
+             AND u.tenant_id = $1 AND u.number IN \
+             (SELECT number FROM import_links WHERE kind = 'd')",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM user_tags m USING users u WHERE m.user_id = u.id \
+             AND u.tenant_id = $1 AND u.number IN \
+             (SELECT number FROM import_links WHERE kind = 't')",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO user_departments (user_id, department_id) \
+             SELECT u.id, l.other FROM import_links l \
+             JOIN users u ON u.tenant_id = $1 AND u.number = l.number WHERE l.kind = 'd'",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO user_tags (user_id, tag_id) \
+             SELECT u.id, l.other FROM import_links l \
+             JOIN users u ON u.tenant_id = $1 AND u.number = l.number WHERE l.kind = 't'",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(ImportOutcome {
+            imported: imported as u64,
+            created: created as u64,
+            updated: (imported - created) as u64,
+        })
+    }
+
+    async fn directory_stats(&self, tenant: TenantId) -> StoreResult<DirectoryStats> {
+        let c = self.client().await?;
+        let users: i64 = c
+            .query_one("SELECT count(*) FROM users WHERE tenant_id = $1", &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let mut groups = Vec::new();
+        for sql in [
+            "SELECT status, count(*) FROM users WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+            "SELECT identity, count(*) FROM users WHERE tenant_id = $1 \
+             GROUP BY identity ORDER BY identity NULLS FIRST",
+            "SELECT m.department_id::text, count(*) FROM user_departments m \
+             JOIN users u ON u.id = m.user_id WHERE u.tenant_id = $1 \
+             GROUP BY m.department_id ORDER BY m.department_id::text",
+        ] {
+            let rows = c.query(sql, &[&tenant.0]).await.map_err(pg)?;
+            groups.push(
+                rows.iter()
+                    .map(|r| CountBy { key: r.get(0), count: r.get::<_, i64>(1) as u64 })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let by_department = groups.pop().unwrap_or_default();
+        let by_identity = groups.pop().unwrap_or_default();
+        let by_status = groups.pop().unwrap_or_default();
+        Ok(DirectoryStats { users: users as u64, by_status, by_identity, by_department })
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: Option<TenantId>,
+        filter: AuditFilter,
+        page: PageReq<AuditId>,
+    ) -> StoreResult<Page<AuditEntry, AuditId>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, actor, action, target_type, target_id, request_id, at, detail \
+                 FROM audit_log WHERE tenant_id IS NOT DISTINCT FROM $1 \
+                 AND ($2::uuid IS NULL OR id < $2) \
+                 AND ($3::text IS NULL OR action = $3) \
+                 AND ($4::text IS NULL OR actor = $4) \
+                 AND ($5::text IS NULL OR target_id = $5) \
+                 AND ($6::timestamptz IS NULL OR at >= $6) \
+                 AND ($7::timestamptz IS NULL OR at < $7) \
+                 ORDER BY id DESC LIMIT $8",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &tenant.map(|t| t.0),
+                    &page.after.map(|a| a.0),
+                    &filter.action,
+                    &filter.actor,
+                    &filter.target_id,
+                    &filter.from,
+                    &filter.to,
+                    &(page.limit as i64 + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let entries = rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: AuditId(r.get(0)),
+                actor: r.get(1),
+                action: r.get(2),
+                target_type: r.get(3),
+                target_id: r.get(4),
+                request_id: r.get(5),
+                at: r.get(6),
+                detail: r.get(7),
+            })
+            .collect();
+        Ok(paginate(entries, page.limit, |a| a.id))
+    }
+
+    async fn idem_begin(
+        &self,
+        scope: String,
+        key: String,
+        request_hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<IdemBegin> {
+        let c = self.client().await?;
+        let inserted = c
+            .execute(
+                "INSERT INTO idempotency (scope, key, request_hash, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&scope, &key, &&request_hash[..], &now],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 1 {
+            return Ok(IdemBegin::New);
+        }
+        let row = c
+            .query_one(
+                "SELECT request_hash, status, body FROM idempotency WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await
+            .map_err(pg)?;
+        let hash: &[u8] = row.get(0);
+        let status: Option<i32> = row.get(1);
+        Ok(if hash != request_hash {
+            IdemBegin::Conflict
+        } else if let Some(status) = status {
+            IdemBegin::Replay { status: status as u16, body: row.get::<_, Option<Vec<u8>>>(2).unwrap_or_default() }
+        } else {
+            IdemBegin::InProgress
+        })
+    }
+
+    async fn idem_finish(
+        &self,
+        scope: String,
+        key: String,
+        status: u16,
+        body: Vec<u8>,
+    ) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE idempotency SET status = $1, body = $2 WHERE scope = $3 AND key = $4",
+                &[&(status as i32), &body, &scope, &key],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM idempotency WHERE scope = $1 AND key = $2 AND status IS NULL",
+                &[&scope, &key],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}

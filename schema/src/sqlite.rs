@@ -1,0 +1,1359 @@
+//! The embedded engine: SQLite in WAL mode with exactly one writer.
+//!
+//! Every write is a job sent to the writer thread. The thread takes whatever jobs are
+//! waiting (up to `WRITE_BATCH_MAX`), runs each inside its own savepoint of one
+//! transaction, commits once and only then answers every job: one sync for many writes
+//! (group commit), and a failed job rolls back to its savepoint without touching the
+//! others. Reads go to a small pool of read-only connections on blocking threads.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::{oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::ids::*;
+use crate::model::*;
+use crate::store::{dedup, Store};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// How many queued writes one transaction may carry. Bounded so that one commit never
+/// holds the writer for long, and so a burst cannot grow a transaction without end.
+const WRITE_BATCH_MAX: usize = 256;
+/// Writes waiting for the writer thread before senders wait (back-pressure).
+const WRITE_QUEUE_MAX: usize = 4096;
+/// How long a connection waits on a lock held by another process before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+trait WriteJob: Send {
+    /// Runs the job inside its savepoint; false means roll the savepoint back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> WriteJob for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (commit, self.result) {
+            (_, Some(Err(e))) => Err(e),
+            (Ok(()), Some(Ok(v))) => Ok(v),
+            (Err(e), _) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            (Ok(()), None) => Err(StoreError::Unavailable("write job did not run".into())),
+        };
+        // The caller may have gone away (request cancelled); nothing to do then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+pub struct SqliteStore {
+    writer: mpsc::SyncSender<Box<dyn WriteJob>>,
+    readers: Arc<ReaderPool>,
+}
+
+fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    if !read_only {
+        // FULL: an acknowledged commit survives power loss, not just a process crash.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+    }
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_batch(&mut conn, &mut batch);
+        for job in batch {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    for job in batch.iter_mut() {
+        let step = conn
+            .execute_batch("SAVEPOINT job")
+            .and_then(|_| {
+                if job.run(conn) {
+                    conn.execute_batch("RELEASE job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                }
+            })
+            .map_err(|e| e.to_string());
+        if let Err(e) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        e.to_string()
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file, applies migrations and starts the
+    /// writer thread.
+    pub async fn open(path: &Path, readers: usize) -> StoreResult<Self> {
+        let path = path.to_path_buf();
+        let readers = readers.clamp(1, 16);
+        let (tx, pool) = tokio::task::spawn_blocking(move || -> StoreResult<_> {
+            if let Some(dir) = path.parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+                }
+            }
+            let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
+            embedded::migrations::runner().run(&mut conn).map_err(StoreError::backend)?;
+            let mut conns = Vec::with_capacity(readers);
+            for _ in 0..readers {
+                conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
+            }
+            let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITE_QUEUE_MAX);
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx))
+                .map_err(StoreError::backend)?;
+            let pool = ReaderPool {
+                path,
+                conns: Mutex::new(conns),
+                permits: Semaphore::new(readers),
+            };
+            Ok((tx, pool))
+        })
+        .await
+        .map_err(StoreError::backend)??;
+        Ok(Self { writer: tx, readers: Arc::new(pool) })
+    }
+
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(TypedJob { work: Some(work), result: None, reply });
+        let writer = self.writer.clone();
+        // The queue is bounded; wait for room on a blocking thread, never on the runtime.
+        match writer.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || writer.send(job))
+                    .await
+                    .map_err(StoreError::backend)?
+                    .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(StoreError::Unavailable("writer stopped".into()))
+            }
+        }
+        rx.await.map_err(|_| StoreError::Unavailable("writer dropped a job".into()))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let _permit = pool.permits.acquire().await.map_err(StoreError::backend)?;
+        let conn = pool.conns.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            // A connection is lost only if a read panicked; open a replacement.
+            None => open_conn(&pool.path, true).map_err(StoreError::backend)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = work(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(StoreError::backend)?;
+        pool.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
+    }
+}
+
+// --- conversions -----------------------------------------------------------------
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    // Every stored time was written from a valid Timestamp, so it converts back.
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(idx)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn opt_uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_enum<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unexpected value {s:?}").into(),
+        )
+    })
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(",")
+}
+
+fn insert_audit(conn: &Connection, a: &Audit) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (id, tenant_id, actor, action, target_type, target_id, \
+         request_id, at, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            a.id.to_string(),
+            a.tenant_id.map(|t| t.to_string()),
+            a.actor.as_string(),
+            a.action,
+            a.target_type,
+            a.target_id,
+            a.request_id,
+            ms(a.at),
+            a.detail.to_string(),
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) VALUES (?,?,?,?,?)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            &t.hash[..],
+            t.kind.as_str(),
+            t.tenant_id.map(|x| x.to_string()),
+            t.subject_id.map(|x| x.to_string()),
+            ms(t.created_at),
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Checks that every id names a row of `table` in the tenant.
+fn check_refs(
+    conn: &Connection,
+    table: &str,
+    tenant: TenantId,
+    ids: &[Uuid],
+    field: &'static str,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT count(*) FROM {table} WHERE tenant_id = ? AND id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut values: Vec<String> = vec![tenant.to_string()];
+    values.extend(ids.iter().map(|i| i.to_string()));
+    let n: i64 = conn
+        .query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+        .map_err(db)?;
+    if n as usize != ids.len() {
+        return Err(StoreError::InvalidReference {
+            field,
+            detail: format!("one or more {field} do not exist"),
+        });
+    }
+    Ok(())
+}
+
+const TENANT_COLS: &str = "id, name, kind, edition, timezone, settings, created_at";
+
+fn tenant_from_row(row: &Row) -> rusqlite::Result<Tenant> {
+    let settings: String = row.get(5)?;
+    Ok(Tenant {
+        id: TenantId(uuid_col(row, 0)?),
+        name: row.get(1)?,
+        kind: parse_enum(row, 2, TenantKind::parse)?,
+        edition: parse_enum(row, 3, Edition::parse)?,
+        timezone: row.get(4)?,
+        settings: serde_json::from_str(&settings).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        created_at: ts(row.get(6)?),
+    })
+}
+
+fn load_tenant(conn: &Connection, id: TenantId) -> StoreResult<Tenant> {
+    conn.prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?"))
+        .and_then(|mut st| st.query_row([id.to_string()], tenant_from_row).optional())
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)
+}
+
+const USER_COLS: &str =
+    "id, name, number, phone, id_last4, identity, status, created_at, updated_at";
+
+fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: UserId(uuid_col(row, 0)?),
+        name: row.get(1)?,
+        number: row.get(2)?,
+        phone: row.get(3)?,
+        id_last4: row.get(4)?,
+        identity: row.get(5)?,
+        status: parse_enum(row, 6, UserStatus::parse)?,
+        department_ids: Vec::new(),
+        tag_ids: Vec::new(),
+        created_at: ts(row.get(7)?),
+        updated_at: ts(row.get(8)?),
+    })
+}
+
+/// Fills in department and tag ids for a page of users with two queries.
+fn attach_memberships(conn: &Connection, users: &mut [User]) -> StoreResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = users.iter().map(|u| u.id.to_string()).collect();
+    let index: std::collections::HashMap<Uuid, usize> =
+        users.iter().enumerate().map(|(i, u)| (u.id.0, i)).collect();
+    for (table, col) in [("user_departments", "department_id"), ("user_tags", "tag_id")] {
+        let sql = format!(
+            "SELECT user_id, {col} FROM {table} WHERE user_id IN ({}) ORDER BY user_id, {col}",
+            placeholders(ids.len())
+        );
+        let mut st = conn.prepare(&sql).map_err(db)?;
+        let mut rows = st.query(rusqlite::params_from_iter(ids.iter())).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let (uid, other) = (uuid_col(row, 0).map_err(db)?, uuid_col(row, 1).map_err(db)?);
+            if let Some(&i) = index.get(&uid) {
+                if col == "department_id" {
+                    users[i].department_ids.push(DepartmentId(other));
+                } else {
+                    users[i].tag_ids.push(TagId(other));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<User> {
+    let user = conn
+        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?"))
+        .and_then(|mut st| {
+            st.query_row([tenant.to_string(), id.to_string()], user_from_row).optional()
+        })
+        .map_err(db)?;
+    let mut users = vec![user.ok_or(StoreError::NotFound)?];
+    attach_memberships(conn, &mut users)?;
+    Ok(users.remove(0))
+}
+
+fn number_owner(conn: &Connection, tenant: TenantId, number: &str) -> StoreResult<Option<Uuid>> {
+    conn.prepare_cached("SELECT id FROM users WHERE tenant_id = ? AND number = ?")
+        .and_then(|mut st| {
+            st.query_row([tenant.to_string(), number.to_string()], |r| uuid_col(r, 0)).optional()
+        })
+        .map_err(db)
+}
+
+fn number_taken() -> StoreError {
+    StoreError::conflict("number_taken", Some("number"), "another user already has this number")
+}
+
+fn set_departments(conn: &Connection, user: UserId, ids: &[DepartmentId]) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM user_departments WHERE user_id = ?")
+        .and_then(|mut st| st.execute([user.to_string()]))
+        .map_err(db)?;
+    let mut st = conn
+        .prepare_cached("INSERT INTO user_departments (user_id, department_id) VALUES (?, ?)")
+        .map_err(db)?;
+    for d in dedup(ids) {
+        st.execute([user.to_string(), d.to_string()]).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn set_tags(conn: &Connection, user: UserId, ids: &[TagId]) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM user_tags WHERE user_id = ?")
+        .and_then(|mut st| st.execute([user.to_string()]))
+        .map_err(db)?;
+    let mut st = conn
+        .prepare_cached("INSERT INTO user_tags (user_id, tag_id) VALUES (?, ?)")
+        .map_err(db)?;
+    for t in dedup(ids) {
+        st.execute([user.to_string(), t.to_string()]).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn check_user_refs(
+    conn: &Connection,
+    tenant: TenantId,
+    departments: &[DepartmentId],
+    tags: &[TagId],
+) -> StoreResult<()> {
+    let d: Vec<Uuid> = dedup(departments).into_iter().map(|x| x.0).collect();
+    let t: Vec<Uuid> = dedup(tags).into_iter().map(|x| x.0).collect();
+    check_refs(conn, "departments", tenant, &d, "department_ids")?;
+    check_refs(conn, "tags", tenant, &t, "tag_ids")
+}
+
+fn like_pattern(q: &str) -> String {
+    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+    }
+
+    async fn insert_root_token_if_none(&self, token: NewToken) -> StoreResult<bool> {
+        self.write(move |c| {
+            let exists: bool = c
+                .query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE kind = 'root')", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
+            if exists {
+                return Ok(false);
+            }
+            insert_token(c, &token)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn lookup_token(&self, hash: [u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition FROM tokens t \
+                 LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
+                 LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = ?",
+            )
+            .and_then(|mut st| {
+                st.query_row([&hash[..]], |r| {
+                    let role: Option<String> = r.get(3)?;
+                    let edition: Option<String> = r.get(4)?;
+                    Ok(TokenRecord {
+                        kind: parse_enum(r, 0, TokenKind::parse)?,
+                        tenant_id: opt_uuid_col(r, 1)?.map(TenantId),
+                        subject_id: opt_uuid_col(r, 2)?,
+                        role: role.as_deref().and_then(AdminRole::parse),
+                        edition: edition.as_deref().and_then(Edition::parse),
+                    })
+                })
+                .optional()
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: NewToken, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            insert_token(c, &token)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        admin_id: AdminId,
+        admin_token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?,?,?,?,?,?,?)"),
+                params![
+                    tenant.id.to_string(),
+                    tenant.name,
+                    tenant.kind.as_str(),
+                    tenant.edition.as_str(),
+                    tenant.timezone,
+                    serde_json::to_string(&tenant.settings).map_err(StoreError::backend)?,
+                    ms(tenant.created_at),
+                ],
+            )
+            .map_err(db)?;
+            c.execute(
+                "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at, bound_at) \
+                 VALUES (?, ?, NULL, 'super_admin', 'active', ?, ?)",
+                params![
+                    admin_id.to_string(),
+                    tenant.id.to_string(),
+                    ms(tenant.created_at),
+                    ms(tenant.created_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_token(c, &admin_token)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        self.read(move |c| load_tenant(c, id)).await
+    }
+
+    async fn update_tenant(
+        &self,
+        id: TenantId,
+        timezone: Option<String>,
+        settings: Option<TenantSettings>,
+        audit: Audit,
+    ) -> StoreResult<Tenant> {
+        self.write(move |c| {
+            let mut t = load_tenant(c, id)?;
+            if let Some(tz) = timezone {
+                t.timezone = tz;
+            }
+            if let Some(s) = settings {
+                t.settings = s;
+            }
+            c.execute(
+                "UPDATE tenants SET timezone = ?, settings = ? WHERE id = ?",
+                params![
+                    t.timezone,
+                    serde_json::to_string(&t.settings).map_err(StoreError::backend)?,
+                    id.to_string()
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn create_admin(&self, admin: NewAdmin, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            check_refs(c, "users", admin.tenant_id, &[admin.user_id.0], "user_id")?;
+            let already: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = ?)",
+                    [admin.user_id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if already {
+                return Err(StoreError::conflict(
+                    "already_admin",
+                    Some("user_id"),
+                    "this user already is (or is being bound as) an admin",
+                ));
+            }
+            c.execute(
+                "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at) \
+                 VALUES (?, ?, ?, ?, 'pending', ?)",
+                params![
+                    admin.id.to_string(),
+                    admin.tenant_id.to_string(),
+                    admin.user_id.to_string(),
+                    admin.role.as_str(),
+                    ms(admin.created_at)
+                ],
+            )
+            .map_err(db)?;
+            c.execute(
+                "INSERT INTO admin_bindings (hash, admin_id, expires_at) VALUES (?, ?, ?)",
+                params![&admin.binding_hash[..], admin.id.to_string(), ms(admin.expires_at)],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn bind_admin(
+        &self,
+        binding_hash: [u8; 32],
+        mut token: NewToken,
+        now: Timestamp,
+        mut audit: Audit,
+    ) -> StoreResult<(TenantId, AdminId)> {
+        self.write(move |c| {
+            let found = c
+                .query_row(
+                    "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id FROM admin_bindings b \
+                     JOIN admins a ON a.id = b.admin_id WHERE b.hash = ?",
+                    [&binding_hash[..]],
+                    |r| {
+                        Ok((
+                            uuid_col(r, 0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            uuid_col(r, 3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db)?;
+            let (admin, expires, used, tenant) = found.ok_or(StoreError::NotFound)?;
+            if used.is_some() || ms(now) >= expires {
+                return Err(StoreError::Gone);
+            }
+            let (admin, tenant) = (AdminId(admin), TenantId(tenant));
+            c.execute(
+                "UPDATE admin_bindings SET used_at = ? WHERE hash = ?",
+                params![ms(now), &binding_hash[..]],
+            )
+            .map_err(db)?;
+            c.execute(
+                "UPDATE admins SET status = 'active', bound_at = ? WHERE id = ?",
+                params![ms(now), admin.to_string()],
+            )
+            .map_err(db)?;
+            token.tenant_id = Some(tenant);
+            token.subject_id = Some(admin.0);
+            insert_token(c, &token)?;
+            audit.tenant_id = Some(tenant);
+            audit.target_id = admin.to_string();
+            insert_audit(c, &audit)?;
+            Ok((tenant, admin))
+        })
+        .await
+    }
+
+    async fn list_admins(
+        &self,
+        tenant: TenantId,
+        page: PageReq<AdminId>,
+    ) -> StoreResult<Page<Admin, AdminId>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, user_id, role, status, created_at, bound_at FROM admins \
+                     WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                )
+                .map_err(db)?;
+            let after = page.after.map(|a| a.to_string()).unwrap_or_default();
+            let rows = st
+                .query_map(params![tenant.to_string(), after, page.limit + 1], |r| {
+                    Ok(Admin {
+                        id: AdminId(uuid_col(r, 0)?),
+                        user_id: opt_uuid_col(r, 1)?.map(UserId),
+                        role: parse_enum(r, 2, AdminRole::parse)?,
+                        status: parse_enum(r, 3, AdminStatus::parse)?,
+                        created_at: ts(r.get(4)?),
+                        bound_at: r.get::<_, Option<i64>>(5)?.map(ts),
+                    })
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |a| a.id))
+        })
+        .await
+    }
+
+    async fn delete_admin(&self, tenant: TenantId, id: AdminId, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT role, status FROM admins WHERE tenant_id = ? AND id = ?",
+                    [tenant.to_string(), id.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let (role, status) = row.ok_or(StoreError::NotFound)?;
+            if role == "super_admin" && status == "active" {
+                let supers: i64 = c
+                    .query_row(
+                        "SELECT count(*) FROM admins WHERE tenant_id = ? \
+                         AND role = 'super_admin' AND status = 'active'",
+                        [tenant.to_string()],
+                        |r| r.get(0),
+                    )
+                    .map_err(db)?;
+                if supers <= 1 {
+                    return Err(StoreError::conflict(
+                        "last_super_admin",
+                        None,
+                        "a tenant keeps at least one super admin",
+                    ));
+                }
+            }
+            c.execute(
+                "DELETE FROM tokens WHERE kind = 'admin' AND subject_id = ?",
+                [id.to_string()],
+            )
+            .map_err(db)?;
+            c.execute("DELETE FROM admins WHERE id = ?", [id.to_string()]).map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn create_department(
+        &self,
+        tenant: TenantId,
+        dept: Department,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            if let Some(parent) = dept.parent_id {
+                check_refs(c, "departments", tenant, &[parent.0], "parent_id")?;
+            }
+            let taken: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM departments WHERE tenant_id = ? \
+                     AND coalesce(parent_id, '') = ? AND name = ?)",
+                    params![
+                        tenant.to_string(),
+                        dept.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+                        dept.name
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if taken {
+                return Err(StoreError::conflict(
+                    "department_name_taken",
+                    Some("name"),
+                    "a sibling department already has this name",
+                ));
+            }
+            c.execute(
+                "INSERT INTO departments (id, tenant_id, parent_id, name, created_at) \
+                 VALUES (?,?,?,?,?)",
+                params![
+                    dept.id.to_string(),
+                    tenant.to_string(),
+                    dept.parent_id.map(|p| p.to_string()),
+                    dept.name,
+                    ms(dept.created_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, name, parent_id, created_at FROM departments \
+                     WHERE tenant_id = ? ORDER BY id",
+                )
+                .map_err(db)?;
+            st.query_map([tenant.to_string()], |r| {
+                Ok(Department {
+                    id: DepartmentId(uuid_col(r, 0)?),
+                    name: r.get(1)?,
+                    parent_id: opt_uuid_col(r, 2)?.map(DepartmentId),
+                    created_at: ts(r.get(3)?),
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            let taken: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tags WHERE tenant_id = ? AND name = ?)",
+                    [tenant.to_string(), tag.name.clone()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if taken {
+                return Err(StoreError::conflict(
+                    "tag_name_taken",
+                    Some("name"),
+                    "a tag with this name exists",
+                ));
+            }
+            c.execute(
+                "INSERT INTO tags (id, tenant_id, name, created_at) VALUES (?,?,?,?)",
+                params![tag.id.to_string(), tenant.to_string(), tag.name, ms(tag.created_at)],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, name, created_at FROM tags WHERE tenant_id = ? ORDER BY name",
+                )
+                .map_err(db)?;
+            st.query_map([tenant.to_string()], |r| {
+                Ok(Tag { id: TagId(uuid_col(r, 0)?), name: r.get(1)?, created_at: ts(r.get(2)?) })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        user: NewUser,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User> {
+        self.write(move |c| {
+            if number_owner(c, tenant, &user.number)?.is_some() {
+                return Err(number_taken());
+            }
+            check_user_refs(c, tenant, &user.department_ids, &user.tag_ids)?;
+            insert_user(c, tenant, &user, now)?;
+            insert_audit(c, &audit)?;
+            load_user(c, tenant, user.id)
+        })
+        .await
+    }
+
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User> {
+        self.read(move |c| load_user(c, tenant, id)).await
+    }
+
+    async fn update_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        patch: UserPatch,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User> {
+        self.write(move |c| {
+            load_user(c, tenant, id)?;
+            if let Some(number) = &patch.number {
+                if number_owner(c, tenant, number)?.is_some_and(|owner| owner != id.0) {
+                    return Err(number_taken());
+                }
+            }
+            check_user_refs(
+                c,
+                tenant,
+                patch.department_ids.as_deref().unwrap_or_default(),
+                patch.tag_ids.as_deref().unwrap_or_default(),
+            )?;
+            let sid = id.to_string();
+            if let Some(name) = &patch.name {
+                c.execute("UPDATE users SET name = ? WHERE id = ?", params![name, sid])
+                    .map_err(db)?;
+            }
+            if let Some(number) = &patch.number {
+                c.execute("UPDATE users SET number = ? WHERE id = ?", params![number, sid])
+                    .map_err(db)?;
+            }
+            if let Some(phone) = &patch.phone {
+                c.execute("UPDATE users SET phone = ? WHERE id = ?", params![phone, sid])
+                    .map_err(db)?;
+            }
+            if let Some(idn) = &patch.id_number {
+                c.execute(
+                    "UPDATE users SET id_hash = ?, id_last4 = ? WHERE id = ?",
+                    params![idn.as_ref().map(|i| i.hash.to_vec()), idn.as_ref().map(|i| &i.last4), sid],
+                )
+                .map_err(db)?;
+            }
+            if let Some(identity) = &patch.identity {
+                c.execute("UPDATE users SET identity = ? WHERE id = ?", params![identity, sid])
+                    .map_err(db)?;
+            }
+            if let Some(status) = patch.status {
+                c.execute("UPDATE users SET status = ? WHERE id = ?", params![status.as_str(), sid])
+                    .map_err(db)?;
+            }
+            if let Some(d) = &patch.department_ids {
+                set_departments(c, id, d)?;
+            }
+            if let Some(t) = &patch.tag_ids {
+                set_tags(c, id, t)?;
+            }
+            c.execute("UPDATE users SET updated_at = ? WHERE id = ?", params![ms(now), sid])
+                .map_err(db)?;
+            insert_audit(c, &audit)?;
+            load_user(c, tenant, id)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, tenant: TenantId, id: UserId, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            load_user(c, tenant, id)?;
+            let is_admin: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = ?)",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if is_admin {
+                return Err(StoreError::conflict(
+                    "user_is_admin",
+                    None,
+                    "remove this user's admin role first",
+                ));
+            }
+            c.execute(
+                "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = ?",
+                [id.to_string()],
+            )
+            .map_err(db)?;
+            c.execute("DELETE FROM users WHERE id = ?", [id.to_string()]).map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        filter: UserFilter,
+        page: PageReq<UserId>,
+    ) -> StoreResult<Page<User, UserId>> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {USER_COLS} FROM users u WHERE tenant_id = ?");
+            let mut values: Vec<String> = vec![tenant.to_string()];
+            if let Some(after) = page.after {
+                sql.push_str(" AND id > ?");
+                values.push(after.to_string());
+            }
+            if let Some(status) = filter.status {
+                sql.push_str(" AND status = ?");
+                values.push(status.as_str().into());
+            }
+            if let Some(q) = &filter.q {
+                let p = like_pattern(q);
+                sql.push_str(" AND (name LIKE ? ESCAPE '\\' OR number LIKE ? ESCAPE '\\')");
+                values.push(format!("%{p}%"));
+                values.push(format!("{p}%"));
+            }
+            if let Some(d) = filter.department_id {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM user_departments m \
+                     WHERE m.user_id = u.id AND m.department_id = ?)",
+                );
+                values.push(d.to_string());
+            }
+            if let Some(t) = filter.tag_id {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM user_tags m WHERE m.user_id = u.id AND m.tag_id = ?)",
+                );
+                values.push(t.to_string());
+            }
+            sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
+            let mut st = c.prepare(&sql).map_err(db)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(values.iter()), user_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            let mut page = paginate(rows, page.limit, |u| u.id);
+            attach_memberships(c, &mut page.items)?;
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn batch_update_users(
+        &self,
+        tenant: TenantId,
+        update: BatchUserUpdate,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64> {
+        self.write(move |c| {
+            let ids = dedup(&update.user_ids);
+            let raw: Vec<Uuid> = ids.iter().map(|u| u.0).collect();
+            check_refs(c, "users", tenant, &raw, "user_ids")?;
+            let mut all_tags = update.add_tag_ids.clone();
+            all_tags.extend(&update.remove_tag_ids);
+            check_user_refs(
+                c,
+                tenant,
+                update.department_ids.as_deref().unwrap_or_default(),
+                &all_tags,
+            )?;
+            let mut add_tag = c
+                .prepare_cached("INSERT OR IGNORE INTO user_tags (user_id, tag_id) VALUES (?, ?)")
+                .map_err(db)?;
+            let mut remove_tag = c
+                .prepare_cached("DELETE FROM user_tags WHERE user_id = ? AND tag_id = ?")
+                .map_err(db)?;
+            for id in &ids {
+                let sid = id.to_string();
+                if let Some(status) = update.status {
+                    c.execute(
+                        "UPDATE users SET status = ? WHERE id = ?",
+                        params![status.as_str(), sid],
+                    )
+                    .map_err(db)?;
+                }
+                if let Some(identity) = &update.identity {
+                    c.execute("UPDATE users SET identity = ? WHERE id = ?", params![identity, sid])
+                        .map_err(db)?;
+                }
+                if let Some(d) = &update.department_ids {
+                    set_departments(c, *id, d)?;
+                }
+                for t in &update.add_tag_ids {
+                    add_tag.execute([sid.clone(), t.to_string()]).map_err(db)?;
+                }
+                for t in &update.remove_tag_ids {
+                    remove_tag.execute([sid.clone(), t.to_string()]).map_err(db)?;
+                }
+                c.execute("UPDATE users SET updated_at = ? WHERE id = ?", params![ms(now), sid])
+                    .map_err(db)?;
+            }
+            insert_audit(c, &audit)?;
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+
+    async fn import_users(
+        &self,
+        tenant: TenantId,
+        rows: Vec<NewUser>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<ImportOutcome> {
+        self.write(move |c| {
+            let mut outcome = ImportOutcome { imported: 0, created: 0, updated: 0 };
+            let mut update = c
+                .prepare_cached(
+                    "UPDATE users SET name = ?, phone = coalesce(?, phone), \
+                     id_hash = coalesce(?, id_hash), id_last4 = coalesce(?, id_last4), \
+                     identity = coalesce(?, identity), updated_at = ? WHERE id = ?",
+                )
+                .map_err(db)?;
+            for row in &rows {
+                match number_owner(c, tenant, &row.number)? {
+                    Some(existing) => {
+                        let id = UserId(existing);
+                        update
+                            .execute(params![
+                                row.name,
+                                row.phone,
+                                row.id_number.as_ref().map(|i| i.hash.to_vec()),
+                                row.id_number.as_ref().map(|i| &i.last4),
+                                row.identity,
+                                ms(now),
+                                id.to_string()
+                            ])
+                            .map_err(db)?;
+                        // An empty cell leaves the user's memberships as they are.
+                        if !row.department_ids.is_empty() {
+                            set_departments(c, id, &row.department_ids)?;
+                        }
+                        if !row.tag_ids.is_empty() {
+                            set_tags(c, id, &row.tag_ids)?;
+                        }
+                        outcome.updated += 1;
+                    }
+                    None => {
+                        insert_user(c, tenant, row, now)?;
+                        outcome.created += 1;
+                    }
+                }
+            }
+            outcome.imported = outcome.created + outcome.updated;
+            insert_audit(c, &audit)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn directory_stats(&self, tenant: TenantId) -> StoreResult<DirectoryStats> {
+        self.read(move |c| {
+            let t = tenant.to_string();
+            let count_by = |sql: &str| -> StoreResult<Vec<CountBy>> {
+                let mut st = c.prepare_cached(sql).map_err(db)?;
+                st.query_map([&t], |r| {
+                    Ok(CountBy { key: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(db)
+            };
+            let users: i64 = c
+                .query_row("SELECT count(*) FROM users WHERE tenant_id = ?", [&t], |r| r.get(0))
+                .map_err(db)?;
+            Ok(DirectoryStats {
+                users: users as u64,
+                by_status: count_by(
+                    "SELECT status, count(*) FROM users WHERE tenant_id = ? \
+                     GROUP BY status ORDER BY status",
+                )?,
+                by_identity: count_by(
+                    "SELECT identity, count(*) FROM users WHERE tenant_id = ? \
+                     GROUP BY identity ORDER BY identity",
+                )?,
+                by_department: count_by(
+                    "SELECT m.department_id, count(*) FROM user_departments m \
+                     JOIN users u ON u.id = m.user_id WHERE u.tenant_id = ? \
+                     GROUP BY m.department_id ORDER BY m.department_id",
+                )?,
+            })
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: Option<TenantId>,
+        filter: AuditFilter,
+        page: PageReq<AuditId>,
+    ) -> StoreResult<Page<AuditEntry, AuditId>> {
+        self.read(move |c| {
+            let mut sql = String::from(
+                "SELECT id, actor, action, target_type, target_id, request_id, at, detail \
+                 FROM audit_log WHERE tenant_id IS ?",
+            );
+            let mut values: Vec<rusqlite::types::Value> =
+                vec![tenant.map(|t| t.to_string()).into()];
+            if let Some(after) = page.after {
+                sql.push_str(" AND id < ?");
+                values.push(after.to_string().into());
+            }
+            for (col, v) in [
+                ("action", &filter.action),
+                ("actor", &filter.actor),
+                ("target_id", &filter.target_id),
+            ] {
+                if let Some(v) = v {
+                    sql.push_str(&format!(" AND {col} = ?"));
+                    values.push(v.clone().into());
+                }
+            }
+            if let Some(from) = filter.from {
+                sql.push_str(" AND at >= ?");
+                values.push(ms(from).into());
+            }
+            if let Some(to) = filter.to {
+                sql.push_str(" AND at < ?");
+                values.push(ms(to).into());
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", page.limit + 1));
+            let mut st = c.prepare(&sql).map_err(db)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                    let detail: String = r.get(7)?;
+                    Ok(AuditEntry {
+                        id: AuditId(uuid_col(r, 0)?),
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        target_type: r.get(3)?,
+                        target_id: r.get(4)?,
+                        request_id: r.get(5)?,
+                        at: ts(r.get(6)?),
+                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |a| a.id))
+        })
+        .await
+    }
+
+    async fn idem_begin(
+        &self,
+        scope: String,
+        key: String,
+        request_hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<IdemBegin> {
+        self.write(move |c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT request_hash, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                )
+                .and_then(|mut st| {
+                    st.query_row([&scope, &key], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, Option<Vec<u8>>>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(db)?;
+            Ok(match found {
+                None => {
+                    c.prepare_cached(
+                        "INSERT INTO idempotency (scope, key, request_hash, created_at) \
+                         VALUES (?, ?, ?, ?)",
+                    )
+                    .and_then(|mut st| st.execute(params![scope, key, &request_hash[..], ms(now)]))
+                    .map_err(db)?;
+                    IdemBegin::New
+                }
+                Some((hash, _, _)) if hash != request_hash => IdemBegin::Conflict,
+                Some((_, None, _)) => IdemBegin::InProgress,
+                Some((_, Some(status), body)) => {
+                    IdemBegin::Replay { status: status as u16, body: body.unwrap_or_default() }
+                }
+            })
+        })
+        .await
+    }
+
+    async fn idem_finish(
+        &self,
+        scope: String,
+        key: String,
+        status: u16,
+        body: Vec<u8>,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE idempotency SET status = ?, body = ? WHERE scope = ? AND key = ?")
+                .and_then(|mut st| st.execute(params![status, body, scope, key]))
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM idempotency WHERE scope = ? AND key = ? AND status IS NULL",
+            )
+            .and_then(|mut st| st.execute([scope, key]))
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn insert_user(conn: &Connection, tenant: TenantId, u: &NewUser, now: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO users (id, tenant_id, name, number, phone, id_hash, id_last4, identity, \
+         status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,'active',?,?)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            u.id.to_string(),
+            tenant.to_string(),
+            u.name,
+            u.number,
+            u.phone,
+            u.id_number.as_ref().map(|i| i.hash.to_vec()),
+            u.id_number.as_ref().map(|i| &i.last4),
+            u.identity,
+            ms(now),
+            ms(now)
+        ])
+    })
+    .map_err(db)?;
+    let mut dept = conn
+        .prepare_cached("INSERT INTO user_departments (user_id, department_id) VALUES (?, ?)")
+        .map_err(db)?;
+    for d in dedup(&u.department_ids) {
+        dept.execute([u.id.to_string(), d.to_string()]).map_err(db)?;
+    }
+    let mut tag = conn
+        .prepare_cached("INSERT INTO user_tags (user_id, tag_id) VALUES (?, ?)")
+        .map_err(db)?;
+    for t in dedup(&u.tag_ids) {
+        tag.execute([u.id.to_string(), t.to_string()]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Cuts a `limit + 1` result down to `limit` and says where the next page starts.
+pub(crate) fn paginate<T, Id: Copy>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Id) -> Page<T, Id> {
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(&id)
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}

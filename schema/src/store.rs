@@ -1,0 +1,151 @@
+//! The one interface both engines implement. Every write that an admin makes carries its
+//! `Audit` entry, which the engine writes in the same transaction: a change and its audit
+//! record exist together or not at all.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::error::StoreResult;
+use crate::ids::{AdminId, AuditId, TenantId, UserId};
+use crate::model::*;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which engine this is: `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+
+    /// A cheap round trip, for readiness probes.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- tokens -------------------------------------------------------------------
+    /// Stores the root token's hash unless a root token exists. True if it was stored.
+    async fn insert_root_token_if_none(&self, token: NewToken) -> StoreResult<bool>;
+    async fn lookup_token(&self, hash: [u8; 32]) -> StoreResult<Option<TokenRecord>>;
+    async fn insert_token(&self, token: NewToken, audit: Audit) -> StoreResult<()>;
+
+    // --- tenants ------------------------------------------------------------------
+    /// Creates the tenant, its first (active, user-less) super admin and that admin's token.
+    async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        admin_id: AdminId,
+        admin_token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
+    async fn update_tenant(
+        &self,
+        id: TenantId,
+        timezone: Option<String>,
+        settings: Option<TenantSettings>,
+        audit: Audit,
+    ) -> StoreResult<Tenant>;
+
+    // --- admins -------------------------------------------------------------------
+    /// A pending admin with a one-time binding. The user must exist in the tenant.
+    async fn create_admin(&self, admin: NewAdmin, audit: Audit) -> StoreResult<()>;
+    /// Uses a binding: 404 unknown, `Gone` if used or expired; otherwise activates the
+    /// admin, stores its token and returns it.
+    async fn bind_admin(
+        &self,
+        binding_hash: [u8; 32],
+        token: NewToken,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<(TenantId, AdminId)>;
+    async fn list_admins(
+        &self,
+        tenant: TenantId,
+        page: PageReq<AdminId>,
+    ) -> StoreResult<Page<Admin, AdminId>>;
+    /// Removes an admin and revokes its tokens; never the last active super admin.
+    async fn delete_admin(&self, tenant: TenantId, id: AdminId, audit: Audit) -> StoreResult<()>;
+
+    // --- directory ----------------------------------------------------------------
+    async fn create_department(
+        &self,
+        tenant: TenantId,
+        dept: Department,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    /// Every department of the tenant (trees are small: a few thousand nodes at most).
+    async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>>;
+    async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()>;
+    async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>>;
+
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        user: NewUser,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User>;
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User>;
+    async fn update_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        patch: UserPatch,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<User>;
+    /// Refused with a conflict while the user is an admin.
+    async fn delete_user(&self, tenant: TenantId, id: UserId, audit: Audit) -> StoreResult<()>;
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        filter: UserFilter,
+        page: PageReq<UserId>,
+    ) -> StoreResult<Page<User, UserId>>;
+    /// Applies one change to every listed user, or to none. Returns how many changed.
+    async fn batch_update_users(
+        &self,
+        tenant: TenantId,
+        update: BatchUserUpdate,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64>;
+    /// Creates or updates (by `number`) every row, or none. Department and tag ids were
+    /// resolved by the caller against this tenant.
+    async fn import_users(
+        &self,
+        tenant: TenantId,
+        rows: Vec<NewUser>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<ImportOutcome>;
+    async fn directory_stats(&self, tenant: TenantId) -> StoreResult<DirectoryStats>;
+
+    // --- audit --------------------------------------------------------------------
+    /// Newest first.
+    async fn list_audit(
+        &self,
+        tenant: Option<TenantId>,
+        filter: AuditFilter,
+        page: PageReq<AuditId>,
+    ) -> StoreResult<Page<AuditEntry, AuditId>>;
+
+    // --- idempotency ----------------------------------------------------------------
+    async fn idem_begin(
+        &self,
+        scope: String,
+        key: String,
+        request_hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<IdemBegin>;
+    async fn idem_finish(&self, scope: String, key: String, status: u16, body: Vec<u8>)
+        -> StoreResult<()>;
+    /// Forgets an unfinished key (the request failed on our side), so a retry may run.
+    async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()>;
+}
+
+/// Checks shared by both engines before a write touches the database.
+pub(crate) fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(item) {
+            out.push(*item);
+        }
+    }
+    out
+}
