@@ -1,1 +1,47 @@
-fn main() {}
+//! The `onecard` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use onecard::cli::{Cli, Command};
+use onecard::config::Config;
+use onecard::startup::Application;
+use secrecy::ExposeSecret;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    onecard::telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            for (key, value) in config.describe() {
+                println!("{key:>14}  {value}");
+            }
+            println!("configuration OK");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", onecard::routes::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Migrate => actix_web::rt::System::new().block_on(async {
+            let store = onecard_schema::open(config.database_url.expose_secret(), 1).await?;
+            println!("migrations applied ({})", store.engine());
+            Ok(())
+        }),
+        Command::Serve => actix_web::rt::System::new().block_on(async {
+            let app = Application::build(config).await?;
+            if let Some(token) = &app.generated_root_token {
+                // Printed once, on the operator's console only (never logged).
+                eprintln!("\nroot token (shown once, also written to the data dir as root-token):\n  {token}\n");
+            }
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }),
+    }
+}

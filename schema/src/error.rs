@@ -8,7 +8,11 @@ pub enum StoreError {
     NotFound,
     /// A uniqueness or state rule refused the write; `code` is the stable problem code.
     #[error("conflict: {code}")]
-    Conflict { code: &'static str, field: Option<&'static str>, detail: String },
+    Conflict {
+        code: &'static str,
+        field: Option<&'static str>,
+        detail: String,
+    },
     /// A one-time thing (a binding link) was already used or has expired.
     #[error("gone")]
     Gone,
@@ -26,8 +30,16 @@ impl StoreError {
         StoreError::Backend(Box::new(e))
     }
 
-    pub fn conflict(code: &'static str, field: Option<&'static str>, detail: impl Into<String>) -> Self {
-        StoreError::Conflict { code, field, detail: detail.into() }
+    pub fn conflict(
+        code: &'static str,
+        field: Option<&'static str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        StoreError::Conflict {
+            code,
+            field,
+            detail: detail.into(),
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::sync::Arc;
 /// pending migrations.
 pub async fn open(url: &str, pool_size: usize) -> StoreResult<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path), pool_size).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path), pool_size).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::open(url, pool_size).await?))
     } else {

@@ -82,7 +82,10 @@ pub struct TenantSettings {
 
 impl Default for TenantSettings {
     fn default() -> Self {
-        Self { require_agreement: true, refund_expired_to_cash: false }
+        Self {
+            require_agreement: true,
+            refund_expired_to_cash: false,
+        }
     }
 }
 

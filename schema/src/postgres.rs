@@ -64,7 +64,11 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 fn number_taken() -> StoreError {
-    StoreError::conflict("number_taken", Some("number"), "another user already has this number")
+    StoreError::conflict(
+        "number_taken",
+        Some("number"),
+        "another user already has this number",
+    )
 }
 
 fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
@@ -80,7 +84,9 @@ impl PgStore {
         let manager = Manager::from_config(
             config,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
@@ -92,11 +98,16 @@ impl PgStore {
     async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
         let (mut client, conn) = config.connect(NoTls).await.map_err(pg)?;
         let driver = tokio::spawn(conn);
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(pg)?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(pg)?;
         let result = embedded::migrations::runner().run_async(&mut client).await;
         // The lock is also released when the session ends; unlock explicitly anyway so a
         // pooled session could never keep it.
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await;
         drop(client);
         driver.abort();
         result.map(|_| ()).map_err(StoreError::backend)
@@ -144,7 +155,13 @@ async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> StoreResult<()> 
         .map_err(pg)?;
     c.execute(
         &st,
-        &[&&t.hash[..], &t.kind.as_str(), &t.tenant_id.map(|x| x.0), &t.subject_id, &t.created_at],
+        &[
+            &&t.hash[..],
+            &t.kind.as_str(),
+            &t.tenant_id.map(|x| x.0),
+            &t.subject_id,
+            &t.created_at,
+        ],
     )
     .await
     .map_err(pg)?;
@@ -163,7 +180,11 @@ async fn check_refs<C: GenericClient>(
     }
     let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)");
     let st = c.prepare_cached(&sql).await.map_err(pg)?;
-    let n: i64 = c.query_one(&st, &[&tenant.0, &ids]).await.map_err(pg)?.get(0);
+    let n: i64 = c
+        .query_one(&st, &[&tenant.0, &ids])
+        .await
+        .map_err(pg)?
+        .get(0);
     if n as usize != ids.len() {
         return Err(StoreError::InvalidReference {
             field,
@@ -205,7 +226,11 @@ async fn load_tenant<C: GenericClient>(c: &C, id: TenantId) -> StoreResult<Tenan
         .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
         .await
         .map_err(pg)?;
-    let row = c.query_opt(&st, &[&id.0]).await.map_err(pg)?.ok_or(StoreError::NotFound)?;
+    let row = c
+        .query_opt(&st, &[&id.0])
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
     tenant_from_row(&row)
 }
 
@@ -263,10 +288,16 @@ async fn attach_memberships<C: GenericClient>(c: &C, users: &mut [User]) -> Stor
 
 async fn load_user<C: GenericClient>(c: &C, tenant: TenantId, id: UserId) -> StoreResult<User> {
     let st = c
-        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"))
+        .prepare_cached(&format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"
+        ))
         .await
         .map_err(pg)?;
-    let row = c.query_opt(&st, &[&tenant.0, &id.0]).await.map_err(pg)?.ok_or(StoreError::NotFound)?;
+    let row = c
+        .query_opt(&st, &[&tenant.0, &id.0])
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
     let mut users = vec![user_from_row(&row)?];
     attach_memberships(c, &mut users).await?;
     Ok(users.remove(0))
@@ -278,7 +309,12 @@ async fn set_departments<C: GenericClient>(
     ids: &[DepartmentId],
 ) -> StoreResult<()> {
     let ids: Vec<Uuid> = dedup(ids).into_iter().map(|d| d.0).collect();
-    c.execute("DELETE FROM user_departments WHERE user_id = $1", &[&user.0]).await.map_err(pg)?;
+    c.execute(
+        "DELETE FROM user_departments WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await
+    .map_err(pg)?;
     c.execute(
         "INSERT INTO user_departments (user_id, department_id) SELECT $1, unnest($2::uuid[])",
         &[&user.0, &ids],
@@ -290,7 +326,9 @@ async fn set_departments<C: GenericClient>(
 
 async fn set_tags<C: GenericClient>(c: &C, user: UserId, ids: &[TagId]) -> StoreResult<()> {
     let ids: Vec<Uuid> = dedup(ids).into_iter().map(|d| d.0).collect();
-    c.execute("DELETE FROM user_tags WHERE user_id = $1", &[&user.0]).await.map_err(pg)?;
+    c.execute("DELETE FROM user_tags WHERE user_id = $1", &[&user.0])
+        .await
+        .map_err(pg)?;
     c.execute(
         "INSERT INTO user_tags (user_id, tag_id) SELECT $1, unnest($2::uuid[])",
         &[&user.0, &ids],
@@ -334,7 +372,9 @@ async fn insert_user<C: GenericClient>(
 }
 
 fn like_pattern(q: &str) -> String {
-    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    q.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[async_trait]
@@ -344,7 +384,11 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.client().await?.simple_query("SELECT 1").await.map_err(pg)?;
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 
@@ -444,7 +488,9 @@ impl Store for PgStore {
     ) -> StoreResult<Tenant> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id.0]).await.map_err(pg)?;
+        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id.0])
+            .await
+            .map_err(pg)?;
         let mut t = load_tenant(&tx, id).await?;
         if let Some(tz) = timezone {
             t.timezone = tz;
@@ -469,13 +515,17 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         check_refs(&tx, "users", admin.tenant_id, &[admin.user_id.0], "user_id").await?;
         // Lock the user row so two concurrent grants for one user cannot both pass.
-        tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&admin.user_id.0])
-            .await
-            .map_err(pg)?;
+        tx.execute(
+            "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+            &[&admin.user_id.0],
+        )
+        .await
+        .map_err(pg)?;
         let already: bool = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)", &[&admin
-                .user_id
-                .0])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)",
+                &[&admin.user_id.0],
+            )
             .await
             .map_err(pg)?
             .get(0);
@@ -569,7 +619,14 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         let rows = c
-            .query(&st, &[&tenant.0, &page.after.map(|a| a.0), &(page.limit as i64 + 1)])
+            .query(
+                &st,
+                &[
+                    &tenant.0,
+                    &page.after.map(|a| a.0),
+                    &(page.limit as i64 + 1),
+                ],
+            )
             .await
             .map_err(pg)?;
         let admins = rows
@@ -617,10 +674,15 @@ impl Store for PgStore {
                 "a tenant keeps at least one super admin",
             ));
         }
-        tx.execute("DELETE FROM tokens WHERE kind = 'admin' AND subject_id = $1", &[&id.0])
+        tx.execute(
+            "DELETE FROM tokens WHERE kind = 'admin' AND subject_id = $1",
+            &[&id.0],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute("DELETE FROM admins WHERE id = $1", &[&id.0])
             .await
             .map_err(pg)?;
-        tx.execute("DELETE FROM admins WHERE id = $1", &[&id.0]).await.map_err(pg)?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)
     }
@@ -639,7 +701,13 @@ impl Store for PgStore {
         tx.execute(
             "INSERT INTO departments (id, tenant_id, parent_id, name, created_at) \
              VALUES ($1,$2,$3,$4,$5)",
-            &[&dept.id.0, &tenant.0, &dept.parent_id.map(|p| p.0), &dept.name, &dept.created_at],
+            &[
+                &dept.id.0,
+                &tenant.0,
+                &dept.parent_id.map(|p| p.0),
+                &dept.name,
+                &dept.created_at,
+            ],
         )
         .await
         .map_err(pg)?;
@@ -685,14 +753,20 @@ impl Store for PgStore {
     async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached("SELECT id, name, created_at FROM tags WHERE tenant_id = $1 ORDER BY name")
+            .prepare_cached(
+                "SELECT id, name, created_at FROM tags WHERE tenant_id = $1 ORDER BY name",
+            )
             .await
             .map_err(pg)?;
         Ok(c.query(&st, &[&tenant.0])
             .await
             .map_err(pg)?
             .iter()
-            .map(|r| Tag { id: TagId(r.get(0)), name: r.get(1), created_at: r.get(2) })
+            .map(|r| Tag {
+                id: TagId(r.get(0)),
+                name: r.get(1),
+                created_at: r.get(2),
+            })
             .collect())
     }
 
@@ -729,9 +803,10 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         let n = tx
-            .execute("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", &[
-                &tenant.0, &id.0,
-            ])
+            .execute(
+                "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &[&tenant.0, &id.0],
+            )
             .await
             .map_err(pg)?;
         if n == 0 {
@@ -746,8 +821,7 @@ impl Store for PgStore {
         .await?;
         let (set_phone, phone) = (patch.phone.is_some(), patch.phone.clone().flatten());
         let (set_idn, idn) = (patch.id_number.is_some(), patch.id_number.clone().flatten());
-        let (set_identity, identity) =
-            (patch.identity.is_some(), patch.identity.clone().flatten());
+        let (set_identity, identity) = (patch.identity.is_some(), patch.identity.clone().flatten());
         let params: [&(dyn ToSql + Sync); 13] = [
             &id.0,
             &patch.name,
@@ -790,16 +864,20 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         let n = tx
-            .execute("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", &[
-                &tenant.0, &id.0,
-            ])
+            .execute(
+                "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &[&tenant.0, &id.0],
+            )
             .await
             .map_err(pg)?;
         if n == 0 {
             return Err(StoreError::NotFound);
         }
         let is_admin: bool = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)", &[&id.0])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)",
+                &[&id.0],
+            )
             .await
             .map_err(pg)?
             .get(0);
@@ -810,10 +888,15 @@ impl Store for PgStore {
                 "remove this user's admin role first",
             ));
         }
-        tx.execute("DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = $1", &[&id.0])
+        tx.execute(
+            "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = $1",
+            &[&id.0],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute("DELETE FROM users WHERE id = $1", &[&id.0])
             .await
             .map_err(pg)?;
-        tx.execute("DELETE FROM users WHERE id = $1", &[&id.0]).await.map_err(pg)?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)
     }
@@ -855,7 +938,10 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg)?;
-        let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut page = paginate(users, page.limit, |u| u.id);
         attach_memberships(&c, &mut page.items).await?;
         Ok(page)
@@ -874,23 +960,37 @@ impl Store for PgStore {
         check_refs(&tx, "users", tenant, &ids, "user_ids").await?;
         let mut all_tags = update.add_tag_ids.clone();
         all_tags.extend(&update.remove_tag_ids);
-        check_user_refs(&tx, tenant, update.department_ids.as_deref().unwrap_or_default(), &all_tags)
-            .await?;
+        check_user_refs(
+            &tx,
+            tenant,
+            update.department_ids.as_deref().unwrap_or_default(),
+            &all_tags,
+        )
+        .await?;
         let (set_identity, identity) =
             (update.identity.is_some(), update.identity.clone().flatten());
         tx.execute(
             "UPDATE users SET status = coalesce($2, status), \
              identity = CASE WHEN $3 THEN $4 ELSE identity END, updated_at = $5 \
              WHERE id = ANY($1)",
-            &[&ids, &update.status.map(|s| s.as_str()), &set_identity, &identity, &now],
+            &[
+                &ids,
+                &update.status.map(|s| s.as_str()),
+                &set_identity,
+                &identity,
+                &now,
+            ],
         )
         .await
         .map_err(pg)?;
         if let Some(depts) = &update.department_ids {
             let depts: Vec<Uuid> = dedup(depts).into_iter().map(|d| d.0).collect();
-            tx.execute("DELETE FROM user_departments WHERE user_id = ANY($1)", &[&ids])
-                .await
-                .map_err(pg)?;
+            tx.execute(
+                "DELETE FROM user_departments WHERE user_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
             tx.execute(
                 "INSERT INTO user_departments (user_id, department_id) \
                  SELECT u, d FROM unnest($1::uuid[]) u CROSS JOIN unnest($2::uuid[]) d",
@@ -899,8 +999,14 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         }
-        let add: Vec<Uuid> = dedup(&update.add_tag_ids).into_iter().map(|t| t.0).collect();
-        let remove: Vec<Uuid> = dedup(&update.remove_tag_ids).into_iter().map(|t| t.0).collect();
+        let add: Vec<Uuid> = dedup(&update.add_tag_ids)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let remove: Vec<Uuid> = dedup(&update.remove_tag_ids)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
         tx.execute(
             "INSERT INTO user_tags (user_id, tag_id) \
              SELECT u, t FROM unnest($1::uuid[]) u CROSS JOIN unnest($2::uuid[]) t \
@@ -943,15 +1049,30 @@ impl Store for PgStore {
             .copy_in("COPY import_users FROM STDIN (FORMAT binary)")
             .await
             .map_err(pg)?;
-        let types =
-            [Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::BYTEA, Type::TEXT, Type::TEXT];
+        let types = [
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::TEXT,
+        ];
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
         for u in &rows {
             let hash = u.id_number.as_ref().map(|i| i.hash.to_vec());
             let last4 = u.id_number.as_ref().map(|i| i.last4.as_str());
             writer
                 .as_mut()
-                .write(&[&u.id.0, &u.name, &u.number, &u.phone, &hash, &last4, &u.identity])
+                .write(&[
+                    &u.id.0,
+                    &u.name,
+                    &u.number,
+                    &u.phone,
+                    &hash,
+                    &last4,
+                    &u.identity,
+                ])
                 .await
                 .map_err(pg)?;
         }
@@ -961,13 +1082,24 @@ impl Store for PgStore {
             .copy_in("COPY import_links FROM STDIN (FORMAT binary)")
             .await
             .map_err(pg)?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::CHAR, Type::UUID]));
+        let mut writer = pin!(BinaryCopyInWriter::new(
+            sink,
+            &[Type::TEXT, Type::CHAR, Type::UUID]
+        ));
         for u in &rows {
             for d in dedup(&u.department_ids) {
-                writer.as_mut().write(&[&u.number, &(b'd' as i8), &d.0]).await.map_err(pg)?;
+                writer
+                    .as_mut()
+                    .write(&[&u.number, &(b'd' as i8), &d.0])
+                    .await
+                    .map_err(pg)?;
             }
             for t in dedup(&u.tag_ids) {
-                writer.as_mut().write(&[&u.number, &(b't' as i8), &t.0]).await.map_err(pg)?;
+                writer
+                    .as_mut()
+                    .write(&[&u.number, &(b't' as i8), &t.0])
+                    .await
+                    .map_err(pg)?;
             }
         }
         writer.finish().await.map_err(pg)?;
@@ -1039,7 +1171,10 @@ impl Store for PgStore {
     async fn directory_stats(&self, tenant: TenantId) -> StoreResult<DirectoryStats> {
         let c = self.client().await?;
         let users: i64 = c
-            .query_one("SELECT count(*) FROM users WHERE tenant_id = $1", &[&tenant.0])
+            .query_one(
+                "SELECT count(*) FROM users WHERE tenant_id = $1",
+                &[&tenant.0],
+            )
             .await
             .map_err(pg)?
             .get(0);
@@ -1062,7 +1197,12 @@ impl Store for PgStore {
         let by_department = groups.pop().unwrap_or_default();
         let by_identity = groups.pop().unwrap_or_default();
         let by_status = groups.pop().unwrap_or_default();
-        Ok(DirectoryStats { users: users as u64, by_status, by_identity, by_department })
+        Ok(DirectoryStats {
+            users: users as u64,
+            by_status,
+            by_identity,
+            by_department,
+        })
     }
 
     async fn list_audit(
@@ -1149,7 +1289,10 @@ impl Store for PgStore {
         Ok(if hash != request_hash {
             IdemBegin::Conflict
         } else if let Some(status) = status {
-            IdemBegin::Replay { status: status as u16, body: row.get::<_, Option<Vec<u8>>>(2).unwrap_or_default() }
+            IdemBegin::Replay {
+                status: status as u16,
+                body: row.get::<_, Option<Vec<u8>>>(2).unwrap_or_default(),
+            }
         } else {
             IdemBegin::InProgress
         })

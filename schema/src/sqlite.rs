@@ -52,7 +52,9 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(work) = self.work.take() else { return false };
+        let Some(work) = self.work.take() else {
+            return false;
+        };
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
             .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
         let ok = result.is_ok();
@@ -119,7 +121,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
         let step = conn
             .execute_batch("SAVEPOINT job")
@@ -155,7 +158,9 @@ impl SqliteStore {
                 }
             }
             let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
-            embedded::migrations::runner().run(&mut conn).map_err(StoreError::backend)?;
+            embedded::migrations::runner()
+                .run(&mut conn)
+                .map_err(StoreError::backend)?;
             let mut conns = Vec::with_capacity(readers);
             for _ in 0..readers {
                 conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
@@ -174,7 +179,10 @@ impl SqliteStore {
         })
         .await
         .map_err(StoreError::backend)??;
-        Ok(Self { writer: tx, readers: Arc::new(pool) })
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(pool),
+        })
     }
 
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
@@ -183,7 +191,11 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(TypedJob { work: Some(work), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(TypedJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
         let writer = self.writer.clone();
         // The queue is bounded; wait for room on a blocking thread, never on the runtime.
         match writer.try_send(job) {
@@ -198,7 +210,8 @@ impl SqliteStore {
                 return Err(StoreError::Unavailable("writer stopped".into()))
             }
         }
-        rx.await.map_err(|_| StoreError::Unavailable("writer dropped a job".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer dropped a job".into()))?
     }
 
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
@@ -220,7 +233,10 @@ impl SqliteStore {
         })
         .await
         .map_err(StoreError::backend)?;
-        pool.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        pool.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
         result
     }
 }
@@ -249,9 +265,9 @@ fn uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Uuid> {
 
 fn opt_uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Option<Uuid>> {
     let s: Option<String> = row.get(idx)?;
-    s.map(|s| Uuid::parse_str(&s))
-        .transpose()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    s.map(|s| Uuid::parse_str(&s)).transpose().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn parse_enum<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
@@ -326,7 +342,9 @@ fn check_refs(
     let mut values: Vec<String> = vec![tenant.to_string()];
     values.extend(ids.iter().map(|i| i.to_string()));
     let n: i64 = conn
-        .query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+        .query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| {
+            r.get(0)
+        })
         .map_err(db)?;
     if n as usize != ids.len() {
         return Err(StoreError::InvalidReference {
@@ -388,13 +406,18 @@ fn attach_memberships(conn: &Connection, users: &mut [User]) -> StoreResult<()> 
     let ids: Vec<String> = users.iter().map(|u| u.id.to_string()).collect();
     let index: std::collections::HashMap<Uuid, usize> =
         users.iter().enumerate().map(|(i, u)| (u.id.0, i)).collect();
-    for (table, col) in [("user_departments", "department_id"), ("user_tags", "tag_id")] {
+    for (table, col) in [
+        ("user_departments", "department_id"),
+        ("user_tags", "tag_id"),
+    ] {
         let sql = format!(
             "SELECT user_id, {col} FROM {table} WHERE user_id IN ({}) ORDER BY user_id, {col}",
             placeholders(ids.len())
         );
         let mut st = conn.prepare(&sql).map_err(db)?;
-        let mut rows = st.query(rusqlite::params_from_iter(ids.iter())).map_err(db)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(ids.iter()))
+            .map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let (uid, other) = (uuid_col(row, 0).map_err(db)?, uuid_col(row, 1).map_err(db)?);
             if let Some(&i) = index.get(&uid) {
@@ -411,9 +434,12 @@ fn attach_memberships(conn: &Connection, users: &mut [User]) -> StoreResult<()> 
 
 fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<User> {
     let user = conn
-        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?"))
+        .prepare_cached(&format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?"
+        ))
         .and_then(|mut st| {
-            st.query_row([tenant.to_string(), id.to_string()], user_from_row).optional()
+            st.query_row([tenant.to_string(), id.to_string()], user_from_row)
+                .optional()
         })
         .map_err(db)?;
     let mut users = vec![user.ok_or(StoreError::NotFound)?];
@@ -424,13 +450,18 @@ fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<Use
 fn number_owner(conn: &Connection, tenant: TenantId, number: &str) -> StoreResult<Option<Uuid>> {
     conn.prepare_cached("SELECT id FROM users WHERE tenant_id = ? AND number = ?")
         .and_then(|mut st| {
-            st.query_row([tenant.to_string(), number.to_string()], |r| uuid_col(r, 0)).optional()
+            st.query_row([tenant.to_string(), number.to_string()], |r| uuid_col(r, 0))
+                .optional()
         })
         .map_err(db)
 }
 
 fn number_taken() -> StoreError {
-    StoreError::conflict("number_taken", Some("number"), "another user already has this number")
+    StoreError::conflict(
+        "number_taken",
+        Some("number"),
+        "another user already has this number",
+    )
 }
 
 fn set_departments(conn: &Connection, user: UserId, ids: &[DepartmentId]) -> StoreResult<()> {
@@ -472,7 +503,9 @@ fn check_user_refs(
 }
 
 fn like_pattern(q: &str) -> String {
-    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    q.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[async_trait]
@@ -482,15 +515,18 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
+            .await
     }
 
     async fn insert_root_token_if_none(&self, token: NewToken) -> StoreResult<bool> {
         self.write(move |c| {
             let exists: bool = c
-                .query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE kind = 'root')", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE kind = 'root')",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(db)?;
             if exists {
                 return Ok(false);
@@ -638,7 +674,11 @@ impl Store for SqliteStore {
             .map_err(db)?;
             c.execute(
                 "INSERT INTO admin_bindings (hash, admin_id, expires_at) VALUES (?, ?, ?)",
-                params![&admin.binding_hash[..], admin.id.to_string(), ms(admin.expires_at)],
+                params![
+                    &admin.binding_hash[..],
+                    admin.id.to_string(),
+                    ms(admin.expires_at)
+                ],
             )
             .map_err(db)?;
             insert_audit(c, &audit)
@@ -760,7 +800,8 @@ impl Store for SqliteStore {
                 [id.to_string()],
             )
             .map_err(db)?;
-            c.execute("DELETE FROM admins WHERE id = ?", [id.to_string()]).map_err(db)?;
+            c.execute("DELETE FROM admins WHERE id = ?", [id.to_string()])
+                .map_err(db)?;
             insert_audit(c, &audit)
         })
         .await
@@ -852,7 +893,12 @@ impl Store for SqliteStore {
             }
             c.execute(
                 "INSERT INTO tags (id, tenant_id, name, created_at) VALUES (?,?,?,?)",
-                params![tag.id.to_string(), tenant.to_string(), tag.name, ms(tag.created_at)],
+                params![
+                    tag.id.to_string(),
+                    tenant.to_string(),
+                    tag.name,
+                    ms(tag.created_at)
+                ],
             )
             .map_err(db)?;
             insert_audit(c, &audit)
@@ -868,7 +914,11 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?;
             st.query_map([tenant.to_string()], |r| {
-                Ok(Tag { id: TagId(uuid_col(r, 0)?), name: r.get(1)?, created_at: ts(r.get(2)?) })
+                Ok(Tag {
+                    id: TagId(uuid_col(r, 0)?),
+                    name: r.get(1)?,
+                    created_at: ts(r.get(2)?),
+                })
             })
             .and_then(|rows| rows.collect())
             .map_err(db)
@@ -926,27 +976,43 @@ impl Store for SqliteStore {
                     .map_err(db)?;
             }
             if let Some(number) = &patch.number {
-                c.execute("UPDATE users SET number = ? WHERE id = ?", params![number, sid])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE users SET number = ? WHERE id = ?",
+                    params![number, sid],
+                )
+                .map_err(db)?;
             }
             if let Some(phone) = &patch.phone {
-                c.execute("UPDATE users SET phone = ? WHERE id = ?", params![phone, sid])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE users SET phone = ? WHERE id = ?",
+                    params![phone, sid],
+                )
+                .map_err(db)?;
             }
             if let Some(idn) = &patch.id_number {
                 c.execute(
                     "UPDATE users SET id_hash = ?, id_last4 = ? WHERE id = ?",
-                    params![idn.as_ref().map(|i| i.hash.to_vec()), idn.as_ref().map(|i| &i.last4), sid],
+                    params![
+                        idn.as_ref().map(|i| i.hash.to_vec()),
+                        idn.as_ref().map(|i| &i.last4),
+                        sid
+                    ],
                 )
                 .map_err(db)?;
             }
             if let Some(identity) = &patch.identity {
-                c.execute("UPDATE users SET identity = ? WHERE id = ?", params![identity, sid])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE users SET identity = ? WHERE id = ?",
+                    params![identity, sid],
+                )
+                .map_err(db)?;
             }
             if let Some(status) = patch.status {
-                c.execute("UPDATE users SET status = ? WHERE id = ?", params![status.as_str(), sid])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE users SET status = ? WHERE id = ?",
+                    params![status.as_str(), sid],
+                )
+                .map_err(db)?;
             }
             if let Some(d) = &patch.department_ids {
                 set_departments(c, id, d)?;
@@ -954,8 +1020,11 @@ impl Store for SqliteStore {
             if let Some(t) = &patch.tag_ids {
                 set_tags(c, id, t)?;
             }
-            c.execute("UPDATE users SET updated_at = ? WHERE id = ?", params![ms(now), sid])
-                .map_err(db)?;
+            c.execute(
+                "UPDATE users SET updated_at = ? WHERE id = ?",
+                params![ms(now), sid],
+            )
+            .map_err(db)?;
             insert_audit(c, &audit)?;
             load_user(c, tenant, id)
         })
@@ -984,7 +1053,8 @@ impl Store for SqliteStore {
                 [id.to_string()],
             )
             .map_err(db)?;
-            c.execute("DELETE FROM users WHERE id = ?", [id.to_string()]).map_err(db)?;
+            c.execute("DELETE FROM users WHERE id = ?", [id.to_string()])
+                .map_err(db)?;
             insert_audit(c, &audit)
         })
         .await
@@ -1074,8 +1144,11 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 }
                 if let Some(identity) = &update.identity {
-                    c.execute("UPDATE users SET identity = ? WHERE id = ?", params![identity, sid])
-                        .map_err(db)?;
+                    c.execute(
+                        "UPDATE users SET identity = ? WHERE id = ?",
+                        params![identity, sid],
+                    )
+                    .map_err(db)?;
                 }
                 if let Some(d) = &update.department_ids {
                     set_departments(c, *id, d)?;
@@ -1084,10 +1157,15 @@ impl Store for SqliteStore {
                     add_tag.execute([sid.clone(), t.to_string()]).map_err(db)?;
                 }
                 for t in &update.remove_tag_ids {
-                    remove_tag.execute([sid.clone(), t.to_string()]).map_err(db)?;
+                    remove_tag
+                        .execute([sid.clone(), t.to_string()])
+                        .map_err(db)?;
                 }
-                c.execute("UPDATE users SET updated_at = ? WHERE id = ?", params![ms(now), sid])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE users SET updated_at = ? WHERE id = ?",
+                    params![ms(now), sid],
+                )
+                .map_err(db)?;
             }
             insert_audit(c, &audit)?;
             Ok(ids.len() as u64)
@@ -1103,7 +1181,11 @@ impl Store for SqliteStore {
         audit: Audit,
     ) -> StoreResult<ImportOutcome> {
         self.write(move |c| {
-            let mut outcome = ImportOutcome { imported: 0, created: 0, updated: 0 };
+            let mut outcome = ImportOutcome {
+                imported: 0,
+                created: 0,
+                updated: 0,
+            };
             let mut update = c
                 .prepare_cached(
                     "UPDATE users SET name = ?, phone = coalesce(?, phone), \
@@ -1154,13 +1236,20 @@ impl Store for SqliteStore {
             let count_by = |sql: &str| -> StoreResult<Vec<CountBy>> {
                 let mut st = c.prepare_cached(sql).map_err(db)?;
                 st.query_map([&t], |r| {
-                    Ok(CountBy { key: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
+                    Ok(CountBy {
+                        key: r.get(0)?,
+                        count: r.get::<_, i64>(1)? as u64,
+                    })
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(db)
             };
             let users: i64 = c
-                .query_row("SELECT count(*) FROM users WHERE tenant_id = ?", [&t], |r| r.get(0))
+                .query_row(
+                    "SELECT count(*) FROM users WHERE tenant_id = ?",
+                    [&t],
+                    |r| r.get(0),
+                )
                 .map_err(db)?;
             Ok(DirectoryStats {
                 users: users as u64,
@@ -1291,9 +1380,11 @@ impl Store for SqliteStore {
         body: Vec<u8>,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("UPDATE idempotency SET status = ?, body = ? WHERE scope = ? AND key = ?")
-                .and_then(|mut st| st.execute(params![status, body, scope, key]))
-                .map_err(db)?;
+            c.prepare_cached(
+                "UPDATE idempotency SET status = ?, body = ? WHERE scope = ? AND key = ?",
+            )
+            .and_then(|mut st| st.execute(params![status, body, scope, key]))
+            .map_err(db)?;
             Ok(())
         })
         .await
@@ -1312,7 +1403,12 @@ impl Store for SqliteStore {
     }
 }
 
-fn insert_user(conn: &Connection, tenant: TenantId, u: &NewUser, now: Timestamp) -> StoreResult<()> {
+fn insert_user(
+    conn: &Connection,
+    tenant: TenantId,
+    u: &NewUser,
+    now: Timestamp,
+) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO users (id, tenant_id, name, number, phone, id_hash, id_last4, identity, \
          status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,'active',?,?)",
@@ -1336,7 +1432,8 @@ fn insert_user(conn: &Connection, tenant: TenantId, u: &NewUser, now: Timestamp)
         .prepare_cached("INSERT INTO user_departments (user_id, department_id) VALUES (?, ?)")
         .map_err(db)?;
     for d in dedup(&u.department_ids) {
-        dept.execute([u.id.to_string(), d.to_string()]).map_err(db)?;
+        dept.execute([u.id.to_string(), d.to_string()])
+            .map_err(db)?;
     }
     let mut tag = conn
         .prepare_cached("INSERT INTO user_tags (user_id, tag_id) VALUES (?, ?)")
@@ -1348,7 +1445,11 @@ fn insert_user(conn: &Connection, tenant: TenantId, u: &NewUser, now: Timestamp)
 }
 
 /// Cuts a `limit + 1` result down to `limit` and says where the next page starts.
-pub(crate) fn paginate<T, Id: Copy>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Id) -> Page<T, Id> {
+pub(crate) fn paginate<T, Id: Copy>(
+    mut rows: Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> Id,
+) -> Page<T, Id> {
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(&id)

@@ -133,8 +133,13 @@ pub trait Store: Send + Sync + 'static {
         request_hash: [u8; 32],
         now: Timestamp,
     ) -> StoreResult<IdemBegin>;
-    async fn idem_finish(&self, scope: String, key: String, status: u16, body: Vec<u8>)
-        -> StoreResult<()>;
+    async fn idem_finish(
+        &self,
+        scope: String,
+        key: String,
+        status: u16,
+        body: Vec<u8>,
+    ) -> StoreResult<()>;
     /// Forgets an unfinished key (the request failed on our side), so a retry may run.
     async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()>;
 }

@@ -21,10 +21,14 @@ mod support {
 
     impl Drop for Guard {
         fn drop(&mut self) {
-            let Some((admin_url, name)) = self.drop_db.take() else { return };
+            let Some((admin_url, name)) = self.drop_db.take() else {
+                return;
+            };
             // Drop from a thread with its own runtime: Drop cannot await.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async move {
                         if let Ok((c, conn)) =
@@ -32,7 +36,9 @@ mod support {
                         {
                             tokio::spawn(conn);
                             let _ = c
-                                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .batch_execute(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
                                 .await;
                         }
                     });
@@ -46,7 +52,13 @@ mod support {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = onecard_schema::open(&url, 4).await.expect("open sqlite");
-        (store, Guard { _dir: Some(dir), drop_db: None })
+        (
+            store,
+            Guard {
+                _dir: Some(dir),
+                drop_db: None,
+            },
+        )
     }
 
     pub async fn postgres() -> Option<(Arc<dyn Store>, Guard)> {
@@ -54,8 +66,13 @@ mod support {
         let url = match std::env::var("ONECARD_DATABASE_URL") {
             Ok(u) if u.starts_with("postgres") => u,
             _ => {
-                assert!(!ci, "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL");
-                eprintln!("SKIPPED: PostgreSQL conformance case (set ONECARD_DATABASE_URL=postgres://…)");
+                assert!(
+                    !ci,
+                    "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL"
+                );
+                eprintln!(
+                    "SKIPPED: PostgreSQL conformance case (set ONECARD_DATABASE_URL=postgres://…)"
+                );
                 return None;
             }
         };
@@ -65,16 +82,30 @@ mod support {
                 c
             }
             Err(e) => {
-                assert!(!ci, "CI=true but PostgreSQL at ONECARD_DATABASE_URL is unreachable: {e}");
+                assert!(
+                    !ci,
+                    "CI=true but PostgreSQL at ONECARD_DATABASE_URL is unreachable: {e}"
+                );
                 eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
                 return None;
             }
         };
         let name = format!("onecard_t_{}", uuid::Uuid::new_v4().simple());
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
         let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-        let store = onecard_schema::open(&format!("{base}/{name}"), 4).await.expect("open pg");
-        Some((store, Guard { _dir: None, drop_db: Some((url, name)) }))
+        let store = onecard_schema::open(&format!("{base}/{name}"), 4)
+            .await
+            .expect("open pg");
+        Some((
+            store,
+            Guard {
+                _dir: None,
+                drop_db: Some((url, name)),
+            },
+        ))
     }
 }
 
@@ -168,7 +199,10 @@ async fn tenant(store: &Arc<dyn Store>, name: &str) -> (TenantId, AdminId) {
         created_at: now(),
     };
     let id = t.id;
-    store.create_tenant(t, admin, token, audit(Some(id), "tenant.create")).await.unwrap();
+    store
+        .create_tenant(t, admin, token, audit(Some(id), "tenant.create"))
+        .await
+        .unwrap();
     (id, admin)
 }
 
@@ -185,17 +219,37 @@ fn new_user(number: &str) -> NewUser {
     }
 }
 
-async fn dept(store: &Arc<dyn Store>, t: TenantId, name: &str, parent: Option<DepartmentId>) -> DepartmentId {
-    let d = Department { id: DepartmentId::new(), name: name.into(), parent_id: parent, created_at: now() };
+async fn dept(
+    store: &Arc<dyn Store>,
+    t: TenantId,
+    name: &str,
+    parent: Option<DepartmentId>,
+) -> DepartmentId {
+    let d = Department {
+        id: DepartmentId::new(),
+        name: name.into(),
+        parent_id: parent,
+        created_at: now(),
+    };
     let id = d.id;
-    store.create_department(t, d, audit(Some(t), "department.create")).await.unwrap();
+    store
+        .create_department(t, d, audit(Some(t), "department.create"))
+        .await
+        .unwrap();
     id
 }
 
 async fn tag(store: &Arc<dyn Store>, t: TenantId, name: &str) -> TagId {
-    let tag = Tag { id: TagId::new(), name: name.into(), created_at: now() };
+    let tag = Tag {
+        id: TagId::new(),
+        name: name.into(),
+        created_at: now(),
+    };
     let id = tag.id;
-    store.create_tag(t, tag, audit(Some(t), "tag.create")).await.unwrap();
+    store
+        .create_tag(t, tag, audit(Some(t), "tag.create"))
+        .await
+        .unwrap();
     id
 }
 
@@ -204,19 +258,34 @@ async fn tenant_round_trips_and_settings_update(store: Arc<dyn Store>) {
     let got = store.get_tenant(t).await.unwrap();
     assert_eq!(got.name, "Tsinghua");
     assert_eq!(got.settings, TenantSettings::default());
-    let settings = TenantSettings { require_agreement: false, refund_expired_to_cash: true };
+    let settings = TenantSettings {
+        require_agreement: false,
+        refund_expired_to_cash: true,
+    };
     let updated = store
-        .update_tenant(t, Some("Europe/Berlin".into()), Some(settings.clone()), audit(Some(t), "tenant.update"))
+        .update_tenant(
+            t,
+            Some("Europe/Berlin".into()),
+            Some(settings.clone()),
+            audit(Some(t), "tenant.update"),
+        )
         .await
         .unwrap();
     assert_eq!(updated.timezone, "Europe/Berlin");
     assert_eq!(store.get_tenant(t).await.unwrap().settings, settings);
-    assert!(matches!(store.get_tenant(TenantId::new()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.get_tenant(TenantId::new()).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn token_lookup_carries_kind_role_and_edition(store: Arc<dyn Store>) {
     let (t, admin) = tenant(&store, "A").await;
-    let rec = store.lookup_token(hash(&format!("admin-{t}"))).await.unwrap().unwrap();
+    let rec = store
+        .lookup_token(hash(&format!("admin-{t}")))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.kind, TokenKind::Admin);
     assert_eq!(rec.tenant_id, Some(t));
     assert_eq!(rec.subject_id, Some(admin.0));
@@ -235,22 +304,59 @@ async fn root_token_is_stored_only_once(store: Arc<dyn Store>) {
     };
     assert!(store.insert_root_token_if_none(root("r1")).await.unwrap());
     assert!(!store.insert_root_token_if_none(root("r2")).await.unwrap());
-    assert_eq!(store.lookup_token(hash("r1")).await.unwrap().unwrap().kind, TokenKind::Root);
+    assert_eq!(
+        store.lookup_token(hash("r1")).await.unwrap().unwrap().kind,
+        TokenKind::Root
+    );
     assert_eq!(store.lookup_token(hash("r2")).await.unwrap(), None);
 }
 
 async fn user_numbers_are_unique_per_tenant_only(store: Arc<dyn Store>) {
     let (a, _) = tenant(&store, "A").await;
     let (b, _) = tenant(&store, "B").await;
-    store.create_user(a, new_user("S001"), now(), audit(Some(a), "user.create")).await.unwrap();
-    let dup = store.create_user(a, new_user("S001"), now(), audit(Some(a), "user.create")).await;
-    assert!(matches!(dup, Err(StoreError::Conflict { code: "number_taken", .. })), "{dup:?}");
-    store.create_user(b, new_user("S001"), now(), audit(Some(b), "user.create")).await.unwrap();
+    store
+        .create_user(a, new_user("S001"), now(), audit(Some(a), "user.create"))
+        .await
+        .unwrap();
+    let dup = store
+        .create_user(a, new_user("S001"), now(), audit(Some(a), "user.create"))
+        .await;
+    assert!(
+        matches!(
+            dup,
+            Err(StoreError::Conflict {
+                code: "number_taken",
+                ..
+            })
+        ),
+        "{dup:?}"
+    );
+    store
+        .create_user(b, new_user("S001"), now(), audit(Some(b), "user.create"))
+        .await
+        .unwrap();
     // Renaming onto a taken number is refused too.
-    let other = store.create_user(a, new_user("S002"), now(), audit(Some(a), "user.create")).await.unwrap();
-    let patch = UserPatch { number: Some("S001".into()), ..Default::default() };
-    let res = store.update_user(a, other.id, patch, now(), audit(Some(a), "user.update")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "number_taken", .. })), "{res:?}");
+    let other = store
+        .create_user(a, new_user("S002"), now(), audit(Some(a), "user.create"))
+        .await
+        .unwrap();
+    let patch = UserPatch {
+        number: Some("S001".into()),
+        ..Default::default()
+    };
+    let res = store
+        .update_user(a, other.id, patch, now(), audit(Some(a), "user.update"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "number_taken",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
 }
 
 async fn users_are_created_moved_and_deleted_with_their_memberships(store: Arc<dyn Store>) {
@@ -263,8 +369,14 @@ async fn users_are_created_moved_and_deleted_with_their_memberships(store: Arc<d
     u.department_ids = vec![maths, maths];
     u.tag_ids = vec![vip];
     u.phone = Some("13800000000".into());
-    u.id_number = Some(IdNumber { hash: hash("id"), last4: "123X".into() });
-    let created = store.create_user(t, u, now(), audit(Some(t), "user.create")).await.unwrap();
+    u.id_number = Some(IdNumber {
+        hash: hash("id"),
+        last4: "123X".into(),
+    });
+    let created = store
+        .create_user(t, u, now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
     assert_eq!(created.department_ids, vec![maths]);
     assert_eq!(created.tag_ids, vec![vip]);
     assert_eq!(created.id_last4.as_deref(), Some("123X"));
@@ -275,17 +387,32 @@ async fn users_are_created_moved_and_deleted_with_their_memberships(store: Arc<d
         status: Some(UserStatus::Suspended),
         ..Default::default()
     };
-    let moved = store.update_user(t, created.id, patch, now(), audit(Some(t), "user.update")).await.unwrap();
+    let moved = store
+        .update_user(t, created.id, patch, now(), audit(Some(t), "user.update"))
+        .await
+        .unwrap();
     assert_eq!(moved.department_ids, vec![physics]);
-    assert_eq!(moved.tag_ids, vec![vip], "tags untouched by a department move");
+    assert_eq!(
+        moved.tag_ids,
+        vec![vip],
+        "tags untouched by a department move"
+    );
     assert_eq!(moved.phone, None);
     assert_eq!(moved.status, UserStatus::Suspended);
     assert_eq!(moved.id_last4.as_deref(), Some("123X"));
 
-    store.delete_user(t, created.id, audit(Some(t), "user.delete")).await.unwrap();
-    assert!(matches!(store.get_user(t, created.id).await, Err(StoreError::NotFound)));
+    store
+        .delete_user(t, created.id, audit(Some(t), "user.delete"))
+        .await
+        .unwrap();
     assert!(matches!(
-        store.delete_user(t, created.id, audit(Some(t), "user.delete")).await,
+        store.get_user(t, created.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .delete_user(t, created.id, audit(Some(t), "user.delete"))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -296,13 +423,46 @@ async fn another_tenants_ids_are_invalid_references(store: Arc<dyn Store>) {
     let foreign = dept(&store, b, "Theirs", None).await;
     let mut u = new_user("X1");
     u.department_ids = vec![foreign];
-    let res = store.create_user(a, u, now(), audit(Some(a), "user.create")).await;
-    assert!(matches!(res, Err(StoreError::InvalidReference { field: "department_ids", .. })), "{res:?}");
-    let theirs = store.create_user(b, new_user("X1"), now(), audit(Some(b), "user.create")).await.unwrap();
-    assert!(matches!(store.get_user(a, theirs.id).await, Err(StoreError::NotFound)));
-    let sub = Department { id: DepartmentId::new(), name: "Sub".into(), parent_id: Some(foreign), created_at: now() };
-    let res = store.create_department(a, sub, audit(Some(a), "department.create")).await;
-    assert!(matches!(res, Err(StoreError::InvalidReference { field: "parent_id", .. })), "{res:?}");
+    let res = store
+        .create_user(a, u, now(), audit(Some(a), "user.create"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::InvalidReference {
+                field: "department_ids",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    let theirs = store
+        .create_user(b, new_user("X1"), now(), audit(Some(b), "user.create"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_user(a, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let sub = Department {
+        id: DepartmentId::new(),
+        name: "Sub".into(),
+        parent_id: Some(foreign),
+        created_at: now(),
+    };
+    let res = store
+        .create_department(a, sub, audit(Some(a), "department.create"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::InvalidReference {
+                field: "parent_id",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
 }
 
 async fn user_lists_filter_and_page_by_cursor(store: Arc<dyn Store>) {
@@ -317,13 +477,23 @@ async fn user_lists_filter_and_page_by_cursor(store: Arc<dyn Store>) {
         if i % 2 == 0 {
             u.tag_ids = vec![g];
         }
-        u.name = if i == 7 { "Li 100%_Lei".into() } else { format!("Zhang {i}") };
-        store.create_user(t, u, now(), audit(Some(t), "user.create")).await.unwrap();
+        u.name = if i == 7 {
+            "Li 100%_Lei".into()
+        } else {
+            format!("Zhang {i}")
+        };
+        store
+            .create_user(t, u, now(), audit(Some(t), "user.create"))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list_users(t, UserFilter::default(), PageReq { limit: 10, after }).await.unwrap();
+        let page = store
+            .list_users(t, UserFilter::default(), PageReq { limit: 10, after })
+            .await
+            .unwrap();
         seen.extend(page.items.iter().map(|u| u.number.clone()));
         match page.next {
             Some(n) => after = Some(n),
@@ -336,26 +506,67 @@ async fn user_lists_filter_and_page_by_cursor(store: Arc<dyn Store>) {
     assert_eq!(seen, sorted, "v7 ids page in creation order");
 
     let in_dept = store
-        .list_users(t, UserFilter { department_id: Some(d), ..Default::default() }, PageReq { limit: 100, after: None })
+        .list_users(
+            t,
+            UserFilter {
+                department_id: Some(d),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 100,
+                after: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(in_dept.items.len(), 5);
     let both = store
         .list_users(
             t,
-            UserFilter { department_id: Some(d), tag_id: Some(g), ..Default::default() },
-            PageReq { limit: 100, after: None },
+            UserFilter {
+                department_id: Some(d),
+                tag_id: Some(g),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 100,
+                after: None,
+            },
         )
         .await
         .unwrap();
     assert_eq!(both.items.len(), 3); // 0, 10, 20
     let literal = store
-        .list_users(t, UserFilter { q: Some("100%_".into()), ..Default::default() }, PageReq { limit: 100, after: None })
+        .list_users(
+            t,
+            UserFilter {
+                q: Some("100%_".into()),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 100,
+                after: None,
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(literal.items.len(), 1, "LIKE wildcards in q are taken literally");
+    assert_eq!(
+        literal.items.len(),
+        1,
+        "LIKE wildcards in q are taken literally"
+    );
     let by_number = store
-        .list_users(t, UserFilter { q: Some("N01".into()), ..Default::default() }, PageReq { limit: 100, after: None })
+        .list_users(
+            t,
+            UserFilter {
+                q: Some("N01".into()),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 100,
+                after: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(by_number.items.len(), 10);
@@ -368,17 +579,50 @@ async fn batch_update_applies_to_all_or_none(store: Arc<dyn Store>) {
     let g = tag(&store, t, "moved").await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(store.create_user(t, new_user(&format!("B{i}")), now(), audit(Some(t), "user.create")).await.unwrap().id);
+        ids.push(
+            store
+                .create_user(
+                    t,
+                    new_user(&format!("B{i}")),
+                    now(),
+                    audit(Some(t), "user.create"),
+                )
+                .await
+                .unwrap()
+                .id,
+        );
     }
-    let foreign = store.create_user(other, new_user("F"), now(), audit(Some(other), "user.create")).await.unwrap();
+    let foreign = store
+        .create_user(
+            other,
+            new_user("F"),
+            now(),
+            audit(Some(other), "user.create"),
+        )
+        .await
+        .unwrap();
     let bad = BatchUserUpdate {
         user_ids: vec![ids[0], foreign.id],
         status: Some(UserStatus::Left),
         ..Default::default()
     };
-    let res = store.batch_update_users(t, bad, now(), audit(Some(t), "user.batch_update")).await;
-    assert!(matches!(res, Err(StoreError::InvalidReference { field: "user_ids", .. })), "{res:?}");
-    assert_eq!(store.get_user(t, ids[0]).await.unwrap().status, UserStatus::Active);
+    let res = store
+        .batch_update_users(t, bad, now(), audit(Some(t), "user.batch_update"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::InvalidReference {
+                field: "user_ids",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    assert_eq!(
+        store.get_user(t, ids[0]).await.unwrap().status,
+        UserStatus::Active
+    );
 
     let good = BatchUserUpdate {
         user_ids: ids.clone(),
@@ -387,14 +631,27 @@ async fn batch_update_applies_to_all_or_none(store: Arc<dyn Store>) {
         add_tag_ids: vec![g],
         ..Default::default()
     };
-    let n = store.batch_update_users(t, good, now(), audit(Some(t), "user.batch_update")).await.unwrap();
+    let n = store
+        .batch_update_users(t, good, now(), audit(Some(t), "user.batch_update"))
+        .await
+        .unwrap();
     assert_eq!(n, 3);
     for id in &ids {
         let u = store.get_user(t, *id).await.unwrap();
-        assert_eq!((u.status, u.department_ids, u.tag_ids), (UserStatus::Left, vec![d], vec![g]));
+        assert_eq!(
+            (u.status, u.department_ids, u.tag_ids),
+            (UserStatus::Left, vec![d], vec![g])
+        );
     }
-    let remove = BatchUserUpdate { user_ids: ids.clone(), remove_tag_ids: vec![g], ..Default::default() };
-    store.batch_update_users(t, remove, now(), audit(Some(t), "user.batch_update")).await.unwrap();
+    let remove = BatchUserUpdate {
+        user_ids: ids.clone(),
+        remove_tag_ids: vec![g],
+        ..Default::default()
+    };
+    store
+        .batch_update_users(t, remove, now(), audit(Some(t), "user.batch_update"))
+        .await
+        .unwrap();
     assert!(store.get_user(t, ids[1]).await.unwrap().tag_ids.is_empty());
 }
 
@@ -405,7 +662,10 @@ async fn import_creates_and_updates_by_number_keeping_empty_cells(store: Arc<dyn
     let mut existing = new_user("E1");
     existing.phone = Some("13900000000".into());
     existing.department_ids = vec![d1];
-    let existing = store.create_user(t, existing, now(), audit(Some(t), "user.create")).await.unwrap();
+    let existing = store
+        .create_user(t, existing, now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
 
     let mut update = new_user("E1");
     update.name = "Renamed".into();
@@ -416,15 +676,43 @@ async fn import_creates_and_updates_by_number_keeping_empty_cells(store: Arc<dyn
         .chain(std::iter::once(fresh))
         .chain((0..500).map(|i| new_user(&format!("bulk{i}"))))
         .collect();
-    let out = store.import_users(t, rows, now(), audit(Some(t), "user.import")).await.unwrap();
-    assert_eq!(out, ImportOutcome { imported: 502, created: 501, updated: 1 });
+    let out = store
+        .import_users(t, rows, now(), audit(Some(t), "user.import"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ImportOutcome {
+            imported: 502,
+            created: 501,
+            updated: 1
+        }
+    );
 
     let e1 = store.get_user(t, existing.id).await.unwrap();
     assert_eq!(e1.name, "Renamed");
-    assert_eq!(e1.phone.as_deref(), Some("13900000000"), "empty phone cell keeps the phone");
-    assert_eq!(e1.department_ids, vec![d1], "empty department cell keeps memberships");
+    assert_eq!(
+        e1.phone.as_deref(),
+        Some("13900000000"),
+        "empty phone cell keeps the phone"
+    );
+    assert_eq!(
+        e1.department_ids,
+        vec![d1],
+        "empty department cell keeps memberships"
+    );
     let e2 = store
-        .list_users(t, UserFilter { q: Some("E2".into()), ..Default::default() }, PageReq { limit: 5, after: None })
+        .list_users(
+            t,
+            UserFilter {
+                q: Some("E2".into()),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 5,
+                after: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(e2.items[0].department_ids, vec![d2]);
@@ -433,8 +721,14 @@ async fn import_creates_and_updates_by_number_keeping_empty_cells(store: Arc<dyn
 
 async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
     let (t, _) = tenant(&store, "A").await;
-    let u1 = store.create_user(t, new_user("A1"), now(), audit(Some(t), "user.create")).await.unwrap();
-    let u2 = store.create_user(t, new_user("A2"), now(), audit(Some(t), "user.create")).await.unwrap();
+    let u1 = store
+        .create_user(t, new_user("A1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
+    let u2 = store
+        .create_user(t, new_user("A2"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
     let admin = |user: UserId, seed: &str, expires: Timestamp| NewAdmin {
         id: AdminId::new(),
         tenant_id: t,
@@ -453,30 +747,99 @@ async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
     };
     let a1 = admin(u1.id, "bind1", now() + SignedDuration::from_hours(24));
     let a1_id = a1.id;
-    store.create_admin(a1, audit(Some(t), "admin.create")).await.unwrap();
-    let again = store.create_admin(admin(u1.id, "bind1b", now()), audit(Some(t), "admin.create")).await;
-    assert!(matches!(again, Err(StoreError::Conflict { code: "already_admin", .. })), "{again:?}");
+    store
+        .create_admin(a1, audit(Some(t), "admin.create"))
+        .await
+        .unwrap();
+    let again = store
+        .create_admin(
+            admin(u1.id, "bind1b", now()),
+            audit(Some(t), "admin.create"),
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::Conflict {
+                code: "already_admin",
+                ..
+            })
+        ),
+        "{again:?}"
+    );
 
-    let (bt, ba) = store.bind_admin(hash("bind1"), token("tok1"), now(), audit(None, "admin.bind")).await.unwrap();
+    let (bt, ba) = store
+        .bind_admin(
+            hash("bind1"),
+            token("tok1"),
+            now(),
+            audit(None, "admin.bind"),
+        )
+        .await
+        .unwrap();
     assert_eq!((bt, ba), (t, a1_id));
     let rec = store.lookup_token(hash("tok1")).await.unwrap().unwrap();
-    assert_eq!((rec.kind, rec.tenant_id, rec.subject_id), (TokenKind::Admin, Some(t), Some(a1_id.0)));
-    let reuse = store.bind_admin(hash("bind1"), token("tok1b"), now(), audit(None, "admin.bind")).await;
+    assert_eq!(
+        (rec.kind, rec.tenant_id, rec.subject_id),
+        (TokenKind::Admin, Some(t), Some(a1_id.0))
+    );
+    let reuse = store
+        .bind_admin(
+            hash("bind1"),
+            token("tok1b"),
+            now(),
+            audit(None, "admin.bind"),
+        )
+        .await;
     assert!(matches!(reuse, Err(StoreError::Gone)), "{reuse:?}");
 
-    store.create_admin(admin(u2.id, "bind2", now() - SignedDuration::from_secs(1)), audit(Some(t), "admin.create")).await.unwrap();
-    let expired = store.bind_admin(hash("bind2"), token("tok2"), now(), audit(None, "admin.bind")).await;
+    store
+        .create_admin(
+            admin(u2.id, "bind2", now() - SignedDuration::from_secs(1)),
+            audit(Some(t), "admin.create"),
+        )
+        .await
+        .unwrap();
+    let expired = store
+        .bind_admin(
+            hash("bind2"),
+            token("tok2"),
+            now(),
+            audit(None, "admin.bind"),
+        )
+        .await;
     assert!(matches!(expired, Err(StoreError::Gone)), "{expired:?}");
-    let unknown = store.bind_admin(hash("nope"), token("tok3"), now(), audit(None, "admin.bind")).await;
+    let unknown = store
+        .bind_admin(
+            hash("nope"),
+            token("tok3"),
+            now(),
+            audit(None, "admin.bind"),
+        )
+        .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
 }
 
 async fn last_super_admin_cannot_be_deleted(store: Arc<dyn Store>) {
     let (t, first) = tenant(&store, "A").await;
-    let res = store.delete_admin(t, first, audit(Some(t), "admin.delete")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "last_super_admin", .. })), "{res:?}");
+    let res = store
+        .delete_admin(t, first, audit(Some(t), "admin.delete"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "last_super_admin",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
 
-    let u = store.create_user(t, new_user("A1"), now(), audit(Some(t), "user.create")).await.unwrap();
+    let u = store
+        .create_user(t, new_user("A1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
     let second = AdminId::new();
     store
         .create_admin(
@@ -494,74 +857,242 @@ async fn last_super_admin_cannot_be_deleted(store: Arc<dyn Store>) {
         .await
         .unwrap();
     // A pending admin is not a super admin yet: the first is still the last.
-    let res = store.delete_admin(t, first, audit(Some(t), "admin.delete")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "last_super_admin", .. })), "{res:?}");
-    let tok = NewToken { hash: hash("t2"), kind: TokenKind::Admin, tenant_id: None, subject_id: None, created_at: now() };
-    store.bind_admin(hash("b"), tok, now(), audit(None, "admin.bind")).await.unwrap();
-    store.delete_admin(t, first, audit(Some(t), "admin.delete")).await.unwrap();
-    assert_eq!(store.lookup_token(hash(&format!("admin-{t}"))).await.unwrap(), None, "tokens revoked");
-    let res = store.delete_admin(t, second, audit(Some(t), "admin.delete")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "last_super_admin", .. })), "{res:?}");
+    let res = store
+        .delete_admin(t, first, audit(Some(t), "admin.delete"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "last_super_admin",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    let tok = NewToken {
+        hash: hash("t2"),
+        kind: TokenKind::Admin,
+        tenant_id: None,
+        subject_id: None,
+        created_at: now(),
+    };
+    store
+        .bind_admin(hash("b"), tok, now(), audit(None, "admin.bind"))
+        .await
+        .unwrap();
+    store
+        .delete_admin(t, first, audit(Some(t), "admin.delete"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .lookup_token(hash(&format!("admin-{t}")))
+            .await
+            .unwrap(),
+        None,
+        "tokens revoked"
+    );
+    let res = store
+        .delete_admin(t, second, audit(Some(t), "admin.delete"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "last_super_admin",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
     let (other, other_admin) = tenant(&store, "B").await;
     let _ = other;
     assert!(matches!(
-        store.delete_admin(t, other_admin, audit(Some(t), "admin.delete")).await,
+        store
+            .delete_admin(t, other_admin, audit(Some(t), "admin.delete"))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
 
 async fn audit_is_written_with_the_change_and_not_without_it(store: Arc<dyn Store>) {
     let (t, _) = tenant(&store, "A").await;
-    store.create_user(t, new_user("U1"), now(), audit(Some(t), "user.create")).await.unwrap();
-    let _ = store.create_user(t, new_user("U1"), now(), audit(Some(t), "user.create")).await.unwrap_err();
-    for i in 0..4 {
-        store.create_tag(t, Tag { id: TagId::new(), name: format!("t{i}"), created_at: now() }, audit(Some(t), "tag.create")).await.unwrap();
-    }
-    let users = store
-        .list_audit(Some(t), AuditFilter { action: Some("user.create".into()), ..Default::default() }, PageReq { limit: 50, after: None })
+    store
+        .create_user(t, new_user("U1"), now(), audit(Some(t), "user.create"))
         .await
         .unwrap();
-    assert_eq!(users.items.len(), 1, "the refused create left no audit entry");
-    let first = store.list_audit(Some(t), AuditFilter::default(), PageReq { limit: 3, after: None }).await.unwrap();
+    let _ = store
+        .create_user(t, new_user("U1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap_err();
+    for i in 0..4 {
+        store
+            .create_tag(
+                t,
+                Tag {
+                    id: TagId::new(),
+                    name: format!("t{i}"),
+                    created_at: now(),
+                },
+                audit(Some(t), "tag.create"),
+            )
+            .await
+            .unwrap();
+    }
+    let users = store
+        .list_audit(
+            Some(t),
+            AuditFilter {
+                action: Some("user.create".into()),
+                ..Default::default()
+            },
+            PageReq {
+                limit: 50,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        users.items.len(),
+        1,
+        "the refused create left no audit entry"
+    );
+    let first = store
+        .list_audit(
+            Some(t),
+            AuditFilter::default(),
+            PageReq {
+                limit: 3,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(first.items[0].action, "tag.create", "newest first");
-    let rest = store.list_audit(Some(t), AuditFilter::default(), PageReq { limit: 50, after: first.next }).await.unwrap();
+    let rest = store
+        .list_audit(
+            Some(t),
+            AuditFilter::default(),
+            PageReq {
+                limit: 50,
+                after: first.next,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(first.items.len() + rest.items.len(), 6); // tenant + user + 4 tags
     assert!(rest.next.is_none());
 }
 
 async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
     let (s, k) = ("scope".to_string(), "key-1".to_string());
-    assert_eq!(store.idem_begin(s.clone(), k.clone(), hash("body"), now()).await.unwrap(), IdemBegin::New);
-    assert_eq!(store.idem_begin(s.clone(), k.clone(), hash("body"), now()).await.unwrap(), IdemBegin::InProgress);
-    store.idem_finish(s.clone(), k.clone(), 201, b"{\"ok\":1}".to_vec()).await.unwrap();
     assert_eq!(
-        store.idem_begin(s.clone(), k.clone(), hash("body"), now()).await.unwrap(),
-        IdemBegin::Replay { status: 201, body: b"{\"ok\":1}".to_vec() }
+        store
+            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .await
+            .unwrap(),
+        IdemBegin::New
     );
-    assert_eq!(store.idem_begin(s.clone(), k.clone(), hash("other"), now()).await.unwrap(), IdemBegin::Conflict);
+    assert_eq!(
+        store
+            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .await
+            .unwrap(),
+        IdemBegin::InProgress
+    );
+    store
+        .idem_finish(s.clone(), k.clone(), 201, b"{\"ok\":1}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .await
+            .unwrap(),
+        IdemBegin::Replay {
+            status: 201,
+            body: b"{\"ok\":1}".to_vec()
+        }
+    );
+    assert_eq!(
+        store
+            .idem_begin(s.clone(), k.clone(), hash("other"), now())
+            .await
+            .unwrap(),
+        IdemBegin::Conflict
+    );
     // Another scope (another caller) may use the same key.
-    assert_eq!(store.idem_begin("other".into(), k.clone(), hash("x"), now()).await.unwrap(), IdemBegin::New);
+    assert_eq!(
+        store
+            .idem_begin("other".into(), k.clone(), hash("x"), now())
+            .await
+            .unwrap(),
+        IdemBegin::New
+    );
     store.idem_abort("other".into(), k.clone()).await.unwrap();
-    assert_eq!(store.idem_begin("other".into(), k, hash("y"), now()).await.unwrap(), IdemBegin::New);
+    assert_eq!(
+        store
+            .idem_begin("other".into(), k, hash("y"), now())
+            .await
+            .unwrap(),
+        IdemBegin::New
+    );
 }
 
 async fn sibling_departments_cannot_share_a_name(store: Arc<dyn Store>) {
     let (t, _) = tenant(&store, "A").await;
     let root = dept(&store, t, "Teaching", None).await;
     dept(&store, t, "Maths", Some(root)).await;
-    let dup = Department { id: DepartmentId::new(), name: "Maths".into(), parent_id: Some(root), created_at: now() };
-    let res = store.create_department(t, dup, audit(Some(t), "department.create")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "department_name_taken", .. })), "{res:?}");
-    let top_dup = Department { id: DepartmentId::new(), name: "Teaching".into(), parent_id: None, created_at: now() };
-    let res = store.create_department(t, top_dup, audit(Some(t), "department.create")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "department_name_taken", .. })), "{res:?}");
+    let dup = Department {
+        id: DepartmentId::new(),
+        name: "Maths".into(),
+        parent_id: Some(root),
+        created_at: now(),
+    };
+    let res = store
+        .create_department(t, dup, audit(Some(t), "department.create"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "department_name_taken",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    let top_dup = Department {
+        id: DepartmentId::new(),
+        name: "Teaching".into(),
+        parent_id: None,
+        created_at: now(),
+    };
+    let res = store
+        .create_department(t, top_dup, audit(Some(t), "department.create"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "department_name_taken",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
     dept(&store, t, "Maths", None).await; // same name elsewhere in the tree is fine
     assert_eq!(store.list_departments(t).await.unwrap().len(), 3);
 }
 
 async fn an_admin_user_cannot_be_deleted(store: Arc<dyn Store>) {
     let (t, _) = tenant(&store, "A").await;
-    let u = store.create_user(t, new_user("A1"), now(), audit(Some(t), "user.create")).await.unwrap();
+    let u = store
+        .create_user(t, new_user("A1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
     store
         .create_admin(
             NewAdmin {
@@ -577,6 +1108,17 @@ async fn an_admin_user_cannot_be_deleted(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let res = store.delete_user(t, u.id, audit(Some(t), "user.delete")).await;
-    assert!(matches!(res, Err(StoreError::Conflict { code: "user_is_admin", .. })), "{res:?}");
+    let res = store
+        .delete_user(t, u.id, audit(Some(t), "user.delete"))
+        .await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                code: "user_is_admin",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
 }

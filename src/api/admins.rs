@@ -1,0 +1,177 @@
+//! Admins: a super admin names an existing user; that person opens a one-time binding
+//! link (24 h) themselves and receives their admin token. The last super admin stays.
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use jiff::{SignedDuration, Timestamp};
+use onecard_schema::ids::{AdminId, UserId};
+use onecard_schema::model::{
+    Actor, Admin as AdminRecord, AdminRole, Audit, NewAdmin, NewToken, TokenKind,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ListParams, Paged};
+use crate::auth::{hash_token, new_token, request_id, Admin, Auth, SuperAdmin};
+use crate::extract::{path_id, Json, Query};
+use crate::limits::ADMIN_BINDING_TTL_S;
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdmin {
+    pub user_id: UserId,
+    pub role: AdminRole,
+    /// Sub-admin permission group (arrives with permission groups).
+    pub group_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminBinding {
+    pub id: AdminId,
+    /// One-time; shown once.
+    pub binding_token: String,
+    /// The link the person opens themselves.
+    pub binding_url: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindAdmin {
+    pub binding_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminBound {
+    pub admin_id: AdminId,
+    /// The new admin's token; shown once.
+    pub token: String,
+}
+
+/// Start binding a user as admin (super admin).
+#[utoipa::path(tag = "admins", request_body = CreateAdmin, security(("bearer" = [])),
+    responses((status = 201, body = AdminBinding), Problems))]
+#[post("/admins")]
+pub async fn create_admin(
+    state: web::Data<AppState>,
+    caller: Auth<SuperAdmin>,
+    Json(body): Json<CreateAdmin>,
+) -> Result<HttpResponse, ApiError> {
+    if body.role != AdminRole::SuperAdmin || body.group_id.is_some() {
+        return Err(ApiError::invalid_field(
+            "role",
+            "supported",
+            "only super_admin can be granted until permission groups exist",
+        ));
+    }
+    let now = state.clock.now();
+    let binding = new_token();
+    let admin = NewAdmin {
+        id: AdminId::new(),
+        tenant_id: caller.tenant()?,
+        user_id: body.user_id,
+        role: body.role,
+        binding_hash: hash_token(&binding),
+        created_at: now,
+        expires_at: now + SignedDuration::from_secs(ADMIN_BINDING_TTL_S),
+    };
+    let (id, expires_at) = (admin.id, admin.expires_at);
+    let audit = caller.audit(
+        &state,
+        "admin.create",
+        "admin",
+        id,
+        serde_json::json!({
+            "user_id": body.user_id, "role": body.role,
+        }),
+    );
+    state.store.create_admin(admin, audit).await?;
+    Ok(HttpResponse::Created().json(AdminBinding {
+        id,
+        binding_url: format!("{}/bind#{binding}", state.public_url),
+        binding_token: binding,
+        expires_at,
+    }))
+}
+
+/// Open a binding (no token needed: the binding token is the proof).
+#[utoipa::path(tag = "admins", request_body = BindAdmin,
+    responses((status = 201, body = AdminBound), Problems))]
+#[post("/admins/bind")]
+pub async fn bind_admin(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    Json(body): Json<BindAdmin>,
+) -> Result<HttpResponse, ApiError> {
+    if body.binding_token.is_empty() || body.binding_token.len() > 128 {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock.now();
+    let token = new_token();
+    let stored = NewToken {
+        hash: hash_token(&token),
+        kind: TokenKind::Admin,
+        tenant_id: None,
+        subject_id: None,
+        created_at: now,
+    };
+    let audit = Audit {
+        id: onecard_schema::ids::AuditId::new(),
+        tenant_id: None,
+        actor: Actor::Link,
+        action: "admin.bind",
+        target_type: "admin",
+        target_id: String::new(),
+        request_id: request_id(&req),
+        at: now,
+        detail: serde_json::json!({}),
+    };
+    let (_, admin_id) = state
+        .store
+        .bind_admin(hash_token(&body.binding_token), stored, now, audit)
+        .await
+        .map_err(|e| match e {
+            onecard_schema::StoreError::Gone => ApiError::Gone {
+                code: "binding_used_or_expired",
+                detail: "this binding link was already used or has expired; ask for a new one"
+                    .into(),
+            },
+            other => other.into(),
+        })?;
+    Ok(HttpResponse::Created().json(AdminBound { admin_id, token }))
+}
+
+/// The tenant's admins.
+#[utoipa::path(tag = "admins", params(ListParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<AdminRecord>), Problems))]
+#[get("/admins")]
+pub async fn list_admins(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    Query(params): Query<ListParams>,
+) -> Result<web::Json<Paged<AdminRecord>>, ApiError> {
+    let page = state
+        .store
+        .list_admins(caller.tenant()?, params.page(AdminId)?)
+        .await?;
+    Ok(web::Json(Paged::new(page.items, page.next.map(|a| a.0))))
+}
+
+/// Remove an admin and revoke its tokens (never the last super admin: 409).
+#[utoipa::path(tag = "admins", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), Problems))]
+#[delete("/admins/{id}")]
+pub async fn delete_admin(
+    state: web::Data<AppState>,
+    caller: Auth<SuperAdmin>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: AdminId = path_id(&id)?;
+    let audit = caller.audit(&state, "admin.delete", "admin", id, serde_json::json!({}));
+    state
+        .store
+        .delete_admin(caller.tenant()?, id, audit)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,73 @@
+//! Probes and metrics: `/healthz` (the process is up), `/readyz` (store and bus answer),
+//! `/metrics` (Prometheus text).
+
+use actix_web::{get, web, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+    pub store_ok: bool,
+    /// `in_process` or `redis`.
+    pub bus: &'static str,
+    pub bus_ok: bool,
+}
+
+/// The process is up.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn get_healthz() -> web::Json<Health> {
+    web::Json(Health { status: "ok" })
+}
+
+/// The store and the bus answer; 503 otherwise.
+#[utoipa::path(tag = "operations", responses(
+    (status = 200, body = Readiness), (status = 503, body = Readiness)
+))]
+#[get("/readyz")]
+pub async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (store, bus) = tokio::join!(state.store.ping(), state.bus.ping());
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "readiness: store unreachable");
+    }
+    if let Err(e) = &bus {
+        tracing::warn!(error = %e, "readiness: bus unreachable");
+    }
+    let body = Readiness {
+        status: if store.is_ok() && bus.is_ok() {
+            "ready"
+        } else {
+            "not_ready"
+        },
+        store: state.store.engine(),
+        store_ok: store.is_ok(),
+        bus: state.bus.kind(),
+        bus_ok: bus.is_ok(),
+    };
+    if store.is_ok() && bus.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics in text format.
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[get("/metrics")]
+pub async fn get_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}

@@ -1,0 +1,122 @@
+//! HTTP handlers, one module per resource, one short handler per verb (`verb_noun`).
+//! Handlers parse, call the store (or an actor), and map the reply.
+
+pub mod admins;
+pub mod audit;
+pub mod directory;
+pub mod health;
+pub mod import;
+pub mod stats;
+pub mod tenants;
+pub mod users;
+
+use base64::Engine;
+use onecard_actors::domain::validate::Checks;
+use onecard_schema::model::PageReq;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use crate::problem::ApiError;
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    /// The page asked for; `wrap` makes the typed id (`params.page(UserId)`).
+    pub fn page<Id>(&self, wrap: fn(Uuid) -> Id) -> Result<PageReq<Id>, ApiError> {
+        let limit = self.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+        if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                "range",
+                format!("1 to {LIST_LIMIT_MAX}"),
+            ));
+        }
+        let after = self
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .map(wrap);
+        Ok(PageReq { limit, after })
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Paged<T> {
+    pub fn new(items: Vec<T>, next: Option<Uuid>) -> Self {
+        Self {
+            items,
+            next_cursor: next.map(encode_cursor),
+        }
+    }
+}
+
+/// Cursors are opaque to clients; today they wrap the last id seen.
+pub fn encode_cursor(id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{id}"))
+}
+
+fn decode_cursor(raw: &str) -> Result<Uuid, ApiError> {
+    let bad = || ApiError::invalid_field("cursor", "cursor", "not a cursor this API gave out");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix("v1:")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(bad)
+}
+
+/// For PATCH bodies: tells "absent" (`None`) from "null" (`Some(None)`).
+pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Finishes a set of checks as a 422 listing every violation.
+pub fn checked(c: Checks) -> Result<(), ApiError> {
+    c.into_result().map_err(ApiError::invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(decode_cursor("bm9wZQ").is_err());
+        assert!(decode_cursor("***").is_err());
+    }
+
+    #[test]
+    fn limits_outside_one_to_500_are_refused() {
+        for bad in [0, 501] {
+            let p = ListParams {
+                limit: Some(bad),
+                cursor: None,
+            };
+            assert!(p.page(onecard_schema::ids::UserId).is_err());
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Directory dashboard figures (analytics capability: standard edition and up).
+
+use actix_web::{get, web};
+use onecard_schema::model::DirectoryStats;
+
+use crate::auth::{AnalyticsAdmin, Auth};
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+/// Users by status, identity and department.
+#[utoipa::path(tag = "analytics", security(("bearer" = [])),
+    responses((status = 200, body = DirectoryStats), Problems))]
+#[get("/stats/directory")]
+pub async fn get_directory_stats(
+    state: web::Data<AppState>,
+    caller: Auth<AnalyticsAdmin>,
+) -> Result<web::Json<DirectoryStats>, ApiError> {
+    Ok(web::Json(
+        state.store.directory_stats(caller.tenant()?).await?,
+    ))
+}

@@ -1,0 +1,213 @@
+//! Tenants: created by the platform operator; read and tuned by their own admins.
+
+use actix_web::{get, patch, post, web, HttpResponse};
+use jiff::Timestamp;
+use onecard_actors::domain::edition::{capabilities, edition_allowed, Capability};
+use onecard_actors::domain::validate::Checks;
+use onecard_schema::ids::{AdminId, TenantId};
+use onecard_schema::model::{Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::checked;
+use crate::auth::{hash_token, new_token, Admin, Auth, Root, SuperAdmin};
+use crate::extract::Json;
+use crate::limits::TENANT_NAME_CHARS_MAX;
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    pub kind: TenantKind,
+    pub edition: Edition,
+    /// IANA time zone; default `Asia/Shanghai`.
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreated {
+    pub id: TenantId,
+    pub name: String,
+    pub kind: TenantKind,
+    pub edition: Edition,
+    pub timezone: String,
+    /// The first super admin's token; shown once, stored only as a hash.
+    pub admin_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    pub kind: TenantKind,
+    pub edition: Edition,
+    pub timezone: String,
+    pub capabilities: Vec<Capability>,
+    pub settings: TenantSettings,
+    pub created_at: Timestamp,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        TenantView {
+            capabilities: capabilities(t.edition),
+            id: t.id,
+            name: t.name,
+            kind: t.kind,
+            edition: t.edition,
+            timezone: t.timezone,
+            settings: t.settings,
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    pub require_agreement: Option<bool>,
+    pub refund_expired_to_cash: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    pub timezone: Option<String>,
+    pub settings: Option<SettingsPatch>,
+}
+
+fn check_timezone(c: &mut Checks, tz: &str) {
+    if c.text("timezone", tz, 1, 64) && jiff::tz::TimeZone::get(tz).is_err() {
+        c.fail(
+            "timezone",
+            "iana_zone",
+            "not an IANA time zone such as Asia/Shanghai",
+        );
+    }
+}
+
+/// Create a tenant and its first super admin (platform operator).
+#[utoipa::path(tag = "tenants", request_body = CreateTenant, security(("bearer" = [])),
+    responses((status = 201, body = TenantCreated), Problems))]
+#[post("/tenants")]
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    caller: Auth<Root>,
+    Json(body): Json<CreateTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let mut c = Checks::new();
+    c.text("name", &body.name, 1, TENANT_NAME_CHARS_MAX);
+    let timezone = body.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into());
+    check_timezone(&mut c, &timezone);
+    if !edition_allowed(body.kind, body.edition) {
+        c.fail(
+            "edition",
+            "edition_for_kind",
+            "basic_edu is only for k12 tenants",
+        );
+    }
+    checked(c)?;
+    let now = state.clock.now();
+    let tenant = Tenant {
+        id: TenantId::new(),
+        name: body.name,
+        kind: body.kind,
+        edition: body.edition,
+        timezone,
+        settings: TenantSettings::default(),
+        created_at: now,
+    };
+    let admin_id = AdminId::new();
+    let token = new_token();
+    let stored = NewToken {
+        hash: hash_token(&token),
+        kind: TokenKind::Admin,
+        tenant_id: Some(tenant.id),
+        subject_id: Some(admin_id.0),
+        created_at: now,
+    };
+    // Platform-level entry: the operator's actions are listed by the operator.
+    let mut audit = caller.audit(
+        &state,
+        "tenant.create",
+        "tenant",
+        tenant.id,
+        serde_json::json!({
+            "kind": tenant.kind, "edition": tenant.edition,
+        }),
+    );
+    audit.tenant_id = None;
+    state
+        .store
+        .create_tenant(tenant.clone(), admin_id, stored, audit)
+        .await?;
+    Ok(HttpResponse::Created().json(TenantCreated {
+        id: tenant.id,
+        name: tenant.name,
+        kind: tenant.kind,
+        edition: tenant.edition,
+        timezone: tenant.timezone,
+        admin_token: token,
+    }))
+}
+
+/// The caller's tenant, with its capabilities and settings.
+#[utoipa::path(tag = "tenants", security(("bearer" = [])),
+    responses((status = 200, body = TenantView), Problems))]
+#[get("/tenant")]
+pub async fn get_tenant(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    Ok(web::Json(
+        state.store.get_tenant(caller.tenant()?).await?.into(),
+    ))
+}
+
+/// Change the time zone or settings (super admin).
+#[utoipa::path(tag = "tenants", request_body = PatchTenant, security(("bearer" = [])),
+    responses((status = 200, body = TenantView), Problems))]
+#[patch("/tenant")]
+pub async fn patch_tenant(
+    state: web::Data<AppState>,
+    caller: Auth<SuperAdmin>,
+    Json(body): Json<PatchTenant>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    let tenant_id = caller.tenant()?;
+    let mut c = Checks::new();
+    if let Some(tz) = &body.timezone {
+        check_timezone(&mut c, tz);
+    }
+    checked(c)?;
+    let settings = match body.settings {
+        None => None,
+        Some(patch) => {
+            let mut s = state.store.get_tenant(tenant_id).await?.settings;
+            if let Some(v) = patch.require_agreement {
+                s.require_agreement = v;
+            }
+            if let Some(v) = patch.refund_expired_to_cash {
+                s.refund_expired_to_cash = v;
+            }
+            Some(s)
+        }
+    };
+    let audit = caller.audit(
+        &state,
+        "tenant.update",
+        "tenant",
+        tenant_id,
+        serde_json::json!({
+            "timezone": body.timezone, "settings": settings,
+        }),
+    );
+    let tenant = state
+        .store
+        .update_tenant(tenant_id, body.timezone, settings, audit)
+        .await?;
+    Ok(web::Json(tenant.into()))
+}

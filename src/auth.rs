@@ -1,0 +1,282 @@
+//! Who is calling. One extractor, `Auth<A>`, resolves the bearer token to a `Caller`
+//! (its kind, tenant, role and edition) and checks the access rule `A` — token kind,
+//! super-admin role, edition capability — before a handler runs. Handlers never check
+//! by hand; they scope every store call to `caller.tenant()`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use base64::Engine;
+use onecard_actors::domain::edition::{has_capability, Capability};
+use onecard_schema::ids::{AdminId, AuditId, TenantId};
+use onecard_schema::model::{Actor, AdminRole, Audit, Edition, TokenKind};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tracing_actix_web::RequestId;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A new opaque token: 32 random bytes, base64url without padding (43 characters).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Tokens are stored and compared only as their SHA-256.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The request id `TracingLogger` gave this request.
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub kind: TokenKind,
+    pub tenant: Option<TenantId>,
+    pub subject: Option<uuid::Uuid>,
+    pub role: Option<AdminRole>,
+    pub edition: Option<Edition>,
+    pub request_id: String,
+}
+
+impl Caller {
+    /// The caller's tenant. Access rules that admit only tenant-bound tokens guarantee it;
+    /// a root caller reaching here is refused rather than trusted.
+    pub fn tenant(&self) -> Result<TenantId, ApiError> {
+        self.tenant
+            .ok_or_else(|| ApiError::forbidden("forbidden", "this needs a tenant token"))
+    }
+
+    pub fn actor(&self) -> Actor {
+        match (self.kind, self.subject) {
+            (TokenKind::Admin, Some(id)) => Actor::Admin(AdminId(id)),
+            _ => Actor::Root,
+        }
+    }
+
+    /// An audit entry for an action this caller is taking now.
+    pub fn audit(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        target_type: &'static str,
+        target_id: impl ToString,
+        detail: serde_json::Value,
+    ) -> Audit {
+        Audit {
+            id: AuditId::new(),
+            tenant_id: self.tenant,
+            actor: self.actor(),
+            action,
+            target_type,
+            target_id: target_id.to_string(),
+            request_id: self.request_id.clone(),
+            at: state.clock.now(),
+            detail,
+        }
+    }
+}
+
+/// An access rule, checked by `Auth<A>`.
+pub trait Access {
+    /// Token kinds admitted.
+    const KINDS: &'static [TokenKind];
+    /// Admin tokens must be super admins'.
+    const SUPER_ADMIN: bool = false;
+    /// What the tenant's edition must include.
+    const CAPABILITY: Capability = Capability::Core;
+}
+
+/// The platform operator.
+pub struct Root;
+impl Access for Root {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Root];
+}
+
+/// Any admin of a tenant.
+pub struct Admin;
+impl Access for Admin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+}
+
+/// A super admin of a tenant.
+pub struct SuperAdmin;
+impl Access for SuperAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUPER_ADMIN: bool = true;
+}
+
+/// The operator, or a tenant's super admin (each sees their own scope).
+pub struct RootOrSuperAdmin;
+impl Access for RootOrSuperAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Root, TokenKind::Admin];
+    const SUPER_ADMIN: bool = true;
+}
+
+/// An admin whose edition includes analytics.
+pub struct AnalyticsAdmin;
+impl Access for AnalyticsAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const CAPABILITY: Capability = Capability::Analytics;
+}
+
+pub struct Auth<A>(pub Caller, PhantomData<A>);
+
+impl<A> std::ops::Deref for Auth<A> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl<A: Access + 'static> FromRequest for Auth<A> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let hash = bearer(req).map(hash_token);
+        let request_id = request_id(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let caller = resolve(&state, hash.ok_or(ApiError::Unauthorized)?, request_id).await?;
+            check::<A>(&caller)?;
+            Ok(Auth(caller, PhantomData))
+        })
+    }
+}
+
+/// Looks a token up. With `ONECARD_ROOT_TOKEN` set, that is the only root token.
+pub async fn resolve(
+    state: &AppState,
+    hash: [u8; 32],
+    request_id: String,
+) -> Result<Caller, ApiError> {
+    if state
+        .env_root_hash
+        .is_some_and(|h| constant_time_eq(&h, &hash))
+    {
+        return Ok(Caller {
+            kind: TokenKind::Root,
+            tenant: None,
+            subject: None,
+            role: None,
+            edition: None,
+            request_id,
+        });
+    }
+    let record = state
+        .store
+        .lookup_token(hash)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if record.kind == TokenKind::Root && state.env_root_hash.is_some() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Caller {
+        kind: record.kind,
+        tenant: record.tenant_id,
+        subject: record.subject_id,
+        role: record.role,
+        edition: record.edition,
+        request_id,
+    })
+}
+
+fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
+    if !A::KINDS.contains(&caller.kind) {
+        let wanted: Vec<&str> = A::KINDS.iter().map(|k| k.as_str()).collect();
+        return Err(ApiError::forbidden(
+            "forbidden",
+            format!("this needs a {} token", wanted.join(" or ")),
+        ));
+    }
+    if caller.kind == TokenKind::Admin {
+        if A::SUPER_ADMIN && caller.role != Some(AdminRole::SuperAdmin) {
+            return Err(ApiError::forbidden("forbidden", "this needs a super admin"));
+        }
+        let edition = caller.edition.ok_or(ApiError::Unauthorized)?;
+        if !has_capability(edition, A::CAPABILITY) {
+            return Err(ApiError::Edition(A::CAPABILITY));
+        }
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(kind: TokenKind, role: Option<AdminRole>, edition: Option<Edition>) -> Caller {
+        Caller {
+            kind,
+            tenant: None,
+            subject: None,
+            role,
+            edition,
+            request_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_43_url_safe_characters_and_distinct() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 43);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(a, b);
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+
+    #[test]
+    fn access_rules_check_kind_role_and_capability() {
+        let sup = caller(
+            TokenKind::Admin,
+            Some(AdminRole::SuperAdmin),
+            Some(Edition::BasicEdu),
+        );
+        let sub = caller(
+            TokenKind::Admin,
+            Some(AdminRole::SubAdmin),
+            Some(Edition::Flagship),
+        );
+        let root = caller(TokenKind::Root, None, None);
+        assert!(check::<Admin>(&sup).is_ok());
+        assert!(check::<Root>(&sup).is_err());
+        assert!(check::<Admin>(&root).is_err());
+        assert!(check::<SuperAdmin>(&sub).is_err());
+        assert!(check::<RootOrSuperAdmin>(&root).is_ok());
+        assert!(matches!(
+            check::<AnalyticsAdmin>(&sup),
+            Err(ApiError::Edition(Capability::Analytics))
+        ));
+        assert!(check::<AnalyticsAdmin>(&sub).is_ok());
+    }
+}

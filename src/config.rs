@@ -1,0 +1,308 @@
+//! Typed configuration from `ONECARD_*` environment variables. Defaults need no service
+//! at all; unknown `ONECARD_*` keys are refused (a typo must not silently fall back to a
+//! default); secrets are wrapped so that they never print.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::limits;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…` (may carry a password, so it is secret).
+    pub database_url: SecretString,
+    pub redis_url: Option<SecretString>,
+    /// Prefix for every Redis key, so that several deployments (or tests) share a Redis.
+    pub redis_prefix: String,
+    pub root_token: Option<SecretString>,
+    pub master_key: Option<SecretString>,
+    pub provider: String,
+    pub log_format: LogFormat,
+    pub db_pool_size: usize,
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Base URL people open binding links under (defaults to `http://<bind>`).
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting {0} (known: {known})", known = KNOWN.join(", "))]
+    Unknown(String),
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+const KNOWN: &[&str] = &[
+    "ONECARD_BIND",
+    "ONECARD_DATA_DIR",
+    "ONECARD_DATABASE_URL",
+    "ONECARD_REDIS_URL",
+    "ONECARD_REDIS_PREFIX",
+    "ONECARD_ROOT_TOKEN",
+    "ONECARD_MASTER_KEY",
+    "ONECARD_PROVIDER",
+    "ONECARD_LOG_FORMAT",
+    "ONECARD_DB_POOL_SIZE",
+    "ONECARD_RATE_LIMIT_PER_S",
+    "ONECARD_RATE_LIMIT_BURST",
+    "ONECARD_WORKERS",
+    "ONECARD_PUBLIC_URL",
+    // Read by the test suites, not the server; allowed so a test shell can keep it set.
+    "ONECARD_TEST_KEEP_DB",
+];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds a config from `(key, value)` pairs; keys without the `ONECARD_` prefix are
+    /// ignored.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in vars {
+            if k.starts_with("ONECARD_") {
+                if !KNOWN.contains(&k.as_str()) {
+                    return Err(ConfigError::Unknown(k));
+                }
+                map.insert(k, v);
+            }
+        }
+        let get = |k: &str| map.get(k).filter(|v| !v.is_empty()).cloned();
+        let data_dir = PathBuf::from(get("ONECARD_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let bind = get("ONECARD_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind: SocketAddr = bind.parse().map_err(|e| ConfigError::Invalid {
+            key: "ONECARD_BIND",
+            message: format!("{bind:?} is not host:port ({e})"),
+        })?;
+        let database_url = get("ONECARD_DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("onecard.db").display()));
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "ONECARD_DATABASE_URL",
+                message: "must start with sqlite:// or postgres://".into(),
+            });
+        }
+        let redis_url = get("ONECARD_REDIS_URL");
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::Invalid {
+                    key: "ONECARD_REDIS_URL",
+                    message: "must start with redis:// or rediss://".into(),
+                });
+            }
+        }
+        let provider = get("ONECARD_PROVIDER").unwrap_or_else(|| "sandbox".into());
+        if provider != "sandbox" {
+            return Err(ConfigError::Invalid {
+                key: "ONECARD_PROVIDER",
+                message: format!("unknown provider {provider:?} (available: sandbox)"),
+            });
+        }
+        let log_format = match get("ONECARD_LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "ONECARD_LOG_FORMAT",
+                    message: format!("{other:?} is not pretty or json"),
+                })
+            }
+        };
+        let master_key = get("ONECARD_MASTER_KEY");
+        if let Some(k) = &master_key {
+            if k.len() < onecard_actors::keys::MASTER_KEY_BYTES_MIN {
+                return Err(ConfigError::Invalid {
+                    key: "ONECARD_MASTER_KEY",
+                    message: format!(
+                        "must be at least {} bytes",
+                        onecard_actors::keys::MASTER_KEY_BYTES_MIN
+                    ),
+                });
+            }
+        }
+        let root_token = get("ONECARD_ROOT_TOKEN");
+        if root_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err(ConfigError::Invalid {
+                key: "ONECARD_ROOT_TOKEN",
+                message: "must be at least 32 characters".into(),
+            });
+        }
+        Ok(Config {
+            bind,
+            data_dir,
+            database_url: database_url.into(),
+            redis_url: redis_url.map(Into::into),
+            redis_prefix: get("ONECARD_REDIS_PREFIX").unwrap_or_else(|| "onecard:".into()),
+            root_token: root_token.map(Into::into),
+            master_key: master_key.map(Into::into),
+            provider,
+            log_format,
+            db_pool_size: number(
+                &get,
+                "ONECARD_DB_POOL_SIZE",
+                limits::DB_POOL_SIZE_DEFAULT,
+                1,
+                512,
+            )?,
+            rate_limit_per_s: number(
+                &get,
+                "ONECARD_RATE_LIMIT_PER_S",
+                limits::RATE_LIMIT_PER_S_DEFAULT as usize,
+                1,
+                1_000_000,
+            )? as u32,
+            rate_limit_burst: number(
+                &get,
+                "ONECARD_RATE_LIMIT_BURST",
+                limits::RATE_LIMIT_BURST_DEFAULT as usize,
+                1,
+                10_000_000,
+            )? as u32,
+            workers: number(&get, "ONECARD_WORKERS", 0, 0, 1024)?,
+            public_url: get("ONECARD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+
+    /// A config for tests: everything under `data_dir`, bound to an ephemeral port.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut c = Config::from_vars(Vec::new()).expect("defaults are valid");
+        c.bind = "127.0.0.1:0".parse().expect("valid literal address");
+        c.database_url = format!("sqlite://{}", data_dir.join("onecard.db").display()).into();
+        c.data_dir = data_dir;
+        c.db_pool_size = 4;
+        c.workers = 2;
+        c
+    }
+
+    pub fn database_engine(&self) -> &'static str {
+        if self.database_url.expose_secret().starts_with("sqlite://") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    }
+
+    /// What `check-config` prints: every setting, secrets shown only as set/unset.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let secret =
+            |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(unset)" }.to_string();
+        vec![
+            ("bind", self.bind.to_string()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("database", self.database_engine().to_string()),
+            ("redis", secret(&self.redis_url)),
+            ("redis_prefix", self.redis_prefix.clone()),
+            ("root_token", secret(&self.root_token)),
+            ("master_key", secret(&self.master_key)),
+            ("provider", self.provider.clone()),
+            (
+                "log_format",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
+            ("db_pool_size", self.db_pool_size.to_string()),
+            (
+                "rate_limit",
+                format!(
+                    "{}/s burst {}",
+                    self.rate_limit_per_s, self.rate_limit_burst
+                ),
+            ),
+            (
+                "workers",
+                if self.workers == 0 {
+                    "per core".into()
+                } else {
+                    self.workers.to_string()
+                },
+            ),
+        ]
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let Some(raw) = get(key) else {
+        return Ok(default);
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            key,
+            message: format!("{raw:?} is not a number in {min}..={max}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_services() {
+        let c = Config::from_vars(vars(&[("PATH", "/bin")])).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url.expose_secret(), "sqlite://./data/onecard.db");
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn unknown_onecard_keys_are_refused() {
+        let err = Config::from_vars(vars(&[("ONECARD_DATABSE_URL", "x")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Unknown(k) if k == "ONECARD_DATABSE_URL"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (k, v) in [
+            ("ONECARD_BIND", "nowhere"),
+            ("ONECARD_DATABASE_URL", "mysql://x"),
+            ("ONECARD_LOG_FORMAT", "xml"),
+            ("ONECARD_MASTER_KEY", "short"),
+            ("ONECARD_DB_POOL_SIZE", "0"),
+        ] {
+            let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().starts_with(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_vars(vars(&[("ONECARD_ROOT_TOKEN", &"s".repeat(40))])).unwrap();
+        let shown = format!("{c:?} {:?}", c.describe());
+        assert!(!shown.contains(&"s".repeat(40)));
+    }
+}

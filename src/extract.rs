@@ -1,0 +1,214 @@
+//! Request extractors that answer in problem+json: a malformed body is a 400, a body
+//! that parses but breaks a type or shape rule is a 422 naming the field.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::limits::JSON_BODY_BYTES_MAX;
+use crate::problem::ApiError;
+
+/// A JSON body of at most `JSON_BODY_BYTES_MAX` bytes.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let mut payload = payload.take();
+        Box::pin(async move {
+            match content_type.as_deref() {
+                Some("application/json") => {}
+                Some(other) if other.ends_with("+json") => {}
+                _ => {
+                    return Err(ApiError::UnsupportedMedia {
+                        detail: "send the body as application/json".into(),
+                    })
+                }
+            }
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
+                if body.len() + chunk.len() > JSON_BODY_BYTES_MAX {
+                    return Err(ApiError::TooLarge {
+                        detail: format!("JSON bodies are limited to {JSON_BODY_BYTES_MAX} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+/// Parses a JSON document, telling malformed JSON (400) from a shape error (422).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => shape_error(&path, &inner.to_string()),
+            _ => ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            ),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data: {e}")))?;
+    Ok(value)
+}
+
+/// Query parameters, parsed with the same answers as bodies.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(req.query_string()));
+        std::future::ready(
+            serde_path_to_error::deserialize(de)
+                .map(Query)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    shape_error(&path, &e.into_inner().to_string())
+                }),
+        )
+    }
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}
+
+/// Turns a serde data error into a 422 naming the field and the rule.
+fn shape_error(path: &str, message: &str) -> ApiError {
+    let between_ticks = |m: &str| m.split('`').nth(1).map(str::to_string);
+    let nested = |name: String| {
+        if path == "." || path.is_empty() {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let (field, rule) = if message.starts_with("missing field") {
+        (
+            between_ticks(message)
+                .map(nested)
+                .unwrap_or_else(|| path.into()),
+            "required",
+        )
+    } else if message.starts_with("unknown field") {
+        (
+            between_ticks(message)
+                .map(nested)
+                .unwrap_or_else(|| path.into()),
+            "unknown_field",
+        )
+    } else if message.starts_with("unknown variant") {
+        (path.to_string(), "one_of")
+    } else {
+        (path.to_string(), "type")
+    };
+    let field = if field.is_empty() || field == "." {
+        "body".to_string()
+    } else {
+        field
+    };
+    // serde's messages end with a position ("at line 1 column 9"): not useful to people.
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    ApiError::invalid_field(&field, rule, message)
+}
+
+/// An id from the path; anything that is not an id of ours is simply not found.
+pub fn path_id<T: FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        amount: i64,
+    }
+
+    fn field_and_rule(e: ApiError) -> (u16, String, String) {
+        let p = e.problem();
+        let v = p.errors.first().cloned();
+        (
+            e.status_code().as_u16(),
+            v.as_ref().map(|v| v.field.clone()).unwrap_or_default(),
+            v.map(|v| v.rule).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn malformed_json_is_400_and_shape_errors_are_422_naming_the_field() {
+        assert_eq!(
+            parse_json::<Body>(b"{\"name\":")
+                .unwrap_err()
+                .status_code()
+                .as_u16(),
+            400
+        );
+        assert_eq!(
+            parse_json::<Body>(b"{} x")
+                .unwrap_err()
+                .status_code()
+                .as_u16(),
+            400
+        );
+        assert_eq!(
+            field_and_rule(parse_json::<Body>(b"{}").unwrap_err()),
+            (422, "name".into(), "required".into())
+        );
+        assert_eq!(
+            field_and_rule(
+                parse_json::<Body>(b"{\"name\":\"a\",\"inner\":{\"amount\":\"x\"}}").unwrap_err()
+            ),
+            (422, "inner.amount".into(), "type".into())
+        );
+        assert_eq!(
+            field_and_rule(parse_json::<Body>(b"{\"name\":\"a\",\"nmae\":1}").unwrap_err()),
+            (422, "nmae".into(), "unknown_field".into())
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! `Idempotency-Key` on POST (API.md): the same key with the same body answers the
+//! original response again (200 in place of 201, same body); with another body, 409.
+//! Keys are scoped per caller (by token hash), so two callers never collide.
+
+use actix_web::body::{self, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use onecard_schema::model::IdemBegin;
+use sha2::{Digest, Sha256};
+
+use crate::limits::{IDEMPOTENCY_KEY_CHARS_MAX, IMPORT_BYTES_MAX};
+use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::state::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+
+/// The key of a request, validated; `Ok(None)` when it has none.
+pub fn key_of(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get(HEADER) else {
+        return Ok(None);
+    };
+    let key = raw.to_str().map_err(|_| bad_key())?;
+    if key.is_empty()
+        || key.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX
+        || key.chars().any(char::is_control)
+    {
+        return Err(bad_key());
+    }
+    Ok(Some(key.to_string()))
+}
+
+fn bad_key() -> ApiError {
+    ApiError::bad_request(
+        "invalid_idempotency_key",
+        format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} visible characters"),
+    )
+}
+
+pub async fn idempotency(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    if req.method() != Method::POST || !req.path().starts_with("/api/") {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let key = match key_of(req.request()) {
+        Ok(Some(k)) => k,
+        Ok(None) => return Ok(next.call(req).await?.map_into_boxed_body()),
+        Err(e) => return Ok(req.into_response(e.error_response())),
+    };
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    // Read the body (bounded) to fingerprint it, then hand it on unchanged.
+    let mut body = bytes::BytesMut::new();
+    let mut payload = req.take_payload();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > IMPORT_BYTES_MAX {
+            let e = ApiError::TooLarge {
+                detail: format!("bodies are limited to {IMPORT_BYTES_MAX} bytes"),
+            };
+            return Ok(req.into_response(e.error_response()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(req.method().as_str());
+    fingerprint.update([0]);
+    fingerprint.update(req.path());
+    fingerprint.update([0]);
+    fingerprint.update(&body);
+    let fingerprint: [u8; 32] = fingerprint.finalize().into();
+    let scope = match crate::auth::bearer(req.request()) {
+        Some(token) => hex::encode(crate::auth::hash_token(token)),
+        None => "anonymous".to_string(),
+    };
+    let begin = state
+        .store
+        .idem_begin(scope.clone(), key.clone(), fingerprint, state.clock.now())
+        .await;
+    match begin {
+        Err(e) => Ok(req.into_response(ApiError::from(e).error_response())),
+        Ok(IdemBegin::Conflict) => Ok(req.into_response(
+            ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was used with another request",
+            )
+            .error_response(),
+        )),
+        Ok(IdemBegin::InProgress) => {
+            let mut res = ApiError::conflict(
+                "idempotency_in_progress",
+                "the first request with this Idempotency-Key is still running",
+            )
+            .error_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            Ok(req.into_response(res))
+        }
+        Ok(IdemBegin::Replay { status, body }) => {
+            let status = if status == 201 {
+                StatusCode::OK
+            } else {
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+            };
+            let content_type = if status.as_u16() >= 400 {
+                PROBLEM_JSON
+            } else {
+                "application/json"
+            };
+            let res = HttpResponse::build(status)
+                .insert_header((header::CONTENT_TYPE, content_type))
+                .insert_header(("idempotent-replayed", "true"))
+                .body(body);
+            Ok(req.into_response(res))
+        }
+        Ok(IdemBegin::New) => {
+            req.set_payload(Payload::from(body));
+            let res = next.call(req).await;
+            let res = match res {
+                Ok(res) => res,
+                Err(e) => {
+                    let _ = state.store.idem_abort(scope, key).await;
+                    return Err(e);
+                }
+            };
+            let status = res.status();
+            let (http_req, res) = res.into_parts();
+            let (head, res_body) = res.into_parts();
+            let bytes = body::to_bytes(res_body).await.unwrap_or_default();
+            if status.is_server_error() {
+                // Our failure: let the client retry with the same key.
+                let _ = state.store.idem_abort(scope, key).await;
+            } else if let Err(e) = state
+                .store
+                .idem_finish(scope, key, status.as_u16(), bytes.to_vec())
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an idempotent response");
+            }
+            let res = head.set_body(BoxBody::new(bytes));
+            Ok(ServiceResponse::new(http_req, res))
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! onecard: the edge. HTTP handlers, auth, problem+json, OpenAPI, config, CLI, the bus,
+//! rate limits. Behaviour lives in `onecard-actors`, data in `onecard-schema`.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod extract;
+pub mod idempotency;
+pub mod import;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod ratelimit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

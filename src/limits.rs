@@ -1,0 +1,46 @@
+//! Every limit the edge enforces, in one place, with why. Units come last in the name.
+
+/// Largest JSON request body. Our largest JSON request (a batch update of
+/// `BATCH_USERS_MAX` ids) is ~40 KiB.
+pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest import upload. A 10,000-row CSV with every column filled is ~1.5 MiB; XLSX is
+/// smaller. 16 MiB leaves room for wide cells without inviting abuse.
+pub const IMPORT_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Data rows per import (SPEC §2).
+pub const IMPORT_ROWS_MAX: usize = 10_000;
+/// Total uncompressed size of an XLSX's zip entries: guards against zip bombs.
+pub const XLSX_UNCOMPRESSED_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Zip entries in an XLSX; a real workbook has a dozen or two.
+pub const XLSX_ENTRIES_MAX: usize = 200;
+/// Columns read from an import; the template has 7.
+pub const IMPORT_COLUMNS_MAX: usize = 64;
+/// Longest cell in an import, in bytes, before the row's rules even run.
+pub const IMPORT_CELL_BYTES_MAX: usize = 1024;
+
+/// Page sizes for lists (API.md: 1..500, default 50).
+pub const LIST_LIMIT_MAX: u32 = 500;
+pub const LIST_LIMIT_DEFAULT: u32 = 50;
+/// Users one batch update may touch.
+pub const BATCH_USERS_MAX: usize = 1_000;
+/// Department and tag ids a single user may carry.
+pub const USER_MEMBERSHIPS_MAX: usize = 64;
+
+/// `Idempotency-Key` length (API.md: 1..64 characters).
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 64;
+/// How long an admin binding link stays usable (API.md: 24 h).
+pub const ADMIN_BINDING_TTL_S: i64 = 24 * 3600;
+/// Longest tenant name, in characters.
+pub const TENANT_NAME_CHARS_MAX: usize = 64;
+
+/// Default per-token request rate, and its burst; operators can override both
+/// (`ONECARD_RATE_LIMIT_PER_S`, `ONECARD_RATE_LIMIT_BURST`). A busy till sends a few
+/// requests a second; an integrator's batch job a few hundred.
+pub const RATE_LIMIT_PER_S_DEFAULT: u32 = 1_000;
+pub const RATE_LIMIT_BURST_DEFAULT: u32 = 2_000;
+/// How often idle keys are dropped from the limiter's map (governor never evicts).
+pub const RATE_LIMIT_TRIM_S: u64 = 60;
+
+/// Seconds SIGTERM waits for in-flight requests before closing them.
+pub const SHUTDOWN_GRACE_S: u64 = 30;
+/// Database connections (PostgreSQL) or reader connections (SQLite) by default.
+pub const DB_POOL_SIZE_DEFAULT: usize = 16;

@@ -1,0 +1,309 @@
+//! The API's one error type, rendered once as `application/problem+json` (RFC 9457)
+//! with a stable `code`. A 5xx body says nothing of the cause; the cause goes to the log.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use onecard_actors::domain::edition::Capability;
+use onecard_actors::domain::validate::Violation;
+use onecard_schema::model::Edition;
+use onecard_schema::StoreError;
+use serde::Serialize;
+use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code; the catalogue is in docs/ERRORS.md.
+    pub code: String,
+    /// Every broken rule, for 422 answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+    /// For `edition`: the capability the request needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<Capability>,
+    /// For `edition`: the lowest edition that has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lowest_edition: Option<Edition>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("missing or unknown bearer token")]
+    Unauthorized,
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
+    #[error("the {} capability is not in this tenant's edition", .0.as_str())]
+    Edition(Capability),
+    #[error("not found")]
+    NotFound,
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
+    #[error("{detail}")]
+    TooLarge { detail: String },
+    #[error("{detail}")]
+    UnsupportedMedia { detail: String },
+    #[error("{detail}")]
+    Invalid {
+        code: &'static str,
+        detail: String,
+        errors: Vec<Violation>,
+    },
+    #[error("rate limited")]
+    RateLimited { retry_after_s: u64 },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 422 for one field.
+    pub fn invalid_field(field: &str, rule: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Invalid {
+            code: "invalid",
+            detail: format!("{field}: {message}"),
+            errors: vec![Violation {
+                field: field.into(),
+                rule: rule.into(),
+                message,
+                row: None,
+            }],
+        }
+    }
+
+    /// A 422 listing every violation.
+    pub fn invalid(errors: Vec<Violation>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            many => format!("{} fields break their rules", many.len()),
+        };
+        ApiError::Invalid {
+            code: "invalid",
+            detail,
+            errors,
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. }
+            | ApiError::Forbidden { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. }
+            | ApiError::Invalid { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Edition(_) => "edition",
+            ApiError::NotFound => "not_found",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::UnsupportedMedia { .. } => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "Malformed request",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::Edition(_) => "Not in this edition",
+            ApiError::NotFound => "Not found",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Gone { .. } => "Gone",
+            ApiError::TooLarge { .. } => "Payload too large",
+            ApiError::UnsupportedMedia { .. } => "Unsupported media type",
+            ApiError::Invalid { .. } => "Invalid request",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code().as_u16();
+        let (errors, capability, lowest_edition) = match self {
+            ApiError::Invalid { errors, .. } => (errors.clone(), None, None),
+            ApiError::Edition(cap) => (Vec::new(), Some(*cap), Some(cap.lowest_edition())),
+            _ => (Vec::new(), None, None),
+        };
+        let detail = match self {
+            // Never leak internals: the cause chain is logged, not returned.
+            ApiError::Internal(_) => "something went wrong on our side; it has been logged".into(),
+            ApiError::Unavailable(_) => {
+                "a backing service is unavailable; try again shortly".into()
+            }
+            ApiError::Edition(cap) => format!(
+                "{} needs the {} edition or higher",
+                cap.as_str(),
+                cap.lowest_edition().as_str()
+            ),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("/problems/{}", self.code()),
+            title: self.title().into(),
+            status,
+            detail,
+            code: self.code().into(),
+            errors,
+            capability,
+            lowest_edition,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } | ApiError::Edition(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            ApiError::Unavailable(why) => tracing::warn!(%why, "backing service unavailable"),
+            _ => {}
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let ApiError::RateLimited { retry_after_s } = self {
+            res.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+        }
+        if let ApiError::Unauthorized = self {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Conflict { code, detail, .. } => ApiError::Conflict { code, detail },
+            StoreError::Gone => ApiError::Gone {
+                code: "gone",
+                detail: "already used or expired".into(),
+            },
+            StoreError::InvalidReference { field, detail } => {
+                ApiError::invalid_field(field, "exists", detail)
+            }
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            e @ StoreError::Backend(_) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+/// The error answers every operation may give, for the OpenAPI document.
+pub struct Problems;
+
+impl utoipa::IntoResponses for Problems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("400", "Malformed request (bad JSON, missing header)"),
+            ("401", "Missing or unknown bearer token"),
+            (
+                "403",
+                "Not permitted, or the capability is not in the tenant's edition",
+            ),
+            ("404", "Unknown id (or another tenant's)"),
+            ("409", "Conflict with the current state"),
+            ("413", "Body too large"),
+            ("415", "Unsupported media type"),
+            ("422", "Invalid: every broken rule is listed in errors[]"),
+            ("429", "Rate limited; see Retry-After"),
+            ("500", "Internal error"),
+            ("503", "A backing service is unavailable"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_hide_their_cause() {
+        let e = ApiError::internal(anyhow::anyhow!("password=hunter2 at db:5432"));
+        let p = e.problem();
+        assert_eq!((p.status, p.code.as_str()), (500, "internal"));
+        assert!(!p.detail.contains("hunter2"));
+    }
+
+    #[test]
+    fn edition_problem_names_capability_and_lowest_edition() {
+        let p = ApiError::Edition(Capability::OpenApi).problem();
+        assert_eq!(p.status, 403);
+        assert_eq!(p.capability, Some(Capability::OpenApi));
+        assert_eq!(p.lowest_edition, Some(Edition::Advanced));
+        assert_eq!(p.kind, "/problems/edition");
+    }
+}

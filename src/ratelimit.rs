@@ -1,0 +1,93 @@
+//! Per-token rate limits (governor), keyed by the SHA-256 of the bearer token, or of the
+//! client address for anonymous requests. Probes are never limited.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, ResponseError};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use crate::limits::RATE_LIMIT_TRIM_S;
+use crate::problem::ApiError;
+
+pub struct Limiter {
+    inner: DefaultKeyedRateLimiter<[u8; 32]>,
+    clock: DefaultClock,
+}
+
+impl Limiter {
+    pub fn new(per_s: u32, burst: u32) -> Arc<Self> {
+        let quota = Quota::per_second(NonZeroU32::new(per_s.max(1)).expect("max(1) is non-zero"))
+            .allow_burst(NonZeroU32::new(burst.max(1)).expect("max(1) is non-zero"));
+        Arc::new(Self {
+            inner: RateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
+        })
+    }
+
+    /// Drops keys idle long enough to be full again; governor never evicts on its own.
+    pub fn spawn_trim(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(RATE_LIMIT_TRIM_S));
+            loop {
+                tick.tick().await;
+                let Some(limiter) = weak.upgrade() else { break };
+                limiter.inner.retain_recent();
+                limiter.inner.shrink_to_fit();
+            }
+        });
+    }
+
+    /// `Err(seconds to wait)` when the key is over its quota.
+    fn check(&self, key: &[u8; 32]) -> Result<(), u64> {
+        self.inner.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+fn key_of(req: &ServiceRequest) -> [u8; 32] {
+    if let Some(token) = crate::auth::bearer(req.request()) {
+        return Sha256::digest(token.as_bytes()).into();
+    }
+    let ip: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
+    Sha256::digest(format!("ip:{ip:?}").as_bytes()).into()
+}
+
+pub async fn limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let path = req.path();
+    let exempt = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    if !exempt {
+        if let Some(limiter) = req.app_data::<web::Data<Limiter>>() {
+            if let Err(retry_after_s) = limiter.check(&key_of(&req)) {
+                metrics::counter!("rate_limited_total").increment(1);
+                let res = ApiError::RateLimited {
+                    retry_after_s: retry_after_s.max(1),
+                }
+                .error_response();
+                return Ok(req.into_response(res));
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}

@@ -1,0 +1,96 @@
+//! The route table: every endpoint in one place. Paths live on the handlers (one
+//! attribute each) and are collected into the OpenAPI document from here.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, Error, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_actix_web::{scope, AppExt};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api::{admins, audit, directory, health, import, stats, tenants, users};
+use crate::idempotency::idempotency;
+use crate::metrics::track;
+use crate::openapi::ApiDoc;
+use crate::problem::ApiError;
+use crate::ratelimit::{limit, Limiter};
+use crate::state::AppState;
+use crate::telemetry::OneCardSpan;
+
+/// The OpenAPI document, built from the same table the server routes by.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    build(App::new()).1
+}
+
+fn build<T>(app: App<T>) -> (App<T>, utoipa::openapi::OpenApi)
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = Error, InitError = ()>,
+{
+    app.into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .service(health::get_healthz)
+        .service(health::get_readyz)
+        .service(health::get_metrics)
+        .service(
+            scope("/api/v1")
+                .service(tenants::create_tenant)
+                .service(tenants::get_tenant)
+                .service(tenants::patch_tenant)
+                .service(admins::create_admin)
+                .service(admins::bind_admin)
+                .service(admins::list_admins)
+                .service(admins::delete_admin)
+                .service(directory::create_department)
+                .service(directory::list_departments)
+                .service(directory::create_tag)
+                .service(directory::list_tags)
+                .service(import::get_import_template)
+                .service(import::import_users)
+                .service(users::batch_update_users)
+                .service(users::create_user)
+                .service(users::list_users)
+                .service(users::get_user)
+                .service(users::patch_user)
+                .service(users::delete_user)
+                .service(users::create_user_token)
+                .service(audit::list_audit)
+                .service(stats::get_directory_stats),
+        )
+        .split_for_parts()
+}
+
+pub fn app(
+    state: web::Data<AppState>,
+    prometheus: web::Data<PrometheusHandle>,
+    limiter: web::Data<Limiter>,
+    doc: Arc<utoipa::openapi::OpenApi>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    let base = App::new()
+        .app_data(state)
+        .app_data(prometheus)
+        .app_data(limiter)
+        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
+        // Before the `/api/v1` scope, which would otherwise claim these paths.
+        .service(SwaggerUi::new("/api/v1/docs/{_:.*}").url("/api/v1/openapi.json", (*doc).clone()));
+    let (app, _) = build(base);
+    app.default_service(web::to(|| async {
+        HttpResponse::from_error(ApiError::NotFound)
+    }))
+    .wrap(from_fn(idempotency))
+    .wrap(from_fn(limit))
+    .wrap(from_fn(track))
+    .wrap(TracingLogger::<OneCardSpan>::new())
+}

@@ -1,0 +1,181 @@
+//! Building the server: open the store (applying migrations), load or create the master
+//! key and root token, connect the bus, bind the listener. `Application::build` returns
+//! the real port, so tests run the real server on port 0.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+use anyhow::Context;
+use base64::Engine;
+use onecard_actors::clock::{Clock, SystemClock};
+use onecard_actors::keys::Keys;
+use onecard_schema::model::{NewToken, TokenKind};
+use onecard_schema::Store;
+use secrecy::ExposeSecret;
+
+use crate::auth::{hash_token, new_token};
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::limits::SHUTDOWN_GRACE_S;
+use crate::ratelimit::Limiter;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub state: web::Data<AppState>,
+    /// Set when this start generated the root token (first start of an empty store).
+    pub generated_root_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let store = onecard_schema::open(config.database_url.expose_secret(), config.db_pool_size)
+            .await
+            .context("opening the store")?;
+        let keys = Keys::derive(&master_key(&config)?)?;
+        let env_root_hash = config
+            .root_token
+            .as_ref()
+            .map(|t| hash_token(t.expose_secret()));
+        let generated_root_token = if env_root_hash.is_none() {
+            ensure_root_token(&*store, &config.data_dir, clock.as_ref()).await?
+        } else {
+            None
+        };
+        let bus = Bus::connect(&config).await.context("connecting to Redis")?;
+        let listener =
+            TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
+        let state = web::Data::new(AppState {
+            store,
+            keys,
+            clock,
+            bus,
+            env_root_hash,
+            public_url,
+        });
+        let prometheus = web::Data::new(crate::metrics::install());
+        let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
+        limiter.spawn_trim();
+        let limiter = web::Data::from(limiter);
+        let doc = Arc::new(routes::openapi());
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            routes::app(
+                app_state.clone(),
+                prometheus.clone(),
+                limiter.clone(),
+                doc.clone(),
+            )
+        })
+        .shutdown_timeout(SHUTDOWN_GRACE_S)
+        .client_request_timeout(Duration::from_secs(30));
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(
+            port,
+            store = state.store.engine(),
+            bus = state.bus.kind(),
+            "OneCard listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            state,
+            generated_root_token,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish, and with them
+    /// every pending commit) or until the handle stops it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The master key: `ONECARD_MASTER_KEY`, else `<data dir>/master-key`, created on first
+/// start (mode 0600).
+fn master_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = &config.master_key {
+        return Ok(k.expose_secret().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("master-key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    if config.database_engine() == "postgres" {
+        tracing::warn!(
+            "no ONECARD_MASTER_KEY: generating one in the data dir; every node sharing this \
+             database must use the same key, so set ONECARD_MASTER_KEY in production"
+        );
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_secret(&path, &key)?;
+    Ok(key.into_bytes())
+}
+
+/// Generates the root token on the first start of an empty store.
+async fn ensure_root_token(
+    store: &dyn Store,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> anyhow::Result<Option<String>> {
+    let token = new_token();
+    let stored = NewToken {
+        hash: hash_token(&token),
+        kind: TokenKind::Root,
+        tenant_id: None,
+        subject_id: None,
+        created_at: clock.now(),
+    };
+    if !store.insert_root_token_if_none(stored).await? {
+        return Ok(None);
+    }
+    write_secret(&data_dir.join("root-token"), &token)?;
+    Ok(Some(token))
+}
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(value.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
