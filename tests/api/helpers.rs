@@ -1,0 +1,280 @@
+//! `spawn_app`: the real server on port 0 with a database of its own — a fresh SQLite file,
+//! or a fresh PostgreSQL database when `ONECARD_DATABASE_URL` points at one — and, when
+//! `ONECARD_REDIS_URL` is set, Redis under a key prefix of its own.
+
+use std::sync::Arc;
+
+use onecard::config::Config;
+use onecard::startup::Application;
+use onecard_actors::clock::{Clock, ManualClock};
+use serde_json::{json, Value};
+
+pub const ROOT_TOKEN: &str = "test-root-token-0123456789abcdefghijklmnopqrstuvwxyz";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub handle: actix_web::dev::ServerHandle,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+/// A PostgreSQL database made for one test, dropped when the test ends.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<(Self, String)> {
+        let url = match std::env::var("ONECARD_DATABASE_URL") {
+            Ok(u) if u.starts_with("postgres") => u,
+            _ => {
+                assert!(
+                    !in_ci(),
+                    "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL"
+                );
+                eprintln!("SKIPPED: PostgreSQL test (set ONECARD_DATABASE_URL=postgres://…)");
+                return None;
+            }
+        };
+        let (client, conn) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                assert!(!in_ci(), "CI=true but PostgreSQL is unreachable: {e}");
+                eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
+                return None;
+            }
+        };
+        tokio::spawn(conn);
+        let name = format!("onecard_it_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let base = url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(url.clone());
+        Some((
+            PgDatabase {
+                admin_url: url,
+                name: name.clone(),
+            },
+            format!("{base}/{name}"),
+        ))
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn redis_url() -> Option<String> {
+    std::env::var("ONECARD_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The real server, or `None` (outside CI only) when the engine's service is missing.
+pub async fn spawn_app(engine: Engine) -> Option<TestApp> {
+    spawn_with(engine, |_| {}).await
+}
+
+pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    config.root_token = Some(ROOT_TOKEN.to_string().into());
+    let pg = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => {
+            let (db, url) = PgDatabase::create().await?;
+            config.database_url = url.into();
+            Some(db)
+        }
+    };
+    if let Some(url) = redis_url() {
+        config.redis_url = Some(url.into());
+        config.redis_prefix = format!("onecard-test:{}:", uuid::Uuid::new_v4().simple());
+    }
+    tweak(&mut config);
+    let clock = ManualClock::new(jiff::Timestamp::now());
+    let app = Application::build_with_clock(config, Arc::new(clock.clone()) as Arc<dyn Clock>)
+        .await
+        .expect("server starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    Some(TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        handle,
+        _dir: dir,
+        _pg: pg,
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Creates a tenant; returns (tenant id, admin token).
+    pub async fn tenant(&self, kind: &str, edition: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/api/v1/tenants",
+                ROOT_TOKEN,
+                json!({"name": "Test School", "kind": kind, "edition": edition}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().unwrap().into(),
+            body["admin_token"].as_str().unwrap().into(),
+        )
+    }
+
+    pub async fn user(&self, admin: &str, number: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/v1/users",
+                admin,
+                json!({"name": format!("User {number}"), "number": number}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn upload(&self, admin: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let res = self
+            .client
+            .post(self.url("/api/v1/users/import"))
+            .bearer_auth(admin)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop accepting; the runtime ends with the test anyway.
+        let _ = self.handle.stop(false);
+    }
+}
+
+/// Asserts an RFC 9457 problem with the given status and code; returns the body.
+pub fn assert_problem(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["status"], want_status, "{body}");
+    assert_eq!(body["code"], want_code, "{body}");
+    assert_eq!(body["type"], format!("/problems/{want_code}"), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+}
+
+/// Runs each listed test once per engine: `sqlite::<name>` and `postgres::<name>`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}

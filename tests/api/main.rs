@@ -1,0 +1,11 @@
+//! OneCard's integration tests: one binary, each test against the real server on a
+//! random port (see `helpers::spawn_app`).
+
+mod helpers;
+
+mod admins;
+mod edge;
+mod import;
+mod process;
+mod tenants;
+mod users;
