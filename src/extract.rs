@@ -109,6 +109,9 @@ fn shape_error(path: &str, message: &str) -> ApiError {
     let nested = |name: String| {
         if path == "." || path.is_empty() {
             name
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            // serde_path_to_error already tracked into the unknown key itself.
+            path.to_string()
         } else {
             format!("{path}.{name}")
         }
@@ -190,7 +193,7 @@ mod tests {
             400
         );
         assert_eq!(
-            parse_json::<Body>(b"{} x")
+            parse_json::<Body>(b"{\"name\":\"a\"} x")
                 .unwrap_err()
                 .status_code()
                 .as_u16(),

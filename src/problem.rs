@@ -15,6 +15,39 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Every problem code the API can answer with, and its status (docs/ERRORS.md).
+pub const CATALOGUE: &[(&str, u16)] = &[
+    ("malformed_json", 400),
+    ("malformed_body", 400),
+    ("malformed_multipart", 400),
+    ("invalid_idempotency_key", 400),
+    ("unauthorized", 401),
+    ("forbidden", 403),
+    ("edition", 403),
+    ("not_found", 404),
+    ("number_taken", 409),
+    ("tag_name_taken", 409),
+    ("department_name_taken", 409),
+    ("already_admin", 409),
+    ("last_super_admin", 409),
+    ("user_is_admin", 409),
+    ("idempotency_conflict", 409),
+    ("idempotency_in_progress", 409),
+    ("gone", 410),
+    ("binding_used_or_expired", 410),
+    ("too_large", 413),
+    ("unsupported_media_type", 415),
+    ("invalid", 422),
+    ("invalid_file", 422),
+    ("template_outdated", 422),
+    ("template_column_missing", 422),
+    ("too_many_rows", 422),
+    ("invalid_rows", 422),
+    ("rate_limited", 429),
+    ("internal", 500),
+    ("unavailable", 503),
+];
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -296,6 +329,95 @@ mod tests {
         let p = e.problem();
         assert_eq!((p.status, p.code.as_str()), (500, "internal"));
         assert!(!p.detail.contains("hunter2"));
+    }
+
+    /// Walks the source for every code a problem can carry and checks that each is in
+    /// `CATALOGUE` with the status it is answered with, and documented in docs/ERRORS.md.
+    #[test]
+    fn every_problem_code_in_the_source_is_catalogued_and_documented() {
+        let docs = include_str!("../docs/ERRORS.md");
+        for (code, status) in CATALOGUE {
+            assert!(
+                docs.contains(&format!("| `{code}` | {status} |")),
+                "{code} is not documented"
+            );
+        }
+        let mut found = std::collections::BTreeSet::new();
+        let roots = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schema/src"),
+        ];
+        let mut files = Vec::new();
+        for root in roots {
+            let mut stack = vec![std::path::PathBuf::from(root)];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        let openers = [
+            "conflict(",
+            "bad_request(",
+            "forbidden(",
+            "code:",
+            "refusal(",
+        ];
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for opener in openers {
+                for (i, _) in text.match_indices(opener) {
+                    let rest = text[i + opener.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix('"') else {
+                        continue;
+                    };
+                    let code: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if rest[code.len()..].starts_with('"') && !code.is_empty() {
+                        found.insert(code);
+                    }
+                }
+            }
+        }
+        assert!(found.len() >= 15, "the walk found too few codes: {found:?}");
+        for code in &found {
+            assert!(
+                CATALOGUE.iter().any(|(c, _)| c == code),
+                "{code} is used in the source but not in CATALOGUE"
+            );
+        }
+        // Variants without a literal code answer with their fixed code and status.
+        let fixed = [
+            ApiError::Unauthorized,
+            ApiError::NotFound,
+            ApiError::Edition(Capability::Analytics),
+            ApiError::TooLarge {
+                detail: String::new(),
+            },
+            ApiError::UnsupportedMedia {
+                detail: String::new(),
+            },
+            ApiError::RateLimited { retry_after_s: 1 },
+            ApiError::Unavailable(String::new()),
+            ApiError::internal(anyhow::anyhow!("x")),
+            ApiError::invalid(vec![]),
+        ];
+        for e in fixed {
+            let p = e.problem();
+            assert!(
+                CATALOGUE.contains(&(p.code.as_str(), p.status)),
+                "{} {} not catalogued",
+                p.code,
+                p.status
+            );
+        }
     }
 
     #[test]

@@ -1,1 +1,289 @@
-fn main() {}
+//! `loadtest`: drives real HTTP load at a OneCard server and prints what it measured.
+//!
+//! It speaks to the server only over HTTP. Give it `--url` of a running server, or
+//! `--spawn <path to onecard>` to start one on a free port (with `--database-url` to pick
+//! the engine) and stop it afterwards, so that one command measures one configuration.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    about = "Load and timing runs against a OneCard server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Time user imports: a fresh tenant per run, a CSV of --rows users, median of --runs.
+    Import {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// The HTTP ceiling: how fast this loader can get `/healthz` answered.
+    Healthz {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Base URL of a running server.
+    #[arg(long, conflicts_with = "spawn")]
+    url: Option<String>,
+    /// Root token of that server (with --url).
+    #[arg(long, env = "ONECARD_ROOT_TOKEN")]
+    root_token: Option<String>,
+    /// Start this onecard binary on a free local port for the run.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// With --spawn: the database (default: SQLite in a temporary directory).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// A server this run started; stopped (SIGTERM, then kill) when dropped.
+struct Spawned {
+    child: Child,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+struct Server {
+    base: String,
+    root: String,
+    _spawned: Option<Spawned>,
+}
+
+fn connect(target: &Target) -> Result<Server> {
+    if let Some(url) = &target.url {
+        let root = target
+            .root_token
+            .clone()
+            .context("--root-token (or ONECARD_ROOT_TOKEN) is needed with --url")?;
+        return Ok(Server {
+            base: url.trim_end_matches('/').to_string(),
+            root,
+            _spawned: None,
+        });
+    }
+    let Some(bin) = &target.spawn else {
+        bail!("give --url or --spawn")
+    };
+    let dir = std::env::temp_dir().join(format!("onecard-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let root = format!("loadtest-root-{:032x}", rand_u128());
+    let mut cmd = Command::new(bin);
+    cmd.env("ONECARD_DATA_DIR", &dir)
+        .env("ONECARD_BIND", "127.0.0.1:0")
+        .env("ONECARD_LOG_FORMAT", "json")
+        .env("ONECARD_ROOT_TOKEN", &root)
+        .env(
+            "ONECARD_MASTER_KEY",
+            format!("loadtest-master-key-{:032x}", rand_u128()),
+        )
+        // The loader is one client with one token: lift the per-token limit.
+        .env("ONECARD_RATE_LIMIT_PER_S", "1000000")
+        .env("ONECARD_RATE_LIMIT_BURST", "1000000")
+        .env("RUST_LOG", "warn,onecard::startup=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(db) = &target.database_url {
+        cmd.env("ONECARD_DATABASE_URL", db);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let Some(line) = lines.next() else {
+            bail!("the server exited before listening")
+        };
+        let line = line?;
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["message"] == "OneCard listening" {
+                break v["port"].as_u64().context("port in the listening line")?;
+            }
+        }
+    };
+    // Keep draining the server's log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok(Server {
+        base: format!("http://127.0.0.1:{port}"),
+        root,
+        _spawned: Some(Spawned {
+            child,
+            _dir: tempdir::Dir(dir),
+        }),
+    })
+}
+
+fn rand_u128() -> u128 {
+    rand::random()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let mut csv = String::from(
+        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
+    );
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "Student {i},S{i:07},138{i:08},110105{i:012},,,student\n"
+        ));
+    }
+    println!(
+        "import: {rows} rows ({} KiB CSV), {runs} runs against {}",
+        csv.len() / 1024,
+        server.base
+    );
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let tenant: Value = client
+            .post(format!("{}/api/v1/tenants", server.base))
+            .bearer_auth(&server.root)
+            .json(&json!({"name": format!("Load {run}"), "kind": "university", "edition": "standard"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let admin = tenant["admin_token"].as_str().context("admin token")?;
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.clone().into_bytes()).file_name("users.csv"),
+        );
+        let start = Instant::now();
+        let res = client
+            .post(format!("{}/api/v1/users/import", server.base))
+            .bearer_auth(admin)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = res.status();
+        let body: Value = res.json().await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if status != 201 || body["created"].as_u64() != Some(rows as u64) {
+            bail!("import failed: {status} {body}");
+        }
+        println!("  run {run}: {ms:.0} ms");
+        times.push(ms);
+    }
+    let med = median(times.clone());
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    println!(
+        "import {rows} rows: median {med:.0} ms (min {min:.0}, max {max:.0}) over {runs} runs"
+    );
+    Ok(())
+}
+
+async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()> {
+    let server = connect(&target)?;
+    let url = format!("{}/healthz", server.base);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (url, client) = (
+            url.clone(),
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        h.saturating_record(t.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, errors)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await?;
+        all.add(h)?;
+        errors += e;
+    }
+    println!(
+        "healthz: {connections} connections, {seconds} s: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {errors}",
+        all.len() as f64 / seconds as f64,
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Import { target, rows, runs } => import(target, rows, runs).await,
+        Cmd::Healthz {
+            target,
+            connections,
+            seconds,
+        } => healthz(target, connections, seconds).await,
+    }
+}

@@ -16,7 +16,7 @@ macro_rules! id_type {
             utoipa::ToSchema,
         )]
         #[serde(transparent)]
-        #[schema(value_type = String, example = "0193a1b2-0c3d-7e4f-8a9b-0c1d2e3f4a5b")]
+        #[schema(value_type = String, format = Uuid, example = "0193a1b2-0c3d-7e4f-8a9b-0c1d2e3f4a5b")]
         pub struct $name(pub Uuid);
 
         impl $name {

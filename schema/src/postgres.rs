@@ -27,7 +27,7 @@ mod embedded {
 }
 
 /// Several nodes may start at once; one advisory lock makes their migrations take turns.
-const MIGRATION_LOCK_KEY: i64 = 0x0_4e_43_61_72_64; // "ONCard"
+const MIGRATION_LOCK_KEY: i64 = 0x4f4e_4341_5244; // "ONCARD" in ASCII
 
 pub struct PgStore {
     pool: Pool,

@@ -48,6 +48,19 @@ mod support {
         }
     }
 
+    /// Says, past the test harness's output capture, that PostgreSQL cases are skipped.
+    /// Once per test binary; under `CI=true` the callers fail instead.
+    pub fn skip_loudly(why: &str) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** WARNING: PostgreSQL tests are SKIPPED ({why}).\n*** Set ONECARD_DATABASE_URL=postgres://… to run them (CI=true makes this a failure).\n"
+            );
+        });
+    }
+
     pub async fn sqlite() -> (Arc<dyn Store>, Guard) {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -70,9 +83,7 @@ mod support {
                     !ci,
                     "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL"
                 );
-                eprintln!(
-                    "SKIPPED: PostgreSQL conformance case (set ONECARD_DATABASE_URL=postgres://…)"
-                );
+                skip_loudly("ONECARD_DATABASE_URL is not a postgres:// URL");
                 return None;
             }
         };
@@ -86,7 +97,7 @@ mod support {
                     !ci,
                     "CI=true but PostgreSQL at ONECARD_DATABASE_URL is unreachable: {e}"
                 );
-                eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
+                skip_loudly(&format!("PostgreSQL is unreachable: {e}"));
                 return None;
             }
         };

@@ -23,6 +23,11 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateDepartment {
     /// 1 to 64 characters, no `/` (it separates path segments in imports).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^/\s\x00-\x1f\x7f-\x9f](?:[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     pub parent_id: Option<DepartmentId>,
 }
@@ -41,6 +46,11 @@ pub struct DepartmentView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTag {
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^;\s\x00-\x1f\x7f-\x9f](?:[^;\x00-\x1f\x7f-\x9f]*[^;\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
 }
 

@@ -22,6 +22,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct TemplateQuery {
     /// `csv` (default) or `xlsx`.
+    #[param(inline)]
     pub format: Option<TemplateFormat>,
 }
 

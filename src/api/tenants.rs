@@ -21,10 +21,16 @@ const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     pub kind: TenantKind,
     pub edition: Edition,
     /// IANA time zone; default `Asia/Shanghai`.
+    #[schema(example = "Asia/Shanghai", max_length = 64)]
     pub timezone: Option<String>,
 }
 
@@ -76,6 +82,7 @@ pub struct SettingsPatch {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
+    #[schema(example = "Asia/Shanghai", max_length = 64)]
     pub timezone: Option<String>,
     pub settings: Option<SettingsPatch>,
 }

@@ -25,16 +25,30 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     /// Student or staff number, unique in the tenant.
+    #[schema(min_length = 1, max_length = 32, pattern = r"^[A-Za-z0-9._-]+$")]
     pub number: String,
+    #[schema(pattern = r"^\+?[0-9]{5,20}$", example = "13800000000")]
     pub phone: Option<String>,
     /// Stored as a keyed hash and its last 4 characters; never returned in full.
+    #[schema(pattern = r"^\s*[A-Za-z0-9]{6,32}\s*$", example = "11010519491231002X")]
     pub id_number: Option<String>,
     #[serde(default)]
     pub department_ids: Vec<DepartmentId>,
     #[serde(default)]
     pub tag_ids: Vec<TagId>,
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "student"
+    )]
     pub identity: Option<String>,
 }
 
@@ -42,16 +56,22 @@ pub struct CreateUser {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: Option<String>,
+    #[schema(min_length = 1, max_length = 32, pattern = r"^[A-Za-z0-9._-]+$")]
     pub number: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^\+?[0-9]{5,20}$")]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^\s*[A-Za-z0-9]{6,32}\s*$")]
     pub id_number: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 32, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub identity: Option<Option<String>>,
     pub status: Option<UserStatus>,
     /// Replaces every department membership: this is how a user is moved.
@@ -112,10 +132,11 @@ pub struct UserQuery {
 #[serde(deny_unknown_fields)]
 pub struct BatchUpdate {
     /// 1 to 1,000 users of this tenant; all are changed or none.
+    #[schema(min_items = 1, max_items = 1000)]
     pub user_ids: Vec<UserId>,
     pub status: Option<UserStatus>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 32, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub identity: Option<Option<String>>,
     /// Replaces every department membership (moves them all).
     pub department_ids: Option<Vec<DepartmentId>>,
