@@ -3,6 +3,7 @@
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
+use onecard_schema::ids::UserId;
 use sha2::Sha256;
 
 /// The shortest master key accepted, in bytes.
@@ -11,6 +12,7 @@ pub const MASTER_KEY_BYTES_MIN: usize = 32;
 #[derive(Clone)]
 pub struct Keys {
     id_number: [u8; 32],
+    code: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -33,7 +35,10 @@ impl Keys {
         // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
         hk.expand(b"id-number v1", &mut id_number)
             .expect("32-byte HKDF output");
-        Ok(Self { id_number })
+        let mut code = [0u8; 32];
+        hk.expand(b"payment-code v1", &mut code)
+            .expect("32-byte HKDF output");
+        Ok(Self { id_number, code })
     }
 
     /// A keyed hash of a normalized ID number: it verifies a presented number without
@@ -43,6 +48,34 @@ impl Keys {
             .expect("HMAC takes keys of any length");
         mac.update(normalized.as_bytes());
         mac.finalize().into_bytes().into()
+    }
+}
+
+impl Keys {
+    /// The per-card key: the code key narrowed to one cardholder, so a leaked card key
+    /// signs codes for nobody else.
+    fn card_key(&self, user: UserId) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.code)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"card ");
+        mac.update(user.0.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The MAC of a payment code's body.
+    pub fn code_mac(&self, user: UserId, body: &[u8]) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.card_key(user)).expect("any length");
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of a (truncated) code MAC.
+    pub fn code_mac_matches(&self, user: UserId, body: &[u8], tag: &[u8]) -> bool {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.card_key(user)).expect("any length");
+        mac.update(body);
+        mac.verify_truncated_left(tag).is_ok()
     }
 }
 

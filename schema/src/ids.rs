@@ -71,3 +71,31 @@ id_type!(
     /// One audit-log entry.
     AuditId
 );
+id_type!(
+    /// A merchant node (root, site or stall).
+    MerchantId
+);
+id_type!(
+    /// A till, POS or collection code belonging to a merchant.
+    TerminalId
+);
+id_type!(
+    /// A payment attempt (declined attempts are recorded too).
+    PaymentId
+);
+id_type!(
+    /// One subsidy account of one cardholder.
+    SubsidyId
+);
+id_type!(
+    /// One coupon of one cardholder.
+    CouponId
+);
+id_type!(
+    /// A subsidy issuing rule (maker–checker).
+    SubsidyRuleId
+);
+id_type!(
+    /// An outbox event.
+    EventId
+);

@@ -5,11 +5,16 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod money;
+pub mod money_store;
 pub mod postgres;
+mod postgres_money;
 pub mod sqlite;
+mod sqlite_money;
 pub mod store;
+pub mod wallet;
 
 pub use error::{StoreError, StoreResult};
+pub use money_store::MoneyStore;
 pub use store::Store;
 
 use std::sync::Arc;

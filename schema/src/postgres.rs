@@ -33,7 +33,7 @@ pub struct PgStore {
     pool: Pool,
 }
 
-fn pg(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         if *db.code() == SqlState::UNIQUE_VIOLATION {
             match db.constraint() {
@@ -113,12 +113,12 @@ impl PgStore {
         result.map(|_| ()).map_err(StoreError::backend)
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
     }
 }
 
-async fn insert_audit<C: GenericClient>(c: &C, a: &Audit) -> StoreResult<()> {
+pub(crate) async fn insert_audit<C: GenericClient>(c: &C, a: &Audit) -> StoreResult<()> {
     let st = c
         .prepare_cached(
             "INSERT INTO audit_log (id, tenant_id, actor, action, target_type, target_id, \
@@ -145,7 +145,7 @@ async fn insert_audit<C: GenericClient>(c: &C, a: &Audit) -> StoreResult<()> {
     Ok(())
 }
 
-async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> StoreResult<()> {
+pub(crate) async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> StoreResult<()> {
     let st = c
         .prepare_cached(
             "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) \
@@ -168,7 +168,7 @@ async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> StoreResult<()> 
     Ok(())
 }
 
-async fn check_refs<C: GenericClient>(
+pub(crate) async fn check_refs<C: GenericClient>(
     c: &C,
     table: &str,
     tenant: TenantId,

@@ -185,7 +185,7 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -214,7 +214,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("writer dropped a job".into()))?
     }
 
-    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    pub(crate) async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -243,34 +243,38 @@ impl SqliteStore {
 
 // --- conversions -----------------------------------------------------------------
 
-fn db(e: rusqlite::Error) -> StoreError {
+pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::backend(e)
 }
 
-fn ms(t: Timestamp) -> i64 {
+pub(crate) fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
 
-fn ts(ms: i64) -> Timestamp {
+pub(crate) fn ts(ms: i64) -> Timestamp {
     // Every stored time was written from a valid Timestamp, so it converts back.
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Uuid> {
+pub(crate) fn uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Uuid> {
     let s: String = row.get(idx)?;
     Uuid::parse_str(&s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
-fn opt_uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Option<Uuid>> {
+pub(crate) fn opt_uuid_col(row: &Row, idx: usize) -> rusqlite::Result<Option<Uuid>> {
     let s: Option<String> = row.get(idx)?;
     s.map(|s| Uuid::parse_str(&s)).transpose().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
-fn parse_enum<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+pub(crate) fn parse_enum<T>(
+    row: &Row,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
     let s: String = row.get(idx)?;
     parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -281,11 +285,11 @@ fn parse_enum<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlit
     })
 }
 
-fn placeholders(n: usize) -> String {
+pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(",")
 }
 
-fn insert_audit(conn: &Connection, a: &Audit) -> StoreResult<()> {
+pub(crate) fn insert_audit(conn: &Connection, a: &Audit) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO audit_log (id, tenant_id, actor, action, target_type, target_id, \
          request_id, at, detail) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -307,7 +311,7 @@ fn insert_audit(conn: &Connection, a: &Audit) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
+pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) VALUES (?,?,?,?,?)",
     )
@@ -325,7 +329,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
 }
 
 /// Checks that every id names a row of `table` in the tenant.
-fn check_refs(
+pub(crate) fn check_refs(
     conn: &Connection,
     table: &str,
     tenant: TenantId,

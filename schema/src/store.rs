@@ -10,7 +10,7 @@ use crate::ids::{AdminId, AuditId, TenantId, UserId};
 use crate::model::*;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     /// Which engine this is: `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
 

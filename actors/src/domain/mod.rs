@@ -1,5 +1,8 @@
 //! Pure domain rules: no I/O, no actors, easy to test exhaustively.
 
+pub mod code;
 pub mod directory;
 pub mod edition;
+pub mod funding;
+pub mod risk;
 pub mod validate;

@@ -1,0 +1,133 @@
+//! Payment codes: short-lived, signed, single-use. A code carries the cardholder, when
+//! it was issued and a random nonce, and a MAC from a per-card key; the till's server
+//! verifies it without any lookup. Accepted for `CODE_TTL`; screens refresh every minute.
+
+use base64::Engine;
+use jiff::{SignedDuration, Timestamp};
+use onecard_schema::ids::UserId;
+use rand::RngCore;
+
+use crate::keys::Keys;
+
+pub const CODE_TTL: SignedDuration = SignedDuration::from_secs(120);
+/// Clock skew tolerated between the node that issued and the node that verifies.
+pub const CODE_SKEW: SignedDuration = SignedDuration::from_secs(5);
+const VERSION: u8 = 1;
+const NONCE_BYTES: usize = 12;
+const MAC_BYTES: usize = 16;
+const BODY_BYTES: usize = 1 + 16 + 8 + NONCE_BYTES;
+/// Longest code string accepted before decoding.
+pub const CODE_CHARS_MAX: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedCode {
+    pub user: UserId,
+    pub issued_at: Timestamp,
+    pub nonce: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodeError {
+    /// Not a code of ours (or tampered with): nobody to attribute it to.
+    Invalid,
+    /// A genuine code presented too late: a replay (screenshot), counted against its user.
+    Expired(VerifiedCode),
+}
+
+/// Issues a code for the user; returns it and when it stops being accepted.
+pub fn issue(keys: &Keys, user: UserId, now: Timestamp) -> (String, Timestamp) {
+    let mut body = Vec::with_capacity(BODY_BYTES + MAC_BYTES);
+    body.push(VERSION);
+    body.extend_from_slice(user.0.as_bytes());
+    body.extend_from_slice(&now.as_second().to_be_bytes());
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rng().fill_bytes(&mut nonce);
+    body.extend_from_slice(&nonce);
+    let mac = keys.code_mac(user, &body);
+    body.extend_from_slice(&mac[..MAC_BYTES]);
+    let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    (
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body),
+        issued + CODE_TTL,
+    )
+}
+
+pub fn verify(keys: &Keys, code: &str, now: Timestamp) -> Result<VerifiedCode, CodeError> {
+    if code.len() > CODE_CHARS_MAX {
+        return Err(CodeError::Invalid);
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(code)
+        .map_err(|_| CodeError::Invalid)?;
+    if bytes.len() != BODY_BYTES + MAC_BYTES || bytes[0] != VERSION {
+        return Err(CodeError::Invalid);
+    }
+    let (body, mac) = bytes.split_at(BODY_BYTES);
+    let user = UserId(uuid::Uuid::from_slice(&body[1..17]).map_err(|_| CodeError::Invalid)?);
+    if !keys.code_mac_matches(user, body, mac) {
+        return Err(CodeError::Invalid);
+    }
+    let mut secs = [0u8; 8];
+    secs.copy_from_slice(&body[17..25]);
+    let issued_at =
+        Timestamp::from_second(i64::from_be_bytes(secs)).map_err(|_| CodeError::Invalid)?;
+    let verified = VerifiedCode {
+        user,
+        issued_at,
+        nonce: body[25..].to_vec(),
+    };
+    if now > issued_at + CODE_TTL || issued_at > now + CODE_SKEW {
+        return Err(CodeError::Expired(verified));
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::derive(&[5u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn a_fresh_code_verifies_to_its_user_with_a_unique_nonce() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let user = UserId::new();
+        let (a, expires) = issue(&keys(), user, now);
+        let (b, _) = issue(&keys(), user, now);
+        assert_eq!(expires, now + CODE_TTL);
+        let va = verify(&keys(), &a, now + SignedDuration::from_secs(119)).unwrap();
+        let vb = verify(&keys(), &b, now).unwrap();
+        assert_eq!(va.user, user);
+        assert_ne!(va.nonce, vb.nonce);
+    }
+
+    #[test]
+    fn an_old_code_is_expired_and_still_names_its_user() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let user = UserId::new();
+        let (code, _) = issue(&keys(), user, now);
+        match verify(&keys(), &code, now + SignedDuration::from_secs(121)) {
+            Err(CodeError::Expired(v)) => assert_eq!(v.user, user),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tampered_foreign_and_garbage_codes_are_invalid() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let (code, _) = issue(&keys(), UserId::new(), now);
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&code)
+            .unwrap();
+        bytes[5] ^= 1; // another user id, same MAC
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(verify(&keys(), &forged, now), Err(CodeError::Invalid));
+        let other_server = Keys::derive(&[6u8; 32]).unwrap();
+        assert_eq!(verify(&other_server, &code, now), Err(CodeError::Invalid));
+        for junk in ["", "abc", "!!!!", &"A".repeat(500)] {
+            assert_eq!(verify(&keys(), junk, now), Err(CodeError::Invalid));
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The money half of the store: merchants, terminals, wallets and their group commits,
+//! payments, subsidy rules, the ledger check. `Store` requires it, so `Arc<dyn Store>`
+//! reaches both halves.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::error::StoreResult;
+use crate::ids::*;
+use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::money::Money;
+use crate::wallet::*;
+
+#[derive(Clone, Debug, Default)]
+pub struct PaymentFilter {
+    pub user_id: Option<UserId>,
+    pub merchant_id: Option<MerchantId>,
+    pub status: Option<PaymentStatus>,
+}
+
+#[async_trait]
+pub trait MoneyStore: Send + Sync + 'static {
+    // --- merchants and terminals -----------------------------------------------------
+    /// Refused when the number is taken (409) or the parent is not the tenant's (422).
+    async fn create_merchant(
+        &self,
+        tenant: TenantId,
+        merchant: Merchant,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    async fn list_merchants(&self, tenant: TenantId) -> StoreResult<Vec<Merchant>>;
+    async fn update_merchant(
+        &self,
+        tenant: TenantId,
+        id: MerchantId,
+        name: Option<String>,
+        single_limit: Option<Money>,
+        audit: Audit,
+    ) -> StoreResult<Merchant>;
+    async fn create_terminal(
+        &self,
+        tenant: TenantId,
+        terminal: Terminal,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal>;
+
+    // --- wallets ------------------------------------------------------------------------
+    /// The wallet (an empty one at version 0 if never written), its subsidy accounts,
+    /// unused coupons, last-24-h risk events and open payments.
+    async fn load_wallet(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<WalletSnapshot>;
+    /// Applies each commit atomically and fenced; one result per commit, in order. Many
+    /// commits share one transaction and one sync (group commit).
+    async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>>;
+    async fn find_money_request(
+        &self,
+        scope: String,
+        key: String,
+    ) -> StoreResult<Option<MoneyRequest>>;
+    /// Users with arrears, for reminders.
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>>;
+
+    // --- payments -----------------------------------------------------------------------
+    /// A declined attempt that no wallet owns (its code did not verify).
+    async fn insert_orphan_payment(
+        &self,
+        payment: Payment,
+        outbox: Vec<OutboxEvent>,
+    ) -> StoreResult<()>;
+    async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> StoreResult<Payment>;
+    async fn list_payments(
+        &self,
+        tenant: TenantId,
+        filter: PaymentFilter,
+        page: PageReq<PaymentId>,
+    ) -> StoreResult<Page<Payment, PaymentId>>;
+    /// Per funding source, what the merchant sold and refunded between the two times
+    /// (computed from payments, the record of truth).
+    async fn merchant_totals(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Totals>;
+
+    // --- subsidy rules ----------------------------------------------------------------
+    async fn create_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        rule: SubsidyRule,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    async fn get_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+    ) -> StoreResult<SubsidyRule>;
+    /// Active users matched by the targets (departments include their sub-departments).
+    async fn resolve_targets(
+        &self,
+        tenant: TenantId,
+        targets: SubsidyTargets,
+    ) -> StoreResult<Vec<UserId>>;
+    /// Marks the rule effective and credits every user in one transaction: a subsidy
+    /// account and its entries each, and a wallet version bump (so any cached wallet
+    /// reloads). Refused (409 `not_pending`) unless the rule is pending.
+    async fn approve_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        approver: AdminId,
+        users: Vec<UserId>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64>;
+
+    // --- checks -------------------------------------------------------------------------
+    async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck>;
+}

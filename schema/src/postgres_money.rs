@@ -1,0 +1,1163 @@
+//! The money half of the PostgreSQL engine.
+//!
+//! Group commit is set-based: a batch of wallet commits becomes a handful of array
+//! statements (`unnest`) in one transaction, so a batch of a hundred payments costs about
+//! as many round trips as one. Fencing is in the wallet upsert (`WHERE version = new - 1`);
+//! a commit that loses its fence, or whose code nonce or idempotency key is taken, is
+//! dropped from the batch before anything else of it is written. Anything unexpected
+//! rolls the batch back and each commit is retried alone, so one bad commit never sinks
+//! its neighbours.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::ids::*;
+use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::money::Money;
+use crate::money_store::{MoneyStore, PaymentFilter};
+use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore};
+use crate::sqlite::paginate;
+use crate::wallet::*;
+
+fn ids_json<T: std::fmt::Display>(ids: &[T]) -> String {
+    serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+fn parts_json(parts: &[(SubsidyId, Money)]) -> String {
+    serde_json::to_string(
+        &parts
+            .iter()
+            .map(|(id, m)| (id.to_string(), m.0))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into())
+}
+
+const MERCHANT_COLS: &str = "id, parent_id, name, number, single_limit, depth, created_at";
+
+fn merchant_from_row(r: &Row) -> Merchant {
+    Merchant {
+        id: MerchantId(r.get(0)),
+        parent_id: r.get::<_, Option<Uuid>>(1).map(MerchantId),
+        name: r.get(2),
+        number: r.get(3),
+        single_limit: Money(r.get(4)),
+        depth: r.get::<_, i16>(5) as u8,
+        created_at: r.get(6),
+    }
+}
+
+const WALLET_COLS: &str =
+    "user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
+     frozen_until, freeze_count, reminded_on, updated_at";
+
+fn wallet_from_row(r: &Row) -> WalletRow {
+    WalletRow {
+        user_id: UserId(r.get(0)),
+        tenant_id: TenantId(r.get(1)),
+        balance: Money(r.get(2)),
+        arrears: Money(r.get(3)),
+        version: r.get(4),
+        agreement_signed: r.get(5),
+        frozen: r.get(6),
+        frozen_until: r.get(7),
+        freeze_count: r.get(8),
+        reminded_on: r.get(9),
+        updated_at: r.get(10),
+    }
+}
+
+const SUBSIDY_COLS: &str =
+    "id, user_id, rule_id, name, balance, merchant_ids, expires_at, created_at";
+
+fn subsidy_from_row(r: &Row) -> SubsidyAccount {
+    SubsidyAccount {
+        id: SubsidyId(r.get(0)),
+        user_id: UserId(r.get(1)),
+        rule_id: r.get::<_, Option<Uuid>>(2).map(SubsidyRuleId),
+        name: r.get(3),
+        balance: Money(r.get(4)),
+        merchant_ids: r
+            .get::<_, Vec<Uuid>>(5)
+            .into_iter()
+            .map(MerchantId)
+            .collect(),
+        expires_at: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+const COUPON_COLS: &str =
+    "id, user_id, name, discount, threshold, merchant_ids, valid_from, expires_at, used_payment, created_at";
+
+fn coupon_from_row(r: &Row) -> Coupon {
+    Coupon {
+        id: CouponId(r.get(0)),
+        user_id: UserId(r.get(1)),
+        name: r.get(2),
+        discount: Money(r.get(3)),
+        threshold: Money(r.get(4)),
+        merchant_ids: r
+            .get::<_, Vec<Uuid>>(5)
+            .into_iter()
+            .map(MerchantId)
+            .collect(),
+        valid_from: r.get(6),
+        expires_at: r.get(7),
+        used_payment: r.get::<_, Option<Uuid>>(8).map(PaymentId),
+        created_at: r.get(9),
+    }
+}
+
+const PAYMENT_COLS: &str = "id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, \
+     coupon_id, coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts, refunded, \
+     created_at, updated_at";
+
+fn payment_from_row(r: &Row) -> StoreResult<Payment> {
+    let status: &str = r.get(6);
+    let reason: Option<&str> = r.get(7);
+    let parts: serde_json::Value = r.get(13);
+    let parts: Vec<(String, i64)> = serde_json::from_value(parts).map_err(StoreError::backend)?;
+    Ok(Payment {
+        id: PaymentId(r.get(0)),
+        tenant_id: TenantId(r.get(1)),
+        user_id: r.get::<_, Option<Uuid>>(2).map(UserId),
+        merchant_id: MerchantId(r.get(3)),
+        terminal_id: TerminalId(r.get(4)),
+        amount: Money(r.get(5)),
+        status: PaymentStatus::parse(status)
+            .ok_or_else(|| StoreError::Unavailable(format!("status {status}")))?,
+        decline_reason: reason.and_then(DeclineReason::parse),
+        coupon_id: r.get::<_, Option<Uuid>>(8).map(CouponId),
+        breakdown: Breakdown {
+            coupon: Money(r.get(9)),
+            subsidy: Money(r.get(10)),
+            balance: Money(r.get(11)),
+            deferred: Money(r.get(12)),
+        },
+        subsidy_parts: parts
+            .into_iter()
+            .filter_map(|(id, amount)| {
+                Uuid::parse_str(&id)
+                    .ok()
+                    .map(|u| (SubsidyId(u), Money(amount)))
+            })
+            .collect(),
+        refunded: Money(r.get(14)),
+        created_at: r.get(15),
+        updated_at: r.get(16),
+    })
+}
+
+/// Writes the payments of a batch with one statement.
+async fn upsert_payments<C: GenericClient>(
+    c: &C,
+    payments: &[&Payment],
+) -> Result<(), tokio_postgres::Error> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&Payment) -> i64| payments.iter().map(|p| f(p)).collect::<Vec<i64>>();
+    let ids: Vec<Uuid> = payments.iter().map(|p| p.id.0).collect();
+    let tenants: Vec<Uuid> = payments.iter().map(|p| p.tenant_id.0).collect();
+    let users: Vec<Option<Uuid>> = payments.iter().map(|p| p.user_id.map(|u| u.0)).collect();
+    let merchants: Vec<Uuid> = payments.iter().map(|p| p.merchant_id.0).collect();
+    let terminals: Vec<Uuid> = payments.iter().map(|p| p.terminal_id.0).collect();
+    let statuses: Vec<&str> = payments.iter().map(|p| p.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = payments
+        .iter()
+        .map(|p| p.decline_reason.map(|r| r.as_str()))
+        .collect();
+    let coupons: Vec<Option<Uuid>> = payments.iter().map(|p| p.coupon_id.map(|c| c.0)).collect();
+    let parts: Vec<String> = payments
+        .iter()
+        .map(|p| parts_json(&p.subsidy_parts))
+        .collect();
+    let created: Vec<Timestamp> = payments.iter().map(|p| p.created_at).collect();
+    let updated: Vec<Timestamp> = payments.iter().map(|p| p.updated_at).collect();
+    let st = c
+        .prepare_cached(&format!(
+            "INSERT INTO payments ({PAYMENT_COLS}) \
+             SELECT id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
+                    coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts::jsonb, refunded, \
+                    created_at, updated_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], $7::text[], \
+                         $8::text[], $9::uuid[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::text[], \
+                         $15::int8[], $16::timestamptz[], $17::timestamptz[]) \
+               AS t(id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
+                    coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts, refunded, \
+                    created_at, updated_at) \
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, refunded = EXCLUDED.refunded, \
+               updated_at = EXCLUDED.updated_at"
+        ))
+        .await?;
+    c.execute(
+        &st,
+        &[
+            &ids,
+            &tenants,
+            &users,
+            &merchants,
+            &terminals,
+            &col(&|p| p.amount.0),
+            &statuses,
+            &reasons,
+            &coupons,
+            &col(&|p| p.breakdown.coupon.0),
+            &col(&|p| p.breakdown.subsidy.0),
+            &col(&|p| p.breakdown.balance.0),
+            &col(&|p| p.breakdown.deferred.0),
+            &parts,
+            &col(&|p| p.refunded.0),
+            &created,
+            &updated,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_entries<C: GenericClient>(
+    c: &C,
+    rows: &[(TenantId, &LedgerEntry, Timestamp)],
+) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = rows.iter().map(|(t, _, _)| t.0).collect();
+    let txs: Vec<Uuid> = rows.iter().map(|(_, e, _)| e.tx_id).collect();
+    let accounts: Vec<&str> = rows.iter().map(|(_, e, _)| e.account.as_str()).collect();
+    let refs: Vec<Option<Uuid>> = rows.iter().map(|(_, e, _)| e.ref_id).collect();
+    let amounts: Vec<i64> = rows.iter().map(|(_, e, _)| e.amount).collect();
+    let payments: Vec<Option<Uuid>> = rows
+        .iter()
+        .map(|(_, e, _)| e.payment_id.map(|p| p.0))
+        .collect();
+    let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
+    let st = c
+        .prepare_cached(
+            "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], $6::uuid[], \
+                                  $7::timestamptz[])",
+        )
+        .await?;
+    c.execute(
+        &st,
+        &[&tenants, &txs, &accounts, &refs, &amounts, &payments, &at],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_outbox<C: GenericClient>(
+    c: &C,
+    rows: &[(TenantId, &OutboxEvent, Timestamp)],
+) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|(_, e, _)| e.id.0).collect();
+    let tenants: Vec<Uuid> = rows.iter().map(|(t, _, _)| t.0).collect();
+    let topics: Vec<&str> = rows.iter().map(|(_, e, _)| e.topic.as_str()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|(_, e, _)| e.kind.as_str()).collect();
+    let payloads: Vec<String> = rows.iter().map(|(_, e, _)| e.payload.to_string()).collect();
+    let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
+    let st = c
+        .prepare_cached(
+            "INSERT INTO outbox (id, tenant_id, topic, kind, payload, created_at) \
+             SELECT id, tenant_id, topic, kind, payload::jsonb, created_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+               AS t(id, tenant_id, topic, kind, payload, created_at)",
+        )
+        .await?;
+    c.execute(&st, &[&ids, &tenants, &topics, &kinds, &payloads, &at])
+        .await?;
+    Ok(())
+}
+
+/// One batch in one transaction. `Err` means the transaction was rolled back.
+async fn commit_batch(
+    client: &mut deadpool_postgres::Object,
+    commits: &[WalletCommit],
+) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); commits.len()];
+
+    // 1. Idempotency keys: a taken key drops its commit.
+    let with_req: Vec<usize> = (0..commits.len())
+        .filter(|i| commits[*i].request.is_some())
+        .collect();
+    if !with_req.is_empty() {
+        let reqs: Vec<&MoneyRequest> = with_req
+            .iter()
+            .filter_map(|i| commits[*i].request.as_ref())
+            .collect();
+        let scopes: Vec<&str> = reqs.iter().map(|r| r.scope.as_str()).collect();
+        let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+        let hashes: Vec<&[u8]> = reqs.iter().map(|r| &r.request_hash[..]).collect();
+        let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
+        let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
+        let at: Vec<Timestamp> = with_req.iter().map(|i| commits[*i].at).collect();
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], \
+                                      $6::timestamptz[]) ON CONFLICT DO NOTHING RETURNING scope, key",
+            )
+            .await?;
+        let inserted: HashSet<(String, String)> = tx
+            .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for i in with_req {
+            let r = commits[i].request.as_ref().expect("filtered on request");
+            if !inserted.contains(&(r.scope.clone(), r.key.clone())) {
+                results[i] = Err(CommitError::Duplicate);
+            }
+        }
+    }
+
+    // 2. Code nonces: a used nonce drops its commit.
+    let with_nonce: Vec<usize> = (0..commits.len())
+        .filter(|i| results[*i].is_ok() && commits[*i].used_nonce.is_some())
+        .collect();
+    if !with_nonce.is_empty() {
+        let nonces: Vec<&[u8]> = with_nonce
+            .iter()
+            .filter_map(|i| commits[*i].used_nonce.as_deref())
+            .collect();
+        let users: Vec<Uuid> = with_nonce
+            .iter()
+            .map(|i| commits[*i].wallet.user_id.0)
+            .collect();
+        let at: Vec<Timestamp> = with_nonce.iter().map(|i| commits[*i].at).collect();
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO used_codes (nonce, user_id, used_at) \
+                 SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[]) \
+                 ON CONFLICT DO NOTHING RETURNING nonce",
+            )
+            .await?;
+        let inserted: HashSet<Vec<u8>> = tx
+            .query(&st, &[&nonces, &users, &at])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for i in with_nonce {
+            if !inserted.contains(commits[i].used_nonce.as_deref().unwrap_or_default()) {
+                results[i] = Err(CommitError::NonceUsed);
+            }
+        }
+    }
+
+    // 3. Wallets, fenced by version.
+    let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
+    if !live.is_empty() {
+        let w: Vec<&WalletRow> = live.iter().map(|i| &commits[*i].wallet).collect();
+        let users: Vec<Uuid> = w.iter().map(|w| w.user_id.0).collect();
+        let tenants: Vec<Uuid> = w.iter().map(|w| w.tenant_id.0).collect();
+        let balances: Vec<i64> = w.iter().map(|w| w.balance.0).collect();
+        let arrears: Vec<i64> = w.iter().map(|w| w.arrears.0).collect();
+        let versions: Vec<i64> = w.iter().map(|w| w.version).collect();
+        let signed: Vec<bool> = w.iter().map(|w| w.agreement_signed).collect();
+        let frozen: Vec<bool> = w.iter().map(|w| w.frozen).collect();
+        let until: Vec<Option<Timestamp>> = w.iter().map(|w| w.frozen_until).collect();
+        let counts: Vec<i32> = w.iter().map(|w| w.freeze_count).collect();
+        let reminded: Vec<Option<&str>> = w.iter().map(|w| w.reminded_on.as_deref()).collect();
+        let updated: Vec<Timestamp> = w.iter().map(|w| w.updated_at).collect();
+        let st = tx
+            .prepare_cached(&format!(
+                "INSERT INTO wallets ({WALLET_COLS}) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::bool[], \
+                                      $7::bool[], $8::timestamptz[], $9::int4[], $10::text[], $11::timestamptz[]) \
+                 ON CONFLICT (user_id) DO UPDATE SET balance = EXCLUDED.balance, arrears = EXCLUDED.arrears, \
+                   version = EXCLUDED.version, agreement_signed = EXCLUDED.agreement_signed, \
+                   frozen = EXCLUDED.frozen, frozen_until = EXCLUDED.frozen_until, \
+                   freeze_count = EXCLUDED.freeze_count, reminded_on = EXCLUDED.reminded_on, \
+                   updated_at = EXCLUDED.updated_at \
+                 WHERE wallets.version = EXCLUDED.version - 1 RETURNING user_id"
+            ))
+            .await?;
+        let written: HashSet<Uuid> = tx
+            .query(
+                &st,
+                &[
+                    &users, &tenants, &balances, &arrears, &versions, &signed, &frozen, &until,
+                    &counts, &reminded, &updated,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut undo_requests: Vec<(String, String)> = Vec::new();
+        let mut undo_nonces: Vec<Vec<u8>> = Vec::new();
+        for i in live {
+            if !written.contains(&commits[i].wallet.user_id.0) {
+                results[i] = Err(CommitError::Fenced);
+                if let Some(r) = &commits[i].request {
+                    undo_requests.push((r.scope.clone(), r.key.clone()));
+                }
+                if let Some(n) = &commits[i].used_nonce {
+                    undo_nonces.push(n.clone());
+                }
+            }
+        }
+        // A fenced commit keeps nothing: not its key, not its nonce.
+        if !undo_requests.is_empty() {
+            let (s, k): (Vec<String>, Vec<String>) = undo_requests.into_iter().unzip();
+            tx.execute(
+                "DELETE FROM money_requests WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                &[&s, &k],
+            )
+            .await?;
+        }
+        if !undo_nonces.is_empty() {
+            tx.execute(
+                "DELETE FROM used_codes WHERE nonce = ANY($1)",
+                &[&undo_nonces],
+            )
+            .await?;
+        }
+    }
+
+    // 4. Everything else of the surviving commits, pipelined.
+    let ok: Vec<&WalletCommit> = commits
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(c, _)| c)
+        .collect();
+    let subsidies: Vec<(TenantId, &SubsidyAccount)> = ok
+        .iter()
+        .flat_map(|c| c.subsidies.iter().map(move |s| (c.wallet.tenant_id, s)))
+        .collect();
+    let coupons: Vec<(TenantId, &Coupon)> = ok
+        .iter()
+        .flat_map(|c| c.coupons.iter().map(move |s| (c.wallet.tenant_id, s)))
+        .collect();
+    let payments: Vec<&Payment> = ok.iter().flat_map(|c| c.payments.iter()).collect();
+    let entries: Vec<(TenantId, &LedgerEntry, Timestamp)> = ok
+        .iter()
+        .flat_map(|c| c.entries.iter().map(move |e| (c.wallet.tenant_id, e, c.at)))
+        .collect();
+    let outbox: Vec<(TenantId, &OutboxEvent, Timestamp)> = ok
+        .iter()
+        .flat_map(|c| c.outbox.iter().map(move |e| (c.wallet.tenant_id, e, c.at)))
+        .collect();
+    let risks: Vec<(Uuid, &str, Timestamp)> = ok
+        .iter()
+        .flat_map(|c| {
+            c.risk_events
+                .iter()
+                .map(move |(k, at)| (c.wallet.user_id.0, k.as_str(), *at))
+        })
+        .collect();
+    let subsidies_fut = async {
+        if subsidies.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = subsidies.iter().map(|(_, s)| s.id.0).collect();
+        let tenants: Vec<Uuid> = subsidies.iter().map(|(t, _)| t.0).collect();
+        let users: Vec<Uuid> = subsidies.iter().map(|(_, s)| s.user_id.0).collect();
+        let rules: Vec<Option<Uuid>> = subsidies
+            .iter()
+            .map(|(_, s)| s.rule_id.map(|r| r.0))
+            .collect();
+        let names: Vec<&str> = subsidies.iter().map(|(_, s)| s.name.as_str()).collect();
+        let balances: Vec<i64> = subsidies.iter().map(|(_, s)| s.balance.0).collect();
+        let merchants: Vec<String> = subsidies
+            .iter()
+            .map(|(_, s)| ids_json(&s.merchant_ids))
+            .collect();
+        let expires: Vec<Option<Timestamp>> = subsidies.iter().map(|(_, s)| s.expires_at).collect();
+        let created: Vec<Timestamp> = subsidies.iter().map(|(_, s)| s.created_at).collect();
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
+                   expires_at, created_at) \
+                 SELECT id, tenant_id, user_id, rule_id, name, balance, \
+                   ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), expires_at, created_at \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[], $7::text[], \
+                             $8::timestamptz[], $9::timestamptz[]) \
+                   AS t(id, tenant_id, user_id, rule_id, name, balance, merchant_ids, expires_at, created_at) \
+                 ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance",
+            )
+            .await?;
+        tx.execute(
+            &st,
+            &[
+                &ids, &tenants, &users, &rules, &names, &balances, &merchants, &expires, &created,
+            ],
+        )
+        .await
+        .map(|_| ())
+    };
+    let coupons_fut = async {
+        if coupons.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = coupons.iter().map(|(_, c)| c.id.0).collect();
+        let tenants: Vec<Uuid> = coupons.iter().map(|(t, _)| t.0).collect();
+        let users: Vec<Uuid> = coupons.iter().map(|(_, c)| c.user_id.0).collect();
+        let names: Vec<&str> = coupons.iter().map(|(_, c)| c.name.as_str()).collect();
+        let discounts: Vec<i64> = coupons.iter().map(|(_, c)| c.discount.0).collect();
+        let thresholds: Vec<i64> = coupons.iter().map(|(_, c)| c.threshold.0).collect();
+        let merchants: Vec<String> = coupons
+            .iter()
+            .map(|(_, c)| ids_json(&c.merchant_ids))
+            .collect();
+        let from: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.valid_from).collect();
+        let expires: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.expires_at).collect();
+        let used: Vec<Option<Uuid>> = coupons
+            .iter()
+            .map(|(_, c)| c.used_payment.map(|p| p.0))
+            .collect();
+        let created: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.created_at).collect();
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO coupons (id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, \
+                   expires_at, used_payment, created_at) \
+                 SELECT id, tenant_id, user_id, name, discount, threshold, \
+                   ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), valid_from, expires_at, \
+                   used_payment, created_at \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::text[], \
+                             $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::timestamptz[]) \
+                   AS t(id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, expires_at, \
+                        used_payment, created_at) \
+                 ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment",
+            )
+            .await?;
+        tx.execute(
+            &st,
+            &[
+                &ids,
+                &tenants,
+                &users,
+                &names,
+                &discounts,
+                &thresholds,
+                &merchants,
+                &from,
+                &expires,
+                &used,
+                &created,
+            ],
+        )
+        .await
+        .map(|_| ())
+    };
+    let risks_fut = async {
+        if risks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = risks.iter().map(|_| Uuid::now_v7()).collect();
+        let users: Vec<Uuid> = risks.iter().map(|r| r.0).collect();
+        let kinds: Vec<&str> = risks.iter().map(|r| r.1).collect();
+        let at: Vec<Timestamp> = risks.iter().map(|r| r.2).collect();
+        tx.execute(
+            "INSERT INTO risk_events (id, user_id, kind, at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
+            &[&ids, &users, &kinds, &at],
+        )
+        .await
+        .map(|_| ())
+    };
+    tokio::try_join!(
+        subsidies_fut,
+        coupons_fut,
+        upsert_payments(&tx, &payments),
+        insert_entries(&tx, &entries),
+        insert_outbox(&tx, &outbox),
+        risks_fut
+    )?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+#[async_trait]
+impl MoneyStore for PgStore {
+    async fn create_merchant(
+        &self,
+        tenant: TenantId,
+        m: Merchant,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        if let Some(p) = m.parent_id {
+            check_refs(&tx, "merchants", tenant, &[p.0], "parent_id").await?;
+        }
+        let res = tx
+            .execute(
+                &format!("INSERT INTO merchants (tenant_id, {MERCHANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"),
+                &[
+                    &tenant.0,
+                    &m.id.0,
+                    &m.parent_id.map(|p| p.0),
+                    &m.name,
+                    &m.number,
+                    &m.single_limit.0,
+                    &(m.depth as i16),
+                    &m.created_at,
+                ],
+            )
+            .await;
+        if let Err(e) = res {
+            if e.as_db_error().and_then(|d| d.constraint())
+                == Some("merchants_tenant_id_number_key")
+            {
+                return Err(StoreError::conflict(
+                    "merchant_number_taken",
+                    Some("number"),
+                    "another merchant has this number",
+                ));
+            }
+            return Err(pg(e));
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_merchants(&self, tenant: TenantId) -> StoreResult<Vec<Merchant>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {MERCHANT_COLS} FROM merchants WHERE tenant_id = $1 ORDER BY id"),
+                &[&tenant.0],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(merchant_from_row).collect())
+    }
+
+    async fn update_merchant(
+        &self,
+        tenant: TenantId,
+        id: MerchantId,
+        name: Option<String>,
+        single_limit: Option<Money>,
+        audit: Audit,
+    ) -> StoreResult<Merchant> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE merchants SET name = coalesce($1, name), single_limit = coalesce($2, single_limit) \
+                     WHERE tenant_id = $3 AND id = $4 RETURNING {MERCHANT_COLS}"
+                ),
+                &[&name, &single_limit.map(|m| m.0), &tenant.0, &id.0],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(merchant_from_row(&row))
+    }
+
+    async fn create_terminal(
+        &self,
+        tenant: TenantId,
+        t: Terminal,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute(
+                "SELECT 1 FROM merchants WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &t.merchant_id.0],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at) VALUES ($1,$2,$3,$4,$5)",
+            &[&t.id.0, &tenant.0, &t.merchant_id.0, &t.name, &t.created_at],
+        )
+        .await
+        .map_err(pg)?;
+        insert_token(&tx, &token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT id, merchant_id, name, created_at FROM terminals WHERE tenant_id = $1 AND id = $2")
+            .await
+            .map_err(pg)?;
+        let r = c
+            .query_opt(&st, &[&tenant.0, &id.0])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Terminal {
+            id: TerminalId(r.get(0)),
+            merchant_id: MerchantId(r.get(1)),
+            name: r.get(2),
+            created_at: r.get(3),
+        })
+    }
+
+    async fn load_wallet(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<WalletSnapshot> {
+        let c = self.client().await?;
+        let exists = c
+            .query_opt(
+                "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &user.0],
+            )
+            .await
+            .map_err(pg)?;
+        exists.ok_or(StoreError::NotFound)?;
+        let sql = [
+            format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = $1"),
+            format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 ORDER BY id"),
+            format!("SELECT {COUPON_COLS} FROM coupons WHERE user_id = $1 AND expires_at > $2 ORDER BY id"),
+            "SELECT at FROM risk_events WHERE user_id = $1 AND at > $2 ORDER BY at".to_string(),
+            format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = $1 \
+                 AND status IN ('accepted', 'unsettled') ORDER BY id"
+            ),
+        ];
+        let (w, s, cp, r, p) = tokio::try_join!(
+            c.prepare_cached(&sql[0]),
+            c.prepare_cached(&sql[1]),
+            c.prepare_cached(&sql[2]),
+            c.prepare_cached(&sql[3]),
+            c.prepare_cached(&sql[4]),
+        )
+        .map_err(pg)?;
+        let day_ago = now - jiff::SignedDuration::from_hours(24);
+        let (p1, p2, p3) = (
+            [&user.0 as &(dyn tokio_postgres::types::ToSql + Sync)],
+            [&user.0 as &(dyn tokio_postgres::types::ToSql + Sync), &now],
+            [
+                &user.0 as &(dyn tokio_postgres::types::ToSql + Sync),
+                &day_ago,
+            ],
+        );
+        let (wallet, subsidies, coupons, risks, open) = tokio::try_join!(
+            c.query_opt(&w, &p1),
+            c.query(&s, &p1),
+            c.query(&cp, &p2),
+            c.query(&r, &p3),
+            c.query(&p, &p1),
+        )
+        .map_err(pg)?;
+        Ok(WalletSnapshot {
+            wallet: wallet
+                .map(|r| wallet_from_row(&r))
+                .unwrap_or_else(|| WalletRow::empty(tenant, user, now)),
+            subsidies: subsidies.iter().map(subsidy_from_row).collect(),
+            coupons: coupons.iter().map(coupon_from_row).collect(),
+            risk_events: risks.iter().map(|r| r.get(0)).collect(),
+            open_payments: open
+                .iter()
+                .map(payment_from_row)
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
+        let mut client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                return commits
+                    .iter()
+                    .map(|_| Err(CommitError::Failed(e.to_string())))
+                    .collect()
+            }
+        };
+        match commit_batch(&mut client, &commits).await {
+            Ok(results) => results,
+            Err(batch_error) if commits.len() > 1 => {
+                // Isolate whatever failed: each commit alone, in its own transaction.
+                tracing::warn!(error = %batch_error, size = commits.len(), "batch commit failed; retrying one by one");
+                let mut out = Vec::with_capacity(commits.len());
+                for commit in &commits {
+                    out.push(
+                        match commit_batch(&mut client, std::slice::from_ref(commit)).await {
+                            Ok(mut r) => r.remove(0),
+                            Err(e) => Err(CommitError::Failed(e.to_string())),
+                        },
+                    );
+                }
+                out
+            }
+            Err(e) => vec![Err(CommitError::Failed(e.to_string()))],
+        }
+    }
+
+    async fn find_money_request(
+        &self,
+        scope: String,
+        key: String,
+    ) -> StoreResult<Option<MoneyRequest>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT request_hash, status, body FROM money_requests WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| {
+            let hash: &[u8] = r.get(0);
+            let mut request_hash = [0u8; 32];
+            if hash.len() == 32 {
+                request_hash.copy_from_slice(hash);
+            }
+            MoneyRequest {
+                scope,
+                key,
+                request_hash,
+                status: r.get::<_, i32>(1) as u16,
+                body: r.get(2),
+            }
+        }))
+    }
+
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT tenant_id, user_id FROM wallets WHERE arrears > 0",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (TenantId(r.get(0)), UserId(r.get(1))))
+            .collect())
+    }
+
+    async fn insert_orphan_payment(
+        &self,
+        payment: Payment,
+        outbox: Vec<OutboxEvent>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        upsert_payments(&tx, &[&payment]).await.map_err(pg)?;
+        let rows: Vec<_> = outbox
+            .iter()
+            .map(|e| (payment.tenant_id, e, payment.created_at))
+            .collect();
+        insert_outbox(&tx, &rows).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> StoreResult<Payment> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = $1 AND id = $2"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = c
+            .query_opt(&st, &[&tenant.0, &id.0])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        payment_from_row(&row)
+    }
+
+    async fn list_payments(
+        &self,
+        tenant: TenantId,
+        filter: PaymentFilter,
+        page: PageReq<PaymentId>,
+    ) -> StoreResult<Page<Payment, PaymentId>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+                 AND ($3::uuid IS NULL OR user_id = $3) AND ($4::uuid IS NULL OR merchant_id = $4) \
+                 AND ($5::text IS NULL OR status = $5) ORDER BY id DESC LIMIT $6"
+            ))
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &tenant.0,
+                    &page.after.map(|p| p.0),
+                    &filter.user_id.map(|u| u.0),
+                    &filter.merchant_id.map(|m| m.0),
+                    &filter.status.map(|s| s.as_str()),
+                    &(page.limit as i64 + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let payments = rows
+            .iter()
+            .map(payment_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(payments, page.limit, |p| p.id))
+    }
+
+    async fn merchant_totals(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Totals> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT count(*), coalesce(sum(amount), 0)::int8, coalesce(sum(coupon_amount), 0)::int8, \
+                 coalesce(sum(subsidy_amount), 0)::int8, coalesce(sum(balance_amount), 0)::int8, \
+                 coalesce(sum(deferred_amount), 0)::int8 FROM payments WHERE tenant_id = $1 AND merchant_id = $2 \
+                 AND status <> 'declined' AND created_at >= $3 AND created_at < $4",
+                &[&tenant.0, &merchant.0, &from, &to],
+            )
+            .await
+            .map_err(pg)?;
+        let refunds: i64 = c
+            .query_one(
+                "SELECT coalesce(-sum(amount), 0)::int8 FROM ledger_entries WHERE tenant_id = $1 \
+                 AND account = 'merchant_receivable' AND ref_id = $2 AND amount < 0 \
+                 AND created_at >= $3 AND created_at < $4",
+                &[&tenant.0, &merchant.0, &from, &to],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(Totals {
+            gross: Money(r.get(1)),
+            refunds: Money(refunds),
+            count: r.get::<_, i64>(0) as u64,
+            by_source: Breakdown {
+                coupon: Money(r.get(2)),
+                subsidy: Money(r.get(3)),
+                balance: Money(r.get(4)),
+                deferred: Money(r.get(5)),
+            },
+        })
+    }
+
+    async fn create_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        rule: SubsidyRule,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let merchants: Vec<Uuid> = rule.merchant_ids.iter().map(|m| m.0).collect();
+        tx.execute(
+            "INSERT INTO subsidy_rules (id, tenant_id, name, amount, targets, merchant_ids, expires_at, status, \
+             created_by, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,'pending',$8,$9)",
+            &[
+                &rule.id.0,
+                &tenant.0,
+                &rule.name,
+                &rule.amount.0,
+                &serde_json::to_value(&rule.targets).map_err(StoreError::backend)?,
+                &merchants,
+                &rule.expires_at,
+                &rule.created_by.0,
+                &rule.created_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn get_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+    ) -> StoreResult<SubsidyRule> {
+        let c = self.client().await?;
+        load_rule(&c, tenant, id, false).await
+    }
+
+    async fn resolve_targets(
+        &self,
+        tenant: TenantId,
+        targets: SubsidyTargets,
+    ) -> StoreResult<Vec<UserId>> {
+        let c = self.client().await?;
+        let users: Vec<Uuid> = targets.user_ids.iter().map(|u| u.0).collect();
+        let depts: Vec<Uuid> = targets.department_ids.iter().map(|d| d.0).collect();
+        let tags: Vec<Uuid> = targets.tag_ids.iter().map(|t| t.0).collect();
+        let rows = c
+            .query(
+                "WITH RECURSIVE tree(id) AS ( \
+                   SELECT id FROM departments WHERE tenant_id = $1 AND id = ANY($3) \
+                   UNION SELECT d.id FROM departments d JOIN tree ON d.parent_id = tree.id) \
+                 SELECT u.id FROM users u WHERE u.tenant_id = $1 AND u.status = 'active' AND ( \
+                   u.id = ANY($2) \
+                   OR EXISTS (SELECT 1 FROM user_departments m JOIN tree ON m.department_id = tree.id \
+                              WHERE m.user_id = u.id) \
+                   OR EXISTS (SELECT 1 FROM user_tags g WHERE g.user_id = u.id AND g.tag_id = ANY($4)) \
+                   OR u.identity = ANY($5)) ORDER BY u.id",
+                &[&tenant.0, &users, &depts, &tags, &targets.identities],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| UserId(r.get(0))).collect())
+    }
+
+    async fn approve_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        approver: AdminId,
+        users: Vec<UserId>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let rule = load_rule(&tx, tenant, id, true).await?;
+        if rule.status != "pending" {
+            return Err(StoreError::conflict(
+                "not_pending",
+                None,
+                "this rule was already approved",
+            ));
+        }
+        let user_ids: Vec<Uuid> = users.iter().map(|u| u.0).collect();
+        let subsidy_ids: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
+        let tx_ids: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
+        let merchants: Vec<Uuid> = rule.merchant_ids.iter().map(|m| m.0).collect();
+        tx.execute(
+            "INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
+               freeze_count, updated_at) \
+             SELECT u, $2, 0, 0, 1, false, false, 0, $3 FROM unnest($1::uuid[]) u \
+             ON CONFLICT (user_id) DO UPDATE SET version = wallets.version + 1, updated_at = EXCLUDED.updated_at",
+            &[&user_ids, &tenant.0, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, expires_at, \
+               created_at) \
+             SELECT s, $3, u, $4, $5, $6, $7, $8, $9 FROM unnest($1::uuid[], $2::uuid[]) AS t(s, u)",
+            &[&subsidy_ids, &user_ids, &tenant.0, &id.0, &rule.name, &rule.amount.0, &merchants, &rule.expires_at, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+             SELECT $3, t, 'subsidy', s, $4, NULL, $5 FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t) \
+             UNION ALL \
+             SELECT $3, t, 'subsidy_funding', NULL, -$4, NULL, $5 FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t)",
+            &[&subsidy_ids, &tx_ids, &tenant.0, &rule.amount.0, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "UPDATE subsidy_rules SET status = 'effective', approved_by = $1, approved_at = $2, credited_users = $3 \
+             WHERE id = $4",
+            &[&approver.0, &now, &(users.len() as i64), &id.0],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(users.len() as u64)
+    }
+
+    async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT count(*), coalesce(sum(amount), 0)::int8, \
+                 EXISTS (SELECT tx_id FROM ledger_entries WHERE tenant_id = $1 GROUP BY tx_id HAVING sum(amount) <> 0) \
+                 FROM ledger_entries WHERE tenant_id = $1",
+                &[&tenant.0],
+            )
+            .await
+            .map_err(pg)?;
+        let (entries, sum, unbalanced): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
+        let rows = c
+            .query(
+                "WITH sums AS (SELECT account, ref_id, sum(amount)::int8 AS total FROM ledger_entries \
+                               WHERE tenant_id = $1 AND account IN ('cash', 'arrears', 'subsidy') \
+                               GROUP BY account, ref_id) \
+                 SELECT w.user_id FROM wallets w WHERE w.tenant_id = $1 AND ( \
+                   w.balance <> coalesce((SELECT total FROM sums WHERE account = 'cash' AND ref_id = w.user_id), 0) \
+                   OR w.arrears <> -coalesce((SELECT total FROM sums WHERE account = 'arrears' \
+                                              AND ref_id = w.user_id), 0) \
+                   OR EXISTS (SELECT 1 FROM subsidy_accounts s WHERE s.user_id = w.user_id AND s.balance <> \
+                              coalesce((SELECT total FROM sums WHERE account = 'subsidy' AND ref_id = s.id), 0))) \
+                 ORDER BY w.user_id",
+                &[&tenant.0],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(LedgerCheck {
+            balanced: sum == 0 && !unbalanced,
+            entries: entries as u64,
+            mismatched_wallets: rows.iter().map(|r| UserId(r.get(0))).collect(),
+        })
+    }
+}
+
+async fn load_rule<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    id: SubsidyRuleId,
+    lock: bool,
+) -> StoreResult<SubsidyRule> {
+    let sql = format!(
+        "SELECT id, name, amount, targets, merchant_ids, expires_at, status, created_by, approved_by, \
+         credited_users, created_at, approved_at FROM subsidy_rules WHERE tenant_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let r = c
+        .query_opt(sql.as_str(), &[&tenant.0, &id.0])
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+    Ok(SubsidyRule {
+        id: SubsidyRuleId(r.get(0)),
+        name: r.get(1),
+        amount: Money(r.get(2)),
+        targets: serde_json::from_value(r.get(3)).map_err(StoreError::backend)?,
+        merchant_ids: r
+            .get::<_, Vec<Uuid>>(4)
+            .into_iter()
+            .map(MerchantId)
+            .collect(),
+        expires_at: r.get(5),
+        status: r.get(6),
+        created_by: AdminId(r.get(7)),
+        approved_by: r.get::<_, Option<Uuid>>(8).map(AdminId),
+        credited_users: r.get::<_, i64>(9) as u64,
+        created_at: r.get(10),
+        approved_at: r.get(11),
+    })
+}

@@ -1,0 +1,916 @@
+//! The money half of the SQLite engine. Group commit comes from the writer thread: one
+//! write job applies a whole batch of wallet commits, each in its own savepoint.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::ids::*;
+use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::money::Money;
+use crate::money_store::{MoneyStore, PaymentFilter};
+use crate::sqlite::{
+    check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, uuid_col,
+    SqliteStore,
+};
+use crate::wallet::*;
+
+fn ids_json<T: std::fmt::Display>(ids: &[T]) -> String {
+    serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+fn ids_from_json<T>(text: &str, wrap: fn(Uuid) -> T) -> Vec<T> {
+    serde_json::from_str::<Vec<String>>(text)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| Uuid::parse_str(s).ok())
+        .map(wrap)
+        .collect()
+}
+
+fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize, e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
+const MERCHANT_COLS: &str = "id, parent_id, name, number, single_limit, depth, created_at";
+
+fn merchant_from_row(r: &Row) -> rusqlite::Result<Merchant> {
+    Ok(Merchant {
+        id: MerchantId(uuid_col(r, 0)?),
+        parent_id: opt_uuid_col(r, 1)?.map(MerchantId),
+        name: r.get(2)?,
+        number: r.get(3)?,
+        single_limit: Money(r.get(4)?),
+        depth: r.get::<_, i64>(5)? as u8,
+        created_at: ts(r.get(6)?),
+    })
+}
+
+const WALLET_COLS: &str =
+    "user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
+     frozen_until, freeze_count, reminded_on, updated_at";
+
+fn wallet_from_row(r: &Row) -> rusqlite::Result<WalletRow> {
+    Ok(WalletRow {
+        user_id: UserId(uuid_col(r, 0)?),
+        tenant_id: TenantId(uuid_col(r, 1)?),
+        balance: Money(r.get(2)?),
+        arrears: Money(r.get(3)?),
+        version: r.get(4)?,
+        agreement_signed: r.get(5)?,
+        frozen: r.get(6)?,
+        frozen_until: r.get::<_, Option<i64>>(7)?.map(ts),
+        freeze_count: r.get(8)?,
+        reminded_on: r.get(9)?,
+        updated_at: ts(r.get(10)?),
+    })
+}
+
+const SUBSIDY_COLS: &str =
+    "id, user_id, rule_id, name, balance, merchant_ids, expires_at, created_at";
+
+fn subsidy_from_row(r: &Row) -> rusqlite::Result<SubsidyAccount> {
+    Ok(SubsidyAccount {
+        id: SubsidyId(uuid_col(r, 0)?),
+        user_id: UserId(uuid_col(r, 1)?),
+        rule_id: opt_uuid_col(r, 2)?.map(SubsidyRuleId),
+        name: r.get(3)?,
+        balance: Money(r.get(4)?),
+        merchant_ids: ids_from_json(&r.get::<_, String>(5)?, MerchantId),
+        expires_at: r.get::<_, Option<i64>>(6)?.map(ts),
+        created_at: ts(r.get(7)?),
+    })
+}
+
+const COUPON_COLS: &str =
+    "id, user_id, name, discount, threshold, merchant_ids, valid_from, expires_at, used_payment, created_at";
+
+fn coupon_from_row(r: &Row) -> rusqlite::Result<Coupon> {
+    Ok(Coupon {
+        id: CouponId(uuid_col(r, 0)?),
+        user_id: UserId(uuid_col(r, 1)?),
+        name: r.get(2)?,
+        discount: Money(r.get(3)?),
+        threshold: Money(r.get(4)?),
+        merchant_ids: ids_from_json(&r.get::<_, String>(5)?, MerchantId),
+        valid_from: ts(r.get(6)?),
+        expires_at: ts(r.get(7)?),
+        used_payment: opt_uuid_col(r, 8)?.map(PaymentId),
+        created_at: ts(r.get(9)?),
+    })
+}
+
+const PAYMENT_COLS: &str = "id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, \
+     coupon_id, coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts, refunded, \
+     created_at, updated_at";
+
+fn payment_from_row(r: &Row) -> rusqlite::Result<Payment> {
+    let status: String = r.get(6)?;
+    let reason: Option<String> = r.get(7)?;
+    let parts: String = r.get(13)?;
+    let parts: Vec<(String, i64)> = serde_json::from_str(&parts).map_err(|e| conv(13, e))?;
+    Ok(Payment {
+        id: PaymentId(uuid_col(r, 0)?),
+        tenant_id: TenantId(uuid_col(r, 1)?),
+        user_id: opt_uuid_col(r, 2)?.map(UserId),
+        merchant_id: MerchantId(uuid_col(r, 3)?),
+        terminal_id: TerminalId(uuid_col(r, 4)?),
+        amount: Money(r.get(5)?),
+        status: PaymentStatus::parse(&status)
+            .ok_or_else(|| conv(6, StoreError::Unavailable(status.clone())))?,
+        decline_reason: reason.as_deref().and_then(DeclineReason::parse),
+        coupon_id: opt_uuid_col(r, 8)?.map(CouponId),
+        breakdown: Breakdown {
+            coupon: Money(r.get(9)?),
+            subsidy: Money(r.get(10)?),
+            balance: Money(r.get(11)?),
+            deferred: Money(r.get(12)?),
+        },
+        subsidy_parts: parts
+            .into_iter()
+            .filter_map(|(id, amount)| {
+                Uuid::parse_str(&id)
+                    .ok()
+                    .map(|u| (SubsidyId(u), Money(amount)))
+            })
+            .collect(),
+        refunded: Money(r.get(14)?),
+        created_at: ts(r.get(15)?),
+        updated_at: ts(r.get(16)?),
+    })
+}
+
+fn parts_json(parts: &[(SubsidyId, Money)]) -> String {
+    serde_json::to_string(
+        &parts
+            .iter()
+            .map(|(id, m)| (id.to_string(), m.0))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into())
+}
+
+fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO payments ({PAYMENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, refunded = excluded.refunded, \
+         updated_at = excluded.updated_at"
+    ))?
+    .execute(params![
+        p.id.to_string(),
+        p.tenant_id.to_string(),
+        p.user_id.map(|u| u.to_string()),
+        p.merchant_id.to_string(),
+        p.terminal_id.to_string(),
+        p.amount.0,
+        p.status.as_str(),
+        p.decline_reason.map(|r| r.as_str()),
+        p.coupon_id.map(|c| c.to_string()),
+        p.breakdown.coupon.0,
+        p.breakdown.subsidy.0,
+        p.breakdown.balance.0,
+        p.breakdown.deferred.0,
+        parts_json(&p.subsidy_parts),
+        p.refunded.0,
+        ms(p.created_at),
+        ms(p.updated_at),
+    ])?;
+    Ok(())
+}
+
+fn insert_outbox(
+    c: &Connection,
+    tenant: TenantId,
+    events: &[OutboxEvent],
+    at: Timestamp,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO outbox (id, tenant_id, topic, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
+    )?;
+    for e in events {
+        st.execute(params![
+            e.id.to_string(),
+            tenant.to_string(),
+            e.topic,
+            e.kind,
+            e.payload.to_string(),
+            ms(at)
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_entries(
+    c: &Connection,
+    tenant: TenantId,
+    entries: &[LedgerEntry],
+    at: Timestamp,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+         VALUES (?,?,?,?,?,?,?)",
+    )?;
+    for e in entries {
+        st.execute(params![
+            tenant.to_string(),
+            e.tx_id.to_string(),
+            e.account.as_str(),
+            e.ref_id.map(|r| r.to_string()),
+            e.amount,
+            e.payment_id.map(|p| p.to_string()),
+            ms(at)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
+fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
+    let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
+    let tenant = w.wallet.tenant_id;
+    if let Some(req) = &w.request {
+        let n = c
+            .prepare_cached(
+                "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+                 VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    req.scope,
+                    req.key,
+                    &req.request_hash[..],
+                    req.status,
+                    req.body,
+                    ms(w.at)
+                ])
+            })
+            .map_err(fail)?;
+        if n == 0 {
+            return Err(CommitError::Duplicate);
+        }
+    }
+    if let Some(nonce) = &w.used_nonce {
+        let n = c
+            .prepare_cached("INSERT INTO used_codes (nonce, user_id, used_at) VALUES (?,?,?) ON CONFLICT DO NOTHING")
+            .and_then(|mut st| st.execute(params![nonce, w.wallet.user_id.to_string(), ms(w.at)]))
+            .map_err(fail)?;
+        if n == 0 {
+            return Err(CommitError::NonceUsed);
+        }
+    }
+    let wr = &w.wallet;
+    let n = c
+        .prepare_cached(&format!(
+            "INSERT INTO wallets ({WALLET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+             ON CONFLICT (user_id) DO UPDATE SET balance = excluded.balance, arrears = excluded.arrears, \
+             version = excluded.version, agreement_signed = excluded.agreement_signed, \
+             frozen = excluded.frozen, frozen_until = excluded.frozen_until, \
+             freeze_count = excluded.freeze_count, reminded_on = excluded.reminded_on, \
+             updated_at = excluded.updated_at WHERE wallets.version = excluded.version - 1"
+        ))
+        .and_then(|mut st| {
+            st.execute(params![
+                wr.user_id.to_string(),
+                wr.tenant_id.to_string(),
+                wr.balance.0,
+                wr.arrears.0,
+                wr.version,
+                wr.agreement_signed,
+                wr.frozen,
+                wr.frozen_until.map(ms),
+                wr.freeze_count,
+                wr.reminded_on,
+                ms(wr.updated_at)
+            ])
+        })
+        .map_err(fail)?;
+    if n == 0 {
+        return Err(CommitError::Fenced);
+    }
+    let write_rest = || -> rusqlite::Result<()> {
+        for s in &w.subsidies {
+            c.prepare_cached(&format!(
+                "INSERT INTO subsidy_accounts (tenant_id, {SUBSIDY_COLS}) VALUES (?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT (id) DO UPDATE SET balance = excluded.balance"
+            ))?
+            .execute(params![
+                tenant.to_string(),
+                s.id.to_string(),
+                s.user_id.to_string(),
+                s.rule_id.map(|r| r.to_string()),
+                s.name,
+                s.balance.0,
+                ids_json(&s.merchant_ids),
+                s.expires_at.map(ms),
+                ms(s.created_at)
+            ])?;
+        }
+        for cp in &w.coupons {
+            c.prepare_cached(&format!(
+                "INSERT INTO coupons (tenant_id, {COUPON_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT (id) DO UPDATE SET used_payment = excluded.used_payment"
+            ))?
+            .execute(params![
+                tenant.to_string(),
+                cp.id.to_string(),
+                cp.user_id.to_string(),
+                cp.name,
+                cp.discount.0,
+                cp.threshold.0,
+                ids_json(&cp.merchant_ids),
+                ms(cp.valid_from),
+                ms(cp.expires_at),
+                cp.used_payment.map(|p| p.to_string()),
+                ms(cp.created_at)
+            ])?;
+        }
+        for p in &w.payments {
+            upsert_payment(c, p)?;
+        }
+        insert_entries(c, tenant, &w.entries, w.at)?;
+        let mut risk =
+            c.prepare_cached("INSERT INTO risk_events (id, user_id, kind, at) VALUES (?,?,?,?)")?;
+        for (kind, at) in &w.risk_events {
+            risk.execute(params![
+                Uuid::now_v7().to_string(),
+                w.wallet.user_id.to_string(),
+                kind,
+                ms(*at)
+            ])?;
+        }
+        insert_outbox(c, tenant, &w.outbox, w.at)
+    };
+    write_rest().map_err(fail)
+}
+
+#[async_trait]
+impl MoneyStore for SqliteStore {
+    async fn create_merchant(
+        &self,
+        tenant: TenantId,
+        m: Merchant,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            if let Some(p) = m.parent_id {
+                check_refs(c, "merchants", tenant, &[p.0], "parent_id")?;
+            }
+            let taken: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM merchants WHERE tenant_id = ? AND number = ?)",
+                    params![tenant.to_string(), m.number],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if taken {
+                return Err(StoreError::conflict(
+                    "merchant_number_taken",
+                    Some("number"),
+                    "another merchant has this number",
+                ));
+            }
+            c.execute(
+                &format!(
+                    "INSERT INTO merchants (tenant_id, {MERCHANT_COLS}) VALUES (?,?,?,?,?,?,?,?)"
+                ),
+                params![
+                    tenant.to_string(),
+                    m.id.to_string(),
+                    m.parent_id.map(|p| p.to_string()),
+                    m.name,
+                    m.number,
+                    m.single_limit.0,
+                    m.depth,
+                    ms(m.created_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_merchants(&self, tenant: TenantId) -> StoreResult<Vec<Merchant>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {MERCHANT_COLS} FROM merchants WHERE tenant_id = ? ORDER BY id"
+                ))
+                .map_err(db)?;
+            st.query_map([tenant.to_string()], merchant_from_row)
+                .and_then(|r| r.collect())
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn update_merchant(
+        &self,
+        tenant: TenantId,
+        id: MerchantId,
+        name: Option<String>,
+        single_limit: Option<Money>,
+        audit: Audit,
+    ) -> StoreResult<Merchant> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE merchants SET name = coalesce(?, name), single_limit = coalesce(?, single_limit) \
+                     WHERE tenant_id = ? AND id = ?",
+                    params![name, single_limit.map(|m| m.0), tenant.to_string(), id.to_string()],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_audit(c, &audit)?;
+            c.query_row(
+                &format!("SELECT {MERCHANT_COLS} FROM merchants WHERE id = ?"),
+                [id.to_string()],
+                merchant_from_row,
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_terminal(
+        &self,
+        tenant: TenantId,
+        t: Terminal,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let found = c
+                .query_row(
+                    "SELECT 1 FROM merchants WHERE tenant_id = ? AND id = ?",
+                    [tenant.to_string(), t.merchant_id.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            found.ok_or(StoreError::NotFound)?;
+            c.execute(
+                "INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at) VALUES (?,?,?,?,?)",
+                params![t.id.to_string(), tenant.to_string(), t.merchant_id.to_string(), t.name, ms(t.created_at)],
+            )
+            .map_err(db)?;
+            insert_token(c, &token)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, merchant_id, name, created_at FROM terminals WHERE tenant_id = ? AND id = ?")
+                .and_then(|mut st| {
+                    st.query_row([tenant.to_string(), id.to_string()], |r| {
+                        Ok(Terminal {
+                            id: TerminalId(uuid_col(r, 0)?),
+                            merchant_id: MerchantId(uuid_col(r, 1)?),
+                            name: r.get(2)?,
+                            created_at: ts(r.get(3)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn load_wallet(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<WalletSnapshot> {
+        self.read(move |c| {
+            let exists = c
+                .prepare_cached("SELECT status FROM users WHERE tenant_id = ? AND id = ?")
+                .and_then(|mut st| st.query_row([tenant.to_string(), user.to_string()], |_| Ok(())).optional())
+                .map_err(db)?;
+            exists.ok_or(StoreError::NotFound)?;
+            let wallet = c
+                .prepare_cached(&format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = ?"))
+                .and_then(|mut st| st.query_row([user.to_string()], wallet_from_row).optional())
+                .map_err(db)?
+                .unwrap_or_else(|| WalletRow::empty(tenant, user, now));
+            let subsidies = c
+                .prepare_cached(&format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = ? ORDER BY id"))
+                .and_then(|mut st| st.query_map([user.to_string()], subsidy_from_row)?.collect())
+                .map_err(db)?;
+            let coupons = c
+                .prepare_cached(&format!(
+                    "SELECT {COUPON_COLS} FROM coupons WHERE user_id = ? AND expires_at > ? ORDER BY id"
+                ))
+                .and_then(|mut st| st.query_map(params![user.to_string(), ms(now)], coupon_from_row)?.collect())
+                .map_err(db)?;
+            let day_ago = ms(now) - 24 * 3600 * 1000;
+            let risk_events = c
+                .prepare_cached("SELECT at FROM risk_events WHERE user_id = ? AND at > ? ORDER BY at")
+                .and_then(|mut st| st.query_map(params![user.to_string(), day_ago], |r| Ok(ts(r.get(0)?)))?.collect())
+                .map_err(db)?;
+            let open_payments = c
+                .prepare_cached(&format!(
+                    "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = ? AND status IN ('accepted', 'unsettled') \
+                     ORDER BY id"
+                ))
+                .and_then(|mut st| st.query_map([user.to_string()], payment_from_row)?.collect())
+                .map_err(db)?;
+            Ok(WalletSnapshot { wallet, subsidies, coupons, risk_events, open_payments })
+        })
+        .await
+    }
+
+    async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
+        let n = commits.len();
+        let result = self
+            .write(move |c| {
+                let mut results = Vec::with_capacity(commits.len());
+                for commit in &commits {
+                    c.execute_batch("SAVEPOINT wallet").map_err(db)?;
+                    let r = apply_commit(c, commit);
+                    if r.is_ok() {
+                        c.execute_batch("RELEASE wallet").map_err(db)?;
+                    } else {
+                        c.execute_batch("ROLLBACK TO wallet; RELEASE wallet")
+                            .map_err(db)?;
+                    }
+                    results.push(r);
+                }
+                Ok(results)
+            })
+            .await;
+        match result {
+            Ok(results) => results,
+            Err(e) => (0..n)
+                .map(|_| Err(CommitError::Failed(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn find_money_request(
+        &self,
+        scope: String,
+        key: String,
+    ) -> StoreResult<Option<MoneyRequest>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT request_hash, status, body FROM money_requests WHERE scope = ? AND key = ?",
+            )
+            .and_then(|mut st| {
+                st.query_row([&scope, &key], |r| {
+                    let hash: Vec<u8> = r.get(0)?;
+                    let mut request_hash = [0u8; 32];
+                    if hash.len() == 32 {
+                        request_hash.copy_from_slice(&hash);
+                    }
+                    Ok(MoneyRequest {
+                        scope: scope.clone(),
+                        key: key.clone(),
+                        request_hash,
+                        status: r.get::<_, i64>(1)? as u16,
+                        body: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT tenant_id, user_id FROM wallets WHERE arrears > 0")
+                .map_err(db)?;
+            st.query_map([], |r| {
+                Ok((TenantId(uuid_col(r, 0)?), UserId(uuid_col(r, 1)?)))
+            })
+            .and_then(|r| r.collect())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn insert_orphan_payment(
+        &self,
+        payment: Payment,
+        outbox: Vec<OutboxEvent>,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            upsert_payment(c, &payment).map_err(db)?;
+            insert_outbox(c, payment.tenant_id, &outbox, payment.created_at).map_err(db)
+        })
+        .await
+    }
+
+    async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> StoreResult<Payment> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = ? AND id = ?"
+            ))
+            .and_then(|mut st| {
+                st.query_row([tenant.to_string(), id.to_string()], payment_from_row)
+                    .optional()
+            })
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn list_payments(
+        &self,
+        tenant: TenantId,
+        filter: PaymentFilter,
+        page: PageReq<PaymentId>,
+    ) -> StoreResult<Page<Payment, PaymentId>> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = ?");
+            let mut values: Vec<String> = vec![tenant.to_string()];
+            if let Some(after) = page.after {
+                sql.push_str(" AND id < ?");
+                values.push(after.to_string());
+            }
+            if let Some(u) = filter.user_id {
+                sql.push_str(" AND user_id = ?");
+                values.push(u.to_string());
+            }
+            if let Some(m) = filter.merchant_id {
+                sql.push_str(" AND merchant_id = ?");
+                values.push(m.to_string());
+            }
+            if let Some(s) = filter.status {
+                sql.push_str(" AND status = ?");
+                values.push(s.as_str().into());
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", page.limit + 1));
+            let mut st = c.prepare(&sql).map_err(db)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(values.iter()), payment_from_row)
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |p| p.id))
+        })
+        .await
+    }
+
+    async fn merchant_totals(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Totals> {
+        self.read(move |c| {
+            let (count, gross, coupon, subsidy, balance, deferred) = c
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(amount), 0), coalesce(sum(coupon_amount), 0), \
+                     coalesce(sum(subsidy_amount), 0), coalesce(sum(balance_amount), 0), \
+                     coalesce(sum(deferred_amount), 0) FROM payments WHERE tenant_id = ? AND merchant_id = ? \
+                     AND status <> 'declined' AND created_at >= ? AND created_at < ?",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![tenant.to_string(), merchant.to_string(), ms(from), ms(to)], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
+                })
+                .map_err(db)?;
+            let refunds: i64 = c
+                .prepare_cached(
+                    "SELECT coalesce(-sum(amount), 0) FROM ledger_entries WHERE tenant_id = ? \
+                     AND account = 'merchant_receivable' AND ref_id = ? AND amount < 0 \
+                     AND created_at >= ? AND created_at < ?",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![tenant.to_string(), merchant.to_string(), ms(from), ms(to)], |r| r.get(0))
+                })
+                .map_err(db)?;
+            Ok(Totals {
+                gross: Money(gross),
+                refunds: Money(refunds),
+                count: count as u64,
+                by_source: Breakdown {
+                    coupon: Money(coupon),
+                    subsidy: Money(subsidy),
+                    balance: Money(balance),
+                    deferred: Money(deferred),
+                },
+            })
+        })
+        .await
+    }
+
+    async fn create_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        rule: SubsidyRule,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO subsidy_rules (id, tenant_id, name, amount, targets, merchant_ids, expires_at, status, \
+                 created_by, created_at) VALUES (?,?,?,?,?,?,?,'pending',?,?)",
+                params![
+                    rule.id.to_string(),
+                    tenant.to_string(),
+                    rule.name,
+                    rule.amount.0,
+                    serde_json::to_string(&rule.targets).map_err(StoreError::backend)?,
+                    ids_json(&rule.merchant_ids),
+                    rule.expires_at.map(ms),
+                    rule.created_by.to_string(),
+                    ms(rule.created_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn get_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+    ) -> StoreResult<SubsidyRule> {
+        self.read(move |c| load_rule(c, tenant, id)).await
+    }
+
+    async fn resolve_targets(
+        &self,
+        tenant: TenantId,
+        targets: SubsidyTargets,
+    ) -> StoreResult<Vec<UserId>> {
+        self.read(move |c| {
+            let t = tenant.to_string();
+            let users = ids_json(&targets.user_ids);
+            let depts = ids_json(&targets.department_ids);
+            let tags = ids_json(&targets.tag_ids);
+            let identities = serde_json::to_string(&targets.identities).map_err(StoreError::backend)?;
+            let mut st = c
+                .prepare_cached(
+                    "WITH RECURSIVE tree(id) AS ( \
+                       SELECT id FROM departments WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?3)) \
+                       UNION SELECT d.id FROM departments d JOIN tree ON d.parent_id = tree.id) \
+                     SELECT u.id FROM users u WHERE u.tenant_id = ?1 AND u.status = 'active' AND ( \
+                       u.id IN (SELECT value FROM json_each(?2)) \
+                       OR EXISTS (SELECT 1 FROM user_departments m JOIN tree ON m.department_id = tree.id \
+                                  WHERE m.user_id = u.id) \
+                       OR EXISTS (SELECT 1 FROM user_tags g WHERE g.user_id = u.id \
+                                  AND g.tag_id IN (SELECT value FROM json_each(?4))) \
+                       OR u.identity IN (SELECT value FROM json_each(?5))) ORDER BY u.id",
+                )
+                .map_err(db)?;
+            st.query_map(params![t, users, depts, tags, identities], |r| Ok(UserId(uuid_col(r, 0)?)))
+                .and_then(|r| r.collect())
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn approve_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        approver: AdminId,
+        users: Vec<UserId>,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<u64> {
+        self.write(move |c| {
+            let rule = load_rule(c, tenant, id)?;
+            if rule.status != "pending" {
+                return Err(StoreError::conflict("not_pending", None, "this rule was already approved"));
+            }
+            let mut wallet = c
+                .prepare_cached(
+                    "INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
+                     freeze_count, updated_at) VALUES (?, ?, 0, 0, 1, 0, 0, 0, ?) \
+                     ON CONFLICT (user_id) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at",
+                )
+                .map_err(db)?;
+            let mut account = c
+                .prepare_cached(&format!(
+                    "INSERT INTO subsidy_accounts (tenant_id, {SUBSIDY_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
+                ))
+                .map_err(db)?;
+            let merchants = ids_json(&rule.merchant_ids);
+            for user in &users {
+                wallet.execute(params![user.to_string(), tenant.to_string(), ms(now)]).map_err(db)?;
+                let sid = SubsidyId::new();
+                account
+                    .execute(params![
+                        tenant.to_string(),
+                        sid.to_string(),
+                        user.to_string(),
+                        id.to_string(),
+                        rule.name,
+                        rule.amount.0,
+                        merchants,
+                        rule.expires_at.map(ms),
+                        ms(now)
+                    ])
+                    .map_err(db)?;
+                let tx = Uuid::now_v7();
+                insert_entries(
+                    c,
+                    tenant,
+                    &[
+                        LedgerEntry { tx_id: tx, account: Account::Subsidy, ref_id: Some(sid.0), amount: rule.amount.0, payment_id: None },
+                        LedgerEntry { tx_id: tx, account: Account::SubsidyFunding, ref_id: None, amount: -rule.amount.0, payment_id: None },
+                    ],
+                    now,
+                )
+                .map_err(db)?;
+            }
+            c.execute(
+                "UPDATE subsidy_rules SET status = 'effective', approved_by = ?, approved_at = ?, credited_users = ? \
+                 WHERE id = ?",
+                params![approver.to_string(), ms(now), users.len() as i64, id.to_string()],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)?;
+            Ok(users.len() as u64)
+        })
+        .await
+    }
+
+    async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        self.read(move |c| {
+            let t = tenant.to_string();
+            let (entries, sum): (i64, i64) = c
+                .query_row(
+                    "SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries WHERE tenant_id = ?",
+                    [&t],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?;
+            let unbalanced_tx: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT tx_id FROM ledger_entries WHERE tenant_id = ? GROUP BY tx_id \
+                     HAVING sum(amount) <> 0)",
+                    [&t],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            let mut st = c
+                .prepare(
+                    "SELECT w.user_id FROM wallets w WHERE w.tenant_id = ?1 AND ( \
+                       w.balance <> (SELECT coalesce(sum(amount), 0) FROM ledger_entries e \
+                                     WHERE e.tenant_id = ?1 AND e.account = 'cash' AND e.ref_id = w.user_id) \
+                       OR w.arrears <> -(SELECT coalesce(sum(amount), 0) FROM ledger_entries e \
+                                     WHERE e.tenant_id = ?1 AND e.account = 'arrears' AND e.ref_id = w.user_id) \
+                       OR EXISTS (SELECT 1 FROM subsidy_accounts s WHERE s.user_id = w.user_id AND s.balance <> \
+                                  (SELECT coalesce(sum(amount), 0) FROM ledger_entries e WHERE e.tenant_id = ?1 \
+                                   AND e.account = 'subsidy' AND e.ref_id = s.id))) \
+                     ORDER BY w.user_id",
+                )
+                .map_err(db)?;
+            let mismatched_wallets = st
+                .query_map([&t], |r| Ok(UserId(uuid_col(r, 0)?)))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(LedgerCheck { balanced: sum == 0 && !unbalanced_tx, entries: entries as u64, mismatched_wallets })
+        })
+        .await
+    }
+}
+
+fn load_rule(c: &Connection, tenant: TenantId, id: SubsidyRuleId) -> StoreResult<SubsidyRule> {
+    c.prepare_cached(
+        "SELECT id, name, amount, targets, merchant_ids, expires_at, status, created_by, approved_by, \
+         credited_users, created_at, approved_at FROM subsidy_rules WHERE tenant_id = ? AND id = ?",
+    )
+    .and_then(|mut st| {
+        st.query_row([tenant.to_string(), id.to_string()], |r| {
+            let targets: String = r.get(3)?;
+            Ok(SubsidyRule {
+                id: SubsidyRuleId(uuid_col(r, 0)?),
+                name: r.get(1)?,
+                amount: Money(r.get(2)?),
+                targets: serde_json::from_str(&targets).map_err(|e| conv(3, e))?,
+                merchant_ids: ids_from_json(&r.get::<_, String>(4)?, MerchantId),
+                expires_at: r.get::<_, Option<i64>>(5)?.map(ts),
+                status: r.get(6)?,
+                created_by: AdminId(uuid_col(r, 7)?),
+                approved_by: opt_uuid_col(r, 8)?.map(AdminId),
+                credited_users: r.get::<_, i64>(9)? as u64,
+                created_at: ts(r.get(10)?),
+                approved_at: r.get::<_, Option<i64>>(11)?.map(ts),
+            })
+        })
+        .optional()
+    })
+    .map_err(db)?
+    .ok_or(StoreError::NotFound)
+}

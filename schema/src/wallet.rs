@@ -1,0 +1,392 @@
+//! Money records: merchants, terminals, wallets with their subsidy accounts and coupons,
+//! payments, ledger entries, and the `WalletCommit` — everything one wallet operation
+//! writes, applied atomically and fenced by the wallet's version.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::*;
+use crate::money::Money;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub parent_id: Option<MerchantId>,
+    pub name: String,
+    pub number: String,
+    /// Largest single payment, in fen.
+    #[schema(value_type = i64)]
+    pub single_limit: Money,
+    /// 1 (root) to 3 (stall).
+    pub depth: u8,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terminal {
+    pub id: TerminalId,
+    pub merchant_id: MerchantId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// A cardholder's wallet row. `version` fences concurrent writers (several nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletRow {
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub balance: Money,
+    pub arrears: Money,
+    pub version: i64,
+    pub agreement_signed: bool,
+    pub frozen: bool,
+    pub frozen_until: Option<Timestamp>,
+    /// Freezes ever, for the "first freeze lifts at midnight" rule.
+    pub freeze_count: i32,
+    /// Tenant-local date of the last arrears reminder (`YYYY-MM-DD`).
+    pub reminded_on: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+impl WalletRow {
+    /// A wallet nobody has written yet.
+    pub fn empty(tenant_id: TenantId, user_id: UserId, now: Timestamp) -> Self {
+        WalletRow {
+            user_id,
+            tenant_id,
+            balance: Money::ZERO,
+            arrears: Money::ZERO,
+            version: 0,
+            agreement_signed: false,
+            frozen: false,
+            frozen_until: None,
+            freeze_count: 0,
+            reminded_on: None,
+            updated_at: now,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SubsidyAccount {
+    pub id: SubsidyId,
+    #[serde(skip)]
+    pub user_id: UserId,
+    #[serde(skip)]
+    pub rule_id: Option<SubsidyRuleId>,
+    pub name: String,
+    #[schema(value_type = i64)]
+    pub balance: Money,
+    /// Where it may be spent; empty means every merchant.
+    pub merchant_ids: Vec<MerchantId>,
+    pub expires_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Coupon {
+    pub id: CouponId,
+    #[serde(skip)]
+    pub user_id: UserId,
+    pub name: String,
+    #[schema(value_type = i64)]
+    pub discount: Money,
+    /// Smallest payment the coupon applies to.
+    #[schema(value_type = i64)]
+    pub threshold: Money,
+    /// Where it may be used; empty means every merchant.
+    pub merchant_ids: Vec<MerchantId>,
+    pub valid_from: Timestamp,
+    pub expires_at: Timestamp,
+    /// The payment that used it, if any.
+    #[serde(skip)]
+    pub used_payment: Option<PaymentId>,
+    #[serde(skip)]
+    pub created_at: Timestamp,
+}
+
+/// How a payment was funded (SPEC §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Breakdown {
+    #[schema(value_type = i64)]
+    pub coupon: Money,
+    #[schema(value_type = i64)]
+    pub subsidy: Money,
+    #[schema(value_type = i64)]
+    pub balance: Money,
+    #[schema(value_type = i64)]
+    pub deferred: Money,
+}
+
+impl Breakdown {
+    pub fn total(&self) -> Option<Money> {
+        self.coupon
+            .checked_add(self.subsidy)?
+            .checked_add(self.balance)?
+            .checked_add(self.deferred)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Succeeded,
+    Accepted,
+    Declined,
+    Unsettled,
+    Refunded,
+    PartiallyRefunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Accepted => "accepted",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Unsettled => "unsettled",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "succeeded" => PaymentStatus::Succeeded,
+            "accepted" => PaymentStatus::Accepted,
+            "declined" => PaymentStatus::Declined,
+            "unsettled" => PaymentStatus::Unsettled,
+            "refunded" => PaymentStatus::Refunded,
+            "partially_refunded" => PaymentStatus::PartiallyRefunded,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineReason {
+    CodeInvalid,
+    CodeExpired,
+    CodeReused,
+    Frozen,
+    Arrears,
+    OverLimit,
+    InsufficientFunds,
+    CardInactive,
+}
+
+impl DeclineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineReason::CodeInvalid => "code_invalid",
+            DeclineReason::CodeExpired => "code_expired",
+            DeclineReason::CodeReused => "code_reused",
+            DeclineReason::Frozen => "frozen",
+            DeclineReason::Arrears => "arrears",
+            DeclineReason::OverLimit => "over_limit",
+            DeclineReason::InsufficientFunds => "insufficient_funds",
+            DeclineReason::CardInactive => "card_inactive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "code_invalid" => DeclineReason::CodeInvalid,
+            "code_expired" => DeclineReason::CodeExpired,
+            "code_reused" => DeclineReason::CodeReused,
+            "frozen" => DeclineReason::Frozen,
+            "arrears" => DeclineReason::Arrears,
+            "over_limit" => DeclineReason::OverLimit,
+            "insufficient_funds" => DeclineReason::InsufficientFunds,
+            "card_inactive" => DeclineReason::CardInactive,
+            _ => return None,
+        })
+    }
+}
+
+/// A payment as stored. `subsidy_parts` says which subsidy accounts paid how much, so a
+/// refund can return each share to where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub tenant_id: TenantId,
+    pub user_id: Option<UserId>,
+    pub merchant_id: MerchantId,
+    pub terminal_id: TerminalId,
+    pub amount: Money,
+    pub status: PaymentStatus,
+    pub decline_reason: Option<DeclineReason>,
+    pub coupon_id: Option<CouponId>,
+    pub breakdown: Breakdown,
+    pub subsidy_parts: Vec<(SubsidyId, Money)>,
+    pub refunded: Money,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Ledger account kinds. User-side accounts carry the user's or subsidy account's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Account {
+    /// A cardholder's cash balance (ref: user).
+    Cash,
+    /// One subsidy account (ref: subsidy account).
+    Subsidy,
+    /// What a cardholder owes (ref: user); negative while owed.
+    Arrears,
+    /// What the tenant owes a merchant for its sales (ref: merchant).
+    MerchantReceivable,
+    /// The tenant's funding of coupon discounts.
+    CouponFunding,
+    /// The tenant's funding of subsidies.
+    SubsidyFunding,
+    /// Money coming in from top-ups.
+    TopupClearing,
+    /// Deferred debits owed by the payment provider.
+    ProviderClearing,
+    /// Money coming in from arrears repayments.
+    RepaymentClearing,
+}
+
+impl Account {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Account::Cash => "cash",
+            Account::Subsidy => "subsidy",
+            Account::Arrears => "arrears",
+            Account::MerchantReceivable => "merchant_receivable",
+            Account::CouponFunding => "coupon_funding",
+            Account::SubsidyFunding => "subsidy_funding",
+            Account::TopupClearing => "topup_clearing",
+            Account::ProviderClearing => "provider_clearing",
+            Account::RepaymentClearing => "repayment_clearing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub tx_id: uuid::Uuid,
+    pub account: Account,
+    pub ref_id: Option<uuid::Uuid>,
+    pub amount: i64,
+    pub payment_id: Option<PaymentId>,
+}
+
+/// An event written in the same transaction as the money it reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEvent {
+    pub id: EventId,
+    pub topic: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// The response of an idempotent money request, stored with the money.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoneyRequest {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Everything one wallet operation writes. Applied all-or-nothing, and only if the
+/// stored wallet version still equals `wallet.version - 1` (fencing).
+#[derive(Clone, Debug)]
+pub struct WalletCommit {
+    /// The new wallet row; its `version` is the previous one plus one.
+    pub wallet: WalletRow,
+    pub subsidies: Vec<SubsidyAccount>,
+    pub coupons: Vec<Coupon>,
+    pub payments: Vec<Payment>,
+    pub entries: Vec<LedgerEntry>,
+    pub used_nonce: Option<Vec<u8>>,
+    pub risk_events: Vec<(String, Timestamp)>,
+    pub outbox: Vec<OutboxEvent>,
+    pub request: Option<MoneyRequest>,
+    pub at: Timestamp,
+}
+
+/// Why a commit was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer moved the wallet on: reload and retry.
+    #[error("wallet version moved on")]
+    Fenced,
+    /// The payment code's nonce was already used (the store's guard).
+    #[error("payment code already used")]
+    NonceUsed,
+    /// The idempotency key was already used; the stored answer is returned.
+    #[error("idempotency key already used")]
+    Duplicate,
+    #[error("store failure: {0}")]
+    Failed(String),
+}
+
+/// A wallet and everything the actor needs to decide on it.
+#[derive(Clone, Debug)]
+pub struct WalletSnapshot {
+    pub wallet: WalletRow,
+    pub subsidies: Vec<SubsidyAccount>,
+    pub coupons: Vec<Coupon>,
+    /// Risk events of the last 24 h.
+    pub risk_events: Vec<Timestamp>,
+    /// Payments still `accepted` (deferred debit pending) or `unsettled`.
+    pub open_payments: Vec<Payment>,
+}
+
+/// What the ledger check found for a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LedgerCheck {
+    /// The entries sum to zero and every movement's entries sum to zero.
+    pub balanced: bool,
+    pub entries: u64,
+    /// Users whose wallet (cash, subsidies or arrears) differs from their entries.
+    pub mismatched_wallets: Vec<UserId>,
+}
+
+/// A subsidy rule as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubsidyTargets {
+    #[serde(default)]
+    pub user_ids: Vec<UserId>,
+    #[serde(default)]
+    pub department_ids: Vec<DepartmentId>,
+    #[serde(default)]
+    pub tag_ids: Vec<TagId>,
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SubsidyRule {
+    pub id: SubsidyRuleId,
+    pub name: String,
+    #[schema(value_type = i64)]
+    pub amount: Money,
+    pub targets: SubsidyTargets,
+    pub merchant_ids: Vec<MerchantId>,
+    pub expires_at: Option<Timestamp>,
+    /// `pending` until a second admin approves it, then `effective`.
+    pub status: String,
+    pub created_by: AdminId,
+    pub approved_by: Option<AdminId>,
+    pub credited_users: u64,
+    pub created_at: Timestamp,
+    pub approved_at: Option<Timestamp>,
+}
+
+/// Per merchant and funding source, what was sold and refunded on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Totals {
+    #[schema(value_type = i64)]
+    pub gross: Money,
+    #[schema(value_type = i64)]
+    pub refunds: Money,
+    pub count: u64,
+    pub by_source: Breakdown,
+}
