@@ -69,6 +69,19 @@ impl Caller {
             .ok_or_else(|| ApiError::forbidden("forbidden", "this needs a tenant token"))
     }
 
+    /// The subject id (admin, terminal or user) of a token that must have one.
+    pub fn subject(&self) -> Result<uuid::Uuid, ApiError> {
+        self.subject.ok_or(ApiError::Unauthorized)
+    }
+
+    /// Who this caller is, for scoping idempotency keys: `<kind>:<subject>`.
+    pub fn scope(&self) -> String {
+        match self.subject {
+            Some(s) => format!("{}:{s}", self.kind.as_str()),
+            None => self.kind.as_str().to_string(),
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         match (self.kind, self.subject) {
             (TokenKind::Admin, Some(id)) => Actor::Admin(AdminId(id)),
@@ -135,6 +148,24 @@ impl Access for RootOrSuperAdmin {
     const SUPER_ADMIN: bool = true;
 }
 
+/// A till (terminal token).
+pub struct Terminal;
+impl Access for Terminal {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Terminal];
+}
+
+/// A cardholder acting for themselves.
+pub struct Cardholder;
+impl Access for Cardholder {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Cardholder];
+}
+
+/// An admin, or a till looking at its own payments.
+pub struct AdminOrTerminal;
+impl Access for AdminOrTerminal {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin, TokenKind::Terminal];
+}
+
 /// An admin whose edition includes analytics.
 pub struct AnalyticsAdmin;
 impl Access for AnalyticsAdmin {
@@ -187,6 +218,10 @@ pub async fn resolve(
             request_id,
         });
     }
+    if let Some(mut cached) = state.tokens.get(&hash) {
+        cached.request_id = request_id;
+        return Ok(cached);
+    }
     let record = state
         .store
         .lookup_token(hash)
@@ -195,14 +230,16 @@ pub async fn resolve(
     if record.kind == TokenKind::Root && state.env_root_hash.is_some() {
         return Err(ApiError::Unauthorized);
     }
-    Ok(Caller {
+    let caller = Caller {
         kind: record.kind,
         tenant: record.tenant_id,
         subject: record.subject_id,
         role: record.role,
         edition: record.edition,
         request_id,
-    })
+    };
+    state.tokens.put(hash, caller.clone());
+    Ok(caller)
 }
 
 fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {

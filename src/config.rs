@@ -36,6 +36,8 @@ pub struct Config {
     pub workers: usize,
     /// Base URL people open binding links under (defaults to `http://<bind>`).
     pub public_url: Option<String>,
+    /// Messages one wallet actor may have queued before callers get 503.
+    pub wallet_mailbox: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,7 @@ const KNOWN: &[&str] = &[
     "ONECARD_RATE_LIMIT_BURST",
     "ONECARD_WORKERS",
     "ONECARD_PUBLIC_URL",
+    "ONECARD_WALLET_MAILBOX",
     // Read by the test suites, not the server; allowed so a test shell can keep it set.
     "ONECARD_TEST_KEEP_DB",
 ];
@@ -181,6 +184,13 @@ impl Config {
             )? as u32,
             workers: number(&get, "ONECARD_WORKERS", 0, 0, 1024)?,
             public_url: get("ONECARD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+            wallet_mailbox: number(
+                &get,
+                "ONECARD_WALLET_MAILBOX",
+                onecard_actors::wallet::WALLET_MAILBOX_DEFAULT,
+                1,
+                100_000,
+            )?,
         })
     }
 

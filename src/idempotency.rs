@@ -17,6 +17,15 @@ use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 
+/// Routes whose keys are kept with the money, in the same transaction (the wallet actors
+/// handle them); this middleware leaves them alone.
+pub const MONEY_ROUTES: &[&str] = &[
+    "/api/v1/payments",
+    "/api/v1/payments/{id}/refunds",
+    "/api/v1/users/{id}/wallet/topups",
+    "/api/v1/me/arrears/repay",
+];
+
 /// The key of a request, validated; `Ok(None)` when it has none.
 pub fn key_of(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(raw) = req.headers().get(HEADER) else {
@@ -43,7 +52,12 @@ pub async fn idempotency(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if req.method() != Method::POST || !req.path().starts_with("/api/") {
+    if req.method() != Method::POST
+        || !req.path().starts_with("/api/")
+        || req
+            .match_pattern()
+            .is_some_and(|p| MONEY_ROUTES.contains(&p.as_str()))
+    {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let key = match key_of(req.request()) {

@@ -17,7 +17,8 @@ use crate::problem::Problem;
     modifiers(&Bearer),
     tags(
         (name = "tenants"), (name = "admins"), (name = "directory"), (name = "users"),
-        (name = "audit"), (name = "analytics"), (name = "operations"),
+        (name = "audit"), (name = "analytics"), (name = "merchants"), (name = "wallets"), (name = "me"),
+        (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;

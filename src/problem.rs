@@ -46,6 +46,15 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("rate_limited", 429),
     ("internal", 500),
     ("unavailable", 503),
+    ("busy", 503),
+    ("idempotency_key_required", 400),
+    ("agreement_required", 403),
+    ("frozen", 403),
+    ("maker_checker", 403),
+    ("merchant_number_taken", 409),
+    ("not_pending", 409),
+    ("not_refundable", 409),
+    ("no_arrears", 409),
 ];
 
 /// The body of every error answer.
@@ -100,6 +109,9 @@ pub enum ApiError {
     RateLimited { retry_after_s: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A wallet's mailbox is full: back off and retry.
+    #[error("busy")]
+    Busy,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -172,6 +184,7 @@ impl ApiError {
             ApiError::UnsupportedMedia { .. } => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -190,6 +203,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid request",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::Busy => "Busy",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -240,7 +254,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -256,10 +270,40 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited { retry_after_s } = self {
             res.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
         }
+        if let ApiError::Busy = self {
+            res.insert_header((header::RETRY_AFTER, "1"));
+        }
         if let ApiError::Unauthorized = self {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         res.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+    }
+}
+
+impl From<onecard_actors::wallet::WalletError> for ApiError {
+    fn from(e: onecard_actors::wallet::WalletError) -> Self {
+        use onecard_actors::wallet::WalletError as W;
+        match e {
+            W::NotFound => ApiError::NotFound,
+            W::Busy => ApiError::Busy,
+            W::IdempotencyConflict => ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was used with another request",
+            ),
+            W::Refused(r) => match (r.status, r.field) {
+                (404, _) => ApiError::NotFound,
+                (422, Some(field)) => ApiError::invalid_field(field, "range", r.detail),
+                (403, _) => ApiError::Forbidden {
+                    code: r.code,
+                    detail: r.detail,
+                },
+                _ => ApiError::Conflict {
+                    code: r.code,
+                    detail: r.detail,
+                },
+            },
+            W::Store(why) => ApiError::internal(anyhow::anyhow!(why)),
+        }
     }
 }
 
@@ -406,6 +450,7 @@ mod tests {
             },
             ApiError::RateLimited { retry_after_s: 1 },
             ApiError::Unavailable(String::new()),
+            ApiError::Busy,
             ApiError::internal(anyhow::anyhow!("x")),
             ApiError::invalid(vec![]),
         ];

@@ -13,7 +13,10 @@ use utoipa::OpenApi;
 use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{admins, audit, directory, health, import, stats, tenants, users};
+use crate::api::{
+    admins, arrears, audit, directory, health, import, ledger, merchants, payments, stats,
+    subsidies, tenants, users, wallets,
+};
 use crate::idempotency::idempotency;
 use crate::metrics::track;
 use crate::openapi::ApiDoc;
@@ -59,7 +62,32 @@ where
                 .service(users::delete_user)
                 .service(users::create_user_token)
                 .service(audit::list_audit)
-                .service(stats::get_directory_stats),
+                .service(stats::get_directory_stats)
+                .service(merchants::create_merchant)
+                .service(merchants::list_merchants)
+                .service(merchants::get_merchant)
+                .service(merchants::patch_merchant)
+                .service(merchants::create_terminal)
+                .service(merchants::get_merchant_totals)
+                .service(wallets::get_wallet)
+                .service(wallets::get_my_wallet)
+                .service(wallets::create_topup)
+                .service(wallets::create_coupon)
+                .service(wallets::sign_agreement)
+                .service(wallets::create_payment_code)
+                .service(wallets::freeze_wallet)
+                .service(wallets::unfreeze_wallet)
+                .service(wallets::put_sandbox_user)
+                .service(subsidies::create_subsidy_rule)
+                .service(subsidies::approve_subsidy_rule)
+                .service(subsidies::get_subsidy_rule)
+                .service(payments::create_payment)
+                .service(payments::get_payment)
+                .service(payments::list_payments)
+                .service(payments::create_refund)
+                .service(arrears::get_arrears)
+                .service(arrears::repay_arrears)
+                .service(ledger::get_ledger_check),
         )
         .split_for_parts()
 }

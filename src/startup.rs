@@ -13,6 +13,9 @@ use anyhow::Context;
 use base64::Engine;
 use onecard_actors::clock::{Clock, SystemClock};
 use onecard_actors::keys::Keys;
+use onecard_actors::ledger::LedgerHandle;
+use onecard_actors::provider::Sandbox;
+use onecard_actors::wallet::{Env, Wallets};
 use onecard_schema::model::{NewToken, TokenKind};
 use onecard_schema::Store;
 use secrecy::ExposeSecret;
@@ -62,6 +65,18 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
+        let sandbox = Arc::new(Sandbox::default());
+        let env = Env {
+            store: store.clone(),
+            ledger: LedgerHandle::spawn(store.clone()),
+            clock: clock.clone(),
+            provider: sandbox.clone(),
+            mailbox: config.wallet_mailbox,
+        };
+        let wallets = Wallets::new(
+            env,
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        );
         let state = web::Data::new(AppState {
             store,
             keys,
@@ -69,7 +84,14 @@ impl Application {
             bus,
             env_root_hash,
             public_url,
+            wallets,
+            sandbox: Some(sandbox),
+            tokens: Default::default(),
+            tenants: Default::default(),
+            merchants: Default::default(),
+            terminals: Default::default(),
         });
+        crate::api::arrears::spawn_reminders(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
         limiter.spawn_trim();

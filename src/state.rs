@@ -1,12 +1,22 @@
-//! What every handler can reach: the store, keys, the clock, the bus.
+//! What every handler can reach: the store, keys, the clock, the bus, wallet actors, and
+//! short-lived caches of the rows every payment reads.
 
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use onecard_actors::clock::Clock;
 use onecard_actors::keys::Keys;
+use onecard_actors::provider::Sandbox;
+use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
+use onecard_schema::ids::{MerchantId, TenantId, TerminalId};
+use onecard_schema::model::Tenant;
+use onecard_schema::wallet::{Merchant, Terminal};
 use onecard_schema::Store;
 
+use crate::auth::Caller;
 use crate::bus::Bus;
+use crate::cache::TtlCache;
+use crate::problem::ApiError;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -17,4 +27,84 @@ pub struct AppState {
     pub env_root_hash: Option<[u8; 32]>,
     /// Base URL for links people open (binding links).
     pub public_url: String,
+    pub wallets: Arc<Wallets>,
+    /// The sandbox provider, when it is the active one.
+    pub sandbox: Option<Arc<Sandbox>>,
+    pub tokens: TtlCache<[u8; 32], Caller>,
+    pub tenants: TtlCache<TenantId, Tenant>,
+    pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
+    pub terminals: TtlCache<TerminalId, Terminal>,
+}
+
+impl AppState {
+    pub async fn tenant(&self, id: TenantId) -> Result<Tenant, ApiError> {
+        if let Some(t) = self.tenants.get(&id) {
+            return Ok(t);
+        }
+        let t = self.store.get_tenant(id).await?;
+        self.tenants.put(id, t.clone());
+        Ok(t)
+    }
+
+    pub async fn policy(&self, id: TenantId) -> Result<Policy, ApiError> {
+        let t = self.tenant(id).await?;
+        Ok(Policy {
+            tz: jiff::tz::TimeZone::get(&t.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+            require_agreement: t.settings.require_agreement,
+            refund_expired_to_cash: t.settings.refund_expired_to_cash,
+        })
+    }
+
+    pub async fn merchants_of(&self, tenant: TenantId) -> Result<Arc<Vec<Merchant>>, ApiError> {
+        if let Some(m) = self.merchants.get(&tenant) {
+            return Ok(m);
+        }
+        let list = Arc::new(self.store.list_merchants(tenant).await?);
+        self.merchants.put(tenant, list.clone());
+        Ok(list)
+    }
+
+    pub async fn merchant_info(
+        &self,
+        tenant: TenantId,
+        id: MerchantId,
+    ) -> Result<MerchantInfo, ApiError> {
+        let all = self.merchants_of(tenant).await?;
+        let me = all.iter().find(|m| m.id == id).ok_or(ApiError::NotFound)?;
+        let mut ancestors = Vec::new();
+        let mut parent = me.parent_id;
+        while let Some(p) = parent {
+            ancestors.push(p);
+            parent = all.iter().find(|m| m.id == p).and_then(|m| m.parent_id);
+        }
+        Ok(MerchantInfo {
+            id,
+            single_limit: me.single_limit,
+            ancestors,
+        })
+    }
+
+    pub async fn terminal(&self, tenant: TenantId, id: TerminalId) -> Result<Terminal, ApiError> {
+        if let Some(t) = self.terminals.get(&id) {
+            return Ok(t);
+        }
+        let t = self.store.get_terminal(tenant, id).await?;
+        self.terminals.put(id, t.clone());
+        Ok(t)
+    }
+
+    /// Today's date in the tenant's time zone, and the UTC bounds of a local day.
+    pub fn local_day(&self, policy: &Policy, date: jiff::civil::Date) -> (Timestamp, Timestamp) {
+        let start = date
+            .to_zoned(policy.tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let end = date
+            .tomorrow()
+            .ok()
+            .and_then(|d| d.to_zoned(policy.tz.clone()).ok())
+            .map(|z| z.timestamp())
+            .unwrap_or(start);
+        (start, end)
+    }
 }

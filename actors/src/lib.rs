@@ -1,7 +1,12 @@
-//! onecard-actors: behaviour and concurrency. The pure domain rules live in `domain`;
-//! the actors that own state (wallets, merchants, hub, sessions) join them as the money
-//! core and real-time layers land. Nothing here knows HTTP.
+//! onecard-actors: behaviour and concurrency. The pure domain rules live in `domain`
+//! (and the wallet's `decide`); the actors that own state live beside them: wallet
+//! actors and their registry, the ledger writer (group commit), the payment provider.
+//! Nothing here knows HTTP.
 
 pub mod clock;
 pub mod domain;
 pub mod keys;
+pub mod ledger;
+pub mod provider;
+pub mod wallet;
+pub mod wire;

@@ -72,6 +72,7 @@ pub trait MoneyStore: Send + Sync + 'static {
         &self,
         payment: Payment,
         outbox: Vec<OutboxEvent>,
+        request: MoneyRequest,
     ) -> StoreResult<()>;
     async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> StoreResult<Payment>;
     async fn list_payments(

@@ -1205,6 +1205,11 @@ impl Store for PgStore {
         })
     }
 
+    async fn write_audit(&self, audit: Audit) -> StoreResult<()> {
+        let c = self.client().await?;
+        insert_audit(&c, &audit).await
+    }
+
     async fn list_audit(
         &self,
         tenant: Option<TenantId>,

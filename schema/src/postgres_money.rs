@@ -858,9 +858,32 @@ impl MoneyStore for PgStore {
         &self,
         payment: Payment,
         outbox: Vec<OutboxEvent>,
+        req: MoneyRequest,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute(
+                "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                &[
+                    &req.scope,
+                    &req.key,
+                    &&req.request_hash[..],
+                    &i32::from(req.status),
+                    &req.body,
+                    &payment.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::conflict(
+                "idempotency_conflict",
+                None,
+                "this Idempotency-Key was just used",
+            ));
+        }
         upsert_payments(&tx, &[&payment]).await.map_err(pg)?;
         let rows: Vec<_> = outbox
             .iter()

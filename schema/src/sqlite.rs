@@ -1275,6 +1275,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_audit(&self, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| insert_audit(c, &audit)).await
+    }
+
     async fn list_audit(
         &self,
         tenant: Option<TenantId>,

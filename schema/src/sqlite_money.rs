@@ -605,8 +605,19 @@ impl MoneyStore for SqliteStore {
         &self,
         payment: Payment,
         outbox: Vec<OutboxEvent>,
+        req: MoneyRequest,
     ) -> StoreResult<()> {
         self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+                     VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    params![req.scope, req.key, &req.request_hash[..], req.status, req.body, ms(payment.created_at)],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::conflict("idempotency_conflict", None, "this Idempotency-Key was just used"));
+            }
             upsert_payment(c, &payment).map_err(db)?;
             insert_outbox(c, payment.tenant_id, &outbox, payment.created_at).map_err(db)
         })

@@ -117,6 +117,8 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     async fn directory_stats(&self, tenant: TenantId) -> StoreResult<DirectoryStats>;
 
     // --- audit --------------------------------------------------------------------
+    /// An audit entry for a change committed elsewhere (by a wallet actor).
+    async fn write_audit(&self, audit: Audit) -> StoreResult<()>;
     /// Newest first.
     async fn list_audit(
         &self,

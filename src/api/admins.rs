@@ -173,5 +173,7 @@ pub async fn delete_admin(
         .store
         .delete_admin(caller.tenant()?, id, audit)
         .await?;
+    // Its tokens are revoked: drop every cached token here (other nodes within the TTL).
+    state.tokens.clear();
     Ok(HttpResponse::NoContent().finish())
 }

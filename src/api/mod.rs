@@ -2,13 +2,20 @@
 //! Handlers parse, call the store (or an actor), and map the reply.
 
 pub mod admins;
+pub mod arrears;
 pub mod audit;
 pub mod directory;
 pub mod health;
 pub mod import;
+pub mod ledger;
+pub mod merchants;
+pub mod money;
+pub mod payments;
 pub mod stats;
+pub mod subsidies;
 pub mod tenants;
 pub mod users;
+pub mod wallets;
 
 use base64::Engine;
 use onecard_actors::domain::validate::Checks;

@@ -216,5 +216,6 @@ pub async fn patch_tenant(
         .store
         .update_tenant(tenant_id, body.timezone, settings, audit)
         .await?;
+    state.tenants.remove(&tenant_id);
     Ok(web::Json(tenant.into()))
 }

@@ -330,6 +330,7 @@ pub async fn delete_user(
     let id: UserId = path_id(&id)?;
     let audit = caller.audit(&state, "user.delete", "user", id, serde_json::json!({}));
     state.store.delete_user(caller.tenant()?, id, audit).await?;
+    state.tokens.clear();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,0 +1,71 @@
+//! The ledger writer: group commit. Wallet actors hand it their commits; it takes every
+//! commit waiting (up to `LEDGER_BATCH_MAX`), writes them in one transaction, and answers
+//! each waiter once the transaction is durable. Under load batches grow by themselves (new
+//! commits queue while one batch is being written); at rest a commit is written at once,
+//! so batching never adds latency.
+
+use std::sync::Arc;
+
+use onecard_schema::wallet::{CommitError, WalletCommit};
+use onecard_schema::Store;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commits in one transaction, at most.
+pub const LEDGER_BATCH_MAX: usize = 512;
+/// Commits waiting for the writer before wallet actors wait.
+pub const LEDGER_QUEUE_MAX: usize = 8192;
+
+type Job = (WalletCommit, oneshot::Sender<Result<(), CommitError>>);
+
+#[derive(Clone)]
+pub struct LedgerHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl LedgerHandle {
+    /// Starts the writer on the current tokio runtime.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Job>(LEDGER_QUEUE_MAX);
+        tokio::spawn(async move {
+            let mut batch: Vec<Job> = Vec::with_capacity(LEDGER_BATCH_MAX);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < LEDGER_BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let (commits, waiters): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                metrics_batch(commits.len());
+                let results = store.commit_wallets(commits).await;
+                for (waiter, result) in waiters.into_iter().zip(results) {
+                    // A waiter that went away (its request was cancelled) needs no answer.
+                    let _ = waiter.send(result);
+                }
+            }
+        });
+        LedgerHandle { tx }
+    }
+
+    /// Returns once the commit is durable (or refused).
+    pub async fn commit(&self, commit: WalletCommit) -> Result<(), CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((commit, reply))
+            .await
+            .map_err(|_| CommitError::Failed("ledger writer stopped".into()))?;
+        rx.await
+            .map_err(|_| CommitError::Failed("ledger writer dropped a commit".into()))?
+    }
+}
+
+fn metrics_batch(size: usize) {
+    tracing::trace!(size, "group commit");
+    BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    COMMITS.fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Batches and commits written so far (exported as metrics by the edge).
+pub static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -1,0 +1,536 @@
+//! Wallet actors: one per active cardholder, started on first use by a sharded registry
+//! and stopped when idle. An actor handles its wallet's messages strictly one at a time
+//! (`AtomicResponse`: no interleaving even across the awaited commit), so one wallet
+//! never races itself; it answers only after its commit is durable. Across nodes the
+//! store's version fence keeps wallets honest: a fenced commit reloads and retries once.
+
+pub mod decide;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use jiff::Timestamp;
+use onecard_schema::ids::{TenantId, UserId};
+use onecard_schema::wallet::{
+    CommitError, MoneyRequest, Payment, PaymentStatus, WalletCommit, WalletSnapshot,
+};
+use onecard_schema::{Store, StoreError};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::domain::code::{CODE_SKEW, CODE_TTL};
+use crate::ledger::LedgerHandle;
+use crate::provider::Provider;
+use decide::{decide, Decision};
+pub use decide::{Answer, CodeCheck, MerchantInfo, Op, Policy, Refusal};
+
+/// Messages one wallet may have queued before callers get 503 (a person pays one
+/// payment at a time; a burst of 20+ concurrent attempts is already abuse).
+pub const WALLET_MAILBOX_DEFAULT: usize = 64;
+/// An actor with no message for this long stops (its state is in the store).
+pub const WALLET_IDLE: Duration = Duration::from_secs(300);
+/// Idempotency answers kept in memory per wallet (older ones are found in the store).
+const RECENT_REQUESTS_MAX: usize = 256;
+/// Registry shards (less lock contention than one map).
+const SHARDS: usize = 64;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            tz: jiff::tz::TimeZone::UTC,
+            require_agreement: true,
+            refund_expired_to_cash: false,
+        }
+    }
+}
+
+/// An idempotent request's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdemKey {
+    pub scope: String,
+    pub key: String,
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Decided {
+        answer: Answer,
+        body: Vec<u8>,
+        state: Box<WalletSnapshot>,
+    },
+    /// The same request was answered before: its stored answer.
+    Replay { status: u16, body: Vec<u8> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("not found")]
+    NotFound,
+    #[error("wallet busy")]
+    Busy,
+    #[error(transparent)]
+    Refused(Refusal),
+    #[error("idempotency key used with another request")]
+    IdempotencyConflict,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// What wallet actors share.
+pub struct Env {
+    pub store: Arc<dyn Store>,
+    pub ledger: LedgerHandle,
+    pub clock: Arc<dyn Clock>,
+    pub provider: Arc<dyn Provider>,
+    pub mailbox: usize,
+}
+
+pub struct Request {
+    pub tenant: TenantId,
+    pub op: Op,
+    pub policy: Policy,
+    pub idem: Option<IdemKey>,
+    pub reply: oneshot::Sender<Result<Outcome, WalletError>>,
+}
+
+impl Message for Request {
+    type Result = ();
+}
+
+pub struct WalletActor {
+    tenant: TenantId,
+    user: UserId,
+    env: Arc<Env>,
+    wallets: Weak<Wallets>,
+    state: Option<WalletSnapshot>,
+    load_error: Option<StoreError>,
+    nonces: HashMap<Vec<u8>, Timestamp>,
+    requests: HashMap<(String, String), ([u8; 32], u16, Vec<u8>)>,
+    request_order: VecDeque<(String, String)>,
+    last_used: Instant,
+}
+
+enum Step {
+    Applied(Box<Decision>, Option<MoneyRequest>),
+    Refused(Refusal, Option<Box<WalletSnapshot>>),
+    Replay { status: u16, body: Vec<u8> },
+}
+
+fn with_request(
+    decision: &Decision,
+    idem: &Option<IdemKey>,
+) -> Option<(WalletCommit, Option<MoneyRequest>)> {
+    let mut commit = decision.commit.clone()?;
+    let request = idem.as_ref().map(|k| MoneyRequest {
+        scope: k.scope.clone(),
+        key: k.key.clone(),
+        request_hash: k.hash,
+        status: match &decision.answer {
+            Answer::Payment { status, .. } => *status,
+            _ => 201,
+        },
+        body: decision.body.clone(),
+    });
+    commit.request = request.clone();
+    Some((commit, request))
+}
+
+/// Commits a decision; on a lost fence reloads and decides again once.
+async fn commit_with_retry(
+    env: Arc<Env>,
+    tenant: TenantId,
+    user: UserId,
+    first: Decision,
+    mut op: Op,
+    policy: Policy,
+    idem: Option<IdemKey>,
+) -> Result<Step, WalletError> {
+    let Some((commit, request)) = with_request(&first, &idem) else {
+        return Ok(Step::Applied(Box::new(first), None));
+    };
+    match env.ledger.commit(commit).await {
+        Ok(()) => Ok(Step::Applied(Box::new(first), request)),
+        Err(CommitError::Duplicate) => {
+            let Some(k) = idem else {
+                return Err(WalletError::Store("duplicate without a key".into()));
+            };
+            let stored = env
+                .store
+                .find_money_request(k.scope.clone(), k.key.clone())
+                .await
+                .map_err(|e| WalletError::Store(e.to_string()))?
+                .ok_or_else(|| WalletError::Store("idempotency record vanished".into()))?;
+            if stored.request_hash != k.hash {
+                return Err(WalletError::IdempotencyConflict);
+            }
+            Ok(Step::Replay {
+                status: stored.status,
+                body: stored.body,
+            })
+        }
+        Err(e @ (CommitError::Fenced | CommitError::NonceUsed)) => {
+            let now = env.clock.now();
+            let fresh = env
+                .store
+                .load_wallet(tenant, user, now)
+                .await
+                .map_err(|e| WalletError::Store(e.to_string()))?;
+            if e == CommitError::NonceUsed {
+                // The store saw this code before (another node, or before a restart).
+                if let Op::Pay {
+                    code: CodeCheck::Valid { reused, .. },
+                    ..
+                } = &mut op
+                {
+                    *reused = true;
+                }
+            }
+            let second = match decide(&fresh, &op, &policy, now) {
+                Ok(d) => d,
+                Err(r) => return Ok(Step::Refused(r, Some(Box::new(fresh)))),
+            };
+            let Some((commit, request)) = with_request(&second, &idem) else {
+                return Ok(Step::Applied(Box::new(second), None));
+            };
+            match env.ledger.commit(commit).await {
+                Ok(()) => Ok(Step::Applied(Box::new(second), request)),
+                Err(e) => Err(WalletError::Store(format!("retry after {e:?} failed: {e}"))),
+            }
+        }
+        Err(CommitError::Failed(e)) => Err(WalletError::Store(e)),
+    }
+}
+
+impl WalletActor {
+    fn remember_request(&mut self, r: MoneyRequest) {
+        let key = (r.scope, r.key);
+        if self
+            .requests
+            .insert(key.clone(), (r.request_hash, r.status, r.body))
+            .is_none()
+        {
+            self.request_order.push_back(key);
+        }
+        while self.request_order.len() > RECENT_REQUESTS_MAX {
+            if let Some(old) = self.request_order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+    }
+
+    fn remember_nonce(&mut self, nonce: Vec<u8>, now: Timestamp) {
+        // Codes older than their lifetime are refused as expired before reuse matters.
+        let horizon = now - CODE_TTL - CODE_SKEW - CODE_SKEW;
+        if self.nonces.len() > 64 {
+            self.nonces.retain(|_, at| *at > horizon);
+        }
+        self.nonces.insert(nonce, now);
+    }
+
+    /// Asks the provider to collect each pending deferred debit; the answer comes back to
+    /// this wallet as a message (through the registry: the actor may be gone by then).
+    fn drive_deferred(&self, payments: Vec<Payment>) {
+        for p in payments
+            .into_iter()
+            .filter(|p| p.status == PaymentStatus::Accepted)
+        {
+            let provider = self.env.provider.clone();
+            let wallets = self.wallets.clone();
+            let (tenant, user) = (self.tenant, self.user);
+            actix::spawn(async move {
+                let ok = provider
+                    .deferred_debit(user, p.id, p.breakdown.deferred)
+                    .await;
+                for attempt in 0..50u64 {
+                    let Some(w) = wallets.upgrade() else { return };
+                    match w
+                        .call(
+                            tenant,
+                            user,
+                            Op::DeferredResult {
+                                payment_id: p.id,
+                                ok,
+                            },
+                            Policy::default(),
+                            None,
+                        )
+                        .await
+                    {
+                        Err(WalletError::Busy) => {
+                            tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, payment = %p.id, "could not record a deferred debit result");
+                            return;
+                        }
+                        Ok(_) => return,
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Actor for WalletActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.env.mailbox);
+        let (store, tenant, user, now) = (
+            self.env.store.clone(),
+            self.tenant,
+            self.user,
+            self.env.clock.now(),
+        );
+        // `wait`: no message is handled before the wallet is loaded.
+        ctx.wait(
+            async move { store.load_wallet(tenant, user, now).await }
+                .into_actor(self)
+                .map(|res, act, _| match res {
+                    Ok(snapshot) => {
+                        act.drive_deferred(snapshot.open_payments.clone());
+                        act.state = Some(snapshot);
+                    }
+                    Err(e) => act.load_error = Some(e),
+                }),
+        );
+        ctx.run_interval(Duration::from_secs(30), |act, ctx| {
+            if act.last_used.elapsed() > WALLET_IDLE || act.load_error.is_some() {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if let Some(w) = self.wallets.upgrade() {
+            w.forget(self.user, &ctx.address());
+        }
+    }
+}
+
+impl Handler<Request> for WalletActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Request, ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = Instant::now();
+        let Request {
+            tenant,
+            mut op,
+            policy,
+            idem,
+            reply,
+        } = msg;
+        let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if tenant != self.tenant {
+            let _ = reply.send(Err(WalletError::NotFound));
+            return done();
+        }
+        let Some(state) = self.state.clone() else {
+            let err = match &self.load_error {
+                Some(StoreError::NotFound) => WalletError::NotFound,
+                Some(e) => WalletError::Store(e.to_string()),
+                None => WalletError::Store("wallet not loaded".into()),
+            };
+            let _ = reply.send(Err(err));
+            ctx.stop();
+            return done();
+        };
+        if let Some(k) = &idem {
+            if let Some((hash, status, body)) = self.requests.get(&(k.scope.clone(), k.key.clone()))
+            {
+                let answer = if *hash == k.hash {
+                    Ok(Outcome::Replay {
+                        status: *status,
+                        body: body.clone(),
+                    })
+                } else {
+                    Err(WalletError::IdempotencyConflict)
+                };
+                let _ = reply.send(answer);
+                return done();
+            }
+        }
+        if let Op::Pay {
+            code: CodeCheck::Valid { nonce, reused },
+            ..
+        } = &mut op
+        {
+            *reused = self.nonces.contains_key(nonce);
+        }
+        let now = self.env.clock.now();
+        let first = match decide(&state, &op, &policy, now) {
+            Ok(d) => d,
+            Err(r) => {
+                let _ = reply.send(Err(WalletError::Refused(r)));
+                return done();
+            }
+        };
+        if first.commit.is_none() {
+            let _ = reply.send(Ok(Outcome::Decided {
+                answer: first.answer,
+                body: first.body,
+                state: Box::new(first.state),
+            }));
+            return done();
+        }
+        let fut = commit_with_retry(
+            self.env.clone(),
+            self.tenant,
+            self.user,
+            first,
+            op,
+            policy,
+            idem,
+        );
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |res, act, ctx| match res {
+                Ok(Step::Applied(d, request)) => {
+                    if let Some(commit) = &d.commit {
+                        if let Some(nonce) = &commit.used_nonce {
+                            act.remember_nonce(nonce.clone(), commit.at);
+                        }
+                        act.drive_deferred(commit.payments.clone());
+                    }
+                    if let Some(r) = request {
+                        act.remember_request(r);
+                    }
+                    act.state = Some(d.state.clone());
+                    let _ = reply.send(Ok(Outcome::Decided {
+                        answer: d.answer,
+                        body: d.body,
+                        state: Box::new(d.state),
+                    }));
+                }
+                Ok(Step::Refused(r, fresh)) => {
+                    if let Some(s) = fresh {
+                        act.state = Some(*s);
+                    }
+                    let _ = reply.send(Err(WalletError::Refused(r)));
+                }
+                Ok(Step::Replay { status, body }) => {
+                    let _ = reply.send(Ok(Outcome::Replay { status, body }));
+                }
+                Err(e) => {
+                    // Whether the commit landed is unknown: drop this actor so the next
+                    // message reloads the wallet from the store.
+                    tracing::warn!(error = %e, "wallet commit failed");
+                    let _ = reply.send(Err(e));
+                    ctx.stop();
+                }
+            },
+        )))
+    }
+}
+
+/// The registry of live wallet actors, sharded by user, and the way in for callers.
+pub struct Wallets {
+    shards: Vec<Mutex<HashMap<UserId, Addr<WalletActor>>>>,
+    arbiters: Vec<ArbiterHandle>,
+    env: Arc<Env>,
+    me: Weak<Wallets>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Wallets {
+    /// Wallet actors run on `threads` arbiters of their own, away from the HTTP workers.
+    pub fn new(env: Env, threads: usize) -> Arc<Self> {
+        let arbiters = (0..threads.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        Arc::new_cyclic(|me| Wallets {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            arbiters,
+            env: Arc::new(env),
+            me: me.clone(),
+            hasher: Default::default(),
+        })
+    }
+
+    fn shard_of(&self, user: UserId) -> usize {
+        let mut h = self.hasher.build_hasher();
+        user.hash(&mut h);
+        (h.finish() as usize) % SHARDS
+    }
+
+    fn addr(&self, tenant: TenantId, user: UserId) -> Addr<WalletActor> {
+        let shard = self.shard_of(user);
+        let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addr) = map.get(&user).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let env = self.env.clone();
+        let wallets = self.me.clone();
+        let arbiter = &self.arbiters[shard % self.arbiters.len()];
+        let addr = WalletActor::start_in_arbiter(arbiter, move |_| WalletActor {
+            tenant,
+            user,
+            env,
+            wallets,
+            state: None,
+            load_error: None,
+            nonces: HashMap::new(),
+            requests: HashMap::new(),
+            request_order: VecDeque::new(),
+            last_used: Instant::now(),
+        });
+        map.insert(user, addr.clone());
+        addr
+    }
+
+    fn forget(&self, user: UserId, addr: &Addr<WalletActor>) {
+        let mut map = self.shards[self.shard_of(user)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.get(&user).is_some_and(|a| a == addr) {
+            map.remove(&user);
+        }
+    }
+
+    /// Live wallet actors.
+    pub fn live(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Sends one operation to the user's wallet and waits for its answer. A full mailbox
+    /// is `Busy` at once (never a hang).
+    pub async fn call(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        op: Op,
+        policy: Policy,
+        idem: Option<IdemKey>,
+    ) -> Result<Outcome, WalletError> {
+        let (reply, rx) = oneshot::channel();
+        let mut msg = Request {
+            tenant,
+            op,
+            policy,
+            idem,
+            reply,
+        };
+        for _ in 0..2 {
+            let addr = self.addr(tenant, user);
+            match addr.try_send(msg) {
+                Ok(()) => {
+                    return rx
+                        .await
+                        .unwrap_or_else(|_| Err(WalletError::Store("wallet actor stopped".into())))
+                }
+                Err(SendError::Full(_)) => return Err(WalletError::Busy),
+                Err(SendError::Closed(back)) => {
+                    self.forget(user, &addr);
+                    msg = back;
+                }
+            }
+        }
+        Err(WalletError::Busy)
+    }
+}

@@ -1,0 +1,299 @@
+//! Paying at the till, reading payments, refunds.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use onecard_actors::domain::code::{self, CodeError};
+use onecard_actors::domain::validate::Checks;
+use onecard_actors::wallet::{CodeCheck, Op, Outcome};
+use onecard_actors::wire::{to_json_bytes, PaymentView};
+use onecard_schema::ids::{EventId, MerchantId, PaymentId, TerminalId, UserId};
+use onecard_schema::model::{TokenKind, UserStatus};
+use onecard_schema::money::Money;
+use onecard_schema::money_store::PaymentFilter;
+use onecard_schema::wallet::{Breakdown, DeclineReason, OutboxEvent, Payment, PaymentStatus};
+use onecard_schema::StoreError;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::money::{idem, respond};
+use super::wallets::amount;
+use super::{checked, ListParams, Paged};
+use crate::auth::{Admin, AdminOrTerminal, Auth, Terminal};
+use crate::extract::{path_id, required_idempotency_key, HashedJson, Query};
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pay {
+    /// The cardholder's payment code, as scanned.
+    #[schema(max_length = 128)]
+    pub code: String,
+    /// Fen, at least 1.
+    #[schema(minimum = 1)]
+    pub amount: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Fen; default everything still refundable.
+    #[schema(minimum = 1)]
+    pub amount: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentQuery {
+    pub user_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub status: Option<PaymentStatus>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Take a payment at a till (terminal token; Idempotency-Key required). A declined
+/// attempt is still 201, recorded, with its `decline_reason`.
+#[utoipa::path(tag = "payments", params(("Idempotency-Key" = String, Header)), request_body = Pay,
+    security(("bearer" = [])), responses((status = 201, body = PaymentView), Problems))]
+#[post("/payments")]
+pub async fn create_payment(
+    state: web::Data<AppState>,
+    caller: Auth<Terminal>,
+    req: HttpRequest,
+    HashedJson(body, hash): HashedJson<Pay>,
+) -> Result<HttpResponse, ApiError> {
+    let key = required_idempotency_key(&req)?;
+    let tenant = caller.tenant()?;
+    let mut c = Checks::new();
+    let amount = amount(&mut c, "amount", body.amount);
+    if body.code.is_empty() || body.code.len() > code::CODE_CHARS_MAX {
+        c.fail(
+            "code",
+            "length",
+            format!("1 to {} characters", code::CODE_CHARS_MAX),
+        );
+    }
+    checked(c)?;
+    let terminal = state
+        .terminal(tenant, TerminalId(caller.subject()?))
+        .await?;
+    let merchant = state.merchant_info(tenant, terminal.merchant_id).await?;
+    let idem = idem(&caller, key, hash);
+    let now = state.clock.now();
+    let check = match code::verify(&state.keys, &body.code, now) {
+        Ok(v) => (
+            v.user,
+            CodeCheck::Valid {
+                nonce: v.nonce,
+                reused: false,
+            },
+        ),
+        Err(CodeError::Expired(v)) => (v.user, CodeCheck::Expired),
+        Err(CodeError::Invalid) => {
+            return decline_orphan(&state, tenant, terminal.id, merchant.id, amount, idem).await
+        }
+    };
+    let (user, code) = check;
+    // The code names a user of another tenant (or a deleted one): it is not ours.
+    let card_active = match state.store.get_user(tenant, user).await {
+        Ok(u) => u.status == UserStatus::Active,
+        Err(StoreError::NotFound) => {
+            return decline_orphan(&state, tenant, terminal.id, merchant.id, amount, idem).await
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let op = Op::Pay {
+        payment_id: PaymentId::new(),
+        terminal_id: terminal.id,
+        merchant,
+        amount,
+        code,
+        card_active,
+    };
+    let policy = state.policy(tenant).await?;
+    let outcome = state
+        .wallets
+        .call(tenant, user, op, policy, Some(idem))
+        .await?;
+    respond(outcome, StatusCode::CREATED)
+}
+
+/// A code that does not verify belongs to no wallet: record the declined attempt alone.
+async fn decline_orphan(
+    state: &AppState,
+    tenant: onecard_schema::ids::TenantId,
+    terminal: TerminalId,
+    merchant: MerchantId,
+    amount: Money,
+    idem: onecard_actors::wallet::IdemKey,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(prev) = state
+        .store
+        .find_money_request(idem.scope.clone(), idem.key.clone())
+        .await?
+    {
+        if prev.request_hash != idem.hash {
+            return Err(ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was used with another request",
+            ));
+        }
+        return respond(
+            Outcome::Replay {
+                status: prev.status,
+                body: prev.body,
+            },
+            StatusCode::CREATED,
+        );
+    }
+    let now = state.clock.now();
+    let p = Payment {
+        id: PaymentId::new(),
+        tenant_id: tenant,
+        user_id: None,
+        merchant_id: merchant,
+        terminal_id: terminal,
+        amount,
+        status: PaymentStatus::Declined,
+        decline_reason: Some(DeclineReason::CodeInvalid),
+        coupon_id: None,
+        breakdown: Breakdown::default(),
+        subsidy_parts: Vec::new(),
+        refunded: Money::ZERO,
+        created_at: now,
+        updated_at: now,
+    };
+    let view = PaymentView::from(&p);
+    let payload = serde_json::to_value(&view).unwrap_or_default();
+    let events = [
+        format!("terminal:{terminal}"),
+        format!("merchant:{merchant}"),
+        "tenant".to_string(),
+    ]
+    .into_iter()
+    .map(|topic| OutboxEvent {
+        id: EventId::new(),
+        topic,
+        kind: "payment.declined".into(),
+        payload: payload.clone(),
+    })
+    .collect();
+    let body = to_json_bytes(&view);
+    let request = onecard_schema::wallet::MoneyRequest {
+        scope: idem.scope,
+        key: idem.key,
+        request_hash: idem.hash,
+        status: 201,
+        body: body.clone(),
+    };
+    state
+        .store
+        .insert_orphan_payment(p, events, request)
+        .await?;
+    Ok(HttpResponse::Created()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// One payment (an admin, or the till that took it).
+#[utoipa::path(tag = "payments", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PaymentView), Problems))]
+#[get("/payments/{id}")]
+pub async fn get_payment(
+    state: web::Data<AppState>,
+    caller: Auth<AdminOrTerminal>,
+    id: web::Path<String>,
+) -> Result<web::Json<PaymentView>, ApiError> {
+    let p = state
+        .store
+        .get_payment(caller.tenant()?, path_id(&id)?)
+        .await?;
+    if caller.kind == TokenKind::Terminal && Some(p.terminal_id.0) != caller.subject {
+        return Err(ApiError::NotFound);
+    }
+    Ok(web::Json(PaymentView::from(&p)))
+}
+
+/// Payments, newest first.
+#[utoipa::path(tag = "payments", params(PaymentQuery), security(("bearer" = [])),
+    responses((status = 200, body = Paged<PaymentView>), Problems))]
+#[get("/payments")]
+pub async fn list_payments(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    Query(q): Query<PaymentQuery>,
+) -> Result<web::Json<Paged<PaymentView>>, ApiError> {
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page(PaymentId)?;
+    let parse = |field: &str, raw: &Option<String>| -> Result<Option<uuid::Uuid>, ApiError> {
+        raw.as_deref()
+            .map(|r| {
+                uuid::Uuid::parse_str(r)
+                    .map_err(|_| ApiError::invalid_field(field, "id", "not an id"))
+            })
+            .transpose()
+    };
+    let filter = PaymentFilter {
+        user_id: parse("user_id", &q.user_id)?.map(UserId),
+        merchant_id: parse("merchant_id", &q.merchant_id)?.map(MerchantId),
+        status: q.status,
+    };
+    let result = state
+        .store
+        .list_payments(caller.tenant()?, filter, page)
+        .await?;
+    let items = result.items.iter().map(PaymentView::from).collect();
+    Ok(web::Json(Paged::new(items, result.next.map(|p| p.0))))
+}
+
+/// Refund a payment, whole or in part, back to where its money came from (admin;
+/// Idempotency-Key required).
+#[utoipa::path(tag = "payments", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    request_body = RefundRequest, security(("bearer" = [])), responses((status = 201, body = PaymentView), Problems))]
+#[post("/payments/{id}/refunds")]
+pub async fn create_refund(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    HashedJson(body, hash): HashedJson<RefundRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = required_idempotency_key(&req)?;
+    let tenant = caller.tenant()?;
+    let mut c = Checks::new();
+    let refund = body.amount.map(|a| amount(&mut c, "amount", a));
+    checked(c)?;
+    let payment = state.store.get_payment(tenant, path_id(&id)?).await?;
+    let Some(user) = payment.user_id else {
+        return Err(ApiError::conflict(
+            "not_refundable",
+            "a declined payment cannot be refunded",
+        ));
+    };
+    let policy = state.policy(tenant).await?;
+    let op = Op::Refund {
+        payment: Box::new(payment),
+        amount: refund,
+    };
+    let outcome = state
+        .wallets
+        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
+        .await?;
+    let res = respond(outcome, StatusCode::CREATED)?;
+    let audit = caller.audit(
+        &state,
+        "payment.refund",
+        "payment",
+        id.as_str(),
+        serde_json::json!({ "amount": refund.map(|m| m.0) }),
+    );
+    if let Err(e) = state.store.write_audit(audit).await {
+        tracing::warn!(error = %e, "could not write an audit entry");
+    }
+    Ok(res)
+}

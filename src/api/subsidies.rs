@@ -1,0 +1,193 @@
+//! Subsidy rules: one admin creates, another approves (maker–checker); approval credits
+//! every targeted person at once.
+
+use actix_web::{get, post, web, HttpResponse};
+use jiff::Timestamp;
+use onecard_actors::domain::validate::Checks;
+use onecard_schema::ids::{AdminId, MerchantId, SubsidyRuleId};
+
+use onecard_schema::wallet::{SubsidyRule, SubsidyTargets};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::checked;
+use super::wallets::amount;
+use crate::auth::{Admin, Auth};
+use crate::extract::{path_id, Json};
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+/// Targets per list in one rule.
+pub const SUBSIDY_TARGETS_MAX: usize = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubsidyRule {
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    /// Fen per person.
+    #[schema(minimum = 1)]
+    pub amount: i64,
+    pub targets: SubsidyTargets,
+    #[serde(default)]
+    pub merchant_ids: Vec<MerchantId>,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleStatus {
+    pub id: SubsidyRuleId,
+    /// `pending` or `effective`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credited_users: Option<u64>,
+}
+
+/// Propose a subsidy rule; it takes effect when another admin approves it.
+#[utoipa::path(tag = "subsidies", request_body = CreateSubsidyRule, security(("bearer" = [])),
+    responses((status = 201, body = RuleStatus), Problems))]
+#[post("/subsidy-rules")]
+pub async fn create_subsidy_rule(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    Json(body): Json<CreateSubsidyRule>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let now = state.clock.now();
+    let mut c = Checks::new();
+    c.text("name", &body.name, 1, 64);
+    let amount = amount(&mut c, "amount", body.amount);
+    let t = &body.targets;
+    if t.user_ids.is_empty()
+        && t.department_ids.is_empty()
+        && t.tag_ids.is_empty()
+        && t.identities.is_empty()
+    {
+        c.fail(
+            "targets",
+            "required",
+            "name at least one user, department, tag or identity",
+        );
+    }
+    for (field, n) in [
+        ("targets.user_ids", t.user_ids.len()),
+        ("targets.department_ids", t.department_ids.len()),
+        ("targets.tag_ids", t.tag_ids.len()),
+        ("targets.identities", t.identities.len()),
+    ] {
+        if n > SUBSIDY_TARGETS_MAX {
+            c.fail(field, "max_items", format!("at most {SUBSIDY_TARGETS_MAX}"));
+        }
+    }
+    for identity in &t.identities {
+        c.text("targets.identities", identity, 1, 32);
+    }
+    if body.expires_at.is_some_and(|e| e <= now) {
+        c.fail("expires_at", "future", "must be in the future");
+    }
+    checked(c)?;
+    let merchants = state.merchants_of(tenant).await?;
+    if body
+        .merchant_ids
+        .iter()
+        .any(|m| !merchants.iter().any(|x| x.id == *m))
+    {
+        return Err(ApiError::invalid_field(
+            "merchant_ids",
+            "exists",
+            "one or more merchants do not exist",
+        ));
+    }
+    let rule = SubsidyRule {
+        id: SubsidyRuleId::new(),
+        name: body.name,
+        amount,
+        targets: body.targets,
+        merchant_ids: body.merchant_ids,
+        expires_at: body.expires_at,
+        status: "pending".into(),
+        created_by: AdminId(caller.subject()?),
+        approved_by: None,
+        credited_users: 0,
+        created_at: now,
+        approved_at: None,
+    };
+    let audit = caller.audit(
+        &state,
+        "subsidy_rule.create",
+        "subsidy_rule",
+        rule.id,
+        serde_json::json!({
+            "amount": amount.0, "name": rule.name,
+        }),
+    );
+    state
+        .store
+        .create_subsidy_rule(tenant, rule.clone(), audit)
+        .await?;
+    Ok(HttpResponse::Created().json(RuleStatus {
+        id: rule.id,
+        status: rule.status,
+        credited_users: None,
+    }))
+}
+
+/// Approve a rule (not by its creator: 403 `maker_checker`); credits every target.
+#[utoipa::path(tag = "subsidies", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = RuleStatus), Problems))]
+#[post("/subsidy-rules/{id}/approve")]
+pub async fn approve_subsidy_rule(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    id: web::Path<String>,
+) -> Result<web::Json<RuleStatus>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: SubsidyRuleId = path_id(&id)?;
+    let rule = state.store.get_subsidy_rule(tenant, id).await?;
+    let approver = AdminId(caller.subject()?);
+    if rule.created_by == approver {
+        return Err(ApiError::forbidden(
+            "maker_checker",
+            "a rule must be approved by an admin other than its creator",
+        ));
+    }
+    let users = state
+        .store
+        .resolve_targets(tenant, rule.targets.clone())
+        .await?;
+    let audit = caller.audit(
+        &state,
+        "subsidy_rule.approve",
+        "subsidy_rule",
+        id,
+        serde_json::json!({
+            "users": users.len(), "amount": rule.amount.0,
+        }),
+    );
+    let n = state
+        .store
+        .approve_subsidy_rule(tenant, id, approver, users, state.clock.now(), audit)
+        .await?;
+    Ok(web::Json(RuleStatus {
+        id,
+        status: "effective".into(),
+        credited_users: Some(n),
+    }))
+}
+
+/// A rule and its state.
+#[utoipa::path(tag = "subsidies", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SubsidyRule), Problems))]
+#[get("/subsidy-rules/{id}")]
+pub async fn get_subsidy_rule(
+    state: web::Data<AppState>,
+    caller: Auth<Admin>,
+    id: web::Path<String>,
+) -> Result<web::Json<SubsidyRule>, ApiError> {
+    Ok(web::Json(
+        state
+            .store
+            .get_subsidy_rule(caller.tenant()?, path_id(&id)?)
+            .await?,
+    ))
+}
