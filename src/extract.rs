@@ -154,6 +154,61 @@ pub fn path_id<T: FromStr>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+/// A JSON body plus the fingerprint of the request (method, path, body) that an
+/// idempotency key is bound to.
+pub struct HashedJson<T>(pub T, pub [u8; 32]);
+
+impl<T: DeserializeOwned + 'static> FromRequest for HashedJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let method = req.method().to_string();
+        let path = req.path().to_string();
+        let empty_ok = req.headers().get(header::CONTENT_TYPE).is_none();
+        let mut payload = payload.take();
+        let req = req.clone();
+        Box::pin(async move {
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
+                if body.len() + chunk.len() > JSON_BODY_BYTES_MAX {
+                    return Err(ApiError::TooLarge {
+                        detail: format!("JSON bodies are limited to {JSON_BODY_BYTES_MAX} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            // A bodiless POST (e.g. a full refund) reads as `{}`.
+            let parsed = if body.is_empty() && empty_ok {
+                parse_json(b"{}")?
+            } else {
+                let mut fake = Payload::from(body.clone().freeze());
+                Json::<T>::from_request(&req, &mut fake).await?.0
+            };
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(method.as_bytes());
+            h.update([0]);
+            h.update(path.as_bytes());
+            h.update([0]);
+            h.update(&body);
+            Ok(HashedJson(parsed, h.finalize().into()))
+        })
+    }
+}
+
+/// The `Idempotency-Key` a money request must carry.
+pub fn required_idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    crate::idempotency::key_of(req)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_required",
+            "send an Idempotency-Key header (1 to 64 characters)",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,59 +269,4 @@ mod tests {
             (422, "nmae".into(), "unknown_field".into())
         );
     }
-}
-
-/// A JSON body plus the fingerprint of the request (method, path, body) that an
-/// idempotency key is bound to.
-pub struct HashedJson<T>(pub T, pub [u8; 32]);
-
-impl<T: DeserializeOwned + 'static> FromRequest for HashedJson<T> {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let method = req.method().to_string();
-        let path = req.path().to_string();
-        let empty_ok = req.headers().get(header::CONTENT_TYPE).is_none();
-        let mut payload = payload.take();
-        let req = req.clone();
-        Box::pin(async move {
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
-                if body.len() + chunk.len() > JSON_BODY_BYTES_MAX {
-                    return Err(ApiError::TooLarge {
-                        detail: format!("JSON bodies are limited to {JSON_BODY_BYTES_MAX} bytes"),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            // A bodiless POST (e.g. a full refund) reads as `{}`.
-            let parsed = if body.is_empty() && empty_ok {
-                parse_json(b"{}")?
-            } else {
-                let mut fake = Payload::from(body.clone().freeze());
-                Json::<T>::from_request(&req, &mut fake).await?.0
-            };
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            h.update(method.as_bytes());
-            h.update([0]);
-            h.update(path.as_bytes());
-            h.update([0]);
-            h.update(&body);
-            Ok(HashedJson(parsed, h.finalize().into()))
-        })
-    }
-}
-
-/// The `Idempotency-Key` a money request must carry.
-pub fn required_idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    crate::idempotency::key_of(req)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_required",
-            "send an Idempotency-Key header (1 to 64 characters)",
-        )
-    })
 }

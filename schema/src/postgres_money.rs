@@ -1078,7 +1078,7 @@ impl MoneyStore for PgStore {
         tx.execute(
             "INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
                freeze_count, updated_at) \
-             SELECT u, $2, 0, 0, 1, false, false, 0, $3 FROM unnest($1::uuid[]) u \
+             SELECT u, $2::uuid, 0, 0, 1, false, false, 0, $3::timestamptz FROM unnest($1::uuid[]) u \
              ON CONFLICT (user_id) DO UPDATE SET version = wallets.version + 1, updated_at = EXCLUDED.updated_at",
             &[&user_ids, &tenant.0, &now],
         )
@@ -1087,16 +1087,18 @@ impl MoneyStore for PgStore {
         tx.execute(
             "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, expires_at, \
                created_at) \
-             SELECT s, $3, u, $4, $5, $6, $7, $8, $9 FROM unnest($1::uuid[], $2::uuid[]) AS t(s, u)",
+             SELECT s, $3::uuid, u, $4::uuid, $5::text, $6::int8, $7::uuid[], $8::timestamptz, $9::timestamptz \
+             FROM unnest($1::uuid[], $2::uuid[]) AS t(s, u)",
             &[&subsidy_ids, &user_ids, &tenant.0, &id.0, &rule.name, &rule.amount.0, &merchants, &rule.expires_at, &now],
         )
         .await
         .map_err(pg)?;
         tx.execute(
             "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
-             SELECT $3, t, 'subsidy', s, $4, NULL, $5 FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t) \
+             SELECT $3::uuid, t, 'subsidy', s, $4::int8, NULL::uuid, $5::timestamptz FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t) \
              UNION ALL \
-             SELECT $3, t, 'subsidy_funding', NULL, -$4, NULL, $5 FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t)",
+             SELECT $3::uuid, t, 'subsidy_funding', NULL::uuid, -$4::int8, NULL::uuid, $5::timestamptz \
+             FROM unnest($1::uuid[], $2::uuid[]) AS x(s, t)",
             &[&subsidy_ids, &tx_ids, &tenant.0, &rule.amount.0, &now],
         )
         .await

@@ -23,6 +23,7 @@ pub fn in_ci() -> bool {
 
 pub struct TestApp {
     pub base: String,
+    pub state: actix_web::web::Data<onecard::state::AppState>,
     pub client: reqwest::Client,
     pub clock: ManualClock,
     pub handle: actix_web::dev::ServerHandle,
@@ -147,9 +148,11 @@ pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Opti
         .expect("server starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let state = app.state.clone();
     actix_web::rt::spawn(app.run_until_stopped());
     Some(TestApp {
         base,
+        state,
         client: reqwest::Client::new(),
         clock,
         handle,

@@ -6,6 +6,7 @@ mod helpers;
 mod admins;
 mod edge;
 mod import;
+mod money;
 mod process;
 mod tenants;
 mod users;

@@ -64,16 +64,29 @@ pub fn pick_coupon<'a>(
 
 /// Plans the funding of a payment. `ancestors` are the merchant's parents up the tree:
 /// a coupon or subsidy allowed at a canteen is allowed at its stalls.
+/// What a wallet can pay with.
+#[derive(Clone, Copy, Debug)]
+pub struct Purse<'a> {
+    pub coupons: &'a [Coupon],
+    pub subsidies: &'a [SubsidyAccount],
+    pub balance: Money,
+    /// A signed deferred-debit agreement lets the rest go to the provider.
+    pub deferred_allowed: bool,
+}
+
 pub fn fund(
     amount: Money,
     merchant: MerchantId,
     ancestors: &[MerchantId],
-    coupons: &[Coupon],
-    subsidies: &[SubsidyAccount],
-    balance: Money,
-    deferred_allowed: bool,
+    purse: Purse<'_>,
     now: Timestamp,
 ) -> Option<Funding> {
+    let Purse {
+        coupons,
+        subsidies,
+        balance,
+        deferred_allowed,
+    } = purse;
     let mut remaining = amount.0;
     let coupon = pick_coupon(coupons, amount, merchant, ancestors, now).map(|c| {
         let used = c.discount.0.min(remaining);
@@ -193,10 +206,12 @@ mod tests {
             Money(1000),
             m,
             &[],
-            &[high_threshold, expired, elsewhere, not_yet],
-            &[],
-            Money(1000),
-            false,
+            Purse {
+                coupons: &[high_threshold, expired, elsewhere, not_yet],
+                subsidies: &[],
+                balance: Money(1000),
+                deferred_allowed: false,
+            },
             t(0),
         )
         .unwrap();
@@ -215,10 +230,12 @@ mod tests {
             Money(1000),
             m,
             &[],
-            &[],
-            &[never.clone(), later.clone(), soon.clone(), other_shop],
-            Money(150),
-            true,
+            Purse {
+                coupons: &[],
+                subsidies: &[never.clone(), later.clone(), soon.clone(), other_shop],
+                balance: Money(150),
+                deferred_allowed: true,
+            },
             t(0),
         )
         .unwrap();
@@ -238,10 +255,33 @@ mod tests {
     fn without_deferred_debit_a_shortfall_is_insufficient_funds() {
         let m = MerchantId::new();
         assert_eq!(
-            fund(Money(1000), m, &[], &[], &[], Money(999), false, t(0)),
+            fund(
+                Money(1000),
+                m,
+                &[],
+                Purse {
+                    coupons: &[],
+                    subsidies: &[],
+                    balance: Money(999),
+                    deferred_allowed: false
+                },
+                t(0)
+            ),
             None
         );
-        assert!(fund(Money(1000), m, &[], &[], &[], Money(1000), false, t(0)).is_some());
+        assert!(fund(
+            Money(1000),
+            m,
+            &[],
+            Purse {
+                coupons: &[],
+                subsidies: &[],
+                balance: Money(1000),
+                deferred_allowed: false
+            },
+            t(0)
+        )
+        .is_some());
     }
 
     #[test]
@@ -252,10 +292,12 @@ mod tests {
             Money(300),
             stall,
             &[canteen],
-            &[],
-            &[meal],
-            Money(0),
-            false,
+            Purse {
+                coupons: &[],
+                subsidies: &[meal],
+                balance: Money(0),
+                deferred_allowed: false,
+            },
             t(0),
         )
         .unwrap();
@@ -269,10 +311,12 @@ mod tests {
             Money(80),
             m,
             &[],
-            &[coupon(100, 0, 5, 0)],
-            &[],
-            Money(0),
-            false,
+            Purse {
+                coupons: &[coupon(100, 0, 5, 0)],
+                subsidies: &[],
+                balance: Money(0),
+                deferred_allowed: false,
+            },
             t(0),
         )
         .unwrap();

@@ -36,7 +36,7 @@ pub fn counted(events: &[Timestamp], w: &WalletRow, now: Timestamp) -> usize {
     };
     events
         .iter()
-        .filter(|at| **at > since && lifted.is_none_or(|l| **at > l))
+        .filter(|at| **at > since && lifted.is_none_or(|l| **at >= l))
         .count()
 }
 

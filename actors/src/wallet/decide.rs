@@ -10,7 +10,7 @@ use onecard_schema::money::Money;
 use onecard_schema::wallet::*;
 use uuid::Uuid;
 
-use crate::domain::funding::fund;
+use crate::domain::funding::{fund, Purse};
 use crate::domain::risk::{counted, freeze, is_frozen, unfreeze, RISK_EVENTS_TO_FREEZE};
 use crate::wire::{to_json_bytes, PaymentView, WalletView};
 
@@ -373,16 +373,13 @@ pub fn decide(
                 return Ok(payment_answer(b, p, 201));
             }
             let s = &b.state;
-            let Some(f) = fund(
-                *amount,
-                merchant.id,
-                &merchant.ancestors,
-                &s.coupons,
-                &s.subsidies,
-                s.wallet.balance,
-                s.wallet.agreement_signed,
-                now,
-            ) else {
+            let purse = Purse {
+                coupons: &s.coupons,
+                subsidies: &s.subsidies,
+                balance: s.wallet.balance,
+                deferred_allowed: s.wallet.agreement_signed,
+            };
+            let Some(f) = fund(*amount, merchant.id, &merchant.ancestors, purse, now) else {
                 p.decline_reason = Some(DeclineReason::InsufficientFunds);
                 b.payment_events(&p);
                 b.set_payment(p.clone());

@@ -7,7 +7,8 @@
 pub mod decide;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,9 @@ impl Message for Request {
     type Result = ();
 }
 
+/// A remembered idempotent answer: the request's fingerprint, status and body.
+type StoredAnswer = ([u8; 32], u16, Vec<u8>);
+
 pub struct WalletActor {
     tenant: TenantId,
     user: UserId,
@@ -109,7 +113,7 @@ pub struct WalletActor {
     state: Option<WalletSnapshot>,
     load_error: Option<StoreError>,
     nonces: HashMap<Vec<u8>, Timestamp>,
-    requests: HashMap<(String, String), ([u8; 32], u16, Vec<u8>)>,
+    requests: HashMap<(String, String), StoredAnswer>,
     request_order: VecDeque<(String, String)>,
     last_used: Instant,
 }
@@ -427,8 +431,24 @@ impl Handler<Request> for WalletActor {
 }
 
 /// The registry of live wallet actors, sharded by user, and the way in for callers.
+/// A live wallet actor and how many calls are queued at it or being handled.
+#[derive(Clone)]
+struct Entry {
+    addr: Addr<WalletActor>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a call in flight until it is dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct Wallets {
-    shards: Vec<Mutex<HashMap<UserId, Addr<WalletActor>>>>,
+    shards: Vec<Mutex<HashMap<UserId, Entry>>>,
     arbiters: Vec<ArbiterHandle>,
     env: Arc<Env>,
     me: Weak<Wallets>,
@@ -451,16 +471,14 @@ impl Wallets {
     }
 
     fn shard_of(&self, user: UserId) -> usize {
-        let mut h = self.hasher.build_hasher();
-        user.hash(&mut h);
-        (h.finish() as usize) % SHARDS
+        (self.hasher.hash_one(user) as usize) % SHARDS
     }
 
-    fn addr(&self, tenant: TenantId, user: UserId) -> Addr<WalletActor> {
+    fn entry(&self, tenant: TenantId, user: UserId) -> Entry {
         let shard = self.shard_of(user);
         let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(addr) = map.get(&user).filter(|a| a.connected()) {
-            return addr.clone();
+        if let Some(entry) = map.get(&user).filter(|e| e.addr.connected()) {
+            return entry.clone();
         }
         let env = self.env.clone();
         let wallets = self.me.clone();
@@ -477,15 +495,19 @@ impl Wallets {
             request_order: VecDeque::new(),
             last_used: Instant::now(),
         });
-        map.insert(user, addr.clone());
-        addr
+        let entry = Entry {
+            addr,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        map.insert(user, entry.clone());
+        entry
     }
 
     fn forget(&self, user: UserId, addr: &Addr<WalletActor>) {
         let mut map = self.shards[self.shard_of(user)]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if map.get(&user).is_some_and(|a| a == addr) {
+        if map.get(&user).is_some_and(|e| e.addr == *addr) {
             map.remove(&user);
         }
     }
@@ -517,8 +539,15 @@ impl Wallets {
             reply,
         };
         for _ in 0..2 {
-            let addr = self.addr(tenant, user);
-            match addr.try_send(msg) {
+            let entry = self.entry(tenant, user);
+            // actix bounds each sender clone on its own, so the mailbox bound is kept
+            // here, per wallet, over every caller.
+            if entry.in_flight.fetch_add(1, Ordering::AcqRel) >= self.env.mailbox {
+                entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(WalletError::Busy);
+            }
+            let _counted = InFlight(entry.in_flight.clone());
+            match entry.addr.try_send(msg) {
                 Ok(()) => {
                     return rx
                         .await
@@ -526,7 +555,7 @@ impl Wallets {
                 }
                 Err(SendError::Full(_)) => return Err(WalletError::Busy),
                 Err(SendError::Closed(back)) => {
-                    self.forget(user, &addr);
+                    self.forget(user, &entry.addr);
                     msg = back;
                 }
             }

@@ -1,0 +1,835 @@
+//! The money core end to end: payments with the deduction order, every decline reason,
+//! idempotency, concurrency, refunds, subsidies, arrears, freezes, busy wallets, and the
+//! ledger check after each scenario.
+
+use jiff::SignedDuration;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, TestApp};
+use crate::on_both_engines;
+
+struct Shop {
+    admin: String,
+    merchant: String,
+    terminal: String,
+}
+
+async fn shop(app: &TestApp, single_limit: i64) -> Shop {
+    let (_, admin) = app.tenant("university", "standard").await;
+    let (s, m) = app
+        .post(
+            "/api/v1/merchants",
+            &admin,
+            json!({"name": "North Hall", "single_limit": single_limit}),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let merchant = m["id"].as_str().unwrap().to_string();
+    let (s, t) = app
+        .post(
+            &format!("/api/v1/merchants/{merchant}/terminals"),
+            &admin,
+            json!({"name": "Till 1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    Shop {
+        admin,
+        merchant,
+        terminal: t["token"].as_str().unwrap().into(),
+    }
+}
+
+/// A cardholder with a signed agreement: (user id, cardholder token).
+async fn person(app: &TestApp, admin: &str, number: &str) -> (String, String) {
+    let user = app.user(admin, number).await;
+    let id = user["id"].as_str().unwrap().to_string();
+    let (s, t) = app
+        .post(&format!("/api/v1/users/{id}/tokens"), admin, json!({}))
+        .await;
+    assert_eq!(s, 201);
+    let token = t["token"].as_str().unwrap().to_string();
+    let (s, _) = app.post("/api/v1/me/agreement", &token, json!({})).await;
+    assert_eq!(s, 201);
+    (id, token)
+}
+
+async fn code(app: &TestApp, cardholder: &str) -> String {
+    let (s, c) = app
+        .post("/api/v1/me/payment-codes", cardholder, json!({}))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    c["code"].as_str().unwrap().to_string()
+}
+
+async fn keyed(app: &TestApp, path: &str, token: &str, key: &str, body: Value) -> (u16, Value) {
+    let res = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn pay(app: &TestApp, shop: &Shop, code: &str, amount: i64) -> Value {
+    let (s, p) = keyed(
+        app,
+        "/api/v1/payments",
+        &shop.terminal,
+        &uuid::Uuid::new_v4().to_string(),
+        json!({"code": code, "amount": amount}),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    p
+}
+
+async fn top_up(app: &TestApp, shop: &Shop, user: &str, amount: i64) {
+    let (s, w) = keyed(
+        app,
+        &format!("/api/v1/users/{user}/wallet/topups"),
+        &shop.admin,
+        &uuid::Uuid::new_v4().to_string(),
+        json!({"amount": amount}),
+    )
+    .await;
+    assert_eq!(s, 201, "{w}");
+}
+
+async fn ledger_balances(app: &TestApp, admin: &str) {
+    let (s, check) = app.get("/api/v1/ledger/check", admin).await;
+    assert_eq!(s, 200, "{check}");
+    assert_eq!(check["balanced"], true, "{check}");
+    assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
+}
+
+on_both_engines!(
+    payments_follow_the_deduction_order_and_refund_to_their_sources,
+    every_decline_reason_is_recorded_with_its_reason,
+    twenty_concurrent_payments_on_a_1000_fen_wallet_let_exactly_ten_through,
+    a_replayed_payment_request_answers_the_same_payment_and_another_body_is_409,
+    arrears_block_payments_are_reminded_daily_and_lift_on_repayment,
+    subsidy_rules_need_a_second_admin_and_credit_every_target,
+);
+
+async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let (user, me) = person(&app, &shop.admin, "P-1").await;
+    top_up(&app, &shop, &user, 1_000).await;
+    let soon = (app.clock_now() + SignedDuration::from_hours(24)).to_string();
+    let later = (app.clock_now() + SignedDuration::from_hours(48)).to_string();
+    // Two coupons: the one expiring sooner wins even though it is smaller.
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/users/{user}/wallet/coupons"),
+            &shop.admin,
+            json!({"name": "Soon", "discount": 100, "threshold": 500, "expires_at": soon}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    app.post(
+        &format!("/api/v1/users/{user}/wallet/coupons"),
+        &shop.admin,
+        json!({"name": "Later", "discount": 300, "threshold": 0, "expires_at": later}),
+    )
+    .await;
+    let (_, rule) = app.post("/api/v1/subsidy-rules", &shop.admin, json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}, "merchant_ids": [shop.merchant]})).await;
+    let second = second_admin(&app, &shop.admin).await;
+    let (s, approved) = app
+        .post(
+            &format!(
+                "/api/v1/subsidy-rules/{}/approve",
+                rule["id"].as_str().unwrap()
+            ),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, approved["credited_users"].as_u64()),
+        (200, Some(1)),
+        "{approved}"
+    );
+
+    // 2,000 = coupon 100 + subsidy 400 + cash 1,000 + deferred 500.
+    let p = pay(&app, &shop, &code(&app, &me).await, 2_000).await;
+    assert_eq!(p["status"], "accepted", "{p}");
+    assert_eq!(
+        p["breakdown"],
+        json!({"coupon": 100, "subsidy": 400, "balance": 1000, "deferred": 500})
+    );
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 0);
+    let coupons: Vec<(String, bool)> = w["coupons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["used"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        coupons,
+        [("Soon".to_string(), true), ("Later".to_string(), false)]
+    );
+
+    // The sandbox collects the deferred part: the payment settles.
+    let id = p["id"].as_str().unwrap();
+    let settled = app
+        .wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+            p["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(settled["status"], "succeeded");
+
+    // A partial refund of 700 returns the deferred 500, then 200 of the cash.
+    let (s, r) = keyed(
+        &app,
+        &format!("/api/v1/payments/{id}/refunds"),
+        &shop.admin,
+        "r-1",
+        json!({"amount": 700}),
+    )
+    .await;
+    assert_eq!(
+        (s, r["status"].as_str(), r["refunded"].as_i64()),
+        (201, Some("partially_refunded"), Some(700)),
+        "{r}"
+    );
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 200);
+    // The rest: cash 800, the subsidy 400 back to its account, and the coupon revived.
+    let (s, r) = keyed(
+        &app,
+        &format!("/api/v1/payments/{id}/refunds"),
+        &shop.admin,
+        "r-2",
+        json!({}),
+    )
+    .await;
+    assert_eq!((s, r["status"].as_str()), (201, Some("refunded")), "{r}");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 1_000);
+    assert_eq!(w["subsidies"][0]["balance"], 400);
+    assert!(
+        w["coupons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["used"] == false),
+        "{w}"
+    );
+    let (s, body) = keyed(
+        &app,
+        &format!("/api/v1/payments/{id}/refunds"),
+        &shop.admin,
+        "r-3",
+        json!({}),
+    )
+    .await;
+    assert_problem(s, &body, 409, "not_refundable");
+
+    // Totals for today equal what the ledger says the merchant is owed.
+    let (_, totals) = app
+        .get(
+            &format!("/api/v1/merchants/{}/totals", shop.merchant),
+            &shop.admin,
+        )
+        .await;
+    assert_eq!(
+        (
+            totals["gross"].as_i64(),
+            totals["refunds"].as_i64(),
+            totals["count"].as_i64()
+        ),
+        (Some(2_000), Some(2_000), Some(1)),
+        "{totals}"
+    );
+    assert_eq!(
+        totals["by_source"],
+        json!({"coupon": 100, "subsidy": 400, "balance": 1000, "deferred": 500})
+    );
+    assert_eq!(totals["rollup"]["gross"], 2_000);
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn every_decline_reason_is_recorded_with_its_reason(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "D-1").await;
+    top_up(&app, &shop, &user, 10_000).await;
+    let reason = |p: &Value| {
+        (
+            p["status"].as_str().unwrap().to_string(),
+            p["decline_reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let declined = |r: &str| ("declined".to_string(), r.to_string());
+
+    assert_eq!(
+        reason(&pay(&app, &shop, "not-a-code", 100).await),
+        declined("code_invalid")
+    );
+    assert_eq!(
+        reason(&pay(&app, &shop, &code(&app, &me).await, 5_001).await),
+        declined("over_limit")
+    );
+    let used = code(&app, &me).await;
+    assert_eq!(
+        reason(&pay(&app, &shop, &used, 100).await),
+        ("succeeded".into(), String::new())
+    );
+    assert_eq!(
+        reason(&pay(&app, &shop, &used, 100).await),
+        declined("code_reused")
+    );
+    let old = code(&app, &me).await;
+    app.clock.advance(SignedDuration::from_secs(121));
+    assert_eq!(
+        reason(&pay(&app, &shop, &old, 100).await),
+        declined("code_expired")
+    );
+
+    // A person without the agreement and without funds: insufficient_funds.
+    let (poor, poor_token) = {
+        let u = app.user(&shop.admin, "D-2").await;
+        let id = u["id"].as_str().unwrap().to_string();
+        let (_, t) = app
+            .post(
+                &format!("/api/v1/users/{id}/tokens"),
+                &shop.admin,
+                json!({}),
+            )
+            .await;
+        (id, t["token"].as_str().unwrap().to_string())
+    };
+    let (s, body) = app
+        .post("/api/v1/me/payment-codes", &poor_token, json!({}))
+        .await;
+    assert_problem(s, &body, 403, "agreement_required");
+    app.patch(
+        "/api/v1/tenant",
+        &shop.admin,
+        json!({"settings": {"require_agreement": false}}),
+    )
+    .await;
+    assert_eq!(
+        reason(&pay(&app, &shop, &code(&app, &poor_token).await, 100).await),
+        declined("insufficient_funds")
+    );
+
+    // card_inactive: a suspended cardholder's code is declined.
+    let c = code(&app, &poor_token).await;
+    app.patch(
+        &format!("/api/v1/users/{poor}"),
+        &shop.admin,
+        json!({"status": "suspended"}),
+    )
+    .await;
+    assert_eq!(
+        reason(&pay(&app, &shop, &c, 100).await),
+        declined("card_inactive")
+    );
+
+    // frozen: an admin freeze declines payments and refuses new codes.
+    let c = code(&app, &me).await;
+    app.post(
+        &format!("/api/v1/users/{user}/freeze"),
+        &shop.admin,
+        json!({}),
+    )
+    .await;
+    assert_eq!(reason(&pay(&app, &shop, &c, 100).await), declined("frozen"));
+    let (s, body) = app.post("/api/v1/me/payment-codes", &me, json!({})).await;
+    assert_problem(s, &body, 403, "frozen");
+    app.post(
+        &format!("/api/v1/users/{user}/unfreeze"),
+        &shop.admin,
+        json!({}),
+    )
+    .await;
+
+    // arrears: a deferred debit the provider declines.
+    let (s, _) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/sandbox/provider/users/{user}"),
+            Some(&shop.admin),
+            Some(json!({"available": 0})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let p = pay(&app, &shop, &code(&app, &me).await, 5_000).await; // balance 9,900: no deferred part
+    assert_eq!(p["status"], "succeeded");
+    let p = pay(&app, &shop, &code(&app, &me).await, 5_000).await; // 4,900 cash + 100 deferred
+    let id = p["id"].as_str().unwrap();
+    app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+        p["status"] == "unsettled"
+    })
+    .await;
+    assert_eq!(
+        reason(&pay(&app, &shop, &code(&app, &me).await, 10).await),
+        declined("arrears")
+    );
+
+    let (_, list) = app
+        .get("/api/v1/payments?status=declined&limit=50", &shop.admin)
+        .await;
+    let mut reasons: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["decline_reason"].as_str().unwrap().to_string())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "arrears",
+            "card_inactive",
+            "code_expired",
+            "code_invalid",
+            "code_reused",
+            "frozen",
+            "insufficient_funds",
+            "over_limit"
+        ]
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn twenty_concurrent_payments_on_a_1000_fen_wallet_let_exactly_ten_through(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, _) = person(&app, &shop.admin, "C-1").await;
+    // Without the agreement nothing can be deferred: the wallet's 1,000 fen is all there is.
+    let u = app.user(&shop.admin, "C-2").await;
+    let plain = u["id"].as_str().unwrap().to_string();
+    let (_, t) = app
+        .post(
+            &format!("/api/v1/users/{plain}/tokens"),
+            &shop.admin,
+            json!({}),
+        )
+        .await;
+    let plain_token = t["token"].as_str().unwrap().to_string();
+    app.patch(
+        "/api/v1/tenant",
+        &shop.admin,
+        json!({"settings": {"require_agreement": false}}),
+    )
+    .await;
+    top_up(&app, &shop, &plain, 1_000).await;
+    let _ = user;
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(code(&app, &plain_token).await);
+    }
+    let futures = codes.iter().map(|c| pay(&app, &shop, c, 100));
+    let results = futures::future::join_all(futures).await;
+    let ok = results
+        .iter()
+        .filter(|p| p["status"] == "succeeded")
+        .count();
+    let declined = results
+        .iter()
+        .filter(|p| p["decline_reason"] == "insufficient_funds")
+        .count();
+    assert_eq!((ok, declined), (10, 10));
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{plain}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 0);
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn a_replayed_payment_request_answers_the_same_payment_and_another_body_is_409(
+    engine: Engine,
+) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "I-1").await;
+    top_up(&app, &shop, &user, 1_000).await;
+    let c = code(&app, &me).await;
+    let body = json!({"code": c, "amount": 300});
+    let (s1, first) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "till-1-0001",
+        body.clone(),
+    )
+    .await;
+    let (s2, again) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "till-1-0001",
+        body.clone(),
+    )
+    .await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first, again);
+    assert_eq!(first["status"], "succeeded");
+    let (s, conflict) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "till-1-0001",
+        json!({"code": c, "amount": 301}),
+    )
+    .await;
+    assert_problem(s, &conflict, 409, "idempotency_conflict");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 700, "charged once");
+    // Top-ups are idempotent too, and a key is required on every money path.
+    let path = format!("/api/v1/users/{user}/wallet/topups");
+    let (s1, _) = keyed(&app, &path, &shop.admin, "topup-1", json!({"amount": 50})).await;
+    let (s2, _) = keyed(&app, &path, &shop.admin, "topup-1", json!({"amount": 50})).await;
+    assert_eq!((s1, s2), (201, 200));
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 750);
+    let (s, body) = app.post(&path, &shop.admin, json!({"amount": 50})).await;
+    assert_problem(s, &body, 400, "idempotency_key_required");
+    let (s, body) = app
+        .post(
+            "/api/v1/payments",
+            &shop.terminal,
+            json!({"code": c, "amount": 1}),
+        )
+        .await;
+    assert_problem(s, &body, 400, "idempotency_key_required");
+    // An invalid code is recorded once, however often it is retried.
+    let (s1, a) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "bad-1",
+        json!({"code": "junk", "amount": 5}),
+    )
+    .await;
+    let (s2, b) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "bad-1",
+        json!({"code": "junk", "amount": 5}),
+    )
+    .await;
+    assert_eq!((s1, s2, a["id"].clone()), (201, 200, b["id"].clone()));
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn arrears_block_payments_are_reminded_daily_and_lift_on_repayment(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "A-1").await;
+    app.send(
+        reqwest::Method::PUT,
+        &format!("/api/v1/sandbox/provider/users/{user}"),
+        Some(&shop.admin),
+        Some(json!({"available": 100})),
+    )
+    .await;
+    let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
+    assert_eq!(
+        (p["status"].as_str(), p["breakdown"]["deferred"].as_i64()),
+        (Some("accepted"), Some(300))
+    );
+    let id = p["id"].as_str().unwrap();
+    app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+        p["status"] == "unsettled"
+    })
+    .await;
+    let (_, owed) = app
+        .get(&format!("/api/v1/users/{user}/arrears"), &shop.admin)
+        .await;
+    assert_eq!(
+        (
+            owed["arrears"].as_i64(),
+            owed["payments"].as_array().unwrap().len()
+        ),
+        (Some(300), 1)
+    );
+    assert_eq!(
+        pay(&app, &shop, &code(&app, &me).await, 10).await["decline_reason"],
+        "arrears"
+    );
+
+    assert_eq!(
+        onecard::api::arrears::remind_arrears(&app.state)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        onecard::api::arrears::remind_arrears(&app.state)
+            .await
+            .unwrap(),
+        0,
+        "once a day"
+    );
+    app.clock.advance(SignedDuration::from_hours(24));
+    assert_eq!(
+        onecard::api::arrears::remind_arrears(&app.state)
+            .await
+            .unwrap(),
+        1,
+        "and again the next day"
+    );
+
+    let (s, w) = keyed(&app, "/api/v1/me/arrears/repay", &me, "repay-1", json!({})).await;
+    assert_eq!((s, w["arrears"].as_i64()), (200, Some(0)), "{w}");
+    let (_, settled) = app
+        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
+        .await;
+    assert_eq!(settled["status"], "succeeded");
+    let (s, body) = keyed(&app, "/api/v1/me/arrears/repay", &me, "repay-2", json!({})).await;
+    assert_problem(s, &body, 409, "no_arrears");
+    assert_eq!(
+        onecard::api::arrears::remind_arrears(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        pay(&app, &shop, &code(&app, &me).await, 10).await["status"],
+        "accepted",
+        "the block is lifted"
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn subsidy_rules_need_a_second_admin_and_credit_every_target(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (_, d) = app
+        .post(
+            "/api/v1/departments",
+            &shop.admin,
+            json!({"name": "Teaching"}),
+        )
+        .await;
+    let (_, sub) = app
+        .post(
+            "/api/v1/departments",
+            &shop.admin,
+            json!({"name": "Maths", "parent_id": d["id"]}),
+        )
+        .await;
+    let mut csv = String::from(
+        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
+    );
+    for i in 0..300 {
+        let dept = if i % 3 == 0 { "Teaching/Maths" } else { "" };
+        let identity = if i % 3 == 1 { "teacher" } else { "student" };
+        csv.push_str(&format!("P{i},N{i:04},,,{dept},,{identity}\n"));
+    }
+    let (s, _) = app.upload(&shop.admin, "u.csv", csv.into_bytes()).await;
+    assert_eq!(s, 201);
+    let _ = sub;
+    let (s, rule) = app
+        .post("/api/v1/subsidy-rules", &shop.admin, json!({"name": "Winter", "amount": 250, "targets": {"department_ids": [d["id"]], "identities": ["teacher"]}}))
+        .await;
+    assert_eq!(
+        (s, rule["status"].as_str()),
+        (201, Some("pending")),
+        "{rule}"
+    );
+    let rule_id = rule["id"].as_str().unwrap();
+    let (s, body) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{rule_id}/approve"),
+            &shop.admin,
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &body, 403, "maker_checker");
+    let second = second_admin(&app, &shop.admin).await;
+    let (s, done) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{rule_id}/approve"),
+            &second,
+            json!({}),
+        )
+        .await;
+    // Members of Teaching's subtree (100) and the teachers (100).
+    assert_eq!(
+        (s, done["credited_users"].as_u64()),
+        (200, Some(200)),
+        "{done}"
+    );
+    let (s, body) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{rule_id}/approve"),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &body, 409, "not_pending");
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn second_admin(app: &TestApp, admin: &str) -> String {
+    let u = app
+        .user(
+            admin,
+            &format!("ADM-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        )
+        .await;
+    let (_, b) = app
+        .post(
+            "/api/v1/admins",
+            admin,
+            json!({"user_id": u["id"], "role": "super_admin"}),
+        )
+        .await;
+    let (_, bound) = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admins/bind",
+            None,
+            Some(json!({"binding_token": b["binding_token"]})),
+        )
+        .await;
+    bound["token"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin() {
+    let Some(app) = spawn_app(Engine::Sqlite).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "F-1").await;
+    top_up(&app, &shop, &user, 1_000).await;
+    // Pin the clock to 10:00 in Shanghai so "next midnight" is known.
+    let now = app.clock_now();
+    let target: jiff::Timestamp = "2030-03-01T02:00:00Z".parse().unwrap();
+    app.clock.advance(target.duration_since(now));
+    let c = code(&app, &me).await;
+    pay(&app, &shop, &c, 10).await;
+    for _ in 0..3 {
+        assert_eq!(
+            pay(&app, &shop, &c, 10).await["decline_reason"],
+            "code_reused"
+        );
+    }
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(
+        (w["frozen"].as_bool(), w["frozen_until"].as_str()),
+        (Some(true), Some("2030-03-01T16:00:00Z")),
+        "{w}"
+    );
+    let (s, body) = app.post("/api/v1/me/payment-codes", &me, json!({})).await;
+    assert_problem(s, &body, 403, "frozen");
+    app.clock.advance(SignedDuration::from_hours(14)); // 16:00 UTC = midnight in Shanghai
+    let c = code(&app, &me).await;
+    assert_eq!(
+        pay(&app, &shop, &c, 10).await["status"],
+        "succeeded",
+        "the first freeze lifted itself"
+    );
+    for _ in 0..3 {
+        pay(&app, &shop, &c, 10).await;
+    }
+    app.clock.advance(SignedDuration::from_hours(30));
+    let (s, body) = app.post("/api/v1/me/payment-codes", &me, json!({})).await;
+    assert_problem(s, &body, 403, "frozen");
+    let (_, w) = app
+        .post(
+            &format!("/api/v1/users/{user}/unfreeze"),
+            &shop.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(w["frozen"], false);
+    code(&app, &me).await;
+    ledger_balances(&app, &shop.admin).await;
+}
+
+#[actix_web::test]
+async fn a_full_wallet_mailbox_answers_503_and_loses_nothing() {
+    let Some(app) = spawn_with(Engine::Sqlite, |c| c.wallet_mailbox = 1).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, _) = person(&app, &shop.admin, "B-1").await;
+    let path = format!("/api/v1/users/{user}/wallet/topups");
+    let futures = (0..40).map(|i| {
+        keyed(
+            &app,
+            &path,
+            &shop.admin,
+            Box::leak(format!("busy-{i}").into_boxed_str()),
+            json!({"amount": 10}),
+        )
+    });
+    let results = futures::future::join_all(futures).await;
+    let accepted = results.iter().filter(|(s, _)| *s == 201).count() as i64;
+    let busy: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(!busy.is_empty(), "some requests must find the mailbox full");
+    assert!(busy.iter().all(|(_, b)| b["code"] == "busy"));
+    assert_eq!(accepted + busy.len() as i64, 40);
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(
+        w["balance"].as_i64(),
+        Some(10 * accepted),
+        "every 201 counted once, every 503 not at all"
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+impl TestApp {
+    pub fn clock_now(&self) -> jiff::Timestamp {
+        use onecard_actors::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Polls a resource until `done` holds (asynchronous provider answers), for 5 s at most.
+    pub async fn wait_for(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..250 {
+            let (_, v) = self.get(path, token).await;
+            if done(&v) {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{path} never reached the expected state");
+    }
+}
