@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+mod pay;
+
 #[derive(Parser)]
 #[command(
     name = "loadtest",
@@ -33,6 +35,35 @@ enum Cmd {
         rows: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// End-to-end payments over HTTP: tills paying with prefetched codes of random
+    /// cardholders. `--hot` puts every till at one stall.
+    Pay {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 64)]
+        tills: usize,
+        #[arg(long, default_value_t = 10_000)]
+        cardholders: usize,
+        #[arg(long, default_value_t = 60_000)]
+        payments: usize,
+        #[arg(long)]
+        hot: bool,
+    },
+    /// The naive peer: one SQL transaction per payment (SELECT … FOR UPDATE, UPDATE,
+    /// INSERT, COMMIT) straight on PostgreSQL, at several concurrencies.
+    Naive {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 10_000)]
+        cardholders: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "8,16,32,64")]
+        clients: Vec<usize>,
+        /// Every payment also updates one merchant's totals row.
+        #[arg(long)]
+        hot: bool,
     },
     /// The HTTP ceiling: how fast this loader can get `/healthz` answered.
     Healthz {
@@ -64,6 +95,7 @@ struct Target {
 /// A server this run started; stopped (SIGTERM, then kill) when dropped.
 struct Spawned {
     child: Child,
+    pid: u32,
     _dir: tempdir::Dir,
 }
 
@@ -96,6 +128,21 @@ struct Server {
     base: String,
     root: String,
     _spawned: Option<Spawned>,
+}
+
+impl Server {
+    /// Resident memory of a server this run started, in KiB.
+    fn rss_kib(&self) -> Option<u64> {
+        let pid = self._spawned.as_ref()?.pid;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
 }
 
 fn connect(target: &Target) -> Result<Server> {
@@ -154,6 +201,7 @@ fn connect(target: &Target) -> Result<Server> {
         base: format!("http://127.0.0.1:{port}"),
         root,
         _spawned: Some(Spawned {
+            pid: child.id(),
             child,
             _dir: tempdir::Dir(dir),
         }),
@@ -285,5 +333,19 @@ async fn main() -> Result<()> {
             connections,
             seconds,
         } => healthz(target, connections, seconds).await,
+        Cmd::Pay {
+            target,
+            tills,
+            cardholders,
+            payments,
+            hot,
+        } => pay::run(target, tills, cardholders, payments, hot).await,
+        Cmd::Naive {
+            database_url,
+            cardholders,
+            seconds,
+            clients,
+            hot,
+        } => pay::naive(&database_url, cardholders, seconds, &clients, hot).await,
     }
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admins;
+mod crash;
 mod edge;
 mod import;
 mod money;

@@ -1,0 +1,398 @@
+//! `loadtest pay` and `loadtest naive`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use super::{connect, Server, Target};
+
+/// Concurrency of the set-up requests (tokens, top-ups, codes).
+const SETUP_CONCURRENCY: usize = 64;
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+    key: Option<String>,
+) -> Result<Value> {
+    let mut req = client.post(url).bearer_auth(token).json(&body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    Ok(body)
+}
+
+struct Setup {
+    admin: String,
+    tills: Vec<String>,
+    cardholders: Vec<String>,
+}
+
+async fn setup(
+    server: &Server,
+    client: &reqwest::Client,
+    tills: usize,
+    cardholders: usize,
+    hot: bool,
+) -> Result<Setup> {
+    let base = &server.base;
+    let tenant = post(
+        client,
+        format!("{base}/api/v1/tenants"),
+        &server.root,
+        json!({"name": "Load", "kind": "university", "edition": "standard"}),
+        None,
+    )
+    .await?;
+    let admin = tenant["admin_token"]
+        .as_str()
+        .context("admin token")?
+        .to_string();
+    let res = client
+        .patch(format!("{base}/api/v1/tenant"))
+        .bearer_auth(&admin)
+        .json(&json!({"settings": {"require_agreement": false}}))
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        bail!("tenant settings: {}", res.status());
+    }
+    let root = post(
+        client,
+        format!("{base}/api/v1/merchants"),
+        &admin,
+        json!({"name": "Catering", "single_limit": 100_000}),
+        None,
+    )
+    .await?;
+    let mut stalls = Vec::new();
+    for i in 0..8 {
+        let m = post(
+            client,
+            format!("{base}/api/v1/merchants"),
+            &admin,
+            json!({"name": format!("Stall {i}"), "parent_id": root["id"], "single_limit": 100_000}),
+            None,
+        )
+        .await?;
+        stalls.push(m["id"].as_str().context("merchant id")?.to_string());
+    }
+    let mut till_tokens = Vec::new();
+    for i in 0..tills {
+        let stall = if hot {
+            &stalls[0]
+        } else {
+            &stalls[i % stalls.len()]
+        };
+        let t = post(
+            client,
+            format!("{base}/api/v1/merchants/{stall}/terminals"),
+            &admin,
+            json!({"name": format!("Till {i}")}),
+            None,
+        )
+        .await?;
+        till_tokens.push(t["token"].as_str().context("terminal token")?.to_string());
+    }
+    let mut csv = String::from(
+        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
+    );
+    for i in 0..cardholders {
+        csv.push_str(&format!("Student {i},L{i:07},,,,,student\n"));
+    }
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("u.csv"),
+    );
+    let res = client
+        .post(format!("{base}/api/v1/users/import"))
+        .bearer_auth(&admin)
+        .multipart(form)
+        .send()
+        .await?;
+    if res.status() != 201 {
+        bail!("import: {}", res.status());
+    }
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = client
+            .get(format!("{base}/api/v1/users?limit=500{cursor}"))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        for u in page["items"].as_array().context("items")? {
+            ids.push(u["id"].as_str().context("id")?.to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let tokens: Vec<Result<String>> = stream::iter(ids.iter().cloned())
+        .map(|id| {
+            let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
+            async move {
+                let t = post(
+                    &client,
+                    format!("{base}/api/v1/users/{id}/tokens"),
+                    &admin,
+                    json!({}),
+                    None,
+                )
+                .await?;
+                post(
+                    &client,
+                    format!("{base}/api/v1/users/{id}/wallet/topups"),
+                    &admin,
+                    json!({"amount": 10_000_000}),
+                    Some(format!("seed-{id}")),
+                )
+                .await?;
+                Ok(t["token"].as_str().context("token")?.to_string())
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    let cardholders = tokens.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(Setup {
+        admin,
+        tills: till_tokens,
+        cardholders,
+    })
+}
+
+pub async fn run(
+    target: Target,
+    tills: usize,
+    cardholders: usize,
+    payments: usize,
+    hot: bool,
+) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(tills * 2)
+        .build()?;
+    let t0 = Instant::now();
+    let setup = setup(&server, &client, tills, cardholders, hot).await?;
+    let rss_before = server.rss_kib();
+    println!(
+        "pay: set up {cardholders} cardholders with topped-up wallets, {tills} tills{} in {:.1} s",
+        if hot {
+            " at one stall"
+        } else {
+            " over 8 stalls"
+        },
+        t0.elapsed().as_secs_f64()
+    );
+    // Codes are what the cardholders' phones hold: fetched ahead, each used once.
+    let t1 = Instant::now();
+    let codes: Vec<Result<String>> = stream::iter(0..payments)
+        .map(|i| {
+            let (client, base) = (client.clone(), server.base.clone());
+            let token = setup.cardholders[(i * 7919) % setup.cardholders.len()].clone();
+            async move {
+                let c = post(
+                    &client,
+                    format!("{base}/api/v1/me/payment-codes"),
+                    &token,
+                    json!({}),
+                    None,
+                )
+                .await?;
+                Ok(c["code"].as_str().context("code")?.to_string())
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    let codes: VecDeque<String> = codes.into_iter().collect::<Result<_>>()?;
+    let rss_warm = server.rss_kib();
+    println!(
+        "pay: prefetched {} codes in {:.1} s",
+        codes.len(),
+        t1.elapsed().as_secs_f64()
+    );
+    let queue = Arc::new(Mutex::new(codes));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for till in setup.tills.clone() {
+        let (queue, client, url) = (
+            queue.clone(),
+            client.clone(),
+            format!("{}/api/v1/payments", server.base),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut n = 0u64;
+            loop {
+                let Some(code) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    break;
+                };
+                n += 1;
+                let amount = 1 + (n * 37 % 300) as i64;
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .bearer_auth(&till)
+                    .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({"code": code, "amount": amount}))
+                    .send()
+                    .await;
+                let label = match res {
+                    Ok(r) => {
+                        let status = r.status();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        h.saturating_record(t.elapsed().as_micros() as u64);
+                        if status == 201 {
+                            body["status"].as_str().unwrap_or("?").to_string()
+                        } else {
+                            format!("http {status}")
+                        }
+                    }
+                    Err(_) => "error".to_string(),
+                };
+                *statuses.entry(label).or_default() += 1;
+            }
+            (h, statuses)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in tasks {
+        let (h, s) = t.await?;
+        all.add(h)?;
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let check: Value = client
+        .get(format!("{}/api/v1/ledger/check", server.base))
+        .bearer_auth(&setup.admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "pay{}: {} payments in {secs:.1} s = {:.0} payments/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {statuses:?}; ledger balanced: {} ({} entries)",
+        if hot { " (hot stall)" } else { "" },
+        all.len(),
+        all.len() as f64 / secs,
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+        all.max() as f64 / 1000.0,
+        check["balanced"],
+        check["entries"],
+    );
+    if let (Some(before), Some(warm)) = (rss_before, rss_warm) {
+        println!(
+            "memory: RSS {before} KiB with cold wallets, {warm} KiB with {cardholders} wallet actors cached: ~{:.1} KiB per cached wallet actor",
+            (warm.saturating_sub(before)) as f64 / cardholders as f64
+        );
+    }
+    Ok(())
+}
+
+pub async fn naive(
+    url: &str,
+    cardholders: usize,
+    seconds: u64,
+    clients: &[usize],
+    hot: bool,
+) -> Result<()> {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    c.batch_execute(
+        "DROP TABLE IF EXISTS naive_payments, naive_wallets, naive_merchants; \
+         CREATE TABLE naive_wallets (user_id bigint PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0)); \
+         CREATE TABLE naive_payments (id bigserial PRIMARY KEY, user_id bigint NOT NULL, merchant_id bigint NOT NULL, \
+           amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); \
+         CREATE TABLE naive_merchants (id bigint PRIMARY KEY, gross bigint NOT NULL, count bigint NOT NULL);",
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO naive_wallets SELECT g, 1000000000 FROM generate_series(0, $1::bigint - 1) g",
+        &[&(cardholders as i64)],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO naive_merchants SELECT g, 0, 0 FROM generate_series(0, 7) g",
+        &[],
+    )
+    .await?;
+    let mut best = (0usize, 0f64);
+    for &n in clients {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for w in 0..n {
+            let url = url.to_string();
+            tasks.push(tokio::spawn(async move {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                let lock = c.prepare("SELECT balance FROM naive_wallets WHERE user_id = $1 FOR UPDATE").await?;
+                let debit = c.prepare("UPDATE naive_wallets SET balance = balance - $2 WHERE user_id = $1").await?;
+                let insert = c.prepare("INSERT INTO naive_payments (user_id, merchant_id, amount) VALUES ($1, $2, $3)").await?;
+                let totals = c.prepare("UPDATE naive_merchants SET gross = gross + $2, count = count + 1 WHERE id = $1").await?;
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut i = w as i64;
+                while Instant::now() < deadline {
+                    i += 7919;
+                    let (user, amount, merchant) = (i % cardholders as i64, 1 + i % 300, if hot { 0 } else { i % 8 });
+                    let t = Instant::now();
+                    c.batch_execute("BEGIN").await?;
+                    let bal: i64 = c.query_one(&lock, &[&user]).await?.get(0);
+                    if bal >= amount {
+                        c.execute(&debit, &[&user, &amount]).await?;
+                        c.execute(&insert, &[&user, &merchant, &amount]).await?;
+                        if hot {
+                            c.execute(&totals, &[&merchant, &amount]).await?;
+                        }
+                    }
+                    c.batch_execute("COMMIT").await?;
+                    h.saturating_record(t.elapsed().as_micros() as u64);
+                }
+                anyhow::Ok(h)
+            }));
+        }
+        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for t in tasks {
+            all.add(t.await??)?;
+        }
+        let rate = all.len() as f64 / seconds as f64;
+        println!(
+            "naive{}: {n} clients: {rate:.0} payments/s, p50 {:.2} ms, p99 {:.2} ms",
+            if hot { " (hot row)" } else { "" },
+            all.value_at_quantile(0.5) as f64 / 1000.0,
+            all.value_at_quantile(0.99) as f64 / 1000.0
+        );
+        if rate > best.1 {
+            best = (n, rate);
+        }
+    }
+    println!(
+        "naive{} best: {:.0} payments/s at {} clients",
+        if hot { " (hot row)" } else { "" },
+        best.1,
+        best.0
+    );
+    c.batch_execute("DROP TABLE IF EXISTS naive_payments, naive_wallets, naive_merchants")
+        .await?;
+    Ok(())
+}
