@@ -66,7 +66,18 @@ pub async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus metrics in text format.
 #[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
 #[get("/metrics")]
-pub async fn get_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+pub async fn get_metrics(
+    handle: web::Data<PrometheusHandle>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (batches, commits) = (
+        onecard_actors::ledger::BATCHES.load(Relaxed),
+        onecard_actors::ledger::COMMITS.load(Relaxed),
+    );
+    metrics::gauge!("wallet_actors_live").set(state.wallets.live() as f64);
+    metrics::counter!("ledger_batches_total").absolute(batches);
+    metrics::counter!("ledger_commits_total").absolute(commits);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())
