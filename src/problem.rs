@@ -31,6 +31,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("already_admin", 409),
     ("last_super_admin", 409),
     ("user_is_admin", 409),
+    ("user_has_wallet", 409),
     ("idempotency_conflict", 409),
     ("idempotency_in_progress", 409),
     ("gone", 410),

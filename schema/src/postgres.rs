@@ -888,6 +888,21 @@ impl Store for PgStore {
                 "remove this user's admin role first",
             ));
         }
+        let has_money: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = $1)",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if has_money {
+            return Err(StoreError::conflict(
+                "user_has_wallet",
+                None,
+                "this user has a wallet and money history; set their status to left instead",
+            ));
+        }
         tx.execute(
             "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = $1",
             &[&id.0],

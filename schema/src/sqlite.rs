@@ -1052,6 +1052,20 @@ impl Store for SqliteStore {
                     "remove this user's admin role first",
                 ));
             }
+            let has_money: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = ?)",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if has_money {
+                return Err(StoreError::conflict(
+                    "user_has_wallet",
+                    None,
+                    "this user has a wallet and money history; set their status to left instead",
+                ));
+            }
             c.execute(
                 "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = ?",
                 [id.to_string()],

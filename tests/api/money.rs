@@ -615,6 +615,11 @@ async fn arrears_block_payments_are_reminded_daily_and_lift_on_repayment(engine:
     assert_eq!(settled["status"], "succeeded");
     let (s, body) = keyed(&app, "/api/v1/me/arrears/repay", &me, "repay-2", json!({})).await;
     assert_problem(s, &body, 409, "no_arrears");
+    // Money history is never deleted with its user.
+    let (s, body) = app
+        .delete(&format!("/api/v1/users/{user}"), &shop.admin)
+        .await;
+    assert_problem(s, &body, 409, "user_has_wallet");
     assert_eq!(
         onecard::api::arrears::remind_arrears(&app.state)
             .await
