@@ -90,6 +90,7 @@ impl Application {
             tenants: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),
+            user_status: Default::default(),
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());

@@ -8,8 +8,8 @@ use onecard_actors::clock::Clock;
 use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
-use onecard_schema::ids::{MerchantId, TenantId, TerminalId};
-use onecard_schema::model::Tenant;
+use onecard_schema::ids::{MerchantId, TenantId, TerminalId, UserId};
+use onecard_schema::model::{Tenant, UserStatus};
 use onecard_schema::wallet::{Merchant, Terminal};
 use onecard_schema::Store;
 
@@ -34,6 +34,7 @@ pub struct AppState {
     pub tenants: TtlCache<TenantId, Tenant>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,
+    pub user_status: TtlCache<UserId, (TenantId, UserStatus)>,
 }
 
 impl AppState {
@@ -82,6 +83,24 @@ impl AppState {
             single_limit: me.single_limit,
             ancestors,
         })
+    }
+
+    /// A user's status, checked on every payment; `NotFound` for another tenant's user.
+    pub async fn user_status(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<UserStatus, onecard_schema::StoreError> {
+        if let Some((t, s)) = self.user_status.get(&user) {
+            return if t == tenant {
+                Ok(s)
+            } else {
+                Err(onecard_schema::StoreError::NotFound)
+            };
+        }
+        let status = self.store.user_status(tenant, user).await?;
+        self.user_status.put(user, (tenant, status));
+        Ok(status)
     }
 
     pub async fn terminal(&self, tenant: TenantId, id: TerminalId) -> Result<Terminal, ApiError> {

@@ -265,16 +265,20 @@ async fn insert_outbox<C: GenericClient>(
     }
     let ids: Vec<Uuid> = rows.iter().map(|(_, e, _)| e.id.0).collect();
     let tenants: Vec<Uuid> = rows.iter().map(|(t, _, _)| t.0).collect();
-    let topics: Vec<&str> = rows.iter().map(|(_, e, _)| e.topic.as_str()).collect();
+    let topics: Vec<String> = rows
+        .iter()
+        .map(|(_, e, _)| serde_json::to_string(&e.topics).unwrap_or_default())
+        .collect();
     let kinds: Vec<&str> = rows.iter().map(|(_, e, _)| e.kind.as_str()).collect();
     let payloads: Vec<String> = rows.iter().map(|(_, e, _)| e.payload.to_string()).collect();
     let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
     let st = c
         .prepare_cached(
-            "INSERT INTO outbox (id, tenant_id, topic, kind, payload, created_at) \
-             SELECT id, tenant_id, topic, kind, payload::jsonb, created_at \
+            "INSERT INTO outbox (id, tenant_id, topics, kind, payload, created_at) \
+             SELECT id, tenant_id, ARRAY(SELECT jsonb_array_elements_text(topics::jsonb)), kind, \
+               payload::jsonb, created_at \
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
-               AS t(id, tenant_id, topic, kind, payload, created_at)",
+               AS t(id, tenant_id, topics, kind, payload, created_at)",
         )
         .await?;
     c.execute(&st, &[&ids, &tenants, &topics, &kinds, &payloads, &at])

@@ -188,13 +188,13 @@ fn insert_outbox(
     at: Timestamp,
 ) -> rusqlite::Result<()> {
     let mut st = c.prepare_cached(
-        "INSERT INTO outbox (id, tenant_id, topic, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
+        "INSERT INTO outbox (id, tenant_id, topics, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
     )?;
     for e in events {
         st.execute(params![
             e.id.to_string(),
             tenant.to_string(),
-            e.topic,
+            serde_json::to_string(&e.topics).unwrap_or_default(),
             e.kind,
             e.payload.to_string(),
             ms(at)

@@ -279,7 +279,8 @@ pub struct LedgerEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxEvent {
     pub id: EventId,
-    pub topic: String,
+    /// Every topic the event goes to (the relay fans it out): one row, not one per topic.
+    pub topics: Vec<String>,
     pub kind: String,
     pub payload: serde_json::Value,
 }

@@ -97,8 +97,8 @@ pub async fn create_payment(
     };
     let (user, code) = check;
     // The code names a user of another tenant (or a deleted one): it is not ours.
-    let card_active = match state.store.get_user(tenant, user).await {
-        Ok(u) => u.status == UserStatus::Active,
+    let card_active = match state.user_status(tenant, user).await {
+        Ok(status) => status == UserStatus::Active,
         Err(StoreError::NotFound) => {
             return decline_orphan(&state, tenant, terminal.id, merchant.id, amount, idem).await
         }
@@ -167,19 +167,16 @@ async fn decline_orphan(
     };
     let view = PaymentView::from(&p);
     let payload = serde_json::to_value(&view).unwrap_or_default();
-    let events = [
-        format!("terminal:{terminal}"),
-        format!("merchant:{merchant}"),
-        "tenant".to_string(),
-    ]
-    .into_iter()
-    .map(|topic| OutboxEvent {
+    let events = vec![OutboxEvent {
         id: EventId::new(),
-        topic,
+        topics: vec![
+            format!("terminal:{terminal}"),
+            format!("merchant:{merchant}"),
+            "tenant".to_string(),
+        ],
         kind: "payment.declined".into(),
-        payload: payload.clone(),
-    })
-    .collect();
+        payload,
+    }];
     let body = to_json_bytes(&view);
     let request = onecard_schema::wallet::MoneyRequest {
         scope: idem.scope,

@@ -173,23 +173,31 @@ impl Builder {
     fn event(&mut self, topic: String, kind: &str, payload: serde_json::Value) {
         self.outbox.push(OutboxEvent {
             id: EventId::new(),
-            topic,
+            topics: vec![topic],
             kind: kind.into(),
             payload,
         });
     }
 
-    fn payment_events(&mut self, p: &Payment) {
-        let kind = format!("payment.{}", p.status.as_str());
+    /// One event for the till, the cardholder, the merchant and the tenant dashboard.
+    fn payment_event(&mut self, p: &Payment, kind: String) {
         let payload = serde_json::to_value(PaymentView::from(p)).unwrap_or_default();
-        for topic in [
+        let topics = vec![
             format!("terminal:{}", p.terminal_id),
             format!("user:{}", self.user()),
             format!("merchant:{}", p.merchant_id),
             "tenant".to_string(),
-        ] {
-            self.event(topic, &kind, payload.clone());
-        }
+        ];
+        self.outbox.push(OutboxEvent {
+            id: EventId::new(),
+            topics,
+            kind,
+            payload,
+        });
+    }
+
+    fn payment_events(&mut self, p: &Payment) {
+        self.payment_event(p, format!("payment.{}", p.status.as_str()));
     }
 
     fn risk_event(&mut self, kind: &str, policy: &Policy) {
@@ -710,15 +718,7 @@ fn refund(
         PaymentStatus::PartiallyRefunded
     };
     p.updated_at = now;
-    let kind_payload = serde_json::to_value(PaymentView::from(&p)).unwrap_or_default();
-    for topic in [
-        format!("terminal:{}", p.terminal_id),
-        format!("user:{user}"),
-        format!("merchant:{}", p.merchant_id),
-        "tenant".to_string(),
-    ] {
-        b.event(topic, "payment.refunded", kind_payload.clone());
-    }
+    b.payment_event(&p, "payment.refunded".into());
     b.payments.push(p.clone());
     Ok(payment_answer(b, p, 201))
 }

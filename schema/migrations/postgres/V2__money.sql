@@ -146,7 +146,7 @@ CREATE TABLE money_requests (
 CREATE TABLE outbox (
     id           UUID PRIMARY KEY,
     tenant_id    UUID NOT NULL,
-    topic        TEXT NOT NULL,
+    topics       TEXT[] NOT NULL,
     kind         TEXT NOT NULL,
     payload      JSONB NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL,

@@ -146,7 +146,7 @@ CREATE TABLE money_requests (
 CREATE TABLE outbox (
     id           TEXT PRIMARY KEY,
     tenant_id    TEXT NOT NULL,
-    topic        TEXT NOT NULL,
+    topics       TEXT NOT NULL,
     kind         TEXT NOT NULL,
     payload      TEXT NOT NULL,
     created_at   INTEGER NOT NULL,
