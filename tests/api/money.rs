@@ -115,6 +115,8 @@ on_both_engines!(
     a_replayed_payment_request_answers_the_same_payment_and_another_body_is_409,
     arrears_block_payments_are_reminded_daily_and_lift_on_repayment,
     subsidy_rules_need_a_second_admin_and_credit_every_target,
+    three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin,
+    a_full_wallet_mailbox_answers_503_and_loses_nothing,
 );
 
 async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine: Engine) {
@@ -731,9 +733,10 @@ async fn second_admin(app: &TestApp, admin: &str) -> String {
     bound["token"].as_str().unwrap().to_string()
 }
 
-#[actix_web::test]
-async fn three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin() {
-    let Some(app) = spawn_app(Engine::Sqlite).await else {
+async fn three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin(
+    engine: Engine,
+) {
+    let Some(app) = spawn_app(engine).await else {
         return;
     };
     let shop = shop(&app, 5_000).await;
@@ -786,9 +789,8 @@ async fn three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits
     ledger_balances(&app, &shop.admin).await;
 }
 
-#[actix_web::test]
-async fn a_full_wallet_mailbox_answers_503_and_loses_nothing() {
-    let Some(app) = spawn_with(Engine::Sqlite, |c| c.wallet_mailbox = 1).await else {
+async fn a_full_wallet_mailbox_answers_503_and_loses_nothing(engine: Engine) {
+    let Some(app) = spawn_with(engine, |c| c.wallet_mailbox = 1).await else {
         return;
     };
     let shop = shop(&app, 5_000).await;
