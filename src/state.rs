@@ -65,6 +65,24 @@ impl AppState {
         Ok(list)
     }
 
+    /// 422 unless every id names a merchant of the tenant.
+    pub async fn check_merchants(
+        &self,
+        tenant: TenantId,
+        ids: &[MerchantId],
+    ) -> Result<(), ApiError> {
+        let all = self.merchants_of(tenant).await?;
+        if ids.iter().all(|m| all.iter().any(|x| x.id == *m)) {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_field(
+                "merchant_ids",
+                "exists",
+                "one or more merchants do not exist",
+            ))
+        }
+    }
+
     pub async fn merchant_info(
         &self,
         tenant: TenantId,

@@ -92,6 +92,21 @@ fn decode_cursor(raw: &str) -> Result<Uuid, ApiError> {
         .ok_or_else(bad)
 }
 
+/// An optional id from the query string: absent is `None`; anything not an id is a 422.
+pub fn query_id<T>(
+    field: &str,
+    raw: &Option<String>,
+    wrap: fn(Uuid) -> T,
+) -> Result<Option<T>, ApiError> {
+    raw.as_deref()
+        .map(|r| {
+            Uuid::parse_str(r)
+                .map(wrap)
+                .map_err(|_| ApiError::invalid_field(field, "id", "not an id"))
+        })
+        .transpose()
+}
+
 /// For PATCH bodies: tells "absent" (`None`) from "null" (`Some(None)`).
 pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::money::{idem, respond};
 use super::wallets::amount;
-use super::{checked, ListParams, Paged};
+use super::{checked, query_id, ListParams, Paged};
 use crate::auth::{Admin, AdminOrTerminal, Auth, Terminal};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Query};
 use crate::problem::{ApiError, Problems};
@@ -227,17 +227,9 @@ pub async fn list_payments(
         cursor: q.cursor,
     }
     .page(PaymentId)?;
-    let parse = |field: &str, raw: &Option<String>| -> Result<Option<uuid::Uuid>, ApiError> {
-        raw.as_deref()
-            .map(|r| {
-                uuid::Uuid::parse_str(r)
-                    .map_err(|_| ApiError::invalid_field(field, "id", "not an id"))
-            })
-            .transpose()
-    };
     let filter = PaymentFilter {
-        user_id: parse("user_id", &q.user_id)?.map(UserId),
-        merchant_id: parse("merchant_id", &q.merchant_id)?.map(MerchantId),
+        user_id: query_id("user_id", &q.user_id, UserId)?,
+        merchant_id: query_id("merchant_id", &q.merchant_id, MerchantId)?,
         status: q.status,
     };
     let result = state

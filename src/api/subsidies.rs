@@ -86,18 +86,7 @@ pub async fn create_subsidy_rule(
         c.fail("expires_at", "future", "must be in the future");
     }
     checked(c)?;
-    let merchants = state.merchants_of(tenant).await?;
-    if body
-        .merchant_ids
-        .iter()
-        .any(|m| !merchants.iter().any(|x| x.id == *m))
-    {
-        return Err(ApiError::invalid_field(
-            "merchant_ids",
-            "exists",
-            "one or more merchants do not exist",
-        ));
-    }
+    state.check_merchants(tenant, &body.merchant_ids).await?;
     let rule = SubsidyRule {
         id: SubsidyRuleId::new(),
         name: body.name,

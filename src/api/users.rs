@@ -15,7 +15,7 @@ use onecard_schema::model::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{checked, nullable, ListParams, Paged};
+use super::{checked, nullable, query_id, ListParams, Paged};
 use crate::auth::{hash_token, new_token, Admin, Auth, SuperAdmin};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::{BATCH_USERS_MAX, USER_MEMBERSHIPS_MAX};
@@ -355,18 +355,9 @@ pub async fn list_users(
         c.text("q", text, 1, 64);
     }
     checked(c)?;
-    // An id that is not one of ours matches nothing, like an unknown one.
-    let parse = |field: &str, raw: &Option<String>| -> Result<Option<uuid::Uuid>, ApiError> {
-        raw.as_deref()
-            .map(|r| {
-                uuid::Uuid::parse_str(r)
-                    .map_err(|_| ApiError::invalid_field(field, "id", "not an id"))
-            })
-            .transpose()
-    };
     let filter = UserFilter {
-        department_id: parse("department_id", &q.department_id)?.map(DepartmentId),
-        tag_id: parse("tag_id", &q.tag_id)?.map(TagId),
+        department_id: query_id("department_id", &q.department_id, DepartmentId)?,
+        tag_id: query_id("tag_id", &q.tag_id, TagId)?,
         q: q.q,
         status: q.status,
     };
