@@ -796,7 +796,7 @@ async fn a_full_wallet_mailbox_answers_503_and_loses_nothing(engine: Engine) {
     let shop = shop(&app, 5_000).await;
     let (user, _) = person(&app, &shop.admin, "B-1").await;
     let path = format!("/api/v1/users/{user}/wallet/topups");
-    let futures = (0..40).map(|i| {
+    let futures = (0..100).map(|i| {
         keyed(
             &app,
             &path,
@@ -810,7 +810,7 @@ async fn a_full_wallet_mailbox_answers_503_and_loses_nothing(engine: Engine) {
     let busy: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
     assert!(!busy.is_empty(), "some requests must find the mailbox full");
     assert!(busy.iter().all(|(_, b)| b["code"] == "busy"));
-    assert_eq!(accepted + busy.len() as i64, 40);
+    assert_eq!(accepted + busy.len() as i64, 100);
     let (_, w) = app
         .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
         .await;
