@@ -22,42 +22,62 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        let mut payload = payload.take();
+        let json = is_json(req);
+        let payload = payload.take();
         Box::pin(async move {
-            match content_type.as_deref() {
-                Some("application/json") => {}
-                Some(other) if other.ends_with("+json") => {}
-                _ => {
-                    return Err(ApiError::UnsupportedMedia {
-                        detail: "send the body as application/json".into(),
-                    })
-                }
+            if !json {
+                return Err(not_json());
             }
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
-                if body.len() + chunk.len() > JSON_BODY_BYTES_MAX {
-                    return Err(ApiError::TooLarge {
-                        detail: format!("JSON bodies are limited to {JSON_BODY_BYTES_MAX} bytes"),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(payload, JSON_BODY_BYTES_MAX, "malformed_body").await?;
             parse_json(&body).map(Json)
         })
     }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `…+json`).
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
+}
+
+fn not_json() -> ApiError {
+    ApiError::UnsupportedMedia {
+        detail: "send the body as application/json".into(),
+    }
+}
+
+/// Reads a body (or a multipart field) of at most `max` bytes: 413 beyond it, 400 with
+/// `malformed` when the stream breaks. Every body reader goes through here.
+pub async fn read_limited<S, E>(
+    stream: S,
+    max: usize,
+    malformed: &'static str,
+) -> Result<bytes::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(malformed, e.to_string()))?;
+        if body.len() + chunk.len() > max {
+            return Err(ApiError::TooLarge {
+                detail: format!("bodies here are limited to {max} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Parses a JSON document, telling malformed JSON (400) from a shape error (422).
@@ -163,38 +183,22 @@ impl<T: DeserializeOwned + 'static> FromRequest for HashedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let method = req.method().to_string();
-        let path = req.path().to_string();
-        let empty_ok = req.headers().get(header::CONTENT_TYPE).is_none();
-        let mut payload = payload.take();
-        let req = req.clone();
+        let (method, path) = (req.method().to_string(), req.path().to_string());
+        let has_type = req.headers().get(header::CONTENT_TYPE).is_some();
+        let json = is_json(req);
+        let payload = payload.take();
         Box::pin(async move {
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
-                if body.len() + chunk.len() > JSON_BODY_BYTES_MAX {
-                    return Err(ApiError::TooLarge {
-                        detail: format!("JSON bodies are limited to {JSON_BODY_BYTES_MAX} bytes"),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            // A bodiless POST (e.g. a full refund) reads as `{}`.
-            let parsed = if body.is_empty() && empty_ok {
-                parse_json(b"{}")?
-            } else {
-                let mut fake = Payload::from(body.clone().freeze());
-                Json::<T>::from_request(&req, &mut fake).await?.0
+            let body = read_limited(payload, JSON_BODY_BYTES_MAX, "malformed_body").await?;
+            // A bodiless POST without a content type (e.g. a full refund) reads as `{}`.
+            let parsed = match (body.is_empty() && !has_type, json) {
+                (true, _) => parse_json(b"{}")?,
+                (false, true) => parse_json(&body)?,
+                (false, false) => return Err(not_json()),
             };
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            h.update(method.as_bytes());
-            h.update([0]);
-            h.update(path.as_bytes());
-            h.update([0]);
-            h.update(&body);
-            Ok(HashedJson(parsed, h.finalize().into()))
+            Ok(HashedJson(
+                parsed,
+                crate::idempotency::fingerprint(&method, &path, &body),
+            ))
         })
     }
 }

@@ -7,7 +7,6 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpResponse, ResponseError};
-use futures_util::StreamExt;
 use onecard_schema::model::IdemBegin;
 use sha2::{Digest, Sha256};
 
@@ -48,6 +47,17 @@ fn bad_key() -> ApiError {
     )
 }
 
+/// What an idempotency key is bound to: the method, the path and the body bytes.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [method.as_bytes(), path.as_bytes()] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(body);
+    h.finalize().into()
+}
+
 pub async fn idempotency(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -69,26 +79,14 @@ pub async fn idempotency(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     // Read the body (bounded) to fingerprint it, then hand it on unchanged.
-    let mut body = bytes::BytesMut::new();
-    let mut payload = req.take_payload();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk?;
-        if body.len() + chunk.len() > IMPORT_BYTES_MAX {
-            let e = ApiError::TooLarge {
-                detail: format!("bodies are limited to {IMPORT_BYTES_MAX} bytes"),
-            };
-            return Ok(req.into_response(e.error_response()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let body = body.freeze();
-    let mut fingerprint = Sha256::new();
-    fingerprint.update(req.method().as_str());
-    fingerprint.update([0]);
-    fingerprint.update(req.path());
-    fingerprint.update([0]);
-    fingerprint.update(&body);
-    let fingerprint: [u8; 32] = fingerprint.finalize().into();
+    let body =
+        match crate::extract::read_limited(req.take_payload(), IMPORT_BYTES_MAX, "malformed_body")
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => return Ok(req.into_response(e.error_response())),
+        };
+    let fingerprint = fingerprint(req.method().as_str(), req.path(), &body);
     let scope = match crate::auth::bearer(req.request()) {
         Some(token) => hex::encode(crate::auth::hash_token(token)),
         None => "anonymous".to_string(),

@@ -103,6 +103,14 @@ impl AppState {
         })
     }
 
+    /// Records the audit entry of a change a wallet actor already committed (its commit
+    /// cannot carry it); a failure here is logged, never undoes the money.
+    pub async fn record_audit(&self, audit: onecard_schema::model::Audit) {
+        if let Err(e) = self.store.write_audit(audit).await {
+            tracing::warn!(error = %e, "could not write an audit entry");
+        }
+    }
+
     /// A user's status, checked on every payment; `NotFound` for another tenant's user.
     pub async fn user_status(
         &self,

@@ -20,7 +20,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::paginate;
-use crate::store::{dedup, Store};
+use crate::store::{check_deletable, dedup, Store};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -877,46 +877,18 @@ impl Store for PgStore {
     async fn delete_user(&self, tenant: TenantId, id: UserId, audit: Audit) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let n = tx
-            .execute(
-                "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        // Locks the user row; one round trip answers both guards.
+        let row = tx
+            .query_opt(
+                "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = u.id), \
+                 EXISTS (SELECT 1 FROM wallets WHERE user_id = u.id) \
+                 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 FOR UPDATE",
                 &[&tenant.0, &id.0],
             )
             .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let is_admin: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = $1)",
-                &[&id.0],
-            )
-            .await
             .map_err(pg)?
-            .get(0);
-        if is_admin {
-            return Err(StoreError::conflict(
-                "user_is_admin",
-                None,
-                "remove this user's admin role first",
-            ));
-        }
-        let has_money: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = $1)",
-                &[&id.0],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if has_money {
-            return Err(StoreError::conflict(
-                "user_has_wallet",
-                None,
-                "this user has a wallet and money history; set their status to left instead",
-            ));
-        }
+            .ok_or(StoreError::NotFound)?;
+        check_deletable(row.get(0), row.get(1))?;
         tx.execute(
             "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = $1",
             &[&id.0],

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{dedup, Store};
+use crate::store::{check_deletable, dedup, Store};
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -1052,35 +1052,18 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, tenant: TenantId, id: UserId, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
-            load_user(c, tenant, id)?;
-            let is_admin: bool = c
+            let (is_admin, has_wallet): (bool, bool) = c
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = ?)",
-                    [id.to_string()],
-                    |r| r.get(0),
+                    "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = u.id), \
+                     EXISTS (SELECT 1 FROM wallets WHERE user_id = u.id) \
+                     FROM users u WHERE u.tenant_id = ? AND u.id = ?",
+                    [tenant.to_string(), id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .map_err(db)?;
-            if is_admin {
-                return Err(StoreError::conflict(
-                    "user_is_admin",
-                    None,
-                    "remove this user's admin role first",
-                ));
-            }
-            let has_money: bool = c
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = ?)",
-                    [id.to_string()],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if has_money {
-                return Err(StoreError::conflict(
-                    "user_has_wallet",
-                    None,
-                    "this user has a wallet and money history; set their status to left instead",
-                ));
-            }
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            check_deletable(is_admin, has_wallet)?;
             c.execute(
                 "DELETE FROM tokens WHERE kind = 'cardholder' AND subject_id = ?",
                 [id.to_string()],

@@ -148,6 +148,27 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()>;
 }
 
+/// Whether a user may be deleted: not while they are an admin, and never once they have
+/// a wallet (money history is kept; set their status to `left` instead).
+pub(crate) fn check_deletable(is_admin: bool, has_wallet: bool) -> crate::error::StoreResult<()> {
+    use crate::error::StoreError;
+    if is_admin {
+        return Err(StoreError::conflict(
+            "user_is_admin",
+            None,
+            "remove this user's admin role first",
+        ));
+    }
+    if has_wallet {
+        return Err(StoreError::conflict(
+            "user_has_wallet",
+            None,
+            "this user has a wallet and money history; set their status to left instead",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks shared by both engines before a write touches the database.
 pub(crate) fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(items.len());

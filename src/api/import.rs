@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::directory::Tree;
 use crate::auth::{Admin, Auth};
-use crate::extract::Query;
+use crate::extract::{read_limited, Query};
 use crate::import::{self, XLSX_MIME};
 use crate::limits::IMPORT_BYTES_MAX;
 use crate::problem::{ApiError, Problems};
@@ -128,34 +128,23 @@ pub async fn import_users(
     Ok(HttpResponse::Created().json(outcome))
 }
 
-async fn read_upload(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+async fn read_upload(req: &HttpRequest, payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let too_large = || ApiError::TooLarge {
-        detail: format!("uploads are limited to {IMPORT_BYTES_MAX} bytes"),
-    };
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
         while let Some(field) = multipart.next().await {
-            let mut field =
+            let field =
                 field.map_err(|e| ApiError::bad_request("malformed_multipart", e.to_string()))?;
             if field.name() != Some("file") {
                 continue;
             }
-            let mut bytes = Vec::new();
-            while let Some(chunk) = field.next().await {
-                let chunk = chunk
-                    .map_err(|e| ApiError::bad_request("malformed_multipart", e.to_string()))?;
-                if bytes.len() + chunk.len() > IMPORT_BYTES_MAX {
-                    return Err(too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            return Ok(bytes);
+            let bytes = read_limited(field, IMPORT_BYTES_MAX, "malformed_multipart").await?;
+            return Ok(bytes.to_vec());
         }
         Err(ApiError::invalid_field(
             "file",
@@ -163,16 +152,9 @@ async fn read_upload(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec
             "send the spreadsheet in a multipart field named file",
         ))
     } else if content_type.starts_with("text/csv") || content_type.starts_with(XLSX_MIME) {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
-            if bytes.len() + chunk.len() > IMPORT_BYTES_MAX {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
+        Ok(read_limited(payload, IMPORT_BYTES_MAX, "malformed_body")
+            .await?
+            .to_vec())
     } else {
         Err(ApiError::UnsupportedMedia {
             detail: "send multipart/form-data with a file field, or the file as text/csv or XLSX"

@@ -185,9 +185,10 @@ pub async fn get_merchant(
     id: web::Path<String>,
 ) -> Result<web::Json<Merchant>, ApiError> {
     let id: MerchantId = path_id(&id)?;
-    let all = state.store.list_merchants(caller.tenant()?).await?;
-    all.into_iter()
+    let all = state.merchants_of(caller.tenant()?).await?;
+    all.iter()
         .find(|m| m.id == id)
+        .cloned()
         .map(web::Json)
         .ok_or(ApiError::NotFound)
 }
@@ -296,7 +297,7 @@ pub async fn get_merchant_totals(
         None => state.clock.now().to_zoned(policy.tz.clone()).date(),
     };
     let (from, to) = state.local_day(&policy, date);
-    let all = state.store.list_merchants(tenant).await?;
+    let all = state.merchants_of(tenant).await?;
     if !all.iter().any(|m| m.id == id) {
         return Err(ApiError::NotFound);
     }

@@ -281,8 +281,6 @@ pub async fn create_refund(
         id.as_str(),
         serde_json::json!({ "amount": refund.map(|m| m.0) }),
     );
-    if let Err(e) = state.store.write_audit(audit).await {
-        tracing::warn!(error = %e, "could not write an audit entry");
-    }
+    state.record_audit(audit).await;
     Ok(res)
 }

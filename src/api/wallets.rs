@@ -235,7 +235,7 @@ pub async fn freeze_wallet(
     let user: UserId = path_id(&id)?;
     let res = wallet_op(&state, caller.tenant()?, user, Op::Freeze).await?;
     let audit = caller.audit(&state, "wallet.freeze", "user", user, serde_json::json!({}));
-    record_audit(&state, audit).await;
+    state.record_audit(audit).await;
     Ok(res)
 }
 
@@ -257,15 +257,8 @@ pub async fn unfreeze_wallet(
         user,
         serde_json::json!({}),
     );
-    record_audit(&state, audit).await;
+    state.record_audit(audit).await;
     Ok(res)
-}
-
-/// Wallet actions are committed by the wallet actor; their audit entry follows it.
-async fn record_audit(state: &AppState, audit: onecard_schema::model::Audit) {
-    if let Err(e) = state.store.write_audit(audit).await {
-        tracing::warn!(error = %e, "could not write an audit entry");
-    }
 }
 
 /// Sandbox provider: how much it will still collect from a user (admin; sandbox only).
