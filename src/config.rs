@@ -38,6 +38,17 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Messages one wallet actor may have queued before callers get 503.
     pub wallet_mailbox: usize,
+    /// Events kept per topic for resume (in memory, or in each topic's Redis stream).
+    pub ws_history: usize,
+    /// Topics one websocket session may hold.
+    pub ws_max_topics: usize,
+    /// Events a websocket session may have waiting for its socket before it is cut off
+    /// with 1013.
+    pub ws_queue: usize,
+    /// Websocket ping interval and the silence after which a connection is closed
+    /// (5 s and 15 s; not settable from the environment, tests shorten them).
+    pub ws_heartbeat: std::time::Duration,
+    pub ws_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +75,9 @@ const KNOWN: &[&str] = &[
     "ONECARD_WORKERS",
     "ONECARD_PUBLIC_URL",
     "ONECARD_WALLET_MAILBOX",
+    "ONECARD_WS_HISTORY",
+    "ONECARD_WS_MAX_TOPICS",
+    "ONECARD_WS_QUEUE",
     // Read by the test suites, not the server; allowed so a test shell can keep it set.
     "ONECARD_TEST_KEEP_DB",
 ];
@@ -191,6 +205,11 @@ impl Config {
                 1,
                 100_000,
             )?,
+            ws_history: number(&get, "ONECARD_WS_HISTORY", 1000, 1, 1_000_000)?,
+            ws_max_topics: number(&get, "ONECARD_WS_MAX_TOPICS", 32, 1, 10_000)?,
+            ws_queue: number(&get, "ONECARD_WS_QUEUE", 256, 16, 1_000_000)?,
+            ws_heartbeat: std::time::Duration::from_secs(5),
+            ws_timeout: std::time::Duration::from_secs(15),
         })
     }
 
@@ -245,6 +264,14 @@ impl Config {
                 } else {
                     self.workers.to_string()
                 },
+            ),
+            ("wallet_mailbox", self.wallet_mailbox.to_string()),
+            (
+                "websocket",
+                format!(
+                    "history {} per topic, {} topics per session, queue {}",
+                    self.ws_history, self.ws_max_topics, self.ws_queue
+                ),
             ),
         ]
     }

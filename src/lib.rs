@@ -1,5 +1,5 @@
 //! onecard: the edge. HTTP handlers, auth, problem+json, OpenAPI, config, CLI, the bus,
-//! rate limits. Behaviour lives in `onecard-actors`, data in `onecard-schema`.
+//! rate limits, websocket sessions. Behaviour lives in `onecard-actors`, data in `onecard-schema`.
 
 pub mod api;
 pub mod auth;
@@ -19,3 +19,4 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ws;

@@ -56,6 +56,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("not_pending", 409),
     ("not_refundable", 409),
     ("no_arrears", 409),
+    ("not_websocket", 400),
 ];
 
 /// The body of every error answer.

@@ -87,7 +87,8 @@ where
                 .service(payments::create_refund)
                 .service(arrears::get_arrears)
                 .service(arrears::repay_arrears)
-                .service(ledger::get_ledger_check),
+                .service(ledger::get_ledger_check)
+                .service(crate::ws::connect),
         )
         .split_for_parts()
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context;
@@ -15,6 +16,8 @@ use onecard_actors::clock::{Clock, SystemClock};
 use onecard_actors::keys::Keys;
 use onecard_actors::ledger::LedgerHandle;
 use onecard_actors::provider::Sandbox;
+use onecard_actors::realtime::relay::SweepTiming;
+use onecard_actors::realtime::{Hub, Relay};
 use onecard_actors::wallet::{Env, Wallets};
 use onecard_schema::model::{NewToken, TokenKind};
 use onecard_schema::Store;
@@ -27,6 +30,7 @@ use crate::limits::SHUTDOWN_GRACE_S;
 use crate::ratelimit::Limiter;
 use crate::routes;
 use crate::state::AppState;
+use crate::ws::WsLimits;
 
 pub struct Application {
     port: u16,
@@ -66,9 +70,17 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
+        let hub = Hub::default().start();
+        let topic_log = bus.topic_log(hub.clone(), config.ws_history);
+        let relay = Relay::spawn(
+            store.clone(),
+            topic_log.clone(),
+            clock.clone(),
+            SweepTiming::default(),
+        );
         let env = Env {
             store: store.clone(),
-            ledger: LedgerHandle::spawn(store.clone()),
+            ledger: LedgerHandle::spawn(store.clone(), relay.clone()),
             clock: clock.clone(),
             provider: sandbox.clone(),
             mailbox: config.wallet_mailbox,
@@ -91,6 +103,15 @@ impl Application {
             merchants: Default::default(),
             terminals: Default::default(),
             user_status: Default::default(),
+            hub,
+            topic_log,
+            relay,
+            ws_limits: WsLimits {
+                max_topics: config.ws_max_topics,
+                queue: config.ws_queue,
+                heartbeat: config.ws_heartbeat,
+                timeout: config.ws_timeout,
+            },
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());

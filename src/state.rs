@@ -1,5 +1,5 @@
-//! What every handler can reach: the store, keys, the clock, the bus, wallet actors, and
-//! short-lived caches of the rows every payment reads.
+//! What every handler can reach: the store, keys, the clock, the bus, wallet actors, the
+//! real-time hub, log and relay, and short-lived caches of the rows every payment reads.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use onecard_actors::clock::Clock;
 use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
+use onecard_actors::realtime::{Hub, Relay, TopicLog};
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
 use onecard_schema::ids::{MerchantId, TenantId, TerminalId, UserId};
 use onecard_schema::model::{Tenant, UserStatus};
@@ -17,6 +18,7 @@ use crate::auth::Caller;
 use crate::bus::Bus;
 use crate::cache::TtlCache;
 use crate::problem::ApiError;
+use crate::ws::WsLimits;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -35,6 +37,13 @@ pub struct AppState {
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,
     pub user_status: TtlCache<UserId, (TenantId, UserStatus)>,
+    /// Routes topic events to this node's websocket sessions.
+    pub hub: actix::Addr<Hub>,
+    /// Topic numbering and history (memory, or Redis shared by every node).
+    pub topic_log: Arc<dyn TopicLog>,
+    /// Publishes durable outbox events.
+    pub relay: Relay,
+    pub ws_limits: WsLimits,
 }
 
 impl AppState {

@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use onecard_schema::wallet::{CommitError, WalletCommit};
+use onecard_schema::wallet::{CommitError, PendingEvent, WalletCommit};
 use onecard_schema::Store;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::realtime::Relay;
 
 /// Commits in one transaction, at most.
 pub const LEDGER_BATCH_MAX: usize = 512;
@@ -23,8 +25,9 @@ pub struct LedgerHandle {
 }
 
 impl LedgerHandle {
-    /// Starts the writer on the current tokio runtime.
-    pub fn spawn(store: Arc<dyn Store>) -> Self {
+    /// Starts the writer on the current tokio runtime. Events of applied commits go to
+    /// the relay once they are durable.
+    pub fn spawn(store: Arc<dyn Store>, relay: Relay) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(LEDGER_QUEUE_MAX);
         tokio::spawn(async move {
             let mut batch: Vec<Job> = Vec::with_capacity(LEDGER_BATCH_MAX);
@@ -38,11 +41,17 @@ impl LedgerHandle {
                 }
                 let (commits, waiters): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
                 metrics_batch(commits.len());
+                let events: Vec<Vec<PendingEvent>> = commits.iter().map(pending_events).collect();
                 let results = store.commit_wallets(commits).await;
-                for (waiter, result) in waiters.into_iter().zip(results) {
+                let mut durable = Vec::new();
+                for ((waiter, result), events) in waiters.into_iter().zip(results).zip(events) {
+                    if result.is_ok() {
+                        durable.extend(events);
+                    }
                     // A waiter that went away (its request was cancelled) needs no answer.
                     let _ = waiter.send(result);
                 }
+                relay.submit(durable);
             }
         });
         LedgerHandle { tx }
@@ -58,6 +67,17 @@ impl LedgerHandle {
         rx.await
             .map_err(|_| CommitError::Failed("ledger writer dropped a commit".into()))?
     }
+}
+
+fn pending_events(c: &WalletCommit) -> Vec<PendingEvent> {
+    c.outbox
+        .iter()
+        .map(|e| PendingEvent {
+            tenant_id: c.wallet.tenant_id,
+            event: e.clone(),
+            created_at: c.at,
+        })
+        .collect()
 }
 
 fn metrics_batch(size: usize) {

@@ -1,6 +1,7 @@
 //! onecard-actors: behaviour and concurrency. The pure domain rules live in `domain`
 //! (and the wallet's `decide`); the actors that own state live beside them: wallet
-//! actors and their registry, the ledger writer (group commit), the payment provider.
+//! actors and their registry, the ledger writer (group commit), the payment provider,
+//! and real-time delivery (outbox relay, topic log, hub).
 //! Nothing here knows HTTP.
 
 pub mod clock;
@@ -8,5 +9,6 @@ pub mod domain;
 pub mod keys;
 pub mod ledger;
 pub mod provider;
+pub mod realtime;
 pub mod wallet;
 pub mod wire;

@@ -66,6 +66,17 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// Users with arrears, for reminders.
     async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>>;
 
+    // --- outbox -----------------------------------------------------------------------
+    /// Events not yet relayed, oldest first; only those written before `before` when
+    /// given (the relay's sweep leaves fresh ones to the node that wrote them).
+    async fn pending_outbox(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEvent>>;
+    /// Forgets relayed events (their history now lives on the bus).
+    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()>;
+
     // --- payments -----------------------------------------------------------------------
     /// A declined attempt that no wallet owns (its code did not verify).
     async fn insert_orphan_payment(

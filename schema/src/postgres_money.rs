@@ -858,6 +858,53 @@ impl MoneyStore for PgStore {
             .collect())
     }
 
+    async fn pending_outbox(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEvent>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
+                 WHERE published_at IS NULL AND ($1::timestamptz IS NULL OR created_at < $1) \
+                 ORDER BY created_at LIMIT $2",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(&st, &[&before, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingEvent {
+                tenant_id: TenantId(r.get(1)),
+                event: OutboxEvent {
+                    id: EventId(r.get(0)),
+                    topics: r.get(2),
+                    kind: r.get(3),
+                    payload: r.get(4),
+                },
+                created_at: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.into_iter().map(|i| i.0).collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
+            .await
+            .map_err(pg)?;
+        c.execute(&st, &[&ids]).await.map_err(pg)?;
+        Ok(())
+    }
+
     async fn insert_orphan_payment(
         &self,
         payment: Payment,

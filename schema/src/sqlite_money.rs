@@ -601,6 +601,55 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn pending_outbox(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEvent>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
+                     WHERE published_at IS NULL AND created_at < ? ORDER BY created_at, rowid LIMIT ?",
+                )
+                .map_err(db)?;
+            let before = before.map_or(i64::MAX, ms);
+            st.query_map(params![before, limit as i64], |r| {
+                let topics: String = r.get(2)?;
+                let payload: String = r.get(4)?;
+                Ok(PendingEvent {
+                    tenant_id: TenantId(uuid_col(r, 1)?),
+                    event: OutboxEvent {
+                        id: EventId(uuid_col(r, 0)?),
+                        topics: serde_json::from_str(&topics).unwrap_or_default(),
+                        kind: r.get(3)?,
+                        payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    },
+                    created_at: ts(r.get(5)?),
+                })
+            })
+            .and_then(|r| r.collect())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached("DELETE FROM outbox WHERE id = ?")
+                .map_err(db)?;
+            for id in &ids {
+                st.execute([id.to_string()]).map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_orphan_payment(
         &self,
         payment: Payment,

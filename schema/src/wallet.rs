@@ -285,6 +285,14 @@ pub struct OutboxEvent {
     pub payload: serde_json::Value,
 }
 
+/// An outbox event as stored, waiting for the relay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEvent {
+    pub tenant_id: TenantId,
+    pub event: OutboxEvent,
+    pub created_at: Timestamp,
+}
+
 /// The response of an idempotent money request, stored with the money.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoneyRequest {

@@ -10,7 +10,9 @@ use onecard_schema::ids::{EventId, MerchantId, PaymentId, TerminalId, UserId};
 use onecard_schema::model::{TokenKind, UserStatus};
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
-use onecard_schema::wallet::{Breakdown, DeclineReason, OutboxEvent, Payment, PaymentStatus};
+use onecard_schema::wallet::{
+    Breakdown, DeclineReason, OutboxEvent, Payment, PaymentStatus, PendingEvent,
+};
 use onecard_schema::StoreError;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -185,10 +187,21 @@ async fn decline_orphan(
         status: 201,
         body: body.clone(),
     };
+    let created_at = p.created_at;
     state
         .store
-        .insert_orphan_payment(p, events, request)
+        .insert_orphan_payment(p, events.clone(), request)
         .await?;
+    state.relay.submit(
+        events
+            .into_iter()
+            .map(|event| PendingEvent {
+                tenant_id: tenant,
+                event,
+                created_at,
+            })
+            .collect(),
+    );
     Ok(HttpResponse::Created()
         .content_type("application/json")
         .body(body))

@@ -9,5 +9,6 @@ mod edge;
 mod import;
 mod money;
 mod process;
+mod realtime;
 mod tenants;
 mod users;

@@ -8,13 +8,14 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, TestApp};
 use crate::on_both_engines;
 
-struct Shop {
-    admin: String,
-    merchant: String,
-    terminal: String,
+pub(crate) struct Shop {
+    pub admin: String,
+    pub merchant: String,
+    pub terminal: String,
+    pub terminal_id: String,
 }
 
-async fn shop(app: &TestApp, single_limit: i64) -> Shop {
+pub(crate) async fn shop(app: &TestApp, single_limit: i64) -> Shop {
     let (_, admin) = app.tenant("university", "standard").await;
     let (s, m) = app
         .post(
@@ -37,11 +38,12 @@ async fn shop(app: &TestApp, single_limit: i64) -> Shop {
         admin,
         merchant,
         terminal: t["token"].as_str().unwrap().into(),
+        terminal_id: t["id"].as_str().unwrap().into(),
     }
 }
 
 /// A cardholder with a signed agreement: (user id, cardholder token).
-async fn person(app: &TestApp, admin: &str, number: &str) -> (String, String) {
+pub(crate) async fn person(app: &TestApp, admin: &str, number: &str) -> (String, String) {
     let user = app.user(admin, number).await;
     let id = user["id"].as_str().unwrap().to_string();
     let (s, t) = app
@@ -54,7 +56,7 @@ async fn person(app: &TestApp, admin: &str, number: &str) -> (String, String) {
     (id, token)
 }
 
-async fn code(app: &TestApp, cardholder: &str) -> String {
+pub(crate) async fn code(app: &TestApp, cardholder: &str) -> String {
     let (s, c) = app
         .post("/api/v1/me/payment-codes", cardholder, json!({}))
         .await;
@@ -62,7 +64,13 @@ async fn code(app: &TestApp, cardholder: &str) -> String {
     c["code"].as_str().unwrap().to_string()
 }
 
-async fn keyed(app: &TestApp, path: &str, token: &str, key: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn keyed(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> (u16, Value) {
     let res = app
         .client
         .post(app.url(path))
@@ -76,7 +84,7 @@ async fn keyed(app: &TestApp, path: &str, token: &str, key: &str, body: Value) -
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn pay(app: &TestApp, shop: &Shop, code: &str, amount: i64) -> Value {
+pub(crate) async fn pay(app: &TestApp, shop: &Shop, code: &str, amount: i64) -> Value {
     let (s, p) = keyed(
         app,
         "/api/v1/payments",
@@ -89,7 +97,7 @@ async fn pay(app: &TestApp, shop: &Shop, code: &str, amount: i64) -> Value {
     p
 }
 
-async fn top_up(app: &TestApp, shop: &Shop, user: &str, amount: i64) {
+pub(crate) async fn top_up(app: &TestApp, shop: &Shop, user: &str, amount: i64) {
     let (s, w) = keyed(
         app,
         &format!("/api/v1/users/{user}/wallet/topups"),

@@ -1,0 +1,182 @@
+//! The outbox relay. Writers hand it the events they have just made durable (`submit`,
+//! after the commit, never before); it publishes them to the topic log and then deletes
+//! them from the outbox. A sweep every second publishes whatever is still in the outbox a
+//! few seconds after it was written: events a crashed node never relayed, or ones the log
+//! refused while Redis was away. At start-up it sweeps everything. Publishing twice is
+//! harmless (the log drops an event id it has seen), so the relays of several nodes may
+//! sweep the same rows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use onecard_schema::ids::EventId;
+use onecard_schema::wallet::PendingEvent;
+use onecard_schema::Store;
+use tokio::sync::mpsc;
+
+use super::TopicLog;
+use crate::clock::Clock;
+
+/// Fresh events waiting for the relay before it leaves them to the sweep.
+const QUEUE_MAX: usize = 1 << 16;
+/// Events per publish call.
+const BATCH_MAX: usize = 4096;
+/// Outbox rows read per sweep query.
+const SWEEP_PAGE: usize = 500;
+
+/// Events published by this node's relay, and events its sweep found left behind.
+pub static RELAYED: AtomicU64 = AtomicU64::new(0);
+pub static SWEPT: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone)]
+pub struct Relay {
+    tx: mpsc::Sender<Vec<PendingEvent>>,
+}
+
+/// How often the sweep runs and how old a row must be before it takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepTiming {
+    pub every: Duration,
+    pub stale_after: Duration,
+}
+
+impl Default for SweepTiming {
+    fn default() -> Self {
+        SweepTiming {
+            every: Duration::from_secs(1),
+            stale_after: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Relay {
+    /// Starts the relay (and its outbox cleaner) on the current tokio runtime.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        log: Arc<dyn TopicLog>,
+        clock: Arc<dyn Clock>,
+        timing: SweepTiming,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        tokio::spawn(clean(store.clone(), done_rx));
+        tokio::spawn(run(store, log, clock, timing, rx, done_tx));
+        Relay { tx }
+    }
+
+    /// Events that are durable now. Never blocks: when the relay is far behind, the
+    /// events wait in the outbox for the sweep instead.
+    pub fn submit(&self, events: Vec<PendingEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.tx.try_send(events).is_err() {
+            tracing::warn!("relay queue full: events wait for the outbox sweep");
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    log: Arc<dyn TopicLog>,
+    clock: Arc<dyn Clock>,
+    timing: SweepTiming,
+    mut rx: mpsc::Receiver<Vec<PendingEvent>>,
+    done: mpsc::UnboundedSender<Vec<EventId>>,
+) {
+    sweep(&*store, &*log, None, &done).await;
+    let mut tick = tokio::time::interval(timing.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            got = rx.recv() => {
+                let Some(mut batch) = got else { return };
+                while batch.len() < BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                if publish(&*log, &batch, &done).await {
+                    RELAYED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            }
+            _ = tick.tick() => {
+                let stale = jiff::SignedDuration::try_from(timing.stale_after).unwrap_or_default();
+                let before = clock.now().checked_sub(stale).ok();
+                sweep(&*store, &*log, before, &done).await;
+            }
+        }
+    }
+}
+
+/// Publishes, then queues the ids for deletion. False when the log refused (the rows
+/// stay in the outbox for the next sweep).
+async fn publish(
+    log: &dyn TopicLog,
+    batch: &[PendingEvent],
+    done: &mpsc::UnboundedSender<Vec<EventId>>,
+) -> bool {
+    match log.publish(batch).await {
+        Ok(()) => {
+            let _ = done.send(batch.iter().map(|p| p.event.id).collect());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = batch.len(), "relay could not publish; the sweep retries");
+            false
+        }
+    }
+}
+
+async fn sweep(
+    store: &dyn Store,
+    log: &dyn TopicLog,
+    before: Option<jiff::Timestamp>,
+    done: &mpsc::UnboundedSender<Vec<EventId>>,
+) {
+    loop {
+        let rows = match store.pending_outbox(before, SWEEP_PAGE).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox sweep could not read");
+                return;
+            }
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let full = rows.len() == SWEEP_PAGE;
+        if !publish(log, &rows, done).await {
+            return;
+        }
+        SWEPT.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            events = rows.len(),
+            "outbox sweep published events left behind"
+        );
+        if !full {
+            return;
+        }
+        // The next page: these rows are published but maybe not deleted yet, and the log
+        // would drop them anyway; wait for the cleaner so the page moves on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Deletes published events from the outbox, many per statement.
+async fn clean(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<EventId>>) {
+    while let Some(mut ids) = rx.recv().await {
+        while ids.len() < 8192 {
+            match rx.try_recv() {
+                Ok(more) => ids.extend(more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.delete_outbox(ids).await {
+            // Left in the outbox: the sweep republishes them and the log drops them.
+            tracing::warn!(error = %e, "could not delete relayed outbox events");
+        }
+    }
+}
