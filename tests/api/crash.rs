@@ -2,49 +2,26 @@
 //! store: every payment that was answered 201 is there with the same status and
 //! breakdown, and the ledger balances.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Engine, PgDatabase};
+use crate::helpers::{start_node, Engine, PgDatabase};
 use crate::on_both_engines;
 
 const ROOT: &str = "crash-test-root-token-0123456789abcdefghijkl";
 
 fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> (Child, u16) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onecard"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ONECARD_DATA_DIR", data_dir)
-        .env("ONECARD_BIND", "127.0.0.1:0")
-        .env("ONECARD_LOG_FORMAT", "json")
-        .env("ONECARD_ROOT_TOKEN", ROOT)
-        .env("ONECARD_RATE_LIMIT_PER_S", "1000000")
-        .env("ONECARD_RATE_LIMIT_BURST", "1000000")
-        .env("RUST_LOG", "warn,onecard::startup=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    let mut env = vec![("ONECARD_ROOT_TOKEN", ROOT.to_string())];
     if let Some(url) = database_url {
-        cmd.env("ONECARD_DATABASE_URL", url);
+        env.push(("ONECARD_DATABASE_URL", url.to_string()));
     }
-    let mut child = cmd.spawn().expect("binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server logs that it listens").unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["message"] == "OneCard listening" {
-                break v["port"].as_u64().unwrap() as u16;
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+    start_node(data_dir, &env)
 }
 
-async fn post(
+pub async fn post(
     c: &reqwest::Client,
     url: String,
     token: &str,

@@ -295,3 +295,39 @@ macro_rules! on_both_engines {
         }
     };
 }
+
+/// Starts the real `onecard` binary on a free port with a clean environment plus `env`;
+/// returns once it logs that it listens. Its stderr is drained in the background.
+pub fn start_node(
+    data_dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onecard"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ONECARD_DATA_DIR", data_dir)
+        .env("ONECARD_BIND", "127.0.0.1:0")
+        .env("ONECARD_LOG_FORMAT", "json")
+        .env("ONECARD_RATE_LIMIT_PER_S", "1000000")
+        .env("ONECARD_RATE_LIMIT_BURST", "1000000")
+        .env("RUST_LOG", "warn,onecard::startup=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server logs that it listens").unwrap();
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["message"] == "OneCard listening" {
+                break v["port"].as_u64().unwrap() as u16;
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}

@@ -8,6 +8,7 @@ mod crash;
 mod edge;
 mod import;
 mod money;
+mod nodes;
 mod process;
 mod realtime;
 mod tenants;
