@@ -13,6 +13,7 @@ pub mod import;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;

@@ -65,6 +65,8 @@ pub trait MoneyStore: Send + Sync + 'static {
     ) -> StoreResult<Option<MoneyRequest>>;
     /// Users with arrears, for reminders.
     async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>>;
+    /// Frozen wallets (at `now`) and wallets in arrears, for the dashboard.
+    async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats>;
 
     // --- outbox -----------------------------------------------------------------------
     /// Events not yet relayed, oldest first; only those written before `before` when

@@ -858,6 +858,25 @@ impl MoneyStore for PgStore {
             .collect())
     }
 
+    async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT \
+                   COUNT(*) FILTER (WHERE frozen AND (frozen_until IS NULL OR frozen_until > $2)), \
+                   COUNT(*) FILTER (WHERE arrears > 0), COALESCE(SUM(arrears), 0)::BIGINT \
+                 FROM wallets WHERE tenant_id = $1",
+                &[&tenant.0, &now],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(WalletStats {
+            frozen: row.get(0),
+            in_arrears: row.get(1),
+            arrears_total: row.get(2),
+        })
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

@@ -601,6 +601,27 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT \
+                   COALESCE(SUM(frozen AND (frozen_until IS NULL OR frozen_until > ?2)), 0), \
+                   COALESCE(SUM(arrears > 0), 0), COALESCE(SUM(arrears), 0) \
+                 FROM wallets WHERE tenant_id = ?1",
+                params![tenant.to_string(), ms(now)],
+                |r| {
+                    Ok(WalletStats {
+                        frozen: r.get(0)?,
+                        in_arrears: r.get(1)?,
+                        arrears_total: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

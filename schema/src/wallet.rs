@@ -285,6 +285,17 @@ pub struct OutboxEvent {
     pub payload: serde_json::Value,
 }
 
+/// Wallet counts for a tenant's dashboard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WalletStats {
+    /// Wallets frozen right now (until a time still ahead, or until an admin lifts it).
+    pub frozen: i64,
+    /// Wallets owing unsettled deferred debits.
+    pub in_arrears: i64,
+    /// Fen owed in all.
+    pub arrears_total: i64,
+}
+
 /// An outbox event as stored, waiting for the relay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingEvent {

@@ -78,6 +78,15 @@ pub async fn get_metrics(
     metrics::gauge!("wallet_actors_live").set(state.wallets.live() as f64);
     metrics::counter!("ledger_batches_total").absolute(batches);
     metrics::counter!("ledger_commits_total").absolute(commits);
+    {
+        use onecard_actors::realtime::{hub, relay};
+        metrics::gauge!("ws_connections").set(crate::ws::CONNECTIONS.load(Relaxed) as f64);
+        metrics::gauge!("ws_subscriptions").set(hub::SUBSCRIPTIONS.load(Relaxed) as f64);
+        metrics::counter!("ws_events_delivered_total").absolute(hub::DELIVERED.load(Relaxed));
+        metrics::counter!("ws_sessions_cut_off_total").absolute(hub::LAGGED.load(Relaxed));
+        metrics::counter!("outbox_relayed_total").absolute(relay::RELAYED.load(Relaxed));
+        metrics::counter!("outbox_swept_total").absolute(relay::SWEPT.load(Relaxed));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())

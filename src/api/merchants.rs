@@ -333,3 +333,39 @@ pub async fn get_merchant_totals(
         rollup,
     }))
 }
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TerminalSelf {
+    pub id: String,
+    pub name: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    /// The topic this till may subscribe to on `/api/v1/ws`.
+    pub topic: String,
+}
+
+/// The till itself (terminal token): what a till screen shows and subscribes to.
+#[utoipa::path(tag = "merchants", security(("bearer" = [])),
+    responses((status = 200, body = TerminalSelf), Problems))]
+#[get("/terminal")]
+pub async fn get_terminal_self(
+    state: web::Data<AppState>,
+    caller: Auth<crate::auth::Terminal>,
+) -> Result<web::Json<TerminalSelf>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id = onecard_schema::ids::TerminalId(caller.subject()?);
+    let t = state.terminal(tenant, id).await?;
+    let merchants = state.merchants_of(tenant).await?;
+    let merchant_name = merchants
+        .iter()
+        .find(|m| m.id == t.merchant_id)
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    Ok(web::Json(TerminalSelf {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        merchant_id: t.merchant_id.to_string(),
+        merchant_name,
+        topic: format!("terminal:{}", t.id),
+    }))
+}

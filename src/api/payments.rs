@@ -297,3 +297,59 @@ pub async fn create_refund(
     state.record_audit(audit).await;
     Ok(res)
 }
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Holder {
+    /// The cardholder's name with all but the first letter of each word masked.
+    pub name: String,
+}
+
+/// Who paid, masked, for a till's customer display (an admin, or the till that took it).
+#[utoipa::path(tag = "payments", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Holder), Problems))]
+#[get("/payments/{id}/holder")]
+pub async fn get_payment_holder(
+    state: web::Data<AppState>,
+    caller: Auth<AdminOrTerminal>,
+    id: web::Path<String>,
+) -> Result<web::Json<Holder>, ApiError> {
+    let tenant = caller.tenant()?;
+    let p = state.store.get_payment(tenant, path_id(&id)?).await?;
+    if caller.kind == TokenKind::Terminal && Some(p.terminal_id.0) != caller.subject {
+        return Err(ApiError::NotFound);
+    }
+    let user = p.user_id.ok_or(ApiError::NotFound)?;
+    let user = state.store.get_user(tenant, user).await?;
+    Ok(web::Json(Holder {
+        name: mask_name(&user.name),
+    }))
+}
+
+/// `张三丰` → `张**`, `Ada Lovelace` → `A** L*******`.
+pub fn mask_name(name: &str) -> String {
+    name.split(' ')
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => std::iter::once(first)
+                    .chain(chars.map(|_| '*'))
+                    .collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_name;
+
+    #[test]
+    fn names_keep_only_the_first_letter_of_each_word() {
+        assert_eq!(mask_name("张三丰"), "张**");
+        assert_eq!(mask_name("Ada Lovelace"), "A** L*******");
+        assert_eq!(mask_name("X"), "X");
+        assert_eq!(mask_name(""), "");
+    }
+}

@@ -19,3 +19,19 @@ pub async fn get_directory_stats(
         state.store.directory_stats(caller.tenant()?).await?,
     ))
 }
+
+/// Frozen wallets and wallets in arrears (the live dashboard's counters).
+#[utoipa::path(tag = "analytics", security(("bearer" = [])),
+    responses((status = 200, body = onecard_schema::wallet::WalletStats), Problems))]
+#[get("/stats/wallets")]
+pub async fn get_wallet_stats(
+    state: web::Data<AppState>,
+    caller: Auth<crate::auth::Admin>,
+) -> Result<web::Json<onecard_schema::wallet::WalletStats>, ApiError> {
+    Ok(web::Json(
+        state
+            .store
+            .wallet_stats(caller.tenant()?, state.clock.now())
+            .await?,
+    ))
+}

@@ -203,6 +203,40 @@ pub async fn create_payment_code(
     state: web::Data<AppState>,
     caller: Auth<Cardholder>,
 ) -> Result<HttpResponse, ApiError> {
+    let code = issue_code(&state, &caller).await?;
+    Ok(HttpResponse::Created().json(code))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentCodeQr {
+    pub code: String,
+    pub expires_at: Timestamp,
+    /// The code as an SVG QR image, for pages that cannot draw one.
+    pub svg: String,
+}
+
+/// A fresh payment code with its QR image (for the `/me` page; the same rules).
+#[utoipa::path(tag = "me", security(("bearer" = [])), responses((status = 201, body = PaymentCodeQr), Problems))]
+#[post("/me/payment-codes/qr")]
+pub async fn create_payment_code_qr(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+) -> Result<HttpResponse, ApiError> {
+    let PaymentCode { code, expires_at } = issue_code(&state, &caller).await?;
+    let svg = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("QR encoding: {e}")))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build();
+    Ok(HttpResponse::Created().json(PaymentCodeQr {
+        code,
+        expires_at,
+        svg,
+    }))
+}
+
+async fn issue_code(state: &AppState, caller: &Auth<Cardholder>) -> Result<PaymentCode, ApiError> {
     let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
     let policy = state.policy(tenant).await?;
     match state
@@ -215,7 +249,7 @@ pub async fn create_payment_code(
             ..
         } => {
             let (code, expires_at) = code::issue(&state.keys, user, state.clock.now());
-            Ok(HttpResponse::Created().json(PaymentCode { code, expires_at }))
+            Ok(PaymentCode { code, expires_at })
         }
         other => Err(ApiError::internal(anyhow::anyhow!(
             "unexpected answer to IssueCode: {other:?}"
@@ -300,4 +334,32 @@ pub async fn put_sandbox_user(
 pub struct SandboxUserView {
     pub available: i64,
     pub latency_ms: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub user_id: UserId,
+    pub name: String,
+    pub number: String,
+    /// The topic this cardholder may subscribe to on `/api/v1/ws`.
+    pub topic: String,
+}
+
+/// Who the cardholder token belongs to.
+#[utoipa::path(tag = "me", security(("bearer" = [])), responses((status = 200, body = Me), Problems))]
+#[get("/me")]
+pub async fn get_me(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+) -> Result<web::Json<Me>, ApiError> {
+    let user = state
+        .store
+        .get_user(caller.tenant()?, UserId(caller.subject()?))
+        .await?;
+    Ok(web::Json(Me {
+        user_id: user.id,
+        name: user.name,
+        number: user.number,
+        topic: format!("user:{}", user.id),
+    }))
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admins;
+mod browser;
 mod crash;
 mod edge;
 mod import;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::crash::post;
-use crate::helpers::{in_ci, redis_url, start_node, PgDatabase};
+use crate::helpers::{in_ci, redis_url, start_node, warn_skipped, PgDatabase};
 use crate::realtime::Ws;
 
 const ROOT: &str = "nodes-test-root-token-0123456789abcdefghijkl";
@@ -56,7 +56,7 @@ fn node(database_url: &str, redis: &str, prefix: &str) -> Node {
 async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     let Some(redis) = redis_url() else {
         assert!(!in_ci(), "CI=true but ONECARD_REDIS_URL is not set");
-        eprintln!("\n*** WARNING: the multi-node test is SKIPPED (needs ONECARD_REDIS_URL).\n");
+        warn_skipped("the multi-node test is", "ONECARD_REDIS_URL is not set");
         return;
     };
     let Some((_db, url)) = PgDatabase::create().await else {
@@ -258,7 +258,11 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
             "seq {seq} arrived twice"
         );
     }
-    eprintln!("nodes: {} answered before SIGKILL, {} events seen", answered.len(), seen.len());
+    eprintln!(
+        "nodes: {} answered before SIGKILL, {} events seen",
+        answered.len(),
+        seen.len()
+    );
     let seqs: Vec<u64> = seen.keys().copied().collect();
     assert_eq!(seqs.first(), Some(&4), "continues after 3");
     let ids: HashSet<_> = seen.values().collect();

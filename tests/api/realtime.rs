@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{in_ci, redis_url, spawn_with, Engine, TestApp};
+use crate::helpers::{in_ci, redis_url, spawn_with, warn_skipped, Engine, TestApp};
 use crate::money::{code, pay, person, shop, top_up};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum BusKind {
 pub async fn spawn_on(bus: BusKind, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
     if bus == BusKind::Redis && redis_url().is_none() {
         assert!(!in_ci(), "CI=true but ONECARD_REDIS_URL is not set");
-        eprintln!("\n*** WARNING: Redis bus tests are SKIPPED (ONECARD_REDIS_URL is not set).\n");
+        warn_skipped("Redis bus tests are", "ONECARD_REDIS_URL is not set");
         return None;
     }
     spawn_with(Engine::Sqlite, |c| {

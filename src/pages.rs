@@ -1,0 +1,47 @@
+//! The live pages, embedded in the binary: `/screen` (a till's customer display), `/me`
+//! (the cardholder's code, wallet and notices) and `/dashboard` (a tenant's live view).
+//! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
+//! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
+//! browsers never send to the server.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+const SCREEN: &str = include_str!("pages/screen.html");
+const ME: &str = include_str!("pages/me.html");
+const DASHBOARD: &str = include_str!("pages/dashboard.html");
+const LIVE_JS: &str = include_str!("pages/live.js");
+const CSS: &str = include_str!("pages/pages.css");
+
+/// Scripts and styles from this server only; the websocket back to it.
+const CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; \
+    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn page(body: &'static str, content_type: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    const HTML: &str = "text/html; charset=utf-8";
+    cfg.route("/screen", web::get().to(|| async { page(SCREEN, HTML) }))
+        .route("/me", web::get().to(|| async { page(ME, HTML) }))
+        .route(
+            "/dashboard",
+            web::get().to(|| async { page(DASHBOARD, HTML) }),
+        )
+        .route(
+            "/assets/live.js",
+            web::get().to(|| async { page(LIVE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/pages.css",
+            web::get().to(|| async { page(CSS, "text/css; charset=utf-8") }),
+        );
+}

@@ -1,0 +1,125 @@
+// Browser tests of the live pages in Debian's chromium, driven by playwright-core.
+// Usage: node pages.mjs <base url> <root token> <screenshot dir>
+// Run by `cargo test` (tests/api/browser.rs) against the real server.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+
+const [base, root, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+
+async function api(token, method, path, body, key) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (key) headers["Idempotency-Key"] = key;
+  const res = await fetch(`${base}/api/v1${path}`, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const json = text ? JSON.parse(text) : null;
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return json;
+}
+
+// A tenant with a canteen, one of its stalls, a till and a cardholder with money.
+const tenant = await api(root, "POST", "/tenants", { name: "Riverside University", kind: "university", edition: "standard" });
+const admin = tenant.admin_token;
+await api(admin, "PATCH", "/tenant", { settings: { require_agreement: false } });
+const hall = await api(admin, "POST", "/merchants", { name: "North Hall" });
+const stall = await api(admin, "POST", "/merchants", { name: "Noodles", parent_id: hall.id });
+await api(admin, "POST", "/merchants", { name: "Coffee", parent_id: hall.id });
+const till = await api(admin, "POST", `/merchants/${stall.id}/terminals`, { name: "Till 1" });
+const user = await api(admin, "POST", "/users", { name: "Li Xiaoming", number: "S2026001" });
+const card = (await api(admin, "POST", `/users/${user.id}/tokens`, {})).token;
+await api(admin, "POST", `/users/${user.id}/wallet/topups`, { amount: 10_000 }, randomUUID());
+const pay = async (code, amount) =>
+  api(till.token, "POST", "/payments", { code, amount }, randomUUID());
+const freshCode = async () => (await api(card, "POST", "/me/payment-codes", {})).code;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const results = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+
+  // /screen: a payment shows within one second, green; a declined one red with its reason.
+  {
+    const page = await context.newPage();
+    await page.goto(`${base}/screen#token=${till.token}`);
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
+    const code = await freshCode();
+    const started = Date.now();
+    const p = await pay(code, 1250);
+    await page.waitForSelector(`[data-testid=receipt][data-payment="${p.id}"]`, { timeout: 1_000 });
+    const shownMs = Date.now() - started;
+    const receipt = page.locator("[data-testid=receipt]");
+    assert.match(await receipt.getAttribute("class"), /\bok\b/);
+    const text = await receipt.innerText();
+    assert.ok(text.includes("¥12.50") && text.includes("Paid"), text);
+    await page.waitForFunction(() => document.getElementById("holder").textContent.length > 0);
+    assert.equal(await page.locator("#holder").innerText(), "L* X*******");
+    await page.screenshot({ path: `${shots}/screen.png` });
+    const declined = await pay(code, 300);
+    assert.equal(declined.decline_reason, "code_reused");
+    await page.waitForSelector(`[data-testid=receipt][data-payment="${declined.id}"]`, { timeout: 1_000 });
+    assert.match(await receipt.getAttribute("class"), /\bbad\b/);
+    assert.ok((await receipt.innerText()).includes("Code already used"));
+    results.push(`screen: payment shown ${shownMs} ms after the request was sent`);
+    await page.close();
+  }
+
+  // /dashboard: the counter and the feed move when a payment lands.
+  {
+    const page = await context.newPage();
+    await page.goto(`${base}/dashboard#token=${admin}`);
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
+    const count = page.locator("[data-testid=count]");
+    const before = Number(await count.innerText());
+    assert.equal(before, 1, "one payment so far today");
+    for (const amount of [800, 1500, 650]) await pay(await freshCode(), amount);
+    await page.waitForFunction((n) => Number(document.querySelector("[data-testid=count]").textContent) === n,
+      before + 3, { timeout: 2_000 });
+    assert.equal(await page.locator("[data-testid=feed] li").count(), 3);
+    assert.ok((await page.locator("#tree").innerText()).includes("Noodles"));
+    await page.waitForTimeout(600); // let the chart draw its bars
+    await page.screenshot({ path: `${shots}/dashboard.png` });
+    results.push(`dashboard: counter ${before} -> ${before + 3}`);
+    await page.close();
+  }
+
+  // /me: the QR changes after a minute of (the page's injected) time; a scan is noticed.
+  {
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 480, height: 960 });
+    await page.clock.install();
+    await page.goto(`${base}/me#token=${card}`);
+    await page.waitForSelector("[data-testid=qr][data-code]", { timeout: 10_000 });
+    const first = await page.locator("[data-testid=qr]").getAttribute("data-code");
+    assert.ok((await page.locator("[data-testid=qr] svg").count()) === 1, "a QR image");
+    await page.clock.runFor(30_000);
+    assert.equal(await page.locator("[data-testid=qr]").getAttribute("data-code"), first, "not before a minute");
+    await page.clock.runFor(31_000);
+    await page.waitForFunction((old) => {
+      const el = document.querySelector("[data-testid=qr]");
+      return el.dataset.code && el.dataset.code !== old;
+    }, first, { timeout: 5_000 });
+    const second = await page.locator("[data-testid=qr]").getAttribute("data-code");
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
+    await pay(second, 420);
+    await page.waitForSelector("[data-testid=notice]:not(.hidden)", { timeout: 2_000 });
+    assert.ok((await page.locator("[data-testid=notice]").innerText()).includes("just scanned"));
+    await page.waitForFunction(() => document.querySelector("[data-testid=balance]").textContent === "¥53.80",
+      null, { timeout: 2_000 });
+    await page.screenshot({ path: `${shots}/me.png` });
+    results.push("me: QR changed after 60 s of page time; scan notice shown");
+    await page.close();
+  }
+} finally {
+  await browser.close();
+}
+for (const r of results) console.log(r);
+console.log("browser tests: ok");
