@@ -34,6 +34,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Serve => actix_web::rt::System::new().block_on(async {
+            // Every websocket is a socket: use all the descriptors the system allows.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::info!(nofile = n, "open file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+            }
             let app = Application::build(config).await?;
             if let Some(token) = &app.generated_root_token {
                 // Printed once, on the operator's console only (never logged).

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 mod pay;
+mod ws;
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +65,28 @@ enum Cmd {
         /// Every payment also updates one merchant's totals row.
         #[arg(long)]
         hot: bool,
+    },
+    /// Websockets on one node: hold --connections (client sockets bound to several
+    /// 127.0.0.x), report RSS per connection, then the 201-to-event latency at tills under
+    /// --rate payments/s and the fan-out of single events to --dashboards subscribers.
+    Ws {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 50_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 4)]
+        source_ips: u8,
+        #[arg(long, default_value_t = 64)]
+        tills: usize,
+        /// Payments per second during the latency phase (half the measured maximum).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10_000)]
+        dashboards: usize,
+        #[arg(long, default_value_t = 20)]
+        fanout_events: usize,
     },
     /// The HTTP ceiling: how fast this loader can get `/healthz` answered.
     Healthz {
@@ -340,6 +363,30 @@ async fn main() -> Result<()> {
             payments,
             hot,
         } => pay::run(target, tills, cardholders, payments, hot).await,
+        Cmd::Ws {
+            target,
+            connections,
+            source_ips,
+            tills,
+            rate,
+            seconds,
+            dashboards,
+            fanout_events,
+        } => {
+            ws::run(
+                target,
+                ws::WsArgs {
+                    connections,
+                    source_ips,
+                    tills,
+                    rate,
+                    seconds,
+                    dashboards,
+                    fanout_events,
+                },
+            )
+            .await
+        }
         Cmd::Naive {
             database_url,
             cardholders,

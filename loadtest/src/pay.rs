@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use super::{connect, Server, Target};
 
 /// Concurrency of the set-up requests (tokens, top-ups, codes).
-const SETUP_CONCURRENCY: usize = 64;
+pub(crate) const SETUP_CONCURRENCY: usize = 64;
 
-async fn post(
+pub(crate) async fn post(
     client: &reqwest::Client,
     url: String,
     token: &str,
@@ -34,13 +34,13 @@ async fn post(
     Ok(body)
 }
 
-struct Setup {
-    admin: String,
-    tills: Vec<String>,
-    cardholders: Vec<String>,
+pub(crate) struct Setup {
+    pub admin: String,
+    pub tills: Vec<String>,
+    pub cardholders: Vec<String>,
 }
 
-async fn setup(
+pub(crate) async fn setup(
     server: &Server,
     client: &reqwest::Client,
     tills: usize,
