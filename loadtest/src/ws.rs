@@ -97,18 +97,6 @@ fn payment_id(text: &str) -> Option<String> {
     Some(rest[at..end].to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_the_payment_id_not_another_id() {
-        let f = r#"{"op":"event","topic":"tenant","seq":3,"type":"payment.succeeded","data":{"amount":1,"breakdown":{},"id":"P1","merchant_id":"M"}}"#;
-        assert_eq!(super::payment_id(f).as_deref(), Some("P1"));
-        let f = r#"{"op":"event","topic":"t","seq":1,"type":"x","data":{"id":"P2","user_id":"U"}}"#;
-        assert_eq!(super::payment_id(f).as_deref(), Some("P2"));
-        assert_eq!(super::payment_id(r#"{"op":"pong"}"#), None);
-    }
-}
-
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
 }
@@ -426,4 +414,16 @@ fn latencies(
         .map(|id| expected.saturating_sub(per_payment.get(id.as_str()).copied().unwrap_or(0)))
         .sum();
     (h, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_payment_id_not_another_id() {
+        let f = r#"{"op":"event","topic":"tenant","seq":3,"type":"payment.succeeded","data":{"amount":1,"breakdown":{},"id":"P1","merchant_id":"M"}}"#;
+        assert_eq!(super::payment_id(f).as_deref(), Some("P1"));
+        let f = r#"{"op":"event","topic":"t","seq":1,"type":"x","data":{"id":"P2","user_id":"U"}}"#;
+        assert_eq!(super::payment_id(f).as_deref(), Some("P2"));
+        assert_eq!(super::payment_id(r#"{"op":"pong"}"#), None);
+    }
 }
