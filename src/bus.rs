@@ -9,7 +9,11 @@
 //!   topics and their `seq`s), which every node follows with a blocking `XREAD` and hands
 //!   to its hub. One stream per node to follow, however many topics its sessions hold;
 //! - `<prefix>seen:<event id>` — set once an event is published, so a relay resending
-//!   after a crash never produces a second `seq` (kept a day).
+//!   after a crash never produces a second `seq` (kept 10 minutes: resends come from the
+//!   sweep within seconds, or from a node restarting within minutes).
+//!
+//! A topic's hash and stream expire a day after its last event, so Redis holds the
+//! history of active topics only; a topic that comes back starts a new epoch.
 //!
 //! Publishing runs as one Lua script per batch, so an event's `seq`s, its history entries
 //! and its firehose entry are written together.
@@ -37,7 +41,9 @@ const MEMORY_TOTAL: usize = 200_000;
 /// misses live events; its clients still resume from per-topic history).
 const FIREHOSE_MAX: usize = 100_000;
 /// How long an event id is remembered to drop a resend.
-const SEEN_TTL_S: u64 = 86_400;
+const SEEN_TTL_S: u64 = 600;
+/// How long a topic's counter and history outlive its last event.
+const TOPIC_TTL_S: u64 = 86_400;
 
 pub enum Bus {
     InProcess,
@@ -112,10 +118,10 @@ impl Bus {
 }
 
 const PUBLISH: &str = r#"
--- ARGV: prefix, history, firehose max, seen ttl, new epoch, then per event:
+-- ARGV: prefix, history, firehose max, seen ttl, new epoch, topic ttl, then per event:
 --       id, tenant, kind, data, topic count, topics...
 local p = ARGV[1]
-local i = 6
+local i = 7
 while i <= #ARGV do
   local id, tenant, kind, data = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   local n = tonumber(ARGV[i+4])
@@ -131,6 +137,8 @@ while i <= #ARGV do
       end
       local seq = redis.call('HINCRBY', base .. ':meta', 'seq', 1)
       redis.call('XADD', base .. ':s', 'MAXLEN', ARGV[2], seq .. '-1', 'k', kind, 'd', data, 'e', id)
+      redis.call('EXPIRE', base .. ':meta', ARGV[6])
+      redis.call('EXPIRE', base .. ':s', ARGV[6])
       seqs[#seqs + 1] = topic .. ' ' .. seq
     end
     redis.call('XADD', p .. 'all', 'MAXLEN', '~', ARGV[3], '*',
@@ -138,11 +146,12 @@ while i <= #ARGV do
   end
   i = i + n
 end
+redis.call('EXPIRE', p .. 'all', ARGV[6])
 return 1
 "#;
 
 const HISTORY: &str = r#"
--- ARGV: topic base key, since (-1: none), new epoch, max entries
+-- ARGV: topic base key, since (-1: none), new epoch, max entries, topic ttl
 local base = ARGV[1]
 local m = redis.call('HMGET', base .. ':meta', 'seq', 'epoch')
 local seq = tonumber(m[1]) or 0
@@ -150,6 +159,7 @@ local epoch = m[2]
 if not epoch then
   epoch = ARGV[3]
   redis.call('HSETNX', base .. ':meta', 'epoch', epoch)
+  redis.call('EXPIRE', base .. ':meta', ARGV[5])
   redis.call('DEL', base .. ':s')
 end
 local since = tonumber(ARGV[2])
@@ -183,7 +193,8 @@ impl TopicLog for RedisLog {
             .arg(self.history)
             .arg(FIREHOSE_MAX)
             .arg(SEEN_TTL_S)
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(TOPIC_TTL_S);
         for p in events {
             call.arg(p.event.id.to_string())
                 .arg(p.tenant_id.to_string())
@@ -214,6 +225,7 @@ impl TopicLog for RedisLog {
             .arg(since.map_or(-1, |s| s as i64))
             .arg(new_epoch())
             .arg(self.history * 2)
+            .arg(TOPIC_TTL_S)
             .invoke_async(&mut conn)
             .await
             .map_err(log_err)?;

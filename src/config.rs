@@ -205,7 +205,7 @@ impl Config {
                 1,
                 100_000,
             )?,
-            ws_history: number(&get, "ONECARD_WS_HISTORY", 1000, 1, 1_000_000)?,
+            ws_history: number(&get, "ONECARD_WS_HISTORY", 256, 1, 100_000)?,
             ws_max_topics: number(&get, "ONECARD_WS_MAX_TOPICS", 32, 1, 10_000)?,
             ws_queue: number(&get, "ONECARD_WS_QUEUE", 256, 16, 1_000_000)?,
             ws_heartbeat: std::time::Duration::from_secs(5),

@@ -77,6 +77,19 @@ impl Ws {
         Ws { inner }
     }
 
+    /// With the bearer header instead of `?token=` (what non-browser clients use).
+    pub async fn connect_with_header(base: &str, token: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/api/v1/ws", base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (inner, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket handshake");
+        Ws { inner }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.inner
             .send(Message::text(frame.to_string()))
@@ -225,8 +238,28 @@ async fn each_token_sees_only_its_own_topics_and_payments_arrive_live(bus: BusKi
     let res = app.client.get(app.url("/api/v1/ws")).send().await.unwrap();
     assert_eq!(res.status(), 401);
 
+    let res = app
+        .client
+        .get(app.url("/api/v1/ws?token=not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // A valid token without the websocket upgrade is a clear 400.
+    let res = app
+        .client
+        .get(app.url("/api/v1/ws"))
+        .bearer_auth(&shop.terminal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "not_websocket");
+
     let own = format!("terminal:{}", shop.terminal_id);
-    let mut till = Ws::connect(&app.base, &shop.terminal).await;
+    // The till authenticates with the bearer header; the others below with `?token=`.
+    let mut till = Ws::connect_with_header(&app.base, &shop.terminal).await;
     let f = till.subscribe(&own, None).await;
     assert_eq!(last(&f)["op"], "subscribed", "{f:?}");
     assert_eq!(last(&f)["seq"], 0);
