@@ -118,6 +118,38 @@ try {
     results.push("me: QR changed after 60 s of page time; scan notice shown");
     await page.close();
   }
+
+  // /me in arrears: the banner shows what is owed; its button repays it.
+  {
+    const debtor = await api(admin, "POST", "/users", { name: "Wang Fang", number: "S2026002" });
+    const tok = (await api(admin, "POST", `/users/${debtor.id}/tokens`, {})).token;
+    await api(tok, "POST", "/me/agreement", {});
+    await api(admin, "PUT", `/sandbox/provider/users/${debtor.id}`, { available: 100 });
+    const code = (await api(tok, "POST", "/me/payment-codes", {})).code;
+    const p = await pay(code, 300);
+    assert.equal(p.status, "accepted");
+    for (let i = 0; ; i++) {
+      const now = await api(admin, "GET", `/payments/${p.id}`);
+      if (now.status === "unsettled") break;
+      assert.ok(i < 100, `still ${now.status}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await api(admin, "POST", `/users/${debtor.id}/wallet/topups`, { amount: 1_000 }, randomUUID());
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 480, height: 960 });
+    await page.goto(`${base}/me#token=${tok}`);
+    const banner = page.locator("[data-testid=arrears]");
+    await banner.waitFor({ state: "visible", timeout: 10_000 });
+    assert.ok((await banner.innerText()).includes("¥3.00"));
+    await page.screenshot({ path: `${shots}/me-arrears.png` });
+    await page.click("#repay");
+    await banner.waitFor({ state: "hidden", timeout: 5_000 });
+    // Repayment is a payment of its own (through the provider), not from the balance.
+    assert.equal(await page.locator("[data-testid=balance]").innerText(), "¥10.00");
+    assert.equal((await api(admin, "GET", `/users/${debtor.id}/arrears`)).arrears, 0);
+    results.push("me: arrears banner shown and repaid with its button");
+    await page.close();
+  }
 } finally {
   await browser.close();
 }
