@@ -15,7 +15,9 @@ use base64::Engine;
 use onecard_actors::clock::{Clock, SystemClock};
 use onecard_actors::keys::Keys;
 use onecard_actors::ledger::LedgerHandle;
+use onecard_actors::merchant::MerchantDirectory;
 use onecard_actors::provider::Sandbox;
+use onecard_actors::realtime::hub::Tap;
 use onecard_actors::realtime::relay::SweepTiming;
 use onecard_actors::realtime::{Hub, Relay};
 use onecard_actors::wallet::{Env, Wallets};
@@ -71,6 +73,11 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
         let hub = Hub::default().start();
+        let merchant_totals = MerchantDirectory::new(store.clone(), clock.clone()).start();
+        hub.do_send(Tap {
+            prefix: "merchant:",
+            to: merchant_totals.clone().recipient(),
+        });
         let topic_log = bus.topic_log(hub.clone(), config.ws_history);
         let relay = Relay::spawn(
             store.clone(),
@@ -112,6 +119,7 @@ impl Application {
                 heartbeat: config.ws_heartbeat,
                 timeout: config.ws_timeout,
             },
+            merchant_totals,
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());

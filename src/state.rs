@@ -44,6 +44,8 @@ pub struct AppState {
     /// Publishes durable outbox events.
     pub relay: Relay,
     pub ws_limits: WsLimits,
+    /// Merchant actors: today's running totals per merchant.
+    pub merchant_totals: actix::Addr<onecard_actors::merchant::MerchantDirectory>,
 }
 
 impl AppState {

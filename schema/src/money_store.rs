@@ -104,6 +104,16 @@ pub trait MoneyStore: Send + Sync + 'static {
         to: Timestamp,
     ) -> StoreResult<Totals>;
 
+    /// The sales and refunds behind `merchant_totals`, one by one (merchant actors load
+    /// this, then follow events, skipping what they already counted).
+    async fn merchant_day(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<MerchantDay>;
+
     // --- subsidy rules ----------------------------------------------------------------
     async fn create_subsidy_rule(
         &self,

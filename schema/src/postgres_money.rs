@@ -877,6 +877,54 @@ impl MoneyStore for PgStore {
         })
     }
 
+    async fn merchant_day(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<MerchantDay> {
+        let c = self.client().await?;
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&tenant.0, &merchant.0, &from, &to];
+        let sales = c
+            .query(
+                "SELECT id, amount, coupon_amount, subsidy_amount, balance_amount, deferred_amount \
+                 FROM payments WHERE tenant_id = $1 AND merchant_id = $2 \
+                 AND status <> 'declined' AND created_at >= $3 AND created_at < $4",
+                &args,
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                (
+                    PaymentId(r.get(0)),
+                    Money(r.get(1)),
+                    Breakdown {
+                        coupon: Money(r.get(2)),
+                        subsidy: Money(r.get(3)),
+                        balance: Money(r.get(4)),
+                        deferred: Money(r.get(5)),
+                    },
+                )
+            })
+            .collect();
+        let refunds = c
+            .query(
+                "SELECT tx_id, -amount FROM ledger_entries WHERE tenant_id = $1 \
+                 AND account = 'merchant_receivable' AND ref_id = $2 AND amount < 0 \
+                 AND created_at >= $3 AND created_at < $4",
+                &args,
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get::<_, Uuid>(0), Money(r.get(1))))
+            .collect();
+        Ok(MerchantDay { sales, refunds })
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

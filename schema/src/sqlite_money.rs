@@ -622,6 +622,53 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn merchant_day(
+        &self,
+        tenant: TenantId,
+        merchant: MerchantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<MerchantDay> {
+        self.read(move |c| {
+            let args = params![tenant.to_string(), merchant.to_string(), ms(from), ms(to)];
+            let sales = c
+                .prepare_cached(
+                    "SELECT id, amount, coupon_amount, subsidy_amount, balance_amount, deferred_amount \
+                     FROM payments WHERE tenant_id = ? AND merchant_id = ? \
+                     AND status <> 'declined' AND created_at >= ? AND created_at < ?",
+                )
+                .and_then(|mut st| {
+                    st.query_map(args, |r| {
+                        Ok((
+                            PaymentId(uuid_col(r, 0)?),
+                            Money(r.get(1)?),
+                            Breakdown {
+                                coupon: Money(r.get(2)?),
+                                subsidy: Money(r.get(3)?),
+                                balance: Money(r.get(4)?),
+                                deferred: Money(r.get(5)?),
+                            },
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            let refunds = c
+                .prepare_cached(
+                    "SELECT tx_id, -amount FROM ledger_entries WHERE tenant_id = ? \
+                     AND account = 'merchant_receivable' AND ref_id = ? AND amount < 0 \
+                     AND created_at >= ? AND created_at < ?",
+                )
+                .and_then(|mut st| {
+                    st.query_map(args, |r| Ok((uuid_col(r, 0)?, Money(r.get(1)?))))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            Ok(MerchantDay { sales, refunds })
+        })
+        .await
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

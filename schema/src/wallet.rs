@@ -285,6 +285,14 @@ pub struct OutboxEvent {
     pub payload: serde_json::Value,
 }
 
+/// A merchant's day as the ledger has it: each sale (a payment that was not declined,
+/// made that day) and each refund (by ledger transaction, made that day).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MerchantDay {
+    pub sales: Vec<(PaymentId, Money, Breakdown)>,
+    pub refunds: Vec<(uuid::Uuid, Money)>,
+}
+
 /// Wallet counts for a tenant's dashboard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WalletStats {

@@ -3,6 +3,7 @@
 use actix_web::{get, patch, post, web, HttpResponse};
 use jiff::civil::Date;
 use onecard_actors::domain::validate::Checks;
+use onecard_actors::merchant::TodayOf;
 use onecard_schema::ids::{MerchantId, TerminalId};
 use onecard_schema::model::{NewToken, TokenKind};
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
@@ -312,10 +313,28 @@ pub async fn get_merchant_totals(
         );
         i += 1;
     }
+    // Today comes from the merchant actors' running totals; other days from the store.
+    let today = state.clock.now().to_zoned(policy.tz.clone()).date();
+    let each: Vec<Totals> = if date == today {
+        state
+            .merchant_totals
+            .send(TodayOf {
+                tenant,
+                merchants: subtree.clone(),
+            })
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("merchant actors: {e}")))?
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("merchant totals: {e}")))?
+    } else {
+        let mut v = Vec::with_capacity(subtree.len());
+        for m in &subtree {
+            v.push(state.store.merchant_totals(tenant, *m, from, to).await?);
+        }
+        v
+    };
     let mut rollup = Totals::default();
     let mut own = Totals::default();
-    for m in subtree {
-        let t = state.store.merchant_totals(tenant, m, from, to).await?;
+    for (m, t) in subtree.into_iter().zip(each) {
         if m == id {
             own = t;
         }

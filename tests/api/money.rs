@@ -125,7 +125,130 @@ on_both_engines!(
     subsidy_rules_need_a_second_admin_and_credit_every_target,
     three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin,
     a_full_wallet_mailbox_answers_503_and_loses_nothing,
+    merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree,
 );
+
+/// Payments, declines and refunds at two stalls of one hall, through the live merchant
+/// actors; then every merchant's totals (own and roll-up) equal the store's, computed from
+/// payments and ledger entries.
+async fn merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let hall = shop(&app, 100_000).await;
+    let admin = hall.admin.clone();
+    let mut stalls = Vec::new();
+    for name in ["Noodles", "Rice"] {
+        let (s, m) = app
+            .post(
+                "/api/v1/merchants",
+                &admin,
+                json!({"name": name, "parent_id": hall.merchant, "single_limit": 100_000}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        let id = m["id"].as_str().unwrap().to_string();
+        let (s, t) = app
+            .post(
+                &format!("/api/v1/merchants/{id}/terminals"),
+                &admin,
+                json!({"name": "Till"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        stalls.push(Shop {
+            admin: admin.clone(),
+            merchant: id,
+            terminal: t["token"].as_str().unwrap().into(),
+            terminal_id: t["id"].as_str().unwrap().into(),
+        });
+    }
+    // Ask once first, so the actors load before the payments and then follow events.
+    let (s, _) = app
+        .get(
+            &format!("/api/v1/merchants/{}/totals", hall.merchant),
+            &admin,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (user, me) = person(&app, &admin, "MT-1").await;
+    top_up(&app, &hall, &user, 50_000).await;
+    let mut paid = Vec::new();
+    for (i, amount) in [120, 340, 560, 780, 90, 1_000].iter().enumerate() {
+        let at = [&hall, &stalls[0], &stalls[1]][i % 3];
+        let p = pay(&app, at, &code(&app, &me).await, *amount).await;
+        assert_eq!(p["status"], "succeeded");
+        paid.push(p["id"].as_str().unwrap().to_string());
+    }
+    let reused = code(&app, &me).await;
+    pay(&app, &stalls[0], &reused, 50).await;
+    assert_eq!(
+        pay(&app, &stalls[0], &reused, 50).await["status"],
+        "declined"
+    );
+    for (id, body) in [(&paid[1], json!({"amount": 40})), (&paid[2], json!({}))] {
+        let (s, r) = keyed(
+            &app,
+            &format!("/api/v1/payments/{id}/refunds"),
+            &admin,
+            &uuid::Uuid::new_v4().to_string(),
+            body,
+        )
+        .await;
+        assert_eq!(s, 201, "{r}");
+    }
+    let tenant =
+        onecard::auth::resolve(&app.state, onecard::auth::hash_token(&admin), "test".into())
+            .await
+            .unwrap()
+            .tenant
+            .unwrap();
+    let policy = app.state.policy(tenant).await.unwrap();
+    let date = app.clock_now().to_zoned(policy.tz.clone()).date();
+    let (from, to) = app.state.local_day(&policy, date);
+    let ledger = |m: &str| {
+        let id = onecard_schema::ids::MerchantId(m.parse().unwrap());
+        let store = app.state.store.clone();
+        async move { store.merchant_totals(tenant, id, from, to).await.unwrap() }
+    };
+    let as_json = |t: &onecard_schema::wallet::Totals| {
+        json!({"gross": t.gross.0, "refunds": t.refunds.0, "count": t.count,
+               "by_source": {"coupon": t.by_source.coupon.0, "subsidy": t.by_source.subsidy.0,
+                             "balance": t.by_source.balance.0, "deferred": t.by_source.deferred.0}})
+    };
+    let mut rollup = json!({"gross": 0, "refunds": 0, "count": 0});
+    for m in [&hall.merchant, &stalls[0].merchant, &stalls[1].merchant] {
+        let want = as_json(&ledger(m).await);
+        for k in ["gross", "refunds", "count"] {
+            rollup[k] = json!(rollup[k].as_i64().unwrap() + want[k].as_i64().unwrap());
+        }
+        let got = app
+            .wait_for(&format!("/api/v1/merchants/{m}/totals"), &admin, |t| {
+                ["gross", "refunds", "count", "by_source"]
+                    .iter()
+                    .all(|k| t[*k] == want[*k])
+            })
+            .await;
+        assert!(want["count"].as_i64().unwrap() >= 2, "{want}");
+        assert!(
+            got["rollup"]["count"].as_i64() >= got["count"].as_i64(),
+            "{got}"
+        );
+    }
+    let hall_totals = app
+        .get(
+            &format!("/api/v1/merchants/{}/totals", hall.merchant),
+            &admin,
+        )
+        .await
+        .1;
+    for k in ["gross", "refunds", "count"] {
+        assert_eq!(hall_totals["rollup"][k], rollup[k], "{hall_totals}");
+    }
+    assert_eq!(rollup["gross"], 120 + 340 + 560 + 780 + 90 + 1_000 + 50);
+    assert_eq!(rollup["refunds"], 40 + 560);
+    ledger_balances(&app, &admin).await;
+}
 
 async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
@@ -256,11 +379,13 @@ async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine:
     .await;
     assert_problem(s, &body, 409, "not_refundable");
 
-    // Totals for today equal what the ledger says the merchant is owed.
-    let (_, totals) = app
-        .get(
+    // Totals for today equal what the ledger says the merchant is owed (the merchant
+    // actor follows events, so it catches up a moment after the 201).
+    let totals = app
+        .wait_for(
             &format!("/api/v1/merchants/{}/totals", shop.merchant),
             &shop.admin,
+            |t| t["refunds"] == 2_000,
         )
         .await;
     assert_eq!(

@@ -55,6 +55,15 @@ pub struct Leave {
     pub session: u64,
 }
 
+/// Also hand every event of topics starting with `prefix` to `to` (merchant actors follow
+/// `merchant:` this way). Sent with `do_send`: a tap is in-process and never slow for long.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tap {
+    pub prefix: &'static str,
+    pub to: Recipient<Deliver>,
+}
+
 struct Sub {
     session: u64,
     to: Recipient<Deliver>,
@@ -65,6 +74,7 @@ struct Sub {
 pub struct Hub {
     topics: HashMap<TopicKey, Vec<Sub>>,
     by_session: HashMap<u64, Vec<TopicKey>>,
+    taps: Vec<Tap>,
 }
 
 /// Subscriptions held, events delivered and sessions cut off (exported as metrics).
@@ -122,6 +132,14 @@ impl Handler<Subscribe> for Hub {
     }
 }
 
+impl Handler<Tap> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Tap, _: &mut Self::Context) {
+        self.taps.push(msg);
+    }
+}
+
 impl Handler<Unsubscribe> for Hub {
     type Result = ();
 
@@ -152,6 +170,17 @@ impl Handler<Deliver> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        for tap in &self.taps {
+            let events: Vec<Arc<Published>> = msg
+                .0
+                .iter()
+                .filter(|e| e.key.topic.starts_with(tap.prefix))
+                .cloned()
+                .collect();
+            if !events.is_empty() {
+                tap.to.do_send(Deliver(Arc::from(events)));
+            }
+        }
         // Split the batch by topic, keeping each topic's order.
         let mut by_topic: Vec<(&TopicKey, Vec<Arc<Published>>)> = Vec::new();
         for e in msg.0.iter() {

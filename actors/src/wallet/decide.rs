@@ -719,6 +719,10 @@ fn refund(
     };
     p.updated_at = now;
     b.payment_event(&p, "payment.refunded".into());
+    // What this refund was, for merchant totals (the payment object carries only the sum).
+    if let Some(e) = b.outbox.last_mut() {
+        e.payload["refund"] = serde_json::json!({"id": tx, "amount": r, "at": now});
+    }
     b.payments.push(p.clone());
     Ok(payment_answer(b, p, 201))
 }
