@@ -387,7 +387,7 @@ impl World {
                 .map_or(0, |b| b.balance.0);
             assert_eq!(kept, a.balance.0, "stored subsidy account {}", a.id);
         }
-        if self.steps % 500 == 0 {
+        if self.steps.is_multiple_of(500) {
             self.check_stored_ledger();
         }
     }
