@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context;
@@ -72,22 +72,31 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
-        let hub = Hub::default().start();
-        let merchant_totals = MerchantDirectory::new(store.clone(), clock.clone()).start();
+        // The commit path and the real-time path each get a thread of their own, off the
+        // main thread: the ledger writer and the outbox relay on one, the hub on another,
+        // merchant actors on a third.
+        let hub = Hub::start_in_arbiter(&Arbiter::new().handle(), |_| Hub::default());
+        let directory = MerchantDirectory::new(store.clone(), clock.clone());
+        let merchant_totals =
+            MerchantDirectory::start_in_arbiter(&Arbiter::new().handle(), |_| directory);
         hub.do_send(Tap {
             prefix: "merchant:",
             to: merchant_totals.clone().recipient(),
         });
         let topic_log = bus.topic_log(hub.clone(), config.ws_history);
-        let relay = Relay::spawn(
-            store.clone(),
-            topic_log.clone(),
-            clock.clone(),
-            SweepTiming::default(),
-        );
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (s, l, c) = (store.clone(), topic_log.clone(), clock.clone());
+        Arbiter::new().spawn(async move {
+            let relay = Relay::spawn(s.clone(), l, c, SweepTiming::default());
+            let ledger = LedgerHandle::spawn(s, relay.clone());
+            let _ = ready.send((relay, ledger));
+        });
+        let (relay, ledger) = started
+            .await
+            .context("starting the ledger writer and the relay")?;
         let env = Env {
             store: store.clone(),
-            ledger: LedgerHandle::spawn(store.clone(), relay.clone()),
+            ledger,
             clock: clock.clone(),
             provider: sandbox.clone(),
             mailbox: config.wallet_mailbox,

@@ -1,14 +1,14 @@
 //! The ledger writer: group commit. Wallet actors hand it their commits; it takes every
 //! commit waiting (up to `LEDGER_BATCH_MAX`), writes them in one transaction, and answers
 //! each waiter once the transaction is durable. Under load batches grow by themselves (new
-//! commits queue while one batch is being written); at rest a commit is written at once,
-//! so batching never adds latency.
+//! commits queue while `LEDGER_PIPELINE` batches are being written); at rest a commit is
+//! written at once, so batching never adds latency.
 
 use std::sync::Arc;
 
 use onecard_schema::wallet::{CommitError, PendingEvent, WalletCommit};
 use onecard_schema::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::realtime::Relay;
 
@@ -16,6 +16,11 @@ use crate::realtime::Relay;
 pub const LEDGER_BATCH_MAX: usize = 512;
 /// Commits waiting for the writer before wallet actors wait.
 pub const LEDGER_QUEUE_MAX: usize = 8192;
+/// Batches being written at once. A wallet never has two commits in flight (its actor
+/// waits for each), so batches in flight never touch the same wallet; a second batch lets
+/// the store start the next transaction the moment one commits, instead of after a
+/// round trip through this task.
+pub const LEDGER_PIPELINE: usize = 2;
 
 type Job = (WalletCommit, oneshot::Sender<Result<(), CommitError>>);
 
@@ -29,9 +34,14 @@ impl LedgerHandle {
     /// the relay once they are durable.
     pub fn spawn(store: Arc<dyn Store>, relay: Relay) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(LEDGER_QUEUE_MAX);
+        let inflight = Arc::new(Semaphore::new(LEDGER_PIPELINE));
         tokio::spawn(async move {
-            let mut batch: Vec<Job> = Vec::with_capacity(LEDGER_BATCH_MAX);
             while let Some(first) = rx.recv().await {
+                // Wait for a free slot first: whatever queues meanwhile joins this batch.
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch: Vec<Job> = Vec::with_capacity(LEDGER_BATCH_MAX);
                 batch.push(first);
                 while batch.len() < LEDGER_BATCH_MAX {
                     match rx.try_recv() {
@@ -39,19 +49,24 @@ impl LedgerHandle {
                         Err(_) => break,
                     }
                 }
-                let (commits, waiters): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                metrics_batch(commits.len());
-                let events: Vec<Vec<PendingEvent>> = commits.iter().map(pending_events).collect();
-                let results = store.commit_wallets(commits).await;
-                let mut durable = Vec::new();
-                for ((waiter, result), events) in waiters.into_iter().zip(results).zip(events) {
-                    if result.is_ok() {
-                        durable.extend(events);
+                let (store, relay) = (store.clone(), relay.clone());
+                tokio::spawn(async move {
+                    let (commits, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    metrics_batch(commits.len());
+                    let events: Vec<Vec<PendingEvent>> =
+                        commits.iter().map(pending_events).collect();
+                    let results = store.commit_wallets(commits).await;
+                    drop(permit);
+                    let mut durable = Vec::new();
+                    for ((waiter, result), events) in waiters.into_iter().zip(results).zip(events) {
+                        if result.is_ok() {
+                            durable.extend(events);
+                        }
+                        // A waiter that went away (its request was cancelled) needs no answer.
+                        let _ = waiter.send(result);
                     }
-                    // A waiter that went away (its request was cancelled) needs no answer.
-                    let _ = waiter.send(result);
-                }
-                relay.submit(durable);
+                    relay.submit(durable);
+                });
             }
         });
         LedgerHandle { tx }

@@ -99,6 +99,9 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     if !read_only {
         // FULL: an acknowledged commit survives power loss, not just a process crash.
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+        // Savepoint journals (one per wallet commit in a group commit) stay in memory
+        // instead of a temporary file created and deleted per transaction.
+        conn.execute_batch("PRAGMA temp_store = MEMORY;")?;
     }
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
@@ -123,6 +126,15 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| e.to_string())?;
+    // One job alone needs no savepoint: if it fails, the transaction is rolled back.
+    if let [job] = batch {
+        let ok = job.run(conn);
+        let end = if ok { "COMMIT" } else { "ROLLBACK" };
+        return conn.execute_batch(end).map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+    }
     for job in batch.iter_mut() {
         let step = conn
             .execute_batch("SAVEPOINT job")

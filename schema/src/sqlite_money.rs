@@ -531,10 +531,28 @@ impl MoneyStore for SqliteStore {
 
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
         let n = commits.len();
+        let commits = std::sync::Arc::new(commits);
+        // Fast path: every commit in the batch applies (the usual case), with no savepoint
+        // per commit. Any failure undoes the whole attempt, and the slow path below gives
+        // each commit its own savepoint so that it fails alone.
+        let all = commits.clone();
+        let fast = self
+            .write(move |c| {
+                for commit in all.iter() {
+                    if apply_commit(c, commit).is_err() {
+                        return Err(StoreError::Unavailable("retry commit by commit".into()));
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if fast.is_ok() {
+            return vec![Ok(()); n];
+        }
         let result = self
             .write(move |c| {
                 let mut results = Vec::with_capacity(commits.len());
-                for commit in &commits {
+                for commit in commits.iter() {
                     c.execute_batch("SAVEPOINT wallet").map_err(db)?;
                     let r = apply_commit(c, commit);
                     if r.is_ok() {
