@@ -32,7 +32,7 @@ pub struct Config {
     pub db_pool_size: usize,
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
-    /// HTTP worker threads; 0 means one per core.
+    /// HTTP worker threads; 0 means two per core.
     pub workers: usize,
     /// Base URL people open binding links under (defaults to `http://<bind>`).
     pub public_url: Option<String>,
@@ -260,7 +260,7 @@ impl Config {
             (
                 "workers",
                 if self.workers == 0 {
-                    "per core".into()
+                    "two per core".into()
                 } else {
                     self.workers.to_string()
                 },

@@ -147,9 +147,14 @@ impl Application {
         })
         .shutdown_timeout(SHUTDOWN_GRACE_S)
         .client_request_timeout(Duration::from_secs(30));
-        if config.workers > 0 {
-            server = server.workers(config.workers);
-        }
+        // Two HTTP workers per core by default: a worker waits on wallet actors and the
+        // store between bursts of work, and on 2 cores 4 workers took 24 % more payments
+        // than 2 (docs/BENCHMARKS.md).
+        let workers = match config.workers {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        server = server.workers(workers);
         let server = server.listen(listener)?.run();
         tracing::info!(
             port,
