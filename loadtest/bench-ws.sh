@@ -15,7 +15,9 @@ if [ -z "${CONNECTIONS:-}" ]; then
 fi
 echo "== open-file limit (hard) $limit; holding $CONNECTIONS connections"
 echo "== maximum payment rate, SQLite"
-max=$($LT pay --spawn $BIN --payments 40000 | tee /dev/stderr | sed -n 's/.* = \([0-9]*\) payments\/s.*/\1/p')
+out=$($LT pay --spawn $BIN --payments 40000)
+echo "$out"
+max=$(echo "$out" | sed -n 's/.* = \([0-9]*\) payments\/s.*/\1/p')
 rate=$(( max / 2 ))
 echo "== websockets at half of $max payments/s = $rate payments/s"
 $LT ws --spawn $BIN --connections "$CONNECTIONS" --rate "$rate" --seconds 10 \
