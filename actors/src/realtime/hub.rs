@@ -181,15 +181,12 @@ impl Handler<Deliver> for Hub {
                 tap.to.do_send(Deliver(Arc::from(events)));
             }
         }
-        // Split the batch by topic, keeping each topic's order.
-        let mut by_topic: Vec<(&TopicKey, Vec<Arc<Published>>)> = Vec::new();
+        // Split the batch by topic (only topics someone here listens to), keeping each
+        // topic's order.
+        let mut by_topic: HashMap<&TopicKey, Vec<Arc<Published>>> = HashMap::new();
         for e in msg.0.iter() {
-            if !self.topics.contains_key(&e.key) {
-                continue;
-            }
-            match by_topic.iter_mut().find(|(k, _)| **k == e.key) {
-                Some((_, v)) => v.push(e.clone()),
-                None => by_topic.push((&e.key, vec![e.clone()])),
+            if self.topics.contains_key(&e.key) {
+                by_topic.entry(&e.key).or_default().push(e.clone());
             }
         }
         let mut behind = Vec::new();
