@@ -49,6 +49,8 @@ pub struct Config {
     /// (5 s and 15 s; not settable from the environment, tests shorten them).
     pub ws_heartbeat: std::time::Duration,
     pub ws_timeout: std::time::Duration,
+    /// How often an open websocket re-checks its token (60 s; tests shorten it).
+    pub ws_revalidate: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,7 @@ impl Config {
             ws_queue: number(&get, "ONECARD_WS_QUEUE", 256, 16, 1_000_000)?,
             ws_heartbeat: std::time::Duration::from_secs(5),
             ws_timeout: std::time::Duration::from_secs(15),
+            ws_revalidate: std::time::Duration::from_secs(60),
         })
     }
 

@@ -127,6 +127,7 @@ impl Application {
                 queue: config.ws_queue,
                 heartbeat: config.ws_heartbeat,
                 timeout: config.ws_timeout,
+                revalidate: config.ws_revalidate,
             },
             merchant_totals,
         });

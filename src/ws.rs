@@ -52,6 +52,8 @@ pub struct WsLimits {
     pub heartbeat: Duration,
     /// …and closes a connection it has heard nothing from for this long.
     pub timeout: Duration,
+    /// How often an open connection checks that its token is still valid.
+    pub revalidate: Duration,
 }
 
 /// Open a websocket for live events. Authenticate with the bearer header or
@@ -72,9 +74,12 @@ pub async fn connect(
         .map(str::to_owned)
         .or_else(|| query_token(req.query_string()))
         .ok_or(ApiError::Unauthorized)?;
-    let caller = resolve(&state, hash_token(&token), request_id(&req)).await?;
+    let token_hash = hash_token(&token);
+    let caller = resolve(&state, token_hash, request_id(&req)).await?;
     let (tenant, viewer) = viewer(&caller)?;
     let session = WsSession {
+        state: state.clone(),
+        token_hash,
         id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
         tenant,
         viewer,
@@ -159,6 +164,8 @@ enum TopicState {
 }
 
 pub struct WsSession {
+    state: web::Data<AppState>,
+    token_hash: [u8; 32],
     id: u64,
     tenant: TenantId,
     viewer: Viewer,
@@ -363,6 +370,22 @@ impl Actor for WsSession {
             } else {
                 ctx.ping(b"");
             }
+        });
+        // A token revoked while connected (a till retired, a user deleted) ends the
+        // connection at the next check.
+        ctx.run_interval(self.limits.revalidate, |act, ctx| {
+            let (state, hash) = (act.state.clone(), act.token_hash);
+            let check = async move { resolve(&state, hash, String::new()).await };
+            ctx.spawn(check.into_actor(act).map(|result, act, ctx| {
+                if let Err(ApiError::Unauthorized) = result {
+                    act.closing = true;
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Policy,
+                        description: Some("token revoked".into()),
+                    }));
+                    ctx.stop();
+                }
+            }));
         });
     }
 

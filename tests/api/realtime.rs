@@ -222,7 +222,33 @@ on_both_buses!(
     a_silent_client_is_closed_after_the_heartbeat_timeout,
     a_client_that_stops_reading_is_cut_off_with_1013_and_others_keep_up,
     the_relay_publishes_what_a_crash_left_in_the_outbox_once,
+    a_connection_ends_when_its_token_is_revoked,
 );
+
+async fn a_connection_ends_when_its_token_is_revoked(bus: BusKind) {
+    let Some(app) = spawn_on(bus, |c| c.ws_revalidate = Duration::from_millis(200)).await else {
+        return;
+    };
+    let (_, admin) = app.tenant("university", "standard").await;
+    let user = app.user(&admin, "RV-1").await;
+    let id = user["id"].as_str().unwrap().to_string();
+    let (s, t) = app
+        .post(&format!("/api/v1/users/{id}/tokens"), &admin, json!({}))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let mut ws = Ws::connect(&app.base, t["token"].as_str().unwrap()).await;
+    assert_eq!(
+        last(&ws.subscribe(&format!("user:{id}"), None).await)["op"],
+        "subscribed"
+    );
+    // Still valid: the connection stays through several checks.
+    assert_eq!(ws.next_within(600).await, None);
+    let (s, _) = app.delete(&format!("/api/v1/users/{id}"), &admin).await;
+    assert_eq!(s, 204);
+    let (code, reason) = ws.closed(Duration::from_secs(3)).await;
+    assert_eq!(code, CloseCode::Policy, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+}
 
 async fn each_token_sees_only_its_own_topics_and_payments_arrive_live(bus: BusKind) {
     let Some(app) = spawn_on(bus, |_| {}).await else {
