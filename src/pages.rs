@@ -11,10 +11,14 @@ const SCREEN: &str = include_str!("pages/screen.html");
 const ME: &str = include_str!("pages/me.html");
 const DASHBOARD: &str = include_str!("pages/dashboard.html");
 const LIVE_JS: &str = include_str!("pages/live.js");
+const SCREEN_JS: &str = include_str!("pages/screen.js");
+const ME_JS: &str = include_str!("pages/me.js");
+const DASHBOARD_JS: &str = include_str!("pages/dashboard.js");
 const CSS: &str = include_str!("pages/pages.css");
 
-/// Scripts and styles from this server only; the websocket back to it.
-const CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
+/// Scripts from this server only (no inline script); style attributes are allowed (the
+/// merchant tree indents with one); the websocket back to this server.
+const CSP: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; \
     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -30,6 +34,7 @@ fn page(body: &'static str, content_type: &'static str) -> HttpResponse {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     const HTML: &str = "text/html; charset=utf-8";
+    const JS: &str = "text/javascript; charset=utf-8";
     cfg.route("/screen", web::get().to(|| async { page(SCREEN, HTML) }))
         .route("/me", web::get().to(|| async { page(ME, HTML) }))
         .route(
@@ -39,6 +44,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/assets/live.js",
             web::get().to(|| async { page(LIVE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/screen.js",
+            web::get().to(|| async { page(SCREEN_JS, JS) }),
+        )
+        .route("/assets/me.js", web::get().to(|| async { page(ME_JS, JS) }))
+        .route(
+            "/assets/dashboard.js",
+            web::get().to(|| async { page(DASHBOARD_JS, JS) }),
         )
         .route(
             "/assets/pages.css",

@@ -293,3 +293,44 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         "Swagger UI is served from the binary"
     );
 }
+
+/// The live pages and their scripts come from the binary, under a policy that allows no
+/// inline script and nothing from elsewhere.
+#[actix_web::test]
+async fn live_pages_are_served_with_a_strict_content_security_policy() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Engine::Sqlite).await else {
+        return;
+    };
+    for (path, kind) in [
+        ("/screen", "text/html"),
+        ("/me", "text/html"),
+        ("/dashboard", "text/html"),
+        ("/assets/live.js", "text/javascript"),
+        ("/assets/screen.js", "text/javascript"),
+        ("/assets/me.js", "text/javascript"),
+        ("/assets/dashboard.js", "text/javascript"),
+        ("/assets/pages.css", "text/css"),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let header = |h: &str| {
+            res.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
+        assert!(!csp.contains("http"), "nothing from elsewhere: {csp}");
+        let body = res.text().await.unwrap();
+        if kind == "text/html" {
+            assert!(!body.contains("<script>"), "{path} has an inline script");
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "{path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,117 @@
+// The dashboard page (see dashboard.html).
+"use strict";
+(async () => {
+  const tok = OneCard.token("dashboard");
+  if (!tok) return OneCard.signIn("dashboard", "Admin token");
+  const $ = (id) => document.getElementById(id);
+  let merchants;
+  try {
+    merchants = await OneCard.api(tok, "GET", "/merchants");
+  } catch (e) {
+    return OneCard.signIn("dashboard", `Admin token (${e.message})`);
+  }
+  merchants = merchants.items || merchants;
+  $("main").classList.remove("hidden");
+  const byId = new Map(merchants.map((m) => [m.id, m]));
+  const totals = new Map(); // merchant id -> {gross, count} (roll-up)
+
+  function order() {
+    const out = [];
+    const walk = (parent, depth) => {
+      for (const m of merchants.filter((m) => (m.parent_id || null) === parent)) {
+        out.push([m, depth]);
+        walk(m.id, depth + 1);
+      }
+    };
+    walk(null, 0);
+    return out;
+  }
+
+  function renderTree() {
+    $("tree").innerHTML = order().map(([m, depth]) => {
+      const t = totals.get(m.id) || { gross: 0, count: 0 };
+      return `<li style="--depth:${depth}"><span>${OneCard.esc(m.name)}</span><span>${OneCard.yuan(t.gross)} · ${t.count}</span></li>`;
+    }).join("") || `<li class="muted">no merchants yet</li>`;
+    let gross = 0, count = 0;
+    for (const m of merchants.filter((m) => !m.parent_id)) {
+      const t = totals.get(m.id) || { gross: 0, count: 0 };
+      gross += t.gross; count += t.count;
+    }
+    $("gross").textContent = OneCard.yuan(gross);
+    $("count").textContent = count;
+  }
+
+  async function refetch() {
+    await Promise.all(merchants.map(async (m) => {
+      const t = await OneCard.api(tok, "GET", `/merchants/${m.id}/totals`);
+      totals.set(m.id, { gross: t.rollup.gross - t.rollup.refunds, count: t.rollup.count });
+    }));
+    const w = await OneCard.api(tok, "GET", "/stats/wallets");
+    $("frozen").textContent = w.frozen;
+    $("arrears").textContent = w.in_arrears;
+    renderTree();
+  }
+
+  // Payments per second over the last 120 s, drawn as bars.
+  const buckets = new Array(120).fill(0);
+  let bucketAt = Math.floor(Date.now() / 1000);
+  function tick(now = Math.floor(Date.now() / 1000)) {
+    while (bucketAt < now) { buckets.shift(); buckets.push(0); bucketAt++; }
+  }
+  function draw() {
+    tick();
+    $("pps").textContent = buckets[buckets.length - 2];
+    const c = $("chart"), g = c.getContext("2d");
+    const max = Math.max(5, ...buckets);
+    g.clearRect(0, 0, c.width, c.height);
+    g.strokeStyle = "#263241";
+    g.beginPath(); g.moveTo(0, c.height - 0.5); g.lineTo(c.width, c.height - 0.5); g.stroke();
+    const w = c.width / buckets.length;
+    g.fillStyle = "#4ea1ff";
+    buckets.forEach((n, i) => {
+      const h = (n / max) * (c.height - 16);
+      g.fillRect(i * w, c.height - h, Math.max(1, w - 1), h);
+    });
+    g.fillStyle = "#8fa1b3"; g.font = "12px system-ui";
+    g.fillText(`${max}/s`, 4, 12);
+  }
+  setInterval(draw, 250);
+
+  function feed(p) {
+    const li = document.createElement("li");
+    const m = byId.get(p.merchant_id);
+    const ok = p.status !== "declined" && p.status !== "unsettled";
+    li.innerHTML = `<span>${new Date(p.created_at).toLocaleTimeString()} · ${OneCard.esc(m ? m.name : "?")}</span>` +
+      `<span class="${ok ? "ok" : "bad"}">${OneCard.yuan(p.amount)} ${p.status}${p.decline_reason ? " · " + p.decline_reason : ""}</span>`;
+    $("feed").prepend(li);
+    while ($("feed").children.length > 25) $("feed").lastChild.remove();
+  }
+
+  const counted = new Set(); // an accepted payment that later succeeds counts once
+  await refetch();
+  setInterval(refetch, 30_000);
+  new OneCard.Live(tok, ["tenant"], {
+    onEvent: (e) => {
+      if (!e.type.startsWith("payment.")) {
+        if (e.type.startsWith("wallet.")) refetch();
+        return;
+      }
+      const p = e.data;
+      feed(p);
+      if ((e.type === "payment.succeeded" || e.type === "payment.accepted") && !counted.has(p.id)) {
+        counted.add(p.id);
+        if (counted.size > 10000) counted.clear();
+        tick(); buckets[buckets.length - 1]++;
+        for (let id = p.merchant_id; id; id = (byId.get(id) || {}).parent_id) {
+          const t = totals.get(id) || { gross: 0, count: 0 };
+          totals.set(id, { gross: t.gross + p.amount, count: t.count + 1 });
+        }
+        renderTree();
+      } else if (e.type === "payment.unsettled" || e.type === "payment.refunded") {
+        refetch();
+      }
+    },
+    onStatus: OneCard.status,
+    onExpired: refetch,
+  });
+})();

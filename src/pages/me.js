@@ -1,0 +1,77 @@
+// The me page (see me.html).
+"use strict";
+(async () => {
+  const tok = OneCard.token("me");
+  if (!tok) return OneCard.signIn("me", "Card token");
+  let me;
+  try {
+    me = await OneCard.api(tok, "GET", "/me");
+  } catch (e) {
+    return OneCard.signIn("me", `Card token (${e.message})`);
+  }
+  const $ = (id) => document.getElementById(id);
+  $("who").textContent = me.name;
+  $("main").classList.remove("hidden");
+
+  async function refreshCode() {
+    try {
+      const c = await OneCard.api(tok, "POST", "/me/payment-codes/qr", {});
+      $("qr").innerHTML = c.svg;
+      $("qr").dataset.code = c.code;
+      $("qrnote").textContent = "Show this code at the till. It refreshes every minute.";
+    } catch (e) {
+      $("qr").innerHTML = `<span class="muted">${OneCard.esc(e.message)}</span>`;
+      delete $("qr").dataset.code;
+    }
+  }
+
+  async function refreshWallet() {
+    const w = await OneCard.api(tok, "GET", "/me/wallet");
+    $("balance").textContent = OneCard.yuan(w.balance);
+    $("subsidies").innerHTML = w.subsidies.map((s) =>
+      `<li><span>${OneCard.esc(s.name)}</span><span>${OneCard.yuan(s.balance)}</span></li>`).join("")
+      || `<li class="muted">none</li>`;
+    const coupons = w.coupons.filter((c) => !c.used);
+    $("coupons").innerHTML = coupons.map((c) =>
+      `<li><span>${OneCard.esc(c.name)}</span><span>−${OneCard.yuan(c.discount)}</span></li>`).join("")
+      || `<li class="muted">none</li>`;
+    $("arrears").classList.toggle("hidden", !(w.arrears > 0));
+    $("owed").textContent = OneCard.yuan(w.arrears);
+    $("frozen").classList.toggle("hidden", !w.frozen);
+    $("frozen").textContent = w.frozen
+      ? (w.frozen_until ? `Frozen until ${new Date(w.frozen_until).toLocaleString()}` : "Frozen: ask the card office")
+      : "";
+  }
+
+  $("repay").addEventListener("click", async () => {
+    $("repay").disabled = true;
+    try {
+      await OneCard.api(tok, "POST", "/me/arrears/repay", {}, { "Idempotency-Key": OneCard.uuid() });
+      await refreshWallet();
+    } catch (e) {
+      alert(e.message);
+    } finally {
+      $("repay").disabled = false;
+    }
+  });
+
+  await Promise.all([refreshCode(), refreshWallet()]);
+  setInterval(refreshCode, 60_000);
+
+  new OneCard.Live(tok, [me.topic], {
+    onEvent: async (e) => {
+      if (e.type.startsWith("payment.")) {
+        const p = e.data;
+        const n = $("notice");
+        n.textContent = p.status === "declined"
+          ? `Your code was just scanned: ${OneCard.yuan(p.amount)} declined (${OneCard.REASONS[p.decline_reason] || p.decline_reason}).`
+          : `Your code was just scanned: ${OneCard.yuan(p.amount)} ${p.status}.`;
+        n.classList.remove("hidden");
+        refreshCode();
+      }
+      refreshWallet();
+    },
+    onStatus: OneCard.status,
+    onExpired: refreshWallet,
+  });
+})();

@@ -1,0 +1,46 @@
+// The screen page (see screen.html).
+"use strict";
+(async () => {
+  const tok = OneCard.token("screen");
+  if (!tok) return OneCard.signIn("screen", "Terminal token");
+  let me;
+  try {
+    me = await OneCard.api(tok, "GET", "/terminal");
+  } catch (e) {
+    return OneCard.signIn("screen", `Terminal token (${e.message})`);
+  }
+  document.getElementById("who").textContent = `${me.merchant_name} · ${me.name}`;
+  document.getElementById("main").classList.remove("hidden");
+  const $ = (id) => document.getElementById(id);
+
+  async function show(p) {
+    const ok = p.status === "succeeded" || p.status === "accepted";
+    const box = $("receipt");
+    box.className = `receipt ${p.status === "declined" || p.status === "unsettled" ? "bad" : ok ? "ok" : ""}`;
+    box.dataset.payment = p.id;
+    box.dataset.status = p.status;
+    $("state").textContent = {
+      succeeded: "Paid", accepted: "Paid (pending)", declined: "Declined",
+      unsettled: "Unsettled", refunded: "Refunded", partially_refunded: "Partly refunded",
+    }[p.status] || p.status;
+    $("amount").textContent = OneCard.yuan(p.amount);
+    $("reason").textContent = p.decline_reason ? (OneCard.REASONS[p.decline_reason] || p.decline_reason) : "";
+    const b = p.breakdown || {};
+    const parts = [["Coupon", b.coupon], ["Subsidy", b.subsidy], ["Balance", b.balance], ["Deferred", b.deferred]]
+      .filter(([, v]) => v > 0)
+      .map(([k, v]) => `<span><b>${k}</b>${OneCard.yuan(v)}</span>`);
+    $("breakdown").innerHTML = parts.join("");
+    $("holder").textContent = "";
+    if (p.user_id) {
+      try {
+        const h = await OneCard.api(tok, "GET", `/payments/${p.id}/holder`);
+        if (box.dataset.payment === p.id) $("holder").textContent = h.name;
+      } catch (_) { /* the name is a courtesy */ }
+    }
+  }
+
+  new OneCard.Live(tok, [me.topic], {
+    onEvent: (e) => { if (e.type.startsWith("payment.")) show(e.data); },
+    onStatus: OneCard.status,
+  });
+})();
