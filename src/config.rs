@@ -42,8 +42,8 @@ pub struct Config {
     pub ws_history: usize,
     /// Topics one websocket session may hold.
     pub ws_max_topics: usize,
-    /// Events a websocket session may have waiting for its socket before it is cut off
-    /// with 1013.
+    /// Deliveries (one topic's events of one published batch) a websocket session may
+    /// have waiting for its socket before it is cut off with 1013.
     pub ws_queue: usize,
     /// Websocket ping interval and the silence after which a connection is closed
     /// (5 s and 15 s; not settable from the environment, tests shorten them).

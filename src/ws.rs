@@ -7,8 +7,10 @@
 //!
 //! Back-pressure: actix runs a session only while its socket drains, so a client that
 //! stops reading stops its session too; the hub then finds the session's mailbox full
-//! (`ONECARD_WS_QUEUE` events), unsubscribes it everywhere and sends one `Lagged`, on
-//! which the session closes with 1013. Nobody else waits for it.
+//! (`ONECARD_WS_QUEUE` deliveries, one per topic per published batch), unsubscribes it
+//! everywhere and sends one `Lagged`, on which the session closes with 1013. Nobody else
+//! waits for it. A session also re-checks its token every minute and closes with 1008 once
+//! it is revoked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
