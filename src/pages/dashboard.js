@@ -77,15 +77,41 @@
   }
   setInterval(draw, 250);
 
-  function feed(p) {
+  // Events update the figures at once; the page redraws at most 4 times a second, so a
+  // busy lunchtime (thousands of payments a second) never floods the browser.
+  const FEED_MAX = 25;
+  let recent = []; // newest first, not yet drawn
+  let dirty = false;
+  let refetchWanted = false;
+  let refetching = false;
+
+  function feedItem(p) {
     const li = document.createElement("li");
     const m = byId.get(p.merchant_id);
     const ok = p.status !== "declined" && p.status !== "unsettled";
     li.innerHTML = `<span>${new Date(p.created_at).toLocaleTimeString()} · ${OneCard.esc(m ? m.name : "?")}</span>` +
       `<span class="${ok ? "ok" : "bad"}">${OneCard.yuan(p.amount)} ${p.status}${p.decline_reason ? " · " + p.decline_reason : ""}</span>`;
-    $("feed").prepend(li);
-    while ($("feed").children.length > 25) $("feed").lastChild.remove();
+    return li;
   }
+
+  function flush() {
+    if (recent.length) {
+      const list = $("feed");
+      for (const p of recent.slice(0, FEED_MAX).reverse()) list.prepend(feedItem(p));
+      while (list.children.length > FEED_MAX) list.lastChild.remove();
+      recent = [];
+    }
+    if (dirty) {
+      renderTree();
+      dirty = false;
+    }
+    if (refetchWanted && !refetching) {
+      refetchWanted = false;
+      refetching = true;
+      refetch().finally(() => { refetching = false; });
+    }
+  }
+  setInterval(flush, 250);
 
   const counted = new Set(); // an accepted payment that later succeeds counts once
   await refetch();
@@ -93,11 +119,12 @@
   new OneCard.Live(tok, ["tenant"], {
     onEvent: (e) => {
       if (!e.type.startsWith("payment.")) {
-        if (e.type.startsWith("wallet.")) refetch();
+        if (e.type.startsWith("wallet.")) refetchWanted = true;
         return;
       }
       const p = e.data;
-      feed(p);
+      recent.unshift(p);
+      if (recent.length > FEED_MAX) recent.length = FEED_MAX;
       if ((e.type === "payment.succeeded" || e.type === "payment.accepted") && !counted.has(p.id)) {
         counted.add(p.id);
         if (counted.size > 10000) counted.clear();
@@ -106,9 +133,9 @@
           const t = totals.get(id) || { gross: 0, count: 0 };
           totals.set(id, { gross: t.gross + p.amount, count: t.count + 1 });
         }
-        renderTree();
+        dirty = true;
       } else if (e.type === "payment.unsettled" || e.type === "payment.refunded") {
-        refetch();
+        refetchWanted = true;
       }
     },
     onStatus: OneCard.status,
