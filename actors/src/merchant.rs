@@ -164,6 +164,9 @@ impl MerchantActor {
             return;
         }
         self.loading = true;
+        // Facts that arrived before this load are committed, so the load reads them from
+        // the store; only those arriving while it runs need the buffer.
+        self.buffered.clear();
         let (store, tenant, merchant, now) = (
             self.store.clone(),
             self.tenant,
@@ -268,9 +271,8 @@ impl Handler<Observe> for MerchantActor {
         match self.day.as_mut() {
             Some(day) if !stale => msg.0.iter().for_each(|f| day.apply(f)),
             _ => {
-                // A new day (or time to reload): the store has these facts too by now, and
-                // the buffer covers any it has not.
-                self.buffered.extend(msg.0);
+                // A new day (or time to reload): these facts are committed, so the load
+                // reads them from the store.
                 self.load(ctx);
             }
         }
