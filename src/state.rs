@@ -151,16 +151,6 @@ impl AppState {
 
     /// Today's date in the tenant's time zone, and the UTC bounds of a local day.
     pub fn local_day(&self, policy: &Policy, date: jiff::civil::Date) -> (Timestamp, Timestamp) {
-        let start = date
-            .to_zoned(policy.tz.clone())
-            .map(|z| z.timestamp())
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        let end = date
-            .tomorrow()
-            .ok()
-            .and_then(|d| d.to_zoned(policy.tz.clone()).ok())
-            .map(|z| z.timestamp())
-            .unwrap_or(start);
-        (start, end)
+        onecard_actors::clock::local_day(date, &policy.tz)
     }
 }

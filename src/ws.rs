@@ -21,7 +21,7 @@ use actix::prelude::*;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use onecard_actors::realtime::hub::{Deliver, Lagged, Leave, Subscribe, Unsubscribe};
-use onecard_actors::realtime::{History, Hub, Published, TopicKey, TopicLog};
+use onecard_actors::realtime::{History, Published, TopicKey};
 use onecard_schema::ids::TenantId;
 use onecard_schema::model::TokenKind;
 use serde::Deserialize;
@@ -85,9 +85,6 @@ pub async fn connect(
         id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
         tenant,
         viewer,
-        hub: state.hub.clone(),
-        log: state.topic_log.clone(),
-        limits: state.ws_limits,
         topics: HashMap::new(),
         last_heard: Instant::now(),
         closing: false,
@@ -171,9 +168,6 @@ pub struct WsSession {
     id: u64,
     tenant: TenantId,
     viewer: Viewer,
-    hub: Addr<Hub>,
-    log: Arc<dyn TopicLog>,
-    limits: WsLimits,
     topics: HashMap<Arc<str>, TopicState>,
     last_heard: Instant,
     closing: bool,
@@ -212,7 +206,7 @@ impl WsSession {
             ClientFrame::Ping => ctx.text(r#"{"op":"pong"}"#),
             ClientFrame::Unsubscribe { topic } => {
                 if self.topics.remove(topic.as_str()).is_some() {
-                    self.hub.do_send(Unsubscribe {
+                    self.state.hub.do_send(Unsubscribe {
                         key: self.key(&topic),
                         session: self.id,
                     });
@@ -244,9 +238,13 @@ impl WsSession {
                 "this token may not see that topic",
             );
         }
-        if !self.topics.contains_key(topic.as_str()) && self.topics.len() >= self.limits.max_topics
+        if !self.topics.contains_key(topic.as_str())
+            && self.topics.len() >= self.state.ws_limits.max_topics
         {
-            let detail = format!("at most {} topics per connection", self.limits.max_topics);
+            let detail = format!(
+                "at most {} topics per connection",
+                self.state.ws_limits.max_topics
+            );
             return self.error(ctx, "too_many_topics", Some(&topic), &detail);
         }
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -261,13 +259,13 @@ impl WsSession {
         let key = self.key(&topic);
         // Subscribe first, then read history: nothing published in between is missed
         // (it is buffered and merged by seq).
-        self.hub.do_send(Subscribe {
+        self.state.hub.do_send(Subscribe {
             key: key.clone(),
             session: self.id,
             to: ctx.address().recipient(),
             lagged: ctx.address().recipient(),
         });
-        let log = self.log.clone();
+        let log = self.state.topic_log.clone();
         let fut = async move { log.history(&key, since, epoch.as_deref()).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.replayed(name, generation, since, result, ctx);
@@ -337,7 +335,7 @@ impl WsSession {
 
     fn drop_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
-        self.hub.do_send(Unsubscribe {
+        self.state.hub.do_send(Unsubscribe {
             key: self.key(topic),
             session: self.id,
         });
@@ -361,9 +359,9 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        ctx.set_mailbox_capacity(self.limits.queue);
-        ctx.run_interval(self.limits.heartbeat, |act, ctx| {
-            if act.last_heard.elapsed() > act.limits.timeout {
+        ctx.set_mailbox_capacity(self.state.ws_limits.queue);
+        ctx.run_interval(self.state.ws_limits.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.state.ws_limits.timeout {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Away,
                     description: Some("heartbeat timeout".into()),
@@ -375,7 +373,7 @@ impl Actor for WsSession {
         });
         // A token revoked while connected (a till retired, a user deleted) ends the
         // connection at the next check.
-        ctx.run_interval(self.limits.revalidate, |act, ctx| {
+        ctx.run_interval(self.state.ws_limits.revalidate, |act, ctx| {
             let (state, hash) = (act.state.clone(), act.token_hash);
             let check = async move { resolve(&state, hash, String::new()).await };
             ctx.spawn(check.into_actor(act).map(|result, act, ctx| {
@@ -393,7 +391,7 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-        self.hub.do_send(Leave { session: self.id });
+        self.state.hub.do_send(Leave { session: self.id });
     }
 }
 
@@ -404,7 +402,7 @@ impl Handler<Deliver> for WsSession {
         if self.closing {
             return;
         }
-        let queue = self.limits.queue;
+        let queue = self.state.ws_limits.queue;
         let mut overflow = false;
         for e in msg.0.iter() {
             if e.key.tenant != self.tenant {
@@ -434,7 +432,7 @@ impl Handler<Lagged> for WsSession {
     type Result = ();
 
     fn handle(&mut self, _: Lagged, ctx: &mut Self::Context) {
-        let queue = self.limits.queue;
+        let queue = self.state.ws_limits.queue;
         self.cut_off(
             ctx,
             format!("too slow: more than {queue} deliveries waiting for this connection"),

@@ -6,6 +6,22 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
+/// The start and end of a local calendar day in `tz` (a day without a representable
+/// start, which jiff never gives for real zones, is empty at the epoch).
+pub fn local_day(date: jiff::civil::Date, tz: &jiff::tz::TimeZone) -> (Timestamp, Timestamp) {
+    let start = date
+        .to_zoned(tz.clone())
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let end = date
+        .tomorrow()
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map(|z| z.timestamp())
+        .unwrap_or(start);
+    (start, end)
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use onecard_schema::ids::{MerchantId, PaymentId, TenantId};
@@ -26,7 +25,7 @@ use onecard_schema::Store;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
+use crate::clock::{local_day, Clock};
 use crate::realtime::hub::Deliver;
 
 /// How often an actor reloads its day from the store.
@@ -176,7 +175,7 @@ impl MerchantActor {
         let fut = async move {
             let t = store.get_tenant(tenant).await.map_err(|e| e.to_string())?;
             let tz = TimeZone::get(&t.timezone).unwrap_or(TimeZone::UTC);
-            let (from, to) = local_day(&tz, now)?;
+            let (from, to) = local_day(now.to_zoned(tz.clone()).date(), &tz);
             let loaded = store
                 .merchant_day(tenant, merchant, from, to)
                 .await
@@ -232,19 +231,6 @@ impl MerchantActor {
         let fresh = self.loaded_at.is_some_and(|at| at.elapsed() < RELOAD_EVERY);
         (fresh && day.covers(self.clock.now())).then_some(day)
     }
-}
-
-fn local_day(tz: &TimeZone, now: Timestamp) -> Result<(Timestamp, Timestamp), String> {
-    let date = now.to_zoned(tz.clone()).date();
-    let start = |d: Date| {
-        d.to_zoned(tz.clone())
-            .map(|z| z.timestamp())
-            .map_err(|e| e.to_string())
-    };
-    Ok((
-        start(date)?,
-        start(date.tomorrow().map_err(|e| e.to_string())?)?,
-    ))
 }
 
 impl Actor for MerchantActor {

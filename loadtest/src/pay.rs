@@ -177,6 +177,36 @@ pub(crate) async fn setup(
     })
 }
 
+/// `n` payment codes, as the cardholders' phones hold them: fetched ahead, spread over
+/// the cardholders, each to be used once.
+pub(crate) async fn prefetch_codes(
+    client: &reqwest::Client,
+    base: &str,
+    cardholders: &[String],
+    n: usize,
+) -> Result<Vec<String>> {
+    let codes: Vec<Result<String>> = stream::iter(0..n)
+        .map(|i| {
+            let (client, base) = (client.clone(), base.to_string());
+            let token = cardholders[(i * 7919) % cardholders.len()].clone();
+            async move {
+                let c = post(
+                    &client,
+                    format!("{base}/api/v1/me/payment-codes"),
+                    &token,
+                    json!({}),
+                    None,
+                )
+                .await?;
+                Ok(c["code"].as_str().context("code")?.to_string())
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    codes.into_iter().collect()
+}
+
 pub async fn run(
     target: Target,
     tills: usize,
@@ -202,26 +232,10 @@ pub async fn run(
     );
     // Codes are what the cardholders' phones hold: fetched ahead, each used once.
     let t1 = Instant::now();
-    let codes: Vec<Result<String>> = stream::iter(0..payments)
-        .map(|i| {
-            let (client, base) = (client.clone(), server.base.clone());
-            let token = setup.cardholders[(i * 7919) % setup.cardholders.len()].clone();
-            async move {
-                let c = post(
-                    &client,
-                    format!("{base}/api/v1/me/payment-codes"),
-                    &token,
-                    json!({}),
-                    None,
-                )
-                .await?;
-                Ok(c["code"].as_str().context("code")?.to_string())
-            }
-        })
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .collect()
-        .await;
-    let codes: VecDeque<String> = codes.into_iter().collect::<Result<_>>()?;
+    let codes: VecDeque<String> =
+        prefetch_codes(&client, &server.base, &setup.cardholders, payments)
+            .await?
+            .into();
     let rss_warm = server.rss_kib();
     println!(
         "pay: prefetched {} codes in {:.1} s",

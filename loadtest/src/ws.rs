@@ -19,15 +19,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures::stream::{self, StreamExt};
 use futures::SinkExt;
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::pay::{post, setup, SETUP_CONCURRENCY};
+use super::pay::{post, prefetch_codes, setup};
 use super::{connect, Target};
 
 pub struct WsArgs {
@@ -237,26 +237,7 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
         till_ws.push(open(addr, source, &url, &topic).await?);
     }
     let total = (a.rate * a.seconds) as usize;
-    let codes: Vec<Result<String>> = stream::iter(0..total)
-        .map(|i| {
-            let (client, base) = (client.clone(), server.base.clone());
-            let token = setup.cardholders[(i * 7919) % setup.cardholders.len()].clone();
-            async move {
-                let c = post(
-                    &client,
-                    format!("{base}/api/v1/me/payment-codes"),
-                    &token,
-                    json!({}),
-                    None,
-                )
-                .await?;
-                Ok(c["code"].as_str().context("code")?.to_string())
-            }
-        })
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .collect()
-        .await;
-    let codes: Vec<String> = codes.into_iter().collect::<Result<_>>()?;
+    let codes = prefetch_codes(&client, &server.base, &setup.cardholders, total).await?;
     let answered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let till_seen: Arrivals = Arc::default();
     let mut readers = Vec::new();

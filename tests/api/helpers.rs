@@ -219,6 +219,15 @@ impl TestApp {
     }
 
     /// Creates a tenant; returns (tenant id, admin token).
+    /// The tenant a token belongs to, as the server resolves it.
+    pub async fn tenant_of(&self, token: &str) -> onecard_schema::ids::TenantId {
+        onecard::auth::resolve(&self.state, onecard::auth::hash_token(token), "test".into())
+            .await
+            .expect("a valid token")
+            .tenant
+            .expect("a tenant token")
+    }
+
     pub async fn tenant(&self, kind: &str, edition: &str) -> (String, String) {
         let (status, body) = self
             .post(

@@ -197,12 +197,7 @@ async fn merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree(engi
         .await;
         assert_eq!(s, 201, "{r}");
     }
-    let tenant =
-        onecard::auth::resolve(&app.state, onecard::auth::hash_token(&admin), "test".into())
-            .await
-            .unwrap()
-            .tenant
-            .unwrap();
+    let tenant = app.tenant_of(&admin).await;
     let policy = app.state.policy(tenant).await.unwrap();
     let date = app.clock_now().to_zoned(policy.tz.clone()).date();
     let (from, to) = app.state.local_day(&policy, date);

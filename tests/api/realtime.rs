@@ -586,14 +586,7 @@ async fn the_relay_publishes_what_a_crash_left_in_the_outbox_once(bus: BusKind) 
         "subscribed"
     );
     // A commit whose node died before its relay ran: the event is only in the outbox.
-    let caller = onecard::auth::resolve(
-        &app.state,
-        onecard::auth::hash_token(&shop.admin),
-        "test".into(),
-    )
-    .await
-    .unwrap();
-    let tenant = caller.tenant.unwrap();
+    let tenant = app.tenant_of(&shop.admin).await;
     let now = app.clock_now();
     let payment = Payment {
         id: PaymentId::new(),
