@@ -40,7 +40,11 @@ where
         .service(health::get_readyz)
         .service(health::get_metrics)
         .service(
+            // The router tries routes in order, and a path with a parameter is a regex
+            // match: the till's and the phone's hot routes come first.
             scope("/api/v1")
+                .service(payments::create_payment)
+                .service(wallets::create_payment_code)
                 .service(tenants::create_tenant)
                 .service(tenants::get_tenant)
                 .service(tenants::patch_tenant)
@@ -77,7 +81,6 @@ where
                 .service(wallets::create_topup)
                 .service(wallets::create_coupon)
                 .service(wallets::sign_agreement)
-                .service(wallets::create_payment_code)
                 .service(wallets::create_payment_code_qr)
                 .service(wallets::freeze_wallet)
                 .service(wallets::unfreeze_wallet)
@@ -85,7 +88,6 @@ where
                 .service(subsidies::create_subsidy_rule)
                 .service(subsidies::approve_subsidy_rule)
                 .service(subsidies::get_subsidy_rule)
-                .service(payments::create_payment)
                 .service(payments::get_payment)
                 .service(payments::get_payment_holder)
                 .service(payments::list_payments)

@@ -812,3 +812,80 @@ proptest! {
         }
     }
 }
+
+/// A wallet row written without its entries (as a bug or a hand edit would), then a
+/// subsidy account likewise: the store's ledger check names the wallet each time, while
+/// the entries themselves still balance.
+fn tampered_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    world.run(&Step::Grant {
+        amount: 300,
+        expires_h: None,
+        merchant: None,
+    });
+    world.check_stored_ledger();
+    let user = world.snap.wallet.user_id;
+    let ctx = world.store.as_ref().expect("a store");
+    let bare = |wallet: WalletRow, subsidies: Vec<SubsidyAccount>| WalletCommit {
+        wallet,
+        subsidies,
+        coupons: vec![],
+        payments: vec![],
+        entries: vec![],
+        used_nonce: None,
+        risk_events: vec![],
+        outbox: vec![],
+        request: None,
+        at: world.now,
+    };
+    let check = |commit: WalletCommit| {
+        ctx.rt.block_on(async {
+            let done = ctx.store.commit_wallets(vec![commit]).await;
+            assert_eq!(done, vec![Ok(())]);
+            ctx.store
+                .ledger_check(world.snap.wallet.tenant_id)
+                .await
+                .unwrap()
+        })
+    };
+    let mut wallet = world.snap.wallet.clone();
+    wallet.version += 1;
+    wallet.balance = Money(wallet.balance.0 + 1);
+    let found = check(bare(wallet.clone(), vec![]));
+    assert!(found.balanced, "the entries alone still balance");
+    assert_eq!(
+        found.mismatched_wallets,
+        vec![user],
+        "a balance off by one fen"
+    );
+
+    // Balance put right, a subsidy account off instead.
+    wallet.version += 1;
+    wallet.balance = world.snap.wallet.balance;
+    let mut account = world.snap.subsidies[0].clone();
+    account.balance = Money(account.balance.0 - 1);
+    let found = check(bare(wallet.clone(), vec![account.clone()]));
+    assert_eq!(
+        found.mismatched_wallets,
+        vec![user],
+        "a subsidy account off"
+    );
+
+    wallet.version += 1;
+    account.balance = world.snap.subsidies[0].balance;
+    let found = check(bare(wallet, vec![account]));
+    assert!(found.mismatched_wallets.is_empty(), "{found:?}");
+}
+
+#[test]
+fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
+    tampered_run(None);
+    if let Some((url, admin, name)) = postgres_url() {
+        let outcome = std::panic::catch_unwind(|| tampered_run(Some(url)));
+        drop_database(&admin, &name);
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e);
+        }
+    }
+}

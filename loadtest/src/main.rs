@@ -153,7 +153,52 @@ struct Server {
     _spawned: Option<Spawned>,
 }
 
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s, as on every Linux this runs on).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds of the server (when this run started it) and of this loader, to report
+/// the CPU each side spent per request.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    server: Option<f64>,
+    loader: Option<f64>,
+}
+
+impl CpuMark {
+    /// "server X µs, loader Y µs of CPU per <what>" between this mark and now.
+    fn per(&self, server: &Server, n: u64, what: &str) -> String {
+        let now = server.cpu_mark();
+        let us = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if n > 0 => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
+            _ => "?".to_string(),
+        };
+        format!(
+            "CPU per {what}: server {}, loader {}",
+            us(self.server, now.server),
+            us(self.loader, now.loader)
+        )
+    }
+}
+
 impl Server {
+    fn cpu_mark(&self) -> CpuMark {
+        CpuMark {
+            server: self
+                ._spawned
+                .as_ref()
+                .and_then(|s| cpu_seconds(&s.pid.to_string())),
+            loader: cpu_seconds("self"),
+        }
+    }
+
     /// Resident memory of a server this run started, in KiB.
     fn rss_kib(&self) -> Option<u64> {
         let pid = self._spawned.as_ref()?.pid;
@@ -307,6 +352,7 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
     let server = connect(&target)?;
     let url = format!("{}/healthz", server.base);
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let cpu = server.cpu_mark();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (url, client) = (
@@ -344,6 +390,7 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
         all.value_at_quantile(0.5) as f64 / 1000.0,
         all.value_at_quantile(0.99) as f64 / 1000.0,
     );
+    println!("{}", cpu.per(&server, all.len(), "request"));
     Ok(())
 }
 

@@ -243,6 +243,7 @@ pub async fn run(
         t1.elapsed().as_secs_f64()
     );
     let queue = Arc::new(Mutex::new(codes));
+    let cpu = server.cpu_mark();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for till in setup.tills.clone() {
@@ -297,6 +298,7 @@ pub async fn run(
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.per(&server, all.len(), "payment");
     let check: Value = client
         .get(format!("{}/api/v1/ledger/check", server.base))
         .bearer_auth(&setup.admin)
@@ -315,6 +317,7 @@ pub async fn run(
         check["balanced"],
         check["entries"],
     );
+    println!("{cpu}");
     if let (Some(before), Some(warm)) = (rss_before, rss_warm) {
         println!(
             "memory: RSS {before} KiB with cold wallets, {warm} KiB with {cardholders} wallet actors cached: ~{:.1} KiB per cached wallet actor",

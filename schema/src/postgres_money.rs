@@ -1247,16 +1247,20 @@ impl MoneyStore for PgStore {
         let (entries, sum, unbalanced): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
         let rows = c
             .query(
-                "WITH sums AS (SELECT account, ref_id, sum(amount)::int8 AS total FROM ledger_entries \
+                "WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(amount)::int8 AS total \
+                               FROM ledger_entries \
                                WHERE tenant_id = $1 AND account IN ('cash', 'arrears', 'subsidy') \
                                GROUP BY account, ref_id) \
-                 SELECT w.user_id FROM wallets w WHERE w.tenant_id = $1 AND ( \
-                   w.balance <> coalesce((SELECT total FROM sums WHERE account = 'cash' AND ref_id = w.user_id), 0) \
-                   OR w.arrears <> -coalesce((SELECT total FROM sums WHERE account = 'arrears' \
-                                              AND ref_id = w.user_id), 0) \
-                   OR EXISTS (SELECT 1 FROM subsidy_accounts s WHERE s.user_id = w.user_id AND s.balance <> \
-                              coalesce((SELECT total FROM sums WHERE account = 'subsidy' AND ref_id = s.id), 0))) \
-                 ORDER BY w.user_id",
+                 SELECT w.user_id FROM wallets w \
+                   LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \
+                   LEFT JOIN sums a ON a.account = 'arrears' AND a.ref_id = w.user_id \
+                  WHERE w.tenant_id = $1 \
+                    AND (w.balance <> coalesce(c.total, 0) OR w.arrears <> -coalesce(a.total, 0)) \
+                 UNION \
+                 SELECT s.user_id FROM subsidy_accounts s \
+                   LEFT JOIN sums x ON x.account = 'subsidy' AND x.ref_id = s.id \
+                  WHERE s.tenant_id = $1 AND s.balance <> coalesce(x.total, 0) \
+                 ORDER BY 1",
                 &[&tenant.0],
             )
             .await

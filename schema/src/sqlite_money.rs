@@ -1009,19 +1009,7 @@ impl MoneyStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            let mut st = c
-                .prepare(
-                    "SELECT w.user_id FROM wallets w WHERE w.tenant_id = ?1 AND ( \
-                       w.balance <> (SELECT coalesce(sum(amount), 0) FROM ledger_entries e \
-                                     WHERE e.tenant_id = ?1 AND e.account = 'cash' AND e.ref_id = w.user_id) \
-                       OR w.arrears <> -(SELECT coalesce(sum(amount), 0) FROM ledger_entries e \
-                                     WHERE e.tenant_id = ?1 AND e.account = 'arrears' AND e.ref_id = w.user_id) \
-                       OR EXISTS (SELECT 1 FROM subsidy_accounts s WHERE s.user_id = w.user_id AND s.balance <> \
-                                  (SELECT coalesce(sum(amount), 0) FROM ledger_entries e WHERE e.tenant_id = ?1 \
-                                   AND e.account = 'subsidy' AND e.ref_id = s.id))) \
-                     ORDER BY w.user_id",
-                )
-                .map_err(db)?;
+            let mut st = c.prepare(LEDGER_MISMATCHED_WALLETS)                .map_err(db)?;
             let mismatched_wallets = st
                 .query_map([&t], |r| Ok(UserId(uuid_col(r, 0)?)))
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
@@ -1031,6 +1019,23 @@ impl MoneyStore for SqliteStore {
         .await
     }
 }
+
+/// Wallets (by user) whose balance, arrears or a subsidy account differs from the sum of
+/// its ledger entries: one pass over the tenant's entries, grouped, then joined.
+const LEDGER_MISMATCHED_WALLETS: &str = "\
+    WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(amount) AS total FROM ledger_entries \
+                  WHERE tenant_id = ?1 AND account IN ('cash', 'arrears', 'subsidy') \
+                  GROUP BY account, ref_id) \
+    SELECT w.user_id FROM wallets w \
+      LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \
+      LEFT JOIN sums a ON a.account = 'arrears' AND a.ref_id = w.user_id \
+     WHERE w.tenant_id = ?1 \
+       AND (w.balance <> coalesce(c.total, 0) OR w.arrears <> -coalesce(a.total, 0)) \
+    UNION \
+    SELECT s.user_id FROM subsidy_accounts s \
+      LEFT JOIN sums x ON x.account = 'subsidy' AND x.ref_id = s.id \
+     WHERE s.tenant_id = ?1 AND s.balance <> coalesce(x.total, 0) \
+    ORDER BY 1";
 
 fn load_rule(c: &Connection, tenant: TenantId, id: SubsidyRuleId) -> StoreResult<SubsidyRule> {
     c.prepare_cached(

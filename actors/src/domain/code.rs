@@ -12,7 +12,10 @@ use crate::keys::Keys;
 pub const CODE_TTL: SignedDuration = SignedDuration::from_secs(120);
 /// Clock skew tolerated between the node that issued and the node that verifies.
 pub const CODE_SKEW: SignedDuration = SignedDuration::from_secs(5);
-const VERSION: u8 = 1;
+/// Codes issued now. Version 1 (the same layout) is still accepted: its used-code key is
+/// the bare nonce, as it was stored when those codes were issued.
+const VERSION: u8 = 2;
+const VERSION_BARE_NONCE: u8 = 1;
 const NONCE_BYTES: usize = 12;
 const MAC_BYTES: usize = 16;
 const BODY_BYTES: usize = 1 + 16 + 8 + NONCE_BYTES;
@@ -23,6 +26,10 @@ pub const CODE_CHARS_MAX: usize = 128;
 pub struct VerifiedCode {
     pub user: UserId,
     pub issued_at: Timestamp,
+    /// What makes the code single-use: the key the store keeps for a used code. For
+    /// version 2 it is the issue time (big-endian seconds) followed by the random nonce,
+    /// so used codes are written in time order at the end of the store's index instead of
+    /// at a random page of it.
     pub nonce: Vec<u8>,
 }
 
@@ -59,7 +66,9 @@ pub fn verify(keys: &Keys, code: &str, now: Timestamp) -> Result<VerifiedCode, C
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(code)
         .map_err(|_| CodeError::Invalid)?;
-    if bytes.len() != BODY_BYTES + MAC_BYTES || bytes[0] != VERSION {
+    if bytes.len() != BODY_BYTES + MAC_BYTES
+        || (bytes[0] != VERSION && bytes[0] != VERSION_BARE_NONCE)
+    {
         return Err(CodeError::Invalid);
     }
     let (body, mac) = bytes.split_at(BODY_BYTES);
@@ -74,7 +83,11 @@ pub fn verify(keys: &Keys, code: &str, now: Timestamp) -> Result<VerifiedCode, C
     let verified = VerifiedCode {
         user,
         issued_at,
-        nonce: body[25..].to_vec(),
+        nonce: if body[0] == VERSION_BARE_NONCE {
+            body[25..].to_vec()
+        } else {
+            body[17..].to_vec()
+        },
     };
     if now > issued_at + CODE_TTL || issued_at > now + CODE_SKEW {
         return Err(CodeError::Expired(verified));
@@ -101,6 +114,26 @@ mod tests {
         let vb = verify(&keys(), &b, now).unwrap();
         assert_eq!(va.user, user);
         assert_ne!(va.nonce, vb.nonce);
+        // The used-code key starts with the issue time, so later codes sort later.
+        let (c, _) = issue(&keys(), user, now + SignedDuration::from_secs(1));
+        let vc = verify(&keys(), &c, now + SignedDuration::from_secs(1)).unwrap();
+        assert_eq!(va.nonce.len(), 8 + NONCE_BYTES);
+        assert!(va.nonce < vc.nonce && vb.nonce < vc.nonce);
+    }
+
+    #[test]
+    fn a_version_1_code_keeps_its_bare_nonce_key() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let user = UserId::new();
+        let mut body = vec![VERSION_BARE_NONCE];
+        body.extend_from_slice(user.0.as_bytes());
+        body.extend_from_slice(&now.as_second().to_be_bytes());
+        body.extend_from_slice(&[7u8; NONCE_BYTES]);
+        let mac = keys().code_mac(user, &body);
+        body.extend_from_slice(&mac[..MAC_BYTES]);
+        let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body);
+        let v = verify(&keys(), &code, now).unwrap();
+        assert_eq!((v.user, v.nonce), (user, vec![7u8; NONCE_BYTES]));
     }
 
     #[test]
