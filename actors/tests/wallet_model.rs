@@ -763,6 +763,19 @@ fn postgres_url() -> Option<(String, String, String)> {
     Some((format!("{base}/{name}"), url, name))
 }
 
+/// No PostgreSQL configured: a failure in CI, a loud warning elsewhere.
+fn postgres_skipped(what: &str) {
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** WARNING: the PostgreSQL half of {what} is SKIPPED (ONECARD_DATABASE_URL unset). CI=true makes this a failure.\n"
+    );
+}
+
 fn drop_database(admin_url: &str, name: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -801,14 +814,7 @@ proptest! {
                     std::panic::resume_unwind(e);
                 }
             }
-            None => {
-                assert!(
-                    std::env::var("CI").map_or(true, |v| v != "true"),
-                    "CI=true but ONECARD_DATABASE_URL is not a postgres:// URL"
-                );
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "\n*** WARNING: the PostgreSQL store run of the model test is SKIPPED (ONECARD_DATABASE_URL unset). CI=true makes this a failure.\n");
-            }
+            None => postgres_skipped("the store run of the model test"),
         }
     }
 }
@@ -881,11 +887,14 @@ fn tampered_run(url: Option<String>) {
 #[test]
 fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
     tampered_run(None);
-    if let Some((url, admin, name)) = postgres_url() {
-        let outcome = std::panic::catch_unwind(|| tampered_run(Some(url)));
-        drop_database(&admin, &name);
-        if let Err(e) = outcome {
-            std::panic::resume_unwind(e);
+    match postgres_url() {
+        Some((url, admin, name)) => {
+            let outcome = std::panic::catch_unwind(|| tampered_run(Some(url)));
+            drop_database(&admin, &name);
+            if let Err(e) = outcome {
+                std::panic::resume_unwind(e);
+            }
         }
+        None => postgres_skipped("the ledger-check tamper test"),
     }
 }

@@ -1009,7 +1009,7 @@ impl MoneyStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            let mut st = c.prepare(LEDGER_MISMATCHED_WALLETS)                .map_err(db)?;
+            let mut st = c.prepare(LEDGER_MISMATCHED_WALLETS).map_err(db)?;
             let mismatched_wallets = st
                 .query_map([&t], |r| Ok(UserId(uuid_col(r, 0)?)))
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
