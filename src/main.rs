@@ -6,6 +6,12 @@ use onecard::config::Config;
 use onecard::startup::Application;
 use secrecy::ExposeSecret;
 
+/// mimalloc instead of the system allocator: a payment allocates and frees many small
+/// buffers across threads (request, JSON, actor messages), and glibc's malloc took ~14 %
+/// of the server's CPU under `loadtest pay` (docs/BENCHMARKS.md, fourth run).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match Config::from_env() {
