@@ -931,18 +931,30 @@ impl MoneyStore for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<PendingEvent>> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
-                 WHERE published_at IS NULL AND ($1::timestamptz IS NULL OR created_at < $1) \
-                 ORDER BY created_at LIMIT $2",
-            )
-            .await
-            .map_err(pg)?;
-        let rows = c
-            .query(&st, &[&before, &(limit as i64)])
-            .await
-            .map_err(pg)?;
+        // Planned at each call (see `delete_outbox`), so the partial index on unpublished
+        // rows serves once the queue has grown.
+        const COLS: &str = "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox";
+        let limit = limit as i64;
+        let rows = match before {
+            Some(before) => {
+                c.query(
+                    &format!(
+                        "{COLS} WHERE published_at IS NULL AND created_at < $1 \
+                         ORDER BY created_at LIMIT $2"
+                    ),
+                    &[&before, &limit],
+                )
+                .await
+            }
+            None => {
+                c.query(
+                    &format!("{COLS} WHERE published_at IS NULL ORDER BY created_at LIMIT $1"),
+                    &[&limit],
+                )
+                .await
+            }
+        }
+        .map_err(pg)?;
         Ok(rows
             .iter()
             .map(|r| PendingEvent {
@@ -964,11 +976,12 @@ impl MoneyStore for PgStore {
         }
         let ids: Vec<Uuid> = ids.into_iter().map(|i| i.0).collect();
         let c = self.client().await?;
-        let st = c
-            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
+        // Planned at each call, not prepared once: the outbox is a queue that starts
+        // empty, and a plan cached while it held a page or two is a sequential scan, which
+        // every later delete then repeats over a table grown with dead rows.
+        c.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
             .await
             .map_err(pg)?;
-        c.execute(&st, &[&ids]).await.map_err(pg)?;
         Ok(())
     }
 
