@@ -43,7 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/assets/live.js",
-            web::get().to(|| async { page(LIVE_JS, "text/javascript; charset=utf-8") }),
+            web::get().to(|| async { page(LIVE_JS, JS) }),
         )
         .route(
             "/assets/screen.js",

@@ -933,28 +933,14 @@ impl MoneyStore for PgStore {
         let c = self.client().await?;
         // Planned at each call (see `delete_outbox`), so the partial index on unpublished
         // rows serves once the queue has grown.
-        const COLS: &str = "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox";
-        let limit = limit as i64;
-        let rows = match before {
-            Some(before) => {
-                c.query(
-                    &format!(
-                        "{COLS} WHERE published_at IS NULL AND created_at < $1 \
-                         ORDER BY created_at LIMIT $2"
-                    ),
-                    &[&before, &limit],
-                )
-                .await
-            }
-            None => {
-                c.query(
-                    &format!("{COLS} WHERE published_at IS NULL ORDER BY created_at LIMIT $1"),
-                    &[&limit],
-                )
-                .await
-            }
-        }
-        .map_err(pg)?;
+        let rows = c
+            .query(
+                "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
+                 WHERE published_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+                &[&before.unwrap_or(Timestamp::MAX), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
         Ok(rows
             .iter()
             .map(|r| PendingEvent {

@@ -1,16 +1,11 @@
 // The dashboard page (see dashboard.html).
 "use strict";
 (async () => {
-  const tok = OneCard.token("dashboard");
-  if (!tok) return OneCard.signIn("dashboard", "Admin token");
+  const session = await OneCard.signedIn("dashboard", "Admin token", "/merchants");
+  if (!session) return;
+  const { tok } = session;
   const $ = (id) => document.getElementById(id);
-  let merchants;
-  try {
-    merchants = await OneCard.api(tok, "GET", "/merchants");
-  } catch (e) {
-    return OneCard.signIn("dashboard", `Admin token (${e.message})`);
-  }
-  merchants = merchants.items || merchants;
+  const merchants = session.data.items || session.data;
   $("main").classList.remove("hidden");
   const byId = new Map(merchants.map((m) => [m.id, m]));
   const totals = new Map(); // merchant id -> {gross, count} (roll-up)

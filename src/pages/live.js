@@ -37,6 +37,22 @@ const OneCard = (() => {
     });
   }
 
+  // The page's token and its first GET of `path`; without a token, or when the server
+  // refuses it, shows the sign-in form (labelled `label`) and answers null.
+  async function signedIn(page, label, path) {
+    const tok = token(page);
+    if (!tok) {
+      signIn(page, label);
+      return null;
+    }
+    try {
+      return { tok, data: await api(tok, "GET", path) };
+    } catch (e) {
+      signIn(page, `${label} (${e.message})`);
+      return null;
+    }
+  }
+
   async function api(tok, method, path, body, headers = {}) {
     const res = await fetch(`/api/v1${path}`, {
       method,
@@ -154,5 +170,5 @@ const OneCard = (() => {
     el.className = `status ${live ? "live" : "down"}`;
   }
 
-  return { token, forget, signIn, api, uuid, esc, yuan, REASONS, Live, status };
+  return { token, forget, signIn, signedIn, api, uuid, esc, yuan, REASONS, Live, status };
 })();

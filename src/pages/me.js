@@ -1,14 +1,9 @@
 // The me page (see me.html).
 "use strict";
 (async () => {
-  const tok = OneCard.token("me");
-  if (!tok) return OneCard.signIn("me", "Card token");
-  let me;
-  try {
-    me = await OneCard.api(tok, "GET", "/me");
-  } catch (e) {
-    return OneCard.signIn("me", `Card token (${e.message})`);
-  }
+  const session = await OneCard.signedIn("me", "Card token", "/me");
+  if (!session) return;
+  const { tok, data: me } = session;
   const $ = (id) => document.getElementById(id);
   $("who").textContent = me.name;
   $("main").classList.remove("hidden");

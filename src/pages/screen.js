@@ -1,14 +1,9 @@
 // The screen page (see screen.html).
 "use strict";
 (async () => {
-  const tok = OneCard.token("screen");
-  if (!tok) return OneCard.signIn("screen", "Terminal token");
-  let me;
-  try {
-    me = await OneCard.api(tok, "GET", "/terminal");
-  } catch (e) {
-    return OneCard.signIn("screen", `Terminal token (${e.message})`);
-  }
+  const session = await OneCard.signedIn("screen", "Terminal token", "/terminal");
+  if (!session) return;
+  const { tok, data: me } = session;
   document.getElementById("who").textContent = `${me.merchant_name} · ${me.name}`;
   document.getElementById("main").classList.remove("hidden");
   const $ = (id) => document.getElementById(id);
