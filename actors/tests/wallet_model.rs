@@ -898,3 +898,102 @@ fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
         None => postgres_skipped("the ledger-check tamper test"),
     }
 }
+
+/// Version fencing in the store: in one batch, a commit made from a stale wallet version
+/// fails alone and keeps nothing (its idempotency key and code nonce stay free), while the
+/// commit next to it lands; a "new wallet" commit for a wallet that already has a row is
+/// fenced too.
+fn fenced_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    let ctx = world.store.as_ref().expect("a store");
+    let stored = ctx
+        .rt
+        .block_on(ctx.store.load_wallet(
+            world.snap.wallet.tenant_id,
+            world.snap.wallet.user_id,
+            world.now,
+        ))
+        .unwrap()
+        .wallet;
+    let commit = |version: i64, key: &str, nonce: u8| {
+        let mut wallet = stored.clone();
+        wallet.version = version;
+        WalletCommit {
+            wallet,
+            subsidies: vec![],
+            coupons: vec![],
+            payments: vec![],
+            entries: vec![],
+            used_nonce: Some(vec![nonce; 16]),
+            risk_events: vec![],
+            outbox: vec![],
+            request: Some(MoneyRequest {
+                scope: "fence-test".into(),
+                key: key.into(),
+                request_hash: [nonce; 32],
+                status: 201,
+                body: b"{}".to_vec(),
+            }),
+            at: world.now,
+        }
+    };
+    let found = |key: &str| {
+        ctx.rt
+            .block_on(
+                ctx.store
+                    .find_money_request("fence-test".into(), key.into()),
+            )
+            .unwrap()
+            .is_some()
+    };
+    let v = stored.version;
+    let done = ctx.rt.block_on(
+        ctx.store
+            .commit_wallets(vec![commit(v, "stale", 1), commit(v + 1, "fresh", 2)]),
+    );
+    assert_eq!(done, vec![Err(CommitError::Fenced), Ok(())]);
+    assert!(!found("stale"), "a fenced commit keeps no idempotency key");
+    assert!(found("fresh"));
+
+    // The stale commit's key and nonce were not kept, so a current commit may use them.
+    let done = ctx
+        .rt
+        .block_on(ctx.store.commit_wallets(vec![commit(v + 2, "stale", 1)]));
+    assert_eq!(done, vec![Ok(())]);
+    // A used nonce is refused.
+    let done = ctx
+        .rt
+        .block_on(ctx.store.commit_wallets(vec![commit(v + 3, "other", 2)]));
+    assert_eq!(done, vec![Err(CommitError::NonceUsed)]);
+    // A wallet that exists cannot be created again.
+    let done = ctx
+        .rt
+        .block_on(ctx.store.commit_wallets(vec![commit(1, "again", 3)]));
+    assert_eq!(done, vec![Err(CommitError::Fenced)]);
+
+    let loaded = ctx
+        .rt
+        .block_on(
+            ctx.store
+                .load_wallet(stored.tenant_id, stored.user_id, world.now),
+        )
+        .unwrap();
+    assert_eq!(loaded.wallet.version, v + 2);
+    assert_eq!(loaded.wallet.balance, stored.balance);
+}
+
+#[test]
+fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
+    fenced_run(None);
+    match postgres_url() {
+        Some((url, admin, name)) => {
+            let outcome = std::panic::catch_unwind(|| fenced_run(Some(url)));
+            drop_database(&admin, &name);
+            if let Err(e) = outcome {
+                std::panic::resume_unwind(e);
+            }
+        }
+        None => postgres_skipped("the fencing test"),
+    }
+}

@@ -150,6 +150,8 @@ impl Drop for Spawned {
 struct Server {
     base: String,
     root: String,
+    /// The spawned server uses a PostgreSQL on this machine: its CPU is reported too.
+    local_postgres: bool,
     _spawned: Option<Spawned>,
 }
 
@@ -164,26 +166,81 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// CPU seconds of the server (when this run started it) and of this loader, to report
-/// the CPU each side spent per request.
+/// CPU seconds of every PostgreSQL process on this machine (`comm` is `postgres`): the
+/// database's share of a run whose PostgreSQL is local, as every benchmark here is.
+/// Backends of pooled connections live through the run, so none of their time is lost.
+fn local_postgres_cpu_seconds() -> Option<f64> {
+    let mut total = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "postgres")
+        {
+            if let Some(s) = cpu_seconds(pid) {
+                *total.get_or_insert(0.0) += s;
+            }
+        }
+    }
+    total
+}
+
+/// CPU seconds of the server (when this run started it), of a local PostgreSQL (when the
+/// server uses one) and of this loader, to report the CPU each side spent per request.
 #[derive(Clone, Copy)]
 struct CpuMark {
     server: Option<f64>,
+    database: Option<f64>,
     loader: Option<f64>,
+}
+
+impl CpuMark {
+    /// A mark of this loader and the local PostgreSQL only (the naive peer).
+    fn database_and_loader() -> Self {
+        CpuMark {
+            server: None,
+            database: local_postgres_cpu_seconds(),
+            loader: cpu_seconds("self"),
+        }
+    }
+
+    /// "PostgreSQL X µs, loader Y µs of CPU per <what>" between this mark and now.
+    fn per_database(&self, n: u64, what: &str) -> String {
+        let now = Self::database_and_loader();
+        format!(
+            "CPU per {what}: PostgreSQL {}, loader {}",
+            us_per(self.database, now.database, n),
+            us_per(self.loader, now.loader, n)
+        )
+    }
+}
+
+fn us_per(a: Option<f64>, b: Option<f64>, n: u64) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if n > 0 => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
+        _ => "?".to_string(),
+    }
 }
 
 impl CpuMark {
     /// "server X µs, loader Y µs of CPU per <what>" between this mark and now.
     fn per(&self, server: &Server, n: u64, what: &str) -> String {
         let now = server.cpu_mark();
-        let us = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if n > 0 => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
-            _ => "?".to_string(),
+        let database = match (self.database, now.database) {
+            (Some(_), Some(_)) => {
+                format!(", PostgreSQL {}", us_per(self.database, now.database, n))
+            }
+            _ => String::new(),
         };
         format!(
-            "CPU per {what}: server {}, loader {}",
-            us(self.server, now.server),
-            us(self.loader, now.loader)
+            "CPU per {what}: server {}{database}, loader {}",
+            us_per(self.server, now.server, n),
+            us_per(self.loader, now.loader, n)
         )
     }
 }
@@ -195,6 +252,11 @@ impl Server {
                 ._spawned
                 .as_ref()
                 .and_then(|s| cpu_seconds(&s.pid.to_string())),
+            database: if self.local_postgres {
+                local_postgres_cpu_seconds()
+            } else {
+                None
+            },
             loader: cpu_seconds("self"),
         }
     }
@@ -222,6 +284,7 @@ fn connect(target: &Target) -> Result<Server> {
         return Ok(Server {
             base: url.trim_end_matches('/').to_string(),
             root,
+            local_postgres: false,
             _spawned: None,
         });
     }
@@ -268,6 +331,9 @@ fn connect(target: &Target) -> Result<Server> {
     Ok(Server {
         base: format!("http://127.0.0.1:{port}"),
         root,
+        local_postgres: target.database_url.as_deref().is_some_and(|u| {
+            u.starts_with("postgres") && (u.contains("@127.0.0.1") || u.contains("@localhost"))
+        }),
         _spawned: Some(Spawned {
             pid: child.id(),
             child,

@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::{connect, Server, Target};
+use super::{connect, CpuMark, Server, Target};
 
 /// Concurrency of the set-up requests (tokens, top-ups, codes).
 pub(crate) const SETUP_CONCURRENCY: usize = 64;
@@ -299,6 +299,7 @@ pub async fn run(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu.per(&server, all.len(), "payment");
+    let check_start = Instant::now();
     let check: Value = client
         .get(format!("{}/api/v1/ledger/check", server.base))
         .bearer_auth(&setup.admin)
@@ -306,8 +307,9 @@ pub async fn run(
         .await?
         .json()
         .await?;
+    let check_ms = check_start.elapsed().as_secs_f64() * 1000.0;
     println!(
-        "pay{}: {} payments in {secs:.1} s = {:.0} payments/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {statuses:?}; ledger balanced: {} ({} entries)",
+        "pay{}: {} payments in {secs:.1} s = {:.0} payments/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {statuses:?}; ledger balanced: {} ({} entries, {} wallets differing from their entries; checked in {check_ms:.0} ms)",
         if hot { " (hot stall)" } else { "" },
         all.len(),
         all.len() as f64 / secs,
@@ -316,6 +318,7 @@ pub async fn run(
         all.max() as f64 / 1000.0,
         check["balanced"],
         check["entries"],
+        check["mismatched_wallets"].as_array().map_or(0, Vec::len),
     );
     println!("{cpu}");
     if let (Some(before), Some(warm)) = (rss_before, rss_warm) {
@@ -357,6 +360,7 @@ pub async fn naive(
     let mut best = (0usize, 0f64);
     for &n in clients {
         let deadline = Instant::now() + Duration::from_secs(seconds);
+        let cpu = CpuMark::database_and_loader();
         let mut tasks = Vec::new();
         for w in 0..n {
             let url = url.to_string();
@@ -399,6 +403,7 @@ pub async fn naive(
             all.value_at_quantile(0.5) as f64 / 1000.0,
             all.value_at_quantile(0.99) as f64 / 1000.0
         );
+        println!("  {}", cpu.per_database(all.len(), "payment"));
         if rate > best.1 {
             best = (n, rate);
         }
