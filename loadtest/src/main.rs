@@ -209,13 +209,28 @@ impl CpuMark {
         }
     }
 
-    /// "PostgreSQL X µs, loader Y µs of CPU per <what>" between this mark and now.
-    fn per_database(&self, n: u64, what: &str) -> String {
-        let now = Self::database_and_loader();
+    /// The span from this mark to now, to divide once the count of requests is known.
+    fn per_database_later(self) -> CpuSpan {
+        CpuSpan {
+            from: self,
+            to: Self::database_and_loader(),
+        }
+    }
+}
+
+/// CPU spent by a local PostgreSQL and this loader between two marks.
+struct CpuSpan {
+    from: CpuMark,
+    to: CpuMark,
+}
+
+impl CpuSpan {
+    /// "PostgreSQL X µs, loader Y µs of CPU per <what>".
+    fn per(&self, n: u64, what: &str) -> String {
         format!(
             "CPU per {what}: PostgreSQL {}, loader {}",
-            us_per(self.database, now.database, n),
-            us_per(self.loader, now.loader, n)
+            us_per(self.from.database, self.to.database, n),
+            us_per(self.from.loader, self.to.loader, n)
         )
     }
 }

@@ -359,39 +359,63 @@ pub async fn naive(
     .await?;
     let mut best = (0usize, 0f64);
     for &n in clients {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let cpu = CpuMark::database_and_loader();
+        // Every client connects and prepares first; the clock and the CPU marks start once
+        // all are ready, and end before any connection (and its backend's CPU count) goes.
+        let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+        let done = Arc::new(tokio::sync::Barrier::new(n + 1));
         let mut tasks = Vec::new();
         for w in 0..n {
             let url = url.to_string();
+            let (ready, done) = (ready.clone(), done.clone());
             tasks.push(tokio::spawn(async move {
-                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(conn);
-                let lock = c.prepare("SELECT balance FROM naive_wallets WHERE user_id = $1 FOR UPDATE").await?;
-                let debit = c.prepare("UPDATE naive_wallets SET balance = balance - $2 WHERE user_id = $1").await?;
-                let insert = c.prepare("INSERT INTO naive_payments (user_id, merchant_id, amount) VALUES ($1, $2, $3)").await?;
-                let totals = c.prepare("UPDATE naive_merchants SET gross = gross + $2, count = count + 1 WHERE id = $1").await?;
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let mut i = w as i64;
-                while Instant::now() < deadline {
-                    i += 7919;
-                    let (user, amount, merchant) = (i % cardholders as i64, 1 + i % 300, if hot { 0 } else { i % 8 });
-                    let t = Instant::now();
-                    c.batch_execute("BEGIN").await?;
-                    let bal: i64 = c.query_one(&lock, &[&user]).await?.get(0);
-                    if bal >= amount {
-                        c.execute(&debit, &[&user, &amount]).await?;
-                        c.execute(&insert, &[&user, &merchant, &amount]).await?;
-                        if hot {
-                            c.execute(&totals, &[&merchant, &amount]).await?;
-                        }
-                    }
-                    c.batch_execute("COMMIT").await?;
-                    h.saturating_record(t.elapsed().as_micros() as u64);
+                // Both barriers are reached whatever happens, so a failed client cannot
+                // leave the others (or the caller) waiting.
+                let prepared = async {
+                    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(conn);
+                    let st = [
+                        c.prepare("SELECT balance FROM naive_wallets WHERE user_id = $1 FOR UPDATE").await?,
+                        c.prepare("UPDATE naive_wallets SET balance = balance - $2 WHERE user_id = $1").await?,
+                        c.prepare("INSERT INTO naive_payments (user_id, merchant_id, amount) VALUES ($1, $2, $3)").await?,
+                        c.prepare("UPDATE naive_merchants SET gross = gross + $2, count = count + 1 WHERE id = $1").await?,
+                    ];
+                    anyhow::Ok((c, st))
                 }
-                anyhow::Ok(h)
+                .await;
+                ready.wait().await;
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                let run = async {
+                    let (c, [lock, debit, insert, totals]) = prepared?;
+                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let mut i = w as i64;
+                    while Instant::now() < deadline {
+                        i += 7919;
+                        let (user, amount, merchant) = (i % cardholders as i64, 1 + i % 300, if hot { 0 } else { i % 8 });
+                        let t = Instant::now();
+                        c.batch_execute("BEGIN").await?;
+                        let bal: i64 = c.query_one(&lock, &[&user]).await?.get(0);
+                        if bal >= amount {
+                            c.execute(&debit, &[&user, &amount]).await?;
+                            c.execute(&insert, &[&user, &merchant, &amount]).await?;
+                            if hot {
+                                c.execute(&totals, &[&merchant, &amount]).await?;
+                            }
+                        }
+                        c.batch_execute("COMMIT").await?;
+                        h.saturating_record(t.elapsed().as_micros() as u64);
+                    }
+                    anyhow::Ok((c, h))
+                }
+                .await;
+                done.wait().await;
+                // The connection closes here, after the caller's last CPU mark.
+                run.map(|(_, h)| h)
             }));
         }
+        ready.wait().await;
+        let cpu = CpuMark::database_and_loader();
+        done.wait().await;
+        let cpu = cpu.per_database_later();
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         for t in tasks {
             all.add(t.await??)?;
@@ -403,7 +427,7 @@ pub async fn naive(
             all.value_at_quantile(0.5) as f64 / 1000.0,
             all.value_at_quantile(0.99) as f64 / 1000.0
         );
-        println!("  {}", cpu.per_database(all.len(), "payment"));
+        println!("  {}", cpu.per(all.len(), "payment"));
         if rate > best.1 {
             best = (n, rate);
         }
