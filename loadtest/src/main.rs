@@ -4,6 +4,7 @@
 //! `--spawn <path to onecard>` to start one on a free port (with `--database-url` to pick
 //! the engine) and stop it afterwards, so that one command measures one configuration.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -166,11 +167,10 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// CPU seconds of every PostgreSQL process on this machine (`comm` is `postgres`): the
-/// database's share of a run whose PostgreSQL is local, as every benchmark here is.
-/// Backends of pooled connections live through the run, so none of their time is lost.
-fn local_postgres_cpu_seconds() -> Option<f64> {
-    let mut total = None;
+/// CPU seconds of each PostgreSQL process on this machine (`comm` is `postgres`), by pid:
+/// the database's share of a run whose PostgreSQL is local, as every benchmark here is.
+fn local_postgres_cpu() -> Option<BTreeMap<String, f64>> {
+    let mut by_pid = BTreeMap::new();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -183,19 +183,19 @@ fn local_postgres_cpu_seconds() -> Option<f64> {
             .is_ok_and(|c| c.trim() == "postgres")
         {
             if let Some(s) = cpu_seconds(pid) {
-                *total.get_or_insert(0.0) += s;
+                by_pid.insert(pid.to_string(), s);
             }
         }
     }
-    total
+    (!by_pid.is_empty()).then_some(by_pid)
 }
 
 /// CPU seconds of the server (when this run started it), of a local PostgreSQL (when the
 /// server uses one) and of this loader, to report the CPU each side spent per request.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct CpuMark {
     server: Option<f64>,
-    database: Option<f64>,
+    database: Option<BTreeMap<String, f64>>,
     loader: Option<f64>,
 }
 
@@ -204,7 +204,7 @@ impl CpuMark {
     fn database_and_loader() -> Self {
         CpuMark {
             server: None,
-            database: local_postgres_cpu_seconds(),
+            database: local_postgres_cpu(),
             loader: cpu_seconds("self"),
         }
     }
@@ -216,22 +216,47 @@ impl CpuMark {
             to: Self::database_and_loader(),
         }
     }
+
+    /// "server X µs[, PostgreSQL Y µs], loader Z µs of CPU per <what>" from this mark to now.
+    fn per(&self, server: &Server, n: u64, what: &str) -> String {
+        CpuSpan {
+            from: self.clone(),
+            to: server.cpu_mark(),
+        }
+        .per(n, what)
+    }
 }
 
-/// CPU spent by a local PostgreSQL and this loader between two marks.
+/// CPU spent between two marks.
 struct CpuSpan {
     from: CpuMark,
     to: CpuMark,
 }
 
 impl CpuSpan {
-    /// "PostgreSQL X µs, loader Y µs of CPU per <what>".
     fn per(&self, n: u64, what: &str) -> String {
-        format!(
-            "CPU per {what}: PostgreSQL {}, loader {}",
-            us_per(self.from.database, self.to.database, n),
+        let mut parts = Vec::new();
+        if self.from.server.is_some() {
+            parts.push(format!(
+                "server {}",
+                us_per(self.from.server, self.to.server, n)
+            ));
+        }
+        if let (Some(a), Some(b)) = (&self.from.database, &self.to.database) {
+            // Per process: one that started meanwhile counts whole, and one that ended
+            // meanwhile (a backend of an earlier round still exiting at the first mark)
+            // drops out instead of subtracting its whole life.
+            let spent: f64 = b
+                .iter()
+                .map(|(pid, s)| s - a.get(pid).copied().unwrap_or(0.0))
+                .sum();
+            parts.push(format!("PostgreSQL {}", us_per(Some(0.0), Some(spent), n)));
+        }
+        parts.push(format!(
+            "loader {}",
             us_per(self.from.loader, self.to.loader, n)
-        )
+        ));
+        format!("CPU per {what}: {}", parts.join(", "))
     }
 }
 
@@ -239,24 +264,6 @@ fn us_per(a: Option<f64>, b: Option<f64>, n: u64) -> String {
     match (a, b) {
         (Some(a), Some(b)) if n > 0 => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
         _ => "?".to_string(),
-    }
-}
-
-impl CpuMark {
-    /// "server X µs, loader Y µs of CPU per <what>" between this mark and now.
-    fn per(&self, server: &Server, n: u64, what: &str) -> String {
-        let now = server.cpu_mark();
-        let database = match (self.database, now.database) {
-            (Some(_), Some(_)) => {
-                format!(", PostgreSQL {}", us_per(self.database, now.database, n))
-            }
-            _ => String::new(),
-        };
-        format!(
-            "CPU per {what}: server {}{database}, loader {}",
-            us_per(self.server, now.server, n),
-            us_per(self.loader, now.loader, n)
-        )
     }
 }
 
@@ -268,7 +275,7 @@ impl Server {
                 .as_ref()
                 .and_then(|s| cpu_seconds(&s.pid.to_string())),
             database: if self.local_postgres {
-                local_postgres_cpu_seconds()
+                local_postgres_cpu()
             } else {
                 None
             },
