@@ -993,6 +993,8 @@ impl MoneyStore for SqliteStore {
 
     async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
         self.read(move |c| {
+            // One read transaction: the three questions are answered from one snapshot.
+            let c = c.unchecked_transaction().map_err(db)?;
             let t = tenant.to_string();
             let (entries, sum): (i64, i64) = c
                 .query_row(
@@ -1014,6 +1016,8 @@ impl MoneyStore for SqliteStore {
                 .query_map([&t], |r| Ok(UserId(uuid_col(r, 0)?)))
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(db)?;
+            drop(st);
+            c.commit().map_err(db)?;
             Ok(LedgerCheck { balanced: sum == 0 && !unbalanced_tx, entries: entries as u64, mismatched_wallets })
         })
         .await
