@@ -791,6 +791,22 @@ fn drop_database(admin_url: &str, name: &str) {
     });
 }
 
+/// Runs `run` on SQLite, then on PostgreSQL in a database of its own when configured (a
+/// failure in CI when it is not); the database is dropped even when the run fails.
+fn on_both_engines(what: &str, run: impl Fn(Option<String>) + std::panic::RefUnwindSafe) {
+    run(None);
+    match postgres_url() {
+        Some((url, admin, name)) => {
+            let outcome = std::panic::catch_unwind(|| run(Some(url)));
+            drop_database(&admin, &name);
+            if let Err(e) = outcome {
+                std::panic::resume_unwind(e);
+            }
+        }
+        None => postgres_skipped(what),
+    }
+}
+
 fn store_run(steps: &[Step], url: Option<String>) {
     let mut world = World::with_store(url);
     for s in steps {
@@ -805,17 +821,7 @@ proptest! {
 
     #[test]
     fn ten_thousand_random_steps_through_the_store_keep_the_stored_ledger(steps in proptest::collection::vec(step(), 10_000)) {
-        store_run(&steps, None);
-        match postgres_url() {
-            Some((url, admin, name)) => {
-                let outcome = std::panic::catch_unwind(|| store_run(&steps, Some(url)));
-                drop_database(&admin, &name);
-                if let Err(e) = outcome {
-                    std::panic::resume_unwind(e);
-                }
-            }
-            None => postgres_skipped("the store run of the model test"),
-        }
+        on_both_engines("the store run of the model test", |url| store_run(&steps, url));
     }
 }
 
@@ -886,17 +892,7 @@ fn tampered_run(url: Option<String>) {
 
 #[test]
 fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
-    tampered_run(None);
-    match postgres_url() {
-        Some((url, admin, name)) => {
-            let outcome = std::panic::catch_unwind(|| tampered_run(Some(url)));
-            drop_database(&admin, &name);
-            if let Err(e) = outcome {
-                std::panic::resume_unwind(e);
-            }
-        }
-        None => postgres_skipped("the ledger-check tamper test"),
-    }
+    on_both_engines("the ledger-check tamper test", tampered_run);
 }
 
 /// Version fencing in the store: in one batch, a commit made from a stale wallet version
@@ -985,15 +981,5 @@ fn fenced_run(url: Option<String>) {
 
 #[test]
 fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
-    fenced_run(None);
-    match postgres_url() {
-        Some((url, admin, name)) => {
-            let outcome = std::panic::catch_unwind(|| fenced_run(Some(url)));
-            drop_database(&admin, &name);
-            if let Err(e) = outcome {
-                std::panic::resume_unwind(e);
-            }
-        }
-        None => postgres_skipped("the fencing test"),
-    }
+    on_both_engines("the fencing test", fenced_run);
 }
