@@ -897,8 +897,8 @@ fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
 
 /// Version fencing in the store: in one batch, a commit made from a stale wallet version
 /// fails alone and keeps nothing (its idempotency key and code nonce stay free), while the
-/// commit next to it lands; a "new wallet" commit for a wallet that already has a row is
-/// fenced too.
+/// commit next to it lands; a commit with a used nonce or a taken key is refused and keeps
+/// nothing either; a "new wallet" commit for a wallet that already has a row is fenced.
 fn fenced_run(url: Option<String>) {
     let mut world = World::with_store(url);
     world.run(&Step::TopUp { amount: 500 });
@@ -962,6 +962,17 @@ fn fenced_run(url: Option<String>) {
         .rt
         .block_on(ctx.store.commit_wallets(vec![commit(v + 3, "other", 2)]));
     assert_eq!(done, vec![Err(CommitError::NonceUsed)]);
+    // Nor does a commit dropped for its nonce keep its key: the wallet answers it again
+    // (as a declined payment) under that key.
+    assert!(
+        !found("other"),
+        "a commit dropped for its nonce keeps no idempotency key"
+    );
+    // A taken key is refused.
+    let done = ctx
+        .rt
+        .block_on(ctx.store.commit_wallets(vec![commit(v + 3, "fresh", 4)]));
+    assert_eq!(done, vec![Err(CommitError::Duplicate)]);
     // A wallet that exists cannot be created again.
     let done = ctx
         .rt

@@ -243,6 +243,7 @@ pub async fn run(
         t1.elapsed().as_secs_f64()
     );
     let queue = Arc::new(Mutex::new(codes));
+    let ledger_before = ledger_counters(&client, &server).await;
     let cpu = server.cpu_mark();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -299,6 +300,7 @@ pub async fn run(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu.per(&server, all.len(), "payment");
+    let ledger_after = ledger_counters(&client, &server).await;
     let check_start = Instant::now();
     let check: Value = client
         .get(format!("{}/api/v1/ledger/check", server.base))
@@ -321,6 +323,15 @@ pub async fn run(
         check["mismatched_wallets"].as_array().map_or(0, Vec::len),
     );
     println!("{cpu}");
+    if let (Some(a), Some(b)) = (ledger_before, ledger_after) {
+        let batches = b[0].saturating_sub(a[0]).max(1);
+        println!(
+            "group commit: {} batches, {:.1} commits per batch, {:.2} ms mean batch write",
+            b[0] - a[0],
+            b[1].saturating_sub(a[1]) as f64 / batches as f64,
+            b[2].saturating_sub(a[2]) as f64 / batches as f64 / 1000.0
+        );
+    }
     if let (Some(before), Some(warm)) = (rss_before, rss_warm) {
         println!(
             "memory: RSS {before} KiB with cold wallets, {warm} KiB with {cardholders} wallet actors cached: ~{:.1} KiB per cached wallet actor",
@@ -441,4 +452,33 @@ pub async fn naive(
     c.batch_execute("DROP TABLE IF EXISTS naive_payments, naive_wallets, naive_merchants")
         .await?;
     Ok(())
+}
+
+/// The server's group-commit counters from `/metrics`: batches, commits, and microseconds
+/// spent writing batches.
+async fn ledger_counters(client: &reqwest::Client, server: &Server) -> Option<[u64; 3]> {
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|v| v as u64)
+    };
+    Some([
+        value("ledger_batches_total")?,
+        value("ledger_commits_total")?,
+        value("ledger_batch_write_microseconds_total")?,
+    ])
 }

@@ -370,127 +370,84 @@ async fn write_wallets<C: GenericClient>(
     Ok(written)
 }
 
-/// One batch in one transaction. `Err` means the transaction was rolled back.
-async fn commit_batch(
-    client: &mut deadpool_postgres::Object,
+/// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
+/// each, whether its key was free.
+async fn insert_requests<C: GenericClient>(
+    c: &C,
     commits: &[WalletCommit],
-) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); commits.len()];
-
-    // 1. Idempotency keys: a taken key drops its commit.
-    let with_req: Vec<usize> = (0..commits.len())
-        .filter(|i| commits[*i].request.is_some())
-        .collect();
-    if !with_req.is_empty() {
-        let reqs: Vec<&MoneyRequest> = with_req
-            .iter()
-            .filter_map(|i| commits[*i].request.as_ref())
-            .collect();
-        let scopes: Vec<&str> = reqs.iter().map(|r| r.scope.as_str()).collect();
-        let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
-        let hashes: Vec<&[u8]> = reqs.iter().map(|r| &r.request_hash[..]).collect();
-        let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
-        let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
-        let at: Vec<Timestamp> = with_req.iter().map(|i| commits[*i].at).collect();
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], \
-                                      $6::timestamptz[]) ON CONFLICT DO NOTHING RETURNING scope, key",
-            )
-            .await?;
-        let inserted: HashSet<(String, String)> = tx
-            .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        for i in with_req {
-            let r = commits[i].request.as_ref().expect("filtered on request");
-            if !inserted.contains(&(r.scope.clone(), r.key.clone())) {
-                results[i] = Err(CommitError::Duplicate);
-            }
-        }
+    idx: &[usize],
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    if idx.is_empty() {
+        return Ok(Vec::new());
     }
-
-    // 2. Code nonces: a used nonce drops its commit.
-    let with_nonce: Vec<usize> = (0..commits.len())
-        .filter(|i| results[*i].is_ok() && commits[*i].used_nonce.is_some())
-        .collect();
-    if !with_nonce.is_empty() {
-        let nonces: Vec<&[u8]> = with_nonce
-            .iter()
-            .filter_map(|i| commits[*i].used_nonce.as_deref())
-            .collect();
-        let users: Vec<Uuid> = with_nonce
-            .iter()
-            .map(|i| commits[*i].wallet.user_id.0)
-            .collect();
-        let at: Vec<Timestamp> = with_nonce.iter().map(|i| commits[*i].at).collect();
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO used_codes (nonce, user_id, used_at) \
-                 SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[]) \
-                 ON CONFLICT DO NOTHING RETURNING nonce",
-            )
-            .await?;
-        let inserted: HashSet<Vec<u8>> = tx
-            .query(&st, &[&nonces, &users, &at])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for i in with_nonce {
-            if !inserted.contains(commits[i].used_nonce.as_deref().unwrap_or_default()) {
-                results[i] = Err(CommitError::NonceUsed);
-            }
-        }
-    }
-
-    // 3. Wallets, fenced by version.
-    let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
-    if !live.is_empty() {
-        let w: Vec<&WalletRow> = live.iter().map(|i| &commits[*i].wallet).collect();
-        let written = write_wallets(&tx, &w).await?;
-        let mut undo_requests: Vec<(String, String)> = Vec::new();
-        let mut undo_nonces: Vec<Vec<u8>> = Vec::new();
-        for (i, written) in live.into_iter().zip(written) {
-            if !written {
-                results[i] = Err(CommitError::Fenced);
-                if let Some(r) = &commits[i].request {
-                    undo_requests.push((r.scope.clone(), r.key.clone()));
-                }
-                if let Some(n) = &commits[i].used_nonce {
-                    undo_nonces.push(n.clone());
-                }
-            }
-        }
-        // A fenced commit keeps nothing: not its key, not its nonce.
-        if !undo_requests.is_empty() {
-            let (s, k): (Vec<String>, Vec<String>) = undo_requests.into_iter().unzip();
-            tx.execute(
-                "DELETE FROM money_requests WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-                &[&s, &k],
-            )
-            .await?;
-        }
-        if !undo_nonces.is_empty() {
-            tx.execute(
-                "DELETE FROM used_codes WHERE nonce = ANY($1)",
-                &[&undo_nonces],
-            )
-            .await?;
-        }
-    }
-
-    // 4. Everything else of the surviving commits, pipelined.
-    let ok: Vec<&WalletCommit> = commits
+    let reqs: Vec<&MoneyRequest> = idx
         .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.is_ok())
-        .map(|(c, _)| c)
+        .filter_map(|i| commits[*i].request.as_ref())
         .collect();
+    let scopes: Vec<&str> = reqs.iter().map(|r| r.scope.as_str()).collect();
+    let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+    let hashes: Vec<&[u8]> = reqs.iter().map(|r| &r.request_hash[..]).collect();
+    let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
+    let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
+    let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    let st = c
+        .prepare_cached(
+            "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], \
+                                  $6::timestamptz[]) ON CONFLICT DO NOTHING RETURNING scope, key",
+        )
+        .await?;
+    let inserted: HashSet<(String, String)> = c
+        .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(reqs
+        .iter()
+        .map(|r| inserted.contains(&(r.scope.clone(), r.key.clone())))
+        .collect())
+}
+
+/// Inserts the used code nonces of `idx` (commits that carry one) and answers, for each,
+/// whether its nonce was unused.
+async fn insert_nonces<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+    idx: &[usize],
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    if idx.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nonces: Vec<&[u8]> = idx
+        .iter()
+        .filter_map(|i| commits[*i].used_nonce.as_deref())
+        .collect();
+    let users: Vec<Uuid> = idx.iter().map(|i| commits[*i].wallet.user_id.0).collect();
+    let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    let st = c
+        .prepare_cached(
+            "INSERT INTO used_codes (nonce, user_id, used_at) \
+             SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[]) \
+             ON CONFLICT DO NOTHING RETURNING nonce",
+        )
+        .await?;
+    let inserted: HashSet<Vec<u8>> = c
+        .query(&st, &[&nonces, &users, &at])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(nonces.iter().map(|n| inserted.contains(*n)).collect())
+}
+
+/// Everything of the given commits but their idempotency keys, nonces and wallet rows:
+/// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
+/// as pipelined statements.
+async fn write_rest<C: GenericClient>(
+    c: &C,
+    ok: &[&WalletCommit],
+) -> Result<(), tokio_postgres::Error> {
     let subsidies: Vec<(TenantId, &SubsidyAccount)> = ok
         .iter()
         .flat_map(|c| c.subsidies.iter().map(move |s| (c.wallet.tenant_id, s)))
@@ -535,7 +492,7 @@ async fn commit_batch(
             .collect();
         let expires: Vec<Option<Timestamp>> = subsidies.iter().map(|(_, s)| s.expires_at).collect();
         let created: Vec<Timestamp> = subsidies.iter().map(|(_, s)| s.created_at).collect();
-        let st = tx
+        let st = c
             .prepare_cached(
                 "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
                    expires_at, created_at) \
@@ -547,7 +504,7 @@ async fn commit_batch(
                  ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance",
             )
             .await?;
-        tx.execute(
+        c.execute(
             &st,
             &[
                 &ids, &tenants, &users, &rules, &names, &balances, &merchants, &expires, &created,
@@ -577,7 +534,7 @@ async fn commit_batch(
             .map(|(_, c)| c.used_payment.map(|p| p.0))
             .collect();
         let created: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.created_at).collect();
-        let st = tx
+        let st = c
             .prepare_cached(
                 "INSERT INTO coupons (id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, \
                    expires_at, used_payment, created_at) \
@@ -591,7 +548,7 @@ async fn commit_batch(
                  ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment",
             )
             .await?;
-        tx.execute(
+        c.execute(
             &st,
             &[
                 &ids,
@@ -618,7 +575,7 @@ async fn commit_batch(
         let users: Vec<Uuid> = risks.iter().map(|r| r.0).collect();
         let kinds: Vec<&str> = risks.iter().map(|r| r.1).collect();
         let at: Vec<Timestamp> = risks.iter().map(|r| r.2).collect();
-        tx.execute(
+        c.execute(
             "INSERT INTO risk_events (id, user_id, kind, at) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
             &[&ids, &users, &kinds, &at],
@@ -629,11 +586,130 @@ async fn commit_batch(
     tokio::try_join!(
         subsidies_fut,
         coupons_fut,
-        upsert_payments(&tx, &payments),
-        insert_entries(&tx, &entries),
-        insert_outbox(&tx, &outbox),
+        upsert_payments(c, &payments),
+        insert_entries(c, &entries),
+        insert_outbox(c, &outbox),
         risks_fut
     )?;
+    Ok(())
+}
+
+/// One batch in one transaction. `Err` means the transaction was rolled back.
+///
+/// First optimistically: every statement of every commit is sent at once (one round trip
+/// for the lot instead of one per step), and the transaction commits if no idempotency
+/// key was taken, no nonce used and no wallet fenced, which is the common case. Otherwise
+/// it rolls back and the batch goes again step by step, dropping the commits that conflict.
+async fn commit_batch(
+    client: &mut deadpool_postgres::Object,
+    commits: &[WalletCommit],
+) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
+    let with_req: Vec<usize> = (0..commits.len())
+        .filter(|i| commits[*i].request.is_some())
+        .collect();
+    {
+        let tx = client.transaction().await?;
+        let with_nonce: Vec<usize> = (0..commits.len())
+            .filter(|i| commits[*i].used_nonce.is_some())
+            .collect();
+        let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
+        let every: Vec<&WalletCommit> = commits.iter().collect();
+        let (keys_free, nonces_free, written, ()) = tokio::try_join!(
+            insert_requests(&tx, commits, &with_req),
+            insert_nonces(&tx, commits, &with_nonce),
+            write_wallets(&tx, &wallets),
+            write_rest(&tx, &every),
+        )?;
+        if keys_free
+            .iter()
+            .chain(&nonces_free)
+            .chain(&written)
+            .all(|ok| *ok)
+        {
+            tx.commit().await?;
+            return Ok(vec![Ok(()); commits.len()]);
+        }
+        tx.rollback().await?;
+    }
+
+    let tx = client.transaction().await?;
+    let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); commits.len()];
+
+    // 1. Idempotency keys: a taken key drops its commit.
+    for (i, free) in with_req
+        .iter()
+        .zip(insert_requests(&tx, commits, &with_req).await?)
+    {
+        if !free {
+            results[*i] = Err(CommitError::Duplicate);
+        }
+    }
+
+    // 2. Code nonces: a used nonce drops its commit.
+    let with_nonce: Vec<usize> = (0..commits.len())
+        .filter(|i| results[*i].is_ok() && commits[*i].used_nonce.is_some())
+        .collect();
+    for (i, free) in with_nonce
+        .iter()
+        .zip(insert_nonces(&tx, commits, &with_nonce).await?)
+    {
+        if !free {
+            results[*i] = Err(CommitError::NonceUsed);
+        }
+    }
+
+    // 3. Wallets, fenced by version.
+    let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
+    if !live.is_empty() {
+        let w: Vec<&WalletRow> = live.iter().map(|i| &commits[*i].wallet).collect();
+        for (i, written) in live.into_iter().zip(write_wallets(&tx, &w).await?) {
+            if !written {
+                results[i] = Err(CommitError::Fenced);
+            }
+        }
+    }
+
+    // A dropped commit keeps nothing. A fenced one loses its key and its nonce; one
+    // dropped for a used nonce loses its key (the wallet answers the request again, as a
+    // declined payment, under that key). A duplicate inserted neither.
+    let mut undo_requests: (Vec<&str>, Vec<&str>) = Default::default();
+    let mut undo_nonces: Vec<&[u8]> = Vec::new();
+    for (c, r) in commits.iter().zip(&results) {
+        if matches!(r, Err(CommitError::Fenced | CommitError::NonceUsed)) {
+            if let Some(r) = &c.request {
+                undo_requests.0.push(&r.scope);
+                undo_requests.1.push(&r.key);
+            }
+        }
+        if matches!(r, Err(CommitError::Fenced)) {
+            if let Some(n) = &c.used_nonce {
+                undo_nonces.push(n);
+            }
+        }
+    }
+    if !undo_requests.0.is_empty() {
+        tx.execute(
+            "DELETE FROM money_requests WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            &[&undo_requests.0, &undo_requests.1],
+        )
+        .await?;
+    }
+    if !undo_nonces.is_empty() {
+        tx.execute(
+            "DELETE FROM used_codes WHERE nonce = ANY($1)",
+            &[&undo_nonces],
+        )
+        .await?;
+    }
+
+    // 4. Everything else of the surviving commits.
+    let ok: Vec<&WalletCommit> = commits
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(c, _)| c)
+        .collect();
+    write_rest(&tx, &ok).await?;
     tx.commit().await?;
     Ok(results)
 }

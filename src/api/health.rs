@@ -78,6 +78,9 @@ pub async fn get_metrics(
     metrics::gauge!("wallet_actors_live").set(state.wallets.live() as f64);
     metrics::counter!("ledger_batches_total").absolute(batches);
     metrics::counter!("ledger_commits_total").absolute(commits);
+    // Over `ledger_batches_total`: the mean time a group commit takes to be durable.
+    metrics::counter!("ledger_batch_write_microseconds_total")
+        .absolute(onecard_actors::ledger::COMMIT_MICROS.load(Relaxed));
     {
         use onecard_actors::realtime::{hub, relay};
         metrics::gauge!("ws_connections").set(crate::ws::CONNECTIONS.load(Relaxed) as f64);

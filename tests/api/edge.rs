@@ -237,6 +237,17 @@ async fn probes_report_the_store_and_bus_and_metrics_are_labelled_by_route() {
         text.contains("http_request_duration_seconds_bucket"),
         "{text}"
     );
+    for name in [
+        "ledger_batches_total",
+        "ledger_commits_total",
+        "ledger_batch_write_microseconds_total",
+        "wallet_actors_live",
+    ] {
+        assert!(
+            text.contains(&format!("\n{name} ")),
+            "{name} missing: {text}"
+        );
+    }
     assert!(
         !text.contains(user["id"].as_str().unwrap()),
         "no raw ids as labels"
