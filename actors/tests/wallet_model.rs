@@ -973,6 +973,14 @@ fn fenced_run(url: Option<String>) {
         .rt
         .block_on(ctx.store.commit_wallets(vec![commit(v + 3, "fresh", 4)]));
     assert_eq!(done, vec![Err(CommitError::Duplicate)]);
+    // One key twice in one batch: the first commit has it, the second is a duplicate,
+    // and the first keeps its record.
+    let done = ctx.rt.block_on(
+        ctx.store
+            .commit_wallets(vec![commit(v + 3, "twice", 5), commit(v + 4, "twice", 6)]),
+    );
+    assert_eq!(done, vec![Ok(()), Err(CommitError::Duplicate)]);
+    assert!(found("twice"));
     // A wallet that exists cannot be created again.
     let done = ctx
         .rt
@@ -986,7 +994,7 @@ fn fenced_run(url: Option<String>) {
                 .load_wallet(stored.tenant_id, stored.user_id, world.now),
         )
         .unwrap();
-    assert_eq!(loaded.wallet.version, v + 2);
+    assert_eq!(loaded.wallet.version, v + 3);
     assert_eq!(loaded.wallet.balance, stored.balance);
 }
 

@@ -371,7 +371,7 @@ async fn write_wallets<C: GenericClient>(
 }
 
 /// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
-/// each, whether its key was free.
+/// each, whether its key was free (and not taken by an earlier commit of the batch).
 async fn insert_requests<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
@@ -403,9 +403,14 @@ async fn insert_requests<C: GenericClient>(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    // A key given twice in one batch is inserted once: only its first commit has it.
+    let mut claimed = HashSet::new();
     Ok(reqs
         .iter()
-        .map(|r| inserted.contains(&(r.scope.clone(), r.key.clone())))
+        .map(|r| {
+            let k = (r.scope.clone(), r.key.clone());
+            inserted.contains(&k) && claimed.insert(k)
+        })
         .collect())
 }
 
@@ -438,7 +443,12 @@ async fn insert_nonces<C: GenericClient>(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    Ok(nonces.iter().map(|n| inserted.contains(*n)).collect())
+    // Likewise a nonce given twice in one batch.
+    let mut claimed = HashSet::new();
+    Ok(nonces
+        .iter()
+        .map(|n| inserted.contains(*n) && claimed.insert(*n))
+        .collect())
 }
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
