@@ -267,4 +267,49 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     assert_eq!(seqs.first(), Some(&4), "continues after 3");
     let ids: HashSet<_> = seen.values().collect();
     assert_eq!(ids.len(), seen.len(), "one event, one seq");
+
+    // 4. A code paid through A, then offered through C, whose wallet actor was loaded
+    // before (by a payment of its own) and so has not seen it: the store refuses the
+    // nonce, and C declines the payment as a reused code, under its key, which then
+    // replays the decline (not the success C first built and the store refused).
+    let mut fresh = Vec::new();
+    for _ in 0..2 {
+        let (s, code) = post(
+            &c,
+            format!("{}/api/v1/me/payment-codes", a.base),
+            &me,
+            json!({}),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{code}");
+        fresh.push(code["code"].as_str().unwrap().to_string());
+    }
+    let (s, p) = pay(c_node.base.clone(), fresh[0].clone(), 5).await;
+    assert_eq!((s, p["status"].clone()), (201, json!("succeeded")), "{p}");
+    let (s, p) = pay(a.base.clone(), fresh[1].clone(), 6).await;
+    assert_eq!((s, p["status"].clone()), (201, json!("succeeded")), "{p}");
+    let key = uuid::Uuid::new_v4().to_string();
+    let again = |key: String| {
+        post(
+            &c,
+            format!("{}/api/v1/payments", c_node.base),
+            &till_token,
+            json!({"code": fresh[1], "amount": 7}),
+            Some(key),
+        )
+    };
+    let (s, declined) = again(key.clone()).await;
+    assert_eq!(
+        (
+            s,
+            declined["status"].clone(),
+            declined["decline_reason"].clone()
+        ),
+        (201, json!("declined"), json!("code_reused")),
+        "{declined}"
+    );
+    let (s, replay) = again(key).await;
+    assert_eq!(s, 200, "{replay}");
+    assert_eq!(replay, declined, "the replay answers the decline");
 }
