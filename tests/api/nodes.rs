@@ -52,6 +52,24 @@ fn node(database_url: &str, redis: &str, prefix: &str) -> Node {
     }
 }
 
+/// `n` payment codes of the cardholder whose token is `me`, issued by the node at `base`.
+async fn payment_codes(c: &reqwest::Client, base: &str, me: &str, n: usize) -> Vec<String> {
+    let mut codes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (s, code) = post(
+            c,
+            format!("{base}/api/v1/me/payment-codes"),
+            me,
+            json!({}),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{code}");
+        codes.push(code["code"].as_str().unwrap().to_string());
+    }
+    codes
+}
+
 #[actix_web::test]
 async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     let Some(redis) = redis_url() else {
@@ -133,19 +151,7 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     )
     .await;
     assert_eq!(s, 201);
-    let mut codes = Vec::new();
-    for _ in 0..160 {
-        let (s, code) = post(
-            &c,
-            format!("{}/api/v1/me/payment-codes", c_node.base),
-            &me,
-            json!({}),
-            None,
-        )
-        .await;
-        assert_eq!(s, 201, "{code}");
-        codes.push(code["code"].as_str().unwrap().to_string());
-    }
+    let mut codes = payment_codes(&c, &c_node.base, &me, 160).await;
     let pay = {
         let (c, till_token) = (c.clone(), till_token.clone());
         move |base: String, code: String, amount: i64| {
@@ -272,19 +278,7 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     // before (by a payment of its own) and so has not seen it: the store refuses the
     // nonce, and C declines the payment as a reused code, under its key, which then
     // replays the decline (not the success C first built and the store refused).
-    let mut fresh = Vec::new();
-    for _ in 0..2 {
-        let (s, code) = post(
-            &c,
-            format!("{}/api/v1/me/payment-codes", a.base),
-            &me,
-            json!({}),
-            None,
-        )
-        .await;
-        assert_eq!(s, 201, "{code}");
-        fresh.push(code["code"].as_str().unwrap().to_string());
-    }
+    let fresh = payment_codes(&c, &a.base, &me, 2).await;
     let (s, p) = pay(c_node.base.clone(), fresh[0].clone(), 5).await;
     assert_eq!((s, p["status"].clone()), (201, json!("succeeded")), "{p}");
     let (s, p) = pay(a.base.clone(), fresh[1].clone(), 6).await;
