@@ -324,12 +324,12 @@ pub async fn run(
     );
     println!("{cpu}");
     if let (Some(a), Some(b)) = (ledger_before, ledger_after) {
-        let batches = b[0].saturating_sub(a[0]).max(1);
+        let batches = b[0].saturating_sub(a[0]);
+        let per_batch = |i: usize| b[i].saturating_sub(a[i]) as f64 / batches.max(1) as f64;
         println!(
-            "group commit: {} batches, {:.1} commits per batch, {:.2} ms mean batch write",
-            b[0] - a[0],
-            b[1].saturating_sub(a[1]) as f64 / batches as f64,
-            b[2].saturating_sub(a[2]) as f64 / batches as f64 / 1000.0
+            "group commit: {batches} batches, {:.1} commits per batch, {:.2} ms mean batch write",
+            per_batch(1),
+            per_batch(2) / 1000.0
         );
     }
     if let (Some(before), Some(warm)) = (rss_before, rss_warm) {

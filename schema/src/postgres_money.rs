@@ -289,6 +289,32 @@ async fn insert_outbox<C: GenericClient>(
     Ok(())
 }
 
+/// The two statements of `write_wallets`, built once: the insert of new wallets and the
+/// fenced update of the others, both over the batch's rows (each with its place, `ord`).
+static WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let rows = format!(
+        "unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::bool[], $7::bool[], \
+                $8::timestamptz[], $9::int4[], $10::text[], $11::timestamptz[], $12::int4[]) \
+           AS t({WALLET_COLS}, ord)"
+    );
+    [
+        format!(
+            "WITH t AS (SELECT * FROM {rows}), \
+                  ins AS (INSERT INTO wallets ({WALLET_COLS}) SELECT {WALLET_COLS} FROM t \
+                          ON CONFLICT (user_id) DO NOTHING RETURNING user_id) \
+             SELECT t.ord FROM t JOIN ins USING (user_id)"
+        ),
+        format!(
+            "UPDATE wallets w SET balance = t.balance, arrears = t.arrears, version = t.version, \
+               agreement_signed = t.agreement_signed, frozen = t.frozen, frozen_until = t.frozen_until, \
+               freeze_count = t.freeze_count, reminded_on = t.reminded_on, updated_at = t.updated_at \
+             FROM {rows} \
+             WHERE w.user_id = t.user_id AND w.tenant_id = t.tenant_id AND w.version = t.version - 1 \
+             RETURNING t.ord"
+        ),
+    ]
+});
+
 /// Writes the wallets of a batch, fenced by version, and answers for each whether its row
 /// was written. A wallet at version 1 is new and is inserted (a row that appeared
 /// meanwhile, say from a subsidy grant, fences it); any other is updated only from the
@@ -306,34 +332,8 @@ async fn write_wallets<C: GenericClient>(
     let (new, old): (Vec<usize>, Vec<usize>) = (0..wallets.len())
         .filter(|i| wallets[*i].version != 1 || seen_new.insert(wallets[*i].user_id))
         .partition(|i| wallets[*i].version == 1);
-    for (rows, sql) in [
-        (
-            new,
-            "WITH t AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], \
-                                             $6::bool[], $7::bool[], $8::timestamptz[], $9::int4[], $10::text[], \
-                                             $11::timestamptz[], $12::int4[]) \
-                          AS t(user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
-                               frozen_until, freeze_count, reminded_on, updated_at, ord)), \
-                  ins AS (INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, \
-                                               frozen, frozen_until, freeze_count, reminded_on, updated_at) \
-                          SELECT user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, \
-                                 frozen_until, freeze_count, reminded_on, updated_at FROM t \
-                          ON CONFLICT (user_id) DO NOTHING RETURNING user_id) \
-             SELECT t.ord FROM t JOIN ins USING (user_id)",
-        ),
-        (
-            old,
-            "UPDATE wallets w SET balance = t.balance, arrears = t.arrears, version = t.version, \
-               agreement_signed = t.agreement_signed, frozen = t.frozen, frozen_until = t.frozen_until, \
-               freeze_count = t.freeze_count, reminded_on = t.reminded_on, updated_at = t.updated_at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::bool[], \
-                         $7::bool[], $8::timestamptz[], $9::int4[], $10::text[], $11::timestamptz[], $12::int4[]) \
-               AS t(user_id, tenant_id, balance, arrears, version, agreement_signed, frozen, frozen_until, \
-                    freeze_count, reminded_on, updated_at, ord) \
-             WHERE w.user_id = t.user_id AND w.tenant_id = t.tenant_id AND w.version = t.version - 1 \
-             RETURNING t.ord",
-        ),
-    ] {
+    let [insert_sql, update_sql] = &*WALLET_WRITES;
+    for (rows, sql) in [(new, insert_sql), (old, update_sql)] {
         if rows.is_empty() {
             continue;
         }
@@ -397,20 +397,17 @@ async fn insert_requests<C: GenericClient>(
                                   $6::timestamptz[]) ON CONFLICT DO NOTHING RETURNING scope, key",
         )
         .await?;
-    let inserted: HashSet<(String, String)> = c
+    let mut inserted: HashSet<(String, String)> = c
         .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    // A key given twice in one batch is inserted once: only its first commit has it.
-    let mut claimed = HashSet::new();
+    // Each inserted key is taken by its first commit, so a key given twice in one batch
+    // (inserted once) is free for the first commit only.
     Ok(reqs
         .iter()
-        .map(|r| {
-            let k = (r.scope.clone(), r.key.clone());
-            inserted.contains(&k) && claimed.insert(k)
-        })
+        .map(|r| inserted.remove(&(r.scope.clone(), r.key.clone())))
         .collect())
 }
 
@@ -437,18 +434,14 @@ async fn insert_nonces<C: GenericClient>(
              ON CONFLICT DO NOTHING RETURNING nonce",
         )
         .await?;
-    let inserted: HashSet<Vec<u8>> = c
+    let mut inserted: HashSet<Vec<u8>> = c
         .query(&st, &[&nonces, &users, &at])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    // Likewise a nonce given twice in one batch.
-    let mut claimed = HashSet::new();
-    Ok(nonces
-        .iter()
-        .map(|n| inserted.contains(*n) && claimed.insert(*n))
-        .collect())
+    // Likewise each nonce is taken by its first commit.
+    Ok(nonces.iter().map(|n| inserted.remove(*n)).collect())
 }
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
