@@ -29,8 +29,17 @@ mod embedded {
 /// Several nodes may start at once; one advisory lock makes their migrations take turns.
 const MIGRATION_LOCK_KEY: i64 = 0x4f4e_4341_5244; // "ONCARD" in ASCII
 
+/// Connections of the group commit's own pool (two batches in flight, and a spare).
+const LEDGER_CONNECTIONS: usize = 3;
+
 pub struct PgStore {
     pool: Pool,
+    /// The group commit's connections, apart from the rest. deadpool spawns each
+    /// connection's driver task on the runtime that opens it, so these, opened by the
+    /// ledger writer, are driven on the writer's own thread: a batch's round trips never
+    /// wait for a busy HTTP worker that happened to open a shared connection, nor cost a
+    /// wake-up of another thread each.
+    ledger: Pool,
 }
 
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -81,18 +90,22 @@ impl PgStore {
     pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(pg)?;
         Self::migrate(&config).await?;
-        let manager = Manager::from_config(
-            config,
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let pool = Pool::builder(Manager::from_config(
+            config.clone(),
             NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
+            manager_config(),
+        ))
+        .max_size(pool_size.max(2))
+        .build()
+        .map_err(StoreError::backend)?;
+        let ledger = Pool::builder(Manager::from_config(config, NoTls, manager_config()))
+            .max_size(LEDGER_CONNECTIONS)
             .build()
             .map_err(StoreError::backend)?;
-        Ok(Self { pool })
+        Ok(Self { pool, ledger })
     }
 
     async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
@@ -115,6 +128,11 @@ impl PgStore {
 
     pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// A connection of the group commit's own pool.
+    pub(crate) async fn ledger_client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.ledger.get().await.map_err(pool_err)
     }
 }
 

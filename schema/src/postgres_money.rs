@@ -913,7 +913,7 @@ impl MoneyStore for PgStore {
     }
 
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
-        let mut client = match self.client().await {
+        let mut client = match self.ledger_client().await {
             Ok(c) => c,
             Err(e) => {
                 return commits
