@@ -199,7 +199,7 @@ impl TopicLog for RedisLog {
             call.arg(p.event.id.to_string())
                 .arg(p.tenant_id.to_string())
                 .arg(&p.event.kind)
-                .arg(p.event.payload.to_string())
+                .arg(p.event.payload.as_str())
                 .arg(p.event.topics.len());
             for t in &p.event.topics {
                 call.arg(t);

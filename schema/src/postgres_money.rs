@@ -274,7 +274,7 @@ async fn insert_outbox<C: GenericClient>(
         .map(|(_, e, _)| e.topics.join(TOPIC_SEPARATOR))
         .collect();
     let kinds: Vec<&str> = rows.iter().map(|(_, e, _)| e.kind.as_str()).collect();
-    let payloads: Vec<String> = rows.iter().map(|(_, e, _)| e.payload.to_string()).collect();
+    let payloads: Vec<&str> = rows.iter().map(|(_, e, _)| e.payload.as_str()).collect();
     let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
     let st = c
         .prepare_cached(
@@ -1063,7 +1063,7 @@ impl MoneyStore for PgStore {
         // rows serves once the queue has grown.
         let rows = c
             .query(
-                "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
+                "SELECT id, tenant_id, topics, kind, payload::text, created_at FROM outbox \
                  WHERE published_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
                 &[&before.unwrap_or(Timestamp::MAX), &(limit as i64)],
             )
@@ -1077,7 +1077,7 @@ impl MoneyStore for PgStore {
                     id: EventId(r.get(0)),
                     topics: r.get(2),
                     kind: r.get(3),
-                    payload: r.get(4),
+                    payload: Payload::from_stored(r.get(4)),
                 },
                 created_at: r.get(5),
             })

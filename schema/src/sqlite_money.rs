@@ -196,7 +196,7 @@ fn insert_outbox(
             tenant.to_string(),
             serde_json::to_string(&e.topics).unwrap_or_default(),
             e.kind,
-            e.payload.to_string(),
+            e.payload.as_str(),
             ms(at)
         ])?;
     }
@@ -709,7 +709,7 @@ impl MoneyStore for SqliteStore {
                         id: EventId(uuid_col(r, 0)?),
                         topics: serde_json::from_str(&topics).unwrap_or_default(),
                         kind: r.get(3)?,
-                        payload: serde_json::from_str(&payload).unwrap_or_default(),
+                        payload: Payload::from_stored(payload),
                     },
                     created_at: ts(r.get(5)?),
                 })

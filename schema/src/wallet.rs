@@ -282,7 +282,36 @@ pub struct OutboxEvent {
     /// Every topic the event goes to (the relay fans it out): one row, not one per topic.
     pub topics: Vec<String>,
     pub kind: String,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
+}
+
+/// An event's payload as JSON text, serialized once where the event is made and shared,
+/// not copied, by the outbox row, the topic log and the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload(std::sync::Arc<str>);
+
+impl Payload {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Payload {
+        // Serializing our own payload types cannot fail (no maps with non-string keys).
+        Payload(
+            serde_json::to_string(value)
+                .unwrap_or_else(|_| "null".into())
+                .into(),
+        )
+    }
+
+    /// Text read back from the outbox, which only ever holds what `of` wrote.
+    pub fn from_stored(text: String) -> Payload {
+        Payload(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
 }
 
 /// A merchant's day as the ledger has it: each sale (a payment that was not declined,

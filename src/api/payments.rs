@@ -11,7 +11,7 @@ use onecard_schema::model::{TokenKind, UserStatus};
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
 use onecard_schema::wallet::{
-    Breakdown, DeclineReason, OutboxEvent, Payment, PaymentStatus, PendingEvent,
+    Breakdown, DeclineReason, OutboxEvent, Payload, Payment, PaymentStatus, PendingEvent,
 };
 use onecard_schema::StoreError;
 use serde::Deserialize;
@@ -168,7 +168,7 @@ async fn decline_orphan(
         updated_at: now,
     };
     let view = PaymentView::from(&p);
-    let payload = serde_json::to_value(&view).unwrap_or_default();
+    let payload = Payload::of(&view);
     let events = vec![OutboxEvent {
         id: EventId::new(),
         topics: vec![

@@ -9,7 +9,8 @@ use onecard::config::Config;
 use onecard_schema::ids::{EventId, MerchantId, PaymentId, TerminalId};
 use onecard_schema::money::Money;
 use onecard_schema::wallet::{
-    Breakdown, DeclineReason, MoneyRequest, OutboxEvent, Payment, PaymentStatus, PendingEvent,
+    Breakdown, DeclineReason, MoneyRequest, OutboxEvent, Payload, Payment, PaymentStatus,
+    PendingEvent,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -555,7 +556,7 @@ async fn a_client_that_stops_reading_is_cut_off_with_1013_and_others_keep_up(bus
                     id: EventId::new(),
                     topics: vec!["tenant".into()],
                     kind: "test.filler".into(),
-                    payload: json!({"n": chunk * 100 + i, "pad": pad}),
+                    payload: Payload::of(&json!({"n": chunk * 100 + i, "pad": pad})),
                 },
                 created_at: jiff::Timestamp::now(),
             })
@@ -610,7 +611,7 @@ async fn the_relay_publishes_what_a_crash_left_in_the_outbox_once(bus: BusKind) 
             id: EventId::new(),
             topics: vec![topic.clone()],
             kind: "payment.declined".into(),
-            payload: json!({"left": "behind"}),
+            payload: Payload::of(&json!({"left": "behind"})),
         },
         created_at: now,
     };

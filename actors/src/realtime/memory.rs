@@ -63,7 +63,7 @@ impl MemoryLog {
                     inner.seen.remove(&old);
                 }
             }
-            let data = p.event.payload.to_string();
+            let data = p.event.payload.as_str();
             let kind: Arc<str> = Arc::from(p.event.kind.as_str());
             for topic in &p.event.topics {
                 let key = TopicKey::new(p.tenant_id, topic);
@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use actix::Actor;
     use onecard_schema::ids::TenantId;
-    use onecard_schema::wallet::OutboxEvent;
+    use onecard_schema::wallet::{OutboxEvent, Payload};
 
     fn pending(tenant: TenantId, topics: &[&str]) -> PendingEvent {
         PendingEvent {
@@ -163,7 +163,7 @@ mod tests {
                 id: EventId::new(),
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 kind: "payment.succeeded".into(),
-                payload: serde_json::json!({"amount": 1}),
+                payload: Payload::of(&serde_json::json!({"amount": 1})),
             },
             created_at: jiff::Timestamp::now(),
         }

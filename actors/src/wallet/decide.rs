@@ -175,13 +175,29 @@ impl Builder {
             id: EventId::new(),
             topics: vec![topic],
             kind: kind.into(),
-            payload,
+            payload: Payload::of(&payload),
         });
     }
 
     /// One event for the till, the cardholder, the merchant and the tenant dashboard.
     fn payment_event(&mut self, p: &Payment, kind: String) {
-        let payload = serde_json::to_value(PaymentView::from(p)).unwrap_or_default();
+        self.payment_event_with(p, kind, None)
+    }
+
+    /// A payment event; `refund` adds what one refund was (the payment carries only the
+    /// sum), for merchant totals.
+    fn payment_event_with(&mut self, p: &Payment, kind: String, refund: Option<serde_json::Value>) {
+        #[derive(serde::Serialize)]
+        struct WithRefund {
+            #[serde(flatten)]
+            payment: PaymentView,
+            refund: serde_json::Value,
+        }
+        let payment = PaymentView::from(p);
+        let payload = match refund {
+            None => Payload::of(&payment),
+            Some(refund) => Payload::of(&WithRefund { payment, refund }),
+        };
         let topics = vec![
             format!("terminal:{}", p.terminal_id),
             format!("user:{}", self.user()),
@@ -718,11 +734,11 @@ fn refund(
         PaymentStatus::PartiallyRefunded
     };
     p.updated_at = now;
-    b.payment_event(&p, "payment.refunded".into());
-    // What this refund was, for merchant totals (the payment object carries only the sum).
-    if let Some(e) = b.outbox.last_mut() {
-        e.payload["refund"] = serde_json::json!({"id": tx, "amount": r, "at": now});
-    }
+    b.payment_event_with(
+        &p,
+        "payment.refunded".into(),
+        Some(serde_json::json!({"id": tx, "amount": r, "at": now})),
+    );
     b.payments.push(p.clone());
     Ok(payment_answer(b, p, 201))
 }
