@@ -156,10 +156,65 @@ fn payment_from_row(r: &Row) -> StoreResult<Payment> {
     })
 }
 
-/// Writes the payments of a batch with one statement.
+/// The payment writes: `[insert, upsert]` over the same rows. The plain insert spares a
+/// new payment the speculative insertion of `ON CONFLICT` (an extra probe of the key
+/// and an extra WAL record); the upsert also writes a payment's later changes (refunds,
+/// a deferred debit's result).
+static PAYMENT_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let insert = format!(
+        "INSERT INTO payments ({PAYMENT_COLS}) \
+         SELECT id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
+                coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts::jsonb, refunded, \
+                created_at, updated_at \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], $7::text[], \
+                     $8::text[], $9::uuid[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::text[], \
+                     $15::int8[], $16::timestamptz[], $17::timestamptz[]) \
+           AS t(id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
+                coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts, refunded, \
+                created_at, updated_at)"
+    );
+    let upsert = format!(
+        "{insert} ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, refunded = EXCLUDED.refunded, \
+           updated_at = EXCLUDED.updated_at"
+    );
+    [insert, upsert]
+});
+
+/// How a batch's inserts meet a row that is already there (a taken idempotency key, a
+/// used code, a payment written before).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnConflict {
+    /// Plain inserts: a conflict fails the statement, and with it the transaction. The
+    /// optimistic first attempt, where conflicts are rare and send the batch step by step.
+    Fail,
+    /// Skip or update the conflicting rows, and say which ones were skipped.
+    Resolve,
+}
+
+/// Writes the payments of a batch with one or two statements. With `OnConflict::Fail`
+/// a payment made in this commit (`created_at == updated_at`) is inserted plainly; any
+/// other, or one whose timestamps happen to match though it exists, is upserted (or, for
+/// the latter, fails the attempt, whose careful retry upserts).
 async fn upsert_payments<C: GenericClient>(
     c: &C,
     payments: &[&Payment],
+    on_conflict: OnConflict,
+) -> Result<(), tokio_postgres::Error> {
+    let [insert_sql, upsert_sql] = &*PAYMENT_WRITES;
+    let (new, changed): (Vec<&Payment>, Vec<&Payment>) = payments
+        .iter()
+        .partition(|p| on_conflict == OnConflict::Fail && p.created_at == p.updated_at);
+    tokio::try_join!(
+        write_payments(c, &new, insert_sql),
+        write_payments(c, &changed, upsert_sql)
+    )?;
+    Ok(())
+}
+
+async fn write_payments<C: GenericClient>(
+    c: &C,
+    payments: &[&Payment],
+    sql: &str,
 ) -> Result<(), tokio_postgres::Error> {
     if payments.is_empty() {
         return Ok(());
@@ -182,22 +237,7 @@ async fn upsert_payments<C: GenericClient>(
         .collect();
     let created: Vec<Timestamp> = payments.iter().map(|p| p.created_at).collect();
     let updated: Vec<Timestamp> = payments.iter().map(|p| p.updated_at).collect();
-    let st = c
-        .prepare_cached(&format!(
-            "INSERT INTO payments ({PAYMENT_COLS}) \
-             SELECT id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
-                    coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts::jsonb, refunded, \
-                    created_at, updated_at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], $7::text[], \
-                         $8::text[], $9::uuid[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::text[], \
-                         $15::int8[], $16::timestamptz[], $17::timestamptz[]) \
-               AS t(id, tenant_id, user_id, merchant_id, terminal_id, amount, status, decline_reason, coupon_id, \
-                    coupon_amount, subsidy_amount, balance_amount, deferred_amount, subsidy_parts, refunded, \
-                    created_at, updated_at) \
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, refunded = EXCLUDED.refunded, \
-               updated_at = EXCLUDED.updated_at"
-        ))
-        .await?;
+    let st = c.prepare_cached(sql).await?;
     c.execute(
         &st,
         &[
@@ -372,10 +412,12 @@ async fn write_wallets<C: GenericClient>(
 
 /// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
 /// each, whether its key was free (and not taken by an earlier commit of the batch).
+/// With `OnConflict::Fail` a taken key is an error instead.
 async fn insert_requests<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
     idx: &[usize],
+    on_conflict: OnConflict,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
     if idx.is_empty() {
         return Ok(Vec::new());
@@ -390,12 +432,18 @@ async fn insert_requests<C: GenericClient>(
     let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
     let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
     let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    const INSERT: &str = "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], $6::timestamptz[])";
+    if on_conflict == OnConflict::Fail {
+        let st = c.prepare_cached(INSERT).await?;
+        c.execute(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
+            .await?;
+        return Ok(vec![true; reqs.len()]);
+    }
     let st = c
-        .prepare_cached(
-            "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], \
-                                  $6::timestamptz[]) ON CONFLICT DO NOTHING RETURNING scope, key",
-        )
+        .prepare_cached(&format!(
+            "{INSERT} ON CONFLICT DO NOTHING RETURNING scope, key"
+        ))
         .await?;
     let mut inserted: HashSet<(String, String)> = c
         .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
@@ -412,11 +460,12 @@ async fn insert_requests<C: GenericClient>(
 }
 
 /// Inserts the used code nonces of `idx` (commits that carry one) and answers, for each,
-/// whether its nonce was unused.
+/// whether its nonce was unused. With `OnConflict::Fail` a used nonce is an error instead.
 async fn insert_nonces<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
     idx: &[usize],
+    on_conflict: OnConflict,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
     if idx.is_empty() {
         return Ok(Vec::new());
@@ -427,12 +476,15 @@ async fn insert_nonces<C: GenericClient>(
         .collect();
     let users: Vec<Uuid> = idx.iter().map(|i| commits[*i].wallet.user_id.0).collect();
     let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    const INSERT: &str = "INSERT INTO used_codes (nonce, user_id, used_at) \
+         SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[])";
+    if on_conflict == OnConflict::Fail {
+        let st = c.prepare_cached(INSERT).await?;
+        c.execute(&st, &[&nonces, &users, &at]).await?;
+        return Ok(vec![true; nonces.len()]);
+    }
     let st = c
-        .prepare_cached(
-            "INSERT INTO used_codes (nonce, user_id, used_at) \
-             SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[]) \
-             ON CONFLICT DO NOTHING RETURNING nonce",
-        )
+        .prepare_cached(&format!("{INSERT} ON CONFLICT DO NOTHING RETURNING nonce"))
         .await?;
     let mut inserted: HashSet<Vec<u8>> = c
         .query(&st, &[&nonces, &users, &at])
@@ -450,6 +502,7 @@ async fn insert_nonces<C: GenericClient>(
 async fn write_rest<C: GenericClient>(
     c: &C,
     ok: &[&WalletCommit],
+    on_conflict: OnConflict,
 ) -> Result<(), tokio_postgres::Error> {
     let subsidies: Vec<(TenantId, &SubsidyAccount)> = ok
         .iter()
@@ -589,7 +642,7 @@ async fn write_rest<C: GenericClient>(
     tokio::try_join!(
         subsidies_fut,
         coupons_fut,
-        upsert_payments(c, &payments),
+        upsert_payments(c, &payments, on_conflict),
         insert_entries(c, &entries),
         insert_outbox(c, &outbox),
         risks_fut
@@ -597,51 +650,66 @@ async fn write_rest<C: GenericClient>(
     Ok(())
 }
 
+/// The optimistic attempt at a batch: every statement of every commit sent at once (one
+/// round trip for the lot instead of one per step), as plain inserts. It commits if no
+/// idempotency key was taken, no nonce used and no wallet fenced, which is the common
+/// case, and answers whether it did; otherwise it rolls back.
+async fn commit_at_once(
+    client: &mut deadpool_postgres::Object,
+    commits: &[WalletCommit],
+) -> Result<bool, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let with_req: Vec<usize> = (0..commits.len())
+        .filter(|i| commits[*i].request.is_some())
+        .collect();
+    let with_nonce: Vec<usize> = (0..commits.len())
+        .filter(|i| commits[*i].used_nonce.is_some())
+        .collect();
+    let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
+    let every: Vec<&WalletCommit> = commits.iter().collect();
+    let attempt = tokio::try_join!(
+        insert_requests(&tx, commits, &with_req, OnConflict::Fail),
+        insert_nonces(&tx, commits, &with_nonce, OnConflict::Fail),
+        write_wallets(&tx, &wallets),
+        write_rest(&tx, &every, OnConflict::Fail),
+    );
+    let applies = match attempt {
+        Ok((_, _, written, ())) => written.iter().all(|ok| *ok),
+        // A statement the database refused (a taken key or a used code is a unique
+        // violation, and the statements after it fail as the transaction is aborted):
+        // the careful path finds out which commit it was, or meets the error again.
+        Err(e) if e.as_db_error().is_some() => false,
+        Err(e) => return Err(e),
+    };
+    if applies {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(applies)
+}
+
 /// One batch in one transaction. `Err` means the transaction was rolled back.
 ///
-/// First optimistically: every statement of every commit is sent at once (one round trip
-/// for the lot instead of one per step), and the transaction commits if no idempotency
-/// key was taken, no nonce used and no wallet fenced, which is the common case. Otherwise
-/// it rolls back and the batch goes again step by step, dropping the commits that conflict.
+/// First optimistically (`commit_at_once`); should that not commit, the batch goes again
+/// step by step, dropping the commits that conflict.
 async fn commit_batch(
     client: &mut deadpool_postgres::Object,
     commits: &[WalletCommit],
 ) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
+    if commit_at_once(client, commits).await? {
+        return Ok(vec![Ok(()); commits.len()]);
+    }
     let with_req: Vec<usize> = (0..commits.len())
         .filter(|i| commits[*i].request.is_some())
         .collect();
-    {
-        let tx = client.transaction().await?;
-        let with_nonce: Vec<usize> = (0..commits.len())
-            .filter(|i| commits[*i].used_nonce.is_some())
-            .collect();
-        let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
-        let every: Vec<&WalletCommit> = commits.iter().collect();
-        let (keys_free, nonces_free, written, ()) = tokio::try_join!(
-            insert_requests(&tx, commits, &with_req),
-            insert_nonces(&tx, commits, &with_nonce),
-            write_wallets(&tx, &wallets),
-            write_rest(&tx, &every),
-        )?;
-        if keys_free
-            .iter()
-            .chain(&nonces_free)
-            .chain(&written)
-            .all(|ok| *ok)
-        {
-            tx.commit().await?;
-            return Ok(vec![Ok(()); commits.len()]);
-        }
-        tx.rollback().await?;
-    }
-
     let tx = client.transaction().await?;
     let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); commits.len()];
 
     // 1. Idempotency keys: a taken key drops its commit.
     for (i, free) in with_req
         .iter()
-        .zip(insert_requests(&tx, commits, &with_req).await?)
+        .zip(insert_requests(&tx, commits, &with_req, OnConflict::Resolve).await?)
     {
         if !free {
             results[*i] = Err(CommitError::Duplicate);
@@ -654,7 +722,7 @@ async fn commit_batch(
         .collect();
     for (i, free) in with_nonce
         .iter()
-        .zip(insert_nonces(&tx, commits, &with_nonce).await?)
+        .zip(insert_nonces(&tx, commits, &with_nonce, OnConflict::Resolve).await?)
     {
         if !free {
             results[*i] = Err(CommitError::NonceUsed);
@@ -712,7 +780,7 @@ async fn commit_batch(
         .filter(|(_, r)| r.is_ok())
         .map(|(c, _)| c)
         .collect();
-    write_rest(&tx, &ok).await?;
+    write_rest(&tx, &ok, OnConflict::Resolve).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -1129,7 +1197,9 @@ impl MoneyStore for PgStore {
                 "this Idempotency-Key was just used",
             ));
         }
-        upsert_payments(&tx, &[&payment]).await.map_err(pg)?;
+        upsert_payments(&tx, &[&payment], OnConflict::Resolve)
+            .await
+            .map_err(pg)?;
         let rows: Vec<_> = outbox
             .iter()
             .map(|e| (payment.tenant_id, e, payment.created_at))
