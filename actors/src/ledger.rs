@@ -5,7 +5,9 @@
 //! written at once, so batching never adds latency.
 
 use std::sync::Arc;
+use std::thread::ThreadId;
 
+use actix::ArbiterHandle;
 use onecard_schema::wallet::{CommitError, PendingEvent, WalletCommit};
 use onecard_schema::Store;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -22,7 +24,16 @@ pub const LEDGER_QUEUE_MAX: usize = 8192;
 /// round trip through this task.
 pub const LEDGER_PIPELINE: usize = 2;
 
-type Job = (WalletCommit, oneshot::Sender<Result<(), CommitError>>);
+type Reply = oneshot::Sender<Result<(), CommitError>>;
+/// Where a waiter runs: its arbiter and that arbiter's thread.
+type Home = Option<(ThreadId, ArbiterHandle)>;
+
+struct Job {
+    commit: WalletCommit,
+    reply: Reply,
+    /// The arbiter the waiter runs on, if any (wallet actors do), and its thread.
+    home: Home,
+}
 
 #[derive(Clone)]
 pub struct LedgerHandle {
@@ -51,7 +62,10 @@ impl LedgerHandle {
                 }
                 let (store, relay) = (store.clone(), relay.clone());
                 tokio::spawn(async move {
-                    let (commits, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let (commits, waiters): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .map(|j| (j.commit, (j.reply, j.home)))
+                        .unzip();
                     metrics_batch(commits.len());
                     let events: Vec<Vec<PendingEvent>> =
                         commits.iter().map(pending_events).collect();
@@ -63,13 +77,14 @@ impl LedgerHandle {
                     );
                     drop(permit);
                     let mut durable = Vec::new();
+                    let mut answers = Answers::default();
                     for ((waiter, result), events) in waiters.into_iter().zip(results).zip(events) {
                         if result.is_ok() {
                             durable.extend(events);
                         }
-                        // A waiter that went away (its request was cancelled) needs no answer.
-                        let _ = waiter.send(result);
+                        answers.add(waiter, result);
                     }
+                    answers.send();
                     relay.submit(durable);
                 });
             }
@@ -80,12 +95,56 @@ impl LedgerHandle {
     /// Returns once the commit is durable (or refused).
     pub async fn commit(&self, commit: WalletCommit) -> Result<(), CommitError> {
         let (reply, rx) = oneshot::channel();
+        let home = actix::Arbiter::try_current().map(|a| (std::thread::current().id(), a));
         self.tx
-            .send((commit, reply))
+            .send(Job {
+                commit,
+                reply,
+                home,
+            })
             .await
             .map_err(|_| CommitError::Failed("ledger writer stopped".into()))?;
         rx.await
             .map_err(|_| CommitError::Failed("ledger writer dropped a commit".into()))?
+    }
+}
+
+/// A batch's answers, grouped by the arbiter their waiters run on. Answering a waiter on
+/// another thread wakes that thread, a system call each; one message per arbiter that
+/// answers its waiters there wakes each thread once per batch instead of once per commit.
+#[derive(Default)]
+struct Answers {
+    direct: Vec<Answer>,
+    homes: Vec<(ThreadId, ArbiterHandle, Vec<Answer>)>,
+}
+
+type Answer = (Reply, Result<(), CommitError>);
+
+impl Answers {
+    fn add(&mut self, (reply, home): (Reply, Home), result: Result<(), CommitError>) {
+        let Some((thread, arbiter)) = home else {
+            self.direct.push((reply, result));
+            return;
+        };
+        match self.homes.iter_mut().find(|(t, _, _)| *t == thread) {
+            Some((_, _, group)) => group.push((reply, result)),
+            None => self.homes.push((thread, arbiter, vec![(reply, result)])),
+        }
+    }
+
+    fn send(self) {
+        // A waiter that went away (its request was cancelled) needs no answer, and an
+        // arbiter that stopped has no waiters left.
+        for (reply, result) in self.direct {
+            let _ = reply.send(result);
+        }
+        for (_, arbiter, group) in self.homes {
+            arbiter.spawn(async move {
+                for (reply, result) in group {
+                    let _ = reply.send(result);
+                }
+            });
+        }
     }
 }
 

@@ -74,7 +74,7 @@ impl MemoryLog {
                     ring.latest,
                     p.event.id,
                     kind.clone(),
-                    &data,
+                    data,
                 ));
                 ring.events.push_back(published.clone());
                 if ring.events.len() > self.per_topic {
