@@ -5,14 +5,13 @@
 //! written at once, so batching never adds latency.
 
 use std::sync::Arc;
-use std::thread::ThreadId;
 
-use actix::ArbiterHandle;
 use onecard_schema::wallet::{CommitError, PendingEvent, WalletCommit};
 use onecard_schema::Store;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::realtime::Relay;
+use crate::wake::{self, Home};
 
 /// Commits in one transaction, at most.
 pub const LEDGER_BATCH_MAX: usize = 512;
@@ -25,13 +24,12 @@ pub const LEDGER_QUEUE_MAX: usize = 8192;
 pub const LEDGER_PIPELINE: usize = 2;
 
 type Reply = oneshot::Sender<Result<(), CommitError>>;
-/// Where a waiter runs: its arbiter and that arbiter's thread.
-type Home = Option<(ThreadId, ArbiterHandle)>;
 
 struct Job {
     commit: WalletCommit,
     reply: Reply,
-    /// The arbiter the waiter runs on, if any (wallet actors do), and its thread.
+    /// Where the waiter runs (a wallet actor's thread): answered there in one message
+    /// per batch (`wake`).
     home: Home,
 }
 
@@ -77,14 +75,17 @@ impl LedgerHandle {
                     );
                     drop(permit);
                     let mut durable = Vec::new();
-                    let mut answers = Answers::default();
-                    for ((waiter, result), events) in waiters.into_iter().zip(results).zip(events) {
+                    for (((reply, home), result), events) in
+                        waiters.into_iter().zip(results).zip(events)
+                    {
                         if result.is_ok() {
                             durable.extend(events);
                         }
-                        answers.add(waiter, result);
+                        // A waiter that went away (its request was cancelled) needs no answer.
+                        wake::answer(&home, move || {
+                            let _ = reply.send(result);
+                        });
                     }
-                    answers.send();
                     relay.submit(durable);
                 });
             }
@@ -95,56 +96,16 @@ impl LedgerHandle {
     /// Returns once the commit is durable (or refused).
     pub async fn commit(&self, commit: WalletCommit) -> Result<(), CommitError> {
         let (reply, rx) = oneshot::channel();
-        let home = actix::Arbiter::try_current().map(|a| (std::thread::current().id(), a));
         self.tx
             .send(Job {
                 commit,
                 reply,
-                home,
+                home: Home::here(),
             })
             .await
             .map_err(|_| CommitError::Failed("ledger writer stopped".into()))?;
         rx.await
             .map_err(|_| CommitError::Failed("ledger writer dropped a commit".into()))?
-    }
-}
-
-/// A batch's answers, grouped by the arbiter their waiters run on. Answering a waiter on
-/// another thread wakes that thread, a system call each; one message per arbiter that
-/// answers its waiters there wakes each thread once per batch instead of once per commit.
-#[derive(Default)]
-struct Answers {
-    direct: Vec<Answer>,
-    homes: Vec<(ThreadId, ArbiterHandle, Vec<Answer>)>,
-}
-
-type Answer = (Reply, Result<(), CommitError>);
-
-impl Answers {
-    fn add(&mut self, (reply, home): (Reply, Home), result: Result<(), CommitError>) {
-        let Some((thread, arbiter)) = home else {
-            self.direct.push((reply, result));
-            return;
-        };
-        match self.homes.iter_mut().find(|(t, _, _)| *t == thread) {
-            Some((_, _, group)) => group.push((reply, result)),
-            None => self.homes.push((thread, arbiter, vec![(reply, result)])),
-        }
-    }
-
-    fn send(self) {
-        // A waiter that went away (its request was cancelled) needs no answer, and an
-        // arbiter that stopped has no waiters left.
-        for (reply, result) in self.direct {
-            let _ = reply.send(result);
-        }
-        for (_, arbiter, group) in self.homes {
-            arbiter.spawn(async move {
-                for (reply, result) in group {
-                    let _ = reply.send(result);
-                }
-            });
-        }
     }
 }
 

@@ -11,5 +11,6 @@ pub mod ledger;
 pub mod merchant;
 pub mod provider;
 pub mod realtime;
+pub mod wake;
 pub mod wallet;
 pub mod wire;

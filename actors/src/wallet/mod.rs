@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::domain::code::{CODE_SKEW, CODE_TTL};
 use crate::ledger::LedgerHandle;
 use crate::provider::Provider;
+use crate::wake::{self, Home};
 use decide::{decide, Decision};
 pub use decide::{Answer, CodeCheck, MerchantInfo, Op, Policy, Refusal};
 
@@ -95,7 +96,24 @@ pub struct Request {
     pub op: Op,
     pub policy: Policy,
     pub idem: Option<IdemKey>,
-    pub reply: oneshot::Sender<Result<Outcome, WalletError>>,
+    pub reply: Reply,
+}
+
+/// Where a request's answer goes: the caller's channel, completed on the caller's thread
+/// together with the other answers this wallet thread gives meanwhile (`wake`).
+pub struct Reply {
+    tx: oneshot::Sender<Result<Outcome, WalletError>>,
+    home: Home,
+}
+
+impl Reply {
+    fn send(self, answer: Result<Outcome, WalletError>) {
+        let Reply { tx, home } = self;
+        // A caller that went away (its request was cancelled) needs no answer.
+        wake::answer(&home, move || {
+            let _ = tx.send(answer);
+        });
+    }
 }
 
 impl Message for Request {
@@ -330,7 +348,7 @@ impl Handler<Request> for WalletActor {
         } = msg;
         let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
         if tenant != self.tenant {
-            let _ = reply.send(Err(WalletError::NotFound));
+            reply.send(Err(WalletError::NotFound));
             return done();
         }
         let Some(state) = self.state.clone() else {
@@ -339,7 +357,7 @@ impl Handler<Request> for WalletActor {
                 Some(e) => WalletError::Store(e.to_string()),
                 None => WalletError::Store("wallet not loaded".into()),
             };
-            let _ = reply.send(Err(err));
+            reply.send(Err(err));
             ctx.stop();
             return done();
         };
@@ -354,7 +372,7 @@ impl Handler<Request> for WalletActor {
                 } else {
                     Err(WalletError::IdempotencyConflict)
                 };
-                let _ = reply.send(answer);
+                reply.send(answer);
                 return done();
             }
         }
@@ -369,12 +387,12 @@ impl Handler<Request> for WalletActor {
         let first = match decide(&state, &op, &policy, now) {
             Ok(d) => d,
             Err(r) => {
-                let _ = reply.send(Err(WalletError::Refused(r)));
+                reply.send(Err(WalletError::Refused(r)));
                 return done();
             }
         };
         if first.commit.is_none() {
-            let _ = reply.send(Ok(Outcome::Decided {
+            reply.send(Ok(Outcome::Decided {
                 answer: first.answer,
                 body: first.body,
                 state: Box::new(first.state),
@@ -403,7 +421,7 @@ impl Handler<Request> for WalletActor {
                         act.remember_request(r);
                     }
                     act.state = Some(d.state.clone());
-                    let _ = reply.send(Ok(Outcome::Decided {
+                    reply.send(Ok(Outcome::Decided {
                         answer: d.answer,
                         body: d.body,
                         state: Box::new(d.state),
@@ -413,16 +431,16 @@ impl Handler<Request> for WalletActor {
                     if let Some(s) = fresh {
                         act.state = Some(*s);
                     }
-                    let _ = reply.send(Err(WalletError::Refused(r)));
+                    reply.send(Err(WalletError::Refused(r)));
                 }
                 Ok(Step::Replay { status, body }) => {
-                    let _ = reply.send(Ok(Outcome::Replay { status, body }));
+                    reply.send(Ok(Outcome::Replay { status, body }));
                 }
                 Err(e) => {
                     // Whether the commit landed is unknown: drop this actor so the next
                     // message reloads the wallet from the store.
                     tracing::warn!(error = %e, "wallet commit failed");
-                    let _ = reply.send(Err(e));
+                    reply.send(Err(e));
                     ctx.stop();
                 }
             },
@@ -530,13 +548,16 @@ impl Wallets {
         policy: Policy,
         idem: Option<IdemKey>,
     ) -> Result<Outcome, WalletError> {
-        let (reply, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let mut msg = Request {
             tenant,
             op,
             policy,
             idem,
-            reply,
+            reply: Reply {
+                tx,
+                home: Home::here(),
+            },
         };
         for _ in 0..2 {
             let entry = self.entry(tenant, user);
