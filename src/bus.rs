@@ -271,7 +271,7 @@ fn entry_to_published(key: &TopicKey, e: &StreamId) -> Option<Published> {
         seq,
         EventId(id.parse().ok()?),
         Arc::from(kind.as_str()),
-        &data,
+        Arc::from(data),
     ))
 }
 
@@ -340,6 +340,7 @@ fn firehose_entry(e: &StreamId) -> Vec<Published> {
         return Vec::new();
     };
     let kind: Arc<str> = Arc::from(kind.as_str());
+    let data: Arc<str> = Arc::from(data);
     topics
         .lines()
         .filter_map(|line| {
@@ -349,7 +350,7 @@ fn firehose_entry(e: &StreamId) -> Vec<Published> {
                 seq.parse().ok()?,
                 EventId(id),
                 kind.clone(),
-                &data,
+                data.clone(),
             ))
         })
         .collect()

@@ -316,7 +316,7 @@ impl WsSession {
         for e in events {
             if e.seq > last {
                 last = e.seq;
-                ctx.text(e.frame.clone());
+                ctx.text(e.frame());
             }
         }
         let last = last.max(latest);
@@ -327,7 +327,7 @@ impl WsSession {
         for e in buffered {
             if e.seq > last {
                 last = e.seq;
-                ctx.text(e.frame.clone());
+                ctx.text(e.frame());
             }
         }
         self.topics.insert(topic, TopicState::Live { last });
@@ -411,7 +411,7 @@ impl Handler<Deliver> for WsSession {
             match self.topics.get_mut(&e.key.topic) {
                 Some(TopicState::Live { last }) if e.seq > *last => {
                     *last = e.seq;
-                    ctx.text(e.frame.clone());
+                    ctx.text(e.frame());
                 }
                 Some(TopicState::Live { .. }) | None => {}
                 Some(TopicState::Replaying { buffered, .. }) => {

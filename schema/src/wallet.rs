@@ -309,6 +309,11 @@ impl Payload {
         &self.0
     }
 
+    /// The text itself, shared.
+    pub fn shared(&self) -> std::sync::Arc<str> {
+        self.0.clone()
+    }
+
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_str(&self.0).unwrap_or_default()
     }

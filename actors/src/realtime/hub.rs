@@ -249,7 +249,7 @@ mod tests {
             seq,
             EventId::new(),
             Arc::from("t"),
-            "{}",
+            Arc::from("{}"),
         ))
     }
 

@@ -63,7 +63,7 @@ impl MemoryLog {
                     inner.seen.remove(&old);
                 }
             }
-            let data = p.event.payload.as_str();
+            let data = p.event.payload.shared();
             let kind: Arc<str> = Arc::from(p.event.kind.as_str());
             for topic in &p.event.topics {
                 let key = TopicKey::new(p.tenant_id, topic);
@@ -74,7 +74,7 @@ impl MemoryLog {
                     ring.latest,
                     p.event.id,
                     kind.clone(),
-                    data,
+                    data.clone(),
                 ));
                 ring.events.push_back(published.clone());
                 if ring.events.len() > self.per_topic {

@@ -42,27 +42,37 @@ impl TopicKey {
     }
 }
 
-/// One event on one topic, with its frame already encoded (encoded once, sent to every
-/// subscriber as is).
+/// One event on one topic. Its frame is encoded once, the first time it is sent, and
+/// sent to every subscriber as is; an event on a topic nobody follows (most cardholders'
+/// topics, most of the time) is never encoded unless someone resumes it.
 #[derive(Clone, Debug)]
 pub struct Published {
     pub key: TopicKey,
     pub seq: u64,
     pub event_id: EventId,
     pub kind: Arc<str>,
-    pub frame: ByteString,
+    /// The event's payload, JSON (shared by the event's topics).
+    pub data: Arc<str>,
+    frame: std::sync::OnceLock<ByteString>,
 }
 
 impl Published {
-    pub fn new(key: TopicKey, seq: u64, event_id: EventId, kind: Arc<str>, data: &str) -> Self {
-        let frame = event_frame(&key.topic, seq, &kind, data);
+    pub fn new(key: TopicKey, seq: u64, event_id: EventId, kind: Arc<str>, data: Arc<str>) -> Self {
         Published {
             key,
             seq,
             event_id,
             kind,
-            frame,
+            data,
+            frame: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `{"op":"event","topic":…,"seq":…,"type":…,"data":…}`.
+    pub fn frame(&self) -> ByteString {
+        self.frame
+            .get_or_init(|| event_frame(&self.key.topic, self.seq, &self.kind, &self.data))
+            .clone()
     }
 }
 
