@@ -64,9 +64,7 @@ pub async fn idempotency(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     if req.method() != Method::POST
         || !req.path().starts_with("/api/")
-        || req
-            .match_pattern()
-            .is_some_and(|p| MONEY_ROUTES.contains(&p.as_str()))
+        || MONEY_ROUTES.contains(&&*crate::telemetry::route(&req))
     {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }

@@ -43,7 +43,7 @@ pub async fn track(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = Instant::now();
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = crate::telemetry::route(&req).to_string();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.to_string());
     let mut res = next.call(req).await?;
     let status = res.status().as_u16().to_string();

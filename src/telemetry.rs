@@ -2,6 +2,8 @@
 //! pattern and request id — never the path's query string or headers, so tokens, codes
 //! and ID numbers cannot reach a log line.
 
+use std::rc::Rc;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
@@ -23,13 +25,29 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// A request's route pattern (`/api/v1/payments/{id}`), found once per request: finding
+/// it walks the router's patterns, and the span, the metrics and the idempotency layer
+/// each need it.
+#[derive(Clone)]
+struct Route(Rc<str>);
+
+/// The route pattern of `request`, or `unmatched`.
+pub fn route(request: &ServiceRequest) -> Rc<str> {
+    if let Some(Route(r)) = request.extensions().get::<Route>() {
+        return r.clone();
+    }
+    let r: Rc<str> = request
+        .match_pattern()
+        .map_or_else(|| Rc::from("unmatched"), Rc::from);
+    request.extensions_mut().insert(Route(r.clone()));
+    r
+}
+
 pub struct OneCardSpan;
 
 impl RootSpanBuilder for OneCardSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
+        let route = route(request);
         let request_id = request
             .extensions()
             .get::<RequestId>()
