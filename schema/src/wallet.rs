@@ -313,10 +313,6 @@ impl Payload {
     pub fn shared(&self) -> std::sync::Arc<str> {
         self.0.clone()
     }
-
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).unwrap_or_default()
-    }
 }
 
 /// A merchant's day as the ledger has it: each sale (a payment that was not declined,
