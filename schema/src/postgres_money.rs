@@ -410,18 +410,46 @@ async fn write_wallets<C: GenericClient>(
     Ok(written)
 }
 
+/// Inserts `rows` rows that must each hold a unique key, with `insert` (an `INSERT …
+/// SELECT` over `params`), and answers, for each row in order, whether its key was free.
+/// With `OnConflict::Fail` a taken key fails the statement instead, and every answer is
+/// yes. With `Resolve` rows whose key is taken are skipped; the statement returns the
+/// inserted keys (`returning`, read by `key_of`), matched against the rows' `keys`, made
+/// only then. Each inserted key is taken by its first row, so a key given twice in one
+/// batch (inserted once) is free for the first row only.
+async fn insert_unique<C: GenericClient, K: Eq + std::hash::Hash>(
+    c: &C,
+    insert: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    rows: usize,
+    (returning, key_of, keys): (&str, fn(&Row) -> K, impl FnOnce() -> Vec<K>),
+    on_conflict: OnConflict,
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    if on_conflict == OnConflict::Fail {
+        let st = c.prepare_cached(insert).await?;
+        c.execute(&st, params).await?;
+        return Ok(vec![true; rows]);
+    }
+    let st = c
+        .prepare_cached(&format!(
+            "{insert} ON CONFLICT DO NOTHING RETURNING {returning}"
+        ))
+        .await?;
+    let mut inserted: HashSet<K> = c.query(&st, params).await?.iter().map(key_of).collect();
+    Ok(keys().iter().map(|k| inserted.remove(k)).collect())
+}
+
 /// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
-/// each, whether its key was free (and not taken by an earlier commit of the batch).
-/// With `OnConflict::Fail` a taken key is an error instead.
+/// each, whether its key was free (`insert_unique`).
 async fn insert_requests<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
     idx: &[usize],
     on_conflict: OnConflict,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
-    if idx.is_empty() {
-        return Ok(Vec::new());
-    }
     let reqs: Vec<&MoneyRequest> = idx
         .iter()
         .filter_map(|i| commits[*i].request.as_ref())
@@ -432,68 +460,50 @@ async fn insert_requests<C: GenericClient>(
     let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
     let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
     let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
-    const INSERT: &str = "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], $6::timestamptz[])";
-    if on_conflict == OnConflict::Fail {
-        let st = c.prepare_cached(INSERT).await?;
-        c.execute(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
-            .await?;
-        return Ok(vec![true; reqs.len()]);
-    }
-    let st = c
-        .prepare_cached(&format!(
-            "{INSERT} ON CONFLICT DO NOTHING RETURNING scope, key"
-        ))
-        .await?;
-    let mut inserted: HashSet<(String, String)> = c
-        .query(&st, &[&scopes, &keys, &hashes, &statuses, &bodies, &at])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    // Each inserted key is taken by its first commit, so a key given twice in one batch
-    // (inserted once) is free for the first commit only.
-    Ok(reqs
-        .iter()
-        .map(|r| inserted.remove(&(r.scope.clone(), r.key.clone())))
-        .collect())
+    insert_unique(
+        c,
+        "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], $6::timestamptz[])",
+        &[&scopes, &keys, &hashes, &statuses, &bodies, &at],
+        reqs.len(),
+        ("scope, key", |r| (r.get(0), r.get(1)), || {
+            reqs.iter()
+                .map(|r| (r.scope.clone(), r.key.clone()))
+                .collect()
+        }),
+        on_conflict,
+    )
+    .await
 }
 
 /// Inserts the used code nonces of `idx` (commits that carry one) and answers, for each,
-/// whether its nonce was unused. With `OnConflict::Fail` a used nonce is an error instead.
+/// whether its nonce was unused (`insert_unique`).
 async fn insert_nonces<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
     idx: &[usize],
     on_conflict: OnConflict,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
-    if idx.is_empty() {
-        return Ok(Vec::new());
-    }
     let nonces: Vec<&[u8]> = idx
         .iter()
         .filter_map(|i| commits[*i].used_nonce.as_deref())
         .collect();
     let users: Vec<Uuid> = idx.iter().map(|i| commits[*i].wallet.user_id.0).collect();
     let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
-    const INSERT: &str = "INSERT INTO used_codes (nonce, user_id, used_at) \
-         SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[])";
-    if on_conflict == OnConflict::Fail {
-        let st = c.prepare_cached(INSERT).await?;
-        c.execute(&st, &[&nonces, &users, &at]).await?;
-        return Ok(vec![true; nonces.len()]);
-    }
-    let st = c
-        .prepare_cached(&format!("{INSERT} ON CONFLICT DO NOTHING RETURNING nonce"))
-        .await?;
-    let mut inserted: HashSet<Vec<u8>> = c
-        .query(&st, &[&nonces, &users, &at])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    // Likewise each nonce is taken by its first commit.
-    Ok(nonces.iter().map(|n| inserted.remove(*n)).collect())
+    insert_unique(
+        c,
+        "INSERT INTO used_codes (nonce, user_id, used_at) \
+         SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[])",
+        &[&nonces, &users, &at],
+        nonces.len(),
+        (
+            "nonce",
+            |r| r.get(0),
+            || nonces.iter().map(|n| n.to_vec()).collect(),
+        ),
+        on_conflict,
+    )
+    .await
 }
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
