@@ -78,6 +78,11 @@ pub trait MoneyStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<PendingEvent>>;
     /// Forgets relayed events (their history now lives on the bus).
     async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()>;
+    /// How long the relay gathers relayed ids before it deletes them in one statement.
+    /// Zero: at once, with whatever is waiting.
+    fn outbox_delete_gather(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     // --- payments -----------------------------------------------------------------------
     /// A declined attempt that no wallet owns (its code did not verify).

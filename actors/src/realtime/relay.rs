@@ -24,6 +24,8 @@ const QUEUE_MAX: usize = 1 << 16;
 const BATCH_MAX: usize = 4096;
 /// Outbox rows read per sweep query.
 const SWEEP_PAGE: usize = 500;
+/// Relayed events deleted per statement, at most.
+const DELETE_MAX: usize = 8192;
 
 /// Events published by this node's relay, and events its sweep found left behind.
 pub static RELAYED: AtomicU64 = AtomicU64::new(0);
@@ -161,22 +163,102 @@ async fn sweep(
         }
         // The next page: these rows are published but maybe not deleted yet, and the log
         // would drop them anyway; wait for the cleaner so the page moves on.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50) + store.outbox_delete_gather()).await;
     }
 }
 
 /// Deletes published events from the outbox, many per statement.
 async fn clean(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<EventId>>) {
-    while let Some(mut ids) = rx.recv().await {
-        while ids.len() < 8192 {
-            match rx.try_recv() {
-                Ok(more) => ids.extend(more),
-                Err(_) => break,
-            }
-        }
+    let wait = store.outbox_delete_gather();
+    while let Some(ids) = gather(&mut rx, wait, DELETE_MAX).await {
         if let Err(e) = store.delete_outbox(ids).await {
             // Left in the outbox: the sweep republishes them and the log drops them.
             tracing::warn!(error = %e, "could not delete relayed outbox events");
         }
+    }
+}
+
+/// The next ids to delete: the first to arrive, what is already waiting, and what arrives
+/// within `wait` after the first, up to about `max`. None once the channel is closed and
+/// empty.
+async fn gather<T>(
+    rx: &mut mpsc::UnboundedReceiver<Vec<T>>,
+    wait: Duration,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut items = rx.recv().await?;
+    let until = tokio::time::Instant::now() + wait;
+    while items.len() < max {
+        match rx.try_recv() {
+            Ok(more) => items.extend(more),
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(more)) => items.extend(more),
+                    // Closed, or gathered long enough.
+                    _ => break,
+                }
+            }
+        }
+    }
+    Some(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_arriving_within_the_wait_are_deleted_together() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(vec![1, 2]).unwrap();
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            late.send(vec![3]).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            late.send(vec![4]).unwrap();
+        });
+        let wait = Duration::from_millis(200);
+        assert_eq!(gather(&mut rx, wait, 100).await, Some(vec![1, 2, 3]));
+        assert_eq!(gather(&mut rx, wait, 100).await, Some(vec![4]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_only_what_is_waiting_goes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(vec![1]).unwrap();
+        tx.send(vec![2]).unwrap();
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            late.send(vec![3]).unwrap();
+        });
+        assert_eq!(gather(&mut rx, Duration::ZERO, 100).await, Some(vec![1, 2]));
+        assert_eq!(gather(&mut rx, Duration::ZERO, 100).await, Some(vec![3]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_statement_goes_at_once_and_a_closed_channel_flushes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(vec![1, 2]).unwrap();
+        tx.send(vec![3, 4]).unwrap();
+        tx.send(vec![5]).unwrap();
+        let wait = Duration::from_secs(60);
+        let started = tokio::time::Instant::now();
+        assert_eq!(gather(&mut rx, wait, 4).await, Some(vec![1, 2, 3, 4]));
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a full batch does not wait"
+        );
+        drop(tx);
+        assert_eq!(gather(&mut rx, wait, 4).await, Some(vec![5]));
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a closed channel does not wait"
+        );
+        assert_eq!(gather(&mut rx, wait, 4).await, None);
     }
 }
