@@ -118,7 +118,6 @@ impl Application {
             tenants: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),
-            user_status: Default::default(),
             hub,
             topic_log,
             relay,

@@ -9,8 +9,8 @@ use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
 use onecard_actors::realtime::{Hub, Relay, TopicLog};
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
-use onecard_schema::ids::{MerchantId, TenantId, TerminalId, UserId};
-use onecard_schema::model::{Tenant, UserStatus};
+use onecard_schema::ids::{MerchantId, TenantId, TerminalId};
+use onecard_schema::model::Tenant;
 use onecard_schema::wallet::{Merchant, Terminal};
 use onecard_schema::Store;
 
@@ -36,7 +36,6 @@ pub struct AppState {
     pub tenants: TtlCache<TenantId, Tenant>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,
-    pub user_status: TtlCache<UserId, (TenantId, UserStatus)>,
     /// Routes topic events to this node's websocket sessions.
     pub hub: actix::Addr<Hub>,
     /// Topic numbering and history (memory, or Redis shared by every node).
@@ -120,24 +119,6 @@ impl AppState {
         if let Err(e) = self.store.write_audit(audit).await {
             tracing::warn!(error = %e, "could not write an audit entry");
         }
-    }
-
-    /// A user's status, checked on every payment; `NotFound` for another tenant's user.
-    pub async fn user_status(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-    ) -> Result<UserStatus, onecard_schema::StoreError> {
-        if let Some((t, s)) = self.user_status.get(&user) {
-            return if t == tenant {
-                Ok(s)
-            } else {
-                Err(onecard_schema::StoreError::NotFound)
-            };
-        }
-        let status = self.store.user_status(tenant, user).await?;
-        self.user_status.put(user, (tenant, status));
-        Ok(status)
     }
 
     pub async fn terminal(&self, tenant: TenantId, id: TerminalId) -> Result<Terminal, ApiError> {

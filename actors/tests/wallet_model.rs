@@ -850,6 +850,7 @@ fn tampered_run(url: Option<String>) {
         outbox: vec![],
         request: None,
         at: world.now,
+        require_active: false,
     };
     let check = |commit: WalletCommit| {
         ctx.rt.block_on(async {
@@ -912,28 +913,8 @@ fn fenced_run(url: Option<String>) {
         ))
         .unwrap()
         .wallet;
-    let commit = |version: i64, key: &str, nonce: u8| {
-        let mut wallet = stored.clone();
-        wallet.version = version;
-        WalletCommit {
-            wallet,
-            subsidies: vec![],
-            coupons: vec![],
-            payments: vec![],
-            entries: vec![],
-            used_nonce: Some(vec![nonce; 16]),
-            risk_events: vec![],
-            outbox: vec![],
-            request: Some(MoneyRequest {
-                scope: "fence-test".into(),
-                key: key.into(),
-                request_hash: [nonce; 32],
-                status: 201,
-                body: b"{}".to_vec(),
-            }),
-            at: world.now,
-        }
-    };
+    let commit =
+        |version: i64, key: &str, nonce: u8| keyed_commit(&stored, version, key, nonce, world.now);
     let found = |key: &str| {
         ctx.rt
             .block_on(
@@ -1001,4 +982,126 @@ fn fenced_run(url: Option<String>) {
 #[test]
 fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
     on_both_engines("the fencing test", fenced_run);
+}
+
+/// A commit of `stored` at `version` that uses the idempotency key `key` (scope
+/// `fence-test`) and a code nonce made of `nonce`.
+fn keyed_commit(
+    stored: &WalletRow,
+    version: i64,
+    key: &str,
+    nonce: u8,
+    at: Timestamp,
+) -> WalletCommit {
+    let mut wallet = stored.clone();
+    wallet.version = version;
+    WalletCommit {
+        wallet,
+        subsidies: vec![],
+        coupons: vec![],
+        payments: vec![],
+        entries: vec![],
+        used_nonce: Some(vec![nonce; 16]),
+        risk_events: vec![],
+        outbox: vec![],
+        request: Some(MoneyRequest {
+            scope: "fence-test".into(),
+            key: key.into(),
+            request_hash: [nonce; 32],
+            status: 201,
+            body: b"{}".to_vec(),
+        }),
+        at,
+        require_active: false,
+    }
+}
+
+/// The card check in the store: a commit that took the card to be active lands while the
+/// cardholder is active. Once they are suspended it is refused alone and keeps nothing
+/// (its key and nonce stay free, its version unused), while a commit without the check
+/// next to it in the batch lands.
+fn card_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    let ctx = world.store.as_ref().expect("a store");
+    let (tenant, user) = (world.snap.wallet.tenant_id, world.snap.wallet.user_id);
+    let stored = ctx
+        .rt
+        .block_on(ctx.store.load_wallet(tenant, user, world.now))
+        .unwrap()
+        .wallet;
+    let commit = |version: i64, key: &str, nonce: u8, require_active: bool| WalletCommit {
+        require_active,
+        ..keyed_commit(&stored, version, key, nonce, world.now)
+    };
+    let found = |key: &str| {
+        ctx.rt
+            .block_on(
+                ctx.store
+                    .find_money_request("fence-test".into(), key.into()),
+            )
+            .unwrap()
+            .is_some()
+    };
+    let v = stored.version;
+    let done = ctx.rt.block_on(
+        ctx.store
+            .commit_wallets(vec![commit(v + 1, "active", 1, true)]),
+    );
+    assert_eq!(done, vec![Ok(())], "an active cardholder's commit lands");
+
+    let audit = onecard_schema::model::Audit {
+        id: AuditId::new(),
+        tenant_id: Some(tenant),
+        actor: onecard_schema::model::Actor::Root,
+        action: "user.update",
+        target_type: "user",
+        target_id: user.to_string(),
+        request_id: String::new(),
+        at: world.now,
+        detail: serde_json::json!({}),
+    };
+    let suspend = onecard_schema::model::UserPatch {
+        status: Some(onecard_schema::model::UserStatus::Suspended),
+        ..Default::default()
+    };
+    ctx.rt
+        .block_on(
+            ctx.store
+                .update_user(tenant, user, suspend, world.now, audit),
+        )
+        .unwrap();
+
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![
+        commit(v + 2, "suspended", 2, true),
+        commit(v + 2, "unchecked", 3, false),
+    ]));
+    assert_eq!(done, vec![Err(CommitError::CardInactive), Ok(())]);
+    assert!(
+        !found("suspended"),
+        "a refused commit keeps no idempotency key"
+    );
+    assert!(found("unchecked"));
+    // Alone, too; and the refused commit's nonce is still free.
+    let done = ctx.rt.block_on(
+        ctx.store
+            .commit_wallets(vec![commit(v + 3, "alone", 4, true)]),
+    );
+    assert_eq!(done, vec![Err(CommitError::CardInactive)]);
+    let done =
+        ctx.rt.block_on(
+            ctx.store
+                .commit_wallets(vec![commit(v + 3, "suspended", 2, false)]),
+        );
+    assert_eq!(done, vec![Ok(())]);
+    let loaded = ctx
+        .rt
+        .block_on(ctx.store.load_wallet(tenant, user, world.now))
+        .unwrap();
+    assert_eq!(loaded.wallet.version, v + 3);
+}
+
+#[test]
+fn a_commit_that_needs_an_active_card_is_refused_alone_once_it_is_not() {
+    on_both_engines("the card check test", card_run);
 }

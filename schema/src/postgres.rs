@@ -805,20 +805,6 @@ impl Store for PgStore {
         Ok(created)
     }
 
-    async fn user_status(&self, tenant: TenantId, id: UserId) -> StoreResult<UserStatus> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT status FROM users WHERE tenant_id = $1 AND id = $2")
-            .await
-            .map_err(pg)?;
-        let row = c
-            .query_opt(&st, &[&tenant.0, &id.0])
-            .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound)?;
-        enum_col(&row, 0, UserStatus::parse)
-    }
-
     async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User> {
         let c = self.client().await?;
         load_user(&c, tenant, id).await

@@ -447,6 +447,34 @@ async fn insert_unique<C: GenericClient, K: Eq + std::hash::Hash>(
 
 /// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
 /// each, whether its key was free (`insert_unique`).
+/// The commits (by index) whose card check fails: they require an active card and their
+/// cardholder is not active, or no longer exists.
+async fn inactive_cards<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let idx: Vec<usize> = (0..commits.len())
+        .filter(|i| commits[*i].require_active)
+        .collect();
+    if idx.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<Uuid> = idx.iter().map(|i| commits[*i].wallet.user_id.0).collect();
+    let st = c
+        .prepare_cached("SELECT id FROM users WHERE id = ANY($1) AND status = 'active'")
+        .await?;
+    let active: HashSet<Uuid> = c
+        .query(&st, &[&users])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(idx
+        .into_iter()
+        .filter(|i| !active.contains(&commits[*i].wallet.user_id.0))
+        .collect())
+}
+
 async fn insert_requests<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],
@@ -665,8 +693,8 @@ async fn write_rest<C: GenericClient>(
 
 /// The optimistic attempt at a batch: every statement of every commit sent at once (one
 /// round trip for the lot instead of one per step), as plain inserts. It commits if no
-/// idempotency key was taken, no nonce used and no wallet fenced, which is the common
-/// case, and answers whether it did; otherwise it rolls back.
+/// idempotency key was taken, no nonce used, no wallet fenced and no card found inactive,
+/// which is the common case, and answers whether it did; otherwise it rolls back.
 async fn commit_at_once(
     client: &mut deadpool_postgres::Object,
     commits: &[WalletCommit],
@@ -681,13 +709,14 @@ async fn commit_at_once(
     let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
     let every: Vec<&WalletCommit> = commits.iter().collect();
     let attempt = tokio::try_join!(
+        inactive_cards(&tx, commits),
         insert_requests(&tx, commits, &with_req, OnConflict::Fail),
         insert_nonces(&tx, commits, &with_nonce, OnConflict::Fail),
         write_wallets(&tx, &wallets),
         write_rest(&tx, &every, OnConflict::Fail),
     );
     let applies = match attempt {
-        Ok((_, _, written, ())) => written.iter().all(|ok| *ok),
+        Ok((inactive, _, _, written, ())) => inactive.is_empty() && written.iter().all(|ok| *ok),
         // A statement the database refused (a taken key or a used code is a unique
         // violation, and the statements after it fail as the transaction is aborted):
         // the careful path finds out which commit it was, or meets the error again.
@@ -713,13 +742,19 @@ async fn commit_batch(
     if commit_at_once(client, commits).await? {
         return Ok(vec![Ok(()); commits.len()]);
     }
-    let with_req: Vec<usize> = (0..commits.len())
-        .filter(|i| commits[*i].request.is_some())
-        .collect();
     let tx = client.transaction().await?;
     let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); commits.len()];
 
+    // 0. Cards: a commit that required an active card whose cardholder is not active
+    // drops before it writes anything.
+    for i in inactive_cards(&tx, commits).await? {
+        results[i] = Err(CommitError::CardInactive);
+    }
+
     // 1. Idempotency keys: a taken key drops its commit.
+    let with_req: Vec<usize> = (0..commits.len())
+        .filter(|i| results[*i].is_ok() && commits[*i].request.is_some())
+        .collect();
     for (i, free) in with_req
         .iter()
         .zip(insert_requests(&tx, commits, &with_req, OnConflict::Resolve).await?)

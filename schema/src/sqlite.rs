@@ -1001,21 +1001,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn user_status(&self, tenant: TenantId, id: UserId) -> StoreResult<UserStatus> {
-        self.read(move |c| {
-            c.prepare_cached("SELECT status FROM users WHERE tenant_id = ? AND id = ?")
-                .and_then(|mut st| {
-                    st.query_row([tenant.to_string(), id.to_string()], |r| {
-                        parse_enum(r, 0, UserStatus::parse)
-                    })
-                    .optional()
-                })
-                .map_err(db)?
-                .ok_or(StoreError::NotFound)
-        })
-        .await
-    }
-
     async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User> {
         self.read(move |c| load_user(c, tenant, id)).await
     }

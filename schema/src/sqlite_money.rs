@@ -231,6 +231,15 @@ fn insert_entries(
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
     let tenant = w.wallet.tenant_id;
+    if w.require_active {
+        let active = c
+            .prepare_cached("SELECT 1 FROM users WHERE id = ? AND status = 'active'")
+            .and_then(|mut st| st.exists([w.wallet.user_id.to_string()]))
+            .map_err(fail)?;
+        if !active {
+            return Err(CommitError::CardInactive);
+        }
+    }
     if let Some(req) = &w.request {
         let n = c
             .prepare_cached(

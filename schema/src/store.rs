@@ -81,8 +81,6 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
         audit: Audit,
     ) -> StoreResult<User>;
     async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<User>;
-    /// Just the user's status (one indexed read, for the payment path).
-    async fn user_status(&self, tenant: TenantId, id: UserId) -> StoreResult<UserStatus>;
     async fn update_user(
         &self,
         tenant: TenantId,

@@ -367,6 +367,10 @@ pub struct WalletCommit {
     pub outbox: Vec<OutboxEvent>,
     pub request: Option<MoneyRequest>,
     pub at: Timestamp,
+    /// The decision took the card to be active (a payment's card check): the store applies
+    /// the commit only if the cardholder is still active, in the same transaction, and
+    /// answers `CardInactive` otherwise.
+    pub require_active: bool,
 }
 
 /// Why a commit was not applied.
@@ -381,6 +385,9 @@ pub enum CommitError {
     /// The idempotency key was already used; the stored answer is returned.
     #[error("idempotency key already used")]
     Duplicate,
+    /// The commit required an active card, and the cardholder is not (or no longer) active.
+    #[error("card not active")]
+    CardInactive,
     #[error("store failure: {0}")]
     Failed(String),
 }

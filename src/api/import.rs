@@ -119,7 +119,6 @@ pub async fn import_users(
         .store
         .import_users(tenant, users, state.clock.now(), audit)
         .await?;
-    state.user_status.clear();
     tracing::info!(
         created = outcome.created,
         updated = outcome.updated,

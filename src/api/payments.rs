@@ -4,16 +4,15 @@ use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use onecard_actors::domain::code::{self, CodeError};
 use onecard_actors::domain::validate::Checks;
-use onecard_actors::wallet::{CodeCheck, Op, Outcome};
+use onecard_actors::wallet::{CodeCheck, Op, Outcome, WalletError};
 use onecard_actors::wire::{to_json_bytes, PaymentView};
 use onecard_schema::ids::{EventId, MerchantId, PaymentId, TerminalId, UserId};
-use onecard_schema::model::{TokenKind, UserStatus};
+use onecard_schema::model::TokenKind;
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
 use onecard_schema::wallet::{
     Breakdown, DeclineReason, OutboxEvent, Payload, Payment, PaymentStatus, PendingEvent,
 };
-use onecard_schema::StoreError;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -98,28 +97,30 @@ pub async fn create_payment(
         }
     };
     let (user, code) = check;
-    // The code names a user of another tenant (or a deleted one): it is not ours.
-    let card_active = match state.user_status(tenant, user).await {
-        Ok(status) => status == UserStatus::Active,
-        Err(StoreError::NotFound) => {
-            return decline_orphan(&state, tenant, terminal.id, merchant.id, amount, idem).await
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let merchant_id = merchant.id;
+    // Taken to be active: the commit checks the card in its own transaction, and the
+    // wallet decides again as `card_inactive` if it is not.
     let op = Op::Pay {
         payment_id: PaymentId::new(),
         terminal_id: terminal.id,
         merchant,
         amount,
         code,
-        card_active,
+        card_active: true,
     };
     let policy = state.policy(tenant).await?;
-    let outcome = state
+    match state
         .wallets
-        .call(tenant, user, op, policy, Some(idem))
-        .await?;
-    respond(outcome, StatusCode::CREATED)
+        .call(tenant, user, op, policy, Some(idem.clone()))
+        .await
+    {
+        Ok(outcome) => respond(outcome, StatusCode::CREATED),
+        // The code names a user of another tenant (or one removed): it is not ours.
+        Err(WalletError::NotFound) => {
+            decline_orphan(&state, tenant, terminal.id, merchant_id, amount, idem).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A code that does not verify belongs to no wallet: record the declined attempt alone.

@@ -315,7 +315,6 @@ pub async fn patch_user(
         .store
         .update_user(caller.tenant()?, id, patch, state.clock.now(), audit)
         .await?;
-    state.user_status.remove(&id);
     Ok(web::Json(user.into()))
 }
 
@@ -331,7 +330,6 @@ pub async fn delete_user(
     let id: UserId = path_id(&id)?;
     let audit = caller.audit(&state, "user.delete", "user", id, serde_json::json!({}));
     state.store.delete_user(caller.tenant()?, id, audit).await?;
-    state.user_status.remove(&id);
     state.tokens.clear();
     Ok(HttpResponse::NoContent().finish())
 }
@@ -412,7 +410,6 @@ pub async fn batch_update_users(
         .store
         .batch_update_users(caller.tenant()?, update, state.clock.now(), audit)
         .await?;
-    state.user_status.clear();
     Ok(web::Json(BatchUpdated { updated }))
 }
 

@@ -306,4 +306,37 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     let (s, replay) = again(key).await;
     assert_eq!(s, 200, "{replay}");
     assert_eq!(replay, declined, "the replay answers the decline");
+
+    // 5. The cardholder is suspended through A. C's wallet actor is loaded and C has just
+    // taken their payments, yet C declines the next one at once: the commit checks the
+    // card in its own transaction, and no money moves.
+    let last = payment_codes(&c, &a.base, &me, 1).await;
+    let (s, before) = get(&c, format!("{}/api/v1/users/{user}/wallet", a.base), &admin).await;
+    assert_eq!(s, 200, "{before}");
+    let res = c
+        .patch(format!("{}/api/v1/users/{user}", a.base))
+        .bearer_auth(&admin)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (s, p) = pay(c_node.base.clone(), last[0].clone(), 8).await;
+    assert_eq!(
+        (s, p["status"].clone(), p["decline_reason"].clone()),
+        (201, json!("declined"), json!("card_inactive")),
+        "{p}"
+    );
+    let (_, after) = get(
+        &c,
+        format!("{}/api/v1/users/{user}/wallet", c_node.base),
+        &admin,
+    )
+    .await;
+    assert_eq!(after["balance"], before["balance"], "{after}");
+}
+
+async fn get(c: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let r = c.get(url).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }

@@ -129,6 +129,8 @@ struct Builder {
     coupons: Vec<CouponId>,
     risk: Vec<(String, Timestamp)>,
     nonce: Option<Vec<u8>>,
+    /// The decision took the card to be active; the store checks it at commit.
+    require_active: bool,
     now: Timestamp,
 }
 
@@ -143,6 +145,7 @@ impl Builder {
             coupons: Vec::new(),
             risk: Vec::new(),
             nonce: None,
+            require_active: false,
             now,
         }
     }
@@ -276,6 +279,7 @@ impl Builder {
             outbox: self.outbox,
             request: None,
             at: self.now,
+            require_active: self.require_active,
         };
         Decision {
             state: self.state,
@@ -376,6 +380,7 @@ pub fn decide(
                     reused: false,
                 } => {
                     b.nonce = Some(nonce.clone());
+                    b.require_active = *card_active;
                     let w = &b.state.wallet;
                     if !card_active {
                         Some(DeclineReason::CardInactive)

@@ -161,7 +161,8 @@ fn with_request(
     Some((commit, request))
 }
 
-/// Commits a decision; on a lost fence reloads and decides again once.
+/// Commits a decision; when the store refuses it (a lost fence, a code used elsewhere, a
+/// card no longer active) reloads and decides again once.
 async fn commit_with_retry(
     env: Arc<Env>,
     tenant: TenantId,
@@ -194,22 +195,26 @@ async fn commit_with_retry(
                 body: stored.body,
             })
         }
-        Err(e @ (CommitError::Fenced | CommitError::NonceUsed)) => {
+        Err(e @ (CommitError::Fenced | CommitError::NonceUsed | CommitError::CardInactive)) => {
             let now = env.clock.now();
-            let fresh = env
-                .store
-                .load_wallet(tenant, user, now)
-                .await
-                .map_err(|e| WalletError::Store(e.to_string()))?;
-            if e == CommitError::NonceUsed {
+            let fresh = match env.store.load_wallet(tenant, user, now).await {
+                Ok(fresh) => fresh,
+                // The cardholder was removed meanwhile.
+                Err(StoreError::NotFound) => return Err(WalletError::NotFound),
+                Err(e) => return Err(WalletError::Store(e.to_string())),
+            };
+            match (&e, &mut op) {
                 // The store saw this code before (another node, or before a restart).
-                if let Op::Pay {
-                    code: CodeCheck::Valid { reused, .. },
-                    ..
-                } = &mut op
-                {
-                    *reused = true;
-                }
+                (
+                    CommitError::NonceUsed,
+                    Op::Pay {
+                        code: CodeCheck::Valid { reused, .. },
+                        ..
+                    },
+                ) => *reused = true,
+                // The cardholder was suspended or left since the payment began.
+                (CommitError::CardInactive, Op::Pay { card_active, .. }) => *card_active = false,
+                _ => {}
             }
             let second = match decide(&fresh, &op, &policy, now) {
                 Ok(d) => d,
