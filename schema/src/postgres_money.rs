@@ -445,8 +445,6 @@ async fn insert_unique<C: GenericClient, K: Eq + std::hash::Hash>(
     Ok(keys().iter().map(|k| inserted.remove(k)).collect())
 }
 
-/// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
-/// each, whether its key was free (`insert_unique`).
 /// The commits (by index) whose card check fails: they require an active card and their
 /// cardholder is not active, or no longer exists.
 async fn inactive_cards<C: GenericClient>(
@@ -475,6 +473,8 @@ async fn inactive_cards<C: GenericClient>(
         .collect())
 }
 
+/// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
+/// each, whether its key was free (`insert_unique`).
 async fn insert_requests<C: GenericClient>(
     c: &C,
     commits: &[WalletCommit],

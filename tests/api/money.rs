@@ -126,7 +126,37 @@ on_both_engines!(
     three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin,
     a_full_wallet_mailbox_answers_503_and_loses_nothing,
     merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree,
+    another_tenants_code_is_declined_as_invalid_and_moves_nothing,
 );
+
+/// A code of another tenant's cardholder verifies (one master key signs every tenant's
+/// codes) but names no user of this tenant: the till gets a declined `code_invalid`
+/// payment that belongs to no wallet; the code stays usable at its own tenant's tills.
+async fn another_tenants_code_is_declined_as_invalid_and_moves_nothing(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let here = shop(&app, 5_000).await;
+    let there = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &there.admin, "X-1").await;
+    top_up(&app, &there, &user, 1_000).await;
+    let c = code(&app, &me).await;
+
+    let p = pay(&app, &here, &c, 100).await;
+    assert_eq!(
+        (&p["status"], &p["decline_reason"], &p["user_id"]),
+        (&json!("declined"), &json!("code_invalid"), &Value::Null),
+        "{p}"
+    );
+    let (s, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &there.admin)
+        .await;
+    assert_eq!((s, &w["balance"]), (200, &json!(1_000)), "{w}");
+    let p = pay(&app, &there, &c, 100).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    ledger_balances(&app, &here.admin).await;
+    ledger_balances(&app, &there.admin).await;
+}
 
 /// Payments, declines and refunds at two stalls of one hall, through the live merchant
 /// actors; then every merchant's totals (own and roll-up) equal the store's, computed from
