@@ -915,15 +915,7 @@ fn fenced_run(url: Option<String>) {
         .wallet;
     let commit =
         |version: i64, key: &str, nonce: u8| keyed_commit(&stored, version, key, nonce, world.now);
-    let found = |key: &str| {
-        ctx.rt
-            .block_on(
-                ctx.store
-                    .find_money_request("fence-test".into(), key.into()),
-            )
-            .unwrap()
-            .is_some()
-    };
+    let found = |key: &str| key_kept(ctx, key);
     let v = stored.version;
     let done = ctx.rt.block_on(
         ctx.store
@@ -984,6 +976,17 @@ fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
     on_both_engines("the fencing test", fenced_run);
 }
 
+/// Whether the store holds an idempotency record for `key` (scope `fence-test`).
+fn key_kept(ctx: &StoreCtx, key: &str) -> bool {
+    ctx.rt
+        .block_on(
+            ctx.store
+                .find_money_request("fence-test".into(), key.into()),
+        )
+        .unwrap()
+        .is_some()
+}
+
 /// A commit of `stored` at `version` that uses the idempotency key `key` (scope
 /// `fence-test`) and a code nonce made of `nonce`.
 fn keyed_commit(
@@ -1034,15 +1037,7 @@ fn card_run(url: Option<String>) {
         require_active,
         ..keyed_commit(&stored, version, key, nonce, world.now)
     };
-    let found = |key: &str| {
-        ctx.rt
-            .block_on(
-                ctx.store
-                    .find_money_request("fence-test".into(), key.into()),
-            )
-            .unwrap()
-            .is_some()
-    };
+    let found = |key: &str| key_kept(ctx, key);
     let v = stored.version;
     let done = ctx.rt.block_on(
         ctx.store
