@@ -971,15 +971,10 @@ impl MoneyStore for PgStore {
         now: Timestamp,
     ) -> StoreResult<WalletSnapshot> {
         let c = self.client().await?;
-        let exists = c
-            .query_opt(
-                "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2",
-                &[&tenant.0, &user.0],
-            )
-            .await
-            .map_err(pg)?;
-        exists.ok_or(StoreError::NotFound)?;
+        // One round trip for all six, the tenant check included (a user of another tenant
+        // is `NotFound`, whatever the other five found).
         let sql = [
+            "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2".to_string(),
             format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = $1"),
             format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 ORDER BY id"),
             format!("SELECT {COUPON_COLS} FROM coupons WHERE user_id = $1 AND expires_at > $2 ORDER BY id"),
@@ -989,16 +984,21 @@ impl MoneyStore for PgStore {
                  AND status IN ('accepted', 'unsettled') ORDER BY id"
             ),
         ];
-        let (w, s, cp, r, p) = tokio::try_join!(
+        let (member, w, s, cp, r, p) = tokio::try_join!(
             c.prepare_cached(&sql[0]),
             c.prepare_cached(&sql[1]),
             c.prepare_cached(&sql[2]),
             c.prepare_cached(&sql[3]),
             c.prepare_cached(&sql[4]),
+            c.prepare_cached(&sql[5]),
         )
         .map_err(pg)?;
         let day_ago = now - jiff::SignedDuration::from_hours(24);
-        let (p1, p2, p3) = (
+        let (p0, p1, p2, p3) = (
+            [
+                &tenant.0 as &(dyn tokio_postgres::types::ToSql + Sync),
+                &user.0,
+            ],
             [&user.0 as &(dyn tokio_postgres::types::ToSql + Sync)],
             [&user.0 as &(dyn tokio_postgres::types::ToSql + Sync), &now],
             [
@@ -1006,7 +1006,8 @@ impl MoneyStore for PgStore {
                 &day_ago,
             ],
         );
-        let (wallet, subsidies, coupons, risks, open) = tokio::try_join!(
+        let (exists, wallet, subsidies, coupons, risks, open) = tokio::try_join!(
+            c.query_opt(&member, &p0),
             c.query_opt(&w, &p1),
             c.query(&s, &p1),
             c.query(&cp, &p2),
@@ -1014,6 +1015,7 @@ impl MoneyStore for PgStore {
             c.query(&p, &p1),
         )
         .map_err(pg)?;
+        exists.ok_or(StoreError::NotFound)?;
         Ok(WalletSnapshot {
             wallet: wallet
                 .map(|r| wallet_from_row(&r))
