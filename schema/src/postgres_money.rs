@@ -332,6 +332,24 @@ async fn insert_outbox<C: GenericClient>(
     Ok(())
 }
 
+/// The six reads of `load_wallet`, built once. One round trip takes all six, the tenant
+/// check included (a user of another tenant is `NotFound`, whatever the other five found).
+static WALLET_READS: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new(|| {
+    [
+        "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2".to_string(),
+        format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = $1"),
+        format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 ORDER BY id"),
+        format!(
+            "SELECT {COUPON_COLS} FROM coupons WHERE user_id = $1 AND expires_at > $2 ORDER BY id"
+        ),
+        "SELECT at FROM risk_events WHERE user_id = $1 AND at > $2 ORDER BY at".to_string(),
+        format!(
+            "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = $1 \
+             AND status IN ('accepted', 'unsettled') ORDER BY id"
+        ),
+    ]
+});
+
 /// The two statements of `write_wallets`, built once: the insert of new wallets and the
 /// fenced update of the others, both over the batch's rows (each with its place, `ord`).
 static WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
@@ -971,19 +989,7 @@ impl MoneyStore for PgStore {
         now: Timestamp,
     ) -> StoreResult<WalletSnapshot> {
         let c = self.client().await?;
-        // One round trip for all six, the tenant check included (a user of another tenant
-        // is `NotFound`, whatever the other five found).
-        let sql = [
-            "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2".to_string(),
-            format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = $1"),
-            format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 ORDER BY id"),
-            format!("SELECT {COUPON_COLS} FROM coupons WHERE user_id = $1 AND expires_at > $2 ORDER BY id"),
-            "SELECT at FROM risk_events WHERE user_id = $1 AND at > $2 ORDER BY at".to_string(),
-            format!(
-                "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = $1 \
-                 AND status IN ('accepted', 'unsettled') ORDER BY id"
-            ),
-        ];
+        let sql = &*WALLET_READS;
         let (member, w, s, cp, r, p) = tokio::try_join!(
             c.prepare_cached(&sql[0]),
             c.prepare_cached(&sql[1]),

@@ -161,6 +161,15 @@ fn with_request(
     Some((commit, request))
 }
 
+/// Why a wallet could not be loaded, as the caller sees it: `NotFound` for no such
+/// cardholder in the tenant.
+fn load_failed(e: &StoreError) -> WalletError {
+    match e {
+        StoreError::NotFound => WalletError::NotFound,
+        e => WalletError::Store(e.to_string()),
+    }
+}
+
 /// Commits a decision; when the store refuses it (a lost fence, a code used elsewhere, a
 /// card no longer active) reloads and decides again once.
 async fn commit_with_retry(
@@ -197,12 +206,12 @@ async fn commit_with_retry(
         }
         Err(e @ (CommitError::Fenced | CommitError::NonceUsed | CommitError::CardInactive)) => {
             let now = env.clock.now();
-            let fresh = match env.store.load_wallet(tenant, user, now).await {
-                Ok(fresh) => fresh,
-                // The cardholder was removed meanwhile.
-                Err(StoreError::NotFound) => return Err(WalletError::NotFound),
-                Err(e) => return Err(WalletError::Store(e.to_string())),
-            };
+            // `NotFound`: the cardholder was removed meanwhile.
+            let fresh = env
+                .store
+                .load_wallet(tenant, user, now)
+                .await
+                .map_err(|e| load_failed(&e))?;
             match (&e, &mut op) {
                 // The store saw this code before (another node, or before a restart).
                 (
@@ -357,11 +366,10 @@ impl Handler<Request> for WalletActor {
             return done();
         }
         let Some(state) = self.state.clone() else {
-            let err = match &self.load_error {
-                Some(StoreError::NotFound) => WalletError::NotFound,
-                Some(e) => WalletError::Store(e.to_string()),
-                None => WalletError::Store("wallet not loaded".into()),
-            };
+            let err = self.load_error.as_ref().map_or_else(
+                || WalletError::Store("wallet not loaded".into()),
+                load_failed,
+            );
             reply.send(Err(err));
             ctx.stop();
             return done();
