@@ -153,13 +153,28 @@ fn parts_json(parts: &[(SubsidyId, Money)]) -> String {
     .unwrap_or_else(|_| "[]".into())
 }
 
-fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
-    c.prepare_cached(&format!(
+/// The statements every wallet commit runs on the writer thread, built once instead of
+/// formatted (and then hashed by the statement cache) for every payment.
+static PAYMENT_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "INSERT INTO payments ({PAYMENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, refunded = excluded.refunded, \
          updated_at = excluded.updated_at"
-    ))?
-    .execute(params![
+    )
+});
+static WALLET_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO wallets ({WALLET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT (user_id) DO UPDATE SET balance = excluded.balance, arrears = excluded.arrears, \
+         version = excluded.version, agreement_signed = excluded.agreement_signed, \
+         frozen = excluded.frozen, frozen_until = excluded.frozen_until, \
+         freeze_count = excluded.freeze_count, reminded_on = excluded.reminded_on, \
+         updated_at = excluded.updated_at WHERE wallets.version = excluded.version - 1"
+    )
+});
+
+fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
+    c.prepare_cached(&PAYMENT_UPSERT)?.execute(params![
         p.id.to_string(),
         p.tenant_id.to_string(),
         p.user_id.map(|u| u.to_string()),
@@ -272,14 +287,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     }
     let wr = &w.wallet;
     let n = c
-        .prepare_cached(&format!(
-            "INSERT INTO wallets ({WALLET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (user_id) DO UPDATE SET balance = excluded.balance, arrears = excluded.arrears, \
-             version = excluded.version, agreement_signed = excluded.agreement_signed, \
-             frozen = excluded.frozen, frozen_until = excluded.frozen_until, \
-             freeze_count = excluded.freeze_count, reminded_on = excluded.reminded_on, \
-             updated_at = excluded.updated_at WHERE wallets.version = excluded.version - 1"
-        ))
+        .prepare_cached(&WALLET_UPSERT)
         .and_then(|mut st| {
             st.execute(params![
                 wr.user_id.to_string(),
