@@ -19,7 +19,7 @@ mod ws;
 
 /// The loader shares the machine with the server it measures, so its own CPU per request
 /// counts against every target: the same allocator as the server (glibc's malloc took
-/// ~14 % of the loader's CPU under `loadtest pay`).
+/// ~15 % of the loader's samples under `loadtest pay`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
