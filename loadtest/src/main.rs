@@ -274,6 +274,12 @@ fn us_per(a: Option<f64>, b: Option<f64>, n: u64) -> String {
 }
 
 impl Server {
+    /// The URL of `path` for a timed loop, parsed once: reqwest parses (and IDNA-checks)
+    /// a `&str` again on every request.
+    fn url(&self, path: &str) -> Result<reqwest::Url> {
+        Ok(reqwest::Url::parse(&format!("{}{path}", self.base))?)
+    }
+
     fn cpu_mark(&self) -> CpuMark {
         CpuMark {
             server: self
@@ -444,8 +450,7 @@ async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
 
 async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()> {
     let server = connect(&target)?;
-    // Parsed once: a `&str` is parsed (and IDNA-checked) again on every request.
-    let url = reqwest::Url::parse(&format!("{}/healthz", server.base))?;
+    let url = server.url("/healthz")?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let cpu = server.cpu_mark();
     let mut tasks = Vec::new();

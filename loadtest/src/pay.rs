@@ -259,8 +259,7 @@ pub async fn run(
     let ledger_before = ledger_counters(&client, &server).await;
     let cpu = server.cpu_mark();
     let start = Instant::now();
-    // Parsed once: a `&str` is parsed (and IDNA-checked) again on every request.
-    let url = reqwest::Url::parse(&format!("{}/api/v1/payments", server.base))?;
+    let url = server.url("/api/v1/payments")?;
     let mut tasks = Vec::new();
     for till in setup.tills.clone() {
         // Each till is a device of its own with its own connection, as in a canteen, not
