@@ -86,6 +86,13 @@ impl LedgerHandle {
                             let _ = reply.send(result);
                         });
                     }
+                    // The store wrote the applied commits' events as one outbox page,
+                    // keyed by its first event.
+                    if let Some(key) = durable.first().map(|e| e.event.id) {
+                        for e in &mut durable {
+                            e.outbox_key = key;
+                        }
+                    }
                     relay.submit(durable);
                 });
             }
@@ -116,6 +123,8 @@ fn pending_events(c: &WalletCommit) -> Vec<PendingEvent> {
             tenant_id: c.wallet.tenant_id,
             event: e.clone(),
             created_at: c.at,
+            // Set once the batch is written (the key of the page the store wrote).
+            outbox_key: e.id,
         })
         .collect()
 }

@@ -1100,3 +1100,86 @@ fn card_run(url: Option<String>) {
 fn a_commit_that_needs_an_active_card_is_refused_alone_once_it_is_not() {
     on_both_engines("the card check test", card_run);
 }
+
+/// The outbox in the store: a batch writes the events of the commits that applied as one
+/// page, in order, keyed by the first of them; a refused commit's events are not there;
+/// the sweep's age filter and the delete by page key work on both engines.
+fn outbox_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    let ctx = world.store.as_ref().expect("a store");
+    let (tenant, user) = (world.snap.wallet.tenant_id, world.snap.wallet.user_id);
+    let stored = ctx
+        .rt
+        .block_on(ctx.store.load_wallet(tenant, user, world.now))
+        .unwrap()
+        .wallet;
+    // What the set-up wrote goes first.
+    let before = ctx
+        .rt
+        .block_on(ctx.store.pending_outbox(None, 500))
+        .unwrap();
+    let keys: Vec<EventId> = before.iter().map(|e| e.outbox_key).collect();
+    ctx.rt.block_on(ctx.store.delete_outbox(keys)).unwrap();
+
+    let event = |n: i64| OutboxEvent {
+        id: EventId::new(),
+        topics: vec![format!("user:{user}"), "tenant".into()],
+        kind: "payment.succeeded".into(),
+        payload: Payload::of(&serde_json::json!({"n": n, "text": "a \"quoted\" é"})),
+    };
+    let (e1, e2, e3) = (event(1), event(2), event(3));
+    let at = world.now + SignedDuration::from_micros(123);
+    let with = |version: i64, key: &str, nonce: u8, events: Vec<OutboxEvent>| WalletCommit {
+        outbox: events,
+        ..keyed_commit(&stored, version, key, nonce, at)
+    };
+    let v = stored.version;
+    // The refused commit comes first: the page is keyed by the first event that applied.
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![
+        with(v, "page-stale", 1, vec![e3.clone()]),
+        with(v + 1, "page-1", 2, vec![e1.clone(), e2.clone()]),
+    ]));
+    assert_eq!(done, vec![Err(CommitError::Fenced), Ok(())]);
+    let pending = |before: Option<Timestamp>| {
+        ctx.rt
+            .block_on(ctx.store.pending_outbox(before, 500))
+            .unwrap()
+    };
+    let page = |e: &OutboxEvent| PendingEvent {
+        tenant_id: tenant,
+        event: e.clone(),
+        created_at: at,
+        outbox_key: e1.id,
+    };
+    assert_eq!(
+        pending(None),
+        vec![page(&e1), page(&e2)],
+        "one page of the applied commit's events, keyed by the first"
+    );
+    // The sweep leaves pages younger than its cut-off to the node that wrote them.
+    assert_eq!(pending(Some(at - SignedDuration::from_secs(1))), vec![]);
+
+    // A batch where every commit applies: a second page, after the first.
+    let (e4, e5) = (event(4), event(5));
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![with(
+        v + 2,
+        "page-2",
+        3,
+        vec![e4.clone(), e5.clone()],
+    )]));
+    assert_eq!(done, vec![Ok(())]);
+    let keys: Vec<EventId> = pending(None).iter().map(|e| e.outbox_key).collect();
+    assert_eq!(keys, vec![e1.id, e1.id, e4.id, e4.id]);
+
+    ctx.rt
+        .block_on(ctx.store.delete_outbox(vec![e1.id]))
+        .unwrap();
+    let left: Vec<EventId> = pending(None).iter().map(|e| e.event.id).collect();
+    assert_eq!(left, vec![e4.id, e5.id], "the first page went whole");
+}
+
+#[test]
+fn a_batch_writes_one_outbox_page_of_the_events_that_applied() {
+    on_both_engines("the outbox page test", outbox_run);
+}

@@ -69,15 +69,17 @@ pub trait MoneyStore: Send + Sync + 'static {
     async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats>;
 
     // --- outbox -----------------------------------------------------------------------
-    /// Events not yet relayed, oldest first; only those written before `before` when
-    /// given (the relay's sweep leaves fresh ones to the node that wrote them).
+    /// Events not yet relayed, oldest page first, whole pages (`OutboxPage`), at most
+    /// `limit` pages; only pages written before `before` when given (the relay's sweep
+    /// leaves fresh ones to the node that wrote them).
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,
         limit: usize,
     ) -> StoreResult<Vec<PendingEvent>>;
-    /// Forgets relayed events (their history now lives on the bus).
-    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()>;
+    /// Forgets relayed pages, by their keys (`PendingEvent::outbox_key`): their events'
+    /// history now lives on the bus.
+    async fn delete_outbox(&self, keys: Vec<EventId>) -> StoreResult<()>;
     /// How long the relay gathers relayed ids before it deletes them in one statement.
     /// Zero: at once, with whatever is waiting.
     fn outbox_delete_gather(&self) -> std::time::Duration {

@@ -299,35 +299,18 @@ async fn insert_entries<C: GenericClient>(
     Ok(())
 }
 
-const TOPIC_SEPARATOR: &str = "\u{1f}";
-
+/// Writes a transaction's page of outbox events (`OutboxPage`), if it has any.
 async fn insert_outbox<C: GenericClient>(
     c: &C,
-    rows: &[(TenantId, &OutboxEvent, Timestamp)],
+    page: Option<&OutboxPage>,
 ) -> Result<(), tokio_postgres::Error> {
-    if rows.is_empty() {
+    let Some(page) = page else {
         return Ok(());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|(_, e, _)| e.id.0).collect();
-    let tenants: Vec<Uuid> = rows.iter().map(|(t, _, _)| t.0).collect();
-    // Topics travel as one string each, split by the unit separator (no topic holds it):
-    // a two-dimensional array cannot be unnested row by row.
-    let topics: Vec<String> = rows
-        .iter()
-        .map(|(_, e, _)| e.topics.join(TOPIC_SEPARATOR))
-        .collect();
-    let kinds: Vec<&str> = rows.iter().map(|(_, e, _)| e.kind.as_str()).collect();
-    let payloads: Vec<&str> = rows.iter().map(|(_, e, _)| e.payload.as_str()).collect();
-    let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
+    };
     let st = c
-        .prepare_cached(
-            "INSERT INTO outbox (id, tenant_id, topics, kind, payload, created_at) \
-             SELECT id, tenant_id, string_to_array(topics, E'\\x1f'), kind, payload::json, created_at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
-               AS t(id, tenant_id, topics, kind, payload, created_at)",
-        )
+        .prepare_cached("INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)")
         .await?;
-    c.execute(&st, &[&ids, &tenants, &topics, &kinds, &payloads, &at])
+    c.execute(&st, &[&page.key.0, &page.created_at, &page.json])
         .await?;
     Ok(())
 }
@@ -576,10 +559,10 @@ async fn write_rest<C: GenericClient>(
         .iter()
         .flat_map(|c| c.entries.iter().map(move |e| (c.wallet.tenant_id, e, c.at)))
         .collect();
-    let outbox: Vec<(TenantId, &OutboxEvent, Timestamp)> = ok
-        .iter()
-        .flat_map(|c| c.outbox.iter().map(move |e| (c.wallet.tenant_id, e, c.at)))
-        .collect();
+    let outbox = OutboxPage::of(
+        ok.iter()
+            .flat_map(|c| c.outbox.iter().map(move |e| (c.wallet.tenant_id, e, c.at))),
+    );
     let risks: Vec<(Uuid, &str, Timestamp)> = ok
         .iter()
         .flat_map(|c| {
@@ -703,7 +686,7 @@ async fn write_rest<C: GenericClient>(
         coupons_fut,
         upsert_payments(c, &payments, on_conflict),
         insert_entries(c, &entries),
-        insert_outbox(c, &outbox),
+        insert_outbox(c, outbox.as_ref()),
         risks_fut
     )?;
     Ok(())
@@ -1183,29 +1166,21 @@ impl MoneyStore for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<PendingEvent>> {
         let c = self.client().await?;
-        // Planned at each call (see `delete_outbox`), so the partial index on unpublished
-        // rows serves once the queue has grown.
+        // Planned at each call (see `delete_outbox`), so the index on `created_at` serves
+        // once the queue has grown. `limit` counts pages, and the relay publishes whole
+        // pages, so a page is never split between two sweeps.
         let rows = c
             .query(
-                "SELECT id, tenant_id, topics, kind, payload::text, created_at FROM outbox \
-                 WHERE published_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+                "SELECT id, events FROM outbox_pages \
+                 WHERE created_at < $1 ORDER BY created_at LIMIT $2",
                 &[&before.unwrap_or(Timestamp::MAX), &(limit as i64)],
             )
             .await
             .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| PendingEvent {
-                tenant_id: TenantId(r.get(1)),
-                event: OutboxEvent {
-                    id: EventId(r.get(0)),
-                    topics: r.get(2),
-                    kind: r.get(3),
-                    payload: Payload::from_stored(r.get(4)),
-                },
-                created_at: r.get(5),
-            })
-            .collect())
+        Ok(OutboxPage::read(
+            rows.iter()
+                .map(|r| (EventId(r.get(0)), r.get::<_, &str>(1))),
+        ))
     }
 
     /// A delete is a transaction and a plan on a pool connection: one for every group
@@ -1215,16 +1190,16 @@ impl MoneyStore for PgStore {
         OUTBOX_DELETE_GATHER
     }
 
-    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()> {
-        if ids.is_empty() {
+    async fn delete_outbox(&self, keys: Vec<EventId>) -> StoreResult<()> {
+        if keys.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = ids.into_iter().map(|i| i.0).collect();
+        let keys: Vec<Uuid> = keys.into_iter().map(|k| k.0).collect();
         let c = self.client().await?;
         // Planned at each call, not prepared once: the outbox is a queue that starts
         // empty, and a plan cached while it held a page or two is a sequential scan, which
         // every later delete then repeats over a table grown with dead rows.
-        c.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+        c.execute("DELETE FROM outbox_pages WHERE id = ANY($1)", &[&keys])
             .await
             .map_err(pg)?;
         Ok(())
@@ -1263,11 +1238,12 @@ impl MoneyStore for PgStore {
         upsert_payments(&tx, &[&payment], OnConflict::Resolve)
             .await
             .map_err(pg)?;
-        let rows: Vec<_> = outbox
-            .iter()
-            .map(|e| (payment.tenant_id, e, payment.created_at))
-            .collect();
-        insert_outbox(&tx, &rows).await.map_err(pg)?;
+        let page = OutboxPage::of(
+            outbox
+                .iter()
+                .map(|e| (payment.tenant_id, e, payment.created_at)),
+        );
+        insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 

@@ -196,26 +196,27 @@ fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn insert_outbox(
-    c: &Connection,
-    tenant: TenantId,
-    events: &[OutboxEvent],
-    at: Timestamp,
-) -> rusqlite::Result<()> {
-    let mut st = c.prepare_cached(
-        "INSERT INTO outbox (id, tenant_id, topics, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
-    )?;
-    for e in events {
-        st.execute(params![
-            e.id.to_string(),
-            tenant.to_string(),
-            serde_json::to_string(&e.topics).unwrap_or_default(),
-            e.kind,
-            e.payload.as_str(),
-            ms(at)
+/// Writes a job's page of outbox events (`OutboxPage`), if it has any.
+fn insert_outbox(c: &Connection, page: Option<&OutboxPage>) -> rusqlite::Result<()> {
+    let Some(page) = page else {
+        return Ok(());
+    };
+    c.prepare_cached("INSERT INTO outbox_pages (id, created_at, events) VALUES (?,?,?)")?
+        .execute(params![
+            page.key.to_string(),
+            ms(page.created_at),
+            page.json
         ])?;
-    }
     Ok(())
+}
+
+/// The page of the events of `commits`, in order.
+fn page_of<'a>(commits: impl IntoIterator<Item = &'a WalletCommit>) -> Option<OutboxPage> {
+    OutboxPage::of(
+        commits
+            .into_iter()
+            .flat_map(|w| w.outbox.iter().map(move |e| (w.wallet.tenant_id, e, w.at))),
+    )
 }
 
 fn insert_entries(
@@ -358,7 +359,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
                 ms(*at)
             ])?;
         }
-        insert_outbox(c, tenant, &w.outbox, w.at)
+        Ok(())
     };
     write_rest().map_err(fail)
 }
@@ -553,6 +554,8 @@ impl MoneyStore for SqliteStore {
         // per commit. Any failure undoes the whole attempt, and the slow path below gives
         // each commit its own savepoint so that it fails alone.
         let all = commits.clone();
+        // The page is made here, not on the writer thread, which every payment waits on.
+        let page = page_of(commits.iter());
         let fast = self
             .write(move |c| {
                 for commit in all.iter() {
@@ -560,7 +563,7 @@ impl MoneyStore for SqliteStore {
                         return Err(StoreError::Unavailable("retry commit by commit".into()));
                     }
                 }
-                Ok(())
+                insert_outbox(c, page.as_ref()).map_err(db)
             })
             .await;
         if fast.is_ok() {
@@ -580,6 +583,8 @@ impl MoneyStore for SqliteStore {
                     }
                     results.push(r);
                 }
+                let applied = commits.iter().zip(&results).filter(|(_, r)| r.is_ok());
+                insert_outbox(c, page_of(applied.map(|(w, _)| w)).as_ref()).map_err(db)?;
                 Ok(results)
             })
             .await;
@@ -712,41 +717,35 @@ impl MoneyStore for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, tenant_id, topics, kind, payload, created_at FROM outbox \
-                     WHERE published_at IS NULL AND created_at < ? ORDER BY created_at, rowid LIMIT ?",
+                    "SELECT id, events FROM outbox_pages WHERE created_at < ? \
+                     ORDER BY created_at, rowid LIMIT ?",
                 )
                 .map_err(db)?;
             let before = before.map_or(i64::MAX, ms);
-            st.query_map(params![before, limit as i64], |r| {
-                let topics: String = r.get(2)?;
-                let payload: String = r.get(4)?;
-                Ok(PendingEvent {
-                    tenant_id: TenantId(uuid_col(r, 1)?),
-                    event: OutboxEvent {
-                        id: EventId(uuid_col(r, 0)?),
-                        topics: serde_json::from_str(&topics).unwrap_or_default(),
-                        kind: r.get(3)?,
-                        payload: Payload::from_stored(payload),
-                    },
-                    created_at: ts(r.get(5)?),
+            // `limit` counts pages, and the relay publishes whole pages.
+            let pages: Vec<(EventId, String)> = st
+                .query_map(params![before, limit as i64], |r| {
+                    Ok((EventId(uuid_col(r, 0)?), r.get(1)?))
                 })
-            })
-            .and_then(|r| r.collect())
-            .map_err(db)
+                .and_then(|r| r.collect())
+                .map_err(db)?;
+            Ok(OutboxPage::read(
+                pages.iter().map(|(key, json)| (*key, json.as_str())),
+            ))
         })
         .await
     }
 
-    async fn delete_outbox(&self, ids: Vec<EventId>) -> StoreResult<()> {
-        if ids.is_empty() {
+    async fn delete_outbox(&self, keys: Vec<EventId>) -> StoreResult<()> {
+        if keys.is_empty() {
             return Ok(());
         }
         self.write(move |c| {
             let mut st = c
-                .prepare_cached("DELETE FROM outbox WHERE id = ?")
+                .prepare_cached("DELETE FROM outbox_pages WHERE id = ?")
                 .map_err(db)?;
-            for id in &ids {
-                st.execute([id.to_string()]).map_err(db)?;
+            for key in &keys {
+                st.execute([key.to_string()]).map_err(db)?;
             }
             Ok(())
         })
@@ -771,7 +770,12 @@ impl MoneyStore for SqliteStore {
                 return Err(StoreError::conflict("idempotency_conflict", None, "this Idempotency-Key was just used"));
             }
             upsert_payment(c, &payment).map_err(db)?;
-            insert_outbox(c, payment.tenant_id, &outbox, payment.created_at).map_err(db)
+            let page = OutboxPage::of(
+                outbox
+                    .iter()
+                    .map(|e| (payment.tenant_id, e, payment.created_at)),
+            );
+            insert_outbox(c, page.as_ref()).map_err(db)
         })
         .await
     }

@@ -340,6 +340,115 @@ pub struct PendingEvent {
     pub tenant_id: TenantId,
     pub event: OutboxEvent,
     pub created_at: Timestamp,
+    /// The outbox row that holds the event: the id of the first event of its page
+    /// (`OutboxPage`). `MoneyStore::delete_outbox` takes these.
+    pub outbox_key: EventId,
+}
+
+/// One outbox row: every event of one transaction, in order. A group commit of many
+/// payments writes one row and the relay deletes one, instead of one of each per event.
+/// Its key is the id of its first event, so a writer that knows which commits of a batch
+/// applied knows the key without asking the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxPage {
+    pub key: EventId,
+    /// When the first event was made; the relay's sweep goes by it.
+    pub created_at: Timestamp,
+    /// The events as a JSON array (see `OutboxPage::events`), each payload embedded as the
+    /// JSON it already is.
+    pub json: String,
+}
+
+#[derive(Serialize)]
+struct PageEventOut<'a> {
+    id: EventId,
+    tenant_id: TenantId,
+    topics: &'a [String],
+    kind: &'a str,
+    /// Microseconds since the Unix epoch.
+    at: i64,
+}
+
+#[derive(Deserialize)]
+struct PageEventIn {
+    id: EventId,
+    tenant_id: TenantId,
+    topics: Vec<String>,
+    kind: String,
+    payload: Box<serde_json::value::RawValue>,
+    at: i64,
+}
+
+impl OutboxPage {
+    /// The page of `events`, in order; None when there are none.
+    pub fn of<'a>(
+        events: impl IntoIterator<Item = (TenantId, &'a OutboxEvent, Timestamp)>,
+    ) -> Option<OutboxPage> {
+        let mut first: Option<(EventId, Timestamp)> = None;
+        let mut json = String::from("[");
+        for (tenant_id, e, at) in events {
+            first.get_or_insert((e.id, at));
+            let rest = PageEventOut {
+                id: e.id,
+                tenant_id,
+                topics: &e.topics,
+                kind: &e.kind,
+                at: at.as_microsecond(),
+            };
+            // Ids, strings and integers always serialize.
+            let Ok(rest) = serde_json::to_string(&rest) else {
+                continue;
+            };
+            if json.len() > 1 {
+                json.push(',');
+            }
+            // The payload goes in as the JSON text it is (a `Payload` only ever holds JSON
+            // we serialized), not parsed and written again: `{"payload":…,` then the rest.
+            json.push_str("{\"payload\":");
+            json.push_str(e.payload.as_str());
+            json.push(',');
+            json.push_str(&rest[1..]);
+        }
+        json.push(']');
+        let (key, created_at) = first?;
+        Some(OutboxPage {
+            key,
+            created_at,
+            json,
+        })
+    }
+
+    /// The events of stored pages (key and JSON), in order. A page that does not parse
+    /// (which only a bug could write) is logged and left where it is.
+    pub fn read<'a>(pages: impl IntoIterator<Item = (EventId, &'a str)>) -> Vec<PendingEvent> {
+        let mut events = Vec::new();
+        for (key, json) in pages {
+            match OutboxPage::events(key, json) {
+                Ok(page) => events.extend(page),
+                Err(e) => tracing::error!(page = %key, error = %e, "an outbox page does not parse"),
+            }
+        }
+        events
+    }
+
+    /// The events of a stored page, keyed by `key`.
+    pub fn events(key: EventId, json: &str) -> Result<Vec<PendingEvent>, serde_json::Error> {
+        let stored: Vec<PageEventIn> = serde_json::from_str(json)?;
+        Ok(stored
+            .into_iter()
+            .map(|e| PendingEvent {
+                tenant_id: e.tenant_id,
+                event: OutboxEvent {
+                    id: e.id,
+                    topics: e.topics,
+                    kind: e.kind,
+                    payload: Payload::from_stored(e.payload.get().to_owned()),
+                },
+                created_at: Timestamp::from_microsecond(e.at).unwrap_or_default(),
+                outbox_key: key,
+            })
+            .collect())
+    }
 }
 
 /// The response of an idempotent money request, stored with the money.
@@ -454,4 +563,63 @@ pub struct Totals {
     pub refunds: Money,
     pub count: u64,
     pub by_source: Breakdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, payload: serde_json::Value) -> OutboxEvent {
+        OutboxEvent {
+            id: EventId::new(),
+            topics: vec!["terminal:t\u{1f}1".into(), "tenant".into()],
+            kind: kind.into(),
+            payload: Payload::of(&payload),
+        }
+    }
+
+    #[test]
+    fn an_outbox_page_gives_back_its_events_in_order_keyed_by_the_first() {
+        let (t1, t2) = (TenantId::new(), TenantId::new());
+        let at1 = Timestamp::from_microsecond(1_764_000_000_123_456).unwrap();
+        let at2 = at1 + jiff::SignedDuration::from_micros(7);
+        let a = event(
+            "payment.succeeded",
+            serde_json::json!({"amount": 5, "note": "\"q\" \\ é"}),
+        );
+        let b = event("payment.declined", serde_json::json!([1, null, {"x": []}]));
+        let page = OutboxPage::of([(t1, &a, at1), (t2, &b, at2)]).expect("two events");
+        assert_eq!((page.key, page.created_at), (a.id, at1));
+        let back = OutboxPage::events(page.key, &page.json).unwrap();
+        let want = vec![
+            PendingEvent {
+                tenant_id: t1,
+                event: a.clone(),
+                created_at: at1,
+                outbox_key: a.id,
+            },
+            PendingEvent {
+                tenant_id: t2,
+                event: b,
+                created_at: at2,
+                outbox_key: a.id,
+            },
+        ];
+        assert_eq!(back, want);
+        // The payload comes back as the same JSON text, not merely an equal value.
+        assert_eq!(back[0].event.payload.as_str(), a.payload.as_str());
+    }
+
+    #[test]
+    fn no_events_make_no_page_and_a_broken_page_is_skipped() {
+        assert_eq!(OutboxPage::of([]), None);
+        let e = event("payment.succeeded", serde_json::json!({"amount": 1}));
+        let good = OutboxPage::of([(TenantId::new(), &e, Timestamp::now())]).unwrap();
+        let read = OutboxPage::read([
+            (EventId::new(), "[{\"id\": 1}]"),
+            (good.key, good.json.as_str()),
+        ]);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].event, e);
+    }
 }

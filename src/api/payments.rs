@@ -170,7 +170,7 @@ async fn decline_orphan(
     };
     let view = PaymentView::from(&p);
     let payload = Payload::of(&view);
-    let events = vec![OutboxEvent {
+    let event = OutboxEvent {
         id: EventId::new(),
         topics: vec![
             format!("terminal:{terminal}"),
@@ -179,7 +179,7 @@ async fn decline_orphan(
         ],
         kind: "payment.declined".into(),
         payload,
-    }];
+    };
     let body = to_json_bytes(&view);
     let request = onecard_schema::wallet::MoneyRequest {
         scope: idem.scope,
@@ -191,18 +191,15 @@ async fn decline_orphan(
     let created_at = p.created_at;
     state
         .store
-        .insert_orphan_payment(p, events.clone(), request)
+        .insert_orphan_payment(p, vec![event.clone()], request)
         .await?;
-    state.relay.submit(
-        events
-            .into_iter()
-            .map(|event| PendingEvent {
-                tenant_id: tenant,
-                event,
-                created_at,
-            })
-            .collect(),
-    );
+    state.relay.submit(vec![PendingEvent {
+        tenant_id: tenant,
+        // The outbox page of one event is keyed by it.
+        outbox_key: event.id,
+        event,
+        created_at,
+    }]);
     Ok(HttpResponse::Created()
         .content_type("application/json")
         .body(body))

@@ -550,10 +550,12 @@ async fn a_client_that_stops_reading_is_cut_off_with_1013_and_others_keep_up(bus
     });
     for chunk in 0..40 {
         let events: Vec<PendingEvent> = (0..100)
-            .map(|i| PendingEvent {
+            .map(|i| (i, EventId::new()))
+            .map(|(i, id)| PendingEvent {
                 tenant_id: tenant,
+                outbox_key: id,
                 event: OutboxEvent {
-                    id: EventId::new(),
+                    id,
                     topics: vec!["tenant".into()],
                     kind: "test.filler".into(),
                     payload: Payload::of(&json!({"n": chunk * 100 + i, "pad": pad})),
@@ -605,10 +607,12 @@ async fn the_relay_publishes_what_a_crash_left_in_the_outbox_once(bus: BusKind) 
         created_at: now,
         updated_at: now,
     };
+    let id = EventId::new();
     let event = PendingEvent {
         tenant_id: tenant,
+        outbox_key: id,
         event: OutboxEvent {
-            id: EventId::new(),
+            id,
             topics: vec![topic.clone()],
             kind: "payment.declined".into(),
             payload: Payload::of(&json!({"left": "behind"})),

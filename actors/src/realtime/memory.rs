@@ -157,10 +157,12 @@ mod tests {
     use onecard_schema::wallet::{OutboxEvent, Payload};
 
     fn pending(tenant: TenantId, topics: &[&str]) -> PendingEvent {
+        let id = EventId::new();
         PendingEvent {
             tenant_id: tenant,
+            outbox_key: id,
             event: OutboxEvent {
-                id: EventId::new(),
+                id,
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 kind: "payment.succeeded".into(),
                 payload: Payload::of(&serde_json::json!({"amount": 1})),

@@ -22,9 +22,9 @@ use crate::clock::Clock;
 const QUEUE_MAX: usize = 1 << 16;
 /// Events per publish call.
 const BATCH_MAX: usize = 4096;
-/// Outbox rows read per sweep query.
+/// Outbox pages read per sweep query.
 const SWEEP_PAGE: usize = 500;
-/// Relayed events deleted per statement, at most.
+/// Relayed outbox pages deleted per statement, at most.
 const DELETE_MAX: usize = 8192;
 
 /// Events published by this node's relay, and events its sweep found left behind.
@@ -122,7 +122,11 @@ async fn publish(
 ) -> bool {
     match log.publish(batch).await {
         Ok(()) => {
-            let _ = done.send(batch.iter().map(|p| p.event.id).collect());
+            // A page's events come together (the relay never splits a submitted batch
+            // or a swept page), so the page goes once all of them are published.
+            let mut keys: Vec<EventId> = batch.iter().map(|p| p.outbox_key).collect();
+            keys.dedup();
+            let _ = done.send(keys);
             true
         }
         Err(e) => {
@@ -149,7 +153,9 @@ async fn sweep(
         if rows.is_empty() {
             return;
         }
-        let full = rows.len() == SWEEP_PAGE;
+        let mut pages: Vec<EventId> = rows.iter().map(|r| r.outbox_key).collect();
+        pages.dedup();
+        let full = pages.len() == SWEEP_PAGE;
         if !publish(log, &rows, done).await {
             return;
         }
