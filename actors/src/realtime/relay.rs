@@ -153,11 +153,12 @@ async fn sweep(
         if rows.is_empty() {
             return;
         }
-        let mut pages: Vec<EventId> = rows.iter().map(|r| r.outbox_key).collect();
-        pages.dedup();
-        let full = pages.len() == SWEEP_PAGE;
-        if !publish(log, &rows, done).await {
-            return;
+        let chunks = whole_pages(&rows, BATCH_MAX);
+        let full = chunks.iter().map(|c| c.pages).sum::<usize>() == SWEEP_PAGE;
+        for chunk in chunks {
+            if !publish(log, chunk.events, done).await {
+                return;
+            }
         }
         SWEPT.fetch_add(rows.len() as u64, Ordering::Relaxed);
         tracing::info!(
@@ -171,6 +172,44 @@ async fn sweep(
         // would drop them anyway; wait for the cleaner so the page moves on.
         tokio::time::sleep(Duration::from_millis(50) + store.outbox_delete_gather()).await;
     }
+}
+
+/// Consecutive events of whole outbox pages, and how many pages they are.
+struct Chunk<'a> {
+    events: &'a [PendingEvent],
+    pages: usize,
+}
+
+/// `events` (whole pages, each page's events together) cut at page boundaries into chunks
+/// of at most `max` events, so that one publish call stays as large as the relay's own
+/// (a page of more than `max` events goes alone).
+fn whole_pages(events: &[PendingEvent], max: usize) -> Vec<Chunk<'_>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut pages) = (0, 0);
+    let mut i = 0;
+    while i < events.len() {
+        let key = events[i].outbox_key;
+        let end = events[i..]
+            .iter()
+            .position(|e| e.outbox_key != key)
+            .map_or(events.len(), |n| i + n);
+        if pages > 0 && end - start > max {
+            chunks.push(Chunk {
+                events: &events[start..i],
+                pages,
+            });
+            (start, pages) = (i, 0);
+        }
+        pages += 1;
+        i = end;
+    }
+    if pages > 0 {
+        chunks.push(Chunk {
+            events: &events[start..],
+            pages,
+        });
+    }
+    chunks
 }
 
 /// Deletes published events from the outbox, many per statement.
@@ -213,6 +252,47 @@ async fn gather<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(key: EventId, n: usize) -> Vec<PendingEvent> {
+        (0..n)
+            .map(|_| PendingEvent {
+                tenant_id: onecard_schema::ids::TenantId::new(),
+                event: onecard_schema::wallet::OutboxEvent {
+                    id: EventId::new(),
+                    topics: vec!["tenant".into()],
+                    kind: "test".into(),
+                    payload: onecard_schema::wallet::Payload::of(&1),
+                },
+                created_at: jiff::Timestamp::now(),
+                outbox_key: key,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sweep_publishes_whole_pages_in_chunks_of_at_most_the_batch() {
+        let (a, b, c, d) = (
+            EventId::new(),
+            EventId::new(),
+            EventId::new(),
+            EventId::new(),
+        );
+        let events: Vec<PendingEvent> = [page(a, 3), page(b, 2), page(c, 6), page(d, 1)].concat();
+        let cut: Vec<(Vec<EventId>, usize)> = whole_pages(&events, 5)
+            .iter()
+            .map(|c| (c.events.iter().map(|e| e.outbox_key).collect(), c.pages))
+            .collect();
+        assert_eq!(
+            cut,
+            vec![
+                (vec![a, a, a, b, b], 2),
+                // Larger than the batch on its own: it goes alone, not split.
+                (vec![c; 6], 1),
+                (vec![d], 1),
+            ]
+        );
+        assert!(whole_pages(&[], 5).is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn ids_arriving_within_the_wait_are_deleted_together() {
