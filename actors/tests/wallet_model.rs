@@ -896,11 +896,8 @@ fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
     on_both_engines("the ledger-check tamper test", tampered_run);
 }
 
-/// Version fencing in the store: in one batch, a commit made from a stale wallet version
-/// fails alone and keeps nothing (its idempotency key and code nonce stay free), while the
-/// commit next to it lands; a commit with a used nonce or a taken key is refused and keeps
-/// nothing either; a "new wallet" commit for a wallet that already has a row is fenced.
-fn fenced_run(url: Option<String>) {
+/// A world on a store with one topped-up wallet, and that wallet's row as stored.
+fn stored_wallet(url: Option<String>) -> (World, WalletRow) {
     let mut world = World::with_store(url);
     world.run(&Step::TopUp { amount: 500 });
     let ctx = world.store.as_ref().expect("a store");
@@ -913,6 +910,16 @@ fn fenced_run(url: Option<String>) {
         ))
         .unwrap()
         .wallet;
+    (world, stored)
+}
+
+/// Version fencing in the store: in one batch, a commit made from a stale wallet version
+/// fails alone and keeps nothing (its idempotency key and code nonce stay free), while the
+/// commit next to it lands; a commit with a used nonce or a taken key is refused and keeps
+/// nothing either; a "new wallet" commit for a wallet that already has a row is fenced.
+fn fenced_run(url: Option<String>) {
+    let (world, stored) = stored_wallet(url);
+    let ctx = world.store.as_ref().expect("a store");
     let commit =
         |version: i64, key: &str, nonce: u8| keyed_commit(&stored, version, key, nonce, world.now);
     let found = |key: &str| key_kept(ctx, key);
@@ -1024,15 +1031,9 @@ fn keyed_commit(
 /// (its key and nonce stay free, its version unused), while a commit without the check
 /// next to it in the batch lands.
 fn card_run(url: Option<String>) {
-    let mut world = World::with_store(url);
-    world.run(&Step::TopUp { amount: 500 });
+    let (world, stored) = stored_wallet(url);
     let ctx = world.store.as_ref().expect("a store");
-    let (tenant, user) = (world.snap.wallet.tenant_id, world.snap.wallet.user_id);
-    let stored = ctx
-        .rt
-        .block_on(ctx.store.load_wallet(tenant, user, world.now))
-        .unwrap()
-        .wallet;
+    let (tenant, user) = (stored.tenant_id, stored.user_id);
     let commit = |version: i64, key: &str, nonce: u8, require_active: bool| WalletCommit {
         require_active,
         ..keyed_commit(&stored, version, key, nonce, world.now)
@@ -1105,15 +1106,9 @@ fn a_commit_that_needs_an_active_card_is_refused_alone_once_it_is_not() {
 /// page, in order, keyed by the first of them; a refused commit's events are not there;
 /// the sweep's age filter and the delete by page key work on both engines.
 fn outbox_run(url: Option<String>) {
-    let mut world = World::with_store(url);
-    world.run(&Step::TopUp { amount: 500 });
+    let (world, stored) = stored_wallet(url);
     let ctx = world.store.as_ref().expect("a store");
-    let (tenant, user) = (world.snap.wallet.tenant_id, world.snap.wallet.user_id);
-    let stored = ctx
-        .rt
-        .block_on(ctx.store.load_wallet(tenant, user, world.now))
-        .unwrap()
-        .wallet;
+    let (tenant, user) = (stored.tenant_id, stored.user_id);
     // What the set-up wrote goes first.
     let before = ctx
         .rt
