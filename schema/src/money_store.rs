@@ -80,7 +80,7 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// Forgets relayed pages, by their keys (`PendingEvent::outbox_key`): their events'
     /// history now lives on the bus.
     async fn delete_outbox(&self, keys: Vec<EventId>) -> StoreResult<()>;
-    /// How long the relay gathers relayed ids before it deletes them in one statement.
+    /// How long the relay gathers relayed page keys before it deletes them in one statement.
     /// Zero: at once, with whatever is waiting.
     fn outbox_delete_gather(&self) -> std::time::Duration {
         std::time::Duration::ZERO

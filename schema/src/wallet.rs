@@ -387,7 +387,6 @@ impl OutboxPage {
         let mut first: Option<(EventId, Timestamp)> = None;
         let mut json = String::from("[");
         for (tenant_id, e, at) in events {
-            first.get_or_insert((e.id, at));
             let rest = PageEventOut {
                 id: e.id,
                 tenant_id,
@@ -399,7 +398,9 @@ impl OutboxPage {
             let Ok(rest) = serde_json::to_string(&rest) else {
                 continue;
             };
-            if json.len() > 1 {
+            if first.is_none() {
+                first = Some((e.id, at));
+            } else {
                 json.push(',');
             }
             // The payload goes in as the JSON text it is (a `Payload` only ever holds JSON
