@@ -1166,6 +1166,35 @@ impl MoneyStore for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<PendingEvent>> {
         let c = self.client().await?;
+        let before = before.unwrap_or(Timestamp::MAX);
+        // Events a node of the previous release wrote to the old outbox, one row each,
+        // during a rolling update (V6): each is a page of its own, keyed by its id.
+        let legacy = c
+            .query(
+                "SELECT id, tenant_id, topics, kind, payload::text, created_at FROM outbox \
+                 WHERE published_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+                &[&before, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        let mut events: Vec<PendingEvent> = legacy
+            .iter()
+            .map(|r| PendingEvent {
+                tenant_id: TenantId(r.get(1)),
+                event: OutboxEvent {
+                    id: EventId(r.get(0)),
+                    topics: r.get(2),
+                    kind: r.get(3),
+                    payload: Payload::from_stored(r.get(4)),
+                },
+                created_at: r.get(5),
+                outbox_key: EventId(r.get(0)),
+            })
+            .collect();
+        let room = limit.saturating_sub(events.len());
+        if room == 0 {
+            return Ok(events);
+        }
         // Planned at each call (see `delete_outbox`), so the index on `created_at` serves
         // once the queue has grown. `limit` counts pages, and the relay publishes whole
         // pages, so a page is never split between two sweeps.
@@ -1173,14 +1202,15 @@ impl MoneyStore for PgStore {
             .query(
                 "SELECT id, events FROM outbox_pages \
                  WHERE created_at < $1 ORDER BY created_at LIMIT $2",
-                &[&before.unwrap_or(Timestamp::MAX), &(limit as i64)],
+                &[&before, &(room as i64)],
             )
             .await
             .map_err(pg)?;
-        Ok(OutboxPage::read(
+        events.extend(OutboxPage::read(
             rows.iter()
                 .map(|r| (EventId(r.get(0)), r.get::<_, &str>(1))),
-        ))
+        ));
+        Ok(events)
     }
 
     /// A delete is a transaction and a plan on a pool connection: one for every group
@@ -1199,9 +1229,15 @@ impl MoneyStore for PgStore {
         // Planned at each call, not prepared once: the outbox is a queue that starts
         // empty, and a plan cached while it held a page or two is a sequential scan, which
         // every later delete then repeats over a table grown with dead rows.
-        c.execute("DELETE FROM outbox_pages WHERE id = ANY($1)", &[&keys])
-            .await
-            .map_err(pg)?;
+        // The old outbox too: a key may be an event a node of the previous release wrote
+        // there (see `pending_outbox`).
+        c.execute(
+            "WITH legacy AS (DELETE FROM outbox WHERE id = ANY($1)) \
+             DELETE FROM outbox_pages WHERE id = ANY($1)",
+            &[&keys],
+        )
+        .await
+        .map_err(pg)?;
         Ok(())
     }
 

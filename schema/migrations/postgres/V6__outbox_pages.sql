@@ -32,12 +32,7 @@ ALTER TABLE outbox_pages SET (
     autovacuum_analyze_threshold = 1000
 );
 
--- Events not relayed yet when the server stopped for the upgrade: a page each.
-INSERT INTO outbox_pages (id, created_at, events)
-SELECT id, created_at, json_build_array(json_build_object(
-           'payload', payload, 'id', id, 'tenant_id', tenant_id, 'topics', topics, 'kind', kind,
-           'at', (extract(epoch FROM created_at) * 1000000)::int8))::text
-FROM outbox
-WHERE published_at IS NULL;
-
-DROP TABLE outbox;
+-- The old table stays, for now. During a rolling update, nodes of the previous release
+-- still write their events there after this migration has run (the migrate Job runs
+-- before the rollout); their own relays delete them, and this release's relays sweep and
+-- delete what a node left there when it stopped. A later release drops it.
