@@ -1213,3 +1213,47 @@ fn outbox_run(url: Option<String>) {
 fn a_batch_writes_one_outbox_page_of_the_events_that_applied() {
     on_both_engines("the outbox page test", outbox_run);
 }
+
+/// Used codes in the store: the purge takes those used before its cut-off, oldest first
+/// and at most `limit` at a time; a purged nonce is free again, a recent one stays taken.
+fn purge_run(url: Option<String>) {
+    let (world, stored) = stored_wallet(url);
+    let ctx = world.store.as_ref().expect("a store");
+    let v = stored.version;
+    let (old, new) = (world.now, world.now + SignedDuration::from_mins(20));
+    let commit = |version: i64, key: &str, nonce: u8, at: Timestamp| {
+        ctx.rt.block_on(
+            ctx.store
+                .commit_wallets(vec![keyed_commit(&stored, version, key, nonce, at)]),
+        )
+    };
+    assert_eq!(commit(v + 1, "purge-1", 1, old), vec![Ok(())]);
+    assert_eq!(commit(v + 2, "purge-2", 2, old), vec![Ok(())]);
+    assert_eq!(commit(v + 3, "purge-3", 3, new), vec![Ok(())]);
+    let purge = |limit: usize| {
+        ctx.rt
+            .block_on(
+                ctx.store
+                    .purge_used_codes(old + SignedDuration::from_secs(1), limit),
+            )
+            .unwrap()
+    };
+    assert_eq!(purge(1), 1, "one at a time when asked");
+    assert_eq!(purge(10), 1, "then the other old one");
+    assert_eq!(purge(10), 0, "the recent one stays");
+    assert_eq!(
+        commit(v + 4, "purge-4", 1, new),
+        vec![Ok(())],
+        "a purged nonce is free again"
+    );
+    assert_eq!(
+        commit(v + 5, "purge-5", 3, new),
+        vec![Err(CommitError::NonceUsed)],
+        "a recent nonce is still taken"
+    );
+}
+
+#[test]
+fn used_codes_past_their_keep_are_purged_and_recent_ones_stay() {
+    on_both_engines("the used-code purge test", purge_run);
+}

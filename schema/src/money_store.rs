@@ -68,6 +68,12 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// Frozen wallets (at `now`) and wallets in arrears, for the dashboard.
     async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats>;
 
+    /// Forgets up to `limit` used payment codes recorded before `before`, oldest first,
+    /// and answers how many went. Only codes that can no longer be accepted may go: a
+    /// code is refused as expired soon after it was issued, so its used nonce guards
+    /// nothing after that.
+    async fn purge_used_codes(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+
     // --- outbox -----------------------------------------------------------------------
     /// Events not yet relayed, oldest page first, whole pages (`OutboxPage`), at most
     /// `limit` pages; only pages written before `before` when given (the relay's sweep

@@ -1160,6 +1160,19 @@ impl MoneyStore for PgStore {
         Ok(MerchantDay { sales, refunds })
     }
 
+    async fn purge_used_codes(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let c = self.client().await?;
+        // No index on `used_at`: the table holds only the last minutes' codes once purged,
+        // and the scan stops at `limit` rows.
+        c.execute(
+            "DELETE FROM used_codes WHERE nonce IN \
+             (SELECT nonce FROM used_codes WHERE used_at < $1 LIMIT $2)",
+            &[&before, &(limit as i64)],
+        )
+        .await
+        .map_err(pg)
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

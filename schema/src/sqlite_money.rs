@@ -709,6 +709,21 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn purge_used_codes(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        // Rows go in the order they were written (rowid), which is the order of `used_at`
+        // but for clock steps: the oldest first, without an index on `used_at`.
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM used_codes WHERE rowid IN \
+                 (SELECT rowid FROM used_codes WHERE used_at < ? ORDER BY rowid LIMIT ?)",
+                params![ms(before), limit as i64],
+            )
+            .map(|n| n as u64)
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

@@ -134,16 +134,10 @@ pub async fn remind_arrears(state: &AppState) -> Result<usize, ApiError> {
 
 /// The reminder loop (every `REMINDER_SCAN_S`; each wallet is reminded once a day).
 pub fn spawn_reminders(state: Arc<AppState>) {
-    let weak = Arc::downgrade(&state);
-    drop(state);
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(REMINDER_SCAN_S));
-        loop {
-            tick.tick().await;
-            let Some(state) = weak.upgrade() else { break };
-            if let Err(e) = remind_arrears(&state).await {
-                tracing::warn!(error = %e, "arrears reminder scan failed");
-            }
-        }
-    });
+    crate::tasks::every(
+        state,
+        Duration::from_secs(REMINDER_SCAN_S),
+        "arrears reminders",
+        |state| async move { remind_arrears(&state).await.map(|_| ()) },
+    );
 }

@@ -123,6 +123,39 @@ pub async fn create_payment(
     }
 }
 
+/// How often each node purges used codes, and how many go per statement.
+pub const USED_CODE_PURGE_S: u64 = 60;
+const USED_CODE_PURGE_BATCH: usize = 10_000;
+
+/// Forgets the used codes that can no longer be accepted (`code::USED_CODE_KEEP`), a
+/// batch per statement, so that the table holds minutes of payments, not years.
+pub async fn purge_used_codes(state: &AppState) -> Result<u64, ApiError> {
+    let Ok(before) = state.clock.now().checked_sub(code::USED_CODE_KEEP) else {
+        return Ok(0);
+    };
+    let mut gone = 0;
+    loop {
+        let n = state
+            .store
+            .purge_used_codes(before, USED_CODE_PURGE_BATCH)
+            .await?;
+        gone += n;
+        if n < USED_CODE_PURGE_BATCH as u64 {
+            return Ok(gone);
+        }
+    }
+}
+
+/// The purge loop, every `USED_CODE_PURGE_S` on each node.
+pub fn spawn_used_code_purge(state: std::sync::Arc<AppState>) {
+    crate::tasks::every(
+        state,
+        std::time::Duration::from_secs(USED_CODE_PURGE_S),
+        "used code purge",
+        |state| async move { purge_used_codes(&state).await.map(|_| ()) },
+    );
+}
+
 /// A code that does not verify belongs to no wallet: record the declined attempt alone.
 async fn decline_orphan(
     state: &AppState,

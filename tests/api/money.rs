@@ -109,6 +109,20 @@ pub(crate) async fn top_up(app: &TestApp, shop: &Shop, user: &str, amount: i64) 
     assert_eq!(s, 201, "{w}");
 }
 
+/// A shop (`single_limit`) with one cardholder, `number`, whose wallet holds `amount`:
+/// the shop, the cardholder's id and their token.
+async fn funded(
+    app: &TestApp,
+    single_limit: i64,
+    number: &str,
+    amount: i64,
+) -> (Shop, String, String) {
+    let shop = shop(app, single_limit).await;
+    let (user, me) = person(app, &shop.admin, number).await;
+    top_up(app, &shop, &user, amount).await;
+    (shop, user, me)
+}
+
 async fn ledger_balances(app: &TestApp, admin: &str) {
     let (s, check) = app.get("/api/v1/ledger/check", admin).await;
     assert_eq!(s, 200, "{check}");
@@ -127,7 +141,44 @@ on_both_engines!(
     a_full_wallet_mailbox_answers_503_and_loses_nothing,
     merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree,
     another_tenants_code_is_declined_as_invalid_and_moves_nothing,
+    a_used_code_is_kept_while_it_could_be_accepted_then_purged,
 );
+
+/// The store keeps a used code's nonce while the code could still be accepted, and the
+/// node's purge forgets it after `USED_CODE_KEEP`; a purged code stays refused, as
+/// expired.
+async fn a_used_code_is_kept_while_it_could_be_accepted_then_purged(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (at, user, me) = funded(&app, 5_000, "P-1", 1_000).await;
+    let c = code(&app, &me).await;
+    let purge = || async {
+        onecard::api::payments::purge_used_codes(&app.state)
+            .await
+            .unwrap()
+    };
+    let reason = |p: Value| (p["status"].clone(), p["decline_reason"].clone());
+    assert_eq!(pay(&app, &at, &c, 100).await["status"], "succeeded");
+    assert_eq!(purge().await, 0, "a fresh used code stays");
+    assert_eq!(
+        reason(pay(&app, &at, &c, 100).await),
+        (json!("declined"), json!("code_reused"))
+    );
+    app.clock.advance(SignedDuration::from_mins(3));
+    assert_eq!(purge().await, 0, "kept well past the code's life");
+    app.clock.advance(SignedDuration::from_mins(8));
+    assert_eq!(purge().await, 1, "gone after USED_CODE_KEEP");
+    assert_eq!(
+        reason(pay(&app, &at, &c, 100).await),
+        (json!("declined"), json!("code_expired"))
+    );
+    let (s, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &at.admin)
+        .await;
+    assert_eq!((s, &w["balance"]), (200, &json!(900)), "{w}");
+    ledger_balances(&app, &at.admin).await;
+}
 
 /// A code of another tenant's cardholder verifies (one master key signs every tenant's
 /// codes) but names no user of this tenant: the till gets a declined `code_invalid`
@@ -279,9 +330,7 @@ async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine:
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let shop = shop(&app, 100_000).await;
-    let (user, me) = person(&app, &shop.admin, "P-1").await;
-    top_up(&app, &shop, &user, 1_000).await;
+    let (shop, user, me) = funded(&app, 100_000, "P-1", 1_000).await;
     let soon = (app.clock_now() + SignedDuration::from_hours(24)).to_string();
     let later = (app.clock_now() + SignedDuration::from_hours(48)).to_string();
     // Two coupons: the one expiring sooner wins even though it is smaller.
@@ -434,9 +483,7 @@ async fn every_decline_reason_is_recorded_with_its_reason(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let shop = shop(&app, 5_000).await;
-    let (user, me) = person(&app, &shop.admin, "D-1").await;
-    top_up(&app, &shop, &user, 10_000).await;
+    let (shop, user, me) = funded(&app, 5_000, "D-1", 10_000).await;
     let reason = |p: &Value| {
         (
             p["status"].as_str().unwrap().to_string(),
@@ -630,9 +677,7 @@ async fn a_replayed_payment_request_answers_the_same_payment_and_another_body_is
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let shop = shop(&app, 5_000).await;
-    let (user, me) = person(&app, &shop.admin, "I-1").await;
-    top_up(&app, &shop, &user, 1_000).await;
+    let (shop, user, me) = funded(&app, 5_000, "I-1", 1_000).await;
     let c = code(&app, &me).await;
     let body = json!({"code": c, "amount": 300});
     let (s1, first) = keyed(
@@ -897,9 +942,7 @@ async fn three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let shop = shop(&app, 5_000).await;
-    let (user, me) = person(&app, &shop.admin, "F-1").await;
-    top_up(&app, &shop, &user, 1_000).await;
+    let (shop, user, me) = funded(&app, 5_000, "F-1", 1_000).await;
     // Pin the clock to 10:00 in Shanghai so "next midnight" is known.
     let now = app.clock_now();
     let target: jiff::Timestamp = "2030-03-01T02:00:00Z".parse().unwrap();

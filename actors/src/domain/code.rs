@@ -12,6 +12,10 @@ use crate::keys::Keys;
 pub const CODE_TTL: SignedDuration = SignedDuration::from_secs(120);
 /// Clock skew tolerated between the node that issued and the node that verifies.
 pub const CODE_SKEW: SignedDuration = SignedDuration::from_secs(5);
+/// How long the store keeps a used code's nonce: well past the longest a code is accepted
+/// (`CODE_TTL` and `CODE_SKEW`), so that even a node whose clock is minutes off finds every
+/// nonce it could still accept. Older ones are purged.
+pub const USED_CODE_KEEP: SignedDuration = SignedDuration::from_secs(600);
 /// Codes issued now. Version 1 (the same layout) is still accepted: its used-code key is
 /// the bare nonce, as it was stored when those codes were issued.
 const VERSION: u8 = 2;
