@@ -559,10 +559,7 @@ async fn write_rest<C: GenericClient>(
         .iter()
         .flat_map(|c| c.entries.iter().map(move |e| (c.wallet.tenant_id, e, c.at)))
         .collect();
-    let outbox = OutboxPage::of(
-        ok.iter()
-            .flat_map(|c| c.outbox.iter().map(move |e| (c.wallet.tenant_id, e, c.at))),
-    );
+    let outbox = OutboxPage::of_commits(ok.iter().copied());
     let risks: Vec<(Uuid, &str, Timestamp)> = ok
         .iter()
         .flat_map(|c| {

@@ -210,15 +210,6 @@ fn insert_outbox(c: &Connection, page: Option<&OutboxPage>) -> rusqlite::Result<
     Ok(())
 }
 
-/// The page of the events of `commits`, in order.
-fn page_of<'a>(commits: impl IntoIterator<Item = &'a WalletCommit>) -> Option<OutboxPage> {
-    OutboxPage::of(
-        commits
-            .into_iter()
-            .flat_map(|w| w.outbox.iter().map(move |e| (w.wallet.tenant_id, e, w.at))),
-    )
-}
-
 fn insert_entries(
     c: &Connection,
     tenant: TenantId,
@@ -555,7 +546,7 @@ impl MoneyStore for SqliteStore {
         // each commit its own savepoint so that it fails alone.
         let all = commits.clone();
         // The page is made here, not on the writer thread, which every payment waits on.
-        let page = page_of(commits.iter());
+        let page = OutboxPage::of_commits(commits.iter());
         let fast = self
             .write(move |c| {
                 for commit in all.iter() {
@@ -584,7 +575,8 @@ impl MoneyStore for SqliteStore {
                     results.push(r);
                 }
                 let applied = commits.iter().zip(&results).filter(|(_, r)| r.is_ok());
-                insert_outbox(c, page_of(applied.map(|(w, _)| w)).as_ref()).map_err(db)?;
+                insert_outbox(c, OutboxPage::of_commits(applied.map(|(w, _)| w)).as_ref())
+                    .map_err(db)?;
                 Ok(results)
             })
             .await;

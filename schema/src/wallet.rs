@@ -380,6 +380,17 @@ struct PageEventIn {
 }
 
 impl OutboxPage {
+    /// The page of the events of `commits`, in order; None when they have none.
+    pub fn of_commits<'a>(
+        commits: impl IntoIterator<Item = &'a WalletCommit>,
+    ) -> Option<OutboxPage> {
+        OutboxPage::of(
+            commits
+                .into_iter()
+                .flat_map(|c| c.outbox.iter().map(move |e| (c.wallet.tenant_id, e, c.at))),
+        )
+    }
+
     /// The page of `events`, in order; None when there are none.
     pub fn of<'a>(
         events: impl IntoIterator<Item = (TenantId, &'a OutboxEvent, Timestamp)>,
@@ -433,7 +444,7 @@ impl OutboxPage {
     }
 
     /// The events of a stored page, keyed by `key`.
-    pub fn events(key: EventId, json: &str) -> Result<Vec<PendingEvent>, serde_json::Error> {
+    fn events(key: EventId, json: &str) -> Result<Vec<PendingEvent>, serde_json::Error> {
         let stored: Vec<PageEventIn> = serde_json::from_str(json)?;
         Ok(stored
             .into_iter()

@@ -185,27 +185,21 @@ struct Chunk<'a> {
 /// (a page of more than `max` events goes alone).
 fn whole_pages(events: &[PendingEvent], max: usize) -> Vec<Chunk<'_>> {
     let mut chunks = Vec::new();
-    let (mut start, mut pages) = (0, 0);
-    let mut i = 0;
-    while i < events.len() {
-        let key = events[i].outbox_key;
-        let end = events[i..]
-            .iter()
-            .position(|e| e.outbox_key != key)
-            .map_or(events.len(), |n| i + n);
-        if pages > 0 && end - start > max {
+    let (mut start, mut end, mut pages) = (0, 0, 0);
+    for page in events.chunk_by(|a, b| a.outbox_key == b.outbox_key) {
+        if pages > 0 && end + page.len() - start > max {
             chunks.push(Chunk {
-                events: &events[start..i],
+                events: &events[start..end],
                 pages,
             });
-            (start, pages) = (i, 0);
+            (start, pages) = (end, 0);
         }
         pages += 1;
-        i = end;
+        end += page.len();
     }
     if pages > 0 {
         chunks.push(Chunk {
-            events: &events[start..],
+            events: &events[start..end],
             pages,
         });
     }
