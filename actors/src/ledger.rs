@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use onecard_schema::wallet::{CommitError, PendingEvent, WalletCommit};
+use onecard_schema::wallet::{CommitError, OutboxPage, PendingEvent, WalletCommit};
 use onecard_schema::Store;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
@@ -92,13 +92,8 @@ impl LedgerHandle {
                             let _ = reply.send(result);
                         });
                     }
-                    // The store wrote the applied commits' events as one outbox page,
-                    // keyed by its first event.
-                    if let Some(key) = durable.first().map(|e| e.event.id) {
-                        for e in &mut durable {
-                            e.outbox_key = key;
-                        }
-                    }
+                    // The store wrote the applied commits' events as one outbox page.
+                    OutboxPage::key_events(&mut durable);
                     relay.submit(durable);
                 });
             }
@@ -166,7 +161,7 @@ fn pending_events(c: &WalletCommit) -> Vec<PendingEvent> {
             tenant_id: c.wallet.tenant_id,
             event: e.clone(),
             created_at: c.at,
-            // Set once the batch is written (the key of the page the store wrote).
+            // Set once the batch is written (`OutboxPage::key_events`).
             outbox_key: e.id,
         })
         .collect()

@@ -1284,11 +1284,7 @@ impl MoneyStore for PgStore {
         upsert_payments(&tx, &[&payment], OnConflict::Resolve)
             .await
             .map_err(pg)?;
-        let page = OutboxPage::of(
-            outbox
-                .iter()
-                .map(|e| (payment.tenant_id, e, payment.created_at)),
-        );
+        let page = OutboxPage::of_one(payment.tenant_id, &outbox, payment.created_at);
         insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
     }

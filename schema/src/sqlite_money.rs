@@ -777,11 +777,7 @@ impl MoneyStore for SqliteStore {
                 return Err(StoreError::conflict("idempotency_conflict", None, "this Idempotency-Key was just used"));
             }
             upsert_payment(c, &payment).map_err(db)?;
-            let page = OutboxPage::of(
-                outbox
-                    .iter()
-                    .map(|e| (payment.tenant_id, e, payment.created_at)),
-            );
+            let page = OutboxPage::of_one(payment.tenant_id, &outbox, payment.created_at);
             insert_outbox(c, page.as_ref()).map_err(db)
         })
         .await

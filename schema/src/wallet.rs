@@ -391,7 +391,24 @@ impl OutboxPage {
         )
     }
 
-    /// The page of `events`, in order; None when there are none.
+    /// The page of one transaction's `events`, all of `tenant` and made `at`; None when
+    /// there are none.
+    pub fn of_one(tenant: TenantId, events: &[OutboxEvent], at: Timestamp) -> Option<OutboxPage> {
+        OutboxPage::of(events.iter().map(|e| (tenant, e, at)))
+    }
+
+    /// Keys `events`, those of one page in order, by that page: the id of the first, the
+    /// key `OutboxPage::of` gives the page it writes of them.
+    pub fn key_events(events: &mut [PendingEvent]) {
+        if let Some(key) = events.first().map(|e| e.event.id) {
+            for e in events {
+                e.outbox_key = key;
+            }
+        }
+    }
+
+    /// The page of `events`, in order; None when there are none. Its key is the first
+    /// event's id (`key_events`).
     pub fn of<'a>(
         events: impl IntoIterator<Item = (TenantId, &'a OutboxEvent, Timestamp)>,
     ) -> Option<OutboxPage> {
@@ -618,6 +635,12 @@ mod tests {
             },
         ];
         assert_eq!(back, want);
+        // A writer that keys the events itself gets the page's key.
+        let mut keyed = want.clone();
+        keyed[0].outbox_key = EventId::new();
+        keyed[1].outbox_key = EventId::new();
+        OutboxPage::key_events(&mut keyed);
+        assert_eq!(keyed, want);
         // The payload comes back as the same JSON text, not merely an equal value.
         assert_eq!(back[0].event.payload.as_str(), a.payload.as_str());
     }
