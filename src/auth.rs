@@ -9,14 +9,13 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
 use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_schema::ids::{AdminId, AuditId, TenantId};
 use onecard_schema::model::{Actor, AdminRole, Audit, Edition, TokenKind};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tracing_actix_web::RequestId;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -45,10 +44,7 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// The request id `TracingLogger` gave this request.
 pub fn request_id(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|r| r.to_string())
-        .unwrap_or_default()
+    crate::telemetry::request_id(req).to_string()
 }
 
 #[derive(Clone, Debug)]

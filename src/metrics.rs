@@ -1,16 +1,19 @@
 //! Prometheus metrics: request counts and latency by route pattern (never by raw path,
 //! which would make one series per user id).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
+use actix_web::Error;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_actix_web::RequestId;
 
 /// Latency buckets in seconds: fine below 10 ms where payments live.
 const LATENCY_BUCKETS_S: &[f64] = &[
@@ -42,18 +45,61 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = crate::telemetry::route(&req).to_string();
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.to_string());
+    let method = method_label(req.method());
+    let route = crate::telemetry::route(&req);
+    let request_id = crate::telemetry::request_id(&req);
     let mut res = next.call(req).await?;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    let status = res.status().as_u16();
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        h.counters
+            .entry((method, route.clone(), status))
+            .or_insert_with(|| {
+                metrics::counter!("http_requests_total", "method" => method, "route" => route.to_string(), "status" => status.to_string())
+            })
+            .increment(1);
+        h.histograms
+            .entry((method, route.clone()))
+            .or_insert_with(|| {
+                metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_string())
+            })
+            .record(start.elapsed().as_secs_f64());
+    });
+    if let Some(id) = (!request_id.is_empty())
+        .then(|| HeaderValue::from_str(&request_id).ok())
+        .flatten()
+    {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), id);
     }
     Ok(res)
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER`, so that a
+/// client cannot make a series (and a cached handle) per made-up method.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Each worker thread's handles to the series it has recorded, by label values: a
+/// request then costs a map lookup, not a metric key built, hashed and looked up in the
+/// recorder's registry. Bounded: routes are the app's patterns (or `unmatched`),
+/// methods are the eight labels above, and statuses are three digits.
+#[derive(Default)]
+struct Handles {
+    counters: HashMap<(&'static str, Rc<str>, u16), metrics::Counter>,
+    histograms: HashMap<(&'static str, Rc<str>), metrics::Histogram>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::default();
 }

@@ -43,16 +43,29 @@ pub fn route(request: &ServiceRequest) -> Rc<str> {
     r
 }
 
+#[derive(Clone)]
+struct RequestIdText(Rc<str>);
+
+/// The request id `TracingLogger` gave this request, as text: formatted once and kept
+/// with the request for the span, the `x-request-id` header and problem documents.
+pub fn request_id(request: &impl HttpMessage) -> Rc<str> {
+    if let Some(RequestIdText(id)) = request.extensions().get::<RequestIdText>() {
+        return id.clone();
+    }
+    let id: Rc<str> = match request.extensions().get::<RequestId>() {
+        Some(id) => Rc::from(id.to_string()),
+        None => return Rc::from(""),
+    };
+    request.extensions_mut().insert(RequestIdText(id.clone()));
+    id
+}
+
 pub struct OneCardSpan;
 
 impl RootSpanBuilder for OneCardSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let route = route(request);
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+        let request_id = request_id(request);
         tracing::info_span!(
             "request",
             method = %request.method(),

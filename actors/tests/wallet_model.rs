@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::wallet::decide::{decide, Answer, CodeCheck, MerchantInfo, Op, Policy};
+use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::*;
 use onecard_schema::money::Money;
 use onecard_schema::wallet::*;
@@ -593,6 +594,13 @@ impl World {
                         let result = ctx.rt.block_on(ctx.store.commit_wallets(vec![c.clone()]));
                         assert_eq!(result, vec![Ok(())], "the store takes the commit");
                     }
+                }
+                if let Answer::Payment { payment, .. } = &d.answer {
+                    assert_eq!(
+                        d.body,
+                        serde_json::to_vec(&PaymentView::from(&**payment)).unwrap(),
+                        "the answer shows the payment as decided"
+                    );
                 }
                 if let (Answer::Payment { payment, .. }, Some(expected)) =
                     (&d.answer, expected_funding)

@@ -218,6 +218,10 @@ async fn probes_report_the_store_and_bus_and_metrics_are_labelled_by_route() {
         &admin,
     )
     .await;
+    // A made-up method is counted as OTHER: a client cannot add a series per method.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let (s, _) = app.send(brew, "/api/v1/users", None, None).await;
+    assert!(s >= 400, "{s}");
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -233,6 +237,11 @@ async fn probes_report_the_store_and_bus_and_metrics_are_labelled_by_route() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains("http_requests_total{method=\"OTHER\""),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket"),
         "{text}"

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 use async_trait::async_trait;
-use onecard_schema::ids::EventId;
+use onecard_schema::ids::{EventId, TenantId};
 use onecard_schema::wallet::PendingEvent;
 
 use super::hub::{Deliver, Hub};
@@ -25,15 +25,18 @@ pub struct MemoryLog {
 
 #[derive(Default)]
 struct Inner {
-    topics: HashMap<TopicKey, Ring>,
+    /// Rings by tenant, then by topic: found by the topic's text, without a key made
+    /// (and allocated) per event.
+    topics: HashMap<TenantId, HashMap<Arc<str>, Ring>>,
     /// Every kept event, oldest first, to hold the total under `total`.
     order: VecDeque<(TopicKey, u64)>,
     seen: HashSet<EventId>,
     seen_order: VecDeque<EventId>,
 }
 
-#[derive(Default)]
 struct Ring {
+    /// The topic's key, shared by all its events.
+    key: TopicKey,
     latest: u64,
     events: VecDeque<Arc<Published>>,
 }
@@ -52,7 +55,8 @@ impl MemoryLog {
 
     fn append(&self, events: &[PendingEvent]) -> Vec<Arc<Published>> {
         let mut out = Vec::new();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *guard;
         for p in events {
             if !inner.seen.insert(p.event.id) {
                 continue;
@@ -65,10 +69,21 @@ impl MemoryLog {
             }
             let data = p.event.payload.shared();
             let kind: Arc<str> = Arc::from(p.event.kind.as_str());
+            let rings = inner.topics.entry(p.tenant_id).or_default();
             for topic in &p.event.topics {
-                let key = TopicKey::new(p.tenant_id, topic);
-                let ring = inner.topics.entry(key.clone()).or_default();
+                let ring = match rings.get_mut(topic.as_str()) {
+                    Some(ring) => ring,
+                    None => {
+                        let key = TopicKey::new(p.tenant_id, topic);
+                        rings.entry(key.topic.clone()).or_insert(Ring {
+                            key,
+                            latest: 0,
+                            events: VecDeque::new(),
+                        })
+                    }
+                };
                 ring.latest += 1;
+                let key = ring.key.clone();
                 let published = Arc::new(Published::new(
                     key.clone(),
                     ring.latest,
@@ -88,7 +103,7 @@ impl MemoryLog {
                 let Some((key, seq)) = inner.order.pop_front() else {
                     break;
                 };
-                if let Some(ring) = inner.topics.get_mut(&key) {
+                if let Some(ring) = ring_mut(&mut inner.topics, &key) {
                     if ring.events.front().is_some_and(|e| e.seq == seq) {
                         ring.events.pop_front();
                     }
@@ -97,6 +112,13 @@ impl MemoryLog {
         }
         out
     }
+}
+
+fn ring_mut<'a>(
+    topics: &'a mut HashMap<TenantId, HashMap<Arc<str>, Ring>>,
+    key: &TopicKey,
+) -> Option<&'a mut Ring> {
+    topics.get_mut(&key.tenant)?.get_mut(&*key.topic)
 }
 
 #[async_trait]
@@ -118,7 +140,11 @@ impl TopicLog for MemoryLog {
         epoch: Option<&str>,
     ) -> Result<History, LogError> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (latest, oldest, kept) = match inner.topics.get(key) {
+        let ring = inner
+            .topics
+            .get(&key.tenant)
+            .and_then(|rings| rings.get(&*key.topic));
+        let (latest, oldest, kept) = match ring {
             Some(r) => (r.latest, r.events.front().map(|e| e.seq), &r.events),
             None => (0, None, &VecDeque::new() as &VecDeque<Arc<Published>>),
         };

@@ -132,6 +132,9 @@ struct Builder {
     /// The decision took the card to be active; the store checks it at commit.
     require_active: bool,
     now: Timestamp,
+    /// The last payment event's view and its JSON, which is also the answer's body when
+    /// the answer shows the same view (serialized once, not twice).
+    last_view: Option<(PaymentView, Payload)>,
 }
 
 impl Builder {
@@ -147,6 +150,7 @@ impl Builder {
             nonce: None,
             require_active: false,
             now,
+            last_view: None,
         }
     }
 
@@ -198,7 +202,11 @@ impl Builder {
         }
         let payment = PaymentView::from(p);
         let payload = match refund {
-            None => Payload::of(&payment),
+            None => {
+                let payload = Payload::of(&payment);
+                self.last_view = Some((payment, payload.clone()));
+                payload
+            }
             Some(refund) => Payload::of(&WithRefund { payment, refund }),
         };
         let topics = vec![
@@ -295,8 +303,12 @@ fn wallet_answer(b: Builder) -> Decision {
     b.finish(Answer::Wallet, body)
 }
 
-fn payment_answer(b: Builder, p: Payment, status: u16) -> Decision {
-    let body = to_json_bytes(&PaymentView::from(&p));
+fn payment_answer(mut b: Builder, p: Payment, status: u16) -> Decision {
+    let view = PaymentView::from(&p);
+    let body = match b.last_view.take() {
+        Some((shown, json)) if shown == view => json.as_str().as_bytes().to_vec(),
+        _ => to_json_bytes(&view),
+    };
     b.finish(
         Answer::Payment {
             payment: Box::new(p),
