@@ -38,6 +38,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Messages one wallet actor may have queued before callers get 503.
     pub wallet_mailbox: usize,
+    /// Threads of wallet actors' own; 0 puts them on the commit thread (the ledger
+    /// writer's and the relay's), where a wallet's commit and its answer cross no thread.
+    pub wallet_threads: usize,
     /// Events kept per topic for resume (in memory, or in each topic's Redis stream).
     pub ws_history: usize,
     /// Topics one websocket session may hold.
@@ -77,6 +80,7 @@ const KNOWN: &[&str] = &[
     "ONECARD_WORKERS",
     "ONECARD_PUBLIC_URL",
     "ONECARD_WALLET_MAILBOX",
+    "ONECARD_WALLET_THREADS",
     "ONECARD_WS_HISTORY",
     "ONECARD_WS_MAX_TOPICS",
     "ONECARD_WS_QUEUE",
@@ -207,6 +211,7 @@ impl Config {
                 1,
                 100_000,
             )?,
+            wallet_threads: number(&get, "ONECARD_WALLET_THREADS", 0, 0, 256)?,
             ws_history: number(&get, "ONECARD_WS_HISTORY", 256, 1, 100_000)?,
             ws_max_topics: number(&get, "ONECARD_WS_MAX_TOPICS", 32, 1, 10_000)?,
             ws_queue: number(&get, "ONECARD_WS_QUEUE", 256, 16, 1_000_000)?,
@@ -270,6 +275,14 @@ impl Config {
             ),
             ("wallet_mailbox", self.wallet_mailbox.to_string()),
             (
+                "wallet_threads",
+                if self.wallet_threads == 0 {
+                    "the commit thread".into()
+                } else {
+                    self.wallet_threads.to_string()
+                },
+            ),
+            (
                 "websocket",
                 format!(
                     "history {} per topic, {} topics per session, queue {}",
@@ -317,6 +330,9 @@ mod tests {
         assert_eq!(c.database_url.expose_secret(), "sqlite://./data/onecard.db");
         assert!(c.redis_url.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
+        assert_eq!(c.wallet_threads, 0, "wallet actors share the commit thread");
+        let c = Config::from_vars(vars(&[("ONECARD_WALLET_THREADS", "3")])).unwrap();
+        assert_eq!(c.wallet_threads, 3);
     }
 
     #[test]
@@ -333,6 +349,8 @@ mod tests {
             ("ONECARD_LOG_FORMAT", "xml"),
             ("ONECARD_MASTER_KEY", "short"),
             ("ONECARD_DB_POOL_SIZE", "0"),
+            ("ONECARD_WALLET_THREADS", "257"),
+            ("ONECARD_WALLET_THREADS", "two"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert!(err.to_string().starts_with(k), "{err}");

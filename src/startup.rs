@@ -73,8 +73,9 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
         // The commit path and the real-time path each get a thread of their own, off the
-        // main thread: the ledger writer and the outbox relay on one, the hub on another,
-        // merchant actors on a third.
+        // main thread: the ledger writer and the outbox relay on one (with the wallet
+        // actors, unless they have threads of their own), the hub on another, merchant
+        // actors on a third.
         let hub = Hub::start_in_arbiter(&Arbiter::new().handle(), |_| Hub::default());
         let directory = MerchantDirectory::new(store.clone(), clock.clone());
         let merchant_totals =
@@ -86,7 +87,9 @@ impl Application {
         let topic_log = bus.topic_log(hub.clone(), config.ws_history);
         let (ready, started) = tokio::sync::oneshot::channel();
         let (s, l, c) = (store.clone(), topic_log.clone(), clock.clone());
-        Arbiter::new().spawn(async move {
+        let commit_thread = Arbiter::new();
+        let commit_handle = commit_thread.handle();
+        commit_thread.spawn(async move {
             let relay = Relay::spawn(s.clone(), l, c, SweepTiming::default());
             let ledger = LedgerHandle::spawn(s, relay.clone());
             let _ = ready.send((relay, ledger));
@@ -101,10 +104,14 @@ impl Application {
             provider: sandbox.clone(),
             mailbox: config.wallet_mailbox,
         };
-        let wallets = Wallets::new(
-            env,
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        );
+        // By default the wallet actors share the commit thread: a commit goes to the
+        // ledger writer and its answer comes back without waking another thread, which
+        // took 9–14 % off the server's CPU per payment on 2 cores (docs/BENCHMARKS.md).
+        // A host whose wallet work outgrows one thread gives them threads of their own.
+        let wallets = match config.wallet_threads {
+            0 => Wallets::on(env, vec![commit_handle]),
+            n => Wallets::on(env, (0..n).map(|_| Arbiter::new().handle()).collect()),
+        };
         let state = web::Data::new(AppState {
             store,
             keys,

@@ -134,6 +134,7 @@ on_both_engines!(
     payments_follow_the_deduction_order_and_refund_to_their_sources,
     every_decline_reason_is_recorded_with_its_reason,
     twenty_concurrent_payments_on_a_1000_fen_wallet_let_exactly_ten_through,
+    twenty_concurrent_payments_with_wallet_threads_of_their_own,
     a_replayed_payment_request_answers_the_same_payment_and_another_body_is_409,
     arrears_block_payments_are_reminded_daily_and_lift_on_repayment,
     subsidy_rules_need_a_second_admin_and_credit_every_target,
@@ -625,7 +626,16 @@ async fn every_decline_reason_is_recorded_with_its_reason(engine: Engine) {
 }
 
 async fn twenty_concurrent_payments_on_a_1000_fen_wallet_let_exactly_ten_through(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else {
+    twenty_concurrent_payments(engine, 0).await;
+}
+
+/// The same with the wallet actors on threads of their own instead of the commit thread.
+async fn twenty_concurrent_payments_with_wallet_threads_of_their_own(engine: Engine) {
+    twenty_concurrent_payments(engine, 2).await;
+}
+
+async fn twenty_concurrent_payments(engine: Engine, wallet_threads: usize) {
+    let Some(app) = spawn_with(engine, |c| c.wallet_threads = wallet_threads).await else {
         return;
     };
     let shop = shop(&app, 5_000).await;

@@ -487,11 +487,14 @@ pub struct Wallets {
 }
 
 impl Wallets {
-    /// Wallet actors run on `threads` arbiters of their own, away from the HTTP workers.
-    pub fn new(env: Env, threads: usize) -> Arc<Self> {
-        let arbiters = (0..threads.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+    /// Wallet actors run on the given arbiters (a new one if none is given), sharded by
+    /// user, away from the HTTP workers.
+    pub fn on(env: Env, arbiters: Vec<ArbiterHandle>) -> Arc<Self> {
+        let arbiters = if arbiters.is_empty() {
+            vec![Arbiter::new().handle()]
+        } else {
+            arbiters
+        };
         Arc::new_cyclic(|me| Wallets {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             arbiters,
