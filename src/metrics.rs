@@ -65,12 +65,11 @@ pub async fn track(
             })
             .record(start.elapsed().as_secs_f64());
     });
-    if let Some(id) = (!request_id.is_empty())
-        .then(|| HeaderValue::from_str(&request_id).ok())
-        .flatten()
-    {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), id);
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        if !id.is_empty() {
+            res.headers_mut()
+                .insert(HeaderName::from_static("x-request-id"), id);
+        }
     }
     Ok(res)
 }

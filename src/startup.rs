@@ -106,7 +106,7 @@ impl Application {
         };
         // By default the wallet actors share the commit thread: a commit goes to the
         // ledger writer and its answer comes back without waking another thread, which
-        // took 9–14 % off the server's CPU per payment on 2 cores (docs/BENCHMARKS.md).
+        // took 7–20 % off the server's CPU per payment on 2 cores (docs/BENCHMARKS.md).
         // A host whose wallet work outgrows one thread gives them threads of their own.
         let wallets = match config.wallet_threads {
             0 => Wallets::on(env, vec![commit_handle]),

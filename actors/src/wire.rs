@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::domain::risk::is_frozen;
 
 /// A payment as integrators and screens see it (API.md "Paying").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PaymentView {
     pub id: PaymentId,
     pub status: PaymentStatus,

@@ -132,9 +132,6 @@ struct Builder {
     /// The decision took the card to be active; the store checks it at commit.
     require_active: bool,
     now: Timestamp,
-    /// The last payment event's view and its JSON, which is also the answer's body when
-    /// the answer shows the same view (serialized once, not twice).
-    last_view: Option<(PaymentView, Payload)>,
 }
 
 impl Builder {
@@ -150,7 +147,6 @@ impl Builder {
             nonce: None,
             require_active: false,
             now,
-            last_view: None,
         }
     }
 
@@ -186,14 +182,15 @@ impl Builder {
         });
     }
 
-    /// One event for the till, the cardholder, the merchant and the tenant dashboard.
-    fn payment_event(&mut self, p: &Payment, kind: String) {
-        self.payment_event_with(p, kind, None)
-    }
-
-    /// A payment event; `refund` adds what one refund was (the payment carries only the
-    /// sum), for merchant totals.
-    fn payment_event_with(&mut self, p: &Payment, kind: String, refund: Option<serde_json::Value>) {
+    /// A payment event for the till, the cardholder, the merchant and the tenant
+    /// dashboard; `refund` adds what one refund was (the payment carries only the sum), for
+    /// merchant totals. Answers the event's payload.
+    fn payment_event_with(
+        &mut self,
+        p: &Payment,
+        kind: String,
+        refund: Option<serde_json::Value>,
+    ) -> Payload {
         #[derive(serde::Serialize)]
         struct WithRefund {
             #[serde(flatten)]
@@ -202,11 +199,7 @@ impl Builder {
         }
         let payment = PaymentView::from(p);
         let payload = match refund {
-            None => {
-                let payload = Payload::of(&payment);
-                self.last_view = Some((payment, payload.clone()));
-                payload
-            }
+            None => Payload::of(&payment),
             Some(refund) => Payload::of(&WithRefund { payment, refund }),
         };
         let topics = vec![
@@ -219,12 +212,14 @@ impl Builder {
             id: EventId::new(),
             topics,
             kind,
-            payload,
+            payload: payload.clone(),
         });
+        payload
     }
 
-    fn payment_events(&mut self, p: &Payment) {
-        self.payment_event(p, format!("payment.{}", p.status.as_str()));
+    /// The `payment.<status>` event of `p`; its payload is `p`'s view as JSON.
+    fn payment_events(&mut self, p: &Payment) -> Payload {
+        self.payment_event_with(p, format!("payment.{}", p.status.as_str()), None)
     }
 
     fn risk_event(&mut self, kind: &str, policy: &Policy) {
@@ -303,12 +298,15 @@ fn wallet_answer(b: Builder) -> Decision {
     b.finish(Answer::Wallet, body)
 }
 
-fn payment_answer(mut b: Builder, p: Payment, status: u16) -> Decision {
-    let view = PaymentView::from(&p);
-    let body = match b.last_view.take() {
-        Some((shown, json)) if shown == view => json.as_str().as_bytes().to_vec(),
-        _ => to_json_bytes(&view),
-    };
+/// Records `p` as decided (its event, the wallet's open payments) and answers with it.
+/// The answer's body is the event's payload, the same view serialized once.
+fn payment_done(mut b: Builder, p: Payment, status: u16) -> Decision {
+    let view = b.payment_events(&p);
+    b.set_payment(p.clone());
+    payment_answer(b, p, status, view.as_str().as_bytes().to_vec())
+}
+
+fn payment_answer(b: Builder, p: Payment, status: u16, body: Vec<u8>) -> Decision {
     b.finish(
         Answer::Payment {
             payment: Box::new(p),
@@ -409,9 +407,7 @@ pub fn decide(
             };
             if let Some(reason) = reason {
                 p.decline_reason = Some(reason);
-                b.payment_events(&p);
-                b.set_payment(p.clone());
-                return Ok(payment_answer(b, p, 201));
+                return Ok(payment_done(b, p, 201));
             }
             let s = &b.state;
             let purse = Purse {
@@ -422,9 +418,7 @@ pub fn decide(
             };
             let Some(f) = fund(*amount, merchant.id, &merchant.ancestors, purse, now) else {
                 p.decline_reason = Some(DeclineReason::InsufficientFunds);
-                b.payment_events(&p);
-                b.set_payment(p.clone());
-                return Ok(payment_answer(b, p, 201));
+                return Ok(payment_done(b, p, 201));
             };
             let tx = payment_id.0;
             let pid = Some(*payment_id);
@@ -460,9 +454,7 @@ pub fn decide(
             } else {
                 PaymentStatus::Succeeded
             };
-            b.payment_events(&p);
-            b.set_payment(p.clone());
-            Ok(payment_answer(b, p, 201))
+            Ok(payment_done(b, p, 201))
         }
         Op::TopUp { amount } => {
             let balance = b
@@ -559,9 +551,7 @@ pub fn decide(
                 b.entry(tx, Account::ProviderClearing, None, owed.0, Some(p.id));
                 b.entry(tx, Account::Arrears, Some(user.0), -owed.0, Some(p.id));
             }
-            b.payment_events(&p);
-            b.set_payment(p.clone());
-            Ok(payment_answer(b, p, 200))
+            Ok(payment_done(b, p, 200))
         }
         Op::Repay => {
             let owed = b.state.wallet.arrears;
@@ -757,5 +747,6 @@ fn refund(
         Some(serde_json::json!({"id": tx, "amount": r, "at": now})),
     );
     b.payments.push(p.clone());
-    Ok(payment_answer(b, p, 201))
+    let body = to_json_bytes(&PaymentView::from(&p));
+    Ok(payment_answer(b, p, 201, body))
 }
