@@ -2,12 +2,15 @@
 //!
 //! Every write is a job sent to the writer thread. The thread takes whatever jobs are
 //! waiting (up to `WRITE_BATCH_MAX`), runs each inside its own savepoint of one
-//! transaction, commits once and only then answers every job: one sync for many writes
-//! (group commit), and a failed job rolls back to its savepoint without touching the
-//! others. Reads go to a small pool of read-only connections on blocking threads.
+//! transaction and commits once: one sync for many writes (group commit), and a failed
+//! job rolls back to its savepoint without touching the others. The sync is not the
+//! writer's: it hands the committed jobs to the syncer thread, which syncs the WAL file
+//! and only then answers them, while the writer already runs the next transaction (see
+//! `syncer_loop`). Reads go to a small pool of read-only connections on blocking threads.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -38,12 +41,20 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// copied once. Measured on the 2-core bench (`loadtest pay`, SQLite, docs/BENCHMARKS.md):
 /// every 5 ms, 8,800 payments/s with p99 24 ms; every 1 s, 11,500/s with p99 12 ms.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// WAL pages (of 4 KiB) after which the writer checkpoints itself, which blocks commits
-/// meanwhile. Under sustained load the WAL can only start over after such a checkpoint;
-/// the checkpointer thread has copied all but the last moment's pages by then, so it is
-/// short. Sized above what a second of the heaviest load writes (about 60,000 pages/s
-/// on the bench), so it does not fire before the checkpointer does.
-const WRITER_AUTOCHECKPOINT_PAGES: u32 = 65_536;
+/// The page size of a new database. A payment dirties a page in each of a few B-trees
+/// at a random place (its wallet, its code's nonce, its idempotency key, its cardholder's
+/// payments), and every dirty page is written whole to the WAL and synced: with 2 KiB
+/// pages instead of SQLite's 4 KiB, `loadtest pay` on SQLite made 10–17 % more payments
+/// per second (docs/BENCHMARKS.md, twenty-fourth run). 1 KiB was no faster than 2 KiB
+/// and deepens every B-tree.
+const PAGE_SIZE: u32 = 2048;
+/// WAL size after which the writer checkpoints itself, which blocks commits meanwhile.
+/// Under sustained load the WAL can only start over after such a checkpoint; the
+/// checkpointer thread has copied all but the last moment's pages by then, so it is
+/// short. Sized above what a second of the heaviest load writes (about 240 MB/s on the
+/// bench with 4 KiB pages), so it does not fire before the checkpointer does. SQLite
+/// counts it in pages, of whatever size the database has.
+const WRITER_AUTOCHECKPOINT_BYTES: u32 = 256 << 20;
 
 trait WriteJob: Send {
     /// Runs the job inside its savepoint; false means roll the savepoint back.
@@ -95,6 +106,8 @@ struct ReaderPool {
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Box<dyn WriteJob>>,
     readers: Arc<ReaderPool>,
+    /// Set once a sync of the WAL failed: the store takes no more writes (`syncer_loop`).
+    broken: Arc<AtomicBool>,
     /// Dropped with the store, which stops the checkpointer thread.
     _checkpointer: mpsc::Sender<()>,
 }
@@ -111,8 +124,14 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     if !read_only {
-        // FULL: an acknowledged commit survives power loss, not just a process crash.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+        // Takes effect only while the file is new (before the WAL mode below); an older
+        // database keeps its page size (docs/OPERATIONS.md says how to change it).
+        conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
+        // NORMAL: a commit writes the WAL without syncing it. Every write is answered
+        // only after the syncer thread has synced the WAL (`syncer_loop`), so an answered
+        // commit survives power loss, not just a process crash. SQLite still syncs on
+        // its own around checkpoints and before the WAL starts over.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         // Savepoint journals (one per wallet commit in a group commit) stay in memory
         // instead of a temporary file created and deleted per transaction.
         conn.execute_batch("PRAGMA temp_store = MEMORY;")?;
@@ -136,7 +155,12 @@ fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    syncer: mpsc::Sender<Vec<Box<dyn WriteJob>>>,
+    broken: Arc<AtomicBool>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH_MAX {
@@ -145,11 +169,102 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
-        let commit = run_batch(&mut conn, &mut batch);
-        for job in batch {
-            job.finish(commit.clone());
+        if broken.load(Ordering::Acquire) {
+            for job in batch {
+                job.finish(Err(WAL_SYNC_FAILED.into()));
+            }
+            continue;
+        }
+        match run_batch(&mut conn, &mut batch) {
+            // Committed, not yet durable: answered by the syncer once it is.
+            Ok(()) => {
+                if let Err(mpsc::SendError(batch)) = syncer.send(batch) {
+                    for job in batch {
+                        job.finish(Err("the WAL syncer stopped".into()));
+                    }
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    job.finish(Err(e.clone()));
+                }
+            }
         }
     }
+}
+
+/// Why writes fail once a sync of the WAL has failed.
+const WAL_SYNC_FAILED: &str = "syncing the SQLite WAL failed earlier; restart the server";
+
+/// Answers committed jobs once the WAL that holds them is on disk. It takes every batch
+/// the writer has committed since its last sync, syncs the WAL file once and answers them
+/// all; meanwhile the writer runs the next transaction instead of waiting for the disk
+/// (an fsync took ~1.7 ms of the writer's ~4.8 ms per batch under `loadtest pay`,
+/// docs/BENCHMARKS.md). A sync that starts after a commit returned covers that commit's
+/// frames, which were all written by then.
+///
+/// A failed sync leaves it unknown what reached the disk (Linux may drop the pages it
+/// could not write), so, as PostgreSQL does, the store stops taking writes: the jobs of
+/// that sync and every later write fail, and a restart recovers from what the disk holds.
+fn syncer_loop(
+    mut wal: WalFile,
+    rx: mpsc::Receiver<Vec<Box<dyn WriteJob>>>,
+    broken: Arc<AtomicBool>,
+) {
+    while let Ok(mut jobs) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            jobs.extend(more);
+        }
+        let synced = if broken.load(Ordering::Acquire) {
+            Err(WAL_SYNC_FAILED.to_string())
+        } else {
+            wal.sync().map_err(|e| {
+                broken.store(true, Ordering::Release);
+                tracing::error!(error = %e, path = %wal.path.display(),
+                    "syncing the SQLite WAL failed; the store takes no more writes until restarted");
+                format!("syncing the SQLite WAL failed: {e}")
+            })
+        };
+        for job in jobs {
+            job.finish(synced.clone());
+        }
+    }
+}
+
+/// The store's WAL file (`<database>-wal`), opened by the syncer to sync it.
+struct WalFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl WalFile {
+    fn open(db: &Path) -> std::io::Result<Self> {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        let file = std::fs::File::open(&path)?;
+        Ok(Self { path, file })
+    }
+
+    /// Syncs the WAL's data. SQLite keeps the file while a connection of this store is
+    /// open, but should it ever be replaced, the file now at the path is the one synced.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if !same_file(&self.file.metadata()?, &std::fs::metadata(&self.path)?) {
+            self.file = std::fs::File::open(&self.path)?;
+        }
+        self.file.sync_data()
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
@@ -192,47 +307,66 @@ impl SqliteStore {
     pub async fn open(path: &Path, readers: usize) -> StoreResult<Self> {
         let path = path.to_path_buf();
         let readers = readers.clamp(1, 16);
-        let (tx, pool, checkpointer) = tokio::task::spawn_blocking(move || -> StoreResult<_> {
-            if let Some(dir) = path.parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+        let (tx, pool, checkpointer, broken) =
+            tokio::task::spawn_blocking(move || -> StoreResult<_> {
+                if let Some(dir) = path.parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+                    }
                 }
-            }
-            let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
-            embedded::migrations::runner()
-                .run(&mut conn)
+                let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
+                embedded::migrations::runner()
+                    .run(&mut conn)
+                    .map_err(StoreError::backend)?;
+                let mut conns = Vec::with_capacity(readers);
+                for _ in 0..readers {
+                    conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
+                }
+                let page: u32 = conn
+                    .query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .map_err(StoreError::backend)?;
+                conn.execute_batch(&format!(
+                    "PRAGMA wal_autocheckpoint = {};",
+                    WRITER_AUTOCHECKPOINT_BYTES / page.max(512)
+                ))
                 .map_err(StoreError::backend)?;
-            let mut conns = Vec::with_capacity(readers);
-            for _ in 0..readers {
-                conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
-            }
-            conn.execute_batch(&format!(
-                "PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
-            ))
-            .map_err(StoreError::backend)?;
-            let checkpoint_conn = open_conn(&path, false).map_err(StoreError::backend)?;
-            let (stop_tx, stop_rx) = mpsc::channel();
-            std::thread::Builder::new()
-                .name("sqlite-checkpoint".into())
-                .spawn(move || checkpointer_loop(checkpoint_conn, stop_rx))
-                .map_err(StoreError::backend)?;
-            let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITE_QUEUE_MAX);
-            std::thread::Builder::new()
-                .name("sqlite-writer".into())
-                .spawn(move || writer_loop(conn, rx))
-                .map_err(StoreError::backend)?;
-            let pool = ReaderPool {
-                path,
-                conns: Mutex::new(conns),
-                permits: Semaphore::new(readers),
-            };
-            Ok((tx, pool, stop_tx))
-        })
-        .await
-        .map_err(StoreError::backend)??;
+                let checkpoint_conn = open_conn(&path, false).map_err(StoreError::backend)?;
+                let (stop_tx, stop_rx) = mpsc::channel();
+                std::thread::Builder::new()
+                    .name("sqlite-checkpoint".into())
+                    .spawn(move || checkpointer_loop(checkpoint_conn, stop_rx))
+                    .map_err(StoreError::backend)?;
+                // The migrations opened the WAL (in WAL mode a connection's first read
+                // creates it); it stays while the store's connections are open.
+                let wal = WalFile::open(&path).map_err(StoreError::backend)?;
+                let broken = Arc::new(AtomicBool::new(false));
+                let (sync_tx, sync_rx) = mpsc::channel();
+                let syncer_broken = broken.clone();
+                std::thread::Builder::new()
+                    .name("sqlite-syncer".into())
+                    .spawn(move || syncer_loop(wal, sync_rx, syncer_broken))
+                    .map_err(StoreError::backend)?;
+                let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITE_QUEUE_MAX);
+                std::thread::Builder::new()
+                    .name("sqlite-writer".into())
+                    .spawn({
+                        let broken = broken.clone();
+                        move || writer_loop(conn, rx, sync_tx, broken)
+                    })
+                    .map_err(StoreError::backend)?;
+                let pool = ReaderPool {
+                    path,
+                    conns: Mutex::new(conns),
+                    permits: Semaphore::new(readers),
+                };
+                Ok((tx, pool, stop_tx, broken))
+            })
+            .await
+            .map_err(StoreError::backend)??;
         Ok(Self {
             writer: tx,
             readers: Arc::new(pool),
+            broken,
             _checkpointer: checkpointer,
         })
     }
@@ -571,6 +705,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        // A store that can no longer make writes durable is not ready, though it reads.
+        if self.broken.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(WAL_SYNC_FAILED.into()));
+        }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
             .await
     }
@@ -1514,4 +1652,123 @@ pub(crate) fn paginate<T, Id: Copy>(
         None
     };
     Page { items: rows, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(c: &Connection, name: &str) -> StoreResult<i64> {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(db)
+    }
+
+    #[tokio::test]
+    async fn a_new_database_has_2_kib_pages_and_its_wal_bound_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("new.db"), 1)
+            .await
+            .unwrap();
+        let (page, ckpt) = store
+            .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
+            .await
+            .unwrap();
+        assert_eq!(page, 2048);
+        assert_eq!(ckpt, 131_072, "256 MiB of 2 KiB pages");
+    }
+
+    #[tokio::test]
+    async fn an_older_database_keeps_its_4_kib_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch("PRAGMA page_size = 4096; CREATE TABLE before_this_release (x);")
+            .unwrap();
+        drop(old);
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        let (page, ckpt) = store
+            .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
+            .await
+            .unwrap();
+        assert_eq!(page, 4096);
+        assert_eq!(ckpt, 65_536, "256 MiB of 4 KiB pages");
+    }
+
+    /// A job that answers on `rx` with what the syncer says.
+    fn job() -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<()>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = TypedJob {
+            work: None::<fn(&Connection) -> StoreResult<()>>,
+            result: Some(Ok(())),
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+
+    #[tokio::test]
+    async fn the_syncer_answers_after_syncing_and_refuses_all_once_a_sync_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        std::fs::write(dir.path().join("s.db-wal"), b"frames").unwrap();
+        let wal = WalFile::open(&db).unwrap();
+        let broken = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let flag = broken.clone();
+        let syncer = std::thread::spawn(move || syncer_loop(wal, rx, flag));
+
+        let (a, a_rx) = job();
+        let (b, b_rx) = job();
+        tx.send(vec![a, b]).unwrap();
+        assert!(a_rx.await.unwrap().is_ok());
+        assert!(b_rx.await.unwrap().is_ok());
+
+        // What a failed sync leaves behind: nothing is answered as durable any more.
+        broken.store(true, Ordering::Release);
+        let (c, c_rx) = job();
+        tx.send(vec![c]).unwrap();
+        let err = c_rx.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("restart the server"), "{err}");
+        drop(tx);
+        syncer.join().unwrap();
+    }
+
+    #[test]
+    fn a_replaced_wal_file_is_the_one_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let path = dir.path().join("r.db-wal");
+        std::fs::write(&path, b"first").unwrap();
+        let mut wal = WalFile::open(&db).unwrap();
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, b"second").unwrap();
+        std::fs::rename(&fresh, &path).unwrap();
+        assert!(!same_file(
+            &wal.file.metadata().unwrap(),
+            &std::fs::metadata(&path).unwrap()
+        ));
+        wal.sync().unwrap();
+        assert!(same_file(
+            &wal.file.metadata().unwrap(),
+            &std::fs::metadata(&path).unwrap()
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_broken_store_refuses_writes_is_not_ready_and_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("b.db"), 1)
+            .await
+            .unwrap();
+        assert!(store.ping().await.is_ok());
+        store.broken.store(true, Ordering::Release);
+        let err = store.ping().await.unwrap_err().to_string();
+        assert!(err.contains("restart the server"), "{err}");
+        let err = store.write(|_| Ok(())).await.unwrap_err().to_string();
+        assert!(err.contains("restart the server"), "{err}");
+        let one: i64 = store
+            .read(|c| c.query_row("SELECT 1", [], |r| r.get(0)).map_err(db))
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+    }
 }
