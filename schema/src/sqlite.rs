@@ -303,71 +303,68 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts the
-    /// writer thread.
+    /// writer, syncer and checkpointer threads.
     pub async fn open(path: &Path, readers: usize) -> StoreResult<Self> {
         let path = path.to_path_buf();
         let readers = readers.clamp(1, 16);
-        let (tx, pool, checkpointer, broken) =
-            tokio::task::spawn_blocking(move || -> StoreResult<_> {
-                if let Some(dir) = path.parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
-                    }
-                }
-                let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
-                embedded::migrations::runner()
-                    .run(&mut conn)
-                    .map_err(StoreError::backend)?;
-                let mut conns = Vec::with_capacity(readers);
-                for _ in 0..readers {
-                    conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
-                }
-                let page: u32 = conn
-                    .query_row("PRAGMA page_size", [], |r| r.get(0))
-                    .map_err(StoreError::backend)?;
-                conn.execute_batch(&format!(
-                    "PRAGMA wal_autocheckpoint = {};",
-                    WRITER_AUTOCHECKPOINT_BYTES / page.max(512)
-                ))
-                .map_err(StoreError::backend)?;
-                let checkpoint_conn = open_conn(&path, false).map_err(StoreError::backend)?;
-                let (stop_tx, stop_rx) = mpsc::channel();
-                std::thread::Builder::new()
-                    .name("sqlite-checkpoint".into())
-                    .spawn(move || checkpointer_loop(checkpoint_conn, stop_rx))
-                    .map_err(StoreError::backend)?;
-                // The migrations opened the WAL (in WAL mode a connection's first read
-                // creates it); it stays while the store's connections are open.
-                let wal = WalFile::open(&path).map_err(StoreError::backend)?;
-                let broken = Arc::new(AtomicBool::new(false));
-                let (sync_tx, sync_rx) = mpsc::channel();
-                let syncer_broken = broken.clone();
-                std::thread::Builder::new()
-                    .name("sqlite-syncer".into())
-                    .spawn(move || syncer_loop(wal, sync_rx, syncer_broken))
-                    .map_err(StoreError::backend)?;
-                let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITE_QUEUE_MAX);
-                std::thread::Builder::new()
-                    .name("sqlite-writer".into())
-                    .spawn({
-                        let broken = broken.clone();
-                        move || writer_loop(conn, rx, sync_tx, broken)
-                    })
-                    .map_err(StoreError::backend)?;
-                let pool = ReaderPool {
-                    path,
-                    conns: Mutex::new(conns),
-                    permits: Semaphore::new(readers),
-                };
-                Ok((tx, pool, stop_tx, broken))
-            })
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, readers))
             .await
-            .map_err(StoreError::backend)??;
+            .map_err(StoreError::backend)?
+    }
+
+    fn open_blocking(path: PathBuf, readers: usize) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+            }
+        }
+        let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
+        embedded::migrations::runner()
+            .run(&mut conn)
+            .map_err(StoreError::backend)?;
+        let mut conns = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            conns.push(open_conn(&path, true).map_err(StoreError::backend)?);
+        }
+        let page: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(StoreError::backend)?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {};",
+            WRITER_AUTOCHECKPOINT_BYTES / page.max(512)
+        ))
+        .map_err(StoreError::backend)?;
+        let checkpoint_conn = open_conn(&path, false).map_err(StoreError::backend)?;
+        let (stop_tx, stop_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpointer_loop(checkpoint_conn, stop_rx))
+            .map_err(StoreError::backend)?;
+        // The migrations opened the WAL (in WAL mode a connection's first read creates
+        // it); it stays while the store's connections are open.
+        let wal = WalFile::open(&path).map_err(StoreError::backend)?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let syncer_broken = broken.clone();
+        std::thread::Builder::new()
+            .name("sqlite-syncer".into())
+            .spawn(move || syncer_loop(wal, sync_rx, syncer_broken))
+            .map_err(StoreError::backend)?;
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITE_QUEUE_MAX);
+        let writer_broken = broken.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, sync_tx, writer_broken))
+            .map_err(StoreError::backend)?;
         Ok(Self {
             writer: tx,
-            readers: Arc::new(pool),
+            readers: Arc::new(ReaderPool {
+                path,
+                conns: Mutex::new(conns),
+                permits: Semaphore::new(readers),
+            }),
             broken,
-            _checkpointer: checkpointer,
+            _checkpointer: stop_tx,
         })
     }
 
@@ -1663,16 +1660,19 @@ mod tests {
             .map_err(db)
     }
 
+    /// Opens the store at `path`: its page size and its writer's checkpoint threshold.
+    async fn pages_and_checkpoint(path: &Path) -> (i64, i64) {
+        let store = SqliteStore::open(path, 1).await.unwrap();
+        store
+            .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_new_database_has_2_kib_pages_and_its_wal_bound_in_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("new.db"), 1)
-            .await
-            .unwrap();
-        let (page, ckpt) = store
-            .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
-            .await
-            .unwrap();
+        let (page, ckpt) = pages_and_checkpoint(&dir.path().join("new.db")).await;
         assert_eq!(page, 2048);
         assert_eq!(ckpt, 131_072, "256 MiB of 2 KiB pages");
     }
@@ -1681,15 +1681,11 @@ mod tests {
     async fn an_older_database_keeps_its_4_kib_pages() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch("PRAGMA page_size = 4096; CREATE TABLE before_this_release (x);")
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE before_this_release (x);")
             .unwrap();
-        drop(old);
-        let store = SqliteStore::open(&path, 1).await.unwrap();
-        let (page, ckpt) = store
-            .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
-            .await
-            .unwrap();
+        let (page, ckpt) = pages_and_checkpoint(&path).await;
         assert_eq!(page, 4096);
         assert_eq!(ckpt, 65_536, "256 MiB of 4 KiB pages");
     }
@@ -1742,15 +1738,15 @@ mod tests {
         let fresh = dir.path().join("fresh");
         std::fs::write(&fresh, b"second").unwrap();
         std::fs::rename(&fresh, &path).unwrap();
-        assert!(!same_file(
-            &wal.file.metadata().unwrap(),
-            &std::fs::metadata(&path).unwrap()
-        ));
+        let held = |wal: &WalFile| {
+            same_file(
+                &wal.file.metadata().unwrap(),
+                &std::fs::metadata(&path).unwrap(),
+            )
+        };
+        assert!(!held(&wal));
         wal.sync().unwrap();
-        assert!(same_file(
-            &wal.file.metadata().unwrap(),
-            &std::fs::metadata(&path).unwrap()
-        ));
+        assert!(held(&wal), "the syncer now holds the file at the path");
     }
 
     #[tokio::test]
