@@ -13,7 +13,7 @@ use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::sqlite::{
     check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, uuid_col,
-    SqliteStore,
+    SqliteStore, TextUuid,
 };
 use crate::wallet::*;
 
@@ -175,15 +175,15 @@ static WALLET_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 
 fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
     c.prepare_cached(&PAYMENT_UPSERT)?.execute(params![
-        p.id.to_string(),
-        p.tenant_id.to_string(),
-        p.user_id.map(|u| u.to_string()),
-        p.merchant_id.to_string(),
-        p.terminal_id.to_string(),
+        TextUuid::new(p.id.0),
+        TextUuid::new(p.tenant_id.0),
+        p.user_id.map(|u| TextUuid::new(u.0)),
+        TextUuid::new(p.merchant_id.0),
+        TextUuid::new(p.terminal_id.0),
         p.amount.0,
         p.status.as_str(),
         p.decline_reason.map(|r| r.as_str()),
-        p.coupon_id.map(|c| c.to_string()),
+        p.coupon_id.map(|c| TextUuid::new(c.0)),
         p.breakdown.coupon.0,
         p.breakdown.subsidy.0,
         p.breakdown.balance.0,
@@ -222,12 +222,12 @@ fn insert_entries(
     )?;
     for e in entries {
         st.execute(params![
-            tenant.to_string(),
-            e.tx_id.to_string(),
+            TextUuid::new(tenant.0),
+            TextUuid::new(e.tx_id),
             e.account.as_str(),
-            e.ref_id.map(|r| r.to_string()),
+            e.ref_id.map(TextUuid::new),
             e.amount,
-            e.payment_id.map(|p| p.to_string()),
+            e.payment_id.map(|p| TextUuid::new(p.0)),
             ms(at)
         ])?;
     }
@@ -241,7 +241,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     if w.require_active {
         let active = c
             .prepare_cached("SELECT 1 FROM users WHERE id = ? AND status = 'active'")
-            .and_then(|mut st| st.exists([w.wallet.user_id.to_string()]))
+            .and_then(|mut st| st.exists([TextUuid::new(w.wallet.user_id.0)]))
             .map_err(fail)?;
         if !active {
             return Err(CommitError::CardInactive);
@@ -271,7 +271,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     if let Some(nonce) = &w.used_nonce {
         let n = c
             .prepare_cached("INSERT INTO used_codes (nonce, user_id, used_at) VALUES (?,?,?) ON CONFLICT DO NOTHING")
-            .and_then(|mut st| st.execute(params![nonce, w.wallet.user_id.to_string(), ms(w.at)]))
+            .and_then(|mut st| st.execute(params![nonce, TextUuid::new(w.wallet.user_id.0), ms(w.at)]))
             .map_err(fail)?;
         if n == 0 {
             return Err(CommitError::NonceUsed);
@@ -282,8 +282,8 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
         .prepare_cached(&WALLET_UPSERT)
         .and_then(|mut st| {
             st.execute(params![
-                wr.user_id.to_string(),
-                wr.tenant_id.to_string(),
+                TextUuid::new(wr.user_id.0),
+                TextUuid::new(wr.tenant_id.0),
                 wr.balance.0,
                 wr.arrears.0,
                 wr.version,
