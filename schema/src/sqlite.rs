@@ -44,7 +44,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The page size of a new database. A payment dirties a page in each of a few B-trees
 /// at a random place (its wallet, its code's nonce, its idempotency key, its cardholder's
 /// payments), and every dirty page is written whole to the WAL and synced: with 2 KiB
-/// pages instead of SQLite's 4 KiB, `loadtest pay` on SQLite made 10–17 % more payments
+/// pages instead of SQLite's 4 KiB, `loadtest pay` on SQLite made 11–17 % more payments
 /// per second (docs/BENCHMARKS.md, twenty-fourth run). 1 KiB was no faster than 2 KiB
 /// and deepens every B-tree.
 const PAGE_SIZE: u32 = 2048;
