@@ -1704,6 +1704,28 @@ mod tests {
         assert!(same);
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without memory statistics and with a
+    /// page cache per connection, so no global mutex is taken per allocation or page.
+    #[test]
+    fn sqlite_is_built_without_memory_statistics_or_a_shared_page_cache() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "built with memory statistics (is LIBSQLITE3_FLAGS from .cargo/config.toml set?): {options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "built with a shared page cache: {options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_new_database_has_2_kib_pages_and_its_wal_bound_in_bytes() {
         let dir = tempfile::tempdir().unwrap();
