@@ -122,8 +122,8 @@ pub fn app(
         .configure(crate::pages::routes)
         // Before the `/api/v1` scope, which would otherwise claim these paths. Both are
         // static prefixes, so the router never runs the docs page's pattern (a regular
-        // expression) on an API request: tried first on every request, it was ~13 % of
-        // an HTTP worker's instructions per payment (docs/BENCHMARKS.md, twenty-sixth run).
+        // expression) on an API request: tried first on every request, twice, it cost
+        // ~16,000 instructions per payment (docs/BENCHMARKS.md, twenty-sixth run).
         .service(
             web::resource("/api/v1/openapi.json")
                 .app_data(web::Data::from(doc))
