@@ -21,7 +21,7 @@ use crate::ids::*;
 use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
-use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore};
+use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore, PgTime};
 use crate::sqlite::paginate;
 use crate::wallet::*;
 
@@ -238,8 +238,8 @@ async fn write_payments<C: GenericClient>(
         .iter()
         .map(|p| parts_json(&p.subsidy_parts))
         .collect();
-    let created: Vec<Timestamp> = payments.iter().map(|p| p.created_at).collect();
-    let updated: Vec<Timestamp> = payments.iter().map(|p| p.updated_at).collect();
+    let created: Vec<PgTime> = payments.iter().map(|p| PgTime(p.created_at)).collect();
+    let updated: Vec<PgTime> = payments.iter().map(|p| PgTime(p.updated_at)).collect();
     let st = c.prepare_cached(sql).await?;
     c.execute(
         &st,
@@ -283,7 +283,7 @@ async fn insert_entries<C: GenericClient>(
         .iter()
         .map(|(_, e, _)| e.payment_id.map(|p| p.0))
         .collect();
-    let at: Vec<Timestamp> = rows.iter().map(|(_, _, at)| *at).collect();
+    let at: Vec<PgTime> = rows.iter().map(|(_, _, at)| PgTime(*at)).collect();
     let st = c
         .prepare_cached(
             "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
@@ -310,7 +310,7 @@ async fn insert_outbox<C: GenericClient>(
     let st = c
         .prepare_cached("INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)")
         .await?;
-    c.execute(&st, &[&page.key.0, &page.created_at, &page.json])
+    c.execute(&st, &[&page.key.0, &PgTime(page.created_at), &page.json])
         .await?;
     Ok(())
 }
@@ -389,10 +389,10 @@ async fn write_wallets<C: GenericClient>(
         let versions: Vec<i64> = w.iter().map(|w| w.version).collect();
         let signed: Vec<bool> = w.iter().map(|w| w.agreement_signed).collect();
         let frozen: Vec<bool> = w.iter().map(|w| w.frozen).collect();
-        let until: Vec<Option<Timestamp>> = w.iter().map(|w| w.frozen_until).collect();
+        let until: Vec<Option<PgTime>> = w.iter().map(|w| w.frozen_until.map(PgTime)).collect();
         let counts: Vec<i32> = w.iter().map(|w| w.freeze_count).collect();
         let reminded: Vec<Option<&str>> = w.iter().map(|w| w.reminded_on.as_deref()).collect();
-        let updated: Vec<Timestamp> = w.iter().map(|w| w.updated_at).collect();
+        let updated: Vec<PgTime> = w.iter().map(|w| PgTime(w.updated_at)).collect();
         let ords: Vec<i32> = (0..rows.len() as i32).collect();
         let st = c.prepare_cached(sql).await?;
         let returned = c
@@ -491,7 +491,7 @@ async fn insert_requests<C: GenericClient>(
     let hashes: Vec<&[u8]> = reqs.iter().map(|r| &r.request_hash[..]).collect();
     let statuses: Vec<i32> = reqs.iter().map(|r| i32::from(r.status)).collect();
     let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
-    let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    let at: Vec<PgTime> = idx.iter().map(|i| PgTime(commits[*i].at)).collect();
     insert_unique(
         c,
         "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
@@ -521,7 +521,7 @@ async fn insert_nonces<C: GenericClient>(
         .filter_map(|i| commits[*i].used_nonce.as_deref())
         .collect();
     let users: Vec<Uuid> = idx.iter().map(|i| commits[*i].wallet.user_id.0).collect();
-    let at: Vec<Timestamp> = idx.iter().map(|i| commits[*i].at).collect();
+    let at: Vec<PgTime> = idx.iter().map(|i| PgTime(commits[*i].at)).collect();
     insert_unique(
         c,
         "INSERT INTO used_codes (nonce, user_id, used_at) \
@@ -585,8 +585,14 @@ async fn write_rest<C: GenericClient>(
             .iter()
             .map(|(_, s)| ids_json(&s.merchant_ids))
             .collect();
-        let expires: Vec<Option<Timestamp>> = subsidies.iter().map(|(_, s)| s.expires_at).collect();
-        let created: Vec<Timestamp> = subsidies.iter().map(|(_, s)| s.created_at).collect();
+        let expires: Vec<Option<PgTime>> = subsidies
+            .iter()
+            .map(|(_, s)| s.expires_at.map(PgTime))
+            .collect();
+        let created: Vec<PgTime> = subsidies
+            .iter()
+            .map(|(_, s)| PgTime(s.created_at))
+            .collect();
         let st = c
             .prepare_cached(
                 "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
@@ -622,13 +628,13 @@ async fn write_rest<C: GenericClient>(
             .iter()
             .map(|(_, c)| ids_json(&c.merchant_ids))
             .collect();
-        let from: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.valid_from).collect();
-        let expires: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.expires_at).collect();
+        let from: Vec<PgTime> = coupons.iter().map(|(_, c)| PgTime(c.valid_from)).collect();
+        let expires: Vec<PgTime> = coupons.iter().map(|(_, c)| PgTime(c.expires_at)).collect();
         let used: Vec<Option<Uuid>> = coupons
             .iter()
             .map(|(_, c)| c.used_payment.map(|p| p.0))
             .collect();
-        let created: Vec<Timestamp> = coupons.iter().map(|(_, c)| c.created_at).collect();
+        let created: Vec<PgTime> = coupons.iter().map(|(_, c)| PgTime(c.created_at)).collect();
         let st = c
             .prepare_cached(
                 "INSERT INTO coupons (id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, \
@@ -669,7 +675,7 @@ async fn write_rest<C: GenericClient>(
         let ids: Vec<Uuid> = risks.iter().map(|_| Uuid::now_v7()).collect();
         let users: Vec<Uuid> = risks.iter().map(|r| r.0).collect();
         let kinds: Vec<&str> = risks.iter().map(|r| r.1).collect();
-        let at: Vec<Timestamp> = risks.iter().map(|r| r.2).collect();
+        let at: Vec<PgTime> = risks.iter().map(|r| PgTime(r.2)).collect();
         c.execute(
             "INSERT INTO risk_events (id, user_id, kind, at) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
