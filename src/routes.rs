@@ -131,6 +131,12 @@ pub fn app(
         )
         .service(
             web::scope("/api/v1/docs")
+                // `/api/v1/docs` itself: the page lives at `/api/v1/docs/`.
+                .service(web::resource("").route(web::get().to(|| async {
+                    HttpResponse::PermanentRedirect()
+                        .insert_header((actix_web::http::header::LOCATION, "/api/v1/docs/"))
+                        .finish()
+                })))
                 .service(SwaggerUi::new("/{_:.*}").config(Config::new(["/api/v1/openapi.json"]))),
         );
     let (app, _) = build(base);

@@ -312,6 +312,30 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         page.text().await.unwrap().contains("swagger"),
         "Swagger UI is served from the binary"
     );
+    let init = app
+        .client
+        .get(app.url("/api/v1/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    assert!(
+        init.text()
+            .await
+            .unwrap()
+            .contains("\"/api/v1/openapi.json\""),
+        "the page reads the served document"
+    );
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/api/v1/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/api/v1/docs/");
 }
 
 /// The live pages and their scripts come from the binary, under a policy that allows no
