@@ -48,7 +48,7 @@ impl ToSql for PgTime {
         _: &Type,
         w: &mut bytes::BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        bytes::BufMut::put_i64(w, self.micros());
+        postgres_protocol::types::timestamp_to_sql(self.micros(), w);
         Ok(IsNull::No)
     }
 
