@@ -10,6 +10,7 @@ pub mod postgres;
 mod postgres_money;
 pub mod sqlite;
 mod sqlite_money;
+mod sqlite_vfs;
 pub mod store;
 pub mod wallet;
 

@@ -120,7 +120,8 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
+    crate::sqlite_vfs::register()?;
+    let conn = Connection::open_with_flags_and_vfs(path, flags, crate::sqlite_vfs::NAME)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     if !read_only {
