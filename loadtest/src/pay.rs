@@ -394,10 +394,11 @@ pub async fn naive(
         // all are ready, and end before any connection (and its backend's CPU count) goes.
         let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
         let done = Arc::new(tokio::sync::Barrier::new(n + 1));
+        let marked = Arc::new(tokio::sync::Barrier::new(n + 1));
         let mut tasks = Vec::new();
         for w in 0..n {
             let url = url.to_string();
-            let (ready, done) = (ready.clone(), done.clone());
+            let (ready, done, marked) = (ready.clone(), done.clone(), marked.clone());
             tasks.push(tokio::spawn(async move {
                 // Both barriers are reached whatever happens, so a failed client cannot
                 // leave the others (or the caller) waiting.
@@ -439,7 +440,10 @@ pub async fn naive(
                 }
                 .await;
                 done.wait().await;
-                // The connection closes here, after the caller's last CPU mark.
+                // The connection (and its backend, whose CPU the mark reads) closes only
+                // once the caller has taken its last mark: a backend gone by then would
+                // drop out of the count.
+                marked.wait().await;
                 run.map(|(_, h)| h)
             }));
         }
@@ -447,6 +451,7 @@ pub async fn naive(
         let cpu = CpuMark::database_and_loader();
         done.wait().await;
         let cpu = cpu.per_database_later();
+        marked.wait().await;
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         for t in tasks {
             all.add(t.await??)?;
