@@ -49,6 +49,9 @@ thread_local! {
     /// Writes this thread passed to the default VFS for WAL files (held runs and direct
     /// writes), for the tests to see the gathering at work.
     static WAL_WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Of those, writes that were not appends in SQLite's pattern and went through as
+    /// they came (pages and checksums rewritten in place).
+    static WAL_DIRECT_WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The default VFS this one wraps, and whether registering succeeded.
@@ -236,6 +239,8 @@ unsafe extern "C" fn write(
         let starts_run =
             (offset == 0 && len == WAL_HEADER) || (len == FRAME_HEADER && !is_commit_header(bytes));
         if !starts_run {
+            #[cfg(test)]
+            WAL_DIRECT_WRITES.with(|n| n.set(n.get() + 1));
             return real_write(w, data, amt, offset);
         }
         w.held_at = offset;
@@ -397,6 +402,7 @@ mod tests {
              PRAGMA cache_size = 10;",
         )
         .unwrap();
+        let direct_before = WAL_DIRECT_WRITES.with(|n| n.get());
         let tx = c.unchecked_transaction().unwrap();
         // Far more pages than the cache holds: SQLite spills frames to the WAL
         // mid-transaction, then writes some of the same pages again (rewritten in place,
@@ -411,6 +417,8 @@ mod tests {
             }
         }
         tx.commit().unwrap();
+        // The in-place path ran: spilled pages written again, and their checksums.
+        assert!(WAL_DIRECT_WRITES.with(|n| n.get()) > direct_before);
         let copy = crash_copy(dir.path(), &path);
         let rows = contents(&copy);
         assert_eq!(rows.len(), 2_000);
