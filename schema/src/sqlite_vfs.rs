@@ -330,6 +330,15 @@ mod tests {
         c
     }
 
+    /// A fresh database in its own directory, with `setup` run on it.
+    fn fresh(name: &str, setup: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let c = open(&path);
+        c.execute_batch(setup).unwrap();
+        (dir, path, c)
+    }
+
     /// What a crash right now would leave: the database and WAL files as they are,
     /// copied aside and opened with SQLite's default VFS (which recovers from the WAL).
     fn crash_copy(dir: &std::path::Path, path: &std::path::Path) -> Connection {
@@ -353,11 +362,10 @@ mod tests {
 
     #[test]
     fn every_commit_is_in_the_wal_file_when_it_returns_in_few_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gather.db");
-        let c = open(&path);
-        c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-            .unwrap();
+        let (dir, path, c) = fresh(
+            "gather.db",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        );
         let before = WAL_WRITES.with(|n| n.get());
         for round in 0..20_i64 {
             let tx = c.unchecked_transaction().unwrap();
@@ -394,14 +402,11 @@ mod tests {
 
     #[test]
     fn a_transaction_that_spills_and_rewrites_pages_is_whole_after_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spill.db");
-        let c = open(&path);
-        c.execute_batch(
+        let (dir, path, c) = fresh(
+            "spill.db",
             "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
              PRAGMA cache_size = 10;",
-        )
-        .unwrap();
+        );
         let direct_before = WAL_DIRECT_WRITES.with(|n| n.get());
         let tx = c.unchecked_transaction().unwrap();
         // Far more pages than the cache holds: SQLite spills frames to the WAL
@@ -432,15 +437,12 @@ mod tests {
 
     #[test]
     fn a_rolled_back_transaction_leaves_the_last_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rollback.db");
-        let c = open(&path);
-        c.execute_batch(
+        let (dir, path, c) = fresh(
+            "rollback.db",
             "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
              PRAGMA cache_size = 10;
              INSERT INTO t VALUES (1, 'kept');",
-        )
-        .unwrap();
+        );
         {
             let tx = c.unchecked_transaction().unwrap();
             for i in 2..3_000_i64 {
