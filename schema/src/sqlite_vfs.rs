@@ -1,12 +1,13 @@
-//! A VFS over SQLite's default one that writes a transaction's WAL frames with one system
-//! call instead of two per frame.
+//! A VFS over SQLite's default one that writes a transaction's WAL frames in a few system
+//! calls instead of two per frame.
 //!
 //! SQLite appends each WAL frame as two writes, its 24-byte header and then its page, so a
 //! group commit of ~30 payments made ~180 `pwrite` calls, and the writer thread spent as
 //! much time in the kernel as in SQLite (docs/BENCHMARKS.md). This VFS holds the appended
 //! frames of the WAL file in memory and writes them, in runs of up to `HOLD_MAX` bytes,
-//! once the commit frame (the one whose header carries the database size) is complete. Every other file, and every
-//! other operation on the WAL, goes straight to the default VFS.
+//! once the commit frame (the one whose header carries the database size) is complete.
+//! Every other file, and every other operation on the WAL, goes straight to the default
+//! VFS.
 //!
 //! Why this keeps SQLite's guarantees:
 //! - Nothing committed is held. SQLite writes a commit's frames (`walFrames`), and only
