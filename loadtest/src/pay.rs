@@ -400,7 +400,7 @@ pub async fn naive(
             let url = url.to_string();
             let (ready, done, marked) = (ready.clone(), done.clone(), marked.clone());
             tasks.push(tokio::spawn(async move {
-                // Both barriers are reached whatever happens, so a failed client cannot
+                // Every barrier is reached whatever happens, so a failed client cannot
                 // leave the others (or the caller) waiting.
                 let prepared = async {
                     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
