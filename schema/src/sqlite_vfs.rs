@@ -101,7 +101,7 @@ fn base_vfs() -> *mut ffi::sqlite3_vfs {
 /// A WAL file opened through this VFS. SQLite allocates `szOsFile` bytes for it: this
 /// struct, then the default VFS's own file object at `real_offset()`.
 #[repr(C)]
-struct WalFile {
+struct GatheringWal {
     base: ffi::sqlite3_file,
     real: *mut ffi::sqlite3_file,
     /// Bytes appended but not yet written, which belong at `held_at` in the file.
@@ -112,7 +112,7 @@ struct WalFile {
 }
 
 fn real_offset() -> usize {
-    std::mem::size_of::<WalFile>().next_multiple_of(16)
+    std::mem::size_of::<GatheringWal>().next_multiple_of(16)
 }
 
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -138,8 +138,8 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: None,
 };
 
-/// Opens WAL files as `WalFile`s; every other file is the default VFS's own object at the
-/// start of the allocation, untouched.
+/// Opens WAL files as `GatheringWal`s; every other file is the default VFS's own object
+/// at the start of the allocation, untouched.
 unsafe extern "C" fn open(
     _vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
@@ -166,7 +166,7 @@ unsafe extern "C" fn open(
         (*file).pMethods = std::ptr::null();
         return rc;
     }
-    file.cast::<WalFile>().write(WalFile {
+    file.cast::<GatheringWal>().write(GatheringWal {
         base: ffi::sqlite3_file {
             pMethods: &WAL_METHODS,
         },
@@ -179,17 +179,17 @@ unsafe extern "C" fn open(
 }
 
 /// SAFETY (for every method below): SQLite calls them only with a file `open` set up as a
-/// `WalFile` (their table is set on nothing else), from one thread at a time per file.
-unsafe fn wal<'a>(file: *mut ffi::sqlite3_file) -> &'a mut WalFile {
-    &mut *file.cast::<WalFile>()
+/// `GatheringWal` (their table is set on nothing else), from one thread at a time per file.
+unsafe fn wal<'a>(file: *mut ffi::sqlite3_file) -> &'a mut GatheringWal {
+    &mut *file.cast::<GatheringWal>()
 }
 
-unsafe fn methods(w: &WalFile) -> &ffi::sqlite3_io_methods {
+unsafe fn methods(w: &GatheringWal) -> &ffi::sqlite3_io_methods {
     &*(*w.real).pMethods
 }
 
 /// Writes what is held, if anything.
-unsafe fn flush(w: &mut WalFile) -> c_int {
+unsafe fn flush(w: &mut GatheringWal) -> c_int {
     if w.held.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -202,7 +202,7 @@ unsafe fn flush(w: &mut WalFile) -> c_int {
     rc
 }
 
-unsafe fn real_write(w: &WalFile, data: *const c_void, amt: c_int, offset: i64) -> c_int {
+unsafe fn real_write(w: &GatheringWal, data: *const c_void, amt: c_int, offset: i64) -> c_int {
     #[cfg(test)]
     WAL_WRITES.with(|n| n.set(n.get() + 1));
     match methods(w).xWrite {
@@ -236,9 +236,10 @@ unsafe extern "C" fn write(
             }
         }
     }
+    let commit_header = is_commit_header(bytes);
     if w.held.is_empty() {
         let starts_run =
-            (offset == 0 && len == WAL_HEADER) || (len == FRAME_HEADER && !is_commit_header(bytes));
+            (offset == 0 && len == WAL_HEADER) || (len == FRAME_HEADER && !commit_header);
         if !starts_run {
             #[cfg(test)]
             WAL_DIRECT_WRITES.with(|n| n.set(n.get() + 1));
@@ -248,7 +249,7 @@ unsafe extern "C" fn write(
     }
     let completes_commit = w.commit_page_at == Some(offset);
     w.held.extend_from_slice(bytes);
-    w.commit_page_at = is_commit_header(bytes).then_some(offset + FRAME_HEADER as i64);
+    w.commit_page_at = commit_header.then_some(offset + FRAME_HEADER as i64);
     if completes_commit {
         return flush(w);
     }
@@ -262,7 +263,7 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
         Some(f) => f(w.real),
         None => ffi::SQLITE_OK,
     };
-    std::ptr::drop_in_place(file.cast::<WalFile>());
+    std::ptr::drop_in_place(file.cast::<GatheringWal>());
     (*file).pMethods = std::ptr::null();
     if flushed != ffi::SQLITE_OK {
         flushed
