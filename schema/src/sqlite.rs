@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{oneshot, Semaphore};
 use uuid::Uuid;
@@ -125,6 +126,23 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     if !read_only {
+        // For migration V6, which computes the digest of every idempotency record it copies.
+        conn.create_scalar_function(
+            "onecard_key_digest",
+            2,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let scope = ctx
+                    .get_raw(0)
+                    .as_str()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+                let key = ctx
+                    .get_raw(1)
+                    .as_str()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+                Ok(crate::sqlite_money::key_digest(scope, key).to_vec())
+            },
+        )?;
         // Takes effect only while the file is new (before the WAL mode below); an older
         // database keeps its page size (docs/OPERATIONS.md says how to change it).
         conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
@@ -1746,6 +1764,76 @@ mod tests {
         let (page, ckpt) = pages_and_checkpoint(&path).await;
         assert_eq!(page, 4096);
         assert_eq!(ckpt, 65_536, "256 MiB of 4 KiB pages");
+    }
+
+    /// Migration V6 copies every idempotency record and finds it by its digest: the same
+    /// key in two scopes stays two records, and a copied key is still taken.
+    #[tokio::test]
+    async fn migration_v6_keeps_every_idempotency_record_under_its_digest() {
+        use crate::money_store::MoneyStore;
+        use crate::wallet::MoneyRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let old = |scope: &str, status: u16, body: &[u8]| MoneyRequest {
+            scope: scope.into(),
+            key: "k1".into(),
+            request_hash: [status as u8; 32],
+            status,
+            body: body.to_vec(),
+        };
+        let (till, user) = (
+            old("terminal:t", 201, b"{\"a\":1}"),
+            old("user:u", 200, b"{}"),
+        );
+        {
+            let mut c = open_conn(&path, false).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(5))
+                .run(&mut c)
+                .unwrap();
+            for (r, at) in [(&till, 1), (&user, 2)] {
+                c.execute(
+                    "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+                     VALUES (?,?,?,?,?,?)",
+                    params![r.scope, r.key, &r.request_hash[..], r.status, r.body, at],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        for r in [&till, &user] {
+            let found = store
+                .find_money_request(r.scope.clone(), r.key.clone())
+                .await
+                .unwrap()
+                .expect("the record survives the migration");
+            assert_eq!(
+                (found.request_hash, found.status, &found.body),
+                (r.request_hash, r.status, &r.body)
+            );
+        }
+        let missing = store.find_money_request("terminal:t".into(), "k2".into());
+        assert!(missing.await.unwrap().is_none());
+        let retry = till.clone();
+        let inserted = store
+            .write(move |c| {
+                crate::sqlite_money::insert_request(c, &retry, Timestamp::UNIX_EPOCH).map_err(db)
+            })
+            .await
+            .unwrap();
+        assert!(!inserted, "a copied key is still taken");
+        let digests: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM money_requests WHERE length(key_digest) = 16",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)
+            })
+            .await
+            .unwrap();
+        assert_eq!(digests, 2);
     }
 
     /// A job that answers on `rx` with what the syncer says.

@@ -234,6 +234,43 @@ fn insert_entries(
     Ok(())
 }
 
+/// What an idempotency record is found by: the first 16 bytes of SHA-256 over its scope,
+/// a zero byte and its key (migration V6 says why). Also the SQL function
+/// `onecard_key_digest`, which that migration calls.
+pub(crate) fn key_digest(scope: &str, key: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(scope.as_bytes());
+    hash.update([0u8]);
+    hash.update(key.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash.finalize()[..16]);
+    digest
+}
+
+/// Inserts an idempotency record unless its key is taken: `Ok(false)` when it is.
+pub(crate) fn insert_request(
+    c: &Connection,
+    req: &MoneyRequest,
+    at: Timestamp,
+) -> rusqlite::Result<bool> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO money_requests (scope, key, key_digest, request_hash, status, body, created_at) \
+             VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            req.scope,
+            req.key,
+            &key_digest(&req.scope, &req.key)[..],
+            &req.request_hash[..],
+            req.status,
+            req.body,
+            ms(at)
+        ])?;
+    Ok(n == 1)
+}
+
 /// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
@@ -248,23 +285,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
         }
     }
     if let Some(req) = &w.request {
-        let n = c
-            .prepare_cached(
-                "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-                 VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    req.scope,
-                    req.key,
-                    &req.request_hash[..],
-                    req.status,
-                    req.body,
-                    ms(w.at)
-                ])
-            })
-            .map_err(fail)?;
-        if n == 0 {
+        if !insert_request(c, req, w.at).map_err(fail)? {
             return Err(CommitError::Duplicate);
         }
     }
@@ -595,10 +616,11 @@ impl MoneyStore for SqliteStore {
     ) -> StoreResult<Option<MoneyRequest>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT request_hash, status, body FROM money_requests WHERE scope = ? AND key = ?",
+                "SELECT request_hash, status, body FROM money_requests \
+                 WHERE key_digest = ? AND scope = ? AND key = ?",
             )
             .and_then(|mut st| {
-                st.query_row([&scope, &key], |r| {
+                st.query_row(params![&key_digest(&scope, &key)[..], scope, key], |r| {
                     let hash: Vec<u8> = r.get(0)?;
                     let mut request_hash = [0u8; 32];
                     if hash.len() == 32 {
@@ -766,15 +788,12 @@ impl MoneyStore for SqliteStore {
         req: MoneyRequest,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-                     VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    params![req.scope, req.key, &req.request_hash[..], req.status, req.body, ms(payment.created_at)],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::conflict("idempotency_conflict", None, "this Idempotency-Key was just used"));
+            if !insert_request(c, &req, payment.created_at).map_err(db)? {
+                return Err(StoreError::conflict(
+                    "idempotency_conflict",
+                    None,
+                    "this Idempotency-Key was just used",
+                ));
             }
             upsert_payment(c, &payment).map_err(db)?;
             let page = OutboxPage::of_one(payment.tenant_id, &outbox, payment.created_at);
