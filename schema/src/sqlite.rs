@@ -132,15 +132,8 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
             2,
             FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
             |ctx| {
-                let scope = ctx
-                    .get_raw(0)
-                    .as_str()
-                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-                let key = ctx
-                    .get_raw(1)
-                    .as_str()
-                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-                Ok(crate::sqlite_money::key_digest(scope, key).to_vec())
+                let (scope, key): (String, String) = (ctx.get(0)?, ctx.get(1)?);
+                Ok(crate::sqlite_money::key_digest(&scope, &key).to_vec())
             },
         )?;
         // Takes effect only while the file is new (before the WAL mode below); an older
