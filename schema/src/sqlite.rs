@@ -126,16 +126,6 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     if !read_only {
-        // For migration V6, which computes the digest of every idempotency record it copies.
-        conn.create_scalar_function(
-            "onecard_key_digest",
-            2,
-            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-            |ctx| {
-                let (scope, key): (String, String) = (ctx.get(0)?, ctx.get(1)?);
-                Ok(crate::sqlite_money::key_digest(&scope, &key).to_vec())
-            },
-        )?;
         // Takes effect only while the file is new (before the WAL mode below); an older
         // database keeps its page size (docs/OPERATIONS.md says how to change it).
         conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
@@ -331,6 +321,17 @@ impl SqliteStore {
             }
         }
         let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
+        // Migration V6 computes the digest of every idempotency record it copies.
+        conn.create_scalar_function(
+            "onecard_key_digest",
+            2,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let (scope, key): (String, String) = (ctx.get(0)?, ctx.get(1)?);
+                Ok(crate::sqlite_money::key_digest(&scope, &key).to_vec())
+            },
+        )
+        .map_err(StoreError::backend)?;
         embedded::migrations::runner()
             .run(&mut conn)
             .map_err(StoreError::backend)?;

@@ -7,9 +7,10 @@
 -- key, so a digest collision could only refuse a key, never answer with another request's
 -- body.
 --
--- onecard_key_digest is registered by the server on each connection that writes
--- (sqlite.rs): the first 16 bytes of SHA-256(scope || 0x00 || key). The copy takes time in
--- proportion to the table: 27 s for a million records on the 2-core bench machine.
+-- onecard_key_digest is registered by the server on the connection that runs the
+-- migrations (sqlite.rs): the first 16 bytes of SHA-256(scope || 0x00 || key). The copy
+-- takes time in proportion to the table: 27 s for a million records on the 2-core bench
+-- machine.
 CREATE TABLE money_requests_v6 (
     scope        TEXT NOT NULL,
     key          TEXT NOT NULL,
