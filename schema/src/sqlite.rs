@@ -142,6 +142,22 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// A writing connection that can run the migrations: migration V6 computes the digest of
+/// every idempotency record it copies, with a function of ours.
+fn migration_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open_conn(path, false)?;
+    conn.create_scalar_function(
+        "onecard_key_digest",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let (scope, key): (String, String) = (ctx.get(0)?, ctx.get(1)?);
+            Ok(crate::sqlite_money::key_digest(&scope, &key).to_vec())
+        },
+    )?;
+    Ok(conn)
+}
+
 /// Copies WAL pages into the database file on a connection of its own, so the writer
 /// thread (which every commit waits on) does not: a passive checkpoint never blocks the
 /// writer or readers. Stops when the store is dropped.
@@ -320,18 +336,7 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
             }
         }
-        let mut conn = open_conn(&path, false).map_err(StoreError::backend)?;
-        // Migration V6 computes the digest of every idempotency record it copies.
-        conn.create_scalar_function(
-            "onecard_key_digest",
-            2,
-            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-            |ctx| {
-                let (scope, key): (String, String) = (ctx.get(0)?, ctx.get(1)?);
-                Ok(crate::sqlite_money::key_digest(&scope, &key).to_vec())
-            },
-        )
-        .map_err(StoreError::backend)?;
+        let mut conn = migration_conn(&path).map_err(StoreError::backend)?;
         embedded::migrations::runner()
             .run(&mut conn)
             .map_err(StoreError::backend)?;
@@ -1828,6 +1833,121 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(digests, 2);
+    }
+
+    /// Migration V7 moves every wallet, with all its fields, into a table keyed by its
+    /// cardholder alone (WITHOUT ROWID); the arrears index and the version fence still work.
+    #[tokio::test]
+    async fn migration_v7_keeps_every_wallet_in_a_table_without_rowids() {
+        use crate::money_store::MoneyStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let (tenant, owing, other) = (TenantId::new(), UserId::new(), UserId::new());
+        {
+            let mut c = migration_conn(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(6))
+                .run(&mut c)
+                .unwrap();
+            c.execute(
+                "INSERT INTO tenants (id, name, kind, edition, timezone, settings, created_at) \
+                 VALUES (?, 't', 'university', 'standard', 'Asia/Shanghai', '{}', 0)",
+                params![tenant.0.to_string()],
+            )
+            .unwrap();
+            for (n, user) in [owing, other].into_iter().enumerate() {
+                c.execute(
+                    "INSERT INTO users (id, tenant_id, name, number, status, created_at, updated_at) \
+                     VALUES (?, ?, 'u', ?, 'active', 0, 0)",
+                    params![user.0.to_string(), tenant.0.to_string(), n.to_string()],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, \
+                   frozen, frozen_until, freeze_count, reminded_on, updated_at) \
+                 VALUES (?, ?, 0, 250, 7, 1, 1, 86400000, 2, '2026-11-30', 3000), \
+                        (?, ?, 1200, 0, 3, 0, 0, NULL, 0, NULL, 4000)",
+                params![
+                    owing.0.to_string(),
+                    tenant.0.to_string(),
+                    other.0.to_string(),
+                    tenant.0.to_string()
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        let now = Timestamp::from_second(0).unwrap();
+        let w = store.load_wallet(tenant, owing, now).await.unwrap().wallet;
+        assert_eq!(
+            (
+                w.balance.0,
+                w.arrears.0,
+                w.version,
+                w.agreement_signed,
+                w.frozen
+            ),
+            (0, 250, 7, true, true)
+        );
+        assert_eq!(
+            (
+                w.frozen_until,
+                w.freeze_count,
+                w.reminded_on.as_deref(),
+                w.updated_at
+            ),
+            (
+                Some(Timestamp::from_second(86_400).unwrap()),
+                2,
+                Some("2026-11-30"),
+                Timestamp::from_millisecond(3000).unwrap()
+            )
+        );
+        let v = store.load_wallet(tenant, other, now).await.unwrap().wallet;
+        assert_eq!((v.balance.0, v.version, v.frozen_until), (1200, 3, None));
+        assert_eq!(
+            store.wallets_in_arrears().await.unwrap(),
+            vec![(tenant, owing)]
+        );
+        let (without_rowid, arrears_index): (i64, i64) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT (SELECT wr FROM pragma_table_list WHERE name = 'wallets'), \
+                            (SELECT count(*) FROM sqlite_schema WHERE name = 'wallets_arrears')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)
+            })
+            .await
+            .unwrap();
+        assert_eq!((without_rowid, arrears_index), (1, 1));
+        // The fence: only the version after the stored one is written.
+        let (stale, next) = (
+            crate::wallet::WalletRow {
+                version: 3,
+                ..v.clone()
+            },
+            crate::wallet::WalletRow {
+                version: 4,
+                balance: crate::money::Money(1100),
+                ..v
+            },
+        );
+        let written = store
+            .write(move |c| {
+                let mut ok = Vec::new();
+                for w in [&stale, &next] {
+                    ok.push(crate::sqlite_money::upsert_wallet(c, w).map_err(db)?);
+                }
+                Ok(ok)
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, vec![false, true]);
+        let v = store.load_wallet(tenant, other, now).await.unwrap().wallet;
+        assert_eq!((v.balance.0, v.version), (1100, 4));
     }
 
     /// A job that answers on `rx` with what the syncer says.

@@ -271,6 +271,25 @@ pub(crate) fn insert_request(
     Ok(n == 1)
 }
 
+/// Writes a wallet row, fenced by version: a new wallet is inserted, an existing one is
+/// updated only from the version before this one. Answers whether the row was written.
+pub(crate) fn upsert_wallet(c: &Connection, wr: &WalletRow) -> rusqlite::Result<bool> {
+    let n = c.prepare_cached(&WALLET_UPSERT)?.execute(params![
+        TextUuid::new(wr.user_id.0),
+        TextUuid::new(wr.tenant_id.0),
+        wr.balance.0,
+        wr.arrears.0,
+        wr.version,
+        wr.agreement_signed,
+        wr.frozen,
+        wr.frozen_until.map(ms),
+        wr.freeze_count,
+        wr.reminded_on,
+        ms(wr.updated_at)
+    ])?;
+    Ok(n == 1)
+}
+
 /// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
@@ -298,26 +317,7 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
             return Err(CommitError::NonceUsed);
         }
     }
-    let wr = &w.wallet;
-    let n = c
-        .prepare_cached(&WALLET_UPSERT)
-        .and_then(|mut st| {
-            st.execute(params![
-                TextUuid::new(wr.user_id.0),
-                TextUuid::new(wr.tenant_id.0),
-                wr.balance.0,
-                wr.arrears.0,
-                wr.version,
-                wr.agreement_signed,
-                wr.frozen,
-                wr.frozen_until.map(ms),
-                wr.freeze_count,
-                wr.reminded_on,
-                ms(wr.updated_at)
-            ])
-        })
-        .map_err(fail)?;
-    if n == 0 {
+    if !upsert_wallet(c, &w.wallet).map_err(fail)? {
         return Err(CommitError::Fenced);
     }
     let write_rest = || -> rusqlite::Result<()> {
