@@ -72,10 +72,11 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
-        // The commit path and the real-time path each get a thread of their own, off the
-        // main thread: the ledger writer and the outbox relay on one (with the wallet
-        // actors, unless they have threads of their own), the hub on another, merchant
-        // actors on a third.
+        // The commit path and the real-time path each get threads of their own, off the
+        // main thread: the ledger writer on one (with the wallet actors, unless they have
+        // threads of their own), the outbox relay on another, so that publishing events and
+        // sweeping the outbox never hold up a wallet (docs/BENCHMARKS.md, thirty-fourth
+        // run), the hub on a third, merchant actors on a fourth.
         let hub = Hub::start_in_arbiter(&Arbiter::new().handle(), |_| Hub::default());
         let directory = MerchantDirectory::new(store.clone(), clock.clone());
         let merchant_totals =
@@ -85,18 +86,20 @@ impl Application {
             to: merchant_totals.clone().recipient(),
         });
         let topic_log = bus.topic_log(hub.clone(), config.ws_history);
-        let (ready, started) = tokio::sync::oneshot::channel();
+        let (relay_ready, relay_started) = tokio::sync::oneshot::channel();
         let (s, l, c) = (store.clone(), topic_log.clone(), clock.clone());
+        Arbiter::new().spawn(async move {
+            let _ = relay_ready.send(Relay::spawn(s, l, c, SweepTiming::default()));
+        });
+        let relay = relay_started.await.context("starting the outbox relay")?;
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (s, r) = (store.clone(), relay.clone());
         let commit_thread = Arbiter::new();
         let commit_handle = commit_thread.handle();
         commit_thread.spawn(async move {
-            let relay = Relay::spawn(s.clone(), l, c, SweepTiming::default());
-            let ledger = LedgerHandle::spawn(s, relay.clone());
-            let _ = ready.send((relay, ledger));
+            let _ = ready.send(LedgerHandle::spawn(s, r));
         });
-        let (relay, ledger) = started
-            .await
-            .context("starting the ledger writer and the relay")?;
+        let ledger = started.await.context("starting the ledger writer")?;
         let env = Env {
             store: store.clone(),
             ledger,
