@@ -45,6 +45,15 @@ fn main() -> anyhow::Result<()> {
                 Ok(n) => tracing::info!(nofile = n, "open file limit"),
                 Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
             }
+            // No transparent huge pages for this process. mimalloc asks for them on its
+            // arenas, so the first touch of fresh memory zeroed 2 MiB at once on whichever
+            // thread allocated, the commit thread among them, and every payment waiting on
+            // that thread waited too (p99 at 64 tills 7–10 ms without, 10–15 ms with;
+            // docs/BENCHMARKS.md, thirty-sixth run).
+            #[cfg(target_os = "linux")]
+            if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+                tracing::warn!(error = %e, "could not turn off transparent huge pages");
+            }
             let app = Application::build(config).await?;
             if let Some(token) = &app.generated_root_token {
                 // Printed once, on the operator's console only (never logged).
