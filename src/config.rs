@@ -39,7 +39,7 @@ pub struct Config {
     /// Messages one wallet actor may have queued before callers get 503.
     pub wallet_mailbox: usize,
     /// Threads of wallet actors' own; 0 puts them on the commit thread (the ledger
-    /// writer's and the relay's), where a wallet's commit and its answer cross no thread.
+    /// writer's), where a wallet's commit and its answer cross no thread.
     pub wallet_threads: usize,
     /// Events kept per topic for resume (in memory, or in each topic's Redis stream).
     pub ws_history: usize,
