@@ -158,9 +158,13 @@ impl Application {
         })
         .shutdown_timeout(SHUTDOWN_GRACE_S)
         .client_request_timeout(Duration::from_secs(30));
-        // Two HTTP workers per core by default: a worker waits on wallet actors and the
-        // store between bursts of work, and on 2 cores 4 workers took 24 % more payments
-        // than 2 (docs/BENCHMARKS.md).
+        // Two HTTP workers per core by default, so that a request keeping its worker's
+        // thread busy for long (a big JSON body, say) stalls a quarter of the connections
+        // on 2 cores, not half. On the payment bench the count has mattered little since
+        // the wallets and the store got threads of their own: one per core measured 2 %
+        // ahead in one session and within the machine's noise in the next (thirty-seventh
+        // and thirty-eighth runs in docs/BENCHMARKS.md), after trailing by up to 20 %
+        // in earlier runs.
         let workers = match config.workers {
             0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
