@@ -162,7 +162,9 @@ fn payment_from_row(r: &Row) -> StoreResult<Payment> {
 /// The payment writes: `[insert, upsert]` over the same rows. The plain insert spares a
 /// new payment the speculative insertion of `ON CONFLICT` (an extra probe of the key
 /// and an extra WAL record); the upsert also writes a payment's later changes (refunds,
-/// a deferred debit's result).
+/// a deferred debit's result). The upsert names the key's constraint rather than its
+/// columns, so that a later migration can make the key `(tenant_id, id)`, as SQLite's
+/// V8 did, while nodes of this release still run (docs/OPERATIONS.md).
 static PAYMENT_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
     let insert = format!(
         "INSERT INTO payments ({PAYMENT_COLS}) \
@@ -177,8 +179,8 @@ static PAYMENT_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::n
                 created_at, updated_at)"
     );
     let upsert = format!(
-        "{insert} ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, refunded = EXCLUDED.refunded, \
-           updated_at = EXCLUDED.updated_at"
+        "{insert} ON CONFLICT ON CONSTRAINT payments_pkey DO UPDATE SET status = EXCLUDED.status, \
+           refunded = EXCLUDED.refunded, updated_at = EXCLUDED.updated_at"
     );
     [insert, upsert]
 });

@@ -1950,6 +1950,140 @@ mod tests {
         assert_eq!((v.balance.0, v.version), (1100, 4));
     }
 
+    /// Migration V8 keeps every payment and every ledger entry (with its id): payments are
+    /// found by tenant and id, a refund's upsert still meets the row it changes, and new
+    /// ledger entries take the ids after the last one.
+    #[tokio::test]
+    async fn migration_v8_keeps_every_payment_and_ledger_entry() {
+        use crate::money_store::MoneyStore;
+        use crate::wallet::PaymentStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        let (merchant, terminal) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let (paid, declined, deferred) = (PaymentId::new(), PaymentId::new(), PaymentId::new());
+        let (topup, t) = (uuid::Uuid::now_v7().to_string(), tenant.to_string());
+        let (u, m, p) = (user.to_string(), merchant.to_string(), paid.to_string());
+        {
+            let mut c = migration_conn(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(7))
+                .run(&mut c)
+                .unwrap();
+            c.execute_batch(&format!(
+                "INSERT INTO tenants (id, name, kind, edition, timezone, settings, created_at) \
+                   VALUES ('{t}', 't', 'university', 'standard', 'Asia/Shanghai', '{{}}', 0); \
+                 INSERT INTO users (id, tenant_id, name, number, status, created_at, updated_at) \
+                   VALUES ('{u}', '{t}', 'u', '1', 'active', 0, 0); \
+                 INSERT INTO merchants (id, tenant_id, parent_id, name, number, single_limit, depth, created_at) \
+                   VALUES ('{m}', '{t}', NULL, 'canteen', 'M1', 5000, 1, 0); \
+                 INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at) \
+                   VALUES ('{terminal}', '{t}', '{m}', 'till', 0); \
+                 INSERT INTO wallets (user_id, tenant_id, balance, arrears, version, agreement_signed, \
+                     frozen, frozen_until, freeze_count, reminded_on, updated_at) \
+                   VALUES ('{u}', '{t}', 880, 0, 3, 0, 0, NULL, 0, NULL, 2000); \
+                 INSERT INTO payments (id, tenant_id, user_id, merchant_id, terminal_id, amount, status, \
+                     decline_reason, coupon_id, coupon_amount, subsidy_amount, balance_amount, \
+                     deferred_amount, subsidy_parts, refunded, created_at, updated_at) \
+                   VALUES ('{p}', '{t}', '{u}', '{m}', '{terminal}', 120, 'succeeded', NULL, NULL, \
+                           0, 0, 120, 0, '[]', 0, 2000, 2000), \
+                          ('{declined}', '{t}', '{u}', '{m}', '{terminal}', 9000, 'declined', \
+                           'insufficient_funds', NULL, 0, 0, 0, 0, '[]', 0, 3000, 3000), \
+                          ('{deferred}', '{t}', '{u}', '{m}', '{terminal}', 300, 'accepted', NULL, \
+                           NULL, 0, 0, 0, 300, '[]', 0, 3500, 3500); \
+                 INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+                   VALUES ('{t}', '{topup}', 'cash', '{u}', 1000, NULL, 1000), \
+                          ('{t}', '{topup}', 'topup_clearing', NULL, -1000, NULL, 1000), \
+                          ('{t}', '{p}', 'cash', '{u}', -120, '{p}', 2000), \
+                          ('{t}', '{p}', 'merchant_receivable', '{m}', 120, '{p}', 2000);"
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        let got = store.get_payment(tenant, paid).await.unwrap();
+        assert_eq!(
+            (
+                got.amount.0,
+                got.status,
+                got.breakdown.balance.0,
+                got.user_id
+            ),
+            (120, PaymentStatus::Succeeded, 120, Some(user))
+        );
+        let listed = store
+            .list_payments(
+                tenant,
+                Default::default(),
+                PageReq {
+                    after: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<PaymentId> = listed.items.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![deferred, declined, paid], "newest first");
+        // A wallet's load finds its open payment through the open payments' index.
+        let at = Timestamp::from_second(4).unwrap();
+        let open = store
+            .load_wallet(tenant, user, at)
+            .await
+            .unwrap()
+            .open_payments;
+        assert_eq!(
+            open.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![deferred]
+        );
+        let check = store.ledger_check(tenant).await.unwrap();
+        assert!(
+            check.balanced && check.mismatched_wallets.is_empty(),
+            "{check:?}"
+        );
+        assert_eq!(check.entries, 4);
+
+        let (ids, next_id, key, sequence, tenant_index, refunded, plan) = store
+            .write(move |c| {
+                // A refund's upsert meets the stored row through the new key.
+                let mut refunded = got.clone();
+                refunded.status = PaymentStatus::PartiallyRefunded;
+                refunded.refunded = crate::money::Money(20);
+                crate::sqlite_money::upsert_payment(c, &refunded).map_err(db)?;
+                c.execute(
+                    "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+                     VALUES (?1, ?2, 'topup_clearing', NULL, 0, NULL, 4000)",
+                    params![t, topup],
+                )
+                .map_err(db)?;
+                let one = |sql: &str| c.query_row(sql, [], |r| r.get::<_, String>(0)).map_err(db);
+                Ok((
+                    one("SELECT group_concat(id) FROM (SELECT id FROM ledger_entries WHERE amount <> 0 ORDER BY id)")?,
+                    c.last_insert_rowid(),
+                    one("SELECT group_concat(name) FROM (SELECT name FROM pragma_table_info('payments') \
+                         WHERE pk > 0 ORDER BY pk)")?,
+                    one("SELECT '' || count(*) FROM sqlite_sequence WHERE name = 'ledger_entries'")?,
+                    one("SELECT '' || count(*) FROM sqlite_schema WHERE name = 'payments_tenant'")?,
+                    one("SELECT count(*) || ' ' || sum(refunded) FROM payments")?,
+                    c.prepare(&format!("EXPLAIN QUERY PLAN {}", *crate::sqlite_money::OPEN_PAYMENTS))
+                        .and_then(|mut st| {
+                            st.query_map(["u"], |r| r.get::<_, String>(3))?.collect::<Result<Vec<_>, _>>()
+                        })
+                        .map_err(db)?
+                        .join("; "),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids, "1,2,3,4");
+        assert_eq!(next_id, 5);
+        assert_eq!(key, "tenant_id,id");
+        assert_eq!((sequence.as_str(), tenant_index.as_str()), ("0", "0"));
+        assert_eq!(
+            refunded, "3 20",
+            "the upsert changed the row, not added one"
+        );
+        assert!(plan.contains("USING INDEX payments_user_open"), "{plan}");
+    }
+
     /// A job that answers on `rx` with what the syncer says.
     fn job() -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<()>>) {
         let (reply, rx) = oneshot::channel();

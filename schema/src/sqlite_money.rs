@@ -153,12 +153,21 @@ fn parts_json(parts: &[(SubsidyId, Money)]) -> String {
     .unwrap_or_else(|_| "[]".into())
 }
 
+/// A cardholder's open payments (a deferred debit not yet settled), read when the wallet
+/// loads; its condition is the one of the `payments_user_open` index (migration V8).
+pub(crate) static OPEN_PAYMENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = ? AND status IN ('accepted', 'unsettled') \
+         ORDER BY id"
+    )
+});
+
 /// The statements every wallet commit runs on the writer thread, built once instead of
 /// formatted (and then hashed by the statement cache) for every payment.
 static PAYMENT_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO payments ({PAYMENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, refunded = excluded.refunded, \
+         ON CONFLICT (tenant_id, id) DO UPDATE SET status = excluded.status, refunded = excluded.refunded, \
          updated_at = excluded.updated_at"
     )
 });
@@ -173,7 +182,7 @@ static WALLET_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
-fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
+pub(crate) fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
     c.prepare_cached(&PAYMENT_UPSERT)?.execute(params![
         TextUuid::new(p.id.0),
         TextUuid::new(p.tenant_id.0),
@@ -548,10 +557,7 @@ impl MoneyStore for SqliteStore {
                 .and_then(|mut st| st.query_map(params![user.to_string(), day_ago], |r| Ok(ts(r.get(0)?)))?.collect())
                 .map_err(db)?;
             let open_payments = c
-                .prepare_cached(&format!(
-                    "SELECT {PAYMENT_COLS} FROM payments WHERE user_id = ? AND status IN ('accepted', 'unsettled') \
-                     ORDER BY id"
-                ))
+                .prepare_cached(&OPEN_PAYMENTS)
                 .and_then(|mut st| st.query_map([user.to_string()], payment_from_row)?.collect())
                 .map_err(db)?;
             Ok(WalletSnapshot { wallet, subsidies, coupons, risk_events, open_payments })
