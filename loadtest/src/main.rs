@@ -196,13 +196,43 @@ fn local_postgres_cpu() -> Option<BTreeMap<String, f64>> {
     (!by_pid.is_empty()).then_some(by_pid)
 }
 
+/// The machine's CPU time so far from the `cpu` line of `/proc/stat`, in clock ticks: all
+/// of it, the idle part, and the part the hypervisor gave to other guests (steal).
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (f.len() == 8).then(|| MachineTicks {
+        total: f.iter().sum(),
+        idle: f[3] + f[4],
+        steal: f[7],
+    })
+}
+
 /// CPU seconds of the server (when this run started it), of a local PostgreSQL (when the
-/// server uses one) and of this loader, to report the CPU each side spent per request.
+/// server uses one) and of this loader, to report the CPU each side spent per request;
+/// and the machine's ticks, to report how much of the cores stood idle or were taken by
+/// the hypervisor meanwhile.
 #[derive(Clone)]
 struct CpuMark {
     server: Option<f64>,
     database: Option<BTreeMap<String, f64>>,
     loader: Option<f64>,
+    machine: Option<MachineTicks>,
 }
 
 impl CpuMark {
@@ -212,6 +242,7 @@ impl CpuMark {
             server: None,
             database: local_postgres_cpu(),
             loader: cpu_seconds("self"),
+            machine: machine_ticks(),
         }
     }
 
@@ -262,7 +293,17 @@ impl CpuSpan {
             "loader {}",
             us_per(self.from.loader, self.to.loader, n)
         ));
-        format!("CPU per {what}: {}", parts.join(", "))
+        let mut line = format!("CPU per {what}: {}", parts.join(", "));
+        if let (Some(a), Some(b)) = (self.from.machine, self.to.machine) {
+            let total = b.total.saturating_sub(a.total).max(1) as f64;
+            let share = |x: u64, y: u64| 100.0 * y.saturating_sub(x) as f64 / total;
+            line.push_str(&format!(
+                "; the cores meanwhile: {:.1} % idle, {:.1} % stolen by the hypervisor",
+                share(a.idle, b.idle),
+                share(a.steal, b.steal)
+            ));
+        }
+        line
     }
 }
 
@@ -292,6 +333,7 @@ impl Server {
                 None
             },
             loader: cpu_seconds("self"),
+            machine: machine_ticks(),
         }
     }
 
