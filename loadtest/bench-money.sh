@@ -23,21 +23,15 @@ BIN=target/release/onecard
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 
+# `pay` on one engine, spread over 8 stalls or (`hot`) with every till at one.
 sqlite_pay() {
-    if [ "$1" = hot ]; then
-        settle; echo "== pay, SQLite, hot"; $LT pay --spawn $BIN --hot
-    else
-        settle; echo "== pay, SQLite"; $LT pay --spawn $BIN
-    fi
+    local hot=; [ "$1" = hot ] && hot=--hot
+    settle; echo "== pay, SQLite${hot:+, hot}"; $LT pay --spawn $BIN $hot
 }
 pg_pay() {
-    if [ "$1" = hot ]; then
-        fresh onecard_bench_hot; settle; echo "== pay, PostgreSQL, hot"
-        $LT pay --spawn $BIN --database-url "$BASE/onecard_bench_hot" --hot
-    else
-        fresh onecard_bench_pay; settle; echo "== pay, PostgreSQL"
-        $LT pay --spawn $BIN --database-url "$BASE/onecard_bench_pay"
-    fi
+    local hot=; [ "$1" = hot ] && hot=--hot
+    fresh "onecard_bench_$1"; settle; echo "== pay, PostgreSQL${hot:+, hot}"
+    $LT pay --spawn $BIN --database-url "$BASE/onecard_bench_$1" $hot
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -69,13 +63,7 @@ function median(arr, n,   i, j, t, c) {
 /^#### round/ { r = $3 }
 /^== /        { kase = substr($0, 4) }
 /^healthz:/   { hz[r] = num($0, "req/s") }
-/^pay( \(hot stall\))?: [0-9]+ payments in/ {
-    v = num($0, "payments/s"); q = p99($0)
-    if (kase == "pay, SQLite")                { sq[r] = v;  psq[r] = q }
-    if (kase == "pay, SQLite, hot")           { sqh[r] = v; psqh[r] = q }
-    if (kase == "pay, PostgreSQL")            { pg[r] = v;  ppg[r] = q }
-    if (kase == "pay, PostgreSQL, hot")       { pgh[r] = v; ppgh[r] = q }
-}
+/^pay( \(hot stall\))?: [0-9]+ payments in/ { rate[r, kase] = num($0, "payments/s"); q99[r, kase] = p99($0) }
 /^CPU per payment:/ && kase ~ /^pay/ {
     ld[r, kase] = substr($0, index($0, "loader ") + 7) + 0
     i = index($0, "% idle, "); st[r, kase] = i ? sprintf("%.1f", substr($0, i + 8) + 0) : "?"
@@ -85,18 +73,18 @@ function median(arr, n,   i, j, t, c) {
 END {
     printf "\n== summary (targets: PG/naive >= 1.5, SQLite/healthz >= 0.25, hot/spread >= 0.9, hot/naive hot >= 5, p99 <= 20 ms)\n"
     printf "%-7s %9s %9s %8s %8s %8s %8s %8s %8s %8s %8s %7s\n", "round", "PG/naive", "SQ/hz", "SQ h/s", "PG h/s", "SQ h/nh", "PG h/nh", "p99 SQ", "p99 SQh", "p99 PG", "p99 PGh", "p99 max"
+    split("pay, SQLite|pay, SQLite, hot|pay, PostgreSQL|pay, PostgreSQL, hot", cases, "|")
     for (i = 1; i <= rounds; i++) {
-        a[1,i] = pg[i] / nb[i]; a[2,i] = sq[i] / hz[i]; a[3,i] = sqh[i] / sq[i]; a[4,i] = pgh[i] / pg[i]
-        a[5,i] = sqh[i] / nh[i]; a[6,i] = pgh[i] / nh[i]
-        a[7,i] = psq[i]; a[8,i] = psqh[i]; a[9,i] = ppg[i]; a[10,i] = ppgh[i]
-        m = psq[i]; if (psqh[i] > m) m = psqh[i]; if (ppg[i] > m) m = ppg[i]; if (ppgh[i] > m) m = ppgh[i]; a[11,i] = m
+        sq = rate[i, cases[1]]; sqh = rate[i, cases[2]]; pg = rate[i, cases[3]]; pgh = rate[i, cases[4]]
+        a[1,i] = pg / nb[i]; a[2,i] = sq / hz[i]; a[3,i] = sqh / sq; a[4,i] = pgh / pg
+        a[5,i] = sqh / nh[i]; a[6,i] = pgh / nh[i]; a[11,i] = 0
+        for (k = 1; k <= 4; k++) { a[6 + k, i] = q99[i, cases[k]]; if (a[6 + k, i] > a[11,i]) a[11,i] = a[6 + k, i] }
         printf "%-7s %8.2fx %8.1f%% %7.2fx %7.2fx %7.1fx %7.1fx %8.2f %8.2f %8.2f %8.2f %7.2f\n", i, a[1,i], 100 * a[2,i], a[3,i], a[4,i], a[5,i], a[6,i], a[7,i], a[8,i], a[9,i], a[10,i], a[11,i]
     }
     for (k = 1; k <= 11; k++) { for (i = 1; i <= rounds; i++) col[i] = a[k,i]; med[k] = median(col, rounds) }
     printf "%-7s %8.2fx %8.1f%% %7.2fx %7.2fx %7.1fx %7.1fx %8.2f %8.2f %8.2f %8.2f %7.2f\n", "median", med[1], 100 * med[2], med[3], med[4], med[5], med[6], med[7], med[8], med[9], med[10], med[11]
     printf "\nThe loader does the same work in every pay case, so its CPU per payment shows how fast\nthe machine ran during each (µs; higher is slower), beside the share of the cores the\nhypervisor took (steal, %%):\n"
     printf "%-7s %12s %12s %12s %12s\n", "round", "SQ", "SQ hot", "PG", "PG hot"
-    split("pay, SQLite|pay, SQLite, hot|pay, PostgreSQL|pay, PostgreSQL, hot", cases, "|")
     for (i = 1; i <= rounds; i++) {
         printf "%-7s", i
         for (k = 1; k <= 4; k++) printf " %12s", ld[i, cases[k]] " / " st[i, cases[k]]
