@@ -57,6 +57,10 @@ enum Cmd {
         payments: usize,
         #[arg(long)]
         hot: bool,
+        /// Write every payment's start (µs since the payments began) and latency (µs) to
+        /// this CSV file, to see when the slow ones happened.
+        #[arg(long)]
+        latency_log: Option<std::path::PathBuf>,
     },
     /// The naive peer: one SQL transaction per payment (SELECT … FOR UPDATE, UPDATE,
     /// INSERT, COMMIT) straight on PostgreSQL, at several concurrencies.
@@ -551,7 +555,18 @@ async fn main() -> Result<()> {
             cardholders,
             payments,
             hot,
-        } => pay::run(target, tills, cardholders, payments, hot).await,
+            latency_log,
+        } => {
+            pay::run(
+                target,
+                tills,
+                cardholders,
+                payments,
+                hot,
+                latency_log.as_deref(),
+            )
+            .await
+        }
         Cmd::Ws {
             target,
             connections,

@@ -226,6 +226,7 @@ pub async fn run(
     cardholders: usize,
     payments: usize,
     hot: bool,
+    latency_log: Option<&std::path::Path>,
 ) -> Result<()> {
     let server = connect(&target)?;
     let client = reqwest::Client::builder()
@@ -272,6 +273,8 @@ pub async fn run(
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
             let mut n = 0u64;
+            // (start, latency) of each answered payment, µs; start counts from `start`.
+            let mut times: Vec<(u64, u64)> = Vec::new();
             loop {
                 let Some(code) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     break;
@@ -295,7 +298,9 @@ pub async fn run(
                         // Only the payment's status is read; the rest of the reply is
                         // skipped, not built into a map of values.
                         let reply = r.json::<PayReply>().await.ok();
-                        h.saturating_record(t.elapsed().as_micros() as u64);
+                        let latency = t.elapsed().as_micros() as u64;
+                        h.saturating_record(latency);
+                        times.push(((t - start).as_micros() as u64, latency));
                         match reply {
                             Some(PayReply { status: Some(s) }) if status == 201 => s,
                             _ if status == 201 => "?".to_string(),
@@ -306,14 +311,16 @@ pub async fn run(
                 };
                 *statuses.entry(label).or_default() += 1;
             }
-            (h, statuses)
+            (h, statuses, times)
         }));
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut times = Vec::with_capacity(payments);
     for t in tasks {
-        let (h, s) = t.await?;
+        let (h, s, t) = t.await?;
         all.add(h)?;
+        times.extend(t);
         for (k, v) in s {
             *statuses.entry(k).or_default() += v;
         }
@@ -343,6 +350,13 @@ pub async fn run(
         check["mismatched_wallets"].as_array().map_or(0, Vec::len),
     );
     println!("{cpu}");
+    // The lowest value of p99's bucket, so that every payment in that bucket counts.
+    let p99 = all.lowest_equivalent(all.value_at_quantile(0.99));
+    println!("{}", Tail::of(&mut times, p99));
+    if let Some(path) = latency_log {
+        write_latency_log(path, &times)
+            .with_context(|| format!("writing the latency log {}", path.display()))?;
+    }
     if let (Some(a), Some(b)) = (ledger_before, ledger_after) {
         let batches = b[0].saturating_sub(a[0]);
         let per_batch = |i: usize| b[i].saturating_sub(a[i]) as f64 / batches.max(1) as f64;
@@ -359,6 +373,83 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Where the slowest payments fell: spread over the run, or bunched in a few moments
+/// when every till waited at once (a stall).
+struct Tail {
+    /// Tenths of a second that held a payment at or above the run's p99, and all of them.
+    slow_windows: usize,
+    windows: usize,
+    /// The p99 of each whole second of the run, lowest and highest, µs.
+    per_second: Option<(u64, u64)>,
+}
+
+impl Tail {
+    const WINDOW_US: u64 = 100_000;
+
+    /// `times`: (start, latency) in µs, sorted here by start.
+    fn of(times: &mut [(u64, u64)], p99: u64) -> Tail {
+        times.sort_unstable();
+        let windows = times
+            .last()
+            .map_or(0, |t| (t.0 / Self::WINDOW_US) as usize + 1);
+        let mut slow: Vec<u64> = times
+            .iter()
+            .filter(|t| t.1 >= p99)
+            .map(|t| t.0 / Self::WINDOW_US)
+            .collect();
+        slow.dedup();
+        // Whole seconds only: the last one holds the run's stragglers.
+        let seconds = times.last().map_or(0, |t| t.0 / 1_000_000);
+        let mut per_second: Option<(u64, u64)> = None;
+        for second in 0..seconds {
+            let from = times.partition_point(|t| t.0 < second * 1_000_000);
+            let to = times.partition_point(|t| t.0 < (second + 1) * 1_000_000);
+            let mut lat: Vec<u64> = times[from..to].iter().map(|t| t.1).collect();
+            if lat.is_empty() {
+                continue;
+            }
+            lat.sort_unstable();
+            let p = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
+            per_second = Some(per_second.map_or((p, p), |(lo, hi)| (lo.min(p), hi.max(p))));
+        }
+        Tail {
+            slow_windows: slow.len(),
+            windows,
+            per_second,
+        }
+    }
+}
+
+impl std::fmt::Display for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tail: the payments at or above p99 fell in {} of {} tenths of a second",
+            self.slow_windows, self.windows
+        )?;
+        if let Some((lo, hi)) = self.per_second {
+            write!(
+                f,
+                "; p99 of each whole second {:.2}–{:.2} ms",
+                lo as f64 / 1000.0,
+                hi as f64 / 1000.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One line per payment, in order of start: `start_us,latency_us`.
+fn write_latency_log(path: &std::path::Path, times: &[(u64, u64)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "start_us,latency_us")?;
+    for (start, latency) in times {
+        writeln!(out, "{start},{latency}")?;
+    }
+    out.flush()
 }
 
 pub async fn naive(
@@ -506,4 +597,42 @@ async fn ledger_counters(client: &reqwest::Client, server: &Server) -> Option<[u
         value("ledger_commits_total")?,
         value("ledger_batch_write_microseconds_total")?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tail;
+
+    /// 64 tills, 1,000 payments a second for 3 s, 5 ms each; `slow` marks the slow ones.
+    fn run(slow: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+        (0..3_000u64)
+            .map(|i| {
+                let start = i * 1_000;
+                (start, if slow(i) { 60_000 } else { 5_000 })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stall_puts_the_slow_payments_in_one_window() {
+        // Every payment of 1.20–1.26 s waited for one stall.
+        let mut times = run(|i| (1_200..1_230).contains(&i));
+        let tail = Tail::of(&mut times, 60_000);
+        assert_eq!((tail.slow_windows, tail.windows), (1, 30));
+        // The stall's second has its p99 in the stall; the others do not.
+        assert_eq!(tail.per_second, Some((5_000, 60_000)));
+    }
+
+    #[test]
+    fn slow_payments_spread_over_the_run_fill_many_windows() {
+        let mut times = run(|i| i % 100 == 7);
+        times.reverse();
+        let tail = Tail::of(&mut times, 60_000);
+        assert_eq!((tail.slow_windows, tail.windows), (30, 30));
+        assert_eq!(
+            tail.to_string(),
+            "tail: the payments at or above p99 fell in 30 of 30 tenths of a second; \
+             p99 of each whole second 60.00–60.00 ms"
+        );
+    }
 }
