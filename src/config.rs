@@ -54,6 +54,9 @@ pub struct Config {
     pub ws_timeout: std::time::Duration,
     /// How often an open websocket re-checks its token (60 s; tests shorten it).
     pub ws_revalidate: std::time::Duration,
+    /// Days an idempotency record is kept (money paths and every other POST). A retry
+    /// with the same key after that is a new request.
+    pub idempotency_keep_days: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,7 @@ const KNOWN: &[&str] = &[
     "ONECARD_WS_HISTORY",
     "ONECARD_WS_MAX_TOPICS",
     "ONECARD_WS_QUEUE",
+    "ONECARD_IDEMPOTENCY_KEEP_DAYS",
     // Read by the test suites, not the server; allowed so a test shell can keep it set.
     "ONECARD_TEST_KEEP_DB",
 ];
@@ -218,6 +222,13 @@ impl Config {
             ws_heartbeat: std::time::Duration::from_secs(5),
             ws_timeout: std::time::Duration::from_secs(15),
             ws_revalidate: std::time::Duration::from_secs(60),
+            idempotency_keep_days: number(
+                &get,
+                "ONECARD_IDEMPOTENCY_KEEP_DAYS",
+                limits::IDEMPOTENCY_KEEP_DAYS_DEFAULT,
+                1,
+                3_650,
+            )?,
         })
     }
 
@@ -288,6 +299,10 @@ impl Config {
                     "history {} per topic, {} topics per session, queue {}",
                     self.ws_history, self.ws_max_topics, self.ws_queue
                 ),
+            ),
+            (
+                "idempotency_keep",
+                format!("{} days", self.idempotency_keep_days),
             ),
         ]
     }

@@ -10,7 +10,9 @@ use actix_web::{web, Error, HttpMessage, HttpResponse, ResponseError};
 use onecard_schema::model::IdemBegin;
 use sha2::{Digest, Sha256};
 
-use crate::limits::{IDEMPOTENCY_KEY_CHARS_MAX, IMPORT_BYTES_MAX};
+use crate::limits::{
+    IDEMPOTENCY_KEY_CHARS_MAX, IDEMPOTENCY_PURGE_BATCH, IDEMPOTENCY_PURGE_S, IMPORT_BYTES_MAX,
+};
 use crate::problem::{ApiError, PROBLEM_JSON};
 use crate::state::AppState;
 
@@ -56,6 +58,54 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
     }
     h.update(body);
     h.finalize().into()
+}
+
+/// What a purge forgot: records of every other POST, and those kept with the money.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub requests: u64,
+    pub money: u64,
+}
+
+/// Forgets the idempotency records older than the node's keep
+/// (`ONECARD_IDEMPOTENCY_KEEP_DAYS`), `IDEMPOTENCY_PURGE_BATCH` per statement, so the
+/// tables hold weeks of requests, not years. A retry with a forgotten key runs as a new
+/// request (a payment's code has long expired by then, so it is declined).
+pub async fn purge(state: &AppState) -> Result<Purged, ApiError> {
+    let Ok(before) = state.clock.now().checked_sub(state.idempotency_keep) else {
+        return Ok(Purged::default());
+    };
+    let store = &state.store;
+    Ok(Purged {
+        requests: crate::tasks::drain(IDEMPOTENCY_PURGE_BATCH, || {
+            store.purge_idempotency(before, IDEMPOTENCY_PURGE_BATCH)
+        })
+        .await?,
+        money: crate::tasks::drain(IDEMPOTENCY_PURGE_BATCH, || {
+            store.purge_money_requests(before, IDEMPOTENCY_PURGE_BATCH)
+        })
+        .await?,
+    })
+}
+
+/// The purge loop, every `IDEMPOTENCY_PURGE_S` on each node.
+pub fn spawn_purge(state: std::sync::Arc<AppState>) {
+    crate::tasks::every(
+        state,
+        std::time::Duration::from_secs(IDEMPOTENCY_PURGE_S),
+        "idempotency purge",
+        |state| async move {
+            let gone = purge(&state).await?;
+            if gone != Purged::default() {
+                tracing::info!(
+                    requests = gone.requests,
+                    money = gone.money,
+                    "idempotency records purged"
+                );
+            }
+            Ok(())
+        },
+    );
 }
 
 pub async fn idempotency(

@@ -27,6 +27,14 @@ pub const USER_MEMBERSHIPS_MAX: usize = 64;
 
 /// `Idempotency-Key` length (API.md: 1..64 characters).
 pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 64;
+/// Days an idempotency record is kept by default (`ONECARD_IDEMPOTENCY_KEEP_DAYS`): long
+/// past any client's retries, yet the records, the largest rows a payment writes, do not
+/// pile up for ever.
+pub const IDEMPOTENCY_KEEP_DAYS_DEFAULT: usize = 30;
+/// How often each node purges idempotency records past their keep, and how many go per
+/// statement (a short write each, between payments).
+pub const IDEMPOTENCY_PURGE_S: u64 = 600;
+pub const IDEMPOTENCY_PURGE_BATCH: usize = 2_000;
 /// How long an admin binding link stays usable (API.md: 24 h).
 pub const ADMIN_BINDING_TTL_S: i64 = 24 * 3600;
 /// Longest tenant name, in characters.

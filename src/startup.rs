@@ -139,9 +139,13 @@ impl Application {
                 revalidate: config.ws_revalidate,
             },
             merchant_totals,
+            idempotency_keep: jiff::SignedDuration::from_hours(
+                24 * config.idempotency_keep_days as i64,
+            ),
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());
+        crate::idempotency::spawn_purge(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
         limiter.spawn_trim();

@@ -45,6 +45,8 @@ pub struct AppState {
     pub ws_limits: WsLimits,
     /// Merchant actors: today's running totals per merchant.
     pub merchant_totals: actix::Addr<onecard_actors::merchant::MerchantDirectory>,
+    /// How long idempotency records are kept (`ONECARD_IDEMPOTENCY_KEEP_DAYS`).
+    pub idempotency_keep: jiff::SignedDuration,
 }
 
 impl AppState {

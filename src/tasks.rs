@@ -1,5 +1,6 @@
 //! A node's background tasks: each runs its work every so often for as long as the
-//! server's state lives (arrears reminders, the purge of used payment codes).
+//! server's state lives (arrears reminders, the purges of used payment codes and of old
+//! idempotency records).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,4 +28,22 @@ where
             }
         }
     });
+}
+
+/// Runs `step` (a store purge of up to `batch` rows) until a round takes fewer than
+/// `batch`, and answers how many rows went in all. Each round is a short write of its own,
+/// so the purge of a backlog never holds the store for long.
+pub async fn drain<F, Fut>(batch: usize, mut step: F) -> Result<u64, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, onecard_schema::StoreError>>,
+{
+    let mut gone = 0;
+    loop {
+        let n = step().await?;
+        gone += n;
+        if n < batch as u64 {
+            return Ok(gone);
+        }
+    }
 }

@@ -1224,6 +1224,7 @@ fn a_batch_writes_one_outbox_page_of_the_events_that_applied() {
 
 /// Used codes in the store: the purge takes those used before its cut-off, oldest first
 /// and at most `limit` at a time; a purged nonce is free again, a recent one stays taken.
+/// The same for the commits' idempotency records.
 fn purge_run(url: Option<String>) {
     let (world, stored) = stored_wallet(url);
     let ctx = world.store.as_ref().expect("a store");
@@ -1259,9 +1260,32 @@ fn purge_run(url: Option<String>) {
         vec![Err(CommitError::NonceUsed)],
         "a recent nonce is still taken"
     );
+
+    // Their idempotency records likewise, past their keep.
+    let purge_requests = |limit: usize| {
+        ctx.rt
+            .block_on(
+                ctx.store
+                    .purge_money_requests(old + SignedDuration::from_secs(1), limit),
+            )
+            .unwrap()
+    };
+    assert_eq!(purge_requests(1), 1, "one at a time when asked");
+    assert_eq!(purge_requests(10), 1, "then the other old one");
+    assert_eq!(purge_requests(10), 0, "the recent ones stay");
+    assert_eq!(
+        commit(v + 5, "purge-1", 5, new),
+        vec![Ok(())],
+        "a purged key is free again"
+    );
+    assert_eq!(
+        commit(v + 6, "purge-3", 6, new),
+        vec![Err(CommitError::Duplicate)],
+        "a recent key is still taken"
+    );
 }
 
 #[test]
-fn used_codes_past_their_keep_are_purged_and_recent_ones_stay() {
+fn used_codes_and_idempotency_records_past_their_keep_are_purged_and_recent_ones_stay() {
     on_both_engines("the used-code purge test", purge_run);
 }

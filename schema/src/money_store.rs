@@ -73,6 +73,10 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// code is refused as expired soon after it was issued, so its used nonce guards
     /// nothing after that.
     async fn purge_used_codes(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Forgets up to `limit` money-path idempotency records created before `before`,
+    /// oldest first, and answers how many went (`Store::purge_idempotency` for the
+    /// records of every other POST).
+    async fn purge_money_requests(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 
     // --- outbox -----------------------------------------------------------------------
     /// Events not yet relayed, oldest page first, whole pages (`OutboxPage`), at most

@@ -1371,6 +1371,29 @@ impl Store for PgStore {
             .map_err(pg)?;
         Ok(())
     }
+
+    async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        purge_oldest(&*self.client().await?, "idempotency", before, limit).await
+    }
+}
+
+/// Deletes up to `limit` rows of `table` (keyed by `(scope, key)`) created before
+/// `before`, oldest first, found by the table's `created_at` index (migration V8).
+pub(crate) async fn purge_oldest(
+    c: &tokio_postgres::Client,
+    table: &'static str,
+    before: Timestamp,
+    limit: usize,
+) -> StoreResult<u64> {
+    c.execute(
+        &format!(
+            "DELETE FROM {table} WHERE (scope, key) IN \
+             (SELECT scope, key FROM {table} WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+        ),
+        &[&before, &(limit as i64)],
+    )
+    .await
+    .map_err(pg)
 }
 
 #[cfg(test)]

@@ -1178,6 +1178,10 @@ impl MoneyStore for PgStore {
         .map_err(pg)
     }
 
+    async fn purge_money_requests(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        crate::postgres::purge_oldest(&*self.client().await?, "money_requests", before, limit).await
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

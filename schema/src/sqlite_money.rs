@@ -744,6 +744,11 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn purge_money_requests(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write(move |c| crate::sqlite::purge_oldest(c, "money_requests", before, limit))
+            .await
+    }
+
     async fn pending_outbox(
         &self,
         before: Option<Timestamp>,

@@ -144,6 +144,9 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Forgets an unfinished key (the request failed on our side), so a retry may run.
     async fn idem_abort(&self, scope: String, key: String) -> StoreResult<()>;
+    /// Forgets up to `limit` idempotency records created before `before`, oldest first,
+    /// and answers how many went. A retry with a forgotten key is a new request.
+    async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 }
 
 /// Whether a user may be deleted: not while they are an admin, and never once they have

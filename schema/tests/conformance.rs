@@ -157,6 +157,7 @@ conformance!(
     last_super_admin_cannot_be_deleted,
     audit_is_written_with_the_change_and_not_without_it,
     idempotency_keys_reserve_replay_and_conflict,
+    idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time,
     sibling_departments_cannot_share_a_name,
     an_admin_user_cannot_be_deleted,
 );
@@ -1049,6 +1050,59 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         IdemBegin::New
+    );
+}
+
+/// The purge takes the records created before its cut-off, oldest first and at most
+/// `limit` at a time, finished or not; a purged key is new again, a recent one replays.
+async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time(
+    store: Arc<dyn Store>,
+) {
+    let old = now() - SignedDuration::from_hours(24 * 31);
+    let recent = now();
+    let s = || "purge-scope".to_string();
+    for (key, at) in [("a", old), ("b", old), ("c", recent)] {
+        assert_eq!(
+            store
+                .idem_begin(s(), key.into(), hash("body"), at)
+                .await
+                .unwrap(),
+            IdemBegin::New
+        );
+        store
+            .idem_finish(s(), key.into(), 201, b"{}".to_vec())
+            .await
+            .unwrap();
+    }
+    // An unfinished record (its request never answered) goes the same way.
+    store
+        .idem_begin(s(), "d".into(), hash("body"), old)
+        .await
+        .unwrap();
+    let cut = old + SignedDuration::from_secs(1);
+    assert_eq!(store.purge_idempotency(cut, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_idempotency(cut, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_idempotency(cut, 2).await.unwrap(), 0);
+    for key in ["a", "b", "d"] {
+        assert_eq!(
+            store
+                .idem_begin(s(), key.into(), hash("other body"), recent)
+                .await
+                .unwrap(),
+            IdemBegin::New,
+            "{key} was purged, so another body is a new request"
+        );
+    }
+    assert_eq!(
+        store
+            .idem_begin(s(), "c".into(), hash("body"), recent)
+            .await
+            .unwrap(),
+        IdemBegin::Replay {
+            status: 201,
+            body: b"{}".to_vec()
+        },
+        "a recent record stays"
     );
 }
 

@@ -133,17 +133,10 @@ pub async fn purge_used_codes(state: &AppState) -> Result<u64, ApiError> {
     let Ok(before) = state.clock.now().checked_sub(code::USED_CODE_KEEP) else {
         return Ok(0);
     };
-    let mut gone = 0;
-    loop {
-        let n = state
-            .store
-            .purge_used_codes(before, USED_CODE_PURGE_BATCH)
-            .await?;
-        gone += n;
-        if n < USED_CODE_PURGE_BATCH as u64 {
-            return Ok(gone);
-        }
-    }
+    crate::tasks::drain(USED_CODE_PURGE_BATCH, || {
+        state.store.purge_used_codes(before, USED_CODE_PURGE_BATCH)
+    })
+    .await
 }
 
 /// The purge loop, every `USED_CODE_PURGE_S` on each node.

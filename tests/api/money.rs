@@ -143,7 +143,82 @@ on_both_engines!(
     merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree,
     another_tenants_code_is_declined_as_invalid_and_moves_nothing,
     a_used_code_is_kept_while_it_could_be_accepted_then_purged,
+    idempotency_records_are_kept_for_their_days_then_purged,
 );
+
+/// Idempotency records, of money paths and of every other POST, replay for
+/// `ONECARD_IDEMPOTENCY_KEEP_DAYS` (30 by default); the node's purge then forgets them, and
+/// a retry with a forgotten key runs as a new request.
+async fn idempotency_records_are_kept_for_their_days_then_purged(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (shop, user, _) = funded(&app, 5_000, "K-1", 1_000).await;
+    let topups = format!("/api/v1/users/{user}/wallet/topups");
+    let purge = || async { onecard::idempotency::purge(&app.state).await.unwrap() };
+    let balance = || async {
+        let (_, w) = app
+            .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+            .await;
+        w["balance"].clone()
+    };
+    let top_up = |key: &'static str| {
+        let topups = topups.clone();
+        let admin = shop.admin.clone();
+        let app = &app;
+        async move {
+            keyed(app, &topups, &admin, key, json!({"amount": 10}))
+                .await
+                .0
+        }
+    };
+    let tag = |key: &'static str, name: &'static str| {
+        let admin = shop.admin.clone();
+        let app = &app;
+        async move {
+            keyed(app, "/api/v1/tags", &admin, key, json!({"name": name}))
+                .await
+                .0
+        }
+    };
+    assert_eq!(top_up("old").await, 201);
+    assert_eq!(tag("tag-old", "Old").await, 201);
+    app.clock.advance(SignedDuration::from_hours(24 * 20));
+    assert_eq!(top_up("recent").await, 201);
+    assert_eq!(tag("tag-recent", "Recent").await, 201);
+    assert_eq!(
+        purge().await,
+        onecard::idempotency::Purged::default(),
+        "nothing is 30 days old yet"
+    );
+    assert_eq!(
+        (top_up("old").await, tag("tag-old", "Old").await),
+        (200, 200)
+    );
+    assert_eq!(balance().await, json!(1_020));
+
+    app.clock.advance(SignedDuration::from_hours(24 * 11));
+    assert_eq!(
+        purge().await,
+        onecard::idempotency::Purged {
+            requests: 1,
+            money: 2
+        },
+        "the first day's records go: the tag's, the setup's top-up and the old top-up"
+    );
+    assert_eq!(purge().await, onecard::idempotency::Purged::default());
+    // A forgotten key runs anew: the tag is refused as a new request for it would be
+    // (its name is taken). The old top-up's record is gone from the store, which the
+    // store tests show frees its key; its wallet actor, still running, may remember the
+    // answer for a while longer, which only replays it. Recent keys still replay.
+    assert_eq!(tag("tag-old", "Old").await, 409);
+    assert_eq!(
+        (top_up("recent").await, tag("tag-recent", "Recent").await),
+        (200, 200)
+    );
+    assert_eq!(balance().await, json!(1_020));
+    ledger_balances(&app, &shop.admin).await;
+}
 
 /// The store keeps a used code's nonce while the code could still be accepted, and the
 /// node's purge forgets it after `USED_CODE_KEEP`; a purged code stays refused, as
