@@ -1239,17 +1239,18 @@ fn purge_run(url: Option<String>) {
     assert_eq!(commit(v + 1, "purge-1", 1, old), vec![Ok(())]);
     assert_eq!(commit(v + 2, "purge-2", 2, old), vec![Ok(())]);
     assert_eq!(commit(v + 3, "purge-3", 3, new), vec![Ok(())]);
-    let purge = |limit: usize| {
-        ctx.rt
-            .block_on(
-                ctx.store
-                    .purge_used_codes(old + SignedDuration::from_secs(1), limit),
-            )
-            .unwrap()
+    let cut = old + SignedDuration::from_secs(1);
+    // Two old rows and recent ones: the purge takes the old ones, at most `limit` a time.
+    let takes_the_two_old_ones = |what: &str, purge: &dyn Fn(usize) -> u64| {
+        assert_eq!(purge(1), 1, "{what}: one at a time when asked");
+        assert_eq!(purge(10), 1, "{what}: then the other old one");
+        assert_eq!(purge(10), 0, "{what}: the recent ones stay");
     };
-    assert_eq!(purge(1), 1, "one at a time when asked");
-    assert_eq!(purge(10), 1, "then the other old one");
-    assert_eq!(purge(10), 0, "the recent one stays");
+    takes_the_two_old_ones("used codes", &|limit| {
+        ctx.rt
+            .block_on(ctx.store.purge_used_codes(cut, limit))
+            .unwrap()
+    });
     assert_eq!(
         commit(v + 4, "purge-4", 1, new),
         vec![Ok(())],
@@ -1262,17 +1263,11 @@ fn purge_run(url: Option<String>) {
     );
 
     // Their idempotency records likewise, past their keep.
-    let purge_requests = |limit: usize| {
+    takes_the_two_old_ones("idempotency records", &|limit| {
         ctx.rt
-            .block_on(
-                ctx.store
-                    .purge_money_requests(old + SignedDuration::from_secs(1), limit),
-            )
+            .block_on(ctx.store.purge_money_requests(cut, limit))
             .unwrap()
-    };
-    assert_eq!(purge_requests(1), 1, "one at a time when asked");
-    assert_eq!(purge_requests(10), 1, "then the other old one");
-    assert_eq!(purge_requests(10), 0, "the recent ones stay");
+    });
     assert_eq!(
         commit(v + 5, "purge-1", 5, new),
         vec![Ok(())],
