@@ -1633,26 +1633,27 @@ impl Store for SqliteStore {
     }
 
     async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.write(move |c| purge_oldest(c, "idempotency", before, limit))
+        self.write(move |c| purge_oldest(c, "idempotency", "created_at", before, limit))
             .await
     }
 }
 
 /// Deletes, of the `limit` oldest rows of `table` (a rowid table whose rows are written in
-/// the order of their `created_at`), those created before `before`. Looking at the oldest
-/// rows only, the statement never scans the table for rows that are not there, so a
-/// purge with nothing to do costs a few page reads; a row written out of time order (a
+/// the order of their time `column`), those whose time is before `before`. Looking at the
+/// oldest rows only, the statement never scans the table for rows that are not there, so
+/// a purge with nothing to do costs a few page reads; a row written out of time order (a
 /// clock step) waits until the rows before it go.
 pub(crate) fn purge_oldest(
     c: &Connection,
     table: &'static str,
+    column: &'static str,
     before: Timestamp,
     limit: usize,
 ) -> StoreResult<u64> {
     c.prepare_cached(&format!(
         "DELETE FROM {table} WHERE rowid IN \
-         (SELECT rowid FROM (SELECT rowid, created_at FROM {table} ORDER BY rowid LIMIT ?2) \
-          WHERE created_at < ?1)"
+         (SELECT rowid FROM (SELECT rowid, {column} FROM {table} ORDER BY rowid LIMIT ?2) \
+          WHERE {column} < ?1)"
     ))
     .and_then(|mut st| st.execute(params![ms(before), limit as i64]))
     .map(|n| n as u64)

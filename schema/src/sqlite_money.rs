@@ -732,21 +732,15 @@ impl MoneyStore for SqliteStore {
     async fn purge_used_codes(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         // Rows go in the order they were written (rowid), which is the order of `used_at`
         // but for clock steps: the oldest first, without an index on `used_at`.
-        self.write(move |c| {
-            c.execute(
-                "DELETE FROM used_codes WHERE rowid IN \
-                 (SELECT rowid FROM used_codes WHERE used_at < ? ORDER BY rowid LIMIT ?)",
-                params![ms(before), limit as i64],
-            )
-            .map(|n| n as u64)
-            .map_err(db)
-        })
-        .await
+        self.write(move |c| crate::sqlite::purge_oldest(c, "used_codes", "used_at", before, limit))
+            .await
     }
 
     async fn purge_money_requests(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.write(move |c| crate::sqlite::purge_oldest(c, "money_requests", before, limit))
-            .await
+        self.write(move |c| {
+            crate::sqlite::purge_oldest(c, "money_requests", "created_at", before, limit)
+        })
+        .await
     }
 
     async fn pending_outbox(
