@@ -984,6 +984,10 @@ fn fenced_run(url: Option<String>) {
         .unwrap();
     assert_eq!(loaded.wallet.version, v + 3);
     assert_eq!(loaded.wallet.balance, stored.balance);
+    // What a live wallet actor compares its copy with before it answers from memory.
+    let version = |user| ctx.rt.block_on(ctx.store.wallet_version(user)).unwrap();
+    assert_eq!(version(stored.user_id), v + 3);
+    assert_eq!(version(UserId::new()), 0, "a wallet never written");
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub trait MoneyStore: Send + Sync + 'static {
         user: UserId,
         now: Timestamp,
     ) -> StoreResult<WalletSnapshot>;
+    /// The wallet's version as stored (0 if it was never written): a live wallet actor
+    /// compares it with its own before answering from memory, since another node, or a
+    /// subsidy rule's approval, may have moved the wallet on.
+    async fn wallet_version(&self, user: UserId) -> StoreResult<i64>;
     /// Applies each commit atomically and fenced; one result per commit, in order. Many
     /// commits share one transaction and one sync (group commit).
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>>;

@@ -1024,6 +1024,16 @@ impl MoneyStore for PgStore {
         })
     }
 
+    async fn wallet_version(&self, user: UserId) -> StoreResult<i64> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT version FROM wallets WHERE user_id = $1")
+            .await
+            .map_err(pg)?;
+        let row = c.query_opt(&st, &[&user.0]).await.map_err(pg)?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
         let mut client = match self.ledger_client().await {
             Ok(c) => c,

@@ -565,6 +565,16 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn wallet_version(&self, user: UserId) -> StoreResult<i64> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT version FROM wallets WHERE user_id = ?")
+                .and_then(|mut st| st.query_row([user.to_string()], |r| r.get(0)).optional())
+                .map(Option::unwrap_or_default)
+                .map_err(db)
+        })
+        .await
+    }
+
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
         let n = commits.len();
         let commits = std::sync::Arc::new(commits);

@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, TestApp};
+use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, PgDatabase, TestApp};
 use crate::on_both_engines;
 
 pub(crate) struct Shop {
@@ -144,7 +144,115 @@ on_both_engines!(
     another_tenants_code_is_declined_as_invalid_and_moves_nothing,
     a_used_code_is_kept_while_it_could_be_accepted_then_purged,
     idempotency_records_are_kept_for_their_days_then_purged,
+    a_live_wallet_shows_a_subsidy_approved_after_it_loaded,
 );
+
+/// Two nodes on one PostgreSQL: what node B writes to a wallet (a top-up, a freeze) is
+/// what node A answers at once, though A still holds that wallet's actor from before.
+#[actix_web::test]
+async fn a_wallet_live_on_one_node_answers_what_another_node_wrote() {
+    let Some((_db, url)) = PgDatabase::create().await else {
+        return;
+    };
+    // `Engine::Sqlite` only so that each node does not make a database of its own: both
+    // are pointed at the one made above.
+    let node = |url: String| {
+        spawn_with(Engine::Sqlite, move |c| {
+            c.database_url = url.into();
+            c.master_key = Some("two-nodes-test-master-key-0123456789".to_string().into());
+        })
+    };
+    let a = node(url.clone()).await.expect("node A starts");
+    let b = node(url).await.expect("node B starts");
+    let (shop, user, me) = funded(&a, 100_000, "N-1", 1_000).await;
+    let (s, w) = a.get("/api/v1/me/wallet", &me).await;
+    assert_eq!((s, w["balance"].as_i64()), (200, Some(1_000)), "{w}");
+
+    top_up(&b, &shop, &user, 500).await;
+    let (s, w) = b
+        .post(
+            &format!("/api/v1/users/{user}/freeze"),
+            &shop.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, w["frozen"].as_bool()), (200, Some(true)), "{w}");
+
+    let (s, w) = a.get("/api/v1/me/wallet", &me).await;
+    assert_eq!(
+        (s, w["balance"].as_i64(), w["frozen"].as_bool()),
+        (200, Some(1_500), Some(true)),
+        "{w}"
+    );
+    let (s, body) = a.post("/api/v1/me/payment-codes", &me, json!({})).await;
+    assert_problem(s, &body, 403, "frozen");
+    ledger_balances(&a, &shop.admin).await;
+}
+
+/// A subsidy rule's approval credits every target in one store transaction, past the
+/// wallet actors; a cardholder whose wallet actor is already live sees the subsidy at
+/// once all the same, and pays with it.
+async fn a_live_wallet_shows_a_subsidy_approved_after_it_loaded(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (shop, user, me) = funded(&app, 100_000, "G-1", 1_000).await;
+    let (s, w) = app.get("/api/v1/me/wallet", &me).await;
+    assert_eq!(
+        (
+            s,
+            w["balance"].as_i64(),
+            w["subsidies"].as_array().map(Vec::len)
+        ),
+        (200, Some(1_000), Some(0)),
+        "{w}"
+    );
+    let (_, rule) = app
+        .post(
+            "/api/v1/subsidy-rules",
+            &shop.admin,
+            json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}}),
+        )
+        .await;
+    let second = second_admin(&app, &shop.admin).await;
+    let (s, done) = app
+        .post(
+            &format!(
+                "/api/v1/subsidy-rules/{}/approve",
+                rule["id"].as_str().unwrap()
+            ),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, done["credited_users"].as_u64()),
+        (200, Some(1)),
+        "{done}"
+    );
+    for (path, token) in [
+        ("/api/v1/me/wallet".to_string(), &me),
+        (format!("/api/v1/users/{user}/wallet"), &shop.admin),
+    ] {
+        let (s, w) = app.get(&path, token).await;
+        assert_eq!(s, 200, "{w}");
+        assert_eq!(
+            (w["balance"].as_i64(), w["subsidies"][0]["balance"].as_i64()),
+            (Some(1_000), Some(400)),
+            "{path}: {w}"
+        );
+    }
+    let p = pay(&app, &shop, &code(&app, &me).await, 1_300).await;
+    assert_eq!(
+        (p["status"].as_str(), &p["breakdown"]),
+        (
+            Some("succeeded"),
+            &json!({"coupon": 0, "subsidy": 400, "balance": 900, "deferred": 0})
+        ),
+        "{p}"
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
 
 /// Idempotency records, of money paths and of every other POST, replay for
 /// `ONECARD_IDEMPOTENCY_KEEP_DAYS` (30 by default); the node's purge then forgets them, and

@@ -170,17 +170,27 @@ fn load_failed(e: &StoreError) -> WalletError {
     }
 }
 
-/// Commits a decision; when the store refuses it (a lost fence, a code used elsewhere, a
-/// card no longer active) reloads and decides again once.
-async fn commit_with_retry(
+/// One operation on one wallet, as the actor hands it to the part that awaits the store.
+struct Call {
     env: Arc<Env>,
     tenant: TenantId,
     user: UserId,
-    first: Decision,
-    mut op: Op,
+    op: Op,
     policy: Policy,
     idem: Option<IdemKey>,
-) -> Result<Step, WalletError> {
+}
+
+/// Commits a decision; when the store refuses it (a lost fence, a code used elsewhere, a
+/// card no longer active) reloads and decides again once.
+async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletError> {
+    let Call {
+        env,
+        tenant,
+        user,
+        mut op,
+        policy,
+        idem,
+    } = call;
     let Some((commit, request)) = with_request(&first, &idem) else {
         return Ok(Step::Applied(Box::new(first), None));
     };
@@ -238,6 +248,44 @@ async fn commit_with_retry(
             }
         }
         Err(CommitError::Failed(e)) => Err(WalletError::Store(e)),
+    }
+}
+
+/// An answer that writes nothing (a view, a code, a refusal) rests on the actor's copy of
+/// the wallet alone, and another node, or a subsidy rule's approval (written for every
+/// target at once, past the actors), may have moved the wallet on since the copy was
+/// loaded. The answer stands while the stored version is still `held`, the copy's;
+/// otherwise the wallet is reloaded and the operation decided again on the fresh copy
+/// (and committed, should it now write something). Writes need no such check: the
+/// store's version fence refuses a commit made on a stale copy (`commit_with_retry`).
+async fn answer_current(
+    call: Call,
+    held: i64,
+    first: Result<Decision, Refusal>,
+) -> Result<Step, WalletError> {
+    let env = &call.env;
+    let stored = env
+        .store
+        .wallet_version(call.user)
+        .await
+        .map_err(|e| WalletError::Store(e.to_string()))?;
+    let (decided, fresh) = if stored == held {
+        (first, None)
+    } else {
+        let now = env.clock.now();
+        let fresh = env
+            .store
+            .load_wallet(call.tenant, call.user, now)
+            .await
+            .map_err(|e| load_failed(&e))?;
+        match decide(&fresh, &call.op, &call.policy, now) {
+            Ok(d) if d.commit.is_some() => return commit_with_retry(call, d).await,
+            again => (again, Some(Box::new(fresh))),
+        }
+    };
+    match decided {
+        Ok(d) => Ok(Step::Applied(Box::new(d), None)),
+        Err(r) => Ok(Step::Refused(r, fresh)),
     }
 }
 
@@ -397,30 +445,22 @@ impl Handler<Request> for WalletActor {
             *reused = self.nonces.contains_key(nonce);
         }
         let now = self.env.clock.now();
-        let first = match decide(&state, &op, &policy, now) {
-            Ok(d) => d,
-            Err(r) => {
-                reply.send(Err(WalletError::Refused(r)));
-                return done();
-            }
-        };
-        if first.commit.is_none() {
-            reply.send(Ok(Outcome::Decided {
-                answer: first.answer,
-                body: first.body,
-                state: Box::new(first.state),
-            }));
-            return done();
-        }
-        let fut = commit_with_retry(
-            self.env.clone(),
-            self.tenant,
-            self.user,
-            first,
+        let first = decide(&state, &op, &policy, now);
+        let held = state.wallet.version;
+        let call = Call {
+            env: self.env.clone(),
+            tenant: self.tenant,
+            user: self.user,
             op,
             policy,
             idem,
-        );
+        };
+        let fut = async move {
+            match first {
+                Ok(d) if d.commit.is_some() => commit_with_retry(call, d).await,
+                first => answer_current(call, held, first).await,
+            }
+        };
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             move |res, act, ctx| match res {
                 Ok(Step::Applied(d, request)) => {
