@@ -44,6 +44,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time a subsidy rule's approval: a fresh tenant per run with --people students
+    /// imported, one rule for them all, approved by a second admin; median of --runs.
+    Grant {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// End-to-end payments over HTTP: tills paying with prefetched codes of random
     /// cardholders. `--hot` puts every till at one stall.
     Pay {
@@ -436,9 +446,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
-    let server = connect(&target)?;
-    let client = reqwest::Client::new();
+/// An import file of `rows` students.
+fn students_csv(rows: usize) -> String {
     let mut csv = String::from(
         "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
     );
@@ -447,6 +456,150 @@ async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
             "Student {i},S{i:07},138{i:08},110105{i:012},,,student\n"
         ));
     }
+    csv
+}
+
+/// A fresh tenant: its admin's token.
+async fn new_tenant(server: &Server, client: &reqwest::Client, name: &str) -> Result<String> {
+    let tenant = pay::post(
+        client,
+        server.url("/api/v1/tenants")?.to_string(),
+        &server.root,
+        json!({"name": name, "kind": "university", "edition": "standard"}),
+        None,
+    )
+    .await?;
+    Ok(tenant["admin_token"]
+        .as_str()
+        .context("admin token")?
+        .to_string())
+}
+
+/// Imports `csv` as `admin`: the answer's body, once it says 201.
+async fn import_csv(
+    server: &Server,
+    client: &reqwest::Client,
+    admin: &str,
+    csv: &str,
+) -> Result<Value> {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("users.csv"),
+    );
+    let res = client
+        .post(server.url("/api/v1/users/import")?)
+        .bearer_auth(admin)
+        .multipart(form)
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    if status != 201 {
+        bail!("import failed: {status} {body}");
+    }
+    Ok(body)
+}
+
+async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let csv = students_csv(people);
+    println!(
+        "grant: one subsidy rule for {people} students, {runs} runs against {}",
+        server.base
+    );
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let admin = new_tenant(&server, &client, &format!("Grant {run}")).await?;
+        import_csv(&server, &client, &admin, &csv).await?;
+        // Maker–checker: the rule's creator may not approve it.
+        let staff = pay::post(
+            &client,
+            server.url("/api/v1/users")?.to_string(),
+            &admin,
+            json!({"name": "Finance", "number": "F0000001", "identity": "staff"}),
+            None,
+        )
+        .await?;
+        let binding = pay::post(
+            &client,
+            server.url("/api/v1/admins")?.to_string(),
+            &admin,
+            json!({"user_id": staff["id"], "role": "super_admin"}),
+            None,
+        )
+        .await?;
+        let bound: Value = client
+            .post(server.url("/api/v1/admins/bind")?)
+            .json(&json!({"binding_token": binding["binding_token"]}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let checker = bound["token"].as_str().context("second admin's token")?;
+        let rule = pay::post(
+            &client,
+            server.url("/api/v1/subsidy-rules")?.to_string(),
+            &admin,
+            json!({"name": "Winter", "amount": 500, "targets": {"identities": ["student"]}}),
+            None,
+        )
+        .await?;
+        let id = rule["id"].as_str().context("rule id")?;
+        let start = Instant::now();
+        let done = pay::post(
+            &client,
+            server
+                .url(&format!("/api/v1/subsidy-rules/{id}/approve"))?
+                .to_string(),
+            checker,
+            json!({}),
+            None,
+        )
+        .await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if done["credited_users"].as_u64() != Some(people as u64) {
+            bail!(
+                "approval credited {} of {people}: {done}",
+                done["credited_users"]
+            );
+        }
+        let check: Value = client
+            .get(server.url("/api/v1/ledger/check")?)
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
+            bail!("the ledger check failed after the grant: {check}");
+        }
+        println!(
+            "  run {run}: {ms:.0} ms, ledger balanced ({} entries)",
+            check["entries"]
+        );
+        times.push(ms);
+    }
+    summary("grant", people, "people", times);
+    Ok(())
+}
+
+/// Prints the median, min and max of `times` (ms).
+fn summary(what: &str, n: usize, unit: &str, times: Vec<f64>) {
+    let runs = times.len();
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    let med = median(times);
+    println!("{what} {n} {unit}: median {med:.0} ms (min {min:.0}, max {max:.0}) over {runs} runs");
+}
+
+async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let csv = students_csv(rows);
     println!(
         "import: {rows} rows ({} KiB CSV), {runs} runs against {}",
         csv.len() / 1024,
@@ -454,43 +607,17 @@ async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let tenant: Value = client
-            .post(format!("{}/api/v1/tenants", server.base))
-            .bearer_auth(&server.root)
-            .json(&json!({"name": format!("Load {run}"), "kind": "university", "edition": "standard"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let admin = tenant["admin_token"].as_str().context("admin token")?;
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(csv.clone().into_bytes()).file_name("users.csv"),
-        );
+        let admin = new_tenant(&server, &client, &format!("Load {run}")).await?;
         let start = Instant::now();
-        let res = client
-            .post(format!("{}/api/v1/users/import", server.base))
-            .bearer_auth(admin)
-            .multipart(form)
-            .send()
-            .await?;
-        let status = res.status();
-        let body: Value = res.json().await?;
+        let body = import_csv(&server, &client, &admin, &csv).await?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
-        if status != 201 || body["created"].as_u64() != Some(rows as u64) {
-            bail!("import failed: {status} {body}");
+        if body["created"].as_u64() != Some(rows as u64) {
+            bail!("import created {} of {rows}: {body}", body["created"]);
         }
         println!("  run {run}: {ms:.0} ms");
         times.push(ms);
     }
-    let med = median(times.clone());
-    let (min, max) = times
-        .iter()
-        .fold((f64::MAX, 0f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
-    println!(
-        "import {rows} rows: median {med:.0} ms (min {min:.0}, max {max:.0}) over {runs} runs"
-    );
+    summary("import", rows, "rows", times);
     Ok(())
 }
 
@@ -544,6 +671,11 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Import { target, rows, runs } => import(target, rows, runs).await,
+        Cmd::Grant {
+            target,
+            people,
+            runs,
+        } => grant(target, people, runs).await,
         Cmd::Healthz {
             target,
             connections,
