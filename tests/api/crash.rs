@@ -1,6 +1,8 @@
-//! Crash safety: payments in flight, SIGKILL the server, start it again on the same
-//! store: every payment that was answered 201 is there with the same status and
-//! breakdown, and the ledger balances.
+//! Crash safety: payments in flight, SIGKILL the server (or SIGTERM it, as a rolling
+//! update does), start it again on the same store: every payment that was answered 201
+//! is there with the same status and breakdown; a till that got no answer and retries
+//! with the same Idempotency-Key is charged once, whether or not its first attempt
+//! landed; and the ledger balances.
 
 use std::process::Child;
 use std::sync::Arc;
@@ -38,9 +40,35 @@ pub async fn post(
     }
 }
 
-on_both_engines!(every_payment_answered_201_survives_a_sigkill);
+on_both_engines!(
+    every_payment_answered_201_survives_a_sigkill,
+    a_sigterm_drains_and_exits_0_and_retries_are_charged_once,
+);
 
 async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
+    stop_mid_run(engine, Stop::Kill).await;
+}
+
+async fn a_sigterm_drains_and_exits_0_and_retries_are_charged_once(engine: Engine) {
+    stop_mid_run(engine, Stop::Term).await;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stop {
+    /// SIGKILL: no drain, no flush.
+    Kill,
+    /// SIGTERM: the server stops taking requests, finishes those it holds, exits 0.
+    Term,
+}
+
+/// One till's attempt: its key and body, and the status it got (0: no answer).
+struct Attempt {
+    key: String,
+    body: Value,
+    status: u16,
+}
+
+async fn stop_mid_run(engine: Engine, stop: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let pg = match engine {
         Engine::Sqlite => None,
@@ -89,6 +117,7 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
     .await;
     let till = till["token"].as_str().unwrap().to_string();
     let mut codes = Vec::new();
+    let mut users = Vec::new();
     for i in 0..20 {
         let (_, u) = post(
             &c,
@@ -99,6 +128,7 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
         )
         .await;
         let id = u["id"].as_str().unwrap().to_string();
+        users.push(id.clone());
         let (_, tok) = post(
             &c,
             format!("{base}/api/v1/users/{id}/tokens"),
@@ -128,16 +158,18 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
             codes.push(code["code"].as_str().unwrap().to_string());
         }
     }
-    // 800 payments from 16 tills at once; kill the server part-way through.
+    // 800 payments from 16 tills at once; stop the server part-way through.
     let answered = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let unanswered = Arc::new(std::sync::Mutex::new(Vec::<Attempt>::new()));
     let codes = Arc::new(std::sync::Mutex::new(codes));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (c, base, till, answered, codes) = (
+        let (c, base, till, answered, unanswered, codes) = (
             c.clone(),
             base.clone(),
             till.clone(),
             answered.clone(),
+            unanswered.clone(),
             codes.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -145,18 +177,26 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
                 let Some(code) = codes.lock().unwrap().pop() else {
                     return;
                 };
-                let (s, p) = post(
+                let key = uuid::Uuid::new_v4().to_string();
+                let body = json!({"code": code, "amount": 10});
+                let (status, p) = post(
                     &c,
                     format!("{base}/api/v1/payments"),
                     &till,
-                    json!({"code": code, "amount": 10}),
-                    Some(uuid::Uuid::new_v4().to_string()),
+                    body.clone(),
+                    Some(key.clone()),
                 )
                 .await;
-                match s {
-                    201 => answered.lock().unwrap().push(p),
-                    0 => return, // the server is gone
-                    _ => {}
+                if status == 201 {
+                    answered.lock().unwrap().push(p);
+                    continue;
+                }
+                unanswered
+                    .lock()
+                    .unwrap()
+                    .push(Attempt { key, body, status });
+                if status == 0 {
+                    return; // the server is gone
                 }
             }
         }));
@@ -167,13 +207,35 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
             break;
         }
     }
-    child.kill().unwrap(); // SIGKILL: no drain, no flush
-    child.wait().unwrap();
+    match stop {
+        Stop::Kill => child.kill().unwrap(),
+        Stop::Term => {
+            let pid = child.id().to_string();
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+        }
+    }
+    let exit = child.wait().unwrap();
+    if stop == Stop::Term {
+        assert_eq!(exit.code(), Some(0), "SIGTERM drains and exits 0: {exit}");
+    }
     for t in tasks {
         let _ = t.await;
     }
     let answered = answered.lock().unwrap().clone();
+    let unanswered = std::mem::take(&mut *unanswered.lock().unwrap());
     assert!(answered.len() >= 150);
+    for a in &unanswered {
+        // A drain answers what it holds; it never answers a payment with an error.
+        assert!(
+            a.status == 0 || a.status == 503,
+            "a payment in flight got {} on {stop:?}",
+            a.status
+        );
+    }
 
     let (mut child, port) = start(dir.path(), url.as_deref());
     let base = format!("http://127.0.0.1:{port}");
@@ -194,18 +256,52 @@ async fn every_payment_answered_201_survives_a_sigkill(engine: Engine) {
         assert_eq!(got["breakdown"], p["breakdown"]);
         assert_eq!(got["amount"], p["amount"]);
     }
-    let check: Value = c
-        .get(format!("{base}/api/v1/ledger/check"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The tills retry what got no answer, with the same key and body: 200 if the first
+    // attempt landed (its payment, replayed), 201 if it did not (paid now).
+    let mut retried = std::collections::HashSet::new();
+    for a in &unanswered {
+        let (s, p) = post(
+            &c,
+            format!("{base}/api/v1/payments"),
+            &till,
+            a.body.clone(),
+            Some(a.key.clone()),
+        )
+        .await;
+        assert!(s == 200 || s == 201, "retry of {}: {s} {p}", a.key);
+        if stop == Stop::Term {
+            // A drain answers every payment it took: nothing it wrote went unanswered.
+            assert_eq!(s, 201, "a payment drained by SIGTERM was not answered: {p}");
+        }
+        assert_eq!(p["status"], "succeeded", "{p}");
+        retried.insert(p["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        retried.len(),
+        unanswered.len(),
+        "one payment per retried key"
+    );
+    // Every payment was 10 fen from one of twenty wallets of 100,000: each key answered
+    // above was charged once, and nothing else was.
+    let mut left = 0;
+    for id in &users {
+        let (s, w) = get(&c, format!("{base}/api/v1/users/{id}/wallet"), &admin).await;
+        assert_eq!(s, 200, "{w}");
+        left += w["balance"].as_i64().unwrap();
+    }
+    let paid = (answered.len() + retried.len()) as i64;
+    assert_eq!(left, 20 * 100_000 - 10 * paid, "{paid} payments");
+    let (_, check) = get(&c, format!("{base}/api/v1/ledger/check"), &admin).await;
     assert_eq!(check["balanced"], true, "{check}");
     assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
     child.kill().unwrap();
     child.wait().unwrap();
     drop(pg);
+}
+
+async fn get(c: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    match c.get(url).bearer_auth(token).send().await {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+        Err(_) => (0, Value::Null),
+    }
 }
