@@ -9,12 +9,24 @@ use async_trait::async_trait;
 use onecard_schema::ids::{PaymentId, UserId};
 use onecard_schema::money::Money;
 
+/// The provider could not be asked, or gave no answer (a timeout, a network fault, its
+/// own outage). Not a decline: the payment stays `accepted` and is asked again later.
+#[derive(Debug, thiserror::Error)]
+#[error("payment provider unavailable: {0}")]
+pub struct ProviderUnavailable(pub String);
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// Collects a deferred debit; false when the provider declines it. Called again for
-    /// the same payment after a restart, so a real provider must treat `payment` as an
+    /// Collects a deferred debit: true when collected, false when the provider declines
+    /// it. Asked again for the same payment after a restart, after `ProviderUnavailable`,
+    /// and possibly from two nodes at once, so a real provider must treat `payment` as an
     /// idempotency key.
-    async fn deferred_debit(&self, user: UserId, payment: PaymentId, amount: Money) -> bool;
+    async fn deferred_debit(
+        &self,
+        user: UserId,
+        payment: PaymentId,
+        amount: Money,
+    ) -> Result<bool, ProviderUnavailable>;
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,6 +34,8 @@ pub struct SandboxAccount {
     /// Fen the sandbox will still collect; `None` is unlimited.
     pub available: Option<i64>,
     pub latency_ms: u64,
+    /// Answer every debit with `ProviderUnavailable` (an outage, for tests and demos).
+    pub unavailable: bool,
 }
 
 /// Per-user sandbox accounts, in memory.
@@ -42,7 +56,12 @@ impl Sandbox {
 
 #[async_trait]
 impl Provider for Sandbox {
-    async fn deferred_debit(&self, user: UserId, payment: PaymentId, amount: Money) -> bool {
+    async fn deferred_debit(
+        &self,
+        user: UserId,
+        payment: PaymentId,
+        amount: Money,
+    ) -> Result<bool, ProviderUnavailable> {
         let account = self
             .accounts
             .lock()
@@ -53,13 +72,18 @@ impl Provider for Sandbox {
         if account.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(account.latency_ms)).await;
         }
+        if account.unavailable {
+            return Err(ProviderUnavailable(
+                "the sandbox is set to be unavailable".into(),
+            ));
+        }
         if let Some(done) = self
             .settled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&payment)
         {
-            return *done;
+            return Ok(*done);
         }
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let entry = accounts.entry(user).or_default();
@@ -75,6 +99,6 @@ impl Provider for Sandbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(payment, ok);
-        ok
+        Ok(ok)
     }
 }

@@ -67,6 +67,9 @@ pub trait MoneyStore: Send + Sync + 'static {
         scope: String,
         key: String,
     ) -> StoreResult<Option<MoneyRequest>>;
+    /// Payments still `accepted` (their deferred debit not yet answered by the provider)
+    /// made before `before`, oldest first, at most `limit`: the ones to ask again.
+    async fn stale_deferred(&self, before: Timestamp, limit: usize) -> StoreResult<Vec<Payment>>;
     /// Users with arrears, for reminders.
     async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>>;
     /// Frozen wallets (at `now`) and wallets in arrears, for the dashboard.

@@ -1093,6 +1093,22 @@ impl MoneyStore for PgStore {
         }))
     }
 
+    async fn stale_deferred(&self, before: Timestamp, limit: usize) -> StoreResult<Vec<Payment>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE status = 'accepted' AND created_at < $1 \
+                 ORDER BY created_at LIMIT $2"
+            ))
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(&st, &[&PgTime(before), &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
     async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
         let c = self.client().await?;
         let rows = c

@@ -657,6 +657,23 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn stale_deferred(&self, before: Timestamp, limit: usize) -> StoreResult<Vec<Payment>> {
+        self.read(move |c| {
+            // The `IN` term is the open payments' index's own condition, written out so
+            // that SQLite reads that small index rather than every payment.
+            c.prepare_cached(&format!(
+                "SELECT {PAYMENT_COLS} FROM payments WHERE status IN ('accepted', 'unsettled') \
+                 AND status = 'accepted' AND created_at < ? ORDER BY created_at LIMIT ?"
+            ))
+            .and_then(|mut st| {
+                st.query_map(params![ms(before), limit as i64], payment_from_row)?
+                    .collect()
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
         self.read(|c| {
             let mut st = c

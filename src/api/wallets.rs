@@ -60,6 +60,10 @@ pub struct SandboxUser {
     pub available: i64,
     #[schema(minimum = 0, maximum = 60000)]
     pub latency_ms: Option<u64>,
+    /// Answer every deferred debit as unreachable (a provider outage): payments stay
+    /// `accepted` and are asked again once it is back.
+    #[serde(default)]
+    pub unavailable: bool,
 }
 
 pub fn amount(c: &mut Checks, field: &str, v: i64) -> Money {
@@ -322,11 +326,13 @@ pub async fn put_sandbox_user(
         SandboxAccount {
             available: Some(body.available),
             latency_ms: body.latency_ms.unwrap_or(0),
+            unavailable: body.unavailable,
         },
     );
     Ok(web::Json(SandboxUserView {
         available: body.available,
         latency_ms: body.latency_ms.unwrap_or(0),
+        unavailable: body.unavailable,
     }))
 }
 
@@ -334,6 +340,7 @@ pub async fn put_sandbox_user(
 pub struct SandboxUserView {
     pub available: i64,
     pub latency_ms: u64,
+    pub unavailable: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -145,7 +145,76 @@ on_both_engines!(
     a_used_code_is_kept_while_it_could_be_accepted_then_purged,
     idempotency_records_are_kept_for_their_days_then_purged,
     a_live_wallet_shows_a_subsidy_approved_after_it_loaded,
+    a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is,
 );
+
+/// A deferred debit the provider could not answer (an outage) leaves the payment
+/// `accepted`: not settled, and not in arrears either. The node's sweep asks again about
+/// payments accepted over a minute ago, and once the provider is back the payment settles.
+async fn a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "D-9").await;
+    let sandbox_path = format!("/api/v1/sandbox/provider/users/{user}");
+    let sandbox = |body: Value| {
+        app.send(
+            reqwest::Method::PUT,
+            &sandbox_path,
+            Some(&shop.admin),
+            Some(body),
+        )
+    };
+    let (s, v) = sandbox(json!({"available": 1_000, "unavailable": true})).await;
+    assert_eq!((s, v["unavailable"].as_bool()), (200, Some(true)), "{v}");
+    let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
+    assert_eq!(
+        (p["status"].as_str(), p["breakdown"]["deferred"].as_i64()),
+        (Some("accepted"), Some(300)),
+        "{p}"
+    );
+    let id = p["id"].as_str().unwrap();
+    let ask_again = || onecard::deferred::ask_again(&app.state);
+    // Asks again once the node has let go of the payment (its last ask has ended).
+    let asked_again = || async {
+        for _ in 0..500 {
+            if ask_again().await.unwrap() == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("payment {id} was never asked about again");
+    };
+    assert_eq!(ask_again().await.unwrap(), 0, "accepted a moment ago");
+    app.clock.advance(SignedDuration::from_secs(61));
+    asked_again().await;
+    // That ask failed too, and let go: the payment is still accepted, with no arrears.
+    asked_again().await;
+    let (_, got) = app
+        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
+        .await;
+    assert_eq!(got["status"], "accepted", "{got}");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["arrears"], 0, "{w}");
+
+    sandbox(json!({"available": 1_000})).await;
+    asked_again().await;
+    app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+        p["status"] == "succeeded"
+    })
+    .await;
+    app.clock.advance(SignedDuration::from_secs(61));
+    assert_eq!(ask_again().await.unwrap(), 0, "nothing is left to ask");
+    assert_eq!(
+        pay(&app, &shop, &code(&app, &me).await, 800).await["status"],
+        "accepted",
+        "payments go on"
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
 
 /// Two nodes on one PostgreSQL: what node B writes to a wallet (a top-up, a freeze) is
 /// what node A answers at once, though A still holds that wallet's actor from before.

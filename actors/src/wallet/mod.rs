@@ -6,7 +6,7 @@
 
 pub mod decide;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use jiff::Timestamp;
-use onecard_schema::ids::{TenantId, UserId};
+use onecard_schema::ids::{PaymentId, TenantId, UserId};
 use onecard_schema::wallet::{
     CommitError, MoneyRequest, Payment, PaymentStatus, WalletCommit, WalletSnapshot,
 };
@@ -36,6 +36,8 @@ pub const WALLET_MAILBOX_DEFAULT: usize = 64;
 pub const WALLET_IDLE: Duration = Duration::from_secs(300);
 /// Idempotency answers kept in memory per wallet (older ones are found in the store).
 const RECENT_REQUESTS_MAX: usize = 256;
+/// Deferred debits one node asks the provider about at once; the rest wait their turn.
+pub const PROVIDER_CONCURRENCY: usize = 64;
 /// Registry shards (less lock contention than one map).
 const SHARDS: usize = 64;
 
@@ -315,46 +317,35 @@ impl WalletActor {
         self.nonces.insert(nonce, now);
     }
 
-    /// Asks the provider to collect each pending deferred debit; the answer comes back to
-    /// this wallet as a message (through the registry: the actor may be gone by then).
+    /// Asks the provider to collect each of `payments` still waiting for its deferred
+    /// debit (`Wallets::ask_provider`).
     fn drive_deferred(&self, payments: Vec<Payment>) {
-        for p in payments
-            .into_iter()
-            .filter(|p| p.status == PaymentStatus::Accepted)
-        {
-            let provider = self.env.provider.clone();
-            let wallets = self.wallets.clone();
-            let (tenant, user) = (self.tenant, self.user);
-            actix::spawn(async move {
-                let ok = provider
-                    .deferred_debit(user, p.id, p.breakdown.deferred)
-                    .await;
-                for attempt in 0..50u64 {
-                    let Some(w) = wallets.upgrade() else { return };
-                    match w
-                        .call(
-                            tenant,
-                            user,
-                            Op::DeferredResult {
-                                payment_id: p.id,
-                                ok,
-                            },
-                            Policy::default(),
-                            None,
-                        )
-                        .await
-                    {
-                        Err(WalletError::Busy) => {
-                            tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, payment = %p.id, "could not record a deferred debit result");
-                            return;
-                        }
-                        Ok(_) => return,
-                    }
-                }
-            });
+        if let Some(w) = self.wallets.upgrade() {
+            w.ask_provider(payments);
+        }
+    }
+}
+
+/// Records the provider's answer for a payment with its wallet, waiting out a busy mailbox.
+async fn record_deferred(
+    wallets: &Weak<Wallets>,
+    tenant: TenantId,
+    user: UserId,
+    payment_id: PaymentId,
+    ok: bool,
+) {
+    for attempt in 0..50u64 {
+        let Some(w) = wallets.upgrade() else { return };
+        let op = Op::DeferredResult { payment_id, ok };
+        match w.call(tenant, user, op, Policy::default(), None).await {
+            Err(WalletError::Busy) => {
+                tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, payment = %payment_id, "could not record a deferred debit result");
+                return;
+            }
+            Ok(_) => return,
         }
     }
 }
@@ -520,6 +511,10 @@ impl Drop for InFlight {
 
 pub struct Wallets {
     shards: Vec<Mutex<HashMap<UserId, Entry>>>,
+    /// Payments this node is asking the provider about right now (asked once at a time).
+    asking: Mutex<HashSet<PaymentId>>,
+    /// `PROVIDER_CONCURRENCY` slots for provider calls.
+    provider_slots: Arc<tokio::sync::Semaphore>,
     arbiters: Vec<ArbiterHandle>,
     env: Arc<Env>,
     me: Weak<Wallets>,
@@ -537,6 +532,8 @@ impl Wallets {
         };
         Arc::new_cyclic(|me| Wallets {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            asking: Mutex::new(HashSet::new()),
+            provider_slots: Arc::new(tokio::sync::Semaphore::new(PROVIDER_CONCURRENCY)),
             arbiters,
             env: Arc::new(env),
             me: me.clone(),
@@ -584,6 +581,51 @@ impl Wallets {
         if map.get(&user).is_some_and(|e| e.addr == *addr) {
             map.remove(&user);
         }
+    }
+
+    /// Asks the provider to collect the deferred debit of each of `payments` still
+    /// `accepted` that this node is not asking about already; each answer is recorded by
+    /// the payment's wallet (`Op::DeferredResult`). When the provider is unavailable the
+    /// payment stays `accepted`, to be asked again (`stale_deferred`). Answers how many
+    /// were asked.
+    pub fn ask_provider(&self, payments: Vec<Payment>) -> usize {
+        let mut asked = 0;
+        for p in payments {
+            let Some(user) = p.user_id.filter(|_| p.status == PaymentStatus::Accepted) else {
+                continue;
+            };
+            if !self.asking_lock().insert(p.id) {
+                continue;
+            }
+            asked += 1;
+            let (env, me, slots) = (
+                self.env.clone(),
+                self.me.clone(),
+                self.provider_slots.clone(),
+            );
+            actix::spawn(async move {
+                // The semaphore is never closed.
+                let _slot = slots.acquire_owned().await;
+                match env
+                    .provider
+                    .deferred_debit(user, p.id, p.breakdown.deferred)
+                    .await
+                {
+                    Ok(ok) => record_deferred(&me, p.tenant_id, user, p.id, ok).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, payment = %p.id, "deferred debit not answered; asked again later")
+                    }
+                }
+                if let Some(w) = me.upgrade() {
+                    w.asking_lock().remove(&p.id);
+                }
+            });
+        }
+        asked
+    }
+
+    fn asking_lock(&self) -> std::sync::MutexGuard<'_, HashSet<PaymentId>> {
+        self.asking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Live wallet actors.
