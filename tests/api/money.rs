@@ -146,7 +146,47 @@ on_both_engines!(
     idempotency_records_are_kept_for_their_days_then_purged,
     a_live_wallet_shows_a_subsidy_approved_after_it_loaded,
     a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is,
+    concurrent_refunds_of_one_payment_never_return_more_than_it_took,
 );
+
+/// Ten refunds of one payment at once, each of 60 % of it under its own key: exactly one
+/// goes through, the others are refused, and the wallet gets back what the payment took
+/// once.
+async fn concurrent_refunds_of_one_payment_never_return_more_than_it_took(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (shop, user, me) = funded(&app, 100_000, "R-9", 1_000).await;
+    let p = pay(&app, &shop, &code(&app, &me).await, 500).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    let id = p["id"].as_str().unwrap();
+    let path = format!("/api/v1/payments/{id}/refunds");
+    let keys: Vec<String> = (0..10).map(|i| format!("refund-{i}")).collect();
+    let attempts = keys
+        .iter()
+        .map(|k| keyed(&app, &path, &shop.admin, k, json!({"amount": 300})));
+    let answers = futures_util::future::join_all(attempts).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    for (s, body) in &answers {
+        if *s != 201 {
+            assert_problem(*s, body, 422, "invalid");
+        }
+    }
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 1_000 - 500 + 300, "{w}");
+    let (_, got) = app
+        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
+        .await;
+    assert_eq!(got["refunded"], 300, "{got}");
+    ledger_balances(&app, &shop.admin).await;
+}
 
 /// A deferred debit the provider could not answer (an outage) leaves the payment
 /// `accepted`: not settled, and not in arrears either. The node's sweep asks again about
@@ -216,13 +256,9 @@ async fn a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is
     ledger_balances(&app, &shop.admin).await;
 }
 
-/// Two nodes on one PostgreSQL: what node B writes to a wallet (a top-up, a freeze) is
-/// what node A answers at once, though A still holds that wallet's actor from before.
-#[actix_web::test]
-async fn a_wallet_live_on_one_node_answers_what_another_node_wrote() {
-    let Some((_db, url)) = PgDatabase::create().await else {
-        return;
-    };
+/// Two nodes on one PostgreSQL (with the database, dropped last).
+async fn two_nodes() -> Option<(TestApp, TestApp, PgDatabase)> {
+    let (db, url) = PgDatabase::create().await?;
     // `Engine::Sqlite` only so that each node does not make a database of its own: both
     // are pointed at the one made above.
     let node = |url: String| {
@@ -233,6 +269,16 @@ async fn a_wallet_live_on_one_node_answers_what_another_node_wrote() {
     };
     let a = node(url.clone()).await.expect("node A starts");
     let b = node(url).await.expect("node B starts");
+    Some((a, b, db))
+}
+
+/// Two nodes on one PostgreSQL: what node B writes to a wallet (a top-up, a freeze) is
+/// what node A answers at once, though A still holds that wallet's actor from before.
+#[actix_web::test]
+async fn a_wallet_live_on_one_node_answers_what_another_node_wrote() {
+    let Some((a, b, _db)) = two_nodes().await else {
+        return;
+    };
     let (shop, user, me) = funded(&a, 100_000, "N-1", 1_000).await;
     let (s, w) = a.get("/api/v1/me/wallet", &me).await;
     assert_eq!((s, w["balance"].as_i64()), (200, Some(1_000)), "{w}");
@@ -255,6 +301,38 @@ async fn a_wallet_live_on_one_node_answers_what_another_node_wrote() {
     );
     let (s, body) = a.post("/api/v1/me/payment-codes", &me, json!({})).await;
     assert_problem(s, &body, 403, "frozen");
+    ledger_balances(&a, &shop.admin).await;
+}
+
+/// Refunds of one payment at once through two nodes, each of 60 % of it under its own
+/// key: exactly one goes through, whichever node's wallet actor decided it.
+#[actix_web::test]
+async fn concurrent_refunds_through_two_nodes_return_what_the_payment_took_once() {
+    let Some((a, b, _db)) = two_nodes().await else {
+        return;
+    };
+    let (shop, user, me) = funded(&a, 100_000, "N-2", 1_000).await;
+    let p = pay(&a, &shop, &code(&a, &me).await, 500).await;
+    let path = format!("/api/v1/payments/{}/refunds", p["id"].as_str().unwrap());
+    // Both nodes hold a live copy of the wallet before the refunds arrive.
+    for node in [&a, &b] {
+        let (s, w) = node
+            .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+            .await;
+        assert_eq!((s, w["balance"].as_i64()), (200, Some(500)), "{w}");
+    }
+    let keys: Vec<String> = (0..10).map(|i| format!("refund-{i}")).collect();
+    let attempts = keys.iter().enumerate().map(|(i, k)| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        keyed(node, &path, &shop.admin, k, json!({"amount": 300}))
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(ok, 1, "{answers:?}");
+    let (_, w) = b
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 1_000 - 500 + 300, "{w}");
     ledger_balances(&a, &shop.admin).await;
 }
 

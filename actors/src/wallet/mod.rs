@@ -182,6 +182,21 @@ struct Call {
     idem: Option<IdemKey>,
 }
 
+/// A refund is decided on its payment as stored, read after the copy of the wallet it is
+/// decided with: a refund of the same payment committed in between, on this node or
+/// another, is then either in the payment read or moves the wallet on, so that the store's
+/// fence refuses this commit. (The payment the handler read may be older than either.)
+async fn reread_payment(env: &Env, tenant: TenantId, op: &mut Op) -> Result<(), WalletError> {
+    if let Op::Refund { payment, .. } = op {
+        **payment = env
+            .store
+            .get_payment(tenant, payment.id)
+            .await
+            .map_err(|e| load_failed(&e))?;
+    }
+    Ok(())
+}
+
 /// Commits a decision; when the store refuses it (a lost fence, a code used elsewhere, a
 /// card no longer active) reloads and decides again once.
 async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletError> {
@@ -224,6 +239,7 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
                 .load_wallet(tenant, user, now)
                 .await
                 .map_err(|e| load_failed(&e))?;
+            reread_payment(&env, tenant, &mut op).await?;
             match (&e, &mut op) {
                 // The store saw this code before (another node, or before a restart).
                 (
@@ -261,11 +277,11 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
 /// (and committed, should it now write something). Writes need no such check: the
 /// store's version fence refuses a commit made on a stale copy (`commit_with_retry`).
 async fn answer_current(
-    call: Call,
+    mut call: Call,
     held: i64,
     first: Result<Decision, Refusal>,
 ) -> Result<Step, WalletError> {
-    let env = &call.env;
+    let env = call.env.clone();
     let stored = env
         .store
         .wallet_version(call.user)
@@ -280,6 +296,7 @@ async fn answer_current(
             .load_wallet(call.tenant, call.user, now)
             .await
             .map_err(|e| load_failed(&e))?;
+        reread_payment(&env, call.tenant, &mut call.op).await?;
         match decide(&fresh, &call.op, &call.policy, now) {
             Ok(d) if d.commit.is_some() => return commit_with_retry(call, d).await,
             again => (again, Some(Box::new(fresh))),
@@ -436,9 +453,8 @@ impl Handler<Request> for WalletActor {
             *reused = self.nonces.contains_key(nonce);
         }
         let now = self.env.clock.now();
-        let first = decide(&state, &op, &policy, now);
         let held = state.wallet.version;
-        let call = Call {
+        let mut call = Call {
             env: self.env.clone(),
             tenant: self.tenant,
             user: self.user,
@@ -447,6 +463,9 @@ impl Handler<Request> for WalletActor {
             idem,
         };
         let fut = async move {
+            // Only a refund awaits anything before it is decided.
+            reread_payment(&call.env, call.tenant, &mut call.op).await?;
+            let first = decide(&state, &call.op, &call.policy, now);
             match first {
                 Ok(d) if d.commit.is_some() => commit_with_retry(call, d).await,
                 first => answer_current(call, held, first).await,
