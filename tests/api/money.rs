@@ -354,29 +354,8 @@ async fn a_live_wallet_shows_a_subsidy_approved_after_it_loaded(engine: Engine) 
         (200, Some(1_000), Some(0)),
         "{w}"
     );
-    let (_, rule) = app
-        .post(
-            "/api/v1/subsidy-rules",
-            &shop.admin,
-            json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}}),
-        )
-        .await;
-    let second = second_admin(&app, &shop.admin).await;
-    let (s, done) = app
-        .post(
-            &format!(
-                "/api/v1/subsidy-rules/{}/approve",
-                rule["id"].as_str().unwrap()
-            ),
-            &second,
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        (s, done["credited_users"].as_u64()),
-        (200, Some(1)),
-        "{done}"
-    );
+    let rule = json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}});
+    assert_eq!(approved_rule(&app, &shop.admin, rule).await, 1);
     for (path, token) in [
         ("/api/v1/me/wallet".to_string(), &me),
         (format!("/api/v1/users/{user}/wallet"), &shop.admin),
@@ -679,23 +658,8 @@ async fn payments_follow_the_deduction_order_and_refund_to_their_sources(engine:
         json!({"name": "Later", "discount": 300, "threshold": 0, "expires_at": later}),
     )
     .await;
-    let (_, rule) = app.post("/api/v1/subsidy-rules", &shop.admin, json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}, "merchant_ids": [shop.merchant]})).await;
-    let second = second_admin(&app, &shop.admin).await;
-    let (s, approved) = app
-        .post(
-            &format!(
-                "/api/v1/subsidy-rules/{}/approve",
-                rule["id"].as_str().unwrap()
-            ),
-            &second,
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        (s, approved["credited_users"].as_u64()),
-        (200, Some(1)),
-        "{approved}"
-    );
+    let rule = json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}, "merchant_ids": [shop.merchant]});
+    assert_eq!(approved_rule(&app, &shop.admin, rule).await, 1);
 
     // 2,000 = coupon 100 + subsidy 400 + cash 1,000 + deferred 500.
     let p = pay(&app, &shop, &code(&app, &me).await, 2_000).await;
@@ -1249,6 +1213,23 @@ async fn subsidy_rules_need_a_second_admin_and_credit_every_target(engine: Engin
         .await;
     assert_problem(s, &body, 409, "not_pending");
     ledger_balances(&app, &shop.admin).await;
+}
+
+/// Proposes `rule` as `admin` and has a second admin approve it: how many it credited.
+async fn approved_rule(app: &TestApp, admin: &str, rule: Value) -> u64 {
+    let (s, created) = app.post("/api/v1/subsidy-rules", admin, rule).await;
+    assert_eq!(s, 201, "{created}");
+    let second = second_admin(app, admin).await;
+    let id = created["id"].as_str().unwrap();
+    let (s, done) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{id}/approve"),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{done}");
+    done["credited_users"].as_u64().unwrap()
 }
 
 async fn second_admin(app: &TestApp, admin: &str) -> String {
