@@ -904,6 +904,61 @@ fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
     on_both_engines("the ledger-check tamper test", tampered_run);
 }
 
+#[test]
+fn the_store_refuses_a_refund_beyond_the_payment_whatever_a_wallet_decided() {
+    on_both_engines("the refund guard test", over_refund_run);
+}
+
+/// A refund commit that would give back more than the payment took (a wallet's bug, say)
+/// fails alone in the store (`CHECK (refunded <= amount)` on `payments`) and keeps
+/// nothing; the honest one lands. The check cannot see two refunds that each start from
+/// the same stale payment (neither exceeds the amount); the wallet's version fence does
+/// (`concurrent_refunds_*` in tests/api/money.rs).
+fn over_refund_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    world.run(&Step::Pay {
+        amount: 300,
+        merchant: 0,
+        code: 9,
+    });
+    let id = *world.order.last().expect("a payment");
+    let paid = world.payments[&id].clone();
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    let op = Op::Refund {
+        payment: Box::new(paid.clone()),
+        amount: None,
+    };
+    let honest = decide(&world.snap, &op, &world.policy, world.now)
+        .expect("a full refund")
+        .commit
+        .expect("a refund writes");
+    let mut greedy = honest.clone();
+    greedy.payments[0].refunded = Money(paid.amount.0 + 1);
+    let ctx = world.store.as_ref().expect("a store");
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![greedy]));
+    assert!(
+        matches!(done[..], [Err(CommitError::Failed(_))]),
+        "{done:?}"
+    );
+    let stored = ctx
+        .rt
+        .block_on(ctx.store.get_payment(paid.tenant_id, id))
+        .unwrap();
+    assert_eq!(
+        stored.refunded,
+        Money::ZERO,
+        "the refused commit kept nothing"
+    );
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![honest]));
+    assert_eq!(done, vec![Ok(())]);
+    let stored = ctx
+        .rt
+        .block_on(ctx.store.get_payment(paid.tenant_id, id))
+        .unwrap();
+    assert_eq!(stored.refunded, paid.amount);
+}
+
 /// A world on a store with one topped-up wallet, and that wallet's row as stored.
 fn stored_wallet(url: Option<String>) -> (World, WalletRow) {
     let mut world = World::with_store(url);
