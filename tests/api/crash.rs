@@ -240,18 +240,12 @@ async fn stop_mid_run(engine: Engine, stop: Stop) {
     let (mut child, port) = start(dir.path(), url.as_deref());
     let base = format!("http://127.0.0.1:{port}");
     for p in &answered {
-        let got: Value = c
-            .get(format!(
-                "{base}/api/v1/payments/{}",
-                p["id"].as_str().unwrap()
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, got) = get(
+            &c,
+            format!("{base}/api/v1/payments/{}", p["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
         assert_eq!(got["status"], p["status"], "{p} came back as {got}");
         assert_eq!(got["breakdown"], p["breakdown"]);
         assert_eq!(got["amount"], p["amount"]);
@@ -299,7 +293,8 @@ async fn stop_mid_run(engine: Engine, stop: Stop) {
     drop(pg);
 }
 
-async fn get(c: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+/// A GET with `token`: the status (0 when the server did not answer) and the body.
+pub async fn get(c: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
     match c.get(url).bearer_auth(token).send().await {
         Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
         Err(_) => (0, Value::Null),

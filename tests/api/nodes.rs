@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::crash::post;
+use crate::crash::{get, post};
 use crate::helpers::{in_ci, redis_url, start_node, warn_skipped, PgDatabase};
 use crate::realtime::Ws;
 
@@ -334,9 +334,4 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     )
     .await;
     assert_eq!(after["balance"], before["balance"], "{after}");
-}
-
-async fn get(c: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
-    let r = c.get(url).bearer_auth(token).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
