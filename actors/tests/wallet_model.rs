@@ -19,7 +19,9 @@ use std::collections::{HashMap, HashSet};
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use onecard_actors::wallet::decide::{decide, Answer, CodeCheck, MerchantInfo, Op, Policy};
+use onecard_actors::wallet::decide::{
+    decide, Answer, CodeCheck, Decision, MerchantInfo, Op, Policy,
+};
 use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::*;
 use onecard_schema::money::Money;
@@ -852,6 +854,7 @@ fn tampered_run(url: Option<String>) {
         subsidies,
         coupons: vec![],
         payments: vec![],
+        payment_fences: vec![],
         entries: vec![],
         used_nonce: None,
         risk_events: vec![],
@@ -912,8 +915,9 @@ fn the_store_refuses_a_refund_beyond_the_payment_whatever_a_wallet_decided() {
 /// A refund commit that would give back more than the payment took (a wallet's bug, say)
 /// fails alone in the store (`CHECK (refunded <= amount)` on `payments`) and keeps
 /// nothing; the honest one lands. The check cannot see two refunds that each start from
-/// the same stale payment (neither exceeds the amount); the wallet's version fence does
-/// (`concurrent_refunds_*` in tests/api/money.rs).
+/// the same stale payment (neither exceeds the amount); the payment fence does
+/// (`stale_refund_run`), and so does the wallet's version (`concurrent_refunds_*` in
+/// tests/api/money.rs).
 fn over_refund_run(url: Option<String>) {
     let mut world = World::with_store(url);
     world.run(&Step::TopUp { amount: 500 });
@@ -957,6 +961,74 @@ fn over_refund_run(url: Option<String>) {
         .block_on(ctx.store.get_payment(paid.tenant_id, id))
         .unwrap();
     assert_eq!(stored.refunded, paid.amount);
+}
+
+#[test]
+fn the_store_fences_a_refund_decided_on_a_payment_that_has_moved_on() {
+    on_both_engines("the payment fence test", stale_refund_run);
+}
+
+/// Two refunds decided on the same payment as it was would each write their own sum onto
+/// the same stale `refunded` (a lost update the amount check cannot see). The store fences
+/// the second on the payment row itself, even though its wallet version is current, and
+/// it keeps nothing; decided again on the payment as stored, it lands.
+fn stale_refund_run(url: Option<String>) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    world.run(&Step::Pay {
+        amount: 300,
+        merchant: 0,
+        code: 9,
+    });
+    let id = *world.order.last().expect("a payment");
+    let paid = world.payments[&id].clone();
+    let (policy, now) = (&world.policy, world.now);
+    let refund = |snap: &WalletSnapshot, p: &Payment| {
+        let op = Op::Refund {
+            payment: Box::new(p.clone()),
+            amount: Some(Money(100)),
+        };
+        decide(snap, &op, policy, now).expect("a refund of 100")
+    };
+    let first = refund(&world.snap, &paid);
+    let ctx = world.store.as_ref().expect("a store");
+    let commit = |d: &Decision| {
+        let c = d.commit.clone().expect("a refund writes");
+        ctx.rt.block_on(ctx.store.commit_wallets(vec![c]))
+    };
+    assert_eq!(commit(&first), vec![Ok(())]);
+
+    // The wallet as the first refund left it, the payment as it was before.
+    let stale = refund(&first.state, &paid);
+    assert_eq!(
+        stale.commit.as_ref().map(|c| c.wallet.version),
+        Some(first.state.wallet.version + 1),
+        "the wallet version is current, so only the payment can fence it"
+    );
+    assert_eq!(commit(&stale), vec![Err(CommitError::Fenced)]);
+    let stored = |ctx: &StoreCtx| {
+        let payment = ctx.rt.block_on(ctx.store.get_payment(paid.tenant_id, id));
+        let wallet = ctx.rt.block_on(ctx.store.load_wallet(
+            paid.tenant_id,
+            world.snap.wallet.user_id,
+            now,
+        ));
+        (payment.unwrap().refunded, wallet.unwrap().wallet)
+    };
+    let (refunded, wallet) = stored(ctx);
+    assert_eq!(refunded, Money(100), "the fenced refund kept nothing");
+    assert_eq!(wallet.balance, first.state.wallet.balance);
+    assert_eq!(wallet.version, first.state.wallet.version);
+
+    let moved = ctx
+        .rt
+        .block_on(ctx.store.get_payment(paid.tenant_id, id))
+        .unwrap();
+    let again = refund(&first.state, &moved);
+    assert_eq!(commit(&again), vec![Ok(())]);
+    let (refunded, wallet) = stored(ctx);
+    assert_eq!(refunded, Money(200));
+    assert_eq!(wallet.balance, Money(first.state.wallet.balance.0 + 100));
 }
 
 /// A world on a store with one topped-up wallet, and that wallet's row as stored.
@@ -1077,6 +1149,7 @@ fn keyed_commit(
         subsidies: vec![],
         coupons: vec![],
         payments: vec![],
+        payment_fences: vec![],
         entries: vec![],
         used_nonce: Some(vec![nonce; 16]),
         risk_events: vec![],

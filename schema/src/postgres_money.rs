@@ -2,8 +2,9 @@
 //!
 //! Group commit is set-based: a batch of wallet commits becomes a handful of array
 //! statements (`unnest`) in one transaction, so a batch of a hundred payments costs about
-//! as many round trips as one. Fencing is in the wallet upsert (`WHERE version = new - 1`);
-//! a commit that loses its fence, or whose code nonce or idempotency key is taken, is
+//! as many round trips as one. Fencing is in the wallet upsert (`WHERE version = new - 1`)
+//! and, for a commit that changes a stored payment, in a locking read of that payment;
+//! a commit that loses a fence, or whose code nonce or idempotency key is taken, is
 //! dropped from the batch before anything else of it is written. Anything unexpected
 //! rolls the batch back and each commit is retried alone, so one bad commit never sinks
 //! its neighbours.
@@ -448,6 +449,50 @@ async fn insert_unique<C: GenericClient, K: Eq + std::hash::Hash>(
     Ok(keys().iter().map(|k| inserted.remove(k)).collect())
 }
 
+/// The commits (by index, among `idx`) that change a payment no longer stored as their
+/// decision saw it. The payments that are are locked until the transaction ends, so that
+/// no other writer changes them before this one does. The lock waits for a writer that
+/// holds it and then checks the row as that writer left it.
+async fn changed_payments<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+    idx: &[usize],
+) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let fences: Vec<(usize, &PaymentFence)> = idx
+        .iter()
+        .flat_map(|i| commits[*i].payment_fences.iter().map(move |f| (*i, f)))
+        .collect();
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = fences.iter().map(|(_, f)| f.id.0).collect();
+    let statuses: Vec<&str> = fences.iter().map(|(_, f)| f.status.as_str()).collect();
+    let refunded: Vec<i64> = fences.iter().map(|(_, f)| f.refunded.0).collect();
+    let ords: Vec<i32> = (0..fences.len() as i32).collect();
+    let st = c
+        .prepare_cached(
+            "SELECT t.ord FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[])                AS t(id, status, refunded, ord)              JOIN payments p ON p.id = t.id              WHERE p.status = t.status AND p.refunded = t.refunded              ORDER BY p.id FOR UPDATE OF p",
+        )
+        .await?;
+    let mut unchanged = vec![false; fences.len()];
+    for r in c.query(&st, &[&ids, &statuses, &refunded, &ords]).await? {
+        if let Some(u) = usize::try_from(r.get::<_, i32>(0))
+            .ok()
+            .and_then(|k| unchanged.get_mut(k))
+        {
+            *u = true;
+        }
+    }
+    let mut changed: Vec<usize> = fences
+        .iter()
+        .zip(unchanged)
+        .filter(|(_, unchanged)| !unchanged)
+        .map(|((i, _), _)| *i)
+        .collect();
+    changed.dedup();
+    Ok(changed)
+}
+
 /// The commits (by index) whose card check fails: they require an active card and their
 /// cardholder is not active, or no longer exists.
 async fn inactive_cards<C: GenericClient>(
@@ -706,6 +751,13 @@ async fn commit_at_once(
     commits: &[WalletCommit],
 ) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // Payments the batch changes (refunds, settlements: rare) are checked and locked
+    // first, so that the batch's own writes, sent next, cannot be what the check reads.
+    let all: Vec<usize> = (0..commits.len()).collect();
+    if !changed_payments(&tx, commits, &all).await?.is_empty() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
     let with_req: Vec<usize> = (0..commits.len())
         .filter(|i| commits[*i].request.is_some())
         .collect();
@@ -783,7 +835,12 @@ async fn commit_batch(
         }
     }
 
-    // 3. Wallets, fenced by version.
+    // 3. Payments the commits change, fenced by their status and refunded sum, then
+    // wallets, fenced by version.
+    let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
+    for i in changed_payments(&tx, commits, &live).await? {
+        results[i] = Err(CommitError::Fenced);
+    }
     let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
     if !live.is_empty() {
         let w: Vec<&WalletRow> = live.iter().map(|i| &commits[*i].wallet).collect();

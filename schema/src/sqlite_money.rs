@@ -299,6 +299,30 @@ pub(crate) fn upsert_wallet(c: &Connection, wr: &WalletRow) -> rusqlite::Result<
     Ok(n == 1)
 }
 
+/// Whether every payment a commit changes is still stored as its decision saw it.
+fn payments_unchanged(
+    c: &Connection,
+    tenant: TenantId,
+    fences: &[PaymentFence],
+) -> rusqlite::Result<bool> {
+    for f in fences {
+        let unchanged = c
+            .prepare_cached(
+                "SELECT 1 FROM payments WHERE tenant_id = ? AND id = ? AND status = ? AND refunded = ?",
+            )?
+            .exists(params![
+                TextUuid::new(tenant.0),
+                TextUuid::new(f.id.0),
+                f.status.as_str(),
+                f.refunded.0
+            ])?;
+        if !unchanged {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
@@ -325,6 +349,9 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
         if n == 0 {
             return Err(CommitError::NonceUsed);
         }
+    }
+    if !payments_unchanged(c, tenant, &w.payment_fences).map_err(fail)? {
+        return Err(CommitError::Fenced);
     }
     if !upsert_wallet(c, &w.wallet).map_err(fail)? {
         return Err(CommitError::Fenced);

@@ -499,6 +499,10 @@ pub struct WalletCommit {
     pub subsidies: Vec<SubsidyAccount>,
     pub coupons: Vec<Coupon>,
     pub payments: Vec<Payment>,
+    /// The payments of `payments` that existed before, as the decision saw them: the
+    /// store applies the commit only if each is still stored so (a fence on the payment
+    /// row, beside the wallet's version), and answers `Fenced` otherwise.
+    pub payment_fences: Vec<PaymentFence>,
     pub entries: Vec<LedgerEntry>,
     pub used_nonce: Option<Vec<u8>>,
     pub risk_events: Vec<(String, Timestamp)>,
@@ -511,10 +515,31 @@ pub struct WalletCommit {
     pub require_active: bool,
 }
 
+/// A payment as a decision that changes it saw it. Every change of a stored payment moves
+/// its status or its refunded sum (a refund adds to the sum; a settlement moves the status),
+/// so a payment that still has both has not changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentFence {
+    pub id: PaymentId,
+    pub status: PaymentStatus,
+    pub refunded: Money,
+}
+
+impl PaymentFence {
+    pub fn of(p: &Payment) -> Self {
+        PaymentFence {
+            id: p.id,
+            status: p.status,
+            refunded: p.refunded,
+        }
+    }
+}
+
 /// Why a commit was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommitError {
-    /// Another writer moved the wallet on: reload and retry.
+    /// Another writer moved the wallet on, or a payment the commit changes: reload and
+    /// retry.
     #[error("wallet version moved on")]
     Fenced,
     /// The payment code's nonce was already used (the store's guard).

@@ -125,6 +125,8 @@ struct Builder {
     entries: Vec<LedgerEntry>,
     outbox: Vec<OutboxEvent>,
     payments: Vec<Payment>,
+    /// The stored payments this decision changes, as it saw them.
+    fences: Vec<PaymentFence>,
     subsidies: Vec<SubsidyId>,
     coupons: Vec<CouponId>,
     risk: Vec<(String, Timestamp)>,
@@ -141,6 +143,7 @@ impl Builder {
             entries: Vec::new(),
             outbox: Vec::new(),
             payments: Vec::new(),
+            fences: Vec::new(),
             subsidies: Vec::new(),
             coupons: Vec::new(),
             risk: Vec::new(),
@@ -244,6 +247,12 @@ impl Builder {
         }
     }
 
+    /// `p` as this decision found it, before it changes it: the store fences the commit
+    /// on it.
+    fn changes(&mut self, p: &Payment) {
+        self.fences.push(PaymentFence::of(p));
+    }
+
     fn set_payment(&mut self, p: Payment) {
         if let Some(i) = self.state.open_payments.iter().position(|o| o.id == p.id) {
             self.state.open_payments.remove(i);
@@ -276,6 +285,7 @@ impl Builder {
             subsidies,
             coupons,
             payments: self.payments,
+            payment_fences: self.fences,
             entries: self.entries,
             used_nonce: self.nonce,
             risk_events: self.risk,
@@ -540,6 +550,7 @@ pub fn decide(
                     body: Vec::new(),
                 });
             };
+            b.changes(&p);
             p.updated_at = now;
             if *ok {
                 p.status = PaymentStatus::Succeeded;
@@ -570,6 +581,7 @@ pub fn decide(
                 .cloned()
                 .collect();
             for mut p in settled {
+                b.changes(&p);
                 p.status = PaymentStatus::Succeeded;
                 p.updated_at = now;
                 b.payment_events(&p);
@@ -733,6 +745,7 @@ fn refund(
             }
         }
     }
+    b.changes(payment);
     let mut p = payment.clone();
     p.refunded = Money(payment.refunded.0 + r);
     p.status = if p.refunded == p.amount {
