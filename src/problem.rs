@@ -272,7 +272,7 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited { retry_after_s } = self {
             res.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
         }
-        if let ApiError::Busy = self {
+        if let ApiError::Busy | ApiError::Unavailable(_) = self {
             res.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::Unauthorized = self {
@@ -304,6 +304,7 @@ impl From<onecard_actors::wallet::WalletError> for ApiError {
                     detail: r.detail,
                 },
             },
+            W::Unavailable(why) => ApiError::Unavailable(why),
             W::Store(why) => ApiError::internal(anyhow::anyhow!(why)),
         }
     }

@@ -111,9 +111,10 @@ impl LedgerHandle {
                 home: Home::here(),
             })
             .await
-            .map_err(|_| CommitError::Failed("ledger writer stopped".into()))?;
+            .map_err(|_| CommitError::Unavailable("ledger writer stopped".into()))?;
+        // The writer stops when the node does; a commit it dropped may have applied.
         rx.await
-            .map_err(|_| CommitError::Failed("ledger writer dropped a commit".into()))?
+            .map_err(|_| CommitError::Unavailable("ledger writer dropped a commit".into()))?
     }
 }
 

@@ -76,7 +76,38 @@ pub struct PgStore {
     ledger: Pool,
 }
 
+/// How long a node waits to open a connection to PostgreSQL, unless the URL says
+/// (`connect_timeout`): a host that is down or unreachable is answered 503 in seconds.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long data sent to PostgreSQL may go unacknowledged before the connection is
+/// closed, unless the URL says (`tcp_user_timeout`): a server that vanished without a
+/// word (a partition, a failed-over address) breaks the connection in seconds rather
+/// than after the kernel's retransmissions, about a quarter of an hour.
+const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether `e` says that PostgreSQL could not be reached or went away (a restart, a
+/// failover, a broken connection, a server refusing connections for now), rather than
+/// that it refused what was asked. Such failures are answered 503: try again later.
+pub(crate) fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exceptions; 57P01..57P04: shut down, crashed, starting up, the
+        // database dropped; 53300: too many connections; 25006: a read-only transaction
+        // (a failover left this node on a standby).
+        return code.starts_with("08")
+            || code.starts_with("57P")
+            || code == "53300"
+            || code == "25006";
+    }
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.to_string().starts_with("timeout")
+}
+
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    if unreachable(&e) {
+        return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+    }
     if let Some(db) = e.as_db_error() {
         if *db.code() == SqlState::UNIQUE_VIOLATION {
             match db.constraint() {
@@ -122,7 +153,13 @@ fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResu
 impl PgStore {
     /// Connects, applies migrations under an advisory lock, and builds the pool.
     pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
-        let config = tokio_postgres::Config::from_str(url).map_err(pg)?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(pg)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         Self::migrate(&config).await?;
         let manager_config = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,

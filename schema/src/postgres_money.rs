@@ -22,7 +22,7 @@ use crate::ids::*;
 use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
-use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore, PgTime};
+use crate::postgres::{check_refs, insert_audit, insert_token, pg, unreachable, PgStore, PgTime};
 use crate::sqlite::paginate;
 use crate::wallet::*;
 
@@ -1092,17 +1092,28 @@ impl MoneyStore for PgStore {
     }
 
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
+        let failed = |e: &tokio_postgres::Error| {
+            if unreachable(e) {
+                CommitError::Unavailable(e.to_string())
+            } else {
+                CommitError::Failed(e.to_string())
+            }
+        };
         let mut client = match self.ledger_client().await {
             Ok(c) => c,
             Err(e) => {
-                return commits
-                    .iter()
-                    .map(|_| Err(CommitError::Failed(e.to_string())))
-                    .collect()
+                let e = match e {
+                    StoreError::Unavailable(why) => CommitError::Unavailable(why),
+                    e => CommitError::Failed(e.to_string()),
+                };
+                return vec![Err(e); commits.len()];
             }
         };
         match commit_batch(&mut client, &commits).await {
             Ok(results) => results,
+            // The connection broke or PostgreSQL went away: every commit of the batch is
+            // in the same state, and trying them one by one would only fail again.
+            Err(e) if unreachable(&e) => vec![Err(failed(&e)); commits.len()],
             Err(batch_error) if commits.len() > 1 => {
                 // Isolate whatever failed: each commit alone, in its own transaction.
                 tracing::warn!(error = %batch_error, size = commits.len(), "batch commit failed; retrying one by one");
@@ -1111,13 +1122,13 @@ impl MoneyStore for PgStore {
                     out.push(
                         match commit_batch(&mut client, std::slice::from_ref(commit)).await {
                             Ok(mut r) => r.remove(0),
-                            Err(e) => Err(CommitError::Failed(e.to_string())),
+                            Err(e) => Err(failed(&e)),
                         },
                     );
                 }
                 out
             }
-            Err(e) => vec![Err(CommitError::Failed(e.to_string()))],
+            Err(e) => vec![Err(failed(&e))],
         }
     }
 

@@ -465,7 +465,28 @@ impl rusqlite::ToSql for TextUuid {
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    if unavailable(&e) {
+        return StoreError::Unavailable(format!("SQLite: {e}"));
+    }
     StoreError::backend(e)
+}
+
+/// Whether `e` is the database file being out of reach for now (the disk full or failing,
+/// the file locked past the busy timeout, out of memory) rather than a refusal of what was
+/// asked: answered 503, to be retried.
+pub(crate) fn unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::DiskFull
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::OutOfMemory
+        )
+    )
 }
 
 pub(crate) fn ms(t: Timestamp) -> i64 {
@@ -1732,6 +1753,35 @@ mod tests {
             .write(|c| Ok((pragma(c, "page_size")?, pragma(c, "wal_autocheckpoint")?)))
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn a_database_out_of_reach_is_unavailable_and_a_refused_write_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); BEGIN EXCLUSIVE;")
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let locked = other
+            .execute("INSERT INTO t (id) VALUES (1)", [])
+            .unwrap_err();
+        assert!(
+            matches!(db(locked), StoreError::Unavailable(_)),
+            "a file locked past the busy timeout"
+        );
+        holder
+            .execute_batch("INSERT INTO t (id) VALUES (1); COMMIT;")
+            .unwrap();
+        let taken = other
+            .execute("INSERT INTO t (id) VALUES (1)", [])
+            .unwrap_err();
+        assert!(
+            matches!(db(taken), StoreError::Backend(_)),
+            "a constraint is a refusal, not an outage"
+        );
     }
 
     #[test]

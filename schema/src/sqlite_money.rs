@@ -12,8 +12,8 @@ use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::sqlite::{
-    check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, uuid_col,
-    SqliteStore, TextUuid,
+    check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, unavailable,
+    uuid_col, SqliteStore, TextUuid,
 };
 use crate::wallet::*;
 
@@ -325,7 +325,13 @@ fn payments_unchanged(
 
 /// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
-    let fail = |e: rusqlite::Error| CommitError::Failed(e.to_string());
+    let fail = |e: rusqlite::Error| {
+        if unavailable(&e) {
+            CommitError::Unavailable(e.to_string())
+        } else {
+            CommitError::Failed(e.to_string())
+        }
+    };
     let tenant = w.wallet.tenant_id;
     if w.require_active {
         let active = c
@@ -644,12 +650,12 @@ impl MoneyStore for SqliteStore {
                 Ok(results)
             })
             .await;
-        match result {
-            Ok(results) => results,
-            Err(e) => (0..n)
-                .map(|_| Err(CommitError::Failed(e.to_string())))
-                .collect(),
-        }
+        let failed = match result {
+            Ok(results) => return results,
+            Err(StoreError::Unavailable(why)) => CommitError::Unavailable(why),
+            Err(e) => CommitError::Failed(e.to_string()),
+        };
+        vec![Err(failed); n]
     }
 
     async fn find_money_request(

@@ -551,6 +551,12 @@ pub enum CommitError {
     /// The commit required an active card, and the cardholder is not (or no longer) active.
     #[error("card not active")]
     CardInactive,
+    /// The store could not be reached, or the connection broke. Whether the commit
+    /// applied is unknown (the connection may have broken after its `COMMIT` was sent): the
+    /// request is answered 503, and its retry with the same idempotency key is either
+    /// replayed or made.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store failure: {0}")]
     Failed(String),
 }

@@ -7,6 +7,7 @@ mod admins;
 mod browser;
 mod crash;
 mod edge;
+mod faults;
 mod import;
 mod money;
 mod nodes;

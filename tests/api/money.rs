@@ -123,7 +123,7 @@ async fn funded(
     (shop, user, me)
 }
 
-async fn ledger_balances(app: &TestApp, admin: &str) {
+pub(crate) async fn ledger_balances(app: &TestApp, admin: &str) {
     let (s, check) = app.get("/api/v1/ledger/check", admin).await;
     assert_eq!(s, 200, "{check}");
     assert_eq!(check["balanced"], true, "{check}");

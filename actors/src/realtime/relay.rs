@@ -5,8 +5,13 @@
 //! refused while Redis was away. At start-up it sweeps everything. Publishing twice is
 //! harmless (the log drops an event id it has seen), so the relays of several nodes may
 //! sweep the same rows.
+//!
+//! Each topic's events are published in the order they were committed, outages included:
+//! once a publish fails (or the relay's queue overflows), fresh events are left to the
+//! outbox too, and the relay goes back to publishing them as they come only after a sweep
+//! of the whole outbox has published everything in it, oldest first.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +39,9 @@ pub static SWEPT: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone)]
 pub struct Relay {
     tx: mpsc::Sender<Vec<PendingEvent>>,
+    /// Some events wait in the outbox: until a sweep has published them, newer ones wait
+    /// there too.
+    behind: Arc<AtomicBool>,
 }
 
 /// How often the sweep runs and how old a row must be before it takes it.
@@ -62,32 +70,76 @@ impl Relay {
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let behind = Arc::new(AtomicBool::new(false));
         tokio::spawn(clean(store.clone(), done_rx));
-        tokio::spawn(run(store, log, clock, timing, rx, done_tx));
-        Relay { tx }
+        let ends = Ends {
+            store,
+            log,
+            done: done_tx,
+            behind: behind.clone(),
+        };
+        tokio::spawn(run(ends, clock, timing, rx));
+        Relay { tx, behind }
     }
 
     /// Events that are durable now. Never blocks: when the relay is far behind, the
-    /// events wait in the outbox for the sweep instead.
+    /// events wait in the outbox for the sweep instead (and so do the ones after them).
     pub fn submit(&self, events: Vec<PendingEvent>) {
         if events.is_empty() {
             return;
         }
         if self.tx.try_send(events).is_err() {
+            self.behind.store(true, Ordering::SeqCst);
             tracing::warn!("relay queue full: events wait for the outbox sweep");
         }
     }
 }
 
-async fn run(
+/// What the relay reads from and publishes to.
+struct Ends {
     store: Arc<dyn Store>,
     log: Arc<dyn TopicLog>,
+    /// Published outbox pages, for the cleaner to delete.
+    done: mpsc::UnboundedSender<Vec<EventId>>,
+    behind: Arc<AtomicBool>,
+}
+
+impl Ends {
+    /// Publishes fresh events, unless older ones wait in the outbox: then they are left
+    /// there for the sweep, which publishes them after those.
+    async fn fresh(&self, batch: &[PendingEvent]) {
+        if self.behind.load(Ordering::SeqCst) {
+            return;
+        }
+        if publish(&*self.log, batch, &self.done).await {
+            RELAYED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        } else {
+            self.behind.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The sweep: every row when the relay is behind (it is caught up once they are
+    /// published), otherwise the rows written before `stale`.
+    async fn sweep(&self, stale: Option<jiff::Timestamp>) {
+        let caught_up = if self.behind.swap(false, Ordering::SeqCst) {
+            sweep(&*self.store, &*self.log, None, &self.done).await
+        } else {
+            sweep(&*self.store, &*self.log, stale, &self.done).await
+        };
+        if !caught_up {
+            self.behind.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn run(
+    ends: Ends,
     clock: Arc<dyn Clock>,
     timing: SweepTiming,
     mut rx: mpsc::Receiver<Vec<PendingEvent>>,
-    done: mpsc::UnboundedSender<Vec<EventId>>,
 ) {
-    sweep(&*store, &*log, None, &done).await;
+    ends.behind.store(true, Ordering::SeqCst);
+    ends.sweep(None).await;
     let mut tick = tokio::time::interval(timing.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,14 +152,11 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                if publish(&*log, &batch, &done).await {
-                    RELAYED.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
+                ends.fresh(&batch).await;
             }
             _ = tick.tick() => {
                 let stale = jiff::SignedDuration::try_from(timing.stale_after).unwrap_or_default();
-                let before = clock.now().checked_sub(stale).ok();
-                sweep(&*store, &*log, before, &done).await;
+                ends.sweep(clock.now().checked_sub(stale).ok()).await;
             }
         }
     }
@@ -136,28 +185,30 @@ async fn publish(
     }
 }
 
+/// Publishes the outbox's rows written before `before` (all of them for `None`), oldest
+/// first; answers whether it published every row it found.
 async fn sweep(
     store: &dyn Store,
     log: &dyn TopicLog,
     before: Option<jiff::Timestamp>,
     done: &mpsc::UnboundedSender<Vec<EventId>>,
-) {
+) -> bool {
     loop {
         let rows = match store.pending_outbox(before, SWEEP_PAGE).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox sweep could not read");
-                return;
+                return false;
             }
         };
         if rows.is_empty() {
-            return;
+            return true;
         }
         let chunks = whole_pages(&rows, BATCH_MAX);
         let full = chunks.iter().map(|c| c.pages).sum::<usize>() == SWEEP_PAGE;
         for chunk in chunks {
             if !publish(log, chunk.events, done).await {
-                return;
+                return false;
             }
         }
         SWEPT.fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -166,7 +217,7 @@ async fn sweep(
             "outbox sweep published events left behind"
         );
         if !full {
-            return;
+            return true;
         }
         // The next page: these rows are published but maybe not deleted yet, and the log
         // would drop them anyway; wait for the cleaner so the page moves on.

@@ -80,6 +80,10 @@ pub enum WalletError {
     Refused(Refusal),
     #[error("idempotency key used with another request")]
     IdempotencyConflict,
+    /// The store (or this node's way to it) is unavailable for now: answered 503, and the
+    /// request may be retried with the same idempotency key.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store: {0}")]
     Store(String),
 }
@@ -163,11 +167,20 @@ fn with_request(
     Some((commit, request))
 }
 
-/// Why a wallet could not be loaded, as the caller sees it: `NotFound` for no such
-/// cardholder in the tenant.
+/// A store failure as the caller sees it: `NotFound` for no such cardholder in the
+/// tenant, `Unavailable` while the store cannot be reached.
 fn load_failed(e: &StoreError) -> WalletError {
     match e {
         StoreError::NotFound => WalletError::NotFound,
+        StoreError::Unavailable(why) => WalletError::Unavailable(why.clone()),
+        e => WalletError::Store(e.to_string()),
+    }
+}
+
+/// A commit the store did not apply, for a reason the wallet cannot decide around.
+fn commit_failed(e: CommitError) -> WalletError {
+    match e {
+        CommitError::Unavailable(why) => WalletError::Unavailable(why),
         e => WalletError::Store(e.to_string()),
     }
 }
@@ -221,7 +234,7 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
                 .store
                 .find_money_request(k.scope.clone(), k.key.clone())
                 .await
-                .map_err(|e| WalletError::Store(e.to_string()))?
+                .map_err(|e| load_failed(&e))?
                 .ok_or_else(|| WalletError::Store("idempotency record vanished".into()))?;
             if stored.request_hash != k.hash {
                 return Err(WalletError::IdempotencyConflict);
@@ -262,10 +275,13 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
             };
             match env.ledger.commit(commit).await {
                 Ok(()) => Ok(Step::Applied(Box::new(second), request)),
-                Err(e) => Err(WalletError::Store(format!("retry after {e:?} failed: {e}"))),
+                Err(again) => {
+                    tracing::warn!(first = %e, again = %again, "a wallet commit failed twice");
+                    Err(commit_failed(again))
+                }
             }
         }
-        Err(CommitError::Failed(e)) => Err(WalletError::Store(e)),
+        Err(e @ (CommitError::Unavailable(_) | CommitError::Failed(_))) => Err(commit_failed(e)),
     }
 }
 
@@ -286,7 +302,7 @@ async fn answer_current(
         .store
         .wallet_version(call.user)
         .await
-        .map_err(|e| WalletError::Store(e.to_string()))?;
+        .map_err(|e| load_failed(&e))?;
     let (decided, fresh) = if stored == held {
         (first, None)
     } else {
@@ -687,9 +703,9 @@ impl Wallets {
             let _counted = InFlight(entry.in_flight.clone());
             match entry.addr.try_send(msg) {
                 Ok(()) => {
-                    return rx
-                        .await
-                        .unwrap_or_else(|_| Err(WalletError::Store("wallet actor stopped".into())))
+                    return rx.await.unwrap_or_else(|_| {
+                        Err(WalletError::Unavailable("wallet actor stopped".into()))
+                    })
                 }
                 Err(SendError::Full(_)) => return Err(WalletError::Busy),
                 Err(SendError::Closed(back)) => {
