@@ -28,6 +28,9 @@ pub struct Config {
     pub root_token: Option<SecretString>,
     pub master_key: Option<SecretString>,
     pub provider: String,
+    /// How long a node waits for the payment provider's answer to a deferred debit before
+    /// it counts the provider as unavailable (the payment stays `accepted`, asked again).
+    pub provider_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub db_pool_size: usize,
     pub rate_limit_per_s: u32,
@@ -76,6 +79,7 @@ const KNOWN: &[&str] = &[
     "ONECARD_ROOT_TOKEN",
     "ONECARD_MASTER_KEY",
     "ONECARD_PROVIDER",
+    "ONECARD_PROVIDER_TIMEOUT_MS",
     "ONECARD_LOG_FORMAT",
     "ONECARD_DB_POOL_SIZE",
     "ONECARD_RATE_LIMIT_PER_S",
@@ -184,6 +188,13 @@ impl Config {
             root_token: root_token.map(Into::into),
             master_key: master_key.map(Into::into),
             provider,
+            provider_timeout: std::time::Duration::from_millis(number(
+                &get,
+                "ONECARD_PROVIDER_TIMEOUT_MS",
+                limits::PROVIDER_TIMEOUT_MS_DEFAULT,
+                100,
+                600_000,
+            )? as u64),
             log_format,
             db_pool_size: number(
                 &get,
@@ -264,6 +275,10 @@ impl Config {
             ("root_token", secret(&self.root_token)),
             ("master_key", secret(&self.master_key)),
             ("provider", self.provider.clone()),
+            (
+                "provider_timeout",
+                format!("{} ms", self.provider_timeout.as_millis()),
+            ),
             (
                 "log_format",
                 format!("{:?}", self.log_format).to_lowercase(),

@@ -31,6 +31,10 @@ pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 64;
 /// past any client's retries, yet the records, the largest rows a payment writes, do not
 /// pile up for ever.
 pub const IDEMPOTENCY_KEEP_DAYS_DEFAULT: usize = 30;
+/// How long a node waits for the provider's answer to a deferred debit by default
+/// (`ONECARD_PROVIDER_TIMEOUT_MS`). A provider that hangs must not hold one of the node's
+/// 64 provider calls, nor keep its payment from being asked again, for ever.
+pub const PROVIDER_TIMEOUT_MS_DEFAULT: usize = 20_000;
 /// How often each node purges idempotency records past their keep, and how many go per
 /// statement (a short write each, between payments).
 pub const IDEMPOTENCY_PURGE_S: u64 = 600;

@@ -105,6 +105,7 @@ impl Application {
             ledger,
             clock: clock.clone(),
             provider: sandbox.clone(),
+            provider_timeout: config.provider_timeout,
             mailbox: config.wallet_mailbox,
         };
         // By default the wallet actors share the commit thread: a commit goes to the

@@ -256,6 +256,72 @@ async fn a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is
     ledger_balances(&app, &shop.admin).await;
 }
 
+/// A provider that hangs instead of answering (a real one without a timeout of its own,
+/// say) is given up on after `ONECARD_PROVIDER_TIMEOUT_MS`: the payment stays `accepted`
+/// with no arrears, the node lets go of it, and the sweep asks again, so that once the
+/// provider answers again the payment settles. Without the timeout the first ask would
+/// hold the payment (and one of the node's provider calls) for as long as the provider
+/// hangs.
+#[actix_web::test]
+async fn a_provider_that_hangs_is_given_up_on_and_asked_again() {
+    let Some(app) = spawn_with(Engine::Sqlite, |c| {
+        c.provider_timeout = std::time::Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "D-10").await;
+    let sandbox_path = format!("/api/v1/sandbox/provider/users/{user}");
+    let sandbox = |body: Value| {
+        app.send(
+            reqwest::Method::PUT,
+            &sandbox_path,
+            Some(&shop.admin),
+            Some(body),
+        )
+    };
+    let (s, v) = sandbox(json!({"available": 1_000, "latency_ms": 60_000})).await;
+    assert_eq!(s, 200, "{v}");
+    let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
+    assert_eq!(p["status"], "accepted", "{p}");
+    let id = p["id"].as_str().unwrap();
+
+    app.clock.advance(SignedDuration::from_secs(61));
+    let started = std::time::Instant::now();
+    while onecard::deferred::ask_again(&app.state).await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the hanging ask was never given up on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, got) = app
+        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
+        .await;
+    assert_eq!(got["status"], "accepted", "{got}");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["arrears"], 0, "{w}");
+
+    sandbox(json!({"available": 1_000})).await;
+    let started = std::time::Instant::now();
+    while onecard::deferred::ask_again(&app.state).await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the second hanging ask was never given up on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+        p["status"] == "succeeded"
+    })
+    .await;
+    ledger_balances(&app, &shop.admin).await;
+}
+
 /// Two nodes on one PostgreSQL (with the database, dropped last).
 async fn two_nodes() -> Option<(TestApp, TestApp, PgDatabase)> {
     let (db, url) = PgDatabase::create().await?;

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::clock::Clock;
 use crate::domain::code::{CODE_SKEW, CODE_TTL};
 use crate::ledger::LedgerHandle;
-use crate::provider::Provider;
+use crate::provider::{Provider, ProviderUnavailable};
 use crate::wake::{self, Home};
 use decide::{decide, Decision};
 pub use decide::{Answer, CodeCheck, MerchantInfo, Op, Policy, Refusal};
@@ -94,6 +94,9 @@ pub struct Env {
     pub ledger: LedgerHandle,
     pub clock: Arc<dyn Clock>,
     pub provider: Arc<dyn Provider>,
+    /// A provider that has not answered a deferred debit in this long counts as
+    /// unavailable: the payment stays `accepted` and is asked again later.
+    pub provider_timeout: std::time::Duration,
     pub mailbox: usize,
 }
 
@@ -641,11 +644,18 @@ impl Wallets {
             actix::spawn(async move {
                 // The semaphore is never closed.
                 let _slot = slots.acquire_owned().await;
-                match env
+                let asked = env
                     .provider
-                    .deferred_debit(user, p.id, p.breakdown.deferred)
+                    .deferred_debit(user, p.id, p.breakdown.deferred);
+                let answer = tokio::time::timeout(env.provider_timeout, asked)
                     .await
-                {
+                    .unwrap_or_else(|_| {
+                        Err(ProviderUnavailable(format!(
+                            "no answer within {} ms",
+                            env.provider_timeout.as_millis()
+                        )))
+                    });
+                match answer {
                     Ok(ok) => record_deferred(&me, p.tenant_id, user, p.id, ok).await,
                     Err(e) => {
                         tracing::warn!(error = %e, payment = %p.id, "deferred debit not answered; asked again later")
