@@ -76,15 +76,18 @@ impl WalletView {
         let frozen = is_frozen(&s.wallet, now);
         WalletView {
             balance: s.wallet.balance,
+            // What can still pay: an account or coupon past its expiry is not shown (an
+            // actor may outlive the moment it expired).
             subsidies: s
                 .subsidies
                 .iter()
-                .filter(|a| a.balance.0 > 0)
+                .filter(|a| a.balance.0 > 0 && a.expires_at.is_none_or(|e| now < e))
                 .cloned()
                 .collect(),
             coupons: s
                 .coupons
                 .iter()
+                .filter(|c| now < c.expires_at)
                 .map(|c| CouponView {
                     coupon: c.clone(),
                     used: c.used_payment.is_some(),

@@ -324,7 +324,13 @@ static WALLET_READS: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new
     [
         "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2".to_string(),
         format!("SELECT {WALLET_COLS} FROM wallets WHERE user_id = $1"),
-        format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 ORDER BY id"),
+        // Live accounts only: an expired one pays for nothing and is refunded into no
+        // more (its share goes to its funding, or to cash, SPEC §6), and a cardholder
+        // with years of daily subsidies would otherwise carry all of them in memory.
+        format!(
+            "SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = $1 \
+             AND (expires_at IS NULL OR expires_at > $2) ORDER BY id"
+        ),
         format!(
             "SELECT {COUPON_COLS} FROM coupons WHERE user_id = $1 AND expires_at > $2 ORDER BY id"
         ),
@@ -1060,7 +1066,7 @@ impl MoneyStore for PgStore {
         let (exists, wallet, subsidies, coupons, risks, open) = tokio::try_join!(
             c.query_opt(&member, &p0),
             c.query_opt(&w, &p1),
-            c.query(&s, &p1),
+            c.query(&s, &p2),
             c.query(&cp, &p2),
             c.query(&r, &p3),
             c.query(&p, &p1),

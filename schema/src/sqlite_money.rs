@@ -574,9 +574,13 @@ impl MoneyStore for SqliteStore {
                 .and_then(|mut st| st.query_row([user.to_string()], wallet_from_row).optional())
                 .map_err(db)?
                 .unwrap_or_else(|| WalletRow::empty(tenant, user, now));
+            // Live accounts only, as on PostgreSQL (`WALLET_READS`).
             let subsidies = c
-                .prepare_cached(&format!("SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = ? ORDER BY id"))
-                .and_then(|mut st| st.query_map([user.to_string()], subsidy_from_row)?.collect())
+                .prepare_cached(&format!(
+                    "SELECT {SUBSIDY_COLS} FROM subsidy_accounts WHERE user_id = ? \
+                     AND (expires_at IS NULL OR expires_at > ?) ORDER BY id"
+                ))
+                .and_then(|mut st| st.query_map(params![user.to_string(), ms(now)], subsidy_from_row)?.collect())
                 .map_err(db)?;
             let coupons = c
                 .prepare_cached(&format!(

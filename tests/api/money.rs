@@ -147,6 +147,7 @@ on_both_engines!(
     a_live_wallet_shows_a_subsidy_approved_after_it_loaded,
     a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is,
     concurrent_refunds_of_one_payment_never_return_more_than_it_took,
+    a_subsidy_or_coupon_past_its_expiry_is_neither_shown_nor_spent_nor_loaded,
 );
 
 /// Ten refunds of one payment at once, each of 60 % of it under its own key: exactly one
@@ -443,6 +444,64 @@ async fn a_live_wallet_shows_a_subsidy_approved_after_it_loaded(engine: Engine) 
         ),
         "{p}"
     );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+/// A subsidy account and a coupon that expire leave the cardholder's wallet as they
+/// expire: the live actor stops showing and spending them, and a wallet loaded afterwards
+/// (a restart, another node) does not carry the account at all, while the ledger still
+/// accounts for what it held.
+async fn a_subsidy_or_coupon_past_its_expiry_is_neither_shown_nor_spent_nor_loaded(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (shop, user, me) = funded(&app, 100_000, "X-1", 1_000).await;
+    let in_an_hour = (app.clock_now() + SignedDuration::from_hours(1)).to_string();
+    let rule = json!({"name": "Lunch", "amount": 500, "targets": {"user_ids": [user]},
+                      "expires_at": in_an_hour});
+    assert_eq!(approved_rule(&app, &shop.admin, rule).await, 1);
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/users/{user}/wallet/coupons"),
+            &shop.admin,
+            json!({"name": "Today", "discount": 50, "threshold": 0, "expires_at": in_an_hour}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let p = pay(&app, &shop, &code(&app, &me).await, 150).await;
+    assert_eq!(
+        p["breakdown"],
+        json!({"coupon": 50, "subsidy": 100, "balance": 0, "deferred": 0}),
+        "{p}"
+    );
+    let (_, w) = app.get("/api/v1/me/wallet", &me).await;
+    assert_eq!(w["subsidies"][0]["balance"], 400, "{w}");
+
+    app.clock.advance(SignedDuration::from_hours(2));
+    let (_, w) = app.get("/api/v1/me/wallet", &me).await;
+    assert_eq!(
+        (&w["subsidies"], w["balance"].as_i64()),
+        (&json!([]), Some(1_000)),
+        "{w}"
+    );
+    let p = pay(&app, &shop, &code(&app, &me).await, 150).await;
+    assert_eq!(
+        p["breakdown"],
+        json!({"coupon": 0, "subsidy": 0, "balance": 150, "deferred": 0}),
+        "{p}"
+    );
+    let loaded = app
+        .state
+        .store
+        .load_wallet(
+            app.tenant_of(&shop.admin).await,
+            onecard_schema::ids::UserId(user.parse().unwrap()),
+            app.clock_now(),
+        )
+        .await
+        .unwrap();
+    assert!(loaded.subsidies.is_empty(), "{:?}", loaded.subsidies);
+    assert!(loaded.coupons.is_empty(), "{:?}", loaded.coupons);
     ledger_balances(&app, &shop.admin).await;
 }
 
