@@ -914,6 +914,21 @@ fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
     on_both_engines("the ledger-check tamper test", tampered_run);
 }
 
+/// A world on a store whose wallet (500 topped up) paid 300: the payment, as stored.
+fn paid_in_store(url: Option<String>) -> (World, PaymentId, Payment) {
+    let mut world = World::with_store(url);
+    world.run(&Step::TopUp { amount: 500 });
+    world.run(&Step::Pay {
+        amount: 300,
+        merchant: 0,
+        code: 9,
+    });
+    let id = *world.order.last().expect("a payment");
+    let paid = world.payments[&id].clone();
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    (world, id, paid)
+}
+
 #[test]
 fn the_store_refuses_a_refund_beyond_the_payment_whatever_a_wallet_decided() {
     on_both_engines("the refund guard test", over_refund_run);
@@ -926,16 +941,7 @@ fn the_store_refuses_a_refund_beyond_the_payment_whatever_a_wallet_decided() {
 /// (`stale_refund_run`), and so does the wallet's version (`concurrent_refunds_*` in
 /// tests/api/money.rs).
 fn over_refund_run(url: Option<String>) {
-    let mut world = World::with_store(url);
-    world.run(&Step::TopUp { amount: 500 });
-    world.run(&Step::Pay {
-        amount: 300,
-        merchant: 0,
-        code: 9,
-    });
-    let id = *world.order.last().expect("a payment");
-    let paid = world.payments[&id].clone();
-    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    let (world, id, paid) = paid_in_store(url);
     let op = Op::Refund {
         payment: Box::new(paid.clone()),
         amount: None,
@@ -980,15 +986,7 @@ fn the_store_fences_a_refund_decided_on_a_payment_that_has_moved_on() {
 /// the second on the payment row itself, even though its wallet version is current, and
 /// it keeps nothing; decided again on the payment as stored, it lands.
 fn stale_refund_run(url: Option<String>) {
-    let mut world = World::with_store(url);
-    world.run(&Step::TopUp { amount: 500 });
-    world.run(&Step::Pay {
-        amount: 300,
-        merchant: 0,
-        code: 9,
-    });
-    let id = *world.order.last().expect("a payment");
-    let paid = world.payments[&id].clone();
+    let (world, id, paid) = paid_in_store(url);
     let (policy, now) = (&world.policy, world.now);
     let refund = |snap: &WalletSnapshot, p: &Payment| {
         let op = Op::Refund {

@@ -147,7 +147,7 @@ fn number_taken() -> StoreError {
 
 fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
     let s: &str = row.try_get(idx).map_err(pg)?;
-    parse(s).ok_or_else(|| StoreError::Unavailable(format!("unexpected stored value {s:?}")))
+    parse(s).ok_or_else(|| StoreError::Backend(format!("unexpected stored value {s:?}").into()))
 }
 
 impl PgStore {

@@ -136,8 +136,9 @@ fn payment_from_row(r: &Row) -> StoreResult<Payment> {
         merchant_id: MerchantId(r.get(3)),
         terminal_id: TerminalId(r.get(4)),
         amount: Money(r.get(5)),
-        status: PaymentStatus::parse(status)
-            .ok_or_else(|| StoreError::Unavailable(format!("status {status}")))?,
+        status: PaymentStatus::parse(status).ok_or_else(|| {
+            StoreError::Backend(format!("unexpected stored status {status:?}").into())
+        })?,
         decline_reason: reason.and_then(DeclineReason::parse),
         coupon_id: r.get::<_, Option<Uuid>>(8).map(CouponId),
         breakdown: Breakdown {

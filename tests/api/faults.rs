@@ -122,6 +122,15 @@ async fn node_behind_proxy() -> Option<(TestApp, Proxy, PgDatabase)> {
     Some((app, proxy, db))
 }
 
+/// A cardholder's cash balance, as an admin reads it.
+async fn balance(app: &TestApp, admin: &str, user: &str) -> i64 {
+    let (s, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), admin)
+        .await;
+    assert_eq!(s, 200, "{w}");
+    w["balance"].as_i64().expect("a balance")
+}
+
 /// Waits (up to 30 s) until the node reports ready again.
 async fn until_ready(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -181,14 +190,10 @@ async fn a_postgresql_outage_answers_503_loses_nothing_and_payments_resume() {
     }
     for (user, me) in &people {
         pay(&app, &shop, &code(&app, me).await, 50).await;
-        let (s, w) = app
-            .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
-            .await;
-        assert_eq!(s, 200, "{w}");
         assert_eq!(
-            w["balance"].as_i64(),
-            Some(10_000 - 100 - 3 * 250 - 50),
-            "each payment charged once: {w}"
+            balance(&app, &shop.admin, user).await,
+            10_000 - 100 - 3 * 250 - 50,
+            "each payment charged once"
         );
     }
     ledger_balances(&app, &shop.admin).await;
@@ -287,14 +292,10 @@ async fn payments_in_flight_when_postgresql_goes_away_are_charged_once_after_ret
     );
     for (i, (user, _)) in people.iter().enumerate() {
         let charged: i64 = (0..CODES).map(|n| (10 + i * 100 + n) as i64).sum();
-        let (s, w) = app
-            .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
-            .await;
-        assert_eq!(s, 200, "{w}");
         assert_eq!(
-            w["balance"].as_i64(),
-            Some(100_000 - charged),
-            "each key charged exactly once: {w}"
+            balance(&app, &shop.admin, user).await,
+            100_000 - charged,
+            "each key charged exactly once"
         );
     }
     ledger_balances(&app, &shop.admin).await;
@@ -360,13 +361,6 @@ async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_afte
         );
     }
     until_ready(&app).await;
-    let (s, w) = app
-        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
-        .await;
-    assert_eq!(
-        (s, w["balance"].as_i64()),
-        (200, Some(10_000 - 100 - 600)),
-        "{w}"
-    );
+    assert_eq!(balance(&app, &shop.admin, &user).await, 10_000 - 100 - 600);
     ledger_balances(&app, &shop.admin).await;
 }

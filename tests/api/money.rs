@@ -189,6 +189,13 @@ async fn concurrent_refunds_of_one_payment_never_return_more_than_it_took(engine
     ledger_balances(&app, &shop.admin).await;
 }
 
+/// Sets how the sandbox provider treats `user`'s deferred debits.
+async fn set_sandbox(app: &TestApp, admin: &str, user: &str, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/sandbox/provider/users/{user}");
+    app.send(reqwest::Method::PUT, &path, Some(admin), Some(body))
+        .await
+}
+
 /// A deferred debit the provider could not answer (an outage) leaves the payment
 /// `accepted`: not settled, and not in arrears either. The node's sweep asks again about
 /// payments accepted over a minute ago, and once the provider is back the payment settles.
@@ -198,15 +205,7 @@ async fn a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is
     };
     let shop = shop(&app, 5_000).await;
     let (user, me) = person(&app, &shop.admin, "D-9").await;
-    let sandbox_path = format!("/api/v1/sandbox/provider/users/{user}");
-    let sandbox = |body: Value| {
-        app.send(
-            reqwest::Method::PUT,
-            &sandbox_path,
-            Some(&shop.admin),
-            Some(body),
-        )
-    };
+    let sandbox = |body: Value| set_sandbox(&app, &shop.admin, &user, body);
     let (s, v) = sandbox(json!({"available": 1_000, "unavailable": true})).await;
     assert_eq!((s, v["unavailable"].as_bool()), (200, Some(true)), "{v}");
     let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
@@ -274,15 +273,7 @@ async fn a_provider_that_hangs_is_given_up_on_and_asked_again() {
     };
     let shop = shop(&app, 5_000).await;
     let (user, me) = person(&app, &shop.admin, "D-10").await;
-    let sandbox_path = format!("/api/v1/sandbox/provider/users/{user}");
-    let sandbox = |body: Value| {
-        app.send(
-            reqwest::Method::PUT,
-            &sandbox_path,
-            Some(&shop.admin),
-            Some(body),
-        )
-    };
+    let sandbox = |body: Value| set_sandbox(&app, &shop.admin, &user, body);
     let (s, v) = sandbox(json!({"available": 1_000, "latency_ms": 60_000})).await;
     assert_eq!(s, 200, "{v}");
     let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
@@ -996,14 +987,7 @@ async fn every_decline_reason_is_recorded_with_its_reason(engine: Engine) {
     .await;
 
     // arrears: a deferred debit the provider declines.
-    let (s, _) = app
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/sandbox/provider/users/{user}"),
-            Some(&shop.admin),
-            Some(json!({"available": 0})),
-        )
-        .await;
+    let (s, _) = set_sandbox(&app, &shop.admin, &user, json!({"available": 0})).await;
     assert_eq!(s, 200);
     let p = pay(&app, &shop, &code(&app, &me).await, 5_000).await; // balance 9,900: no deferred part
     assert_eq!(p["status"], "succeeded");
@@ -1187,13 +1171,7 @@ async fn arrears_block_payments_are_reminded_daily_and_lift_on_repayment(engine:
     };
     let shop = shop(&app, 5_000).await;
     let (user, me) = person(&app, &shop.admin, "A-1").await;
-    app.send(
-        reqwest::Method::PUT,
-        &format!("/api/v1/sandbox/provider/users/{user}"),
-        Some(&shop.admin),
-        Some(json!({"available": 100})),
-    )
-    .await;
+    set_sandbox(&app, &shop.admin, &user, json!({"available": 100})).await;
     let p = pay(&app, &shop, &code(&app, &me).await, 300).await;
     assert_eq!(
         (p["status"].as_str(), p["breakdown"]["deferred"].as_i64()),
