@@ -196,6 +196,29 @@ async fn set_sandbox(app: &TestApp, admin: &str, user: &str, body: Value) -> (u1
         .await
 }
 
+/// Asks about stale deferred debits until the node takes this one up again, that is once
+/// it has let go of its last ask (within 10 s; `why` says what failed otherwise).
+async fn asked_again(app: &TestApp, why: &str) {
+    let started = std::time::Instant::now();
+    while onecard::deferred::ask_again(&app.state).await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{why}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The payment `id` is still `accepted`, and `user` owes nothing.
+async fn accepted_without_arrears(app: &TestApp, admin: &str, id: &str, user: &str) {
+    let (_, got) = app.get(&format!("/api/v1/payments/{id}"), admin).await;
+    assert_eq!(got["status"], "accepted", "{got}");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), admin)
+        .await;
+    assert_eq!(w["arrears"], 0, "{w}");
+}
+
 /// A deferred debit the provider could not answer (an outage) leaves the payment
 /// `accepted`: not settled, and not in arrears either. The node's sweep asks again about
 /// payments accepted over a minute ago, and once the provider is back the payment settles.
@@ -216,32 +239,16 @@ async fn a_deferred_debit_the_provider_did_not_answer_is_asked_again_until_it_is
     );
     let id = p["id"].as_str().unwrap();
     let ask_again = || onecard::deferred::ask_again(&app.state);
-    // Asks again once the node has let go of the payment (its last ask has ended).
-    let asked_again = || async {
-        for _ in 0..500 {
-            if ask_again().await.unwrap() == 1 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("payment {id} was never asked about again");
-    };
+    let never = "the payment was never asked about again";
     assert_eq!(ask_again().await.unwrap(), 0, "accepted a moment ago");
     app.clock.advance(SignedDuration::from_secs(61));
-    asked_again().await;
+    asked_again(&app, never).await;
     // That ask failed too, and let go: the payment is still accepted, with no arrears.
-    asked_again().await;
-    let (_, got) = app
-        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
-        .await;
-    assert_eq!(got["status"], "accepted", "{got}");
-    let (_, w) = app
-        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
-        .await;
-    assert_eq!(w["arrears"], 0, "{w}");
+    asked_again(&app, never).await;
+    accepted_without_arrears(&app, &shop.admin, id, &user).await;
 
     sandbox(json!({"available": 1_000})).await;
-    asked_again().await;
+    asked_again(&app, never).await;
     app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
         p["status"] == "succeeded"
     })
@@ -281,32 +288,11 @@ async fn a_provider_that_hangs_is_given_up_on_and_asked_again() {
     let id = p["id"].as_str().unwrap();
 
     app.clock.advance(SignedDuration::from_secs(61));
-    let started = std::time::Instant::now();
-    while onecard::deferred::ask_again(&app.state).await.unwrap() == 0 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the hanging ask was never given up on"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let (_, got) = app
-        .get(&format!("/api/v1/payments/{id}"), &shop.admin)
-        .await;
-    assert_eq!(got["status"], "accepted", "{got}");
-    let (_, w) = app
-        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
-        .await;
-    assert_eq!(w["arrears"], 0, "{w}");
+    asked_again(&app, "the hanging ask was never given up on").await;
+    accepted_without_arrears(&app, &shop.admin, id, &user).await;
 
     sandbox(json!({"available": 1_000})).await;
-    let started = std::time::Instant::now();
-    while onecard::deferred::ask_again(&app.state).await.unwrap() == 0 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the second hanging ask was never given up on"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    asked_again(&app, "the second hanging ask was never given up on").await;
     app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
         p["status"] == "succeeded"
     })
