@@ -760,10 +760,12 @@ async fn commit_at_once(
     let tx = client.transaction().await?;
     // Payments the batch changes (refunds, settlements: rare) are checked and locked
     // first, so that the batch's own writes, sent next, cannot be what the check reads.
-    let all: Vec<usize> = (0..commits.len()).collect();
-    if !changed_payments(&tx, commits, &all).await?.is_empty() {
-        tx.rollback().await?;
-        return Ok(false);
+    if commits.iter().any(|c| !c.payment_fences.is_empty()) {
+        let all: Vec<usize> = (0..commits.len()).collect();
+        if !changed_payments(&tx, commits, &all).await?.is_empty() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
     }
     let with_req: Vec<usize> = (0..commits.len())
         .filter(|i| commits[*i].request.is_some())
@@ -1099,28 +1101,16 @@ impl MoneyStore for PgStore {
     }
 
     async fn commit_wallets(&self, commits: Vec<WalletCommit>) -> Vec<Result<(), CommitError>> {
-        let failed = |e: &tokio_postgres::Error| {
-            if unreachable(e) {
-                CommitError::Unavailable(e.to_string())
-            } else {
-                CommitError::Failed(e.to_string())
-            }
-        };
+        let failed = |e: tokio_postgres::Error| CommitError::from(pg(e));
         let mut client = match self.ledger_client().await {
             Ok(c) => c,
-            Err(e) => {
-                let e = match e {
-                    StoreError::Unavailable(why) => CommitError::Unavailable(why),
-                    e => CommitError::Failed(e.to_string()),
-                };
-                return vec![Err(e); commits.len()];
-            }
+            Err(e) => return vec![Err(e.into()); commits.len()],
         };
         match commit_batch(&mut client, &commits).await {
             Ok(results) => results,
             // The connection broke or PostgreSQL went away: every commit of the batch is
             // in the same state, and trying them one by one would only fail again.
-            Err(e) if unreachable(&e) => vec![Err(failed(&e)); commits.len()],
+            Err(e) if unreachable(&e) => vec![Err(failed(e)); commits.len()],
             Err(batch_error) if commits.len() > 1 => {
                 // Isolate whatever failed: each commit alone, in its own transaction.
                 tracing::warn!(error = %batch_error, size = commits.len(), "batch commit failed; retrying one by one");
@@ -1129,13 +1119,13 @@ impl MoneyStore for PgStore {
                     out.push(
                         match commit_batch(&mut client, std::slice::from_ref(commit)).await {
                             Ok(mut r) => r.remove(0),
-                            Err(e) => Err(failed(&e)),
+                            Err(e) => Err(failed(e)),
                         },
                     );
                 }
                 out
             }
-            Err(e) => vec![Err(failed(&e))],
+            Err(e) => vec![Err(failed(e))],
         }
     }
 

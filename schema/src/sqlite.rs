@@ -474,7 +474,7 @@ pub(crate) fn db(e: rusqlite::Error) -> StoreError {
 /// Whether `e` is the database file being out of reach for now (the disk full or failing,
 /// the file locked past the busy timeout, out of memory) rather than a refusal of what was
 /// asked: answered 503, to be retried.
-pub(crate) fn unavailable(e: &rusqlite::Error) -> bool {
+fn unavailable(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode as C;
     matches!(
         e.sqlite_error_code(),

@@ -12,8 +12,8 @@ use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::sqlite::{
-    check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, unavailable,
-    uuid_col, SqliteStore, TextUuid,
+    check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, uuid_col,
+    SqliteStore, TextUuid,
 };
 use crate::wallet::*;
 
@@ -325,13 +325,7 @@ fn payments_unchanged(
 
 /// Applies one commit; the caller wraps it in a savepoint and rolls back on `Err`.
 fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
-    let fail = |e: rusqlite::Error| {
-        if unavailable(&e) {
-            CommitError::Unavailable(e.to_string())
-        } else {
-            CommitError::Failed(e.to_string())
-        }
-    };
+    let fail = |e: rusqlite::Error| CommitError::from(db(e));
     let tenant = w.wallet.tenant_id;
     if w.require_active {
         let active = c
@@ -654,12 +648,10 @@ impl MoneyStore for SqliteStore {
                 Ok(results)
             })
             .await;
-        let failed = match result {
-            Ok(results) => return results,
-            Err(StoreError::Unavailable(why)) => CommitError::Unavailable(why),
-            Err(e) => CommitError::Failed(e.to_string()),
-        };
-        vec![Err(failed); n]
+        match result {
+            Ok(results) => results,
+            Err(e) => vec![Err(e.into()); n],
+        }
     }
 
     async fn find_money_request(

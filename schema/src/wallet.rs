@@ -561,6 +561,19 @@ pub enum CommitError {
     Failed(String),
 }
 
+impl From<crate::error::StoreError> for CommitError {
+    /// A store failure as a commit's: `Unavailable` stays so (answered 503, to be
+    /// retried); anything else failed the commit.
+    fn from(e: crate::error::StoreError) -> Self {
+        use crate::error::StoreError as E;
+        match e {
+            E::Unavailable(why) => CommitError::Unavailable(why),
+            E::Backend(source) => CommitError::Failed(source.to_string()),
+            e => CommitError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// A wallet and everything the actor needs to decide on it.
 #[derive(Clone, Debug)]
 pub struct WalletSnapshot {

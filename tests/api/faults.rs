@@ -131,15 +131,6 @@ async fn balance(app: &TestApp, admin: &str, user: &str) -> i64 {
     w["balance"].as_i64().expect("a balance")
 }
 
-/// Waits (up to 30 s) until the node reports ready again.
-async fn until_ready(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ready(app).await != 200 {
-        assert!(Instant::now() < deadline, "readiness never recovered");
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// PostgreSQL goes away under a node in the middle of the lunch rush and comes back. Each
 /// payment meanwhile answers a prompt 503 problem+json (retry later, same key): never a
 /// 500, never a hang, never a 201 it did not keep. Readiness says so, and recovers by
@@ -182,7 +173,8 @@ async fn a_postgresql_outage_answers_503_loses_nothing_and_payments_resume() {
     assert_eq!(ready(&app).await, 503, "readiness reports the outage");
 
     proxy.restore();
-    until_ready(&app).await;
+    app.wait_for("/readyz", "", |r| r["status"] == "ready")
+        .await;
     for (key, body) in &tries {
         let (s, p) = keyed(&app, "/api/v1/payments", &shop.terminal, key, body.clone()).await;
         assert_eq!(s, 201, "a payment refused meanwhile is made on retry: {p}");
@@ -276,7 +268,8 @@ async fn payments_in_flight_when_postgresql_goes_away_are_charged_once_after_ret
         "payments went through around the outage"
     );
 
-    until_ready(&app).await;
+    app.wait_for("/readyz", "", |r| r["status"] == "ready")
+        .await;
     let mut replayed = 0;
     for (key, body, s) in &tries {
         if *s == 503 {
@@ -360,7 +353,8 @@ async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_afte
             (json!(n + 2), id.clone())
         );
     }
-    until_ready(&app).await;
+    app.wait_for("/readyz", "", |r| r["status"] == "ready")
+        .await;
     assert_eq!(balance(&app, &shop.admin, &user).await, 10_000 - 100 - 600);
     ledger_balances(&app, &shop.admin).await;
 }
