@@ -31,6 +31,9 @@ pub struct Config {
     /// How long a node waits for the payment provider's answer to a deferred debit before
     /// it counts the provider as unavailable (the payment stays `accepted`, asked again).
     pub provider_timeout: std::time::Duration,
+    /// How long a request may take before it is answered 503 `unavailable` (what it
+    /// started may still complete: a retry with the same Idempotency-Key finds out).
+    pub request_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub db_pool_size: usize,
     pub rate_limit_per_s: u32,
@@ -80,6 +83,7 @@ const KNOWN: &[&str] = &[
     "ONECARD_MASTER_KEY",
     "ONECARD_PROVIDER",
     "ONECARD_PROVIDER_TIMEOUT_MS",
+    "ONECARD_REQUEST_TIMEOUT_MS",
     "ONECARD_LOG_FORMAT",
     "ONECARD_DB_POOL_SIZE",
     "ONECARD_RATE_LIMIT_PER_S",
@@ -195,6 +199,13 @@ impl Config {
                 100,
                 600_000,
             )? as u64),
+            request_timeout: std::time::Duration::from_millis(number(
+                &get,
+                "ONECARD_REQUEST_TIMEOUT_MS",
+                limits::REQUEST_TIMEOUT_MS_DEFAULT,
+                100,
+                600_000,
+            )? as u64),
             log_format,
             db_pool_size: number(
                 &get,
@@ -278,6 +289,10 @@ impl Config {
             (
                 "provider_timeout",
                 format!("{} ms", self.provider_timeout.as_millis()),
+            ),
+            (
+                "request_timeout",
+                format!("{} ms", self.request_timeout.as_millis()),
             ),
             (
                 "log_format",

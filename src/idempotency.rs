@@ -108,6 +108,43 @@ pub fn spawn_purge(state: std::sync::Arc<AppState>) {
     );
 }
 
+/// A record still in progress after twice the request timeout belongs to a request that
+/// can no longer finish: no request runs past its deadline (`crate::deadline`), so its
+/// node stopped while it ran. A retry with the same body takes the key over and runs, rather
+/// than being told `idempotency_in_progress` until the record is purged, weeks later.
+fn stale_before(state: &AppState, now: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(2 * state.request_timeout)
+        .ok()
+        .and_then(|d| now.checked_sub(d).ok())
+        .unwrap_or(jiff::Timestamp::MIN)
+}
+
+/// A key taken for a request (`IdemBegin::New`), given back should the request be dropped
+/// before its answer is recorded: its client went away, or its deadline passed
+/// (`crate::deadline`). A retry with the key then runs again, rather than meeting
+/// `idempotency_in_progress` until the record is stale (`stale_before`).
+struct Taken {
+    store: std::sync::Arc<dyn onecard_schema::Store>,
+    key: Option<(String, String)>,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let Some((scope, key)) = self.key.take() else {
+            return;
+        };
+        // Not on a runtime only while the process stops; the record is then stale in time.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            rt.spawn(async move {
+                if let Err(e) = store.idem_abort(scope, key).await {
+                    tracing::warn!(error = %e, "could not give back an idempotency key");
+                }
+            });
+        }
+    }
+}
+
 pub async fn idempotency(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -139,9 +176,16 @@ pub async fn idempotency(
         Some(token) => hex::encode(crate::auth::hash_token(token)),
         None => "anonymous".to_string(),
     };
+    let now = state.clock.now();
     let begin = state
         .store
-        .idem_begin(scope.clone(), key.clone(), fingerprint, state.clock.now())
+        .idem_begin(
+            scope.clone(),
+            key.clone(),
+            fingerprint,
+            now,
+            stale_before(&state, now),
+        )
         .await;
     match begin {
         Err(e) => Ok(req.into_response(ApiError::from(e).error_response())),
@@ -181,10 +225,15 @@ pub async fn idempotency(
         }
         Ok(IdemBegin::New) => {
             req.set_payload(Payload::from(body));
+            let mut taken = Taken {
+                store: state.store.clone(),
+                key: Some((scope.clone(), key.clone())),
+            };
             let res = next.call(req).await;
             let res = match res {
                 Ok(res) => res,
                 Err(e) => {
+                    taken.key = None;
                     let _ = state.store.idem_abort(scope, key).await;
                     return Err(e);
                 }
@@ -193,6 +242,7 @@ pub async fn idempotency(
             let (http_req, res) = res.into_parts();
             let (head, res_body) = res.into_parts();
             let bytes = body::to_bytes(res_body).await.unwrap_or_default();
+            taken.key = None;
             if status.is_server_error() {
                 // Our failure: let the client retry with the same key.
                 let _ = state.store.idem_abort(scope, key).await;

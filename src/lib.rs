@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod deferred;
 pub mod extract;
 pub mod idempotency;

@@ -35,6 +35,14 @@ pub const IDEMPOTENCY_KEEP_DAYS_DEFAULT: usize = 30;
 /// (`ONECARD_PROVIDER_TIMEOUT_MS`). A provider that hangs must not hold one of the node's
 /// 64 provider calls, nor keep its payment from being asked again, for ever.
 pub const PROVIDER_TIMEOUT_MS_DEFAULT: usize = 20_000;
+/// How long a request may take by default before it is answered 503 `unavailable`
+/// (`ONECARD_REQUEST_TIMEOUT_MS`): a store that is alive but stalled (a storage stall, a
+/// lock held by hand) must not hold a till, nor an HTTP worker's request, for ever. Long
+/// enough for the largest import (`IMPORT_BYTES_MAX`) and a 10,000-person subsidy rule.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: usize = 10_000;
+/// How long `/readyz` waits for each of the store and the bus. A store that hangs is not
+/// ready, and says so inside the probe's own timeout (2 s in `k8s/`) rather than past it.
+pub const READY_PING_MS: u64 = 1_500;
 /// How often each node purges idempotency records past their keep, and how many go per
 /// statement (a short write each, between payments).
 pub const IDEMPOTENCY_PURGE_S: u64 = 600;

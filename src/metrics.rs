@@ -48,8 +48,14 @@ pub async fn track(
     let method = method_label(req.method());
     let route = crate::telemetry::route(&req);
     let request_id = crate::telemetry::request_id(&req);
-    let mut res = next.call(req).await?;
-    let status = res.status().as_u16();
+    let res = next.call(req).await;
+    // An error (a request past its deadline, `crate::deadline`) is answered by actix
+    // with the error's own response, without the request id; it is counted all the same.
+    let status = match &res {
+        Ok(res) => res.status(),
+        Err(e) => e.as_response_error().status_code(),
+    }
+    .as_u16();
     HANDLES.with(|h| {
         let mut h = h.borrow_mut();
         h.counters
@@ -65,6 +71,7 @@ pub async fn track(
             })
             .record(start.elapsed().as_secs_f64());
     });
+    let mut res = res?;
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         if !id.is_empty() {
             res.headers_mut()

@@ -17,6 +17,7 @@ use crate::api::{
     admins, arrears, audit, directory, health, import, ledger, merchants, payments, stats,
     subsidies, tenants, users, wallets,
 };
+use crate::deadline::deadline;
 use crate::idempotency::idempotency;
 use crate::metrics::track;
 use crate::openapi::ApiDoc;
@@ -145,6 +146,7 @@ pub fn app(
     }))
     .wrap(from_fn(idempotency))
     .wrap(from_fn(limit))
+    .wrap(from_fn(deadline))
     .wrap(from_fn(track))
     .wrap(TracingLogger::<OneCardSpan>::new())
 }

@@ -143,6 +143,7 @@ impl Application {
             idempotency_keep: jiff::SignedDuration::from_hours(
                 24 * config.idempotency_keep_days as i64,
             ),
+            request_timeout: config.request_timeout,
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());

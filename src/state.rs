@@ -47,6 +47,8 @@ pub struct AppState {
     pub merchant_totals: actix::Addr<onecard_actors::merchant::MerchantDirectory>,
     /// How long idempotency records are kept (`ONECARD_IDEMPOTENCY_KEEP_DAYS`).
     pub idempotency_keep: jiff::SignedDuration,
+    /// How long a request may take (`ONECARD_REQUEST_TIMEOUT_MS`, `crate::deadline`).
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {

@@ -1345,13 +1345,19 @@ impl Store for PgStore {
         key: String,
         request_hash: [u8; 32],
         now: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<IdemBegin> {
         let c = self.client().await?;
+        // Inserted, or taken over from a request that never finished (row locked, so two
+        // retries cannot both take it).
         let inserted = c
             .execute(
                 "INSERT INTO idempotency (scope, key, request_hash, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&scope, &key, &&request_hash[..], &now],
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (scope, key) DO UPDATE \
+                 SET created_at = EXCLUDED.created_at \
+                 WHERE idempotency.status IS NULL AND idempotency.created_at < $5 \
+                   AND idempotency.request_hash = EXCLUDED.request_hash",
+                &[&scope, &key, &&request_hash[..], &now, &stale_before],
             )
             .await
             .map_err(pg)?;

@@ -1586,11 +1586,13 @@ impl Store for SqliteStore {
         key: String,
         request_hash: [u8; 32],
         now: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<IdemBegin> {
         self.write(move |c| {
             let found = c
                 .prepare_cached(
-                    "SELECT request_hash, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                    "SELECT request_hash, status, body, created_at FROM idempotency \
+                     WHERE scope = ? AND key = ?",
                 )
                 .and_then(|mut st| {
                     st.query_row([&scope, &key], |r| {
@@ -1598,26 +1600,40 @@ impl Store for SqliteStore {
                             r.get::<_, Vec<u8>>(0)?,
                             r.get::<_, Option<i64>>(1)?,
                             r.get::<_, Option<Vec<u8>>>(2)?,
+                            r.get::<_, i64>(3)?,
                         ))
                     })
                     .optional()
                 })
                 .map_err(db)?;
+            let take = || {
+                c.prepare_cached(
+                    "INSERT INTO idempotency (scope, key, request_hash, created_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .and_then(|mut st| st.execute(params![scope, key, &request_hash[..], ms(now)]))
+                .map_err(db)
+            };
             Ok(match found {
                 None => {
-                    c.prepare_cached(
-                        "INSERT INTO idempotency (scope, key, request_hash, created_at) \
-                         VALUES (?, ?, ?, ?)",
-                    )
-                    .and_then(|mut st| st.execute(params![scope, key, &request_hash[..], ms(now)]))
-                    .map_err(db)?;
+                    take()?;
                     IdemBegin::New
                 }
-                Some((hash, _, _)) if hash != request_hash => IdemBegin::Conflict,
-                Some((_, None, _)) => IdemBegin::InProgress,
-                Some((_, Some(status), body)) => {
-                    IdemBegin::Replay { status: status as u16, body: body.unwrap_or_default() }
+                Some((hash, ..)) if hash != request_hash => IdemBegin::Conflict,
+                Some((_, None, _, at)) if at < ms(stale_before) => {
+                    // Its request never finished (its node stopped): taken over, as a
+                    // new row, so that the purge's walk in rowid order meets it in turn.
+                    c.prepare_cached("DELETE FROM idempotency WHERE scope = ? AND key = ?")
+                        .and_then(|mut st| st.execute([&scope, &key]))
+                        .map_err(db)?;
+                    take()?;
+                    IdemBegin::New
                 }
+                Some((_, None, ..)) => IdemBegin::InProgress,
+                Some((_, Some(status), body, _)) => IdemBegin::Replay {
+                    status: status as u16,
+                    body: body.unwrap_or_default(),
+                },
             })
         })
         .await

@@ -128,12 +128,16 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     ) -> StoreResult<Page<AuditEntry, AuditId>>;
 
     // --- idempotency ----------------------------------------------------------------
+    /// Takes `key` for a request, or says what became of it. A record still in progress
+    /// since before `stale_before` (its node stopped while it ran) is taken over by a
+    /// request with the same body: that one is `New`.
     async fn idem_begin(
         &self,
         scope: String,
         key: String,
         request_hash: [u8; 32],
         now: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<IdemBegin>;
     async fn idem_finish(
         &self,

@@ -157,10 +157,13 @@ conformance!(
     last_super_admin_cannot_be_deleted,
     audit_is_written_with_the_change_and_not_without_it,
     idempotency_keys_reserve_replay_and_conflict,
+    a_key_left_in_progress_by_a_stopped_node_is_taken_over_once_stale,
     idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time,
     sibling_departments_cannot_share_a_name,
     an_admin_user_cannot_be_deleted,
 );
+
+const MINUTE: SignedDuration = SignedDuration::from_secs(60);
 
 fn now() -> Timestamp {
     // Millisecond precision: what both engines keep.
@@ -1002,14 +1005,14 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
     let (s, k) = ("scope".to_string(), "key-1".to_string());
     assert_eq!(
         store
-            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .idem_begin(s.clone(), k.clone(), hash("body"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::New
     );
     assert_eq!(
         store
-            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .idem_begin(s.clone(), k.clone(), hash("body"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::InProgress
@@ -1020,7 +1023,7 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store
-            .idem_begin(s.clone(), k.clone(), hash("body"), now())
+            .idem_begin(s.clone(), k.clone(), hash("body"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::Replay {
@@ -1030,7 +1033,7 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .idem_begin(s.clone(), k.clone(), hash("other"), now())
+            .idem_begin(s.clone(), k.clone(), hash("other"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::Conflict
@@ -1038,7 +1041,7 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
     // Another scope (another caller) may use the same key.
     assert_eq!(
         store
-            .idem_begin("other".into(), k.clone(), hash("x"), now())
+            .idem_begin("other".into(), k.clone(), hash("x"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::New
@@ -1046,7 +1049,7 @@ async fn idempotency_keys_reserve_replay_and_conflict(store: Arc<dyn Store>) {
     store.idem_abort("other".into(), k.clone()).await.unwrap();
     assert_eq!(
         store
-            .idem_begin("other".into(), k, hash("y"), now())
+            .idem_begin("other".into(), k, hash("y"), now(), now() - MINUTE)
             .await
             .unwrap(),
         IdemBegin::New
@@ -1064,7 +1067,7 @@ async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time
     for (key, at) in [("a", old), ("b", old), ("c", recent)] {
         assert_eq!(
             store
-                .idem_begin(s(), key.into(), hash("body"), at)
+                .idem_begin(s(), key.into(), hash("body"), at, at - MINUTE)
                 .await
                 .unwrap(),
             IdemBegin::New
@@ -1076,7 +1079,7 @@ async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time
     }
     // An unfinished record (its request never answered) goes the same way.
     store
-        .idem_begin(s(), "d".into(), hash("body"), old)
+        .idem_begin(s(), "d".into(), hash("body"), old, old - MINUTE)
         .await
         .unwrap();
     let cut = old + SignedDuration::from_secs(1);
@@ -1086,7 +1089,7 @@ async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time
     for key in ["a", "b", "d"] {
         assert_eq!(
             store
-                .idem_begin(s(), key.into(), hash("other body"), recent)
+                .idem_begin(s(), key.into(), hash("other body"), recent, recent - MINUTE)
                 .await
                 .unwrap(),
             IdemBegin::New,
@@ -1095,7 +1098,7 @@ async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time
     }
     assert_eq!(
         store
-            .idem_begin(s(), "c".into(), hash("body"), recent)
+            .idem_begin(s(), "c".into(), hash("body"), recent, recent - MINUTE)
             .await
             .unwrap(),
         IdemBegin::Replay {
@@ -1103,6 +1106,62 @@ async fn idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time
             body: b"{}".to_vec()
         },
         "a recent record stays"
+    );
+}
+
+/// A request whose node stopped while it ran leaves its key in progress. A retry with
+/// the same body takes it over once the record is older than `stale_before`, and only
+/// one retry does; before that, and with another body, it is not taken.
+async fn a_key_left_in_progress_by_a_stopped_node_is_taken_over_once_stale(store: Arc<dyn Store>) {
+    let (s, k) = ("stale-scope".to_string(), "key".to_string());
+    let begin = |body: &'static str, at: Timestamp, stale_before: Timestamp| {
+        let (store, s, k) = (store.clone(), s.clone(), k.clone());
+        async move {
+            store
+                .idem_begin(s, k, hash(body), at, stale_before)
+                .await
+                .unwrap()
+        }
+    };
+    let started = now();
+    assert_eq!(
+        begin("body", started, started - MINUTE).await,
+        IdemBegin::New
+    );
+    let later = started + SignedDuration::from_secs(30);
+    assert_eq!(
+        begin("body", later, later - MINUTE).await,
+        IdemBegin::InProgress,
+        "not yet stale"
+    );
+    let much_later = started + 2 * MINUTE;
+    assert_eq!(
+        begin("other", much_later, much_later - MINUTE).await,
+        IdemBegin::Conflict,
+        "another body never takes a key"
+    );
+    assert_eq!(
+        begin("body", much_later, much_later - MINUTE).await,
+        IdemBegin::New,
+        "taken over"
+    );
+    assert_eq!(
+        begin("body", much_later, much_later - MINUTE).await,
+        IdemBegin::InProgress,
+        "by one retry only: the record is as new"
+    );
+    store
+        .idem_finish(s.clone(), k.clone(), 201, b"{}".to_vec())
+        .await
+        .unwrap();
+    let years_later = much_later + 1000 * MINUTE;
+    assert_eq!(
+        begin("body", years_later, years_later - MINUTE).await,
+        IdemBegin::Replay {
+            status: 201,
+            body: b"{}".to_vec()
+        },
+        "a finished record is never taken over"
     );
 }
 

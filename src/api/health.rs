@@ -32,13 +32,22 @@ pub async fn get_healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
-/// The store and the bus answer; 503 otherwise.
+/// The store and the bus answer, each within `READY_PING_MS`; 503 otherwise.
 #[utoipa::path(tag = "operations", responses(
     (status = 200, body = Readiness), (status = 503, body = Readiness)
 ))]
 #[get("/readyz")]
 pub async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (store, bus) = tokio::join!(state.store.ping(), state.bus.ping());
+    let limit = std::time::Duration::from_millis(crate::limits::READY_PING_MS);
+    let late = |_| format!("no answer within {} ms", limit.as_millis());
+    let (store, bus) = tokio::join!(
+        tokio::time::timeout(limit, state.store.ping()),
+        tokio::time::timeout(limit, state.bus.ping())
+    );
+    let store = store
+        .map_err(late)
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let bus = bus.map_err(late).and_then(|r| r);
     if let Err(e) = &store {
         tracing::warn!(error = %e, "readiness: store unreachable");
     }

@@ -1,7 +1,7 @@
 //! Faults of the backing services, as a deployment meets them: PostgreSQL or Redis
-//! restarting or failing over under a node. The node reaches the service through a TCP
-//! proxy of the test's own on 127.0.0.1, which can cut every connection and refuse new
-//! ones.
+//! restarting or failing over under a node, or PostgreSQL stalling (alive, but answering
+//! nothing). The node reaches the service through a TCP proxy of the test's own on
+//! 127.0.0.1, which can cut every connection and refuse new ones, or hold every byte.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +21,7 @@ use crate::realtime::Ws;
 struct Proxy {
     port: u16,
     down: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     _thread: std::thread::JoinHandle<()>,
 }
@@ -28,9 +29,10 @@ struct Proxy {
 impl Proxy {
     fn start(to: SocketAddr) -> Proxy {
         let down = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let (d, l) = (down.clone(), links.clone());
+        let (d, p, l) = (down.clone(), paused.clone(), links.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -42,7 +44,7 @@ impl Proxy {
                     .expect("proxy port");
                 let _ = port_tx.send(listener.local_addr().expect("proxy address").port());
                 loop {
-                    let Ok((mut from, _)) = listener.accept().await else {
+                    let Ok((from, _)) = listener.accept().await else {
                         continue;
                     };
                     if d.load(Ordering::SeqCst) {
@@ -51,9 +53,15 @@ impl Proxy {
                         drop(from);
                         continue;
                     }
+                    let p = p.clone();
                     let link = tokio::spawn(async move {
-                        if let Ok(mut to) = tokio::net::TcpStream::connect(to).await {
-                            let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
+                        if let Ok(to) = tokio::net::TcpStream::connect(to).await {
+                            let (from_r, from_w) = from.into_split();
+                            let (to_r, to_w) = to.into_split();
+                            tokio::join!(
+                                forward(from_r, to_w, p.clone()),
+                                forward(to_r, from_w, p)
+                            );
                         }
                     });
                     l.lock().expect("links").push(link.abort_handle());
@@ -63,6 +71,7 @@ impl Proxy {
         Proxy {
             port: port_rx.recv().expect("the proxy's port"),
             down,
+            paused,
             links,
             _thread: thread,
         }
@@ -79,6 +88,40 @@ impl Proxy {
     fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
     }
+
+    /// Holds every byte either way, on the connections open and on new ones, which are
+    /// accepted all the same: a service that stalls while its host stays up.
+    fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the held bytes, and what follows, through.
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a link, holding what it read while the proxy is paused.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    paused: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while paused.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Where `url` points (host and port, `default_port` if it names none), and `url`
@@ -108,6 +151,12 @@ async fn ready(app: &TestApp) -> u16 {
 
 /// A node on a fresh PostgreSQL database reached through a proxy, and the proxy.
 async fn node_behind_proxy() -> Option<(TestApp, Proxy, PgDatabase)> {
+    node_behind_proxy_with(|_| {}).await
+}
+
+async fn node_behind_proxy_with(
+    tweak: impl FnOnce(&mut onecard::config::Config),
+) -> Option<(TestApp, Proxy, PgDatabase)> {
     let (db, url) = PgDatabase::create().await?;
     let proxy = Proxy::start(redirect(&url, 5432, 0).0);
     let via = redirect(&url, 5432, proxy.port).1;
@@ -116,6 +165,7 @@ async fn node_behind_proxy() -> Option<(TestApp, Proxy, PgDatabase)> {
         c.database_url = via.into();
         c.rate_limit_per_s = 100_000;
         c.rate_limit_burst = 100_000;
+        tweak(c);
     })
     .await
     .expect("the node starts");
@@ -357,4 +407,163 @@ async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_afte
         .await;
     assert_eq!(balance(&app, &shop.admin, &user).await, 10_000 - 100 - 600);
     ledger_balances(&app, &shop.admin).await;
+}
+
+/// PostgreSQL stalls under a node: its host stays up and acknowledges what it is sent,
+/// but nothing comes back (a storage stall, a lock held by hand). No request hangs with
+/// it: each payment, and a keyed admin request, answers 503 `unavailable` at its deadline
+/// (`ONECARD_REQUEST_TIMEOUT_MS`), and readiness reports the stall within the probe's
+/// timeout. Once it is over, each payment retried with its key is charged exactly once
+/// (made now, or replayed if it landed meanwhile), and the admin request, retried with its
+/// key, is done once: its key was not left taken by the request that gave up.
+#[actix_web::test]
+async fn a_postgresql_stall_answers_503_at_the_deadline_and_retries_are_charged_once() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    let Some((app, proxy, _db)) = node_behind_proxy_with(|c| {
+        c.request_timeout = DEADLINE;
+        c.wallet_mailbox = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let app = Arc::new(app);
+    let shop = Arc::new(shop(&app, 100_000).await);
+    let mut tries = Vec::new();
+    let (mut people, mut people_tokens) = (Vec::new(), Vec::new());
+    for n in 0..4 {
+        let (user, me) = person(&app, &shop.admin, &format!("S-{n}")).await;
+        top_up(&app, &shop, &user, 10_000).await;
+        pay(&app, &shop, &code(&app, &me).await, 100).await;
+        for _ in 0..3 {
+            let body = json!({"code": code(&app, &me).await, "amount": 250});
+            tries.push((uuid::Uuid::new_v4().to_string(), body));
+        }
+        people.push(user);
+        people_tokens.push(me);
+    }
+    let one_more = json!({"code": code(&app, &people_tokens[0]).await, "amount": 250});
+    assert_eq!(ready(&app).await, 200);
+
+    proxy.pause();
+    let started = Instant::now();
+    let mut tills = Vec::new();
+    for (key, body) in tries.clone() {
+        let (app, shop) = (app.clone(), shop.clone());
+        tills.push(actix_web::rt::spawn(async move {
+            keyed(&app, "/api/v1/payments", &shop.terminal, &key, body).await
+        }));
+    }
+    let admin_key = uuid::Uuid::new_v4().to_string();
+    let new_user = json!({"name": "Late Comer", "number": "S-LATE"});
+    // Bounded here too, so that a node that hangs fails the test rather than stalling it.
+    let bound = DEADLINE * 10;
+    let hung = "no answer while PostgreSQL stalls";
+    let admin = keyed(
+        &app,
+        "/api/v1/users",
+        &shop.admin,
+        &admin_key,
+        new_user.clone(),
+    );
+    let (s, p) = actix_web::rt::time::timeout(bound, admin)
+        .await
+        .expect(hung);
+    assert_problem(s, &p, 503, "unavailable");
+    for till in tills {
+        let answer = actix_web::rt::time::timeout(bound, till).await.expect(hung);
+        let (s, p) = answer.expect("a till");
+        assert_problem(s, &p, 503, "unavailable");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < DEADLINE * 6,
+        "{} payments took {took:?} to answer 503 with a deadline of {DEADLINE:?}",
+        tries.len()
+    );
+    // Within the probe's own timeout (2 s in k8s/), or the kubelet counts no answer.
+    // The payments given up on still wait at their wallets, and count against its mailbox
+    // until answered: one more is refused at once (`busy`), not queued behind them.
+    let quick = Instant::now();
+    let (s, p) = keyed(
+        &app,
+        "/api/v1/payments",
+        &shop.terminal,
+        "one-more",
+        one_more,
+    )
+    .await;
+    assert_problem(s, &p, 503, "busy");
+    assert!(
+        quick.elapsed() < DEADLINE,
+        "refused in {:?}",
+        quick.elapsed()
+    );
+
+    let probe = actix_web::rt::time::timeout(Duration::from_secs(2), app.get("/readyz", ""));
+    let (s, r) = probe
+        .await
+        .expect("readiness answers within the probe's timeout");
+    assert_eq!(s, 503, "readiness reports the stall: {r}");
+    assert_eq!(
+        (&r["status"], &r["store_ok"]),
+        (&json!("not_ready"), &json!(false)),
+        "{r}"
+    );
+
+    proxy.resume();
+    app.wait_for("/readyz", "", |r| r["status"] == "ready")
+        .await;
+    let mut replayed = 0;
+    let mut busy = 0;
+    for (key, body) in &tries {
+        let (s, p) = loop {
+            let (s, p) = keyed(&app, "/api/v1/payments", &shop.terminal, key, body.clone()).await;
+            // Busy while its wallet still works through the payments given up on.
+            if s != 503 || p["code"] != "busy" || busy == 500 {
+                break (s, p);
+            }
+            busy += 1;
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(s == 201 || s == 200, "a retry answered {s}: {p}");
+        assert_eq!(p["status"], "succeeded", "{p}");
+        replayed += usize::from(s == 200);
+    }
+    eprintln!(
+        "{} payments answered 503 in {took:?}; retried ({busy} times busy), {replayed} of them \
+         replayed",
+        tries.len()
+    );
+    for user in &people {
+        assert_eq!(
+            balance(&app, &shop.admin, user).await,
+            10_000 - 100 - 3 * 250,
+            "each key charged exactly once, the one refused `busy` not at all"
+        );
+    }
+    ledger_balances(&app, &shop.admin).await;
+
+    // The admin request may have taken its key before the stall held it; a key taken by
+    // a request that can no longer finish is free again once stale (twice the deadline).
+    app.clock
+        .advance(jiff::SignedDuration::try_from(2 * DEADLINE).expect("a duration"));
+    let (s, u) = keyed(
+        &app,
+        "/api/v1/users",
+        &shop.admin,
+        &admin_key,
+        new_user.clone(),
+    )
+    .await;
+    assert_eq!(s, 201, "the retry is done: {u}");
+    let (s, again) = keyed(&app, "/api/v1/users", &shop.admin, &admin_key, new_user).await;
+    assert_eq!(
+        (s, &again["id"]),
+        (200, &u["id"]),
+        "and then replayed: {again}"
+    );
+    let (s, list) = app.get("/api/v1/users?q=S-LATE", &shop.admin).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
 }

@@ -113,11 +113,16 @@ pub struct Request {
 pub struct Reply {
     tx: oneshot::Sender<Result<Outcome, WalletError>>,
     home: Home,
+    /// Counts the request against its wallet's mailbox bound until it is answered, or
+    /// dropped unanswered, even if its caller stopped waiting (a deadline, a client gone):
+    /// abandoned calls still queue at the actor and are counted as long as they do.
+    counted: Option<InFlight>,
 }
 
 impl Reply {
     fn send(self, answer: Result<Outcome, WalletError>) {
-        let Reply { tx, home } = self;
+        let Reply { tx, home, counted } = self;
+        drop(counted);
         // A caller that went away (its request was cancelled) needs no answer.
         wake::answer(&home, move || {
             let _ = tx.send(answer);
@@ -700,6 +705,7 @@ impl Wallets {
             reply: Reply {
                 tx,
                 home: Home::here(),
+                counted: None,
             },
         };
         for _ in 0..2 {
@@ -710,7 +716,7 @@ impl Wallets {
                 entry.in_flight.fetch_sub(1, Ordering::AcqRel);
                 return Err(WalletError::Busy);
             }
-            let _counted = InFlight(entry.in_flight.clone());
+            msg.reply.counted = Some(InFlight(entry.in_flight.clone()));
             match entry.addr.try_send(msg) {
                 Ok(()) => {
                     return rx.await.unwrap_or_else(|_| {
@@ -718,8 +724,9 @@ impl Wallets {
                     })
                 }
                 Err(SendError::Full(_)) => return Err(WalletError::Busy),
-                Err(SendError::Closed(back)) => {
+                Err(SendError::Closed(mut back)) => {
                     self.forget(user, &entry.addr);
+                    back.reply.counted = None;
                     msg = back;
                 }
             }
