@@ -49,8 +49,8 @@ pub async fn track(
     let route = crate::telemetry::route(&req);
     let request_id = crate::telemetry::request_id(&req);
     let res = next.call(req).await;
-    // An error (a request past its deadline, `crate::deadline`) is answered by actix
-    // with the error's own response, without the request id; it is counted all the same.
+    // An error (a request past its deadline, `crate::deadline`) is answered by actix with
+    // the error's own response; it is counted, and carries the request id, all the same.
     let status = match &res {
         Ok(res) => res.status(),
         Err(e) => e.as_response_error().status_code(),
@@ -71,14 +71,41 @@ pub async fn track(
             })
             .record(start.elapsed().as_secs_f64());
     });
-    let mut res = res?;
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
-        if !id.is_empty() {
-            res.headers_mut()
-                .insert(HeaderName::from_static("x-request-id"), id);
+    let id = HeaderValue::from_str(&request_id)
+        .ok()
+        .filter(|id| !id.is_empty());
+    match (res, id) {
+        (Ok(mut res), Some(id)) => {
+            res.headers_mut().insert(REQUEST_ID, id);
+            Ok(res)
         }
+        (Err(e), Some(id)) => Err(WithRequestId(e, id).into()),
+        (res, None) => res,
     }
-    Ok(res)
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// An error answered with the request's id, as every other answer is.
+#[derive(Debug)]
+struct WithRequestId(Error, HeaderValue);
+
+impl std::fmt::Display for WithRequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for WithRequestId {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.0.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let mut res = self.0.error_response();
+        res.headers_mut().insert(REQUEST_ID, self.1.clone());
+        res
+    }
 }
 
 /// The method as a label: the standard ones by name, any other as `OTHER`, so that a

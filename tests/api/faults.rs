@@ -459,16 +459,23 @@ async fn a_postgresql_stall_answers_503_at_the_deadline_and_retries_are_charged_
     // Bounded here too, so that a node that hangs fails the test rather than stalling it.
     let bound = DEADLINE * 10;
     let hung = "no answer while PostgreSQL stalls";
-    let admin = keyed(
-        &app,
-        "/api/v1/users",
-        &shop.admin,
-        &admin_key,
-        new_user.clone(),
-    );
-    let (s, p) = actix_web::rt::time::timeout(bound, admin)
+    let admin = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&shop.admin)
+        .header("Idempotency-Key", &admin_key)
+        .json(&new_user)
+        .send();
+    let res = actix_web::rt::time::timeout(bound, admin)
         .await
-        .expect(hung);
+        .expect(hung)
+        .expect("an answer");
+    // Answered like any other: with the request id that the log lines carry.
+    assert!(res.headers().contains_key("x-request-id"), "{res:?}");
+    let retry_after = res.headers().get("retry-after").cloned();
+    assert_eq!(retry_after, Some("1".parse().expect("a header")), "{res:?}");
+    let s = res.status().as_u16();
+    let p: serde_json::Value = res.json().await.expect("problem+json");
     assert_problem(s, &p, 503, "unavailable");
     for till in tills {
         let answer = actix_web::rt::time::timeout(bound, till).await.expect(hung);
