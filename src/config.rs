@@ -96,8 +96,6 @@ const KNOWN: &[&str] = &[
     "ONECARD_WS_MAX_TOPICS",
     "ONECARD_WS_QUEUE",
     "ONECARD_IDEMPOTENCY_KEEP_DAYS",
-    // Read by the test suites, not the server; allowed so a test shell can keep it set.
-    "ONECARD_TEST_KEEP_DB",
 ];
 
 impl Config {
