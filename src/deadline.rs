@@ -7,11 +7,12 @@
 //! What the request started may still complete. A money operation is decided and written
 //! by its wallet actor, which goes on; its idempotency record is written with it, so a
 //! retry with the same Idempotency-Key answers what was done, or does it once. Any other
-//! keyed POST gives its key back (`crate::idempotency`), so that the retry runs again.
+//! keyed POST records its answer if it has one, or gives its key back
+//! (`crate::idempotency`), so that the retry replays it or runs again.
 //!
 //! `/readyz` bounds its own waits, shorter, and answers which of the store and the bus
-//! failed. Only the wait for the response is bounded. A websocket's handshake answers at once and
-//! its session lives on; a response body streams as long as it takes.
+//! failed. Only the wait for the response is bounded: a websocket's handshake answers at
+//! once and its session lives on; a response body streams as long as it takes.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -119,29 +119,45 @@ fn stale_before(state: &AppState, now: jiff::Timestamp) -> jiff::Timestamp {
         .unwrap_or(jiff::Timestamp::MIN)
 }
 
-/// A key taken for a request (`IdemBegin::New`), given back should the request be dropped
-/// before its answer is recorded: its client went away, or its deadline passed
-/// (`crate::deadline`). A retry with the key then runs again, rather than meeting
+/// A key taken for a request (`IdemBegin::New`). What became of it is recorded on a task of
+/// its own (`settle`), so that it is recorded even if the request is given up on meanwhile
+/// (its deadline passed, `crate::deadline`, or its client went away): a retry then replays
+/// the answer rather than running again. A request given up on before its answer exists
+/// gives the key back (`Drop`), so that a retry runs again rather than meeting
 /// `idempotency_in_progress` until the record is stale (`stale_before`).
 struct Taken {
     store: std::sync::Arc<dyn onecard_schema::Store>,
     key: Option<(String, String)>,
 }
 
+impl Taken {
+    /// Records the answer (status and body), or gives the key back (`None`).
+    async fn settle(mut self, answer: Option<(u16, Vec<u8>)>) {
+        if let Some(task) = self.spawn(answer) {
+            let _ = task.await;
+        }
+    }
+
+    fn spawn(&mut self, answer: Option<(u16, Vec<u8>)>) -> Option<tokio::task::JoinHandle<()>> {
+        let (scope, key) = self.key.take()?;
+        // Not on a runtime only while the process stops; the record is then stale in time.
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let store = self.store.clone();
+        Some(rt.spawn(async move {
+            let done = match answer {
+                Some((status, body)) => store.idem_finish(scope, key, status, body).await,
+                None => store.idem_abort(scope, key).await,
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not record what became of an idempotency key");
+            }
+        }))
+    }
+}
+
 impl Drop for Taken {
     fn drop(&mut self) {
-        let Some((scope, key)) = self.key.take() else {
-            return;
-        };
-        // Not on a runtime only while the process stops; the record is then stale in time.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
-            rt.spawn(async move {
-                if let Err(e) = store.idem_abort(scope, key).await {
-                    tracing::warn!(error = %e, "could not give back an idempotency key");
-                }
-            });
-        }
+        self.spawn(None);
     }
 }
 
@@ -225,16 +241,14 @@ pub async fn idempotency(
         }
         Ok(IdemBegin::New) => {
             req.set_payload(Payload::from(body));
-            let mut taken = Taken {
+            let taken = Taken {
                 store: state.store.clone(),
-                key: Some((scope.clone(), key.clone())),
+                key: Some((scope, key)),
             };
-            let res = next.call(req).await;
-            let res = match res {
+            let res = match next.call(req).await {
                 Ok(res) => res,
                 Err(e) => {
-                    taken.key = None;
-                    let _ = state.store.idem_abort(scope, key).await;
+                    taken.settle(None).await;
                     return Err(e);
                 }
             };
@@ -242,17 +256,9 @@ pub async fn idempotency(
             let (http_req, res) = res.into_parts();
             let (head, res_body) = res.into_parts();
             let bytes = body::to_bytes(res_body).await.unwrap_or_default();
-            taken.key = None;
-            if status.is_server_error() {
-                // Our failure: let the client retry with the same key.
-                let _ = state.store.idem_abort(scope, key).await;
-            } else if let Err(e) = state
-                .store
-                .idem_finish(scope, key, status.as_u16(), bytes.to_vec())
-                .await
-            {
-                tracing::warn!(error = %e, "could not record an idempotent response");
-            }
+            // Our failure (5xx): the key is given back, so that the retry runs again.
+            let answer = (!status.is_server_error()).then(|| (status.as_u16(), bytes.to_vec()));
+            taken.settle(answer).await;
             let res = head.set_body(BoxBody::new(bytes));
             Ok(ServiceResponse::new(http_req, res))
         }
