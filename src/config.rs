@@ -190,20 +190,16 @@ impl Config {
             root_token: root_token.map(Into::into),
             master_key: master_key.map(Into::into),
             provider,
-            provider_timeout: std::time::Duration::from_millis(number(
+            provider_timeout: timeout_ms(
                 &get,
                 "ONECARD_PROVIDER_TIMEOUT_MS",
                 limits::PROVIDER_TIMEOUT_MS_DEFAULT,
-                100,
-                600_000,
-            )? as u64),
-            request_timeout: std::time::Duration::from_millis(number(
+            )?,
+            request_timeout: timeout_ms(
                 &get,
                 "ONECARD_REQUEST_TIMEOUT_MS",
                 limits::REQUEST_TIMEOUT_MS_DEFAULT,
-                100,
-                600_000,
-            )? as u64),
+            )?,
             log_format,
             db_pool_size: number(
                 &get,
@@ -353,6 +349,16 @@ fn number(
             message: format!("{raw:?} is not a number in {min}..={max}"),
         }),
     }
+}
+
+/// A time limit in milliseconds, 100 ms to 10 minutes.
+fn timeout_ms(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: usize,
+) -> Result<std::time::Duration, ConfigError> {
+    let ms = number(get, key, default, 100, 600_000)?;
+    Ok(std::time::Duration::from_millis(ms as u64))
 }
 
 #[cfg(test)]

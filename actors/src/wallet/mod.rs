@@ -724,9 +724,9 @@ impl Wallets {
                     })
                 }
                 Err(SendError::Full(_)) => return Err(WalletError::Busy),
-                Err(SendError::Closed(mut back)) => {
+                Err(SendError::Closed(back)) => {
+                    // Its count at the stopped actor goes when the next try counts anew.
                     self.forget(user, &entry.addr);
-                    back.reply.counted = None;
                     msg = back;
                 }
             }
