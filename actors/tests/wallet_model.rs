@@ -1127,6 +1127,95 @@ fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
     on_both_engines("the fencing test", fenced_run);
 }
 
+/// A batch is one transaction even when its first attempt fails: in a batch that creates
+/// one wallet and changes another, a commit refused (a taken key, a stale version) drops
+/// alone, and the others land once, whole. Were any statement of the failed attempt to
+/// run outside its transaction (on PostgreSQL the batch goes in one round trip, `COMMIT`
+/// included), its write would stay: the changed wallet's version would move on without
+/// its commit, or the created wallet would be there already and its commit be fenced.
+fn batch_run(url: Option<String>) {
+    let (world, stored) = stored_wallet(url);
+    let ctx = world.store.as_ref().expect("a store");
+    let (tenant, v) = (stored.tenant_id, stored.version);
+    let created = |n: &str| {
+        let user = UserId::new();
+        let audit = onecard_schema::model::Audit {
+            id: AuditId::new(),
+            tenant_id: Some(tenant),
+            actor: onecard_schema::model::Actor::Root,
+            action: "user.create",
+            target_type: "user",
+            target_id: user.to_string(),
+            request_id: String::new(),
+            at: world.now,
+            detail: serde_json::json!({}),
+        };
+        let new_user = onecard_schema::model::NewUser {
+            id: user,
+            name: n.into(),
+            number: n.into(),
+            phone: None,
+            id_number: None,
+            identity: None,
+            department_ids: vec![],
+            tag_ids: vec![],
+        };
+        ctx.rt
+            .block_on(ctx.store.create_user(tenant, new_user, world.now, audit))
+            .unwrap();
+        WalletRow {
+            user_id: user,
+            ..stored.clone()
+        }
+    };
+    let version_of = |user| ctx.rt.block_on(ctx.store.wallet_version(user)).unwrap();
+    let commit = |w: &WalletRow, version: i64, key: &str, nonce: u8| {
+        keyed_commit(w, version, key, nonce, world.now)
+    };
+    let done = ctx.rt.block_on(
+        ctx.store
+            .commit_wallets(vec![commit(&stored, v + 1, "taken", 1)]),
+    );
+    assert_eq!(done, vec![Ok(())]);
+
+    // A taken key.
+    let b = created("B1");
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![
+        commit(&b, 1, "b-new", 2),
+        commit(&stored, v + 2, "taken", 3),
+    ]));
+    assert_eq!(done, vec![Ok(()), Err(CommitError::Duplicate)]);
+    assert_eq!(
+        version_of(stored.user_id),
+        v + 1,
+        "the refused commit moved nothing"
+    );
+    assert_eq!(version_of(b.user_id), 1);
+    assert!(key_kept(ctx, "b-new"));
+
+    // A stale version, beside a wallet created and a wallet changed.
+    let c = created("C1");
+    let done = ctx.rt.block_on(ctx.store.commit_wallets(vec![
+        commit(&c, 1, "c-new", 4),
+        commit(&stored, v + 1, "stale", 5),
+        commit(&b, 2, "b-next", 6),
+    ]));
+    assert_eq!(done, vec![Ok(()), Err(CommitError::Fenced), Ok(())]);
+    assert_eq!(version_of(stored.user_id), v + 1);
+    assert_eq!(version_of(c.user_id), 1);
+    assert_eq!(version_of(b.user_id), 2);
+    assert!(
+        !key_kept(ctx, "stale"),
+        "a fenced commit keeps no idempotency key"
+    );
+    assert!(key_kept(ctx, "c-new") && key_kept(ctx, "b-next"));
+}
+
+#[test]
+fn a_commit_refused_in_a_batch_drops_alone_and_the_rest_lands_once() {
+    on_both_engines("the batch test", batch_run);
+}
+
 /// Whether the store holds an idempotency record for `key` (scope `fence-test`).
 fn key_kept(ctx: &StoreCtx, key: &str) -> bool {
     ctx.rt

@@ -3,7 +3,9 @@
 //! Group commit is set-based: a batch of wallet commits becomes a handful of array
 //! statements (`unnest`) in one transaction, so a batch of a hundred payments costs about
 //! as many round trips as one. Fencing is in the wallet upsert (`WHERE version = new - 1`)
-//! and, for a commit that changes a stored payment, in a locking read of that payment;
+//! and, for a commit that changes a stored payment, in a locking read of that payment.
+//! A batch goes first in one round trip, `BEGIN` to `COMMIT` (`commit_at_once`), its checks
+//! failing the transaction themselves; should it fail, it goes again step by step, and
 //! a commit that loses a fence, or whose code nonce or idempotency key is taken, is
 //! dropped from the batch before anything else of it is written. Anything unexpected
 //! rolls the batch back and each commit is retried alone, so one bad commit never sinks
@@ -271,6 +273,11 @@ async fn write_payments<C: GenericClient>(
     Ok(())
 }
 
+const INSERT_ENTRIES: &str =
+    "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], $6::uuid[], \
+                          $7::timestamptz[])";
+
 async fn insert_entries<C: GenericClient>(
     c: &C,
     rows: &[(TenantId, &LedgerEntry, Timestamp)],
@@ -288,13 +295,7 @@ async fn insert_entries<C: GenericClient>(
         .map(|(_, e, _)| e.payment_id.map(|p| p.0))
         .collect();
     let at: Vec<PgTime> = rows.iter().map(|(_, _, at)| PgTime(*at)).collect();
-    let st = c
-        .prepare_cached(
-            "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, payment_id, created_at) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], $6::uuid[], \
-                                  $7::timestamptz[])",
-        )
-        .await?;
+    let st = c.prepare_cached(INSERT_ENTRIES).await?;
     c.execute(
         &st,
         &[&tenants, &txs, &accounts, &refs, &amounts, &payments, &at],
@@ -302,6 +303,8 @@ async fn insert_entries<C: GenericClient>(
     .await?;
     Ok(())
 }
+
+const INSERT_OUTBOX: &str = "INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)";
 
 /// Writes a transaction's page of outbox events (`OutboxPage`), if it has any.
 async fn insert_outbox<C: GenericClient>(
@@ -311,9 +314,7 @@ async fn insert_outbox<C: GenericClient>(
     let Some(page) = page else {
         return Ok(());
     };
-    let st = c
-        .prepare_cached("INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)")
-        .await?;
+    let st = c.prepare_cached(INSERT_OUTBOX).await?;
     c.execute(&st, &[&page.key.0, &PgTime(page.created_at), &page.json])
         .await?;
     Ok(())
@@ -343,14 +344,20 @@ static WALLET_READS: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new
     ]
 });
 
-/// The two statements of `write_wallets`, built once: the insert of new wallets and the
-/// fenced update of the others, both over the batch's rows (each with its place, `ord`).
-static WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-    let rows = format!(
+/// A batch's wallet rows as the array parameters `$1`–`$12` (`WalletParams`), each with
+/// its place in them (`ord`).
+static WALLET_ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::bool[], $7::bool[], \
                 $8::timestamptz[], $9::int4[], $10::text[], $11::timestamptz[], $12::int4[]) \
            AS t({WALLET_COLS}, ord)"
-    );
+    )
+});
+
+/// The two statements of `write_wallets`, built once: the insert of new wallets and the
+/// fenced update of the others, both over the batch's rows (each with its place, `ord`).
+static WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let rows = &*WALLET_ROWS;
     [
         format!(
             "WITH t AS (SELECT * FROM {rows}), \
@@ -368,6 +375,109 @@ static WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::ne
         ),
     ]
 });
+
+/// The wallet writes of a batch sent whole (`commit_at_once`): new wallets by a plain
+/// insert (a row already there fails it), the others by the fenced update, which fails
+/// the transaction unless it wrote every row (`$13` of them).
+static CHECKED_WALLET_WRITES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let rows = &*WALLET_ROWS;
+    [
+        format!("INSERT INTO wallets ({WALLET_COLS}) SELECT {WALLET_COLS} FROM {rows}"),
+        format!(
+            "WITH written AS (UPDATE wallets w SET balance = t.balance, arrears = t.arrears, version = t.version, \
+               agreement_signed = t.agreement_signed, frozen = t.frozen, frozen_until = t.frozen_until, \
+               freeze_count = t.freeze_count, reminded_on = t.reminded_on, updated_at = t.updated_at \
+             FROM {rows} \
+             WHERE w.user_id = t.user_id AND w.tenant_id = t.tenant_id AND w.version = t.version - 1 \
+             RETURNING t.ord) \
+             SELECT onecard_expect(count(*) = $13, 'wallet fenced') FROM written"
+        ),
+    ]
+});
+
+/// The columns of `wallets` rows as the array parameters `$1`–`$12` of the wallet writes.
+struct WalletParams {
+    users: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    balances: Vec<i64>,
+    arrears: Vec<i64>,
+    versions: Vec<i64>,
+    signed: Vec<bool>,
+    frozen: Vec<bool>,
+    until: Vec<Option<PgTime>>,
+    counts: Vec<i32>,
+    reminded: Vec<Option<String>>,
+    updated: Vec<PgTime>,
+    ords: Vec<i32>,
+}
+
+impl WalletParams {
+    fn of(w: &[&WalletRow]) -> Self {
+        WalletParams {
+            users: w.iter().map(|w| w.user_id.0).collect(),
+            tenants: w.iter().map(|w| w.tenant_id.0).collect(),
+            balances: w.iter().map(|w| w.balance.0).collect(),
+            arrears: w.iter().map(|w| w.arrears.0).collect(),
+            versions: w.iter().map(|w| w.version).collect(),
+            signed: w.iter().map(|w| w.agreement_signed).collect(),
+            frozen: w.iter().map(|w| w.frozen).collect(),
+            until: w.iter().map(|w| w.frozen_until.map(PgTime)).collect(),
+            counts: w.iter().map(|w| w.freeze_count).collect(),
+            reminded: w.iter().map(|w| w.reminded_on.clone()).collect(),
+            updated: w.iter().map(|w| PgTime(w.updated_at)).collect(),
+            ords: (0..w.len() as i32).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.users,
+            &self.tenants,
+            &self.balances,
+            &self.arrears,
+            &self.versions,
+            &self.signed,
+            &self.frozen,
+            &self.until,
+            &self.counts,
+            &self.reminded,
+            &self.updated,
+            &self.ords,
+        ]
+    }
+}
+
+/// Writes the wallets of a batch sent whole (`CHECKED_WALLET_WRITES`): both statements
+/// are sent at once, and either fails the transaction if a wallet's version moved on.
+async fn write_wallets_checked<C: GenericClient>(
+    c: &C,
+    wallets: &[&WalletRow],
+) -> Result<(), tokio_postgres::Error> {
+    let (new, old): (Vec<&WalletRow>, Vec<&WalletRow>) =
+        wallets.iter().partition(|w| w.version == 1);
+    let [insert_sql, update_sql] = &*CHECKED_WALLET_WRITES;
+    let insert = async {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let p = WalletParams::of(&new);
+        let st = c.prepare_cached(insert_sql).await?;
+        c.execute(&st, &p.params()).await.map(|_| ())
+    };
+    let update = async {
+        if old.is_empty() {
+            return Ok(());
+        }
+        let p = WalletParams::of(&old);
+        let expected = old.len() as i64;
+        let st = c.prepare_cached(update_sql).await?;
+        let mut params = p.params().to_vec();
+        params.push(&expected);
+        c.execute(&st, &params).await.map(|_| ())
+    };
+    tokio::try_join!(insert, update)?;
+    Ok(())
+}
 
 /// Writes the wallets of a batch, fenced by version, and answers for each whether its row
 /// was written. A wallet at version 1 is new and is inserted (a row that appeared
@@ -392,28 +502,8 @@ async fn write_wallets<C: GenericClient>(
             continue;
         }
         let w: Vec<&WalletRow> = rows.iter().map(|i| wallets[*i]).collect();
-        let users: Vec<Uuid> = w.iter().map(|w| w.user_id.0).collect();
-        let tenants: Vec<Uuid> = w.iter().map(|w| w.tenant_id.0).collect();
-        let balances: Vec<i64> = w.iter().map(|w| w.balance.0).collect();
-        let arrears: Vec<i64> = w.iter().map(|w| w.arrears.0).collect();
-        let versions: Vec<i64> = w.iter().map(|w| w.version).collect();
-        let signed: Vec<bool> = w.iter().map(|w| w.agreement_signed).collect();
-        let frozen: Vec<bool> = w.iter().map(|w| w.frozen).collect();
-        let until: Vec<Option<PgTime>> = w.iter().map(|w| w.frozen_until.map(PgTime)).collect();
-        let counts: Vec<i32> = w.iter().map(|w| w.freeze_count).collect();
-        let reminded: Vec<Option<&str>> = w.iter().map(|w| w.reminded_on.as_deref()).collect();
-        let updated: Vec<PgTime> = w.iter().map(|w| PgTime(w.updated_at)).collect();
-        let ords: Vec<i32> = (0..rows.len() as i32).collect();
         let st = c.prepare_cached(sql).await?;
-        let returned = c
-            .query(
-                &st,
-                &[
-                    &users, &tenants, &balances, &arrears, &versions, &signed, &frozen, &until,
-                    &counts, &reminded, &updated, &ords,
-                ],
-            )
-            .await?;
+        let returned = c.query(&st, &WalletParams::of(&w).params()).await?;
         for r in returned {
             let at = usize::try_from(r.get::<_, i32>(0)).ok();
             if let Some(at) = at.and_then(|k| rows.get(k)) {
@@ -528,6 +618,9 @@ async fn inactive_cards<C: GenericClient>(
         .collect())
 }
 
+const INSERT_REQUESTS: &str = "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], $6::timestamptz[])";
+
 /// Inserts the idempotency records of `idx` (commits that carry one) and answers, for
 /// each, whether its key was free (`insert_unique`).
 async fn insert_requests<C: GenericClient>(
@@ -548,19 +641,25 @@ async fn insert_requests<C: GenericClient>(
     let at: Vec<PgTime> = idx.iter().map(|i| PgTime(commits[*i].at)).collect();
     insert_unique(
         c,
-        "INSERT INTO money_requests (scope, key, request_hash, status, body, created_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::bytea[], $6::timestamptz[])",
+        INSERT_REQUESTS,
         &[&scopes, &keys, &hashes, &statuses, &bodies, &at],
         reqs.len(),
-        ("scope, key", |r| (r.get(0), r.get(1)), || {
-            reqs.iter()
-                .map(|r| (r.scope.clone(), r.key.clone()))
-                .collect()
-        }),
+        (
+            "scope, key",
+            |r| (r.get(0), r.get(1)),
+            || {
+                reqs.iter()
+                    .map(|r| (r.scope.clone(), r.key.clone()))
+                    .collect()
+            },
+        ),
         on_conflict,
     )
     .await
 }
+
+const INSERT_NONCES: &str = "INSERT INTO used_codes (nonce, user_id, used_at) \
+     SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[])";
 
 /// Inserts the used code nonces of `idx` (commits that carry one) and answers, for each,
 /// whether its nonce was unused (`insert_unique`).
@@ -578,8 +677,7 @@ async fn insert_nonces<C: GenericClient>(
     let at: Vec<PgTime> = idx.iter().map(|i| PgTime(commits[*i].at)).collect();
     insert_unique(
         c,
-        "INSERT INTO used_codes (nonce, user_id, used_at) \
-         SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::timestamptz[])",
+        INSERT_NONCES,
         &[&nonces, &users, &at],
         nonces.len(),
         (
@@ -591,6 +689,27 @@ async fn insert_nonces<C: GenericClient>(
     )
     .await
 }
+
+const UPSERT_SUBSIDIES: &str = "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
+        expires_at, created_at) \
+      SELECT id, tenant_id, user_id, rule_id, name, balance, \
+        ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), expires_at, created_at \
+      FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[], $7::text[], \
+                  $8::timestamptz[], $9::timestamptz[]) \
+        AS t(id, tenant_id, user_id, rule_id, name, balance, merchant_ids, expires_at, created_at) \
+      ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance";
+const UPSERT_COUPONS: &str = "INSERT INTO coupons (id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, \
+        expires_at, used_payment, created_at) \
+      SELECT id, tenant_id, user_id, name, discount, threshold, \
+        ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), valid_from, expires_at, \
+        used_payment, created_at \
+      FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::text[], \
+                  $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::timestamptz[]) \
+        AS t(id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, expires_at, \
+             used_payment, created_at) \
+      ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment";
+const INSERT_RISKS: &str = "INSERT INTO risk_events (id, user_id, kind, at) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])";
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
 /// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
@@ -647,18 +766,7 @@ async fn write_rest<C: GenericClient>(
             .iter()
             .map(|(_, s)| PgTime(s.created_at))
             .collect();
-        let st = c
-            .prepare_cached(
-                "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
-                   expires_at, created_at) \
-                 SELECT id, tenant_id, user_id, rule_id, name, balance, \
-                   ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), expires_at, created_at \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[], $7::text[], \
-                             $8::timestamptz[], $9::timestamptz[]) \
-                   AS t(id, tenant_id, user_id, rule_id, name, balance, merchant_ids, expires_at, created_at) \
-                 ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance",
-            )
-            .await?;
+        let st = c.prepare_cached(UPSERT_SUBSIDIES).await?;
         c.execute(
             &st,
             &[
@@ -689,20 +797,7 @@ async fn write_rest<C: GenericClient>(
             .map(|(_, c)| c.used_payment.map(|p| p.0))
             .collect();
         let created: Vec<PgTime> = coupons.iter().map(|(_, c)| PgTime(c.created_at)).collect();
-        let st = c
-            .prepare_cached(
-                "INSERT INTO coupons (id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, \
-                   expires_at, used_payment, created_at) \
-                 SELECT id, tenant_id, user_id, name, discount, threshold, \
-                   ARRAY(SELECT jsonb_array_elements_text(merchant_ids::jsonb)::uuid), valid_from, expires_at, \
-                   used_payment, created_at \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::text[], \
-                             $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::timestamptz[]) \
-                   AS t(id, tenant_id, user_id, name, discount, threshold, merchant_ids, valid_from, expires_at, \
-                        used_payment, created_at) \
-                 ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment",
-            )
-            .await?;
+        let st = c.prepare_cached(UPSERT_COUPONS).await?;
         c.execute(
             &st,
             &[
@@ -730,13 +825,10 @@ async fn write_rest<C: GenericClient>(
         let users: Vec<Uuid> = risks.iter().map(|r| r.0).collect();
         let kinds: Vec<&str> = risks.iter().map(|r| r.1).collect();
         let at: Vec<PgTime> = risks.iter().map(|r| PgTime(r.2)).collect();
-        c.execute(
-            "INSERT INTO risk_events (id, user_id, kind, at) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
-            &[&ids, &users, &kinds, &at],
-        )
-        .await
-        .map(|_| ())
+        let st = c.prepare_cached(INSERT_RISKS).await?;
+        c.execute(&st, &[&ids, &users, &kinds, &at])
+            .await
+            .map(|_| ())
     };
     tokio::try_join!(
         subsidies_fut,
@@ -749,24 +841,102 @@ async fn write_rest<C: GenericClient>(
     Ok(())
 }
 
-/// The optimistic attempt at a batch: every statement of every commit sent at once (one
-/// round trip for the lot instead of one per step), as plain inserts. It commits if no
-/// idempotency key was taken, no nonce used, no wallet fenced and no card found inactive,
-/// which is the common case, and answers whether it did; otherwise it rolls back.
+/// The checks of a batch sent whole (`commit_at_once`), as statements that fail the
+/// transaction when they do not hold (`onecard_expect`, PostgreSQL migration V9).
+const EXPECT_UNCHANGED_PAYMENTS: &str =
+    "SELECT onecard_expect(count(*) = cardinality($1::uuid[]), 'payment changed') \
+     FROM (SELECT 1 FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS t(id, status, refunded) \
+           JOIN payments p ON p.id = t.id WHERE p.status = t.status AND p.refunded = t.refunded \
+           ORDER BY p.id FOR UPDATE OF p) AS unchanged";
+const EXPECT_ACTIVE_CARDS: &str =
+    "SELECT onecard_expect(count(*) = cardinality($1::uuid[]), 'card inactive') \
+     FROM users WHERE id = ANY($1) AND status = 'active'";
+
+/// Every statement a batch sent whole may hold. They are prepared before the batch is
+/// sent (`commit_at_once`), so that none of its statements waits for a `PREPARE` round
+/// trip, which would send it after the batch's `COMMIT`, outside the transaction.
+fn pipeline_statements() -> Vec<&'static str> {
+    let [insert_payments, upsert_payments] = &*PAYMENT_WRITES;
+    let [insert_wallets, update_wallets] = &*CHECKED_WALLET_WRITES;
+    vec![
+        EXPECT_UNCHANGED_PAYMENTS,
+        EXPECT_ACTIVE_CARDS,
+        INSERT_REQUESTS,
+        INSERT_NONCES,
+        insert_wallets,
+        update_wallets,
+        insert_payments,
+        upsert_payments,
+        INSERT_ENTRIES,
+        INSERT_OUTBOX,
+        UPSERT_SUBSIDIES,
+        UPSERT_COUPONS,
+        INSERT_RISKS,
+    ]
+}
+
+/// The commits of `commits` that change stored payments fail the transaction unless each
+/// of those payments is still as their decisions saw it, and lock them.
+async fn expect_unchanged_payments<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+) -> Result<(), tokio_postgres::Error> {
+    let fences: Vec<&PaymentFence> = commits.iter().flat_map(|c| &c.payment_fences).collect();
+    if fences.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = fences.iter().map(|f| f.id.0).collect();
+    let statuses: Vec<&str> = fences.iter().map(|f| f.status.as_str()).collect();
+    let refunded: Vec<i64> = fences.iter().map(|f| f.refunded.0).collect();
+    let st = c.prepare_cached(EXPECT_UNCHANGED_PAYMENTS).await?;
+    c.execute(&st, &[&ids, &statuses, &refunded]).await?;
+    Ok(())
+}
+
+/// Fails the transaction unless every commit that requires an active card has an active
+/// cardholder. The batch holds one commit a wallet at most.
+async fn expect_active_cards<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+) -> Result<(), tokio_postgres::Error> {
+    let users: Vec<Uuid> = commits
+        .iter()
+        .filter(|c| c.require_active)
+        .map(|c| c.wallet.user_id.0)
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let st = c.prepare_cached(EXPECT_ACTIVE_CARDS).await?;
+    c.execute(&st, &[&users]).await?;
+    Ok(())
+}
+
+/// The optimistic attempt at a batch, in one round trip: `BEGIN`, every statement of
+/// every commit (plain inserts, and checks that fail the transaction: payments unchanged,
+/// cards active, wallets at their versions) and `COMMIT`, sent at once. PostgreSQL runs
+/// them in the order sent; should one fail (a taken key or a used code is a unique
+/// violation, a check raises), the statements after it fail as the transaction is
+/// aborted, and `COMMIT` rolls it back. Answers whether the batch committed. A batch
+/// with two commits of one wallet (only a bug would make one) is not tried at all.
+///
+/// Every statement is sent before `COMMIT` because each is sent when its future is first
+/// polled: they are all prepared beforehand (`pipeline_statements`), and no statement
+/// function awaits anything before it sends.
 async fn commit_at_once(
-    client: &mut deadpool_postgres::Object,
+    client: &deadpool_postgres::Object,
     commits: &[WalletCommit],
 ) -> Result<bool, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    // Payments the batch changes (refunds, settlements: rare) are checked and locked
-    // first, so that the batch's own writes, sent next, cannot be what the check reads.
-    if commits.iter().any(|c| !c.payment_fences.is_empty()) {
-        let all: Vec<usize> = (0..commits.len()).collect();
-        if !changed_payments(&tx, commits, &all).await?.is_empty() {
-            tx.rollback().await?;
-            return Ok(false);
-        }
+    let mut users = HashSet::new();
+    if !commits.iter().all(|c| users.insert(c.wallet.user_id)) {
+        return Ok(false);
     }
+    futures_util::future::try_join_all(
+        pipeline_statements()
+            .into_iter()
+            .map(|sql| client.prepare_cached(sql)),
+    )
+    .await?;
     let with_req: Vec<usize> = (0..commits.len())
         .filter(|i| commits[*i].request.is_some())
         .collect();
@@ -775,27 +945,30 @@ async fn commit_at_once(
         .collect();
     let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
     let every: Vec<&WalletCommit> = commits.iter().collect();
-    let attempt = tokio::try_join!(
-        inactive_cards(&tx, commits),
-        insert_requests(&tx, commits, &with_req, OnConflict::Fail),
-        insert_nonces(&tx, commits, &with_nonce, OnConflict::Fail),
-        write_wallets(&tx, &wallets),
-        write_rest(&tx, &every, OnConflict::Fail),
+    let (begin, attempt, commit) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        async {
+            // In this order: the payment check locks the payments before the batch's own
+            // writes could be what it reads.
+            tokio::try_join!(
+                expect_unchanged_payments(client, commits),
+                expect_active_cards(client, commits),
+                insert_requests(client, commits, &with_req, OnConflict::Fail),
+                insert_nonces(client, commits, &with_nonce, OnConflict::Fail),
+                write_wallets_checked(client, &wallets),
+                write_rest(client, &every, OnConflict::Fail),
+            )
+        },
+        client.batch_execute("COMMIT"),
     );
-    let applies = match attempt {
-        Ok((inactive, _, _, written, ())) => inactive.is_empty() && written.iter().all(|ok| *ok),
-        // A statement the database refused (a taken key or a used code is a unique
-        // violation, and the statements after it fail as the transaction is aborted):
-        // the careful path finds out which commit it was, or meets the error again.
-        Err(e) if e.as_db_error().is_some() => false,
-        Err(e) => return Err(e),
-    };
-    if applies {
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
+    begin?;
+    match attempt {
+        Ok(_) => commit.map(|()| true),
+        // A statement the database refused: the transaction was rolled back, and the
+        // careful path finds out which commit it was, or meets the error again.
+        Err(e) if e.as_db_error().is_some() => commit.map(|()| false),
+        Err(e) => Err(e),
     }
-    Ok(applies)
 }
 
 /// One batch in one transaction. `Err` means the transaction was rolled back.
