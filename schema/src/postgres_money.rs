@@ -713,7 +713,9 @@ const INSERT_RISKS: &str = "INSERT INTO risk_events (id, user_id, kind, at) \
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
 /// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
-/// as pipelined statements.
+/// as pipelined statements. A batch sent whole (`commit_at_once`) runs it too, so each
+/// statement here must be one of `pipeline_statements` and be sent with nothing awaited
+/// before it but its `prepare_cached`; otherwise it could go after the batch's `COMMIT`.
 async fn write_rest<C: GenericClient>(
     c: &C,
     ok: &[&WalletCommit],
