@@ -1139,17 +1139,7 @@ fn batch_run(url: Option<String>) {
     let (tenant, v) = (stored.tenant_id, stored.version);
     let created = |n: &str| {
         let user = UserId::new();
-        let audit = onecard_schema::model::Audit {
-            id: AuditId::new(),
-            tenant_id: Some(tenant),
-            actor: onecard_schema::model::Actor::Root,
-            action: "user.create",
-            target_type: "user",
-            target_id: user.to_string(),
-            request_id: String::new(),
-            at: world.now,
-            detail: serde_json::json!({}),
-        };
+        let audit = user_audit(tenant, user, "user.create", world.now);
         let new_user = onecard_schema::model::NewUser {
             id: user,
             name: n.into(),
@@ -1216,6 +1206,26 @@ fn a_commit_refused_in_a_batch_drops_alone_and_the_rest_lands_once() {
     on_both_engines("the batch test", batch_run);
 }
 
+/// The audit entry of a test's change to `user`, made by root.
+fn user_audit(
+    tenant: TenantId,
+    user: UserId,
+    action: &'static str,
+    at: Timestamp,
+) -> onecard_schema::model::Audit {
+    onecard_schema::model::Audit {
+        id: AuditId::new(),
+        tenant_id: Some(tenant),
+        actor: onecard_schema::model::Actor::Root,
+        action,
+        target_type: "user",
+        target_id: user.to_string(),
+        request_id: String::new(),
+        at,
+        detail: serde_json::json!({}),
+    }
+}
+
 /// Whether the store holds an idempotency record for `key` (scope `fence-test`).
 fn key_kept(ctx: &StoreCtx, key: &str) -> bool {
     ctx.rt
@@ -1280,17 +1290,7 @@ fn card_run(url: Option<String>) {
     );
     assert_eq!(done, vec![Ok(())], "an active cardholder's commit lands");
 
-    let audit = onecard_schema::model::Audit {
-        id: AuditId::new(),
-        tenant_id: Some(tenant),
-        actor: onecard_schema::model::Actor::Root,
-        action: "user.update",
-        target_type: "user",
-        target_id: user.to_string(),
-        request_id: String::new(),
-        at: world.now,
-        detail: serde_json::json!({}),
-    };
+    let audit = user_audit(tenant, user, "user.update", world.now);
     let suspend = onecard_schema::model::UserPatch {
         status: Some(onecard_schema::model::UserStatus::Suspended),
         ..Default::default()
