@@ -194,11 +194,16 @@ impl Config {
                 &get,
                 "ONECARD_PROVIDER_TIMEOUT_MS",
                 limits::PROVIDER_TIMEOUT_MS_DEFAULT,
+                600_000,
             )?,
+            // A request taken just before SIGTERM must reach its deadline, and so an
+            // answer, within the drain: a longer deadline would let shutdown cut it off
+            // unanswered.
             request_timeout: timeout_ms(
                 &get,
                 "ONECARD_REQUEST_TIMEOUT_MS",
                 limits::REQUEST_TIMEOUT_MS_DEFAULT,
+                limits::SHUTDOWN_GRACE_S as usize * 1000,
             )?,
             log_format,
             db_pool_size: number(
@@ -351,13 +356,14 @@ fn number(
     }
 }
 
-/// A time limit in milliseconds, 100 ms to 10 minutes.
+/// A time limit in milliseconds, 100 ms to `max_ms`.
 fn timeout_ms(
     get: &impl Fn(&str) -> Option<String>,
     key: &'static str,
     default: usize,
+    max_ms: usize,
 ) -> Result<std::time::Duration, ConfigError> {
-    let ms = number(get, key, default, 100, 600_000)?;
+    let ms = number(get, key, default, 100, max_ms)?;
     Ok(std::time::Duration::from_millis(ms as u64))
 }
 
@@ -404,6 +410,29 @@ mod tests {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert!(err.to_string().starts_with(k), "{err}");
         }
+    }
+
+    #[test]
+    fn a_request_deadline_ends_within_the_shutdown_drain() {
+        let drain_ms = limits::SHUTDOWN_GRACE_S * 1000;
+        let c = Config::from_vars(vars(&[(
+            "ONECARD_REQUEST_TIMEOUT_MS",
+            &drain_ms.to_string(),
+        )]))
+        .unwrap();
+        assert_eq!(c.request_timeout.as_millis(), u128::from(drain_ms));
+        let err = Config::from_vars(vars(&[(
+            "ONECARD_REQUEST_TIMEOUT_MS",
+            &(drain_ms + 1).to_string(),
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("ONECARD_REQUEST_TIMEOUT_MS"),
+            "{err}"
+        );
+        // The provider's own limit is not bounded by the drain.
+        let c = Config::from_vars(vars(&[("ONECARD_PROVIDER_TIMEOUT_MS", "120000")])).unwrap();
+        assert_eq!(c.provider_timeout.as_secs(), 120);
     }
 
     #[test]

@@ -574,3 +574,128 @@ async fn a_postgresql_stall_answers_503_at_the_deadline_and_retries_are_charged_
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
 }
+
+/// A keyed request whose answer exists but whose record is held up (PostgreSQL slow to
+/// take the answer's write) is given up on at its deadline, 503, yet the answer is still
+/// recorded: a retry with its key replays it rather than doing the request a second time.
+/// The test holds the two steps with locks of its own: the user table while the request
+/// starts, then the idempotency records while the answer is written.
+#[actix_web::test]
+async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_again() {
+    const DEADLINE: Duration = Duration::from_millis(2_000);
+    let Some((_db, url)) = PgDatabase::create().await else {
+        return;
+    };
+    let app = spawn_with(Engine::Sqlite, |c| {
+        c.database_url = url.clone().into();
+        c.request_timeout = DEADLINE;
+    })
+    .await
+    .expect("the node starts");
+    let (_, admin) = app.tenant("university", "standard").await;
+    let connect = || async {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("a connection of the test's own");
+        actix_web::rt::spawn(conn);
+        c
+    };
+    let (users_lock, record_lock, look) = (connect().await, connect().await, connect().await);
+    let key = uuid::Uuid::new_v4().to_string();
+    let record = || async {
+        let rows = look
+            .query(
+                "SELECT status FROM idempotency WHERE key = $1",
+                &[&key.as_str()],
+            )
+            .await
+            .expect("the record's state");
+        rows.first().map(|r| r.get::<_, Option<i32>>(0))
+    };
+
+    users_lock
+        .batch_execute("BEGIN; LOCK TABLE users IN EXCLUSIVE MODE")
+        .await
+        .expect("the user table held");
+    let started = Instant::now();
+    let request = {
+        let send = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", &key)
+            .json(&json!({"name": "Late Comer", "number": "S-LATE"}))
+            .send();
+        actix_web::rt::spawn(send)
+    };
+    // The request took its key and waits on the user table.
+    while record().await != Some(None) {
+        assert!(started.elapsed() < DEADLINE / 2, "the key was never taken");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Held whole, so that even preparing the answer's write waits: a write not yet sent
+    // when the request is given up on must still be made.
+    record_lock
+        .batch_execute("BEGIN; LOCK TABLE idempotency IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("the records held");
+    users_lock.batch_execute("COMMIT").await.expect("unlock");
+
+    let res = actix_web::rt::time::timeout(DEADLINE * 5, request)
+        .await
+        .expect("an answer by the deadline")
+        .expect("the request task")
+        .expect("a response");
+    let s = res.status().as_u16();
+    let p: serde_json::Value = res.json().await.expect("problem+json");
+    assert_problem(s, &p, 503, "unavailable");
+    // Given up on with its answer made: the user exists, its record is still being written.
+    let made = look
+        .query("SELECT id FROM users WHERE number = 'S-LATE'", &[])
+        .await
+        .expect("the users");
+    assert_eq!(
+        made.len(),
+        1,
+        "the request did its work before its deadline"
+    );
+    let id: uuid::Uuid = made[0].get(0);
+
+    record_lock.batch_execute("COMMIT").await.expect("unlock");
+    let recorded = Instant::now();
+    while record().await != Some(Some(201)) {
+        assert!(
+            recorded.elapsed() < Duration::from_secs(5),
+            "the answer of a request given up on was never recorded: {:?}",
+            record().await
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let retry = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .header("Idempotency-Key", &key)
+        .json(&json!({"name": "Late Comer", "number": "S-LATE"}))
+        .send()
+        .await
+        .expect("a response");
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "{retry:?}"
+    );
+    let s = retry.status().as_u16();
+    let u: serde_json::Value = retry.json().await.expect("json");
+    assert_eq!(
+        (s, u["id"].as_str()),
+        (200, Some(id.to_string().as_str())),
+        "{u}"
+    );
+    let (s, list) = app.get("/api/v1/users?q=S-LATE", &admin).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+}
