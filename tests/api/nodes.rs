@@ -173,6 +173,9 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     let mut on_a = Ws::connect(&a.base, &till_token).await;
     let sub = on_a.subscribe(&topic, None).await;
     let epoch = sub.last().unwrap()["epoch"].clone();
+    // Stays subscribed on A, to say when an event is in the topic's history.
+    let mut watch = Ws::connect(&a.base, &till_token).await;
+    watch.subscribe(&topic, None).await;
     let (s, p) = pay(b.base.clone(), codes.pop().unwrap(), 11).await;
     assert_eq!(s, 201, "{p}");
     let e = on_a.next().await;
@@ -189,6 +192,8 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
         assert_eq!(s, 201);
         missed.push(p["id"].clone());
     }
+    watch.seen(3).await;
+    drop(watch);
     let mut on_c = Ws::connect(&c_node.base, &till_token).await;
     on_c.send(json!({"op": "subscribe", "topic": topic, "since": 1, "epoch": epoch}))
         .await;

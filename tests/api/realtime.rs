@@ -118,6 +118,13 @@ impl Ws {
         self.next_within(5_000).await.expect("a frame within 5 s")
     }
 
+    /// Waits until this connection, subscribed to a topic, has seen the topic's event
+    /// `seq`: the event is then published, and in the topic's history. (A payment's event
+    /// is published after its 201, by the relay.)
+    pub async fn seen(&mut self, seq: u64) {
+        while self.next().await["seq"].as_u64() != Some(seq) {}
+    }
+
     /// Subscribes and returns every frame up to and including `subscribed` (or an error).
     pub async fn subscribe(&mut self, topic: &str, since: Option<u64>) -> Vec<Value> {
         let mut frame = json!({"op": "subscribe", "topic": topic});
@@ -369,6 +376,9 @@ async fn a_client_resumes_from_its_last_seq_and_is_told_when_history_is_gone(bus
 
     let mut till = Ws::connect(&app.base, &shop.terminal).await;
     let epoch = last(&till.subscribe(&topic, None).await)["epoch"].clone();
+    // A second connection stays subscribed, to say when an event is in the history.
+    let mut watch = Ws::connect(&app.base, &shop.terminal).await;
+    watch.subscribe(&topic, None).await;
     for amount in [10, 20] {
         let c = code(&app, &me).await;
         pay(&app, &shop, &c, amount).await;
@@ -382,6 +392,7 @@ async fn a_client_resumes_from_its_last_seq_and_is_told_when_history_is_gone(bus
         let c = code(&app, &me).await;
         pay(&app, &shop, &c, amount).await;
     }
+    watch.seen(4).await;
     let mut till = Ws::connect(&app.base, &shop.terminal).await;
     till.send(json!({"op": "subscribe", "topic": topic, "since": 2, "epoch": epoch}))
         .await;
@@ -415,6 +426,7 @@ async fn a_client_resumes_from_its_last_seq_and_is_told_when_history_is_gone(bus
     // Nothing more arrives on a topic that expired (the client refetches, resubscribes).
     let c = code(&app, &me).await;
     pay(&app, &shop, &c, 60).await;
+    watch.seen(6).await;
     assert_eq!(late.next_within(300).await, None);
     let f = late.subscribe(&topic, Some(3)).await;
     let seqs: Vec<_> = f.iter().filter_map(|e| e["seq"].as_u64()).collect();
