@@ -618,17 +618,16 @@ async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_a
         .batch_execute("BEGIN; LOCK TABLE users IN EXCLUSIVE MODE")
         .await
         .expect("the user table held");
-    let started = Instant::now();
-    let request = {
-        let send = app
-            .client
+    let send = || {
+        app.client
             .post(app.url("/api/v1/users"))
             .bearer_auth(&admin)
             .header("Idempotency-Key", &key)
             .json(&json!({"name": "Late Comer", "number": "S-LATE"}))
-            .send();
-        actix_web::rt::spawn(send)
+            .send()
     };
+    let started = Instant::now();
+    let request = actix_web::rt::spawn(send());
     // The request took its key and waits on the user table.
     while record().await != Some(None) {
         assert!(started.elapsed() < DEADLINE / 2, "the key was never taken");
@@ -672,15 +671,7 @@ async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_a
         );
         actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     }
-    let retry = app
-        .client
-        .post(app.url("/api/v1/users"))
-        .bearer_auth(&admin)
-        .header("Idempotency-Key", &key)
-        .json(&json!({"name": "Late Comer", "number": "S-LATE"}))
-        .send()
-        .await
-        .expect("a response");
+    let retry = send().await.expect("a response");
     assert_eq!(
         retry
             .headers()
