@@ -68,7 +68,13 @@ function median(arr, n,   i, j, t, c) {
     ld[r, kase] = substr($0, index($0, "loader ") + 7) + 0
     i = index($0, "% idle, "); st[r, kase] = i ? sprintf("%.1f", substr($0, i + 8) + 0) : "?"
 }
-/^naive best:/                 { nb[r] = num($0, "payments/s") }
+/^naive: [0-9]+ clients:/       { nc = $2 + 0; hotrow = 0 }
+/^naive \(hot row\): [0-9]+ clients:/ { hotrow = 1 }
+/^  CPU per payment:/ && kase == "naive" && !hotrow {
+    nld[r, nc] = substr($0, index($0, "loader ") + 7) + 0
+    i = index($0, "% idle, "); nst[r, nc] = i ? sprintf("%.1f", substr($0, i + 8) + 0) : "?"
+}
+/^naive best:/                 { nb[r] = num($0, "payments/s"); nbc[r] = $(NF - 1) + 0 }
 /^naive \(hot row\): 64 clients:/ { nh[r] = num($0, "payments/s") }
 END {
     printf "\n== summary (targets: PG/naive >= 1.5, SQLite/healthz >= 0.25, hot/spread >= 0.9, hot/naive hot >= 5, p99 <= 20 ms)\n"
@@ -83,11 +89,12 @@ END {
     }
     for (k = 1; k <= 11; k++) { for (i = 1; i <= rounds; i++) col[i] = a[k,i]; med[k] = median(col, rounds) }
     printf "%-7s %8.2fx %8.1f%% %7.2fx %7.2fx %7.1fx %7.1fx %8.2f %8.2f %8.2f %8.2f %7.2f\n", "median", med[1], 100 * med[2], med[3], med[4], med[5], med[6], med[7], med[8], med[9], med[10], med[11]
-    printf "\nThe loader does the same work in every pay case, so its CPU per payment shows how fast\nthe machine ran during each (µs; higher is slower), beside the share of the cores the\nhypervisor took (steal, %%):\n"
-    printf "%-7s %12s %12s %12s %12s\n", "round", "SQ", "SQ hot", "PG", "PG hot"
+    printf "\nThe loader does the same work in every pay case, so its CPU per payment shows how fast\nthe machine ran during each (µs; higher is slower), beside the share of the cores the\nhypervisor took (steal, %%); the naive peer'"'"'s loader does other work, so only its steal\ncompares:\n"
+    printf "%-7s %12s %12s %12s %12s %12s\n", "round", "SQ", "SQ hot", "PG", "PG hot", "naive best"
     for (i = 1; i <= rounds; i++) {
         printf "%-7s", i
         for (k = 1; k <= 4; k++) printf " %12s", ld[i, cases[k]] " / " st[i, cases[k]]
+        printf " %12s", nld[i, nbc[i]] " / " nst[i, nbc[i]]
         printf "\n"
     }
 }' "$LOG"
