@@ -714,7 +714,7 @@ const INSERT_RISKS: &str = "INSERT INTO risk_events (id, user_id, kind, at) \
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
 /// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
 /// as pipelined statements. A batch sent whole (`commit_at_once`) runs it too, so each
-/// statement here must be one of `pipeline_statements` and be sent with nothing awaited
+/// statement here must be one of `PIPELINE_STATEMENTS` and be sent with nothing awaited
 /// before it but its `prepare_cached`; otherwise it could go after the batch's `COMMIT`
 /// (`commit_at_once` finds a statement missing from the list by the statement cache).
 async fn write_rest<C: GenericClient>(
@@ -858,10 +858,10 @@ const EXPECT_ACTIVE_CARDS: &str =
 /// Every statement a batch sent whole may hold. They are prepared before the batch is
 /// sent (`commit_at_once`), so that none of its statements waits for a `PREPARE` round
 /// trip, which would send it after the batch's `COMMIT`, outside the transaction.
-fn pipeline_statements() -> Vec<&'static str> {
+static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 13]> = std::sync::LazyLock::new(|| {
     let [insert_payments, upsert_payments] = &*PAYMENT_WRITES;
     let [insert_wallets, update_wallets] = &*CHECKED_WALLET_WRITES;
-    vec![
+    [
         EXPECT_UNCHANGED_PAYMENTS,
         EXPECT_ACTIVE_CARDS,
         INSERT_REQUESTS,
@@ -876,7 +876,7 @@ fn pipeline_statements() -> Vec<&'static str> {
         UPSERT_COUPONS,
         INSERT_RISKS,
     ]
-}
+});
 
 /// The commits of `commits` that change stored payments fail the transaction unless each
 /// of those payments is still as their decisions saw it, and lock them.
@@ -924,7 +924,7 @@ async fn expect_active_cards<C: GenericClient>(
 /// with two commits of one wallet (only a bug would make one) is not tried at all.
 ///
 /// Every statement is sent before `COMMIT` because each is sent when its future is first
-/// polled: they are all prepared beforehand (`pipeline_statements`), and no statement
+/// polled: they are all prepared beforehand (`PIPELINE_STATEMENTS`), and no statement
 /// function awaits anything before it sends.
 async fn commit_at_once(
     client: &deadpool_postgres::Object,
@@ -935,8 +935,8 @@ async fn commit_at_once(
         return Ok(false);
     }
     futures_util::future::try_join_all(
-        pipeline_statements()
-            .into_iter()
+        PIPELINE_STATEMENTS
+            .iter()
             .map(|sql| client.prepare_cached(sql)),
     )
     .await?;
@@ -965,19 +965,19 @@ async fn commit_at_once(
         },
         client.batch_execute("COMMIT"),
     );
-    // A statement whose SQL is not in `pipeline_statements` was prepared while the batch
+    // A statement whose SQL is not in `PIPELINE_STATEMENTS` was prepared while the batch
     // was being sent: it waited for its `PREPARE`, and so went after `COMMIT`, outside
     // the transaction. The tests (debug builds) stop at it; a release build says so.
     let unlisted = client.statement_cache.size().saturating_sub(prepared);
     debug_assert_eq!(
         unlisted, 0,
-        "a batch statement missing from pipeline_statements"
+        "a batch statement missing from PIPELINE_STATEMENTS"
     );
     if unlisted > 0 {
         tracing::error!(
             unlisted,
             "a statement of a batch sent whole was not prepared before it and ran after its \
-             COMMIT: add its SQL to pipeline_statements"
+             COMMIT: add its SQL to PIPELINE_STATEMENTS"
         );
     }
     begin?;
