@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+mod conn;
 mod pay;
 mod ws;
 
@@ -329,8 +330,7 @@ fn us_per(a: Option<f64>, b: Option<f64>, n: u64) -> String {
 }
 
 impl Server {
-    /// The URL of `path` for a timed loop, parsed once: reqwest parses (and IDNA-checks)
-    /// a `&str` again on every request.
+    /// The URL of `path` on the server, for the set-up's reqwest client.
     fn url(&self, path: &str) -> Result<reqwest::Url> {
         Ok(reqwest::Url::parse(&format!("{}{path}", self.base))?)
     }
@@ -623,25 +623,18 @@ async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
 
 async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()> {
     let server = connect(&target)?;
-    let url = server.url("/healthz")?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let cpu = server.cpu_mark();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (url, client) = (
-            url.clone(),
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()?,
-        );
+        let mut conn = conn::Conn::new(&server.base, None)?;
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match client.get(url.clone()).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
+                match conn.get("/healthz").await {
+                    Ok((status, _)) if status.is_success() => {
                         h.saturating_record(t.elapsed().as_micros() as u64);
                     }
                     _ => errors += 1,

@@ -9,6 +9,7 @@ use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::conn::Conn;
 use super::{connect, CpuMark, Server, Target};
 
 /// Concurrency of the set-up requests (tokens, top-ups, codes).
@@ -33,6 +34,9 @@ pub(crate) async fn post(
     }
     Ok(body)
 }
+
+/// Where payments are made.
+const PAYMENTS: &str = "/api/v1/payments";
 
 pub(crate) struct Setup {
     pub admin: String,
@@ -260,15 +264,12 @@ pub async fn run(
     let ledger_before = ledger_counters(&client, &server).await;
     let cpu = server.cpu_mark();
     let start = Instant::now();
-    let url = server.url("/api/v1/payments")?;
     let mut tasks = Vec::new();
     for till in setup.tills.clone() {
         // Each till is a device of its own with its own connection, as in a canteen, not
         // 64 tasks taking turns at one shared connection pool.
-        let (queue, url) = (queue.clone(), url.clone());
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()?;
+        let queue = queue.clone();
+        let mut conn = Conn::new(&server.base, Some(&till))?;
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
@@ -282,22 +283,18 @@ pub async fn run(
                 n += 1;
                 let amount = 1 + (n * 37 % 300) as i64;
                 let t = Instant::now();
-                let res = client
-                    .post(url.clone())
-                    .bearer_auth(&till)
-                    .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                    .json(&PayRequest {
-                        code: &code,
-                        amount,
-                    })
-                    .send()
-                    .await;
+                let body = serde_json::to_vec(&PayRequest {
+                    code: &code,
+                    amount,
+                })
+                .expect("a payment request serializes");
+                let key = uuid::Uuid::new_v4().to_string();
+                let res = conn.post_json(PAYMENTS, body, Some(&key)).await;
                 let label = match res {
-                    Ok(r) => {
-                        let status = r.status();
+                    Ok((status, reply)) => {
                         // Only the payment's status is read; the rest of the reply is
                         // skipped, not built into a map of values.
-                        let reply = r.json::<PayReply>().await.ok();
+                        let reply = serde_json::from_slice::<PayReply>(&reply).ok();
                         let latency = t.elapsed().as_micros() as u64;
                         h.saturating_record(latency);
                         times.push(((t - start).as_micros() as u64, latency));

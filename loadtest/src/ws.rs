@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::conn::Conn;
 use super::pay::{post, prefetch_codes, setup};
 use super::{connect, Target};
 
@@ -267,11 +268,8 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
     let t2 = Instant::now();
     let mut payers = Vec::new();
     for (till, codes) in setup.tills.iter().cloned().zip(per_till) {
-        let (client, url, answered) = (
-            client.clone(),
-            format!("{}/api/v1/payments", server.base),
-            answered.clone(),
-        );
+        let answered = answered.clone();
+        let mut conn = Conn::new(&server.base, Some(&till))?;
         let period = Duration::from_secs_f64(a.tills as f64 / a.rate as f64);
         payers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -279,16 +277,14 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
             for (n, code) in codes.into_iter().enumerate() {
                 tick.tick().await;
                 let t = Instant::now();
-                let res = client
-                    .post(&url)
-                    .bearer_auth(&till)
-                    .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                    .json(&json!({"code": code, "amount": 1 + (n as i64 * 37 % 300)}))
-                    .send()
+                let body = json!({"code": code, "amount": 1 + (n as i64 * 37 % 300)}).to_string();
+                let key = uuid::Uuid::new_v4().to_string();
+                let res = conn
+                    .post_json("/api/v1/payments", body.into_bytes(), Some(&key))
                     .await;
-                if let Ok(r) = res {
-                    if r.status() == 201 {
-                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                if let Ok((status, reply)) = res {
+                    if status == 201 {
+                        let body: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
                         let at = Instant::now();
                         http.saturating_record(t.elapsed().as_micros() as u64);
                         if let Some(id) = body["id"].as_str() {
