@@ -36,7 +36,7 @@ pub(crate) async fn post(
 }
 
 /// Where payments are made.
-const PAYMENTS: &str = "/api/v1/payments";
+pub(crate) const PAYMENTS: &str = "/api/v1/payments";
 
 pub(crate) struct Setup {
     pub admin: String,
@@ -283,13 +283,14 @@ pub async fn run(
                 n += 1;
                 let amount = 1 + (n * 37 % 300) as i64;
                 let t = Instant::now();
-                let body = serde_json::to_vec(&PayRequest {
+                let key = uuid::Uuid::new_v4().to_string();
+                let res = match serde_json::to_vec(&PayRequest {
                     code: &code,
                     amount,
-                })
-                .expect("a payment request serializes");
-                let key = uuid::Uuid::new_v4().to_string();
-                let res = conn.post_json(PAYMENTS, body, Some(&key)).await;
+                }) {
+                    Ok(body) => conn.post_json(PAYMENTS, body, Some(&key)).await,
+                    Err(e) => Err(e.into()),
+                };
                 let label = match res {
                     Ok((status, reply)) => {
                         // Only the payment's status is read; the rest of the reply is

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::conn::Conn;
-use super::pay::{post, prefetch_codes, setup};
+use super::pay::{post, prefetch_codes, setup, PAYMENTS};
 use super::{connect, Target};
 
 pub struct WsArgs {
@@ -280,7 +280,7 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
                 let body = json!({"code": code, "amount": 1 + (n as i64 * 37 % 300)}).to_string();
                 let key = uuid::Uuid::new_v4().to_string();
                 let res = conn
-                    .post_json("/api/v1/payments", body.into_bytes(), Some(&key))
+                    .post_json(PAYMENTS, body.into_bytes(), Some(&key))
                     .await;
                 if let Ok((status, reply)) = res {
                     if status == 201 {
