@@ -1,9 +1,10 @@
 //! The timed loops' HTTP client: one keep-alive HTTP/1.1 connection per till (or per
 //! `/healthz` client) on hyper's own connection API, with every header that does not
-//! change built once. reqwest, kept for the set-up, turns its URL into a URI, looks up
-//! its pool and its proxy rules and wraps each request in its timeout machinery; on a
-//! machine the loader shares with the server, that work is taken from the server
-//! (docs/BENCHMARKS.md, fifty-fourth run).
+//! change built once. reqwest, kept for the set-up, turns its URL back into a URI (with
+//! IDNA checks) on every request and goes through its pool and connector each time; on a
+//! machine the loader shares with the server, that work is taken from the server: it cost
+//! the loader about twice the CPU a payment (docs/BENCHMARKS.md, fifty-fourth to
+//! fifty-sixth runs).
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
