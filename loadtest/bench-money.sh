@@ -55,6 +55,9 @@ function num(s, unit,   i, a, n) {
     s = substr(s, 1, i - 1); n = split(s, a, /[ =:(]/); return a[n] + 0
 }
 function p99(s,   i) { i = index(s, "p99 "); return substr(s, i + 4) + 0 }
+# From a "CPU per ...: ..., loader N µs; the cores meanwhile: I % idle, S % stolen" line:
+function loader(s) { return substr(s, index(s, "loader ") + 7) + 0 }
+function steal(s,   i) { i = index(s, "% idle, "); return i ? sprintf("%.1f", substr(s, i + 8) + 0) : "?" }
 function median(arr, n,   i, j, t, c) {
     for (i = 1; i <= n; i++) c[i] = arr[i]
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (c[j] < c[i]) { t = c[i]; c[i] = c[j]; c[j] = t }
@@ -65,14 +68,12 @@ function median(arr, n,   i, j, t, c) {
 /^healthz:/   { hz[r] = num($0, "req/s") }
 /^pay( \(hot stall\))?: [0-9]+ payments in/ { rate[r, kase] = num($0, "payments/s"); q99[r, kase] = p99($0) }
 /^CPU per payment:/ && kase ~ /^pay/ {
-    ld[r, kase] = substr($0, index($0, "loader ") + 7) + 0
-    i = index($0, "% idle, "); st[r, kase] = i ? sprintf("%.1f", substr($0, i + 8) + 0) : "?"
+    ld[r, kase] = loader($0); st[r, kase] = steal($0)
 }
 /^naive: [0-9]+ clients:/       { nc = $2 + 0; hotrow = 0 }
 /^naive \(hot row\): [0-9]+ clients:/ { hotrow = 1 }
 /^  CPU per payment:/ && kase == "naive" && !hotrow {
-    nld[r, nc] = substr($0, index($0, "loader ") + 7) + 0
-    i = index($0, "% idle, "); nst[r, nc] = i ? sprintf("%.1f", substr($0, i + 8) + 0) : "?"
+    nld[r, nc] = loader($0); nst[r, nc] = steal($0)
 }
 /^naive best:/                 { nb[r] = num($0, "payments/s"); nbc[r] = $(NF - 1) + 0 }
 /^naive \(hot row\): 64 clients:/ { nh[r] = num($0, "payments/s") }

@@ -432,6 +432,11 @@ fn connect(target: &Target) -> Result<Server> {
     })
 }
 
+/// Latencies in µs, from 1 µs to a minute, to three significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
 fn rand_u128() -> u128 {
     rand::random()
 }
@@ -629,7 +634,7 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
     for _ in 0..connections {
         let mut conn = conn::Conn::new(&server.base, None)?;
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut h = latency_histogram();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -643,7 +648,7 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
             (h, errors)
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = latency_histogram();
     let mut errors = 0;
     for t in tasks {
         let (h, e) = t.await?;

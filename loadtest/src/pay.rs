@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt};
-use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::conn::Conn;
-use super::{connect, CpuMark, Server, Target};
+use super::{connect, latency_histogram, CpuMark, Server, Target};
 
 /// Concurrency of the set-up requests (tokens, top-ups, codes).
 pub(crate) const SETUP_CONCURRENCY: usize = 64;
@@ -213,9 +212,9 @@ pub(crate) async fn prefetch_codes(
 
 /// The body a till posts to `/api/v1/payments`.
 #[derive(serde::Serialize)]
-struct PayRequest<'a> {
-    code: &'a str,
-    amount: i64,
+pub(crate) struct PayRequest<'a> {
+    pub code: &'a str,
+    pub amount: i64,
 }
 
 /// The one field of the server's answer that the loader counts by.
@@ -271,7 +270,7 @@ pub async fn run(
         let queue = queue.clone();
         let mut conn = Conn::new(&server.base, Some(&till))?;
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut h = latency_histogram();
             let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
             let mut n = 0u64;
             // (start, latency) of each answered payment, µs; start counts from `start`.
@@ -312,7 +311,7 @@ pub async fn run(
             (h, statuses, times)
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = latency_histogram();
     let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
     let mut times = Vec::with_capacity(payments);
     for t in tasks {
@@ -505,7 +504,7 @@ pub async fn naive(
                 let deadline = Instant::now() + Duration::from_secs(seconds);
                 let run = async {
                     let (c, [lock, debit, insert, totals]) = prepared?;
-                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let mut h = latency_histogram();
                     let mut i = w as i64;
                     while Instant::now() < deadline {
                         i += 7919;
@@ -539,7 +538,7 @@ pub async fn naive(
         done.wait().await;
         let cpu = cpu.per_database_later();
         marked.wait().await;
-        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut all = latency_histogram();
         for t in tasks {
             all.add(t.await??)?;
         }

@@ -613,6 +613,21 @@ async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_a
             .expect("the record's state");
         rows.first().map(|r| r.get::<_, Option<i32>>(0))
     };
+    // Waits until the record is `want` (`Some(None)`: the key taken, no answer yet).
+    let record_becomes = |want: Option<Option<i32>>, within: Duration, what: &'static str| {
+        let record = &record;
+        async move {
+            let since = Instant::now();
+            loop {
+                let now = record().await;
+                if now == want {
+                    return;
+                }
+                assert!(since.elapsed() < within, "{what}: {now:?}");
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
 
     users_lock
         .batch_execute("BEGIN; LOCK TABLE users IN EXCLUSIVE MODE")
@@ -626,13 +641,9 @@ async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_a
             .json(&json!({"name": "Late Comer", "number": "S-LATE"}))
             .send()
     };
-    let started = Instant::now();
     let request = actix_web::rt::spawn(send());
     // The request took its key and waits on the user table.
-    while record().await != Some(None) {
-        assert!(started.elapsed() < DEADLINE / 2, "the key was never taken");
-        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    record_becomes(Some(None), DEADLINE / 2, "the key was never taken").await;
     // Held whole, so that even preparing the answer's write waits: a write not yet sent
     // when the request is given up on must still be made.
     record_lock
@@ -662,15 +673,12 @@ async fn a_keyed_request_given_up_after_its_answer_exists_is_replayed_not_done_a
     let id: uuid::Uuid = made[0].get(0);
 
     record_lock.batch_execute("COMMIT").await.expect("unlock");
-    let recorded = Instant::now();
-    while record().await != Some(Some(201)) {
-        assert!(
-            recorded.elapsed() < Duration::from_secs(5),
-            "the answer of a request given up on was never recorded: {:?}",
-            record().await
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    record_becomes(
+        Some(Some(201)),
+        Duration::from_secs(5),
+        "the answer of a request given up on was never recorded",
+    )
+    .await;
     let retry = send().await.expect("a response");
     assert_eq!(
         retry
