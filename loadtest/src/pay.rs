@@ -35,7 +35,7 @@ pub(crate) async fn post(
 }
 
 /// Where payments are made.
-pub(crate) const PAYMENTS: &str = "/api/v1/payments";
+const PAYMENTS: &str = "/api/v1/payments";
 
 pub(crate) struct Setup {
     pub admin: String,
@@ -212,9 +212,21 @@ pub(crate) async fn prefetch_codes(
 
 /// The body a till posts to `/api/v1/payments`.
 #[derive(serde::Serialize)]
-pub(crate) struct PayRequest<'a> {
-    pub code: &'a str,
-    pub amount: i64,
+struct PayRequest<'a> {
+    code: &'a str,
+    amount: i64,
+}
+
+/// A till's payment of `amount` with `code`, under an Idempotency-Key of its own. A body
+/// that cannot be encoded is an error like any failed request.
+pub(crate) async fn pay(
+    conn: &mut Conn,
+    code: &str,
+    amount: i64,
+) -> Result<(hyper::StatusCode, bytes::Bytes)> {
+    let body = serde_json::to_vec(&PayRequest { code, amount })?;
+    let key = uuid::Uuid::new_v4().to_string();
+    conn.post_json(PAYMENTS, body, Some(&key)).await
 }
 
 /// The one field of the server's answer that the loader counts by.
@@ -282,14 +294,7 @@ pub async fn run(
                 n += 1;
                 let amount = 1 + (n * 37 % 300) as i64;
                 let t = Instant::now();
-                let key = uuid::Uuid::new_v4().to_string();
-                let res = match serde_json::to_vec(&PayRequest {
-                    code: &code,
-                    amount,
-                }) {
-                    Ok(body) => conn.post_json(PAYMENTS, body, Some(&key)).await,
-                    Err(e) => Err(e.into()),
-                };
+                let res = pay(&mut conn, &code, amount).await;
                 let label = match res {
                     Ok((status, reply)) => {
                         // Only the payment's status is read; the rest of the reply is

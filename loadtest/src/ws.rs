@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::conn::Conn;
-use super::pay::{post, prefetch_codes, setup, PayRequest, PAYMENTS};
+use super::pay::{pay, post, prefetch_codes, setup};
 use super::{connect, Target};
 
 pub struct WsArgs {
@@ -277,14 +277,7 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
             for (n, code) in codes.into_iter().enumerate() {
                 tick.tick().await;
                 let t = Instant::now();
-                let key = uuid::Uuid::new_v4().to_string();
-                let res = match serde_json::to_vec(&PayRequest {
-                    code: &code,
-                    amount: 1 + (n as i64 * 37 % 300),
-                }) {
-                    Ok(body) => conn.post_json(PAYMENTS, body, Some(&key)).await,
-                    Err(e) => Err(e.into()),
-                };
+                let res = pay(&mut conn, &code, 1 + (n as i64 * 37 % 300)).await;
                 if let Ok((status, reply)) = res {
                     if status == 201 {
                         let body: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
