@@ -402,17 +402,37 @@ impl World {
         }
     }
 
+    /// The store's ledger check, from its seal and from every entry, against the model.
+    /// Every other check seals what was written since the last seal first, so the seal
+    /// moves at random points of the run.
     fn check_stored_ledger(&self) {
         let Some(ctx) = &self.store else { return };
-        let check = ctx
-            .rt
-            .block_on(ctx.store.ledger_check(self.snap.wallet.tenant_id))
-            .unwrap();
+        let tenant = self.snap.wallet.tenant_id;
+        let (check, full) = ctx.rt.block_on(async {
+            if (self.steps / 500) % 2 == 1 {
+                let sealed = ctx.store.seal_ledger(self.now).await.unwrap();
+                let after = ctx.store.ledger_check(tenant).await.unwrap();
+                assert_eq!(
+                    after.entries - after.sealed_entries,
+                    0,
+                    "the seal took every entry ({sealed} this time)"
+                );
+            }
+            let check = ctx.store.ledger_check(tenant).await.unwrap();
+            let full = ctx.store.ledger_check_full(tenant).await.unwrap();
+            (check, full)
+        });
         assert!(check.balanced, "the stored ledger balances");
         assert!(check.mismatched_wallets.is_empty(), "{check:?}");
         assert_eq!(
             check.entries as usize, self.entries,
             "as many entries as the model"
+        );
+        assert_eq!(full.sealed_entries, 0, "a full check reads every entry");
+        assert_eq!(
+            (check.balanced, check.entries, &check.mismatched_wallets),
+            (full.balanced, full.entries, &full.mismatched_wallets),
+            "the check from the seal says what the full check says"
         );
     }
 
@@ -905,13 +925,130 @@ fn tampered_run(url: Option<String>) {
 
     wallet.version += 1;
     account.balance = world.snap.subsidies[0].balance;
-    let found = check(bare(wallet, vec![account]));
+    let found = check(bare(wallet.clone(), vec![account]));
     assert!(found.mismatched_wallets.is_empty(), "{found:?}");
+
+    // Sealed, the wallet off by one fen again: the check from the seal names it too.
+    let tenant = world.snap.wallet.tenant_id;
+    let seal = || ctx.rt.block_on(ctx.store.seal_ledger(world.now)).unwrap();
+    assert!(seal() > 0, "the entries so far are sealed");
+    wallet.version += 1;
+    wallet.balance = Money(wallet.balance.0 - 1);
+    let found = check(bare(wallet.clone(), vec![]));
+    assert!(found.sealed_entries > 0 && found.balanced, "{found:?}");
+    assert_eq!(
+        found.mismatched_wallets,
+        vec![user],
+        "off by one after the seal"
+    );
+    wallet.version += 1;
+    wallet.balance = world.snap.wallet.balance;
+    assert!(check(bare(wallet.clone(), vec![]))
+        .mismatched_wallets
+        .is_empty());
+
+    // A movement whose entries do not sum to zero: unbalanced before it is sealed, and
+    // still after, from the seal alone, as the full check says.
+    wallet.version += 1;
+    let mut lopsided = bare(wallet, vec![]);
+    lopsided.entries = vec![LedgerEntry {
+        tx_id: uuid::Uuid::new_v4(),
+        account: Account::TopupClearing,
+        ref_id: None,
+        amount: 1,
+        payment_id: None,
+    }];
+    let found = check(lopsided);
+    assert!(!found.balanced, "one fen out of nowhere: {found:?}");
+    assert_eq!(seal(), 1, "the one new entry is sealed");
+    let (found, full) = ctx.rt.block_on(async {
+        (
+            ctx.store.ledger_check(tenant).await.unwrap(),
+            ctx.store.ledger_check_full(tenant).await.unwrap(),
+        )
+    });
+    assert_eq!(found.sealed_entries, found.entries, "all sealed: {found:?}");
+    assert!(!found.balanced && !full.balanced, "{found:?} {full:?}");
+    assert!(found.mismatched_wallets.is_empty() && full.mismatched_wallets.is_empty());
+    assert_eq!(seal(), 0, "nothing new to seal");
 }
 
 #[test]
 fn the_ledger_check_names_a_wallet_that_differs_from_its_entries() {
     on_both_engines("the ledger-check tamper test", tampered_run);
+}
+
+/// Two seals at once (two nodes' rounds, say) add each entry to the seal once, and the
+/// check from the seal says what the full check says.
+fn concurrent_seals_run(url: Option<String>) {
+    let (world, _, _) = paid_in_store(url);
+    let ctx = world.store.as_ref().expect("a store");
+    let tenant = world.snap.wallet.tenant_id;
+    let (a, b, check, full) = ctx.rt.block_on(async {
+        let (a, b) = tokio::join!(
+            ctx.store.seal_ledger(world.now),
+            ctx.store.seal_ledger(world.now)
+        );
+        let check = ctx.store.ledger_check(tenant).await.unwrap();
+        let full = ctx.store.ledger_check_full(tenant).await.unwrap();
+        (a.unwrap(), b.unwrap(), check, full)
+    });
+    assert_eq!(
+        a + b,
+        world.entries as u64,
+        "each entry sealed once ({a} + {b})"
+    );
+    assert_eq!(check.sealed_entries, check.entries, "{check:?}");
+    assert_eq!(
+        (check.balanced, check.entries, check.mismatched_wallets),
+        (full.balanced, full.entries, full.mismatched_wallets)
+    );
+}
+
+#[test]
+fn two_seals_at_once_seal_each_entry_once() {
+    on_both_engines("the concurrent seal test", concurrent_seals_run);
+}
+
+/// On PostgreSQL the seal's boundary needs a moment when no transaction writing entries
+/// is open. With one open, the seal gives up within its short wait (payments queue behind
+/// its lock request meanwhile) and leaves the entries to the next round.
+#[test]
+fn a_postgres_seal_leaves_the_entries_to_the_next_round_while_a_writer_is_open() {
+    let Some((url, admin, name)) = postgres_url() else {
+        return postgres_skipped("the seal's lock test");
+    };
+    let outcome = std::panic::catch_unwind(|| {
+        let (world, _, _) = paid_in_store(Some(url.clone()));
+        let ctx = world.store.as_ref().expect("a store");
+        ctx.rt.block_on(async {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(
+                "BEGIN; INSERT INTO ledger_entries (tenant_id, tx_id, account, amount, created_at) \
+                 VALUES (gen_random_uuid(), gen_random_uuid(), 'topup_clearing', 0, now())",
+            )
+            .await
+            .unwrap();
+            let started = std::time::Instant::now();
+            let sealed = ctx.store.seal_ledger(world.now).await.unwrap();
+            assert_eq!(sealed, 0, "no seal while a writer of entries is open");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "it did not wait for the writer: {:?}",
+                started.elapsed()
+            );
+            c.batch_execute("ROLLBACK").await.unwrap();
+            let sealed = ctx.store.seal_ledger(world.now).await.unwrap();
+            assert_eq!(sealed, world.entries as u64, "the next round seals them");
+        });
+    });
+    drop_database(&admin, &name);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
 }
 
 /// A world on a store whose wallet (500 topped up) paid 300: the payment, as stored.

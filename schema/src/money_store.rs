@@ -170,5 +170,13 @@ pub trait MoneyStore: Send + Sync + 'static {
     ) -> StoreResult<u64>;
 
     // --- checks -------------------------------------------------------------------------
+    /// The ledger check from the seal (`seal_ledger`): the sealed sums, and every entry
+    /// after them. Its time grows with the entries since the last seal, not with all.
     async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck>;
+    /// The ledger check from every entry, ignoring the seal.
+    async fn ledger_check_full(&self, tenant: TenantId) -> StoreResult<LedgerCheck>;
+    /// Adds every entry written since the seal to it, for all tenants, and answers how
+    /// many. 0 also when another node is sealing, or (PostgreSQL) when the writers of
+    /// entries did not pause within a short wait: the next round seals them.
+    async fn seal_ledger(&self, now: Timestamp) -> StoreResult<u64>;
 }

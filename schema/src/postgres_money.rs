@@ -1807,13 +1807,107 @@ impl MoneyStore for PgStore {
     }
 
     async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        self.check_ledger(tenant, true).await
+    }
+
+    async fn ledger_check_full(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        self.check_ledger(tenant, false).await
+    }
+
+    async fn seal_ledger(&self, now: Timestamp) -> StoreResult<u64> {
         let mut c = self.client().await?;
-        // One read-only snapshot for both questions, so a payment committed between them
-        // cannot make a balanced ledger look unbalanced. Nested loops are off for it: the
-        // check joins every wallet to the grouped sums of the tenant's entries, and with
-        // stale statistics (the tables grow fast; autovacuum may be off or behind) the
-        // planner can take the grouped sums for a few rows and rescan them once per
-        // wallet, which made the check of 10,000 wallets take 12 s instead of 0.1 s.
+        // The boundary: the largest id while no transaction that writes entries is open.
+        // Every entry at or below it is then committed, and ids handed out later are
+        // larger, so no entry can appear under the seal afterwards. SHARE waits for the
+        // open writers and holds new ones back, so the wait is kept short; a busy moment
+        // (a long subsidy approval, a vacuum of the table) leaves it to the next round.
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.batch_execute("SET LOCAL lock_timeout = '50ms'")
+            .await
+            .map_err(pg)?;
+        if let Err(e) = tx
+            .batch_execute("LOCK TABLE ledger_entries IN SHARE MODE")
+            .await
+        {
+            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                return Ok(0);
+            }
+            return Err(pg(e));
+        }
+        let through: i64 = tx
+            .query_one("SELECT coalesce(max(id), 0) FROM ledger_entries", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        tx.commit().await.map_err(pg)?;
+        // Then (from, through] joins the seal in one transaction; the seal's row lock
+        // makes a second node wait, and it finds the seal already there.
+        let tx = c.transaction().await.map_err(pg)?;
+        let from: i64 = tx
+            .query_one("SELECT through_id FROM ledger_seal FOR UPDATE", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if through <= from {
+            return Ok(0);
+        }
+        let sealed: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM ledger_entries WHERE id > $1 AND id <= $2",
+                &[&from, &through],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        tx.execute(
+            "UPDATE ledger_seal SET through_id = $1, sealed_at = $2",
+            &[&through, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO ledger_seal_tenants (tenant_id, entries, total, unbalanced) \
+             SELECT tenant_id, sum(n)::int8, sum(s)::int8, bool_or(s <> 0) \
+               FROM (SELECT tenant_id, tx_id, count(*) AS n, sum(amount) AS s FROM ledger_entries \
+                      WHERE id > $1 AND id <= $2 GROUP BY tenant_id, tx_id) t \
+              GROUP BY tenant_id \
+             ON CONFLICT (tenant_id) DO UPDATE SET \
+                entries = ledger_seal_tenants.entries + EXCLUDED.entries, \
+                total = ledger_seal_tenants.total + EXCLUDED.total, \
+                unbalanced = ledger_seal_tenants.unbalanced OR EXCLUDED.unbalanced",
+            &[&from, &through],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO ledger_seal_sums (tenant_id, account, ref_id, total) \
+             SELECT tenant_id, account, ref_id, sum(amount)::int8 FROM ledger_entries \
+              WHERE id > $1 AND id <= $2 AND account IN ('cash', 'arrears', 'subsidy') \
+                AND ref_id IS NOT NULL \
+              GROUP BY tenant_id, account, ref_id \
+             ON CONFLICT (tenant_id, account, ref_id) DO UPDATE SET \
+                total = ledger_seal_sums.total + EXCLUDED.total",
+            &[&from, &through],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(sealed as u64)
+    }
+}
+
+impl PgStore {
+    /// The ledger check: from the seal's sums and the entries after it (`from_seal`), or
+    /// from every entry.
+    async fn check_ledger(&self, tenant: TenantId, from_seal: bool) -> StoreResult<LedgerCheck> {
+        let mut c = self.client().await?;
+        // One read-only snapshot for every question, so a payment (or a seal) committed
+        // between them cannot make a balanced ledger look unbalanced. Nested loops are off
+        // for it: the check joins every wallet to the grouped sums of the tenant's
+        // entries, and with stale statistics (the tables grow fast; autovacuum may be off
+        // or behind) the planner can take the grouped sums for a few rows and rescan them
+        // once per wallet, which made the check of 10,000 wallets take 12 s instead of
+        // 0.1 s.
         let tx = c
             .build_transaction()
             .read_only(true)
@@ -1824,43 +1918,68 @@ impl MoneyStore for PgStore {
         tx.batch_execute("SET LOCAL enable_nestloop = off")
             .await
             .map_err(pg)?;
+        let (through, sealed_entries, sealed_sum, sealed_unbalanced) = if from_seal {
+            let r = tx
+                .query_one(
+                    "SELECT s.through_id, coalesce(t.entries, 0), coalesce(t.total, 0), \
+                            coalesce(t.unbalanced, false) \
+                       FROM ledger_seal s LEFT JOIN ledger_seal_tenants t ON t.tenant_id = $1",
+                    &[&tenant.0],
+                )
+                .await
+                .map_err(pg)?;
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, bool>(3),
+            )
+        } else {
+            (0, 0, 0, false)
+        };
+        // The entries after the seal (all of them without it): an id range, which the
+        // planner sees with its value.
         let r = tx
             .query_one(
                 "SELECT count(*), coalesce(sum(amount), 0)::int8, \
-                 EXISTS (SELECT tx_id FROM ledger_entries WHERE tenant_id = $1 GROUP BY tx_id HAVING sum(amount) <> 0) \
-                 FROM ledger_entries WHERE tenant_id = $1",
-                &[&tenant.0],
+                 EXISTS (SELECT tx_id FROM ledger_entries WHERE tenant_id = $1 AND id > $2 \
+                          GROUP BY tx_id HAVING sum(amount) <> 0) \
+                 FROM ledger_entries WHERE tenant_id = $1 AND id > $2",
+                &[&tenant.0, &through],
             )
             .await
             .map_err(pg)?;
         let (entries, sum, unbalanced): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
         let rows = tx
             .query(
-                "SELECT w.user_id FROM wallets w \
-                   LEFT JOIN (SELECT ref_id, \
-                                     sum(amount) FILTER (WHERE account = 'cash')::int8 AS cash, \
-                                     sum(amount) FILTER (WHERE account = 'arrears')::int8 AS arrears \
-                                FROM ledger_entries \
-                               WHERE tenant_id = $1 AND account IN ('cash', 'arrears') \
-                               GROUP BY ref_id) e ON e.ref_id = w.user_id \
+                "WITH sums AS MATERIALIZED ( \
+                    SELECT account, ref_id, sum(total)::int8 AS total FROM ( \
+                        SELECT account, ref_id, total FROM ledger_seal_sums \
+                         WHERE $3 AND tenant_id = $1 \
+                        UNION ALL \
+                        SELECT account, ref_id, amount FROM ledger_entries \
+                         WHERE tenant_id = $1 AND id > $2 AND account IN ('cash', 'arrears', 'subsidy')) x \
+                     GROUP BY account, ref_id) \
+                 SELECT w.user_id FROM wallets w \
+                   LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \
+                   LEFT JOIN sums a ON a.account = 'arrears' AND a.ref_id = w.user_id \
                   WHERE w.tenant_id = $1 \
-                    AND (w.balance <> coalesce(e.cash, 0) OR w.arrears <> -coalesce(e.arrears, 0)) \
+                    AND (w.balance <> coalesce(c.total, 0) OR w.arrears <> -coalesce(a.total, 0)) \
                  UNION \
                  SELECT s.user_id FROM subsidy_accounts s \
-                   LEFT JOIN (SELECT ref_id, sum(amount)::int8 AS total FROM ledger_entries \
-                               WHERE tenant_id = $1 AND account = 'subsidy' GROUP BY ref_id) e \
-                     ON e.ref_id = s.id \
-                  WHERE s.tenant_id = $1 AND s.balance <> coalesce(e.total, 0) \
+                   LEFT JOIN sums x ON x.account = 'subsidy' AND x.ref_id = s.id \
+                  WHERE s.tenant_id = $1 AND s.balance <> coalesce(x.total, 0) \
                  ORDER BY 1",
-                &[&tenant.0],
+                &[&tenant.0, &through, &from_seal],
             )
             .await
             .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(LedgerCheck {
-            balanced: sum == 0 && !unbalanced,
-            entries: entries as u64,
+            balanced: sealed_sum + sum == 0 && !sealed_unbalanced && !unbalanced,
+            entries: (sealed_entries + entries) as u64,
             mismatched_wallets: rows.iter().map(|r| UserId(r.get(0))).collect(),
+            sealed_entries: sealed_entries as u64,
         })
     }
 }

@@ -1096,43 +1096,169 @@ impl MoneyStore for SqliteStore {
     }
 
     async fn ledger_check(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        self.check_ledger(tenant, true).await
+    }
+
+    async fn ledger_check_full(&self, tenant: TenantId) -> StoreResult<LedgerCheck> {
+        self.check_ledger(tenant, false).await
+    }
+
+    async fn seal_ledger(&self, now: Timestamp) -> StoreResult<u64> {
+        // Summed on a reader, so the writer, which every payment waits on, only stores
+        // the sums. The boundary is the largest id of the reader's snapshot: the store
+        // has one writer, so every entry up to it is committed and ids handed out later
+        // are larger.
+        let part = self
+            .read(|c| {
+                let c = c.unchecked_transaction().map_err(db)?;
+                let from: i64 = c
+                    .query_row("SELECT through_id FROM ledger_seal", [], |r| r.get(0))
+                    .map_err(db)?;
+                let through: i64 = c
+                    .query_row("SELECT coalesce(max(id), 0) FROM ledger_entries", [], |r| r.get(0))
+                    .map_err(db)?;
+                if through <= from {
+                    return Ok(None);
+                }
+                let tenants = c
+                    .prepare(
+                        "SELECT tenant_id, sum(n), sum(s), max(s <> 0) FROM ( \
+                           SELECT tenant_id, tx_id, count(*) AS n, sum(amount) AS s \
+                             FROM ledger_entries WHERE id > ?1 AND id <= ?2 GROUP BY tenant_id, tx_id) \
+                         GROUP BY tenant_id",
+                    )
+                    .and_then(|mut st| {
+                        st.query_map([from, through], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(db)?;
+                let sums = c
+                    .prepare(
+                        "SELECT tenant_id, account, ref_id, sum(amount) FROM ledger_entries \
+                          WHERE id > ?1 AND id <= ?2 AND account IN ('cash', 'arrears', 'subsidy') \
+                            AND ref_id IS NOT NULL \
+                          GROUP BY tenant_id, account, ref_id",
+                    )
+                    .and_then(|mut st| {
+                        st.query_map([from, through], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(db)?;
+                c.commit().map_err(db)?;
+                Ok(Some((from, through, tenants, sums)))
+            })
+            .await?;
+        let Some((from, through, tenants, sums)) = part else {
+            return Ok(0);
+        };
+        let sealed: i64 = tenants.iter().map(|t| t.1).sum();
+        self.write(move |c| {
+            // Sealed meanwhile (by an earlier round still being written): leave it.
+            let now_from: i64 = c
+                .query_row("SELECT through_id FROM ledger_seal", [], |r| r.get(0))
+                .map_err(db)?;
+            if now_from != from {
+                return Ok(0);
+            }
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO ledger_seal_tenants (tenant_id, entries, total, unbalanced) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET entries = entries + excluded.entries, \
+                        total = total + excluded.total, unbalanced = unbalanced OR excluded.unbalanced",
+                )
+                .map_err(db)?;
+            for (tenant, entries, total, unbalanced) in &tenants {
+                st.execute(params![tenant, entries, total, unbalanced]).map_err(db)?;
+            }
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO ledger_seal_sums (tenant_id, account, ref_id, total) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (tenant_id, account, ref_id) DO UPDATE SET total = total + excluded.total",
+                )
+                .map_err(db)?;
+            for (tenant, account, reference, total) in &sums {
+                st.execute(params![tenant, account, reference, total]).map_err(db)?;
+            }
+            c.execute(
+                "UPDATE ledger_seal SET through_id = ?, sealed_at = ?",
+                params![through, ms(now)],
+            )
+            .map_err(db)?;
+            Ok(sealed as u64)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The ledger check: from the seal's sums and the entries after it (`from_seal`), or
+    /// from every entry.
+    async fn check_ledger(&self, tenant: TenantId, from_seal: bool) -> StoreResult<LedgerCheck> {
         self.read(move |c| {
-            // One read transaction: the three questions are answered from one snapshot.
+            // One read transaction: every question is answered from one snapshot.
             let c = c.unchecked_transaction().map_err(db)?;
             let t = tenant.to_string();
+            let (through, sealed_entries, sealed_sum, sealed_unbalanced) = if from_seal {
+                c.query_row(
+                    "SELECT s.through_id, coalesce(t.entries, 0), coalesce(t.total, 0), \
+                            coalesce(t.unbalanced, 0) \
+                       FROM ledger_seal s LEFT JOIN ledger_seal_tenants t ON t.tenant_id = ?",
+                    [&t],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?)),
+                )
+                .map_err(db)?
+            } else {
+                (0, 0, 0, false)
+            };
+            // The entries after the seal (all of them without it), by their ids: `+`
+            // keeps SQLite from reading the tenant's whole index instead.
             let (entries, sum): (i64, i64) = c
                 .query_row(
-                    "SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries WHERE tenant_id = ?",
-                    [&t],
+                    "SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries \
+                      WHERE +tenant_id = ?1 AND id > ?2",
+                    params![&t, through],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(db)?;
             let unbalanced_tx: bool = c
                 .query_row(
-                    "SELECT EXISTS (SELECT tx_id FROM ledger_entries WHERE tenant_id = ? GROUP BY tx_id \
-                     HAVING sum(amount) <> 0)",
-                    [&t],
+                    "SELECT EXISTS (SELECT tx_id FROM ledger_entries WHERE +tenant_id = ?1 AND id > ?2 \
+                     GROUP BY tx_id HAVING sum(amount) <> 0)",
+                    params![&t, through],
                     |r| r.get(0),
                 )
                 .map_err(db)?;
             let mut st = c.prepare(LEDGER_MISMATCHED_WALLETS).map_err(db)?;
             let mismatched_wallets = st
-                .query_map([&t], |r| Ok(UserId(uuid_col(r, 0)?)))
+                .query_map(params![&t, through, from_seal], |r| Ok(UserId(uuid_col(r, 0)?)))
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(db)?;
             drop(st);
             c.commit().map_err(db)?;
-            Ok(LedgerCheck { balanced: sum == 0 && !unbalanced_tx, entries: entries as u64, mismatched_wallets })
+            Ok(LedgerCheck {
+                balanced: sealed_sum + sum == 0 && !sealed_unbalanced && !unbalanced_tx,
+                entries: (sealed_entries + entries) as u64,
+                mismatched_wallets,
+                sealed_entries: sealed_entries as u64,
+            })
         })
         .await
     }
 }
 
 /// Wallets (by user) whose balance, arrears or a subsidy account differs from the sum of
-/// its ledger entries: one pass over the tenant's entries, grouped, then joined.
+/// its ledger entries: the seal's sums (when ?3) and one pass over the tenant's entries
+/// after ?2, grouped, then joined.
 const LEDGER_MISMATCHED_WALLETS: &str = "\
-    WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(amount) AS total FROM ledger_entries \
-                  WHERE tenant_id = ?1 AND account IN ('cash', 'arrears', 'subsidy') \
+    WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(total) AS total FROM ( \
+                    SELECT account, ref_id, total FROM ledger_seal_sums WHERE ?3 AND tenant_id = ?1 \
+                    UNION ALL \
+                    SELECT account, ref_id, amount FROM ledger_entries \
+                     WHERE +tenant_id = ?1 AND id > ?2 AND account IN ('cash', 'arrears', 'subsidy')) \
                   GROUP BY account, ref_id) \
     SELECT w.user_id FROM wallets w \
       LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \

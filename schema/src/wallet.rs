@@ -594,6 +594,9 @@ pub struct LedgerCheck {
     pub entries: u64,
     /// Users whose wallet (cash, subsidies or arrears) differs from their entries.
     pub mismatched_wallets: Vec<UserId>,
+    /// Of `entries`, how many the check took from the seal's sums rather than read
+    /// (0 for a full check).
+    pub sealed_entries: u64,
 }
 
 /// A subsidy rule as stored.

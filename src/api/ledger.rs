@@ -1,19 +1,63 @@
 //! The ledger check: the tenant's entries sum to zero, every movement balances, and
-//! every wallet equals its entries.
+//! every wallet equals its entries. Each node seals the ledger every `LEDGER_SEAL_S`
+//! (docs/OPERATIONS.md, "The ledger check"), so that the check reads only the entries
+//! since the seal; `?full=true` reads every entry instead.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{get, web};
 use onecard_schema::wallet::LedgerCheck;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::auth::{Admin, Auth};
+use crate::extract::Query;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
+/// How often each node adds the entries written since the seal to it.
+pub const LEDGER_SEAL_S: u64 = 600;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckQuery {
+    /// Read every entry instead of starting from the seal's sums. Its time grows with
+    /// the whole ledger, and like any request it is bounded by the request timeout.
+    pub full: Option<bool>,
+}
+
 /// Check the tenant's ledger.
-#[utoipa::path(tag = "ledger", security(("bearer" = [])), responses((status = 200, body = LedgerCheck), Problems))]
+#[utoipa::path(tag = "ledger", params(CheckQuery), security(("bearer" = [])),
+    responses((status = 200, body = LedgerCheck), Problems))]
 #[get("/ledger/check")]
 pub async fn get_ledger_check(
     state: web::Data<AppState>,
     caller: Auth<Admin>,
+    Query(q): Query<CheckQuery>,
 ) -> Result<web::Json<LedgerCheck>, ApiError> {
-    Ok(web::Json(state.store.ledger_check(caller.tenant()?).await?))
+    let tenant = caller.tenant()?;
+    let check = if q.full.unwrap_or(false) {
+        state.store.ledger_check_full(tenant).await?
+    } else {
+        state.store.ledger_check(tenant).await?
+    };
+    Ok(web::Json(check))
+}
+
+/// The seal loop, every `LEDGER_SEAL_S` on each node (the nodes take turns through the
+/// store).
+pub fn spawn_seal(state: Arc<AppState>) {
+    crate::tasks::every(
+        state,
+        Duration::from_secs(LEDGER_SEAL_S),
+        "ledger seal",
+        |state| async move {
+            let sealed = state.store.seal_ledger(state.clock.now()).await?;
+            if sealed > 0 {
+                tracing::info!(sealed, "ledger entries sealed");
+            }
+            Ok(())
+        },
+    );
 }

@@ -288,6 +288,22 @@ async fn stop_mid_run(engine: Engine, stop: Stop) {
     let (_, check) = get(&c, format!("{base}/api/v1/ledger/check"), &admin).await;
     assert_eq!(check["balanced"], true, "{check}");
     assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
+    // The restarted node sealed the ledger as it started: the check from every entry
+    // agrees with the one from the seal.
+    let (_, full) = get(&c, format!("{base}/api/v1/ledger/check?full=true"), &admin).await;
+    assert_eq!(
+        (
+            &full["balanced"],
+            &full["entries"],
+            &full["mismatched_wallets"]
+        ),
+        (
+            &check["balanced"],
+            &check["entries"],
+            &check["mismatched_wallets"]
+        ),
+        "{full} against {check}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     drop(pg);

@@ -123,11 +123,20 @@ async fn funded(
     (shop, user, me)
 }
 
+/// The ledger check passes, from the seal and from every entry alike.
 pub(crate) async fn ledger_balances(app: &TestApp, admin: &str) {
     let (s, check) = app.get("/api/v1/ledger/check", admin).await;
     assert_eq!(s, 200, "{check}");
     assert_eq!(check["balanced"], true, "{check}");
     assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
+    let (s, full) = app.get("/api/v1/ledger/check?full=true", admin).await;
+    assert_eq!(s, 200, "{full}");
+    assert_eq!(full["sealed_entries"], 0, "{full}");
+    for field in ["balanced", "entries", "mismatched_wallets"] {
+        assert_eq!(full[field], check[field], "{field}: {full} against {check}");
+    }
+    let (s, bad) = app.get("/api/v1/ledger/check?full=maybe", admin).await;
+    assert_eq!(s, 422, "{bad}");
 }
 
 on_both_engines!(
