@@ -1830,6 +1830,7 @@ impl MoneyStore for PgStore {
             .await
         {
             if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                tracing::info!("ledger seal left to the next round: entries were being written");
                 return Ok(0);
             }
             return Err(pg(e));

@@ -129,12 +129,17 @@ pub(crate) async fn ledger_balances(app: &TestApp, admin: &str) {
     assert_eq!(s, 200, "{check}");
     assert_eq!(check["balanced"], true, "{check}");
     assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
+    // Read a moment later, so background work (a deferred debit asked again, say) may
+    // have added entries: as many or more, and the same verdict.
     let (s, full) = app.get("/api/v1/ledger/check?full=true", admin).await;
     assert_eq!(s, 200, "{full}");
     assert_eq!(full["sealed_entries"], 0, "{full}");
-    for field in ["balanced", "entries", "mismatched_wallets"] {
-        assert_eq!(full[field], check[field], "{field}: {full} against {check}");
-    }
+    assert_eq!(full["balanced"], true, "{full}");
+    assert_eq!(full["mismatched_wallets"], json!([]), "{full}");
+    assert!(
+        full["entries"].as_u64() >= check["entries"].as_u64(),
+        "{full} against {check}"
+    );
     let (s, bad) = app.get("/api/v1/ledger/check?full=maybe", admin).await;
     assert_eq!(s, 422, "{bad}");
 }
