@@ -1214,25 +1214,31 @@ impl SqliteStore {
             } else {
                 (0, 0, 0, false)
             };
-            // The entries after the seal (all of them without it), by their ids: `+`
-            // keeps SQLite from reading the tenant's whole index instead.
+            // The entries after the seal, found by their ids (`+` keeps SQLite from
+            // reading the tenant's whole index instead); without the seal, every entry of
+            // the tenant, by that index.
+            let tenant_col = if from_seal { "+tenant_id" } else { "tenant_id" };
             let (entries, sum): (i64, i64) = c
                 .query_row(
-                    "SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries \
-                      WHERE +tenant_id = ?1 AND id > ?2",
+                    &format!(
+                        "SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries \
+                          WHERE {tenant_col} = ?1 AND id > ?2"
+                    ),
                     params![&t, through],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(db)?;
             let unbalanced_tx: bool = c
                 .query_row(
-                    "SELECT EXISTS (SELECT tx_id FROM ledger_entries WHERE +tenant_id = ?1 AND id > ?2 \
-                     GROUP BY tx_id HAVING sum(amount) <> 0)",
+                    &format!(
+                        "SELECT EXISTS (SELECT tx_id FROM ledger_entries \
+                          WHERE {tenant_col} = ?1 AND id > ?2 GROUP BY tx_id HAVING sum(amount) <> 0)"
+                    ),
                     params![&t, through],
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            let mut st = c.prepare(LEDGER_MISMATCHED_WALLETS).map_err(db)?;
+            let mut st = c.prepare(&mismatched_wallets_sql(tenant_col)).map_err(db)?;
             let mismatched_wallets = st
                 .query_map(params![&t, through, from_seal], |r| Ok(UserId(uuid_col(r, 0)?)))
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
@@ -1252,24 +1258,28 @@ impl SqliteStore {
 
 /// Wallets (by user) whose balance, arrears or a subsidy account differs from the sum of
 /// its ledger entries: the seal's sums (when ?3) and one pass over the tenant's entries
-/// after ?2, grouped, then joined.
-const LEDGER_MISMATCHED_WALLETS: &str = "\
-    WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(total) AS total FROM ( \
-                    SELECT account, ref_id, total FROM ledger_seal_sums WHERE ?3 AND tenant_id = ?1 \
-                    UNION ALL \
-                    SELECT account, ref_id, amount FROM ledger_entries \
-                     WHERE +tenant_id = ?1 AND id > ?2 AND account IN ('cash', 'arrears', 'subsidy')) \
-                  GROUP BY account, ref_id) \
-    SELECT w.user_id FROM wallets w \
-      LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \
-      LEFT JOIN sums a ON a.account = 'arrears' AND a.ref_id = w.user_id \
-     WHERE w.tenant_id = ?1 \
-       AND (w.balance <> coalesce(c.total, 0) OR w.arrears <> -coalesce(a.total, 0)) \
-    UNION \
-    SELECT s.user_id FROM subsidy_accounts s \
-      LEFT JOIN sums x ON x.account = 'subsidy' AND x.ref_id = s.id \
-     WHERE s.tenant_id = ?1 AND s.balance <> coalesce(x.total, 0) \
-    ORDER BY 1";
+/// after ?2 (found through `tenant_col`, `tenant_id` or `+tenant_id`), grouped, then
+/// joined.
+fn mismatched_wallets_sql(tenant_col: &str) -> String {
+    format!(
+        "WITH sums AS MATERIALIZED (SELECT account, ref_id, sum(total) AS total FROM ( \
+                SELECT account, ref_id, total FROM ledger_seal_sums WHERE ?3 AND tenant_id = ?1 \
+                UNION ALL \
+                SELECT account, ref_id, amount FROM ledger_entries \
+                 WHERE {tenant_col} = ?1 AND id > ?2 AND account IN ('cash', 'arrears', 'subsidy')) \
+              GROUP BY account, ref_id) \
+         SELECT w.user_id FROM wallets w \
+           LEFT JOIN sums c ON c.account = 'cash' AND c.ref_id = w.user_id \
+           LEFT JOIN sums a ON a.account = 'arrears' AND a.ref_id = w.user_id \
+          WHERE w.tenant_id = ?1 \
+            AND (w.balance <> coalesce(c.total, 0) OR w.arrears <> -coalesce(a.total, 0)) \
+         UNION \
+         SELECT s.user_id FROM subsidy_accounts s \
+           LEFT JOIN sums x ON x.account = 'subsidy' AND x.ref_id = s.id \
+          WHERE s.tenant_id = ?1 AND s.balance <> coalesce(x.total, 0) \
+         ORDER BY 1"
+    )
+}
 
 fn load_rule(c: &Connection, tenant: TenantId, id: SubsidyRuleId) -> StoreResult<SubsidyRule> {
     c.prepare_cached(
