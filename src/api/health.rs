@@ -90,6 +90,8 @@ pub async fn get_metrics(
     // Over `ledger_batches_total`: the mean time a group commit takes to be durable.
     metrics::counter!("ledger_batch_write_microseconds_total")
         .absolute(onecard_actors::ledger::COMMIT_MICROS.load(Relaxed));
+    metrics::counter!("ledger_entries_sealed_total")
+        .absolute(crate::api::ledger::SEALED.load(Relaxed));
     {
         use onecard_actors::realtime::{hub, relay};
         metrics::gauge!("ws_connections").set(crate::ws::CONNECTIONS.load(Relaxed) as f64);

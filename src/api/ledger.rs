@@ -3,6 +3,7 @@
 //! (docs/OPERATIONS.md, "The ledger check"), so that the check reads only the entries
 //! since the seal; `?full=true` reads every entry instead.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use crate::state::AppState;
 
 /// How often each node adds the entries written since the seal to it.
 pub const LEDGER_SEAL_S: u64 = 600;
+
+/// Entries this node has sealed since it started (exported as a metric by the edge).
+pub static SEALED: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -55,6 +59,7 @@ pub fn spawn_seal(state: Arc<AppState>) {
         |state| async move {
             let sealed = state.store.seal_ledger(state.clock.now()).await?;
             if sealed > 0 {
+                SEALED.fetch_add(sealed, Ordering::Relaxed);
                 tracing::info!(sealed, "ledger entries sealed");
             }
             Ok(())

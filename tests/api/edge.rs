@@ -250,6 +250,7 @@ async fn probes_report_the_store_and_bus_and_metrics_are_labelled_by_route() {
         "ledger_batches_total",
         "ledger_commits_total",
         "ledger_batch_write_microseconds_total",
+        "ledger_entries_sealed_total",
         "wallet_actors_live",
     ] {
         assert!(
