@@ -1,6 +1,6 @@
 //! A node's background tasks: each runs its work every so often for as long as the
 //! server's state lives (arrears reminders, the purges of used payment codes and of old
-//! idempotency records, the sweep for unanswered deferred debits).
+//! idempotency records, the sweep for unanswered deferred debits, the ledger's seal).
 
 use std::future::Future;
 use std::sync::Arc;
