@@ -1852,34 +1852,35 @@ impl MoneyStore for PgStore {
         if through <= from {
             return Ok(0);
         }
-        let sealed: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM ledger_entries WHERE id > $1 AND id <= $2",
-                &[&from, &through],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
         tx.execute(
             "UPDATE ledger_seal SET through_id = $1, sealed_at = $2",
             &[&through, &now],
         )
         .await
         .map_err(pg)?;
-        tx.execute(
-            "INSERT INTO ledger_seal_tenants (tenant_id, entries, total, unbalanced) \
-             SELECT tenant_id, sum(n)::int8, sum(s)::int8, bool_or(s <> 0) \
-               FROM (SELECT tenant_id, tx_id, count(*) AS n, sum(amount) AS s FROM ledger_entries \
-                      WHERE id > $1 AND id <= $2 GROUP BY tenant_id, tx_id) t \
-              GROUP BY tenant_id \
-             ON CONFLICT (tenant_id) DO UPDATE SET \
-                entries = ledger_seal_tenants.entries + EXCLUDED.entries, \
-                total = ledger_seal_tenants.total + EXCLUDED.total, \
-                unbalanced = ledger_seal_tenants.unbalanced OR EXCLUDED.unbalanced",
-            &[&from, &through],
-        )
-        .await
-        .map_err(pg)?;
+        // Each tenant's part, stored and counted from one pass over the range.
+        let sealed: i64 = tx
+            .query_one(
+                "WITH part AS ( \
+                    SELECT tenant_id, sum(n)::int8 AS entries, sum(s)::int8 AS total, \
+                           bool_or(s <> 0) AS unbalanced \
+                      FROM (SELECT tenant_id, tx_id, count(*) AS n, sum(amount) AS s \
+                              FROM ledger_entries WHERE id > $1 AND id <= $2 \
+                             GROUP BY tenant_id, tx_id) t \
+                     GROUP BY tenant_id), \
+                 stored AS ( \
+                    INSERT INTO ledger_seal_tenants (tenant_id, entries, total, unbalanced) \
+                    SELECT tenant_id, entries, total, unbalanced FROM part \
+                    ON CONFLICT (tenant_id) DO UPDATE SET \
+                       entries = ledger_seal_tenants.entries + EXCLUDED.entries, \
+                       total = ledger_seal_tenants.total + EXCLUDED.total, \
+                       unbalanced = ledger_seal_tenants.unbalanced OR EXCLUDED.unbalanced) \
+                 SELECT coalesce(sum(entries), 0)::int8 FROM part",
+                &[&from, &through],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
         tx.execute(
             "INSERT INTO ledger_seal_sums (tenant_id, account, ref_id, total) \
              SELECT tenant_id, account, ref_id, sum(amount)::int8 FROM ledger_entries \
