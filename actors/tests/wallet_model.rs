@@ -1,10 +1,12 @@
 //! Property test of the wallet's money rules. Random runs of 10,000 steps — payments,
-//! top-ups, refunds, subsidy grants, coupons, freezes, provider answers, repayments and
-//! replayed requests — go through `decide`, and their commits into an in-memory ledger.
+//! top-ups, refunds, subsidy grants, coupons, freezes, provider answers, repayments,
+//! month-end write-offs and replayed requests — go through `decide`, and their commits
+//! into an in-memory ledger.
 //! After every step:
 //! - the ledger sums to zero, and so does every movement;
 //! - the cash balance, each subsidy account and the arrears equal their entries, and none
-//!   is negative;
+//!   is negative; the arrears are what the unsettled payments deferred;
+//! - a write-off leaves no payment unsettled that turned so before its cut-off;
 //! - what merchants are owed equals what their payments kept after refunds;
 //! - a payment's breakdown is what an independent reference of the deduction order says;
 //! - a declined payment, a refused operation or a replay moves no money.
@@ -61,15 +63,22 @@ enum Step {
         ok: bool,
     },
     Repay,
+    /// The month-end cut-off, `hours` ago.
+    WriteOff {
+        hours: i64,
+    },
     Wait {
         minutes: i64,
     },
 }
 
+/// Top-ups are small beside payments, so that cash runs out and deferred debits, arrears
+/// and write-offs happen (a few hundred deferred debits a run); one code in ten is reused
+/// or expired, so that freezes happen without blocking most payments.
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (1..3_000i64, 0..3usize, 0..10u8).prop_map(|(amount, merchant, code)| Step::Pay { amount, merchant, code }),
-        3 => (1..2_000i64).prop_map(|amount| Step::TopUp { amount }),
+        6 => (1..3_000i64, 0..3usize, 0..20u8).prop_map(|(amount, merchant, code)| Step::Pay { amount, merchant, code }),
+        3 => (1..800i64).prop_map(|amount| Step::TopUp { amount }),
         2 => (0..64usize, proptest::option::of(1..1_500i64)).prop_map(|(pick, amount)| Step::Refund { pick, amount }),
         1 => (1..1_000i64, proptest::option::of(1..96i64), proptest::option::of(0..3usize))
             .prop_map(|(amount, expires_h, merchant)| Step::Grant { amount, expires_h, merchant }),
@@ -80,6 +89,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Agreement),
         2 => (0..8usize, proptest::bool::weighted(0.7)).prop_map(|(pick, ok)| Step::Provider { pick, ok }),
         1 => Just(Step::Repay),
+        1 => (0..24i64).prop_map(|hours| Step::WriteOff { hours }),
         2 => (0..600i64).prop_map(|minutes| Step::Wait { minutes }),
     ]
 }
@@ -603,6 +613,9 @@ impl World {
                 }
             }
             Step::Repay => Op::Repay,
+            Step::WriteOff { hours } => Op::WriteOff {
+                before: self.now - SignedDuration::from_hours(*hours),
+            },
         };
         let expected_funding = if let Op::Pay {
             amount, merchant, ..
@@ -646,6 +659,21 @@ impl World {
                         assert_eq!(payment.breakdown.total(), Some(payment.amount));
                     }
                 }
+                if let Op::WriteOff { before: cut } = &op {
+                    assert!(
+                        !d.state
+                            .open_payments
+                            .iter()
+                            .any(|p| p.status == PaymentStatus::Unsettled && p.updated_at < *cut),
+                        "nothing owed from before the cut-off is left"
+                    );
+                    let written = before_ledger != self.entries;
+                    assert_eq!(
+                        written,
+                        d.state.wallet.arrears < before.wallet.arrears,
+                        "a write-off writes entries exactly when it lowers the arrears"
+                    );
+                }
                 if matches!(op, Op::DeferredResult { .. }) && d.commit.is_none() {
                     assert_eq!(
                         self.entries, before_ledger,
@@ -679,6 +707,25 @@ impl World {
             w.arrears.0,
             -self.sum(Account::Arrears, Some(w.user_id.0)),
             "arrears equal their entries"
+        );
+        let deferred: i64 = self
+            .payments
+            .values()
+            .filter(|p| p.status == PaymentStatus::Unsettled)
+            .map(|p| p.breakdown.deferred.0)
+            .sum();
+        assert_eq!(
+            w.arrears.0, deferred,
+            "arrears are the unsettled deferred debits"
+        );
+        assert_eq!(
+            -self.sum(Account::ArrearsWrittenOff, None),
+            self.payments
+                .values()
+                .filter(|p| p.status == PaymentStatus::WrittenOff)
+                .map(|p| p.breakdown.deferred.0)
+                .sum::<i64>(),
+            "what was written off is what the written-off payments deferred"
         );
         for s in &self.snap.subsidies {
             assert!(s.balance.0 >= 0);
@@ -772,6 +819,9 @@ proptest! {
         // The run did real work: money moved and payments were taken.
         prop_assert!(world.payments.len() > 100);
         prop_assert!(world.entries > 1_000);
+        // And reached the end of the deduction order, and arrears.
+        let deferred = world.payments.values().filter(|p| p.breakdown.deferred.0 > 0).count();
+        prop_assert!(deferred > 20, "{} deferred debits", deferred);
     }
 }
 

@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use crate::ids::{AdminId, AuditId, DepartmentId, TagId, TenantId, UserId};
 
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$va:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$va])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -70,7 +70,14 @@ string_enum!(
     UserStatus { Active => "active", Suspended => "suspended", Left => "left" }
 );
 
-/// Per-tenant switches (SPEC §5, §6).
+string_enum!(
+    /// What the tenant's month-end cut-off does with arrears still owed (SPEC §7): carry
+    /// them into the next month, or write them off so that the month closes.
+    #[derive(Default)]
+    ArrearsPolicy { #[default] CarryOver => "carry_over", WriteOff => "write_off" }
+);
+
+/// Per-tenant switches (SPEC §5, §6, §7).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
@@ -78,6 +85,10 @@ pub struct TenantSettings {
     pub require_agreement: bool,
     /// Refunds of an expired coupon's or subsidy's share go to the cash balance.
     pub refund_expired_to_cash: bool,
+    /// At the first local midnight of a month, arrears that became owed before it are
+    /// carried over (default) or written off.
+    #[serde(default)]
+    pub arrears_at_month_end: ArrearsPolicy,
 }
 
 impl Default for TenantSettings {
@@ -85,6 +96,7 @@ impl Default for TenantSettings {
         Self {
             require_agreement: true,
             refund_expired_to_cash: false,
+            arrears_at_month_end: ArrearsPolicy::CarryOver,
         }
     }
 }
@@ -338,4 +350,22 @@ pub enum IdemBegin {
     Conflict,
     /// The first request with this key has not finished yet.
     InProgress,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_stored_before_the_month_end_policy_existed_carry_arrears_over() {
+        let old: TenantSettings =
+            serde_json::from_str(r#"{"require_agreement":true,"refund_expired_to_cash":true}"#)
+                .unwrap();
+        assert_eq!(old.arrears_at_month_end, ArrearsPolicy::CarryOver);
+        assert!(old.refund_expired_to_cash);
+        let bad = serde_json::from_str::<TenantSettings>(
+            r#"{"require_agreement":true,"refund_expired_to_cash":true,"arrears_at_month_end":"forgive"}"#,
+        );
+        assert!(bad.is_err());
+    }
 }

@@ -138,6 +138,8 @@ pub enum PaymentStatus {
     Unsettled,
     Refunded,
     PartiallyRefunded,
+    /// Unsettled, then written off at the tenant's month-end cut-off.
+    WrittenOff,
 }
 
 impl PaymentStatus {
@@ -149,6 +151,7 @@ impl PaymentStatus {
             PaymentStatus::Unsettled => "unsettled",
             PaymentStatus::Refunded => "refunded",
             PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::WrittenOff => "written_off",
         }
     }
 
@@ -160,6 +163,7 @@ impl PaymentStatus {
             "unsettled" => PaymentStatus::Unsettled,
             "refunded" => PaymentStatus::Refunded,
             "partially_refunded" => PaymentStatus::PartiallyRefunded,
+            "written_off" => PaymentStatus::WrittenOff,
             _ => return None,
         })
     }
@@ -248,6 +252,8 @@ pub enum Account {
     ProviderClearing,
     /// Money coming in from arrears repayments.
     RepaymentClearing,
+    /// The tenant's loss on arrears written off at a month-end cut-off.
+    ArrearsWrittenOff,
 }
 
 impl Account {
@@ -262,6 +268,7 @@ impl Account {
             Account::TopupClearing => "topup_clearing",
             Account::ProviderClearing => "provider_clearing",
             Account::RepaymentClearing => "repayment_clearing",
+            Account::ArrearsWrittenOff => "arrears_written_off",
         }
     }
 }

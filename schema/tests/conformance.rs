@@ -276,6 +276,7 @@ async fn tenant_round_trips_and_settings_update(store: Arc<dyn Store>) {
     let settings = TenantSettings {
         require_agreement: false,
         refund_expired_to_cash: true,
+        arrears_at_month_end: ArrearsPolicy::WriteOff,
     };
     let updated = store
         .update_tenant(

@@ -1,5 +1,7 @@
 //! Arrears: unsettled deferred debits the person owes. They block payments until repaid;
-//! a reminder goes to the person's topic once a (tenant-local) day until then.
+//! a reminder goes to the person's topic once a (tenant-local) day until then. At the
+//! tenant's month-end cut-off (the first local midnight of a month) a tenant whose
+//! `arrears_at_month_end` is `write_off` writes off what became owed before it (SPEC §7).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use onecard_actors::wallet::{Op, Policy};
 use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::UserId;
-use onecard_schema::model::PageReq;
+use onecard_schema::model::{ArrearsPolicy, PageReq};
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
 use onecard_schema::wallet::PaymentStatus;
@@ -105,6 +107,45 @@ pub async fn repay_arrears(
     respond(outcome, StatusCode::OK)
 }
 
+/// The month-end cut-off that has passed last: the first instant of the current local
+/// month.
+fn month_start(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, ApiError> {
+    let first = now.to_zoned(tz.clone()).date().first_of_month();
+    first
+        .to_zoned(tz.clone())
+        .map(|z| z.timestamp())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("the start of the month: {e}")))
+}
+
+/// For every tenant that writes arrears off at month end, writes off what became owed
+/// before the current month began. Answers how many wallets had arrears written off.
+pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
+    let mut written = 0;
+    for (tenant, user) in state.store.wallets_in_arrears().await? {
+        if state.tenant(tenant).await?.settings.arrears_at_month_end != ArrearsPolicy::WriteOff {
+            continue;
+        }
+        let policy: Policy = state.policy(tenant).await?;
+        let before = month_start(state.clock.now(), &policy.tz)?;
+        match state
+            .wallets
+            .call(tenant, user, Op::WriteOff { before }, policy, None)
+            .await
+        {
+            Ok(onecard_actors::wallet::Outcome::Decided {
+                answer: onecard_actors::wallet::Answer::Wallet,
+                ..
+            }) => written += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "arrears write-off failed"),
+        }
+    }
+    if written > 0 {
+        tracing::info!(wallets = written, "arrears written off at month end");
+    }
+    Ok(written)
+}
+
 /// Sends today's reminder to every wallet in arrears that has not had one today.
 pub async fn remind_arrears(state: &AppState) -> Result<usize, ApiError> {
     let mut sent = 0;
@@ -132,12 +173,19 @@ pub async fn remind_arrears(state: &AppState) -> Result<usize, ApiError> {
     Ok(sent)
 }
 
-/// The reminder loop (every `REMINDER_SCAN_S`; each wallet is reminded once a day).
+/// The arrears loop (every `REMINDER_SCAN_S`): month-end write-offs first, so nobody is
+/// reminded of what was just written off, then the day's reminders (each wallet once a
+/// day).
 pub fn spawn_reminders(state: Arc<AppState>) {
     crate::tasks::every(
         state,
         Duration::from_secs(REMINDER_SCAN_S),
         "arrears reminders",
-        |state| async move { remind_arrears(&state).await.map(|_| ()) },
+        |state| async move {
+            if let Err(e) = write_off_arrears(&state).await {
+                tracing::warn!(error = %e, "arrears write-off failed");
+            }
+            remind_arrears(&state).await.map(|_| ())
+        },
     );
 }

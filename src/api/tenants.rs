@@ -5,7 +5,9 @@ use jiff::Timestamp;
 use onecard_actors::domain::edition::{capabilities, edition_allowed, Capability};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{AdminId, TenantId};
-use onecard_schema::model::{Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind};
+use onecard_schema::model::{
+    ArrearsPolicy, Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -77,6 +79,9 @@ impl From<Tenant> for TenantView {
 pub struct SettingsPatch {
     pub require_agreement: Option<bool>,
     pub refund_expired_to_cash: Option<bool>,
+    /// `carry_over` (default) or `write_off`: what the month-end cut-off does with
+    /// arrears still owed.
+    pub arrears_at_month_end: Option<ArrearsPolicy>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -199,6 +204,9 @@ pub async fn patch_tenant(
             }
             if let Some(v) = patch.refund_expired_to_cash {
                 s.refund_expired_to_cash = v;
+            }
+            if let Some(v) = patch.arrears_at_month_end {
+                s.arrears_at_month_end = v;
             }
             Some(s)
         }

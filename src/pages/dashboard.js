@@ -129,7 +129,8 @@
           totals.set(id, { gross: t.gross + p.amount, count: t.count + 1 });
         }
         dirty = true;
-      } else if (e.type === "payment.unsettled" || e.type === "payment.refunded") {
+      } else if (e.type === "payment.unsettled" || e.type === "payment.refunded"
+        || e.type === "payment.written_off") {
         refetchWanted = true;
       }
     },

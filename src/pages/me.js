@@ -55,14 +55,17 @@
 
   new OneCard.Live(tok, [me.topic], {
     onEvent: async (e) => {
-      if (e.type.startsWith("payment.")) {
-        const p = e.data;
-        const n = $("notice");
+      const p = e.data;
+      const n = $("notice");
+      if (["payment.succeeded", "payment.accepted", "payment.declined"].includes(e.type)) {
         n.textContent = p.status === "declined"
           ? `Your code was just scanned: ${OneCard.yuan(p.amount)} declined (${OneCard.REASONS[p.decline_reason] || p.decline_reason}).`
           : `Your code was just scanned: ${OneCard.yuan(p.amount)} ${p.status}.`;
         n.classList.remove("hidden");
         refreshCode();
+      } else if (e.type === "arrears.written_off") {
+        n.textContent = `${OneCard.yuan(p.amount)} you owed was written off at the month's end.`;
+        n.classList.remove("hidden");
       }
       refreshWallet();
     },

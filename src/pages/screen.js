@@ -17,6 +17,7 @@
     $("state").textContent = {
       succeeded: "Paid", accepted: "Paid (pending)", declined: "Declined",
       unsettled: "Unsettled", refunded: "Refunded", partially_refunded: "Partly refunded",
+      written_off: "Written off",
     }[p.status] || p.status;
     $("amount").textContent = OneCard.yuan(p.amount);
     $("reason").textContent = p.decline_reason ? (OneCard.REASONS[p.decline_reason] || p.decline_reason) : "";

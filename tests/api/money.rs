@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, PgDatabase, TestApp};
 use crate::on_both_engines;
+use crate::realtime::Ws;
 
 pub(crate) struct Shop {
     pub admin: String,
@@ -151,6 +152,7 @@ on_both_engines!(
     twenty_concurrent_payments_with_wallet_threads_of_their_own,
     a_replayed_payment_request_answers_the_same_payment_and_another_body_is_409,
     arrears_block_payments_are_reminded_daily_and_lift_on_repayment,
+    the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so,
     subsidy_rules_need_a_second_admin_and_credit_every_target,
     three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin,
     a_full_wallet_mailbox_answers_503_and_loses_nothing,
@@ -1238,6 +1240,141 @@ async fn arrears_block_payments_are_reminded_daily_and_lift_on_repayment(engine:
             .unwrap(),
         0
     );
+    assert_eq!(
+        pay(&app, &shop, &code(&app, &me).await, 10).await["status"],
+        "accepted",
+        "the block is lifted"
+    );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+/// A payment of `amount` that the sandbox provider declines: `user` owes it. Answers its id.
+async fn owed(app: &TestApp, shop: &Shop, user: &str, me: &str, amount: i64) -> String {
+    set_sandbox(app, &shop.admin, user, json!({"available": 0})).await;
+    let p = pay(app, shop, &code(app, me).await, amount).await;
+    assert_eq!(p["status"], "accepted", "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    app.wait_for(&format!("/api/v1/payments/{id}"), &shop.admin, |p| {
+        p["status"] == "unsettled"
+    })
+    .await;
+    id
+}
+
+async fn arrears_of(app: &TestApp, admin: &str, user: &str) -> i64 {
+    let (s, owed) = app
+        .get(&format!("/api/v1/users/{user}/arrears"), admin)
+        .await;
+    assert_eq!(s, 200, "{owed}");
+    owed["arrears"].as_i64().unwrap()
+}
+
+/// SPEC §7: at the month-end cut-off (the first local midnight of a month) a tenant that
+/// writes arrears off writes off what became owed before it, and the block lifts; what
+/// became owed after it waits for the next cut-off. A tenant that carries arrears over
+/// (the default) keeps them.
+async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let write_off = || onecard::api::arrears::write_off_arrears(&app.state);
+    let shop = shop(&app, 5_000).await;
+    let (user, me) = person(&app, &shop.admin, "W-1").await;
+    let first = owed(&app, &shop, &user, &me, 300).await;
+
+    // Carried over: a month later it is still owed.
+    app.clock.advance(SignedDuration::from_hours(24 * 32));
+    assert_eq!(write_off().await.unwrap(), 0);
+    assert_eq!(arrears_of(&app, &shop.admin, &user).await, 300);
+
+    let (s, body) = app
+        .patch(
+            "/api/v1/tenant",
+            &shop.admin,
+            json!({"settings": {"arrears_at_month_end": "forgive"}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    let (s, t) = app
+        .patch(
+            "/api/v1/tenant",
+            &shop.admin,
+            json!({"settings": {"arrears_at_month_end": "write_off"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["settings"]["arrears_at_month_end"], "write_off", "{t}");
+
+    let mut card = Ws::connect(&app.base, &me).await;
+    card.subscribe(&format!("user:{user}"), None).await;
+    let mut till = Ws::connect(&app.base, &shop.terminal).await;
+    till.subscribe(&format!("terminal:{}", shop.terminal_id), None)
+        .await;
+    assert_eq!(write_off().await.unwrap(), 1);
+    assert_eq!(write_off().await.unwrap(), 0, "once");
+    assert_eq!(arrears_of(&app, &shop.admin, &user).await, 0);
+    let (_, p) = app
+        .get(&format!("/api/v1/payments/{first}"), &shop.admin)
+        .await;
+    assert_eq!(p["status"], "written_off", "{p}");
+    let kinds = [card.next().await, card.next().await];
+    assert_eq!(
+        (kinds[0]["type"].as_str(), kinds[0]["data"]["id"].as_str()),
+        (Some("payment.written_off"), Some(first.as_str())),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[1]["type"], "arrears.written_off", "{kinds:?}");
+    assert_eq!(
+        (
+            kinds[1]["data"]["amount"].as_i64(),
+            kinds[1]["data"]["arrears"].as_i64()
+        ),
+        (Some(300), Some(0))
+    );
+    assert_eq!(till.next_within(300).await, None, "no receipt at the till");
+    assert_eq!(
+        onecard::api::arrears::remind_arrears(&app.state)
+            .await
+            .unwrap(),
+        0,
+        "nothing left to remind of"
+    );
+
+    // Owed again, in the new month: it stays until the next cut-off, and blocks.
+    let second = owed(&app, &shop, &user, &me, 200).await;
+    assert_eq!(write_off().await.unwrap(), 0);
+    assert_eq!(arrears_of(&app, &shop.admin, &user).await, 200);
+    assert_eq!(
+        pay(&app, &shop, &code(&app, &me).await, 10).await["decline_reason"],
+        "arrears"
+    );
+    app.clock.advance(SignedDuration::from_hours(24 * 32));
+    assert_eq!(write_off().await.unwrap(), 1);
+    let (_, p) = app
+        .get(&format!("/api/v1/payments/{second}"), &shop.admin)
+        .await;
+    assert_eq!(p["status"], "written_off", "{p}");
+    let (s, list) = app
+        .get(
+            &format!("/api/v1/payments?user_id={user}&status=written_off"),
+            &shop.admin,
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+    // A written-off payment is not refundable; repaying finds nothing owed.
+    let (s, body) = keyed(
+        &app,
+        &format!("/api/v1/payments/{second}/refunds"),
+        &shop.admin,
+        "refund-w",
+        json!({}),
+    )
+    .await;
+    assert_problem(s, &body, 409, "not_refundable");
+    let (s, body) = keyed(&app, "/api/v1/me/arrears/repay", &me, "repay-w", json!({})).await;
+    assert_problem(s, &body, 409, "no_arrears");
+    set_sandbox(&app, &shop.admin, &user, json!({"available": 100_000})).await;
     assert_eq!(
         pay(&app, &shop, &code(&app, &me).await, 10).await["status"],
         "accepted",

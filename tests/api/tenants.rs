@@ -111,7 +111,8 @@ async fn tenants_are_created_by_the_operator_only_and_tuned_by_super_admins() {
     assert_eq!(t["timezone"], "Asia/Shanghai");
     assert_eq!(
         t["settings"],
-        json!({"require_agreement": true, "refund_expired_to_cash": false})
+        json!({"require_agreement": true, "refund_expired_to_cash": false,
+            "arrears_at_month_end": "carry_over"})
     );
     assert!(t["capabilities"]
         .as_array()
@@ -129,7 +130,8 @@ async fn tenants_are_created_by_the_operator_only_and_tuned_by_super_admins() {
     assert_eq!(t["timezone"], "Europe/Berlin");
     assert_eq!(
         t["settings"],
-        json!({"require_agreement": false, "refund_expired_to_cash": false})
+        json!({"require_agreement": false, "refund_expired_to_cash": false,
+            "arrears_at_month_end": "carry_over"})
     );
 
     let (s, body) = app

@@ -70,6 +70,11 @@ pub enum Op {
     Remind {
         today: String,
     },
+    /// The month-end cut-off under a write-off policy: arrears that became owed before
+    /// `before` (the payment turned `unsettled` then) are written off.
+    WriteOff {
+        before: Timestamp,
+    },
     Get,
 }
 
@@ -591,6 +596,59 @@ pub fn decide(
                 format!("user:{user}"),
                 "arrears.repaid",
                 serde_json::json!({ "amount": owed.0 }),
+            );
+            Ok(wallet_answer(b))
+        }
+        Op::WriteOff { before } => {
+            let due: Vec<Payment> = b
+                .state
+                .open_payments
+                .iter()
+                .filter(|p| p.status == PaymentStatus::Unsettled && p.updated_at < *before)
+                .cloned()
+                .collect();
+            if due.is_empty() {
+                return Ok(Decision {
+                    state: state.clone(),
+                    commit: None,
+                    answer: Answer::Nothing,
+                    body: Vec::new(),
+                });
+            }
+            let tx = Uuid::now_v7();
+            let mut total = 0;
+            for mut p in due {
+                let owed = p.breakdown.deferred.0;
+                total += owed;
+                b.entry(tx, Account::Arrears, Some(user.0), owed, Some(p.id));
+                b.entry(tx, Account::ArrearsWrittenOff, None, -owed, Some(p.id));
+                b.changes(&p);
+                p.status = PaymentStatus::WrittenOff;
+                p.updated_at = now;
+                // Not to the till: a write-off at midnight is no receipt for its screen.
+                b.outbox.push(OutboxEvent {
+                    id: EventId::new(),
+                    topics: vec![
+                        format!("user:{user}"),
+                        format!("merchant:{}", p.merchant_id),
+                        "tenant".to_string(),
+                    ],
+                    kind: "payment.written_off".into(),
+                    payload: Payload::of(&PaymentView::from(&p)),
+                });
+                b.set_payment(p);
+            }
+            b.state.wallet.arrears = Money(b.state.wallet.arrears.0 - total);
+            let left = b.state.wallet.arrears.0;
+            b.event(
+                format!("user:{user}"),
+                "arrears.written_off",
+                serde_json::json!({ "amount": total, "arrears": left }),
+            );
+            b.event(
+                "tenant".into(),
+                "arrears.written_off",
+                serde_json::json!({ "user_id": user, "amount": total, "arrears": left }),
             );
             Ok(wallet_answer(b))
         }
