@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use onecard_actors::wallet::{Op, Policy};
+use onecard_actors::wallet::{Answer, Op, Outcome, Policy};
 use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::UserId;
-use onecard_schema::model::{ArrearsPolicy, PageReq};
+use onecard_schema::model::{ArrearsPolicy, PageReq, Tenant};
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
 use onecard_schema::wallet::PaymentStatus;
@@ -51,7 +51,7 @@ pub async fn get_arrears(
         .wallets
         .call(tenant, user, Op::Get, policy, None)
         .await?;
-    let onecard_actors::wallet::Outcome::Decided {
+    let Outcome::Decided {
         state: snapshot, ..
     } = outcome
     else {
@@ -109,37 +109,47 @@ pub async fn repay_arrears(
 
 /// The month-end cut-off that has passed last: the first instant of the current local
 /// month.
-fn month_start(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, ApiError> {
+fn month_start(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
     let first = now.to_zoned(tz.clone()).date().first_of_month();
-    first
-        .to_zoned(tz.clone())
-        .map(|z| z.timestamp())
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("the start of the month: {e}")))
+    first.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
+}
+
+/// Sends each wallet in arrears what `op` makes of its tenant (nothing for `None`);
+/// answers how many wallets it changed. `what` names the work in the log.
+async fn each_wallet_in_arrears(
+    state: &AppState,
+    what: &'static str,
+    op: impl Fn(&Tenant, &Policy) -> Option<Op>,
+) -> Result<usize, ApiError> {
+    let mut changed = 0;
+    for (tenant, user) in state.store.wallets_in_arrears().await? {
+        let policy: Policy = state.policy(tenant).await?;
+        let Some(op) = op(&state.tenant(tenant).await?, &policy) else {
+            continue;
+        };
+        match state.wallets.call(tenant, user, op, policy, None).await {
+            Ok(Outcome::Decided {
+                answer: Answer::Wallet,
+                ..
+            }) => changed += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, task = what, "a wallet in arrears failed"),
+        }
+    }
+    Ok(changed)
 }
 
 /// For every tenant that writes arrears off at month end, writes off what became owed
 /// before the current month began. Answers how many wallets had arrears written off.
 pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
-    let mut written = 0;
-    for (tenant, user) in state.store.wallets_in_arrears().await? {
-        if state.tenant(tenant).await?.settings.arrears_at_month_end != ArrearsPolicy::WriteOff {
-            continue;
+    let now = state.clock.now();
+    let written = each_wallet_in_arrears(state, "arrears write-off", |tenant, policy| {
+        if tenant.settings.arrears_at_month_end != ArrearsPolicy::WriteOff {
+            return None;
         }
-        let policy: Policy = state.policy(tenant).await?;
-        let before = month_start(state.clock.now(), &policy.tz)?;
-        match state
-            .wallets
-            .call(tenant, user, Op::WriteOff { before }, policy, None)
-            .await
-        {
-            Ok(onecard_actors::wallet::Outcome::Decided {
-                answer: onecard_actors::wallet::Answer::Wallet,
-                ..
-            }) => written += 1,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "arrears write-off failed"),
-        }
-    }
+        month_start(now, &policy.tz).map(|before| Op::WriteOff { before })
+    })
+    .await?;
     if written > 0 {
         tracing::info!(wallets = written, "arrears written off at month end");
     }
@@ -148,29 +158,12 @@ pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
 
 /// Sends today's reminder to every wallet in arrears that has not had one today.
 pub async fn remind_arrears(state: &AppState) -> Result<usize, ApiError> {
-    let mut sent = 0;
-    for (tenant, user) in state.store.wallets_in_arrears().await? {
-        let policy: Policy = state.policy(tenant).await?;
-        let today = state
-            .clock
-            .now()
-            .to_zoned(policy.tz.clone())
-            .date()
-            .to_string();
-        match state
-            .wallets
-            .call(tenant, user, Op::Remind { today }, policy, None)
-            .await
-        {
-            Ok(onecard_actors::wallet::Outcome::Decided {
-                answer: onecard_actors::wallet::Answer::Wallet,
-                ..
-            }) => sent += 1,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "arrears reminder failed"),
-        }
-    }
-    Ok(sent)
+    let now = state.clock.now();
+    each_wallet_in_arrears(state, "arrears reminder", |_, policy| {
+        let today = now.to_zoned(policy.tz.clone()).date().to_string();
+        Some(Op::Remind { today })
+    })
+    .await
 }
 
 /// The arrears loop (every `REMINDER_SCAN_S`): month-end write-offs first, so nobody is
@@ -188,4 +181,31 @@ pub fn spawn_reminders(state: Arc<AppState>) {
             remind_arrears(&state).await.map(|_| ())
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::month_start;
+
+    #[test]
+    fn the_month_end_cut_off_is_the_first_local_midnight_of_the_month() {
+        let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        // 00:30 on 1 February in Shanghai is still 31 January in UTC.
+        assert_eq!(
+            month_start(at("2027-01-31T16:30:00Z"), &shanghai),
+            Some(at("2027-01-31T16:00:00Z"))
+        );
+        // 23:30 on 31 January in Shanghai: January's cut-off.
+        assert_eq!(
+            month_start(at("2027-01-31T15:30:00Z"), &shanghai),
+            Some(at("2026-12-31T16:00:00Z"))
+        );
+        // A zone with summer time: Berlin's 1 April starts at 22:00 UTC the day before.
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(
+            month_start(at("2027-04-15T12:00:00Z"), &berlin),
+            Some(at("2027-03-31T22:00:00Z"))
+        );
+    }
 }
