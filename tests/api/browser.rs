@@ -40,6 +40,18 @@ async fn the_till_screen_dashboard_and_card_page_work_in_chromium() {
     let shots: PathBuf = std::env::var("ONECARD_SCREENSHOTS")
         .map(|p| root.join(p))
         .unwrap_or_else(|_| root.join("target/screenshots"));
+    // The server's clock follows real time here, as a deployed one does (pages compare
+    // the server's timestamps).
+    let clock = app.clock.clone();
+    let ticker = tokio::spawn(async move {
+        let mut last = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let now = std::time::Instant::now();
+            clock.advance(jiff::SignedDuration::try_from(now - last).unwrap_or_default());
+            last = now;
+        }
+    });
     let base = app.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -52,6 +64,7 @@ async fn the_till_screen_dashboard_and_card_page_work_in_chromium() {
     })
     .await
     .unwrap();
+    ticker.abort();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");

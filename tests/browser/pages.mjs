@@ -142,8 +142,13 @@ try {
     await banner.waitFor({ state: "visible", timeout: 10_000 });
     assert.ok((await banner.innerText()).includes("¥3.00"));
     await page.screenshot({ path: `${shots}/me-arrears.png` });
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
     await page.click("#repay");
     await banner.waitFor({ state: "hidden", timeout: 5_000 });
+    // The repaid payment's event settles an old payment: no "just scanned" for it.
+    await page.waitForTimeout(500);
+    assert.ok(await page.locator("[data-testid=notice]").evaluate((n) => n.classList.contains("hidden")),
+      `a repayment is not announced as a scan: ${await page.locator("[data-testid=notice]").innerText()}`);
     // Repayment is a payment of its own (through the provider), not from the balance.
     assert.equal(await page.locator("[data-testid=balance]").innerText(), "¥10.00");
     assert.equal((await api(admin, "GET", `/users/${debtor.id}/arrears`)).arrears, 0);
