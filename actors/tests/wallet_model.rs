@@ -79,7 +79,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1..3_000i64, 0..3usize, 0..20u8).prop_map(|(amount, merchant, code)| Step::Pay { amount, merchant, code }),
         3 => (1..800i64).prop_map(|amount| Step::TopUp { amount }),
-        2 => (0..64usize, proptest::option::of(1..1_500i64)).prop_map(|(pick, amount)| Step::Refund { pick, amount }),
+        2 => (any::<usize>(), proptest::option::of(1..1_500i64)).prop_map(|(pick, amount)| Step::Refund { pick, amount }),
         1 => (1..1_000i64, proptest::option::of(1..96i64), proptest::option::of(0..3usize))
             .prop_map(|(amount, expires_h, merchant)| Step::Grant { amount, expires_h, merchant }),
         1 => (1..800i64, 0..2_000i64, 1..96i64, proptest::option::of(0..3usize))
@@ -87,7 +87,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Freeze),
         1 => Just(Step::Unfreeze),
         1 => Just(Step::Agreement),
-        2 => (0..8usize, proptest::bool::weighted(0.7)).prop_map(|(pick, ok)| Step::Provider { pick, ok }),
+        2 => (any::<usize>(), proptest::bool::weighted(0.7)).prop_map(|(pick, ok)| Step::Provider { pick, ok }),
         1 => Just(Step::Repay),
         1 => (0..24i64).prop_map(|hours| Step::WriteOff { hours }),
         2 => (0..600i64).prop_map(|minutes| Step::Wait { minutes }),
@@ -561,7 +561,7 @@ impl World {
                 if self.order.is_empty() {
                     return;
                 }
-                let id = self.order[pick % self.order.len()];
+                let id = self.pick(*pick);
                 Op::Refund {
                     payment: Box::new(self.payments[&id].clone()),
                     amount: amount.map(Money),
@@ -600,10 +600,10 @@ impl World {
                     .collect();
                 // Also re-deliver answers for settled payments: a replay must change nothing.
                 let id = if open.is_empty() || pick % 3 == 0 {
-                    match self.order.get(pick % self.order.len().max(1)) {
-                        Some(id) => *id,
-                        None => return,
+                    if self.order.is_empty() {
+                        return;
                     }
+                    self.pick(*pick)
                 } else {
                     open[pick % open.len()]
                 };
@@ -685,6 +685,17 @@ impl World {
         }
         self.check();
         self.check_store();
+    }
+
+    /// A payment of the run: half the time one of the last 16 (still refundable, most
+    /// likely), otherwise any of them. `order` must not be empty.
+    fn pick(&self, pick: usize) -> PaymentId {
+        let n = self.order.len();
+        if pick.is_multiple_of(2) {
+            self.order[n - 1 - (pick / 2) % n.min(16)]
+        } else {
+            self.order[(pick / 2) % n]
+        }
     }
 
     fn sum(&self, account: Account, id: Option<uuid::Uuid>) -> i64 {
@@ -822,6 +833,10 @@ proptest! {
         // And reached the end of the deduction order, and arrears.
         let deferred = world.payments.values().filter(|p| p.breakdown.deferred.0 > 0).count();
         prop_assert!(deferred > 20, "{} deferred debits", deferred);
+        // And refunded payments all through the run, wholly and in part.
+        let refunded = |s: PaymentStatus| world.payments.values().filter(|p| p.status == s).count();
+        prop_assert!(refunded(PaymentStatus::Refunded) > 20);
+        prop_assert!(refunded(PaymentStatus::PartiallyRefunded) > 20);
     }
 }
 
