@@ -89,6 +89,10 @@ pub struct TenantSettings {
     /// carried over (default) or written off.
     #[serde(default)]
     pub arrears_at_month_end: ArrearsPolicy,
+    /// Since when `write_off` is in force (set by the server when it is switched on): the
+    /// first cut-off after it is the first that writes off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrears_write_off_since: Option<Timestamp>,
 }
 
 impl Default for TenantSettings {
@@ -97,6 +101,7 @@ impl Default for TenantSettings {
             require_agreement: true,
             refund_expired_to_cash: false,
             arrears_at_month_end: ArrearsPolicy::CarryOver,
+            arrears_write_off_since: None,
         }
     }
 }

@@ -277,6 +277,7 @@ async fn tenant_round_trips_and_settings_update(store: Arc<dyn Store>) {
         require_agreement: false,
         refund_expired_to_cash: true,
         arrears_at_month_end: ArrearsPolicy::WriteOff,
+        arrears_write_off_since: Some(jiff::Timestamp::from_second(1_800_000_000).unwrap()),
     };
     let updated = store
         .update_tenant(

@@ -140,14 +140,20 @@ async fn each_wallet_in_arrears(
 }
 
 /// For every tenant that writes arrears off at month end, writes off what became owed
-/// before the current month began. Answers how many wallets had arrears written off.
+/// before the current month began, once a cut-off has passed since the policy took
+/// effect. Answers how many wallets had arrears written off.
 pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
     let written = each_wallet_in_arrears(state, "arrears write-off", |tenant, policy| {
-        if tenant.settings.arrears_at_month_end != ArrearsPolicy::WriteOff {
+        let s = &tenant.settings;
+        if s.arrears_at_month_end != ArrearsPolicy::WriteOff {
             return None;
         }
-        month_start(now, &policy.tz).map(|before| Op::WriteOff { before })
+        let before = month_start(now, &policy.tz)?;
+        // Only a cut-off passed under the policy: switching it on mid-month writes
+        // nothing off before the next one.
+        let in_force = s.arrears_write_off_since.is_none_or(|since| since < before);
+        in_force.then_some(Op::WriteOff { before })
     })
     .await?;
     if written > 0 {

@@ -80,7 +80,7 @@ pub struct SettingsPatch {
     pub require_agreement: Option<bool>,
     pub refund_expired_to_cash: Option<bool>,
     /// `carry_over` (default) or `write_off`: what the month-end cut-off does with
-    /// arrears still owed.
+    /// arrears still owed. `write_off` takes effect at the next cut-off.
     pub arrears_at_month_end: Option<ArrearsPolicy>,
 }
 
@@ -206,6 +206,14 @@ pub async fn patch_tenant(
                 s.refund_expired_to_cash = v;
             }
             if let Some(v) = patch.arrears_at_month_end {
+                // In force from now: the next cut-off is the first to write off.
+                s.arrears_write_off_since = match v {
+                    ArrearsPolicy::CarryOver => None,
+                    ArrearsPolicy::WriteOff => s
+                        .arrears_write_off_since
+                        .filter(|_| s.arrears_at_month_end == ArrearsPolicy::WriteOff)
+                        .or(Some(state.clock.now())),
+                };
                 s.arrears_at_month_end = v;
             }
             Some(s)

@@ -1272,7 +1272,8 @@ async fn arrears_of(app: &TestApp, admin: &str, user: &str) -> i64 {
 /// SPEC §7: at the month-end cut-off (the first local midnight of a month) a tenant that
 /// writes arrears off writes off what became owed before it, and the block lifts; what
 /// became owed after it waits for the next cut-off. A tenant that carries arrears over
-/// (the default) keeps them.
+/// (the default) keeps them, and switching to `write_off` takes effect at the next
+/// cut-off, not at once.
 async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
@@ -1304,6 +1305,22 @@ async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["settings"]["arrears_at_month_end"], "write_off", "{t}");
+    let since = t["settings"]["arrears_write_off_since"].clone();
+    assert!(since.is_string(), "{t}");
+    assert_eq!(write_off().await.unwrap(), 0, "not before the next cut-off");
+    assert_eq!(arrears_of(&app, &shop.admin, &user).await, 300);
+    let (_, t) = app
+        .patch(
+            "/api/v1/tenant",
+            &shop.admin,
+            json!({"settings": {"arrears_at_month_end": "write_off"}}),
+        )
+        .await;
+    assert_eq!(
+        t["settings"]["arrears_write_off_since"], since,
+        "in force since then"
+    );
+    app.clock.advance(SignedDuration::from_hours(24 * 32));
 
     let mut card = Ws::connect(&app.base, &me).await;
     card.subscribe(&format!("user:{user}"), None).await;
@@ -1379,6 +1396,18 @@ async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(
         pay(&app, &shop, &code(&app, &me).await, 10).await["status"],
         "accepted",
         "the block is lifted"
+    );
+    let (_, t) = app
+        .patch(
+            "/api/v1/tenant",
+            &shop.admin,
+            json!({"settings": {"arrears_at_month_end": "carry_over"}}),
+        )
+        .await;
+    assert_eq!(
+        t["settings"],
+        json!({"require_agreement": true, "refund_expired_to_cash": false,
+            "arrears_at_month_end": "carry_over"})
     );
     ledger_balances(&app, &shop.admin).await;
 }
