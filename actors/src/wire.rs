@@ -29,6 +29,8 @@ pub struct PaymentView {
     #[schema(value_type = i64)]
     pub refunded: Money,
     pub created_at: Timestamp,
+    /// When its status last changed (equal to `created_at` until then).
+    pub updated_at: Timestamp,
 }
 
 impl From<&Payment> for PaymentView {
@@ -45,6 +47,7 @@ impl From<&Payment> for PaymentView {
             coupon_id: p.coupon_id,
             refunded: p.refunded,
             created_at: p.created_at,
+            updated_at: p.updated_at,
         }
     }
 }

@@ -8,17 +8,13 @@
   $("who").textContent = me.name;
   $("main").classList.remove("hidden");
 
-  // "Your code was just scanned" is for a payment made with a code this page showed: one
-  // created (server time) after the first code it fetched was issued, announced once.
-  // A later change of an older payment (a repayment settling it, say) is no scan.
-  const CODE_VALID_MS = 120_000; // CODE_TTL in actors/src/domain/code.rs
-  let firstIssued = null;
+  // "Your code was just scanned" is for a payment just made: its first state, announced
+  // once. A later change of a payment (a repayment settling it, say) is no scan.
   const noticed = new Set();
 
   async function refreshCode() {
     try {
       const c = await OneCard.api(tok, "POST", "/me/payment-codes/qr", {});
-      if (firstIssued === null) firstIssued = Date.parse(c.expires_at) - CODE_VALID_MS;
       $("qr").innerHTML = c.svg;
       $("qr").dataset.code = c.code;
       $("qrnote").textContent = "Show this code at the till. It refreshes every minute.";
@@ -66,8 +62,9 @@
       const p = e.data;
       const n = $("notice");
       const scan = ["payment.succeeded", "payment.accepted", "payment.declined"].includes(e.type)
-        && firstIssued !== null && Date.parse(p.created_at) >= firstIssued && !noticed.has(p.id);
+        && p.created_at === p.updated_at && !noticed.has(p.id);
       if (e.type.startsWith("payment.")) noticed.add(p.id);
+      $("main").dataset.lastEvent = e.type;
       if (scan) {
         n.textContent = p.status === "declined"
           ? `Your code was just scanned: ${OneCard.yuan(p.amount)} declined (${OneCard.REASONS[p.decline_reason] || p.decline_reason}).`

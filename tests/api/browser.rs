@@ -40,8 +40,8 @@ async fn the_till_screen_dashboard_and_card_page_work_in_chromium() {
     let shots: PathBuf = std::env::var("ONECARD_SCREENSHOTS")
         .map(|p| root.join(p))
         .unwrap_or_else(|_| root.join("target/screenshots"));
-    // The server's clock follows real time here, as a deployed one does (pages compare
-    // the server's timestamps).
+    // The server's clock follows real time here, as a deployed one does (a page tells a
+    // new payment from a changed one by its timestamps).
     let clock = app.clock.clone();
     let ticker = tokio::spawn(async move {
         let mut last = std::time::Instant::now();

@@ -145,8 +145,9 @@ try {
     await page.waitForSelector("#status.live", { timeout: 10_000 });
     await page.click("#repay");
     await banner.waitFor({ state: "hidden", timeout: 5_000 });
-    // The repaid payment's event settles an old payment: no "just scanned" for it.
-    await page.waitForTimeout(500);
+    // The repayment's events (the old payment, now succeeded, then arrears.repaid) are no
+    // scan: no "just scanned" once both have arrived.
+    await page.waitForSelector("#main[data-last-event='arrears.repaid']", { timeout: 5_000 });
     assert.ok(await page.locator("[data-testid=notice]").evaluate((n) => n.classList.contains("hidden")),
       `a repayment is not announced as a scan: ${await page.locator("[data-testid=notice]").innerText()}`);
     // Repayment is a payment of its own (through the provider), not from the balance.
