@@ -3,6 +3,7 @@
 //! tenant's month-end cut-off (the first local midnight of a month) a tenant whose
 //! `arrears_at_month_end` is `write_off` writes off what became owed before it (SPEC §7).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ use crate::state::AppState;
 
 /// How often the reminder loop looks for wallets in arrears.
 pub const REMINDER_SCAN_S: u64 = 60;
+
+/// Wallets this node has written arrears off for (exported as a metric).
+pub static WRITTEN_OFF: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Arrears {
@@ -157,6 +161,7 @@ pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
     })
     .await?;
     if written > 0 {
+        WRITTEN_OFF.fetch_add(written as u64, Ordering::Relaxed);
         tracing::info!(wallets = written, "arrears written off at month end");
     }
     Ok(written)

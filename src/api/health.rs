@@ -92,6 +92,8 @@ pub async fn get_metrics(
         .absolute(onecard_actors::ledger::COMMIT_MICROS.load(Relaxed));
     metrics::counter!("ledger_entries_sealed_total")
         .absolute(crate::api::ledger::SEALED.load(Relaxed));
+    metrics::counter!("arrears_written_off_wallets_total")
+        .absolute(crate::api::arrears::WRITTEN_OFF.load(Relaxed));
     {
         use onecard_actors::realtime::{hub, relay};
         metrics::gauge!("ws_connections").set(crate::ws::CONNECTIONS.load(Relaxed) as f64);

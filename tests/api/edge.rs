@@ -251,6 +251,7 @@ async fn probes_report_the_store_and_bus_and_metrics_are_labelled_by_route() {
         "ledger_commits_total",
         "ledger_batch_write_microseconds_total",
         "ledger_entries_sealed_total",
+        "arrears_written_off_wallets_total",
         "wallet_actors_live",
     ] {
         assert!(
