@@ -1269,6 +1269,12 @@ async fn arrears_of(app: &TestApp, admin: &str, user: &str) -> i64 {
     owed["arrears"].as_i64().unwrap()
 }
 
+/// Sets the tenant's `arrears_at_month_end`; the answer.
+async fn month_end_policy(app: &TestApp, admin: &str, policy: &str) -> (u16, Value) {
+    let body = json!({"settings": {"arrears_at_month_end": policy}});
+    app.patch("/api/v1/tenant", admin, body).await
+}
+
 /// SPEC §7: at the month-end cut-off (the first local midnight of a month) a tenant that
 /// writes arrears off writes off what became owed before it, and the block lifts; what
 /// became owed after it waits for the next cut-off. A tenant that carries arrears over
@@ -1288,34 +1294,16 @@ async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(
     assert_eq!(write_off().await.unwrap(), 0);
     assert_eq!(arrears_of(&app, &shop.admin, &user).await, 300);
 
-    let (s, body) = app
-        .patch(
-            "/api/v1/tenant",
-            &shop.admin,
-            json!({"settings": {"arrears_at_month_end": "forgive"}}),
-        )
-        .await;
+    let (s, body) = month_end_policy(&app, &shop.admin, "forgive").await;
     assert_eq!(s, 422, "{body}");
-    let (s, t) = app
-        .patch(
-            "/api/v1/tenant",
-            &shop.admin,
-            json!({"settings": {"arrears_at_month_end": "write_off"}}),
-        )
-        .await;
+    let (s, t) = month_end_policy(&app, &shop.admin, "write_off").await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["settings"]["arrears_at_month_end"], "write_off", "{t}");
     let since = t["settings"]["arrears_write_off_since"].clone();
     assert!(since.is_string(), "{t}");
     assert_eq!(write_off().await.unwrap(), 0, "not before the next cut-off");
     assert_eq!(arrears_of(&app, &shop.admin, &user).await, 300);
-    let (_, t) = app
-        .patch(
-            "/api/v1/tenant",
-            &shop.admin,
-            json!({"settings": {"arrears_at_month_end": "write_off"}}),
-        )
-        .await;
+    let (_, t) = month_end_policy(&app, &shop.admin, "write_off").await;
     assert_eq!(
         t["settings"]["arrears_write_off_since"], since,
         "in force since then"
@@ -1397,13 +1385,7 @@ async fn the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so(
         "accepted",
         "the block is lifted"
     );
-    let (_, t) = app
-        .patch(
-            "/api/v1/tenant",
-            &shop.admin,
-            json!({"settings": {"arrears_at_month_end": "carry_over"}}),
-        )
-        .await;
+    let (_, t) = month_end_policy(&app, &shop.admin, "carry_over").await;
     assert_eq!(
         t["settings"],
         json!({"require_agreement": true, "refund_expired_to_cash": false,
