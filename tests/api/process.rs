@@ -1,5 +1,6 @@
 //! The real binary as an operator runs it: first start generates the root token (printed
-//! once, written 0600), logs never carry tokens or ID numbers, SIGTERM exits 0.
+//! once, written 0600), logs never carry tokens or ID numbers, SIGTERM exits 0; and the
+//! README's first session runs against it as written.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -181,4 +182,50 @@ fn check_config_refuses_unknown_settings_and_hides_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ONECARD_DATABSE_URL"));
+}
+
+/// The README's first session, run as written (bash and curl) against the real binary
+/// started as the README says, with only its address changed to the test's port.
+#[actix_web::test]
+async fn the_readmes_first_session_pays_for_a_lunch_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let from = readme.find("## A first session").expect("the section");
+    let block = readme[from..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("its first sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    let script = block.replace(
+        "http://127.0.0.1:8080",
+        &format!("http://127.0.0.1:{}", server.port),
+    );
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &script])
+                .current_dir(dir)
+                .output()
+                .expect("bash runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for answer in [
+        r#""status":"succeeded""#,
+        r#""breakdown":{"coupon":0,"subsidy":0,"balance":350,"deferred":0}"#,
+        r#""balance":1650"#,
+        r#""balanced":true"#,
+        "/screen#token=",
+    ] {
+        assert!(stdout.contains(answer), "{answer} missing:\n{stdout}");
+    }
+    let (code, _) = server.stop();
+    assert_eq!(code, 0);
 }
