@@ -392,6 +392,22 @@ impl World {
             (w.balance, w.arrears, w.version, w.frozen),
             "the stored wallet equals the model's"
         );
+        // What the arrears loop reads: this wallet, while it owes, with its last reminder
+        // and its oldest unsettled payment's time.
+        let in_arrears = ctx.rt.block_on(ctx.store.wallets_in_arrears()).unwrap();
+        let owed_since = self
+            .payments
+            .values()
+            .filter(|p| p.status == PaymentStatus::Unsettled)
+            .map(|p| p.updated_at)
+            .min();
+        let expected = (w.arrears.0 > 0).then(|| InArrears {
+            tenant: w.tenant_id,
+            user: w.user_id,
+            reminded_on: w.reminded_on.clone(),
+            owed_since,
+        });
+        assert_eq!(in_arrears.first(), expected.as_ref(), "wallets in arrears");
         let live = |a: &SubsidyAccount| a.expires_at.is_none_or(|e| self.now < e);
         for a in self.snap.subsidies.iter().filter(|a| live(a)) {
             let kept = stored

@@ -70,8 +70,8 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// Payments still `accepted` (their deferred debit not yet answered by the provider)
     /// made before `before`, oldest first, at most `limit`: the ones to ask again.
     async fn stale_deferred(&self, before: Timestamp, limit: usize) -> StoreResult<Vec<Payment>>;
-    /// Users with arrears, for reminders.
-    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>>;
+    /// Wallets with arrears, for reminders and month-end write-offs.
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<InArrears>>;
     /// Frozen wallets (at `now`) and wallets in arrears, for the dashboard.
     async fn wallet_stats(&self, tenant: TenantId, now: Timestamp) -> StoreResult<WalletStats>;
 

@@ -1366,18 +1366,27 @@ impl MoneyStore for PgStore {
         rows.iter().map(payment_from_row).collect()
     }
 
-    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<InArrears>> {
         let c = self.client().await?;
+        // The subquery reads the open payments' index (V7).
         let rows = c
             .query(
-                "SELECT tenant_id, user_id FROM wallets WHERE arrears > 0",
+                "SELECT w.tenant_id, w.user_id, w.reminded_on, \
+                   (SELECT MIN(p.updated_at) FROM payments p WHERE p.user_id = w.user_id \
+                      AND p.status IN ('accepted', 'unsettled') AND p.status = 'unsettled') \
+                 FROM wallets w WHERE w.arrears > 0",
                 &[],
             )
             .await
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| (TenantId(r.get(0)), UserId(r.get(1))))
+            .map(|r| InArrears {
+                tenant: TenantId(r.get(0)),
+                user: UserId(r.get(1)),
+                reminded_on: r.get(2),
+                owed_since: r.get(3),
+            })
             .collect())
     }
 

@@ -1999,10 +1999,14 @@ mod tests {
         );
         let v = store.load_wallet(tenant, other, now).await.unwrap().wallet;
         assert_eq!((v.balance.0, v.version, v.frozen_until), (1200, 3, None));
-        assert_eq!(
-            store.wallets_in_arrears().await.unwrap(),
-            vec![(tenant, owing)]
-        );
+        let in_arrears: Vec<_> = store
+            .wallets_in_arrears()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| (w.tenant, w.user, w.reminded_on))
+            .collect();
+        assert_eq!(in_arrears, vec![(tenant, owing, Some("2026-11-30".into()))]);
         let (without_rowid, arrears_index): (i64, i64) = store
             .read(|c| {
                 c.query_row(

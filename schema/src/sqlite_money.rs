@@ -162,6 +162,14 @@ pub(crate) static OPEN_PAYMENTS: std::sync::LazyLock<String> = std::sync::LazyLo
     )
 });
 
+/// Wallets in arrears, with their last reminder and when their oldest unsettled payment
+/// turned so. The subquery repeats the `payments_user_open` index's condition so that
+/// SQLite may read that index (it does not infer it from `status = 'unsettled'`).
+const IN_ARREARS: &str = "SELECT w.tenant_id, w.user_id, w.reminded_on, \
+       (SELECT MIN(p.updated_at) FROM payments p WHERE p.user_id = w.user_id \
+          AND p.status IN ('accepted', 'unsettled') AND p.status = 'unsettled') \
+     FROM wallets w WHERE w.arrears > 0";
+
 /// The statements every wallet commit runs on the writer thread, built once instead of
 /// formatted (and then hashed by the statement cache) for every payment.
 static PAYMENT_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -703,13 +711,16 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
-    async fn wallets_in_arrears(&self) -> StoreResult<Vec<(TenantId, UserId)>> {
+    async fn wallets_in_arrears(&self) -> StoreResult<Vec<InArrears>> {
         self.read(|c| {
-            let mut st = c
-                .prepare_cached("SELECT tenant_id, user_id FROM wallets WHERE arrears > 0")
-                .map_err(db)?;
+            let mut st = c.prepare_cached(IN_ARREARS).map_err(db)?;
             st.query_map([], |r| {
-                Ok((TenantId(uuid_col(r, 0)?), UserId(uuid_col(r, 1)?)))
+                Ok(InArrears {
+                    tenant: TenantId(uuid_col(r, 0)?),
+                    user: UserId(uuid_col(r, 1)?),
+                    reminded_on: r.get(2)?,
+                    owed_since: r.get::<_, Option<i64>>(3)?.map(ts),
+                })
             })
             .and_then(|r| r.collect())
             .map_err(db)

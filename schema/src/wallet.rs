@@ -330,6 +330,18 @@ pub struct MerchantDay {
     pub refunds: Vec<(uuid::Uuid, Money)>,
 }
 
+/// A wallet in arrears, with what the arrears loop needs to know whether it has work for
+/// it (the wallet's actor decides; this only spares it the calls that would do nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InArrears {
+    pub tenant: TenantId,
+    pub user: UserId,
+    /// The tenant-local day of its last reminder.
+    pub reminded_on: Option<String>,
+    /// When its oldest unsettled payment turned so.
+    pub owed_since: Option<Timestamp>,
+}
+
 /// Wallet counts for a tenant's dashboard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WalletStats {

@@ -15,7 +15,7 @@ use onecard_schema::ids::UserId;
 use onecard_schema::model::{ArrearsPolicy, PageReq, Tenant};
 use onecard_schema::money::Money;
 use onecard_schema::money_store::PaymentFilter;
-use onecard_schema::wallet::PaymentStatus;
+use onecard_schema::wallet::{InArrears, PaymentStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -118,17 +118,19 @@ fn month_start(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Option<jiff::Ti
     first.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
 }
 
-/// Sends each wallet in arrears what `op` makes of its tenant (nothing for `None`);
-/// answers how many wallets it changed. `what` names the work in the log.
+/// Sends each wallet in arrears what `op` makes of it and its tenant (nothing for `None`,
+/// so a wallet with nothing to do is not woken); answers how many wallets it changed.
+/// `what` names the work in the log.
 async fn each_wallet_in_arrears(
     state: &AppState,
     what: &'static str,
-    op: impl Fn(&Tenant, &Policy) -> Option<Op>,
+    op: impl Fn(&InArrears, &Tenant, &Policy) -> Option<Op>,
 ) -> Result<usize, ApiError> {
     let mut changed = 0;
-    for (tenant, user) in state.store.wallets_in_arrears().await? {
+    for wallet in state.store.wallets_in_arrears().await? {
+        let (tenant, user) = (wallet.tenant, wallet.user);
         let policy: Policy = state.policy(tenant).await?;
-        let Some(op) = op(&state.tenant(tenant).await?, &policy) else {
+        let Some(op) = op(&wallet, &state.tenant(tenant).await?, &policy) else {
             continue;
         };
         match state.wallets.call(tenant, user, op, policy, None).await {
@@ -148,7 +150,7 @@ async fn each_wallet_in_arrears(
 /// effect. Answers how many wallets had arrears written off.
 pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
-    let written = each_wallet_in_arrears(state, "arrears write-off", |tenant, policy| {
+    let written = each_wallet_in_arrears(state, "arrears write-off", |wallet, tenant, policy| {
         let s = &tenant.settings;
         if s.arrears_at_month_end != ArrearsPolicy::WriteOff {
             return None;
@@ -157,7 +159,8 @@ pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
         // Only a cut-off passed under the policy: switching it on mid-month writes
         // nothing off before the next one.
         let in_force = s.arrears_write_off_since.is_none_or(|since| since < before);
-        in_force.then_some(Op::WriteOff { before })
+        let due = wallet.owed_since.is_some_and(|t| t < before);
+        (in_force && due).then_some(Op::WriteOff { before })
     })
     .await?;
     if written > 0 {
@@ -170,9 +173,9 @@ pub async fn write_off_arrears(state: &AppState) -> Result<usize, ApiError> {
 /// Sends today's reminder to every wallet in arrears that has not had one today.
 pub async fn remind_arrears(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
-    each_wallet_in_arrears(state, "arrears reminder", |_, policy| {
+    each_wallet_in_arrears(state, "arrears reminder", |wallet, _, policy| {
         let today = now.to_zoned(policy.tz.clone()).date().to_string();
-        Some(Op::Remind { today })
+        (wallet.reminded_on.as_deref() != Some(today.as_str())).then_some(Op::Remind { today })
     })
     .await
 }
