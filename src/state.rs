@@ -62,12 +62,7 @@ impl AppState {
     }
 
     pub async fn policy(&self, id: TenantId) -> Result<Policy, ApiError> {
-        let t = self.tenant(id).await?;
-        Ok(Policy {
-            tz: jiff::tz::TimeZone::get(&t.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
-            require_agreement: t.settings.require_agreement,
-            refund_expired_to_cash: t.settings.refund_expired_to_cash,
-        })
+        Ok(policy_of(&self.tenant(id).await?))
     }
 
     pub async fn merchants_of(&self, tenant: TenantId) -> Result<Arc<Vec<Merchant>>, ApiError> {
@@ -137,5 +132,14 @@ impl AppState {
     /// Today's date in the tenant's time zone, and the UTC bounds of a local day.
     pub fn local_day(&self, policy: &Policy, date: jiff::civil::Date) -> (Timestamp, Timestamp) {
         onecard_actors::clock::local_day(date, &policy.tz)
+    }
+}
+
+/// The tenant's rules that bear on a wallet.
+pub fn policy_of(t: &Tenant) -> Policy {
+    Policy {
+        tz: jiff::tz::TimeZone::get(&t.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+        require_agreement: t.settings.require_agreement,
+        refund_expired_to_cash: t.settings.refund_expired_to_cash,
     }
 }

@@ -23,7 +23,7 @@ use super::money::{idem, respond};
 use crate::auth::{Admin, Auth, Cardholder};
 use crate::extract::{path_id, required_idempotency_key, HashedJson};
 use crate::problem::{ApiError, Problems};
-use crate::state::AppState;
+use crate::state::{policy_of, AppState};
 
 /// How often the reminder loop looks for wallets in arrears.
 pub const REMINDER_SCAN_S: u64 = 60;
@@ -129,8 +129,9 @@ async fn each_wallet_in_arrears(
     let mut changed = 0;
     for wallet in state.store.wallets_in_arrears().await? {
         let (tenant, user) = (wallet.tenant, wallet.user);
-        let policy: Policy = state.policy(tenant).await?;
-        let Some(op) = op(&wallet, &state.tenant(tenant).await?, &policy) else {
+        let t = state.tenant(tenant).await?;
+        let policy = policy_of(&t);
+        let Some(op) = op(&wallet, &t, &policy) else {
             continue;
         };
         match state.wallets.call(tenant, user, op, policy, None).await {

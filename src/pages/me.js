@@ -8,10 +8,8 @@
   $("who").textContent = me.name;
   $("main").classList.remove("hidden");
 
-  // "Your code was just scanned" is for a payment just made: its first state, announced
-  // once. A later change of a payment (a repayment settling it, say) is no scan.
-  const noticed = new Set();
-
+  // "Your code was just scanned" is for a payment just made: its first state. A later
+  // change of a payment (a repayment settling it, say) is no scan.
   async function refreshCode() {
     try {
       const c = await OneCard.api(tok, "POST", "/me/payment-codes/qr", {});
@@ -62,8 +60,7 @@
       const p = e.data;
       const n = $("notice");
       const scan = ["payment.succeeded", "payment.accepted", "payment.declined"].includes(e.type)
-        && p.created_at === p.updated_at && !noticed.has(p.id);
-      if (e.type.startsWith("payment.")) noticed.add(p.id);
+        && p.created_at === p.updated_at;
       $("main").dataset.lastEvent = e.type;
       if (scan) {
         n.textContent = p.status === "declined"

@@ -125,6 +125,18 @@ pub struct Decision {
     pub body: Vec<u8>,
 }
 
+impl Decision {
+    /// Nothing to do: the state as it was, nothing to write.
+    fn nothing(state: &WalletSnapshot) -> Self {
+        Decision {
+            state: state.clone(),
+            commit: None,
+            answer: Answer::Nothing,
+            body: Vec::new(),
+        }
+    }
+}
+
 struct Builder {
     state: WalletSnapshot,
     entries: Vec<LedgerEntry>,
@@ -190,14 +202,15 @@ impl Builder {
         });
     }
 
-    /// A payment event for the till, the cardholder, the merchant and the tenant
-    /// dashboard; `refund` adds what one refund was (the payment carries only the sum), for
-    /// merchant totals. Answers the event's payload.
+    /// A payment event for the till (unless `till` is false), the cardholder, the merchant
+    /// and the tenant dashboard; `refund` adds what one refund was (the payment carries
+    /// only the sum), for merchant totals. Answers the event's payload.
     fn payment_event_with(
         &mut self,
         p: &Payment,
         kind: String,
         refund: Option<serde_json::Value>,
+        till: bool,
     ) -> Payload {
         #[derive(serde::Serialize)]
         struct WithRefund {
@@ -210,12 +223,15 @@ impl Builder {
             None => Payload::of(&payment),
             Some(refund) => Payload::of(&WithRefund { payment, refund }),
         };
-        let topics = vec![
-            format!("terminal:{}", p.terminal_id),
+        let mut topics = Vec::with_capacity(4);
+        if till {
+            topics.push(format!("terminal:{}", p.terminal_id));
+        }
+        topics.extend([
             format!("user:{}", self.user()),
             format!("merchant:{}", p.merchant_id),
             "tenant".to_string(),
-        ];
+        ]);
         self.outbox.push(OutboxEvent {
             id: EventId::new(),
             topics,
@@ -227,7 +243,7 @@ impl Builder {
 
     /// The `payment.<status>` event of `p`; its payload is `p`'s view as JSON.
     fn payment_events(&mut self, p: &Payment) -> Payload {
-        self.payment_event_with(p, format!("payment.{}", p.status.as_str()), None)
+        self.payment_event_with(p, format!("payment.{}", p.status.as_str()), None, true)
     }
 
     fn risk_event(&mut self, kind: &str, policy: &Policy) {
@@ -548,12 +564,7 @@ pub fn decide(
                 .cloned()
             else {
                 // Already settled (a duplicate provider answer): nothing to do.
-                return Ok(Decision {
-                    state: state.clone(),
-                    commit: None,
-                    answer: Answer::Nothing,
-                    body: Vec::new(),
-                });
+                return Ok(Decision::nothing(state));
             };
             b.changes(&p);
             p.updated_at = now;
@@ -608,12 +619,7 @@ pub fn decide(
                 .cloned()
                 .collect();
             if due.is_empty() {
-                return Ok(Decision {
-                    state: state.clone(),
-                    commit: None,
-                    answer: Answer::Nothing,
-                    body: Vec::new(),
-                });
+                return Ok(Decision::nothing(state));
             }
             let tx = Uuid::now_v7();
             let mut total = 0;
@@ -626,16 +632,7 @@ pub fn decide(
                 p.status = PaymentStatus::WrittenOff;
                 p.updated_at = now;
                 // Not to the till: a write-off at midnight is no receipt for its screen.
-                b.outbox.push(OutboxEvent {
-                    id: EventId::new(),
-                    topics: vec![
-                        format!("user:{user}"),
-                        format!("merchant:{}", p.merchant_id),
-                        "tenant".to_string(),
-                    ],
-                    kind: "payment.written_off".into(),
-                    payload: Payload::of(&PaymentView::from(&p)),
-                });
+                b.payment_event_with(&p, "payment.written_off".into(), None, false);
                 b.set_payment(p);
             }
             b.state.wallet.arrears = Money(b.state.wallet.arrears.0 - total);
@@ -655,12 +652,7 @@ pub fn decide(
         Op::Remind { today } => {
             let w = &b.state.wallet;
             if w.arrears.0 == 0 || w.reminded_on.as_deref() == Some(today.as_str()) {
-                return Ok(Decision {
-                    state: state.clone(),
-                    commit: None,
-                    answer: Answer::Nothing,
-                    body: Vec::new(),
-                });
+                return Ok(Decision::nothing(state));
             }
             let owed = w.arrears.0;
             b.state.wallet.reminded_on = Some(today.clone());
@@ -816,6 +808,7 @@ fn refund(
         &p,
         "payment.refunded".into(),
         Some(serde_json::json!({"id": tx, "amount": r, "at": now})),
+        true,
     );
     b.payments.push(p.clone());
     let body = to_json_bytes(&PaymentView::from(&p));
