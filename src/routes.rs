@@ -14,7 +14,7 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, arrears, audit, directory, health, import, ledger, merchants, payments, stats,
+    admins, arrears, audit, directory, health, import, ledger, merchants, payments, reports, stats,
     subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
@@ -69,6 +69,7 @@ where
                 .service(audit::list_audit)
                 .service(stats::get_directory_stats)
                 .service(stats::get_wallet_stats)
+                .service(reports::get_report)
                 .service(merchants::create_merchant)
                 .service(merchants::list_merchants)
                 .service(merchants::get_merchant)

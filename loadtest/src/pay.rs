@@ -285,6 +285,7 @@ pub async fn run(
             let mut h = latency_histogram();
             let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
             let mut n = 0u64;
+            let mut taken = 0i64;
             // (start, latency) of each answered payment, µs; start counts from `start`.
             let mut times: Vec<(u64, u64)> = Vec::new();
             loop {
@@ -304,7 +305,12 @@ pub async fn run(
                         h.saturating_record(latency);
                         times.push(((t - start).as_micros() as u64, latency));
                         match reply {
-                            Some(PayReply { status: Some(s) }) if status == 201 => s,
+                            Some(PayReply { status: Some(s) }) if status == 201 => {
+                                if s == "succeeded" {
+                                    taken += amount;
+                                }
+                                s
+                            }
                             _ if status == 201 => "?".to_string(),
                             _ => format!("http {status}"),
                         }
@@ -313,14 +319,16 @@ pub async fn run(
                 };
                 *statuses.entry(label).or_default() += 1;
             }
-            (h, statuses, times)
+            (h, statuses, times, taken)
         }));
     }
     let mut all = latency_histogram();
     let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
     let mut times = Vec::with_capacity(payments);
+    let mut taken = 0;
     for t in tasks {
-        let (h, s, t) = t.await?;
+        let (h, s, t, took) = t.await?;
+        taken += took;
         all.add(h)?;
         times.extend(t);
         for (k, v) in s {
@@ -355,6 +363,10 @@ pub async fn run(
     // The lowest value of p99's bucket, so that every payment in that bucket counts.
     let p99 = all.lowest_equivalent(all.value_at_quantile(0.99));
     println!("{}", Tail::of(&mut times, p99));
+    println!(
+        "{}",
+        time_reports(&client, &server, &setup.admin, taken).await?
+    );
     if let Some(path) = latency_log {
         write_latency_log(path, &times)
             .with_context(|| format!("writing the latency log {}", path.display()))?;
@@ -375,6 +387,59 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Times each financial report over the run (yesterday to tomorrow in UTC holds the
+/// tenant's local day) and checks that the income summary's receivable is what the tills
+/// took and that the merchant reports add up to it.
+async fn time_reports(
+    client: &reqwest::Client,
+    server: &Server,
+    admin: &str,
+    taken: i64,
+) -> Result<String> {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let (from, to) = (today.yesterday()?, today.tomorrow()?);
+    let mut line = String::from("reports:");
+    let mut totals = Vec::new();
+    for (kind, field, format) in [
+        ("income-summary", "receivable", "json"),
+        ("merchant-clearing", "gross", "json"),
+        ("merchant-summary", "gross", "json"),
+        ("merchant-split", "gross", "json"),
+        ("merchant-receipts", "amount", "json"),
+        ("merchant-receipts", "", "xlsx"),
+    ] {
+        let t = Instant::now();
+        let res = client
+            .get(format!(
+                "{}/api/v1/reports/{kind}?from={from}&to={to}&format={format}",
+                server.base
+            ))
+            .bearer_auth(admin)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("report {kind}: {}", res.status());
+        }
+        let body = res.bytes().await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        line.push_str(&format!(
+            " {kind} ({format}, {} KiB) {ms:.0} ms;",
+            body.len() / 1024
+        ));
+        if format == "json" {
+            let r: Value = serde_json::from_slice(&body)?;
+            totals.push(r["totals"][field].as_i64().unwrap_or(-1));
+        }
+    }
+    let agree = totals.iter().all(|t| *t == taken);
+    line.push_str(&format!(
+        " every report's sales = what the tills took ({taken} fen): {agree}"
+    ));
+    Ok(line)
 }
 
 /// Where the slowest payments fell: spread over the run, or bunched in a few moments

@@ -128,6 +128,17 @@ pub trait MoneyStore: Send + Sync + 'static {
         to: Timestamp,
     ) -> StoreResult<Totals>;
 
+    /// The sums the financial reports are made of, between two times (`from` and `to`
+    /// on quarter-hour boundaries). Reads payments through the merchants' index, refunds
+    /// through the merchant refunds' index and the other movements through an index of
+    /// their own: none of them is a scan of the ledger.
+    async fn report_facts(
+        &self,
+        tenant: TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<ReportFacts>;
+
     /// The sales and refunds behind `merchant_totals`, one by one (merchant actors load
     /// this, then follow events, skipping what they already counted).
     async fn merchant_day(

@@ -660,6 +660,58 @@ pub struct Totals {
     pub by_source: Breakdown,
 }
 
+/// The length of the time buckets the reports are summed in: a quarter hour. Every time
+/// zone's offset since 1972 is a whole number of quarter hours, so each bucket lies in one
+/// local hour of one local day, wherever the tenant is.
+pub const REPORT_BUCKET_MS: i64 = 15 * 60 * 1000;
+
+/// What the financial reports (SPEC §9) are made of, for one tenant between two times,
+/// summed by quarter hour. Each figure is a sum of ledger entries or of the payments
+/// behind them, so the reports reconcile with the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportFacts {
+    pub sales: Vec<SalesBucket>,
+    pub refunds: Vec<RefundBucket>,
+    pub movements: Vec<MovementBucket>,
+}
+
+/// The sales (payments not declined) of one terminal in one quarter hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SalesBucket {
+    pub merchant_id: MerchantId,
+    pub terminal_id: TerminalId,
+    /// Milliseconds since the epoch divided by `REPORT_BUCKET_MS`.
+    pub bucket: i64,
+    pub count: u64,
+    pub amount: Money,
+    pub by_source: Breakdown,
+}
+
+/// The refunds of one merchant in one quarter hour, by when they were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefundBucket {
+    pub merchant_id: MerchantId,
+    pub bucket: i64,
+    pub count: u64,
+    pub amount: Money,
+}
+
+/// The tenant's movements outside sales in one quarter hour, each as a positive amount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MovementBucket {
+    pub bucket: i64,
+    /// Credited to cash by top-ups (`topup_clearing`).
+    pub top_ups: Money,
+    /// Credited to subsidy accounts by approved rules (`subsidy_funding`, debits).
+    pub subsidies_issued: Money,
+    /// Deferred debits the provider declined (`arrears`, debits).
+    pub arrears_opened: Money,
+    /// Arrears repaid (`repayment_clearing`).
+    pub arrears_recovered: Money,
+    /// Arrears written off at a month-end cut-off (`arrears_written_off`).
+    pub arrears_written_off: Money,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod merchants;
 pub mod money;
 pub mod payments;
+pub mod reports;
 pub mod stats;
 pub mod subsidies;
 pub mod tenants;

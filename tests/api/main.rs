@@ -13,5 +13,6 @@ mod money;
 mod nodes;
 mod process;
 mod realtime;
+mod reports;
 mod tenants;
 mod users;

@@ -206,7 +206,12 @@ async fn concurrent_refunds_of_one_payment_never_return_more_than_it_took(engine
 }
 
 /// Sets how the sandbox provider treats `user`'s deferred debits.
-async fn set_sandbox(app: &TestApp, admin: &str, user: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn set_sandbox(
+    app: &TestApp,
+    admin: &str,
+    user: &str,
+    body: Value,
+) -> (u16, Value) {
     let path = format!("/api/v1/sandbox/provider/users/{user}");
     app.send(reqwest::Method::PUT, &path, Some(admin), Some(body))
         .await
@@ -1467,7 +1472,7 @@ async fn subsidy_rules_need_a_second_admin_and_credit_every_target(engine: Engin
 }
 
 /// Proposes `rule` as `admin` and has a second admin approve it: how many it credited.
-async fn approved_rule(app: &TestApp, admin: &str, rule: Value) -> u64 {
+pub(crate) async fn approved_rule(app: &TestApp, admin: &str, rule: Value) -> u64 {
     let (s, created) = app.post("/api/v1/subsidy-rules", admin, rule).await;
     assert_eq!(s, 201, "{created}");
     let second = second_admin(app, admin).await;

@@ -1,0 +1,977 @@
+//! Financial reports (SPEC §9): five reports over a tenant-local period, as JSON, CSV or
+//! XLSX. Every figure is a sum of ledger entries or of the payments they were written
+//! with (`MoneyStore::report_facts`), so each report reconciles with the ledger, and the
+//! five agree with one another (docs/OPERATIONS.md, "Financial reports").
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::http::header;
+use actix_web::{get, web, HttpResponse};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use onecard_schema::ids::{MerchantId, TerminalId};
+use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{AnalyticsAdmin, Auth};
+use crate::extract::Query;
+use crate::import::XLSX_MIME;
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+/// The longest period one report covers.
+pub const MAX_DAYS: i32 = 366;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// First tenant-local day, `YYYY-MM-DD`; default today.
+    pub from: Option<String>,
+    /// Last tenant-local day (inclusive), `YYYY-MM-DD`; default `from`. At most 366 days.
+    pub to: Option<String>,
+    /// `json` (default), `csv` or `xlsx`.
+    #[param(inline)]
+    pub format: Option<ReportFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    Json,
+    Csv,
+    Xlsx,
+}
+
+/// The five reports of SPEC §9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    IncomeSummary,
+    MerchantClearing,
+    MerchantSummary,
+    MerchantSplit,
+    MerchantReceipts,
+}
+
+impl ReportKind {
+    pub const ALL: [ReportKind; 5] = [
+        ReportKind::IncomeSummary,
+        ReportKind::MerchantClearing,
+        ReportKind::MerchantSummary,
+        ReportKind::MerchantSplit,
+        ReportKind::MerchantReceipts,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::IncomeSummary => "income-summary",
+            ReportKind::MerchantClearing => "merchant-clearing",
+            ReportKind::MerchantSummary => "merchant-summary",
+            ReportKind::MerchantSplit => "merchant-split",
+            ReportKind::MerchantReceipts => "merchant-receipts",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ReportKind::IncomeSummary => "Income and expense summary",
+            ReportKind::MerchantClearing => "Merchant clearing",
+            ReportKind::MerchantSummary => "Merchant summary, rolled up the merchant tree",
+            ReportKind::MerchantSplit => "Merchant split by funding source",
+            ReportKind::MerchantReceipts => "Merchant receipts by terminal and hour",
+        }
+    }
+}
+
+impl std::str::FromStr for ReportKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        ReportKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// A report as JSON. `rows` hold one object per line, keyed by the report's columns
+/// (docs/OPERATIONS.md lists them); money is in fen. `totals` sums the columns that add
+/// up (counts and money, not the subtree columns of `merchant-summary`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Report {
+    pub report: String,
+    /// First and last tenant-local day, inclusive.
+    pub from: String,
+    pub to: String,
+    pub time_zone: String,
+    pub currency: &'static str,
+    /// Every money figure is an integer number of this unit.
+    pub unit: &'static str,
+    pub generated_at: Timestamp,
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[schema(value_type = Object)]
+    pub totals: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A report: `income-summary` (per day: receivable, received, refunds, top-ups,
+/// subsidies issued, arrears opened, recovered and written off), `merchant-clearing`
+/// (per merchant: payments, gross, refunds, net to settle), `merchant-summary` (the same,
+/// own and rolled up the merchant tree), `merchant-split` (per merchant: gross by funding
+/// source) or `merchant-receipts` (per merchant, terminal, day and hour: what was taken,
+/// by funding source). Needs the analytics capability (standard edition and up).
+#[utoipa::path(tag = "analytics",
+    params(("kind" = String, Path, description = "income-summary, merchant-clearing, merchant-summary, merchant-split or merchant-receipts"), ReportQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The report", content(
+            (Report = "application/json"),
+            (String = "text/csv"),
+            (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        )),
+        Problems))]
+#[get("/reports/{kind}")]
+pub async fn get_report(
+    state: web::Data<AppState>,
+    caller: Auth<AnalyticsAdmin>,
+    kind: web::Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let kind: ReportKind = kind.parse().map_err(|_| ApiError::NotFound)?;
+    let tenant = caller.tenant()?;
+    let policy = state.policy(tenant).await?;
+    let now = state.clock.now();
+    let today = now.to_zoned(policy.tz.clone()).date();
+    let from = parse_date("from", q.from.as_deref())?.unwrap_or(today);
+    let to = parse_date("to", q.to.as_deref())?.unwrap_or(from);
+    if to < from {
+        return Err(ApiError::invalid_field("to", "range", "not before from"));
+    }
+    if from.until(to).map_err(ApiError::internal)?.get_days() >= MAX_DAYS {
+        return Err(ApiError::invalid_field(
+            "to",
+            "range",
+            format!("a report covers at most {MAX_DAYS} days"),
+        ));
+    }
+    let start = state.local_day(&policy, from).0;
+    let end = state.local_day(&policy, to).1;
+    let facts = state.store.report_facts(tenant, start, end).await?;
+    let merchants = state.merchants_of(tenant).await?;
+    let mut terminals = HashMap::new();
+    if kind == ReportKind::MerchantReceipts {
+        for s in &facts.sales {
+            if let std::collections::hash_map::Entry::Vacant(e) = terminals.entry(s.terminal_id) {
+                e.insert(state.terminal(tenant, s.terminal_id).await?.name);
+            }
+        }
+    }
+    let input = Input {
+        facts: &facts,
+        merchants: &merchants,
+        terminals: &terminals,
+        tz: &policy.tz,
+        from,
+        to,
+    };
+    let table = build(kind, &input);
+    let head = Head {
+        kind,
+        from,
+        to,
+        time_zone: policy.tz.iana_name().unwrap_or("UTC").to_string(),
+        generated_at: now,
+    };
+    let format = q.format.unwrap_or(ReportFormat::Json);
+    let (body, mime, ext) = match format {
+        ReportFormat::Json => {
+            return Ok(HttpResponse::Ok().json(table.to_json(head)));
+        }
+        ReportFormat::Csv => (table.to_csv(), "text/csv; charset=utf-8", "csv"),
+        ReportFormat::Xlsx => {
+            let bytes = web::block(move || table.to_xlsx(&head))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            (bytes, XLSX_MIME, "xlsx")
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(mime)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"onecard-{}-{from}-{to}.{ext}\"",
+                kind.as_str()
+            ),
+        ))
+        .body(body))
+}
+
+fn parse_date(field: &str, s: Option<&str>) -> Result<Option<Date>, ApiError> {
+    s.map(|s| {
+        s.parse::<Date>()
+            .ok()
+            .filter(|d| s.len() == 10 && d.year() >= 2000)
+            .ok_or_else(|| {
+                ApiError::invalid_field(field, "date", "a date as YYYY-MM-DD, 2000 or later")
+            })
+    })
+    .transpose()
+}
+
+struct Head {
+    kind: ReportKind,
+    from: Date,
+    to: Date,
+    time_zone: String,
+    generated_at: Timestamp,
+}
+
+/// What a report is built from.
+pub struct Input<'a> {
+    pub facts: &'a ReportFacts,
+    pub merchants: &'a [Merchant],
+    pub terminals: &'a HashMap<TerminalId, String>,
+    pub tz: &'a TimeZone,
+    pub from: Date,
+    pub to: Date,
+}
+
+impl Input<'_> {
+    /// The tenant-local day and hour a bucket lies in.
+    fn local(&self, bucket: i64) -> (Date, i8) {
+        let t =
+            Timestamp::from_millisecond(bucket * REPORT_BUCKET_MS).unwrap_or(Timestamp::UNIX_EPOCH);
+        let z = t.to_zoned(self.tz.clone());
+        (z.date(), z.hour())
+    }
+
+    fn days(&self) -> Vec<Date> {
+        let mut out = Vec::new();
+        let mut d = self.from;
+        while d <= self.to {
+            out.push(d);
+            match d.checked_add(1.day()) {
+                Ok(next) => d = next,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Text,
+    /// A whole number that is summed in the totals (a count).
+    Count,
+    /// A whole number that is not summed (an hour, a depth).
+    Int,
+    /// Money in fen, summed in the totals.
+    Money,
+    /// Money in fen, not summed (a subtree's figure: it repeats its children's).
+    MoneyNoTotal,
+    /// A count not summed.
+    CountNoTotal,
+}
+
+impl Kind {
+    fn summed(self) -> bool {
+        matches!(self, Kind::Count | Kind::Money)
+    }
+    fn money(self) -> bool {
+        matches!(self, Kind::Money | Kind::MoneyNoTotal)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Column {
+    key: &'static str,
+    title: &'static str,
+    kind: Kind,
+}
+
+const fn col(key: &'static str, title: &'static str, kind: Kind) -> Column {
+    Column { key, title, kind }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+}
+
+pub struct Table {
+    kind: ReportKind,
+    columns: &'static [Column],
+    pub rows: Vec<Vec<Cell>>,
+}
+
+const MERCHANT: [Column; 3] = [
+    col("merchant_id", "Merchant id", Kind::Text),
+    col("merchant_number", "Merchant number", Kind::Text),
+    col("merchant_name", "Merchant", Kind::Text),
+];
+
+static INCOME: [Column; 9] = [
+    col("date", "Date", Kind::Text),
+    col("receivable", "Receivable", Kind::Money),
+    col("received", "Received", Kind::Money),
+    col("refunds", "Refunds", Kind::Money),
+    col("top_ups", "Top-ups", Kind::Money),
+    col("subsidies_issued", "Subsidies issued", Kind::Money),
+    col("arrears_opened", "Arrears opened", Kind::Money),
+    col("arrears_recovered", "Arrears recovered", Kind::Money),
+    col("arrears_written_off", "Arrears written off", Kind::Money),
+];
+
+static CLEARING: [Column; 7] = [
+    MERCHANT[0],
+    MERCHANT[1],
+    MERCHANT[2],
+    col("payments", "Payments", Kind::Count),
+    col("gross", "Gross", Kind::Money),
+    col("refunds", "Refunds", Kind::Money),
+    col("net", "Net to settle", Kind::Money),
+];
+
+static SUMMARY: [Column; 13] = [
+    MERCHANT[0],
+    MERCHANT[1],
+    MERCHANT[2],
+    col("parent_number", "Parent number", Kind::Text),
+    col("depth", "Depth", Kind::Int),
+    col("payments", "Payments", Kind::Count),
+    col("gross", "Gross", Kind::Money),
+    col("refunds", "Refunds", Kind::Money),
+    col("net", "Net", Kind::Money),
+    col(
+        "subtree_payments",
+        "Payments with sub-merchants",
+        Kind::CountNoTotal,
+    ),
+    col(
+        "subtree_gross",
+        "Gross with sub-merchants",
+        Kind::MoneyNoTotal,
+    ),
+    col(
+        "subtree_refunds",
+        "Refunds with sub-merchants",
+        Kind::MoneyNoTotal,
+    ),
+    col("subtree_net", "Net with sub-merchants", Kind::MoneyNoTotal),
+];
+
+static SPLIT: [Column; 8] = [
+    MERCHANT[0],
+    MERCHANT[1],
+    MERCHANT[2],
+    col("gross", "Gross", Kind::Money),
+    col("coupon", "Coupons", Kind::Money),
+    col("subsidy", "Subsidies", Kind::Money),
+    col("balance", "Balance", Kind::Money),
+    col("deferred", "Deferred debit", Kind::Money),
+];
+
+static RECEIPTS: [Column; 13] = [
+    MERCHANT[0],
+    MERCHANT[1],
+    MERCHANT[2],
+    col("terminal_id", "Terminal id", Kind::Text),
+    col("terminal_name", "Terminal", Kind::Text),
+    col("date", "Date", Kind::Text),
+    col("hour", "Hour", Kind::Int),
+    col("payments", "Payments", Kind::Count),
+    col("amount", "Amount", Kind::Money),
+    col("coupon", "Coupons", Kind::Money),
+    col("subsidy", "Subsidies", Kind::Money),
+    col("balance", "Balance", Kind::Money),
+    col("deferred", "Deferred debit", Kind::Money),
+];
+
+/// Sales and refunds of one merchant (or a subtree) over the period.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    payments: i64,
+    gross: i64,
+    refunds: i64,
+    split: [i64; 4],
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums) {
+        self.payments += o.payments;
+        self.gross += o.gross;
+        self.refunds += o.refunds;
+        for (a, b) in self.split.iter_mut().zip(o.split) {
+            *a += b;
+        }
+    }
+}
+
+fn split_of(b: &Breakdown) -> [i64; 4] {
+    [b.coupon.0, b.subsidy.0, b.balance.0, b.deferred.0]
+}
+
+/// The merchants in tree order: each root, then its subtree, siblings by number.
+fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
+    let mut children: BTreeMap<Option<MerchantId>, Vec<&Merchant>> = BTreeMap::new();
+    let known: std::collections::HashSet<MerchantId> = merchants.iter().map(|m| m.id).collect();
+    for m in merchants {
+        // A parent that is not in the list (never, in a consistent store) makes a root.
+        let parent = m.parent_id.filter(|p| known.contains(p));
+        children.entry(parent).or_default().push(m);
+    }
+    for list in children.values_mut() {
+        list.sort_by(|a, b| a.number.cmp(&b.number));
+    }
+    let mut out = Vec::with_capacity(merchants.len());
+    let mut stack: Vec<&Merchant> = children
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .rev()
+        .copied()
+        .collect();
+    while let Some(m) = stack.pop() {
+        out.push(m);
+        if let Some(kids) = children.get(&Some(m.id)) {
+            stack.extend(kids.iter().rev().copied());
+        }
+    }
+    out
+}
+
+fn merchant_cells(m: &Merchant) -> [Cell; 3] {
+    [
+        Cell::Text(m.id.to_string()),
+        Cell::Text(m.number.clone()),
+        Cell::Text(m.name.clone()),
+    ]
+}
+
+pub fn build(kind: ReportKind, input: &Input) -> Table {
+    let columns: &'static [Column] = match kind {
+        ReportKind::IncomeSummary => &INCOME,
+        ReportKind::MerchantClearing => &CLEARING,
+        ReportKind::MerchantSummary => &SUMMARY,
+        ReportKind::MerchantSplit => &SPLIT,
+        ReportKind::MerchantReceipts => &RECEIPTS,
+    };
+    let rows = match kind {
+        ReportKind::IncomeSummary => income(input),
+        ReportKind::MerchantReceipts => receipts(input),
+        _ => per_merchant(kind, input),
+    };
+    Table {
+        kind,
+        columns,
+        rows,
+    }
+}
+
+fn income(input: &Input) -> Vec<Vec<Cell>> {
+    // receivable, refunds, top-ups, subsidies, opened, recovered, written off
+    let mut days: BTreeMap<Date, [i64; 7]> =
+        input.days().into_iter().map(|d| (d, [0; 7])).collect();
+    let mut at = |bucket: i64, i: usize, v: i64| {
+        if let Some(day) = days.get_mut(&input.local(bucket).0) {
+            day[i] += v;
+        }
+    };
+    for s in &input.facts.sales {
+        at(s.bucket, 0, s.amount.0);
+    }
+    for r in &input.facts.refunds {
+        at(r.bucket, 1, r.amount.0);
+    }
+    for m in &input.facts.movements {
+        at(m.bucket, 2, m.top_ups.0);
+        at(m.bucket, 3, m.subsidies_issued.0);
+        at(m.bucket, 4, m.arrears_opened.0);
+        at(m.bucket, 5, m.arrears_recovered.0);
+        at(m.bucket, 6, m.arrears_written_off.0);
+    }
+    days.into_iter()
+        .map(
+            |(date, [receivable, refunds, top_ups, subsidies, opened, recovered, written_off])| {
+                // SPEC §7: what a deferred debit the provider declined leaves unreceived on its
+                // day, a repayment brings in on the day it is made.
+                let received = receivable - opened + recovered;
+                vec![
+                    Cell::Text(date.to_string()),
+                    Cell::Int(receivable),
+                    Cell::Int(received),
+                    Cell::Int(refunds),
+                    Cell::Int(top_ups),
+                    Cell::Int(subsidies),
+                    Cell::Int(opened),
+                    Cell::Int(recovered),
+                    Cell::Int(written_off),
+                ]
+            },
+        )
+        .collect()
+}
+
+fn own_sums(input: &Input) -> HashMap<MerchantId, Sums> {
+    let mut own: HashMap<MerchantId, Sums> = HashMap::new();
+    for s in &input.facts.sales {
+        let e = own.entry(s.merchant_id).or_default();
+        e.payments += s.count as i64;
+        e.gross += s.amount.0;
+        for (a, b) in e.split.iter_mut().zip(split_of(&s.by_source)) {
+            *a += b;
+        }
+    }
+    for r in &input.facts.refunds {
+        own.entry(r.merchant_id).or_default().refunds += r.amount.0;
+    }
+    own
+}
+
+fn per_merchant(kind: ReportKind, input: &Input) -> Vec<Vec<Cell>> {
+    let own = own_sums(input);
+    let order = tree_order(input.merchants);
+    let by_id: HashMap<MerchantId, &Merchant> = input.merchants.iter().map(|m| (m.id, m)).collect();
+    // Subtree sums: children come after their parents in tree order, so walk it backwards.
+    let mut subtree: HashMap<MerchantId, Sums> = HashMap::new();
+    for m in order.iter().rev() {
+        let mut s = subtree.remove(&m.id).unwrap_or_default();
+        s.add(&own.get(&m.id).copied().unwrap_or_default());
+        if let Some(p) = m.parent_id.filter(|p| by_id.contains_key(p)) {
+            subtree.entry(p).or_default().add(&s);
+        }
+        subtree.insert(m.id, s);
+    }
+    order
+        .into_iter()
+        .map(|m| {
+            let o = own.get(&m.id).copied().unwrap_or_default();
+            let mut row: Vec<Cell> = merchant_cells(m).into();
+            match kind {
+                ReportKind::MerchantClearing => row.extend([
+                    Cell::Int(o.payments),
+                    Cell::Int(o.gross),
+                    Cell::Int(o.refunds),
+                    Cell::Int(o.gross - o.refunds),
+                ]),
+                ReportKind::MerchantSummary => {
+                    let t = subtree.get(&m.id).copied().unwrap_or_default();
+                    let parent = m
+                        .parent_id
+                        .and_then(|p| by_id.get(&p))
+                        .map(|p| p.number.clone())
+                        .unwrap_or_default();
+                    row.extend([
+                        Cell::Text(parent),
+                        Cell::Int(m.depth.into()),
+                        Cell::Int(o.payments),
+                        Cell::Int(o.gross),
+                        Cell::Int(o.refunds),
+                        Cell::Int(o.gross - o.refunds),
+                        Cell::Int(t.payments),
+                        Cell::Int(t.gross),
+                        Cell::Int(t.refunds),
+                        Cell::Int(t.gross - t.refunds),
+                    ]);
+                }
+                _ => {
+                    row.push(Cell::Int(o.gross));
+                    row.extend(o.split.map(Cell::Int));
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+fn receipts(input: &Input) -> Vec<Vec<Cell>> {
+    let rank: HashMap<MerchantId, usize> = tree_order(input.merchants)
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, i))
+        .collect();
+    let by_id: HashMap<MerchantId, &Merchant> = input.merchants.iter().map(|m| (m.id, m)).collect();
+    // (merchant rank, terminal name, terminal, date, hour) → payments, amount, split
+    type Key = (usize, String, TerminalId, Date, i8);
+    let mut lines: BTreeMap<Key, (MerchantId, i64, i64, [i64; 4])> = BTreeMap::new();
+    for s in &input.facts.sales {
+        let (date, hour) = input.local(s.bucket);
+        let name = input
+            .terminals
+            .get(&s.terminal_id)
+            .cloned()
+            .unwrap_or_default();
+        let key = (
+            rank.get(&s.merchant_id).copied().unwrap_or(usize::MAX),
+            name,
+            s.terminal_id,
+            date,
+            hour,
+        );
+        let e = lines.entry(key).or_insert((s.merchant_id, 0, 0, [0; 4]));
+        e.1 += s.count as i64;
+        e.2 += s.amount.0;
+        for (a, b) in e.3.iter_mut().zip(split_of(&s.by_source)) {
+            *a += b;
+        }
+    }
+    lines
+        .into_iter()
+        .map(
+            |((_, name, terminal, date, hour), (merchant, count, amount, split))| {
+                let mut row: Vec<Cell> = match by_id.get(&merchant) {
+                    Some(m) => merchant_cells(m).into(),
+                    None => vec![
+                        Cell::Text(merchant.to_string()),
+                        Cell::Text(String::new()),
+                        Cell::Text(String::new()),
+                    ],
+                };
+                row.extend([
+                    Cell::Text(terminal.to_string()),
+                    Cell::Text(name),
+                    Cell::Text(date.to_string()),
+                    Cell::Int(hour.into()),
+                    Cell::Int(count),
+                    Cell::Int(amount),
+                ]);
+                row.extend(split.map(Cell::Int));
+                row
+            },
+        )
+        .collect()
+}
+
+impl Table {
+    fn totals(&self) -> Vec<Option<i64>> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.kind.summed().then(|| {
+                    self.rows
+                        .iter()
+                        .map(|r| match &r[i] {
+                            Cell::Int(v) => *v,
+                            Cell::Text(_) => 0,
+                        })
+                        .sum()
+                })
+            })
+            .collect()
+    }
+
+    fn to_json(&self, head: Head) -> Report {
+        let value = |c: &Cell| match c {
+            Cell::Text(s) => serde_json::Value::from(s.as_str()),
+            Cell::Int(v) => serde_json::Value::from(*v),
+        };
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                self.columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| (c.key.to_string(), value(v)))
+                    .collect()
+            })
+            .collect();
+        let totals = self
+            .columns
+            .iter()
+            .zip(self.totals())
+            .filter_map(|(c, t)| Some((c.key.to_string(), serde_json::Value::from(t?))))
+            .collect();
+        Report {
+            report: head.kind.as_str().to_string(),
+            from: head.from.to_string(),
+            to: head.to.to_string(),
+            time_zone: head.time_zone,
+            currency: "CNY",
+            unit: "fen",
+            generated_at: head.generated_at,
+            rows,
+            totals,
+        }
+    }
+
+    /// One header line of column keys, then one line a row; money in fen. No totals line,
+    /// so that every line below the header is a row to a program reading the file.
+    pub fn to_csv(&self) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let write = |w: &mut csv::Writer<Vec<u8>>, fields: Vec<String>| {
+            // Writing to a Vec cannot fail.
+            let _ = w.write_record(fields);
+        };
+        write(
+            &mut w,
+            self.columns.iter().map(|c| c.key.to_string()).collect(),
+        );
+        for r in &self.rows {
+            write(
+                &mut w,
+                r.iter()
+                    .map(|c| match c {
+                        Cell::Text(s) => csv_text(s),
+                        Cell::Int(v) => v.to_string(),
+                    })
+                    .collect(),
+            );
+        }
+        w.into_inner().unwrap_or_default()
+    }
+
+    /// A sheet for people: a title line, the column titles, the rows and a bold totals
+    /// line; money in yuan with two decimals.
+    fn to_xlsx(&self, head: &Head) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+        use rust_xlsxwriter::{Format, Workbook};
+        let mut wb = Workbook::new();
+        let bold = Format::new().set_bold();
+        let yuan = Format::new().set_num_format("#,##0.00");
+        let yuan_bold = Format::new().set_num_format("#,##0.00").set_bold();
+        let sheet = wb.add_worksheet();
+        sheet.set_name(self.kind.as_str())?;
+        sheet.write_string_with_format(
+            0,
+            0,
+            format!(
+                "{}, {} to {} ({}); money in CNY",
+                self.kind.title(),
+                head.from,
+                head.to,
+                head.time_zone
+            ),
+            &bold,
+        )?;
+        const HEADER: u32 = 2;
+        for (i, c) in self.columns.iter().enumerate() {
+            let i = i as u16;
+            sheet.write_string_with_format(HEADER, i, c.title, &bold)?;
+            sheet.set_column_width(i, if c.kind == Kind::Text { 20 } else { 14 })?;
+        }
+        for (r, row) in self.rows.iter().enumerate() {
+            let r = HEADER + 1 + r as u32;
+            for (i, (c, v)) in self.columns.iter().zip(row).enumerate() {
+                let i = i as u16;
+                match v {
+                    Cell::Text(s) => {
+                        sheet.write_string(r, i, s)?;
+                    }
+                    Cell::Int(v) if c.kind.money() => {
+                        sheet.write_number_with_format(r, i, *v as f64 / 100.0, &yuan)?;
+                    }
+                    Cell::Int(v) => {
+                        sheet.write_number(r, i, *v as f64)?;
+                    }
+                }
+            }
+        }
+        let r = HEADER + 1 + self.rows.len() as u32;
+        sheet.write_string_with_format(r, 0, "Total", &bold)?;
+        for (i, (c, t)) in self.columns.iter().zip(self.totals()).enumerate() {
+            if let Some(t) = t {
+                if c.kind.money() {
+                    sheet.write_number_with_format(r, i as u16, t as f64 / 100.0, &yuan_bold)?;
+                } else {
+                    sheet.write_number_with_format(r, i as u16, t as f64, &bold)?;
+                }
+            }
+        }
+        wb.save_to_buffer()
+    }
+}
+
+/// A text field that a spreadsheet program would read as a formula (`=`, `+`, `-`, `@`,
+/// tab, carriage return) is prefixed with `'`: a merchant named `=HYPERLINK(…)` must not
+/// become a link in the finance office's spreadsheet.
+fn csv_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onecard_schema::money::Money;
+    use onecard_schema::wallet::{MovementBucket, RefundBucket, SalesBucket};
+
+    fn merchant(n: &str, parent: Option<&Merchant>) -> Merchant {
+        Merchant {
+            id: MerchantId::new(),
+            parent_id: parent.map(|p| p.id),
+            name: format!("m{n}"),
+            number: n.to_string(),
+            single_limit: Money(5000),
+            depth: parent.map_or(1, |p| p.depth + 1),
+            created_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn bucket(t: &str) -> i64 {
+        t.parse::<Timestamp>().unwrap().as_millisecond() / REPORT_BUCKET_MS
+    }
+
+    fn sale(m: &Merchant, t: TerminalId, at: &str, amount: i64, split: [i64; 4]) -> SalesBucket {
+        SalesBucket {
+            merchant_id: m.id,
+            terminal_id: t,
+            bucket: bucket(at),
+            count: 1,
+            amount: Money(amount),
+            by_source: Breakdown {
+                coupon: Money(split[0]),
+                subsidy: Money(split[1]),
+                balance: Money(split[2]),
+                deferred: Money(split[3]),
+            },
+        }
+    }
+
+    fn ints(row: &[Cell]) -> Vec<i64> {
+        row.iter()
+            .filter_map(|c| match c {
+                Cell::Int(v) => Some(*v),
+                Cell::Text(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn report_kinds_parse_from_their_names_only() {
+        for k in ReportKind::ALL {
+            assert_eq!(k.as_str().parse::<ReportKind>(), Ok(k));
+        }
+        assert!("income_summary".parse::<ReportKind>().is_err());
+    }
+
+    #[test]
+    fn merchants_come_in_tree_order_with_siblings_by_number() {
+        let b = merchant("B", None);
+        let a = merchant("A", None);
+        let a2 = merchant("A2", Some(&a));
+        let a1 = merchant("A1", Some(&a));
+        let a1x = merchant("A1x", Some(&a1));
+        let all = vec![b.clone(), a2.clone(), a1x.clone(), a.clone(), a1.clone()];
+        let order: Vec<&str> = tree_order(&all).iter().map(|m| m.number.as_str()).collect();
+        assert_eq!(order, ["A", "A1", "A1x", "A2", "B"]);
+    }
+
+    #[test]
+    fn days_and_hours_are_the_tenants_even_at_a_half_hour_offset() {
+        let m = merchant("1", None);
+        let t = TerminalId::new();
+        let facts = ReportFacts {
+            // 18:29 and 18:30 UTC are 23:59 on the 1st and 00:00 on the 2nd in Kolkata.
+            sales: vec![
+                sale(&m, t, "2026-03-01T18:15:00Z", 100, [0, 0, 100, 0]),
+                sale(&m, t, "2026-03-01T18:30:00Z", 250, [0, 0, 250, 0]),
+            ],
+            refunds: vec![RefundBucket {
+                merchant_id: m.id,
+                bucket: bucket("2026-03-01T18:45:00Z"),
+                count: 1,
+                amount: Money(50),
+            }],
+            movements: vec![MovementBucket {
+                bucket: bucket("2026-03-01T18:00:00Z"),
+                top_ups: Money(1000),
+                arrears_opened: Money(30),
+                ..Default::default()
+            }],
+        };
+        let tz = TimeZone::get("Asia/Kolkata").unwrap();
+        let merchants = [m.clone()];
+        let terminals = HashMap::from([(t, "till".to_string())]);
+        let input = Input {
+            facts: &facts,
+            merchants: &merchants,
+            terminals: &terminals,
+            tz: &tz,
+            from: "2026-03-01".parse().unwrap(),
+            to: "2026-03-02".parse().unwrap(),
+        };
+        let income = build(ReportKind::IncomeSummary, &input).rows;
+        // receivable, received, refunds, top-ups, subsidies, opened, recovered, written off
+        assert_eq!(ints(&income[0]), [100, 70, 0, 1000, 0, 30, 0, 0]);
+        assert_eq!(ints(&income[1]), [250, 250, 50, 0, 0, 0, 0, 0]);
+        let receipts = build(ReportKind::MerchantReceipts, &input).rows;
+        assert_eq!(receipts.len(), 2);
+        assert_eq!(receipts[0][5], Cell::Text("2026-03-01".into()));
+        assert_eq!(receipts[0][6], Cell::Int(23));
+        assert_eq!(receipts[1][5], Cell::Text("2026-03-02".into()));
+        assert_eq!(receipts[1][6], Cell::Int(0));
+    }
+
+    #[test]
+    fn the_summary_rolls_up_the_tree_and_totals_only_what_adds_up() {
+        let root = merchant("R", None);
+        let site = merchant("S", Some(&root));
+        let stall = merchant("T", Some(&site));
+        let t = TerminalId::new();
+        let facts = ReportFacts {
+            sales: vec![
+                sale(&root, t, "2026-03-01T02:00:00Z", 100, [0, 0, 100, 0]),
+                sale(&stall, t, "2026-03-01T03:00:00Z", 300, [50, 100, 100, 50]),
+                sale(&stall, t, "2026-03-01T03:20:00Z", 200, [0, 0, 200, 0]),
+            ],
+            refunds: vec![RefundBucket {
+                merchant_id: stall.id,
+                bucket: bucket("2026-03-01T04:00:00Z"),
+                count: 1,
+                amount: Money(70),
+            }],
+            movements: vec![],
+        };
+        let tz = TimeZone::get("Asia/Shanghai").unwrap();
+        let merchants = [stall.clone(), root.clone(), site.clone()];
+        let terminals = HashMap::new();
+        let input = Input {
+            facts: &facts,
+            merchants: &merchants,
+            terminals: &terminals,
+            tz: &tz,
+            from: "2026-03-01".parse().unwrap(),
+            to: "2026-03-01".parse().unwrap(),
+        };
+        let summary = build(ReportKind::MerchantSummary, &input);
+        let rows: Vec<Vec<i64>> = summary.rows.iter().map(|r| ints(r)).collect();
+        // depth, payments, gross, refunds, net, then the same with sub-merchants
+        assert_eq!(rows[0], [1, 1, 100, 0, 100, 3, 600, 70, 530]);
+        assert_eq!(rows[1], [2, 0, 0, 0, 0, 2, 500, 70, 430]);
+        assert_eq!(rows[2], [3, 2, 500, 70, 430, 2, 500, 70, 430]);
+        let totals = summary.totals();
+        assert_eq!(totals[5..9], [Some(3), Some(600), Some(70), Some(530)]);
+        assert_eq!(
+            totals[9..],
+            [None, None, None, None],
+            "subtree figures repeat"
+        );
+        let split = build(ReportKind::MerchantSplit, &input);
+        assert_eq!(ints(&split.rows[2]), [500, 50, 100, 300, 50]);
+        let csv = String::from_utf8(split.to_csv()).unwrap();
+        assert_eq!(
+            csv.lines().next(),
+            Some("merchant_id,merchant_number,merchant_name,gross,coupon,subsidy,balance,deferred")
+        );
+        assert_eq!(
+            csv.lines().count(),
+            4,
+            "a header and three rows, no totals line"
+        );
+    }
+
+    #[test]
+    fn csv_text_that_a_spreadsheet_would_run_is_quoted_as_text() {
+        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_text("-1"), "'-1");
+        assert_eq!(csv_text("食堂一楼"), "食堂一楼");
+    }
+}
