@@ -150,6 +150,7 @@ impl Application {
         crate::idempotency::spawn_purge(state.clone().into_inner());
         crate::deferred::spawn_sweep(state.clone().into_inner());
         crate::api::ledger::spawn_seal(state.clone().into_inner());
+        crate::api::reports::spawn_rollups(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
         limiter.spawn_trim();

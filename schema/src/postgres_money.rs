@@ -1651,89 +1651,16 @@ impl MoneyStore for PgStore {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<ReportFacts> {
-        // Quarter hours by `date_bin` (PostgreSQL 14 and later): timestamp arithmetic,
-        // where `extract(epoch …) / 900` divides a numeric for every row.
-        let c = self.client().await?;
-        let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant.0, &from, &to];
-        let sales = c
-            .query(
-                "SELECT p.merchant_id, p.terminal_id, (extract(epoch FROM date_bin('15 minutes', p.created_at, \
-                 TIMESTAMPTZ 'epoch')) / 900)::int8, \
-                 count(*), sum(p.amount)::int8, sum(p.coupon_amount)::int8, sum(p.subsidy_amount)::int8, \
-                 sum(p.balance_amount)::int8, sum(p.deferred_amount)::int8 \
-                 FROM merchants m JOIN payments p ON p.merchant_id = m.id \
-                 WHERE m.tenant_id = $1 AND p.tenant_id = $1 AND p.status <> 'declined' \
-                 AND p.created_at >= $2 AND p.created_at < $3 \
-                 GROUP BY p.merchant_id, p.terminal_id, date_bin('15 minutes', p.created_at, TIMESTAMPTZ 'epoch')",
-                &range,
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| SalesBucket {
-                merchant_id: MerchantId(r.get(0)),
-                terminal_id: TerminalId(r.get(1)),
-                bucket: r.get(2),
-                count: r.get::<_, i64>(3) as u64,
-                amount: Money(r.get(4)),
-                by_source: Breakdown {
-                    coupon: Money(r.get(5)),
-                    subsidy: Money(r.get(6)),
-                    balance: Money(r.get(7)),
-                    deferred: Money(r.get(8)),
-                },
-            })
-            .collect();
-        let refunds = c
-            .query(
-                "SELECT ref_id, (extract(epoch FROM date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')) / 900)::int8, \
-                 count(*), (-sum(amount))::int8 \
-                 FROM ledger_entries WHERE tenant_id = $1 AND account = 'merchant_receivable' AND amount < 0 \
-                 AND created_at >= $2 AND created_at < $3 \
-                 GROUP BY ref_id, date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')",
-                &range,
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| RefundBucket {
-                merchant_id: MerchantId(r.get(0)),
-                bucket: r.get(1),
-                count: r.get::<_, i64>(2) as u64,
-                amount: Money(r.get(3)),
-            })
-            .collect();
-        let movements = c
-            .query(
-                "SELECT (extract(epoch FROM date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')) / 900)::int8, \
-                 coalesce(-sum(amount) FILTER (WHERE account = 'topup_clearing'), 0)::int8, \
-                 coalesce(-sum(amount) FILTER (WHERE account = 'subsidy_funding' AND amount < 0), 0)::int8, \
-                 coalesce(-sum(amount) FILTER (WHERE account = 'arrears' AND amount < 0), 0)::int8, \
-                 coalesce(-sum(amount) FILTER (WHERE account = 'repayment_clearing'), 0)::int8, \
-                 coalesce(-sum(amount) FILTER (WHERE account = 'arrears_written_off'), 0)::int8 \
-                 FROM ledger_entries WHERE tenant_id = $1 AND account IN ('topup_clearing', 'subsidy_funding', \
-                 'arrears', 'repayment_clearing', 'arrears_written_off') \
-                 AND created_at >= $2 AND created_at < $3 \
-                 GROUP BY date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')",
-                &range,
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| MovementBucket {
-                bucket: r.get(0),
-                top_ups: Money(r.get(1)),
-                subsidies_issued: Money(r.get(2)),
-                arrears_opened: Money(r.get(3)),
-                arrears_recovered: Money(r.get(4)),
-                arrears_written_off: Money(r.get(5)),
-            })
-            .collect();
-        Ok(ReportFacts {
-            sales,
-            refunds,
-            movements,
-        })
+        self.reports_between(tenant, from, to).await
+    }
+
+    async fn roll_up_reports(
+        &self,
+        now: Timestamp,
+        lag: jiff::SignedDuration,
+        step: i64,
+    ) -> StoreResult<u64> {
+        self.roll_up(now, lag, step).await
     }
 
     async fn merchant_totals(

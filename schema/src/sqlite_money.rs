@@ -931,91 +931,16 @@ impl MoneyStore for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<ReportFacts> {
-        self.read(move |c| {
-            let tenant = tenant.to_string();
-            let range = params![tenant, ms(from), ms(to), REPORT_BUCKET_MS];
-            // The tenant's merchants, not the tenant itself: so SQLite reads each merchant's
-            // range of `payments_merchant`, not every payment of the tenant through the
-            // primary key (`EXPLAIN QUERY PLAN`). A merchant is one tenant's.
-            let sales = c
-                .prepare_cached(
-                    "SELECT merchant_id, terminal_id, created_at / ?4, count(*), sum(amount), sum(coupon_amount), \
-                     sum(subsidy_amount), sum(balance_amount), sum(deferred_amount) FROM payments \
-                     WHERE merchant_id IN (SELECT id FROM merchants WHERE tenant_id = ?1) \
-                     AND status <> 'declined' AND created_at >= ?2 AND created_at < ?3 GROUP BY 1, 2, 3",
-                )
-                .and_then(|mut st| {
-                    st.query_map(range, |r| {
-                        Ok(SalesBucket {
-                            merchant_id: MerchantId(uuid_col(r, 0)?),
-                            terminal_id: TerminalId(uuid_col(r, 1)?),
-                            bucket: r.get(2)?,
-                            count: r.get::<_, i64>(3)? as u64,
-                            amount: Money(r.get(4)?),
-                            by_source: Breakdown {
-                                coupon: Money(r.get(5)?),
-                                subsidy: Money(r.get(6)?),
-                                balance: Money(r.get(7)?),
-                                deferred: Money(r.get(8)?),
-                            },
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(db)?;
-            let refunds = c
-                .prepare_cached(
-                    "SELECT ref_id, created_at / ?4, count(*), -sum(amount) FROM ledger_entries \
-                     WHERE tenant_id = ?1 AND account = 'merchant_receivable' AND amount < 0 \
-                     AND created_at >= ?2 AND created_at < ?3 GROUP BY 1, 2",
-                )
-                .and_then(|mut st| {
-                    st.query_map(range, |r| {
-                        Ok(RefundBucket {
-                            merchant_id: MerchantId(uuid_col(r, 0)?),
-                            bucket: r.get(1)?,
-                            count: r.get::<_, i64>(2)? as u64,
-                            amount: Money(r.get(3)?),
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(db)?;
-            // The `account IN (…)` repeats the index's condition word for word, so that
-            // SQLite knows the partial index covers the query.
-            let movements = c
-                .prepare_cached(
-                    "SELECT created_at / ?4, \
-                     coalesce(-sum(CASE WHEN account = 'topup_clearing' THEN amount END), 0), \
-                     coalesce(-sum(CASE WHEN account = 'subsidy_funding' AND amount < 0 THEN amount END), 0), \
-                     coalesce(-sum(CASE WHEN account = 'arrears' AND amount < 0 THEN amount END), 0), \
-                     coalesce(-sum(CASE WHEN account = 'repayment_clearing' THEN amount END), 0), \
-                     coalesce(-sum(CASE WHEN account = 'arrears_written_off' THEN amount END), 0) \
-                     FROM ledger_entries WHERE tenant_id = ?1 AND account IN ('topup_clearing', 'subsidy_funding', \
-                     'arrears', 'repayment_clearing', 'arrears_written_off') \
-                     AND created_at >= ?2 AND created_at < ?3 GROUP BY 1",
-                )
-                .and_then(|mut st| {
-                    st.query_map(range, |r| {
-                        Ok(MovementBucket {
-                            bucket: r.get(0)?,
-                            top_ups: Money(r.get(1)?),
-                            subsidies_issued: Money(r.get(2)?),
-                            arrears_opened: Money(r.get(3)?),
-                            arrears_recovered: Money(r.get(4)?),
-                            arrears_written_off: Money(r.get(5)?),
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(db)?;
-            Ok(ReportFacts {
-                sales,
-                refunds,
-                movements,
-            })
-        })
-        .await
+        self.reports_between(tenant, from, to).await
+    }
+
+    async fn roll_up_reports(
+        &self,
+        now: Timestamp,
+        lag: jiff::SignedDuration,
+        step: i64,
+    ) -> StoreResult<u64> {
+        self.roll_up(now, lag, step).await
     }
 
     async fn merchant_totals(

@@ -4,12 +4,14 @@
 //! five agree with one another (docs/OPERATIONS.md, "Financial reports").
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{get, web, HttpResponse};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan};
+use jiff::{SignedDuration, Timestamp, ToSpan};
 use onecard_schema::ids::{MerchantId, TerminalId};
 use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,18 @@ use crate::state::AppState;
 
 /// The longest period one report covers.
 pub const MAX_DAYS: i32 = 366;
+
+/// How often each node adds closed quarter hours to the report roll-ups.
+pub const ROLLUP_EVERY_S: u64 = 60;
+/// How long after its end a quarter hour is rolled up: long past any commit of a payment
+/// decided in it (a commit that waits longer fails instead), and past clock differences
+/// between nodes.
+pub const ROLLUP_LAG: SignedDuration = SignedDuration::from_hours(1);
+/// Quarter hours a tenant a store call: a week, so that one call's sums stay short even
+/// for a large site, and a tenant with years of history catches up in steps.
+pub const ROLLUP_STEP: i64 = 7 * 96;
+/// How long one round goes on catching up before it leaves the rest to the next.
+const ROLLUP_ROUND: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -206,6 +220,39 @@ pub async fn get_report(
             ),
         ))
         .body(body))
+}
+
+/// The roll-up loop (docs/OPERATIONS.md, "Financial reports"): every `ROLLUP_EVERY_S` on
+/// each node; the nodes take turns through the store.
+pub fn spawn_rollups(state: Arc<AppState>) {
+    crate::tasks::every(
+        state,
+        Duration::from_secs(ROLLUP_EVERY_S),
+        "report roll-up",
+        |state| async move { roll_up(&state).await.map(|_| ()) },
+    );
+}
+
+/// Adds every quarter hour that ended `ROLLUP_LAG` ago or earlier to the roll-ups, for
+/// up to `ROLLUP_ROUND`; answers how many it added.
+pub async fn roll_up(state: &AppState) -> Result<u64, ApiError> {
+    let now = state.clock.now();
+    let started = Instant::now();
+    let mut added = 0;
+    loop {
+        let n = state
+            .store
+            .roll_up_reports(now, ROLLUP_LAG, ROLLUP_STEP)
+            .await?;
+        added += n;
+        if n == 0 || started.elapsed() > ROLLUP_ROUND {
+            break;
+        }
+    }
+    if added > 0 {
+        tracing::debug!(quarter_hours = added, "report roll-ups added");
+    }
+    Ok(added)
 }
 
 fn parse_date(field: &str, s: Option<&str>) -> Result<Option<Date>, ApiError> {

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: ManualClock,
     pub handle: actix_web::dev::ServerHandle,
+    /// The test's own PostgreSQL database, when it runs on PostgreSQL.
+    pub database_url: Option<String>,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
 }
@@ -138,10 +140,12 @@ pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Opti
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_tests(dir.path().to_path_buf());
     config.root_token = Some(ROOT_TOKEN.to_string().into());
+    let mut database_url = None;
     let pg = match engine {
         Engine::Sqlite => None,
         Engine::Postgres => {
             let (db, url) = PgDatabase::create().await?;
+            database_url = Some(url.clone());
             config.database_url = url.into();
             Some(db)
         }
@@ -165,6 +169,7 @@ pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Opti
         client: reqwest::Client::new(),
         clock,
         handle,
+        database_url,
         _dir: dir,
         _pg: pg,
     })

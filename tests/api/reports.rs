@@ -18,6 +18,55 @@ use crate::on_both_engines;
 
 on_both_engines!(the_five_reports_tell_what_happened_and_agree_with_one_another);
 
+/// PostgreSQL: a writing transaction held open (a lock taken by hand, a stuck commit) keeps
+/// the report roll-ups five minutes behind the moment it began, so that what it writes,
+/// dated when its payments were decided, is not left out of a rolled-up quarter hour.
+#[actix_web::test]
+async fn a_writing_transaction_held_open_keeps_the_report_roll_ups_behind_it() {
+    let Some(app) = spawn_app(Engine::Postgres).await else {
+        return;
+    };
+    let _ = app.tenant("university", "standard").await;
+    // To a minute past a quarter hour, an hour or more after the tenant began.
+    let b = onecard_schema::wallet::REPORT_BUCKET_MS;
+    let now = app.clock.now().as_millisecond();
+    let target = (now / b + 5) * b + 60_000;
+    app.clock.advance(SignedDuration::from_millis(target - now));
+    let url = app.database_url.clone().expect("a PostgreSQL test");
+    let (held, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    held.batch_execute("BEGIN; SELECT txid_current();")
+        .await
+        .unwrap();
+    let roll = || {
+        app.state
+            .store
+            .roll_up_reports(app.clock.now(), SignedDuration::ZERO, 1_000)
+    };
+    assert!(roll().await.unwrap() >= 4);
+    assert_eq!(
+        roll().await.unwrap(),
+        0,
+        "held back by the open transaction"
+    );
+    held.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        roll().await.unwrap(),
+        1,
+        "the quarter hour that began four minutes before it, once it is gone"
+    );
+}
+
+const KINDS: [&str; 5] = [
+    "income-summary",
+    "merchant-clearing",
+    "merchant-summary",
+    "merchant-split",
+    "merchant-receipts",
+];
+
 async fn merchant(app: &TestApp, admin: &str, body: Value) -> String {
     let (s, m) = app.post("/api/v1/merchants", admin, body).await;
     assert_eq!(s, 201, "{m}");
@@ -390,5 +439,69 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
     assert_eq!(
         today["rows"], second["rows"],
         "the same figures when asked again"
+    );
+
+    // Rolled up: the same five reports from the sums of closed quarter hours, whatever
+    // part of the period those hold, and the hour still open read from the payments.
+    let five = || async {
+        let mut all = Vec::new();
+        for kind in KINDS {
+            let r = report(&app, &admin, kind, &day1, &day2).await;
+            all.push((r["rows"].clone(), r["totals"].clone()));
+        }
+        all
+    };
+    let before = five().await;
+    let midnight = nine
+        .date()
+        .tomorrow()
+        .unwrap()
+        .to_zoned(tz.clone())
+        .unwrap();
+    let mut added = 0;
+    loop {
+        let n = app
+            .state
+            .store
+            .roll_up_reports(
+                app.clock.now(),
+                app.clock.now().duration_since(midnight.timestamp()),
+                10,
+            )
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        added += n;
+    }
+    assert_eq!(
+        added, 60,
+        "from the tenant's first quarter hour (09:00) to midnight"
+    );
+    assert_eq!(five().await, before, "rolled up to day 2");
+    app.clock.advance(SignedDuration::from_hours(2));
+    // Two at once (two nodes' loops): each quarter hour is added once.
+    let (a, b) = futures::join!(
+        onecard::api::reports::roll_up(&app.state),
+        onecard::api::reports::roll_up(&app.state)
+    );
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        40 + 4,
+        "midnight to 10:00, and the basic tenant's 09:00 to 10:00"
+    );
+    assert_eq!(
+        onecard::api::reports::roll_up(&app.state).await.unwrap(),
+        0,
+        "once"
+    );
+    assert_eq!(five().await, before, "rolled up to an hour ago");
+    let late = pay(&app, &root_shop, &code(&app, &alice_me).await, 50).await;
+    assert_eq!(late["status"], "succeeded", "{late}");
+    let after = report(&app, &admin, "income-summary", &day1, &day2).await;
+    assert_eq!(
+        after["totals"]["receivable"], 4_050,
+        "the open hour is read live"
     );
 }
