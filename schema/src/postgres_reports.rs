@@ -173,18 +173,10 @@ impl PgStore {
         let (f, t) = (from.as_millisecond(), to.as_millisecond());
         // Every quarter hour before the mark was written with it, so reading the mark
         // first and the roll-ups after never finds one half there.
-        let split = match through {
-            // Only whole quarter hours come from the roll-ups (a tenant's local days
-            // always start on one).
-            Some(through) if f % B == 0 && t % B == 0 => through.saturating_mul(B).clamp(f, t),
-            _ => f,
-        };
+        let split = ReportFacts::rollup_split(through, f, t);
         let mut facts = rolled(&c, tenant.0, f / B, split / B).await?;
         if split < t {
-            let rest = live(&c, tenant.0, at(split / B)?, to).await?;
-            facts.sales.extend(rest.sales);
-            facts.refunds.extend(rest.refunds);
-            facts.movements.extend(rest.movements);
+            facts.extend(live(&c, tenant.0, at(split / B)?, to).await?);
         }
         Ok(facts)
     }

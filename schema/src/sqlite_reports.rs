@@ -146,18 +146,11 @@ impl SqliteStore {
             let c = c.unchecked_transaction().map_err(db)?;
             let t = tenant.to_string();
             let (from, to) = (ms(from), ms(to));
-            let split = match through_of(&c, &t).map_err(db)? {
-                // Only whole quarter hours come from the roll-ups (a tenant's local days
-                // always start on one).
-                Some(through) if from % B == 0 && to % B == 0 => (through * B).clamp(from, to),
-                _ => from,
-            };
+            let through = through_of(&c, &t).map_err(db)?;
+            let split = ReportFacts::rollup_split(through, from, to);
             let mut facts = rolled(&c, &t, from / B, split / B).map_err(db)?;
             if split < to {
-                let rest = live(&c, &t, split, to).map_err(db)?;
-                facts.sales.extend(rest.sales);
-                facts.refunds.extend(rest.refunds);
-                facts.movements.extend(rest.movements);
+                facts.extend(live(&c, &t, split, to).map_err(db)?);
             }
             c.commit().map_err(db)?;
             Ok(facts)

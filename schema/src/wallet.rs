@@ -675,6 +675,26 @@ pub struct ReportFacts {
     pub movements: Vec<MovementBucket>,
 }
 
+impl ReportFacts {
+    /// Where a period splits between the roll-ups (before) and the payments themselves
+    /// (after), given the tenant's roll-up mark: only whole quarter hours come from the
+    /// roll-ups (a tenant's local days always start on one, in every zone since 1972).
+    pub fn rollup_split(through: Option<i64>, from_ms: i64, to_ms: i64) -> i64 {
+        match through {
+            Some(t) if from_ms % REPORT_BUCKET_MS == 0 && to_ms % REPORT_BUCKET_MS == 0 => {
+                t.saturating_mul(REPORT_BUCKET_MS).clamp(from_ms, to_ms)
+            }
+            _ => from_ms,
+        }
+    }
+
+    pub fn extend(&mut self, other: ReportFacts) {
+        self.sales.extend(other.sales);
+        self.refunds.extend(other.refunds);
+        self.movements.extend(other.movements);
+    }
+}
+
 /// The sales (payments not declined) of one terminal in one quarter hour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SalesBucket {
@@ -715,6 +735,30 @@ pub struct MovementBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_splits_at_the_roll_up_mark_only_on_whole_quarter_hours() {
+        let q = REPORT_BUCKET_MS;
+        let split = ReportFacts::rollup_split;
+        assert_eq!(split(None, 4 * q, 100 * q), 4 * q, "nothing rolled up");
+        assert_eq!(split(Some(10), 4 * q, 100 * q), 10 * q);
+        assert_eq!(
+            split(Some(2), 4 * q, 100 * q),
+            4 * q,
+            "the mark before the period"
+        );
+        assert_eq!(
+            split(Some(500), 4 * q, 100 * q),
+            100 * q,
+            "all of it rolled up"
+        );
+        assert_eq!(
+            split(Some(10), 4 * q + 1, 100 * q),
+            4 * q + 1,
+            "not a whole quarter hour"
+        );
+        assert_eq!(split(Some(10), 4 * q, 100 * q - 1), 4 * q);
+    }
 
     fn event(kind: &str, payload: serde_json::Value) -> OutboxEvent {
         OutboxEvent {

@@ -128,12 +128,15 @@ pub struct Report {
     pub totals: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A report: `income-summary` (per day: receivable, received, refunds, top-ups,
+/// A financial report over a period of tenant-local days.
+///
+/// `income-summary` (per day: receivable, received, refunds, top-ups,
 /// subsidies issued, arrears opened, recovered and written off), `merchant-clearing`
 /// (per merchant: payments, gross, refunds, net to settle), `merchant-summary` (the same,
 /// own and rolled up the merchant tree), `merchant-split` (per merchant: gross by funding
 /// source) or `merchant-receipts` (per merchant, terminal, day and hour: what was taken,
-/// by funding source). Needs the analytics capability (standard edition and up).
+/// by funding source). Needs the analytics capability (standard edition and up). Closed
+/// quarter hours are read from roll-ups, the last hour or so from the payments.
 #[utoipa::path(tag = "analytics",
     params(("kind" = String, Path, description = "income-summary, merchant-clearing, merchant-summary, merchant-split or merchant-receipts"), ReportQuery),
     security(("bearer" = [])),

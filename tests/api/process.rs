@@ -222,6 +222,8 @@ async fn the_readmes_first_session_pays_for_a_lunch_as_written() {
         r#""breakdown":{"coupon":0,"subsidy":0,"balance":350,"deferred":0}"#,
         r#""balance":1650"#,
         r#""balanced":true"#,
+        "merchant_id,merchant_number,merchant_name,payments,gross,refunds,net\n",
+        ",North Hall,1,350,0,350\n",
         "/screen#token=",
     ] {
         assert!(stdout.contains(answer), "{answer} missing:\n{stdout}");
