@@ -28,9 +28,9 @@ pub const MAX_DAYS: i32 = 366;
 
 /// How often each node adds closed quarter hours to the report roll-ups.
 pub const ROLLUP_EVERY_S: u64 = 60;
-/// How long after its end a quarter hour is rolled up: long past any commit of a payment
-/// decided in it (a commit that waits longer fails instead), and past clock differences
-/// between nodes.
+/// How long after its end a quarter hour is rolled up: long past the commit of a payment
+/// decided in it, and past clock differences between nodes. On PostgreSQL the store also
+/// stays behind any writing transaction held open longer (`MoneyStore::roll_up_reports`).
 pub const ROLLUP_LAG: SignedDuration = SignedDuration::from_hours(1);
 /// Quarter hours a tenant a store call: a week, so that one call's sums stay short even
 /// for a large site, and a tenant with years of history catches up in steps.
