@@ -1,5 +1,7 @@
 //! Merchants (a tree: root → site → stall), their terminals, and daily totals.
 
+use std::collections::HashMap;
+
 use actix_web::{get, patch, post, web, HttpResponse};
 use jiff::civil::Date;
 use onecard_actors::domain::validate::Checks;
@@ -163,17 +165,35 @@ pub async fn list_merchants(
     caller: Auth<Admin>,
 ) -> Result<web::Json<Paged<Merchant>>, ApiError> {
     let all = state.store.list_merchants(caller.tenant()?).await?;
-    let mut ordered = Vec::with_capacity(all.len());
-    fn walk(all: &[Merchant], parent: Option<MerchantId>, out: &mut Vec<Merchant>) {
-        let mut kids: Vec<&Merchant> = all.iter().filter(|m| m.parent_id == parent).collect();
+    let ordered = tree_order(&all).into_iter().cloned().collect();
+    Ok(web::Json(Paged::new(ordered, None)))
+}
+
+/// The merchants in tree order: each root, then its subtree; siblings by name. What
+/// `GET /merchants` answers and the order of the reports' rows.
+pub fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
+    let mut children: HashMap<Option<MerchantId>, Vec<&Merchant>> = HashMap::new();
+    for m in merchants {
+        children.entry(m.parent_id).or_default().push(m);
+    }
+    for kids in children.values_mut() {
         kids.sort_by(|a, b| a.name.cmp(&b.name));
-        for k in kids {
-            out.push(k.clone());
-            walk(all, Some(k.id), out);
+    }
+    let mut out = Vec::with_capacity(merchants.len());
+    let mut stack: Vec<&Merchant> = children
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .rev()
+        .copied()
+        .collect();
+    while let Some(m) = stack.pop() {
+        out.push(m);
+        if let Some(kids) = children.get(&Some(m.id)) {
+            stack.extend(kids.iter().rev().copied());
         }
     }
-    walk(&all, None, &mut ordered);
-    Ok(web::Json(Paged::new(ordered, None)))
+    out
 }
 
 /// One merchant.

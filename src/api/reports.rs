@@ -17,6 +17,7 @@ use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS}
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::merchants::tree_order;
 use crate::auth::{AnalyticsAdmin, Auth};
 use crate::extract::Query;
 use crate::import::XLSX_MIME;
@@ -465,35 +466,6 @@ fn split_of(b: &Breakdown) -> [i64; 4] {
     [b.coupon.0, b.subsidy.0, b.balance.0, b.deferred.0]
 }
 
-/// The merchants in tree order: each root, then its subtree, siblings by number.
-fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
-    let mut children: BTreeMap<Option<MerchantId>, Vec<&Merchant>> = BTreeMap::new();
-    let known: std::collections::HashSet<MerchantId> = merchants.iter().map(|m| m.id).collect();
-    for m in merchants {
-        // A parent that is not in the list (never, in a consistent store) makes a root.
-        let parent = m.parent_id.filter(|p| known.contains(p));
-        children.entry(parent).or_default().push(m);
-    }
-    for list in children.values_mut() {
-        list.sort_by(|a, b| a.number.cmp(&b.number));
-    }
-    let mut out = Vec::with_capacity(merchants.len());
-    let mut stack: Vec<&Merchant> = children
-        .get(&None)
-        .into_iter()
-        .flatten()
-        .rev()
-        .copied()
-        .collect();
-    while let Some(m) = stack.pop() {
-        out.push(m);
-        if let Some(kids) = children.get(&Some(m.id)) {
-            stack.extend(kids.iter().rev().copied());
-        }
-    }
-    out
-}
-
 fn merchant_cells(m: &Merchant) -> [Cell; 3] {
     [
         Cell::Text(m.id.to_string()),
@@ -903,7 +875,7 @@ mod tests {
     }
 
     #[test]
-    fn merchants_come_in_tree_order_with_siblings_by_number() {
+    fn merchants_come_in_tree_order_with_siblings_by_name() {
         let b = merchant("B", None);
         let a = merchant("A", None);
         let a2 = merchant("A2", Some(&a));
