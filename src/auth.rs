@@ -1,11 +1,13 @@
 //! Who is calling. One extractor, `Auth<A>`, resolves the bearer token to a `Caller`
-//! (its kind, tenant, role and edition) and checks the access rule `A` — token kind,
-//! super-admin role, edition capability — before a handler runs. Handlers never check
-//! by hand; they scope every store call to `caller.tenant()`.
+//! (its kind, tenant, role, group grants and edition) and checks the access rule `A` —
+//! token kind, what a sub-admin's group must grant, edition capability — before a
+//! handler runs. Handlers scope every store call to `caller.tenant()`; the directory's
+//! handlers also narrow what a sub-admin sees with `scope::DirectoryScope`.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -13,7 +15,9 @@ use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
 use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_schema::ids::{AdminId, AuditId, TenantId};
-use onecard_schema::model::{Actor, AdminRole, Audit, Edition, TokenKind};
+use onecard_schema::model::{
+    Actor, AdminRole, Audit, Edition, Feature, GrantLevel, Grants, TokenKind,
+};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -53,6 +57,8 @@ pub struct Caller {
     pub tenant: Option<TenantId>,
     pub subject: Option<uuid::Uuid>,
     pub role: Option<AdminRole>,
+    /// A sub-admin's group grants; `None` for every other caller.
+    pub grants: Option<Arc<Grants>>,
     pub edition: Option<Edition>,
     pub request_id: String,
 }
@@ -63,6 +69,20 @@ impl Caller {
     pub fn tenant(&self) -> Result<TenantId, ApiError> {
         self.tenant
             .ok_or_else(|| ApiError::forbidden("forbidden", "this needs a tenant token"))
+    }
+
+    /// Whether this caller is an admin whose group grants `feature` at `level` (super
+    /// admins have every feature).
+    pub fn admin_may(&self, feature: Feature, level: GrantLevel) -> bool {
+        self.kind == TokenKind::Admin
+            && match self.role {
+                Some(AdminRole::SuperAdmin) => true,
+                Some(AdminRole::SubAdmin) => self
+                    .grants
+                    .as_deref()
+                    .is_some_and(|g| g.allows(feature, level)),
+                None => false,
+            }
     }
 
     /// The subject id (admin, terminal or user) of a token that must have one.
@@ -108,12 +128,23 @@ impl Caller {
     }
 }
 
+/// What an access rule lets a sub-admin do. Super admins pass every admin rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubAdmins {
+    /// Refused: super admins only.
+    Refused,
+    /// Admitted; the handler narrows what they see to their group's departments and tags.
+    Scoped,
+    /// Admitted when their group grants this feature at this level or beyond.
+    Granted(Feature, GrantLevel),
+}
+
 /// An access rule, checked by `Auth<A>`.
 pub trait Access {
     /// Token kinds admitted.
     const KINDS: &'static [TokenKind];
-    /// Admin tokens must be super admins'.
-    const SUPER_ADMIN: bool = false;
+    /// Whether, and with which grant, sub-admins are admitted.
+    const SUB_ADMINS: SubAdmins = SubAdmins::Refused;
     /// What the tenant's edition must include.
     const CAPABILITY: Capability = Capability::Core;
 }
@@ -124,24 +155,39 @@ impl Access for Root {
     const KINDS: &'static [TokenKind] = &[TokenKind::Root];
 }
 
-/// Any admin of a tenant.
+/// Any admin of a tenant; a sub-admin sees only what their group grants (the handler
+/// scopes it).
 pub struct Admin;
 impl Access for Admin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Scoped;
 }
 
 /// A super admin of a tenant.
 pub struct SuperAdmin;
 impl Access for SuperAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
-    const SUPER_ADMIN: bool = true;
 }
 
 /// The operator, or a tenant's super admin (each sees their own scope).
 pub struct RootOrSuperAdmin;
 impl Access for RootOrSuperAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Root, TokenKind::Admin];
-    const SUPER_ADMIN: bool = true;
+}
+
+/// An admin who may read money: merchants, wallets, payments, the ledger.
+pub struct PaymentsViewer;
+impl Access for PaymentsViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+}
+
+/// An admin who may move money or change merchants: top-ups, coupons, subsidy rules,
+/// refunds, freezes, merchants and terminals.
+pub struct PaymentsManager;
+impl Access for PaymentsManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::Manage);
 }
 
 /// A till (terminal token).
@@ -156,15 +202,25 @@ impl Access for Cardholder {
     const KINDS: &'static [TokenKind] = &[TokenKind::Cardholder];
 }
 
-/// An admin, or a till looking at its own payments.
-pub struct AdminOrTerminal;
-impl Access for AdminOrTerminal {
+/// An admin who may read money, or a till looking at its own payments.
+pub struct PaymentsViewerOrTerminal;
+impl Access for PaymentsViewerOrTerminal {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin, TokenKind::Terminal];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
 }
 
-/// An admin whose edition includes analytics.
+/// An admin who may read money, in an edition that includes analytics (the financial
+/// reports and money dashboards).
 pub struct AnalyticsAdmin;
 impl Access for AnalyticsAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+    const CAPABILITY: Capability = Capability::Analytics;
+}
+
+/// A super admin, in an edition that includes analytics (tenant-wide directory figures).
+pub struct AnalyticsSuperAdmin;
+impl Access for AnalyticsSuperAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const CAPABILITY: Capability = Capability::Analytics;
 }
@@ -210,6 +266,7 @@ pub async fn resolve(
             tenant: None,
             subject: None,
             role: None,
+            grants: None,
             edition: None,
             request_id,
         });
@@ -231,6 +288,7 @@ pub async fn resolve(
         tenant: record.tenant_id,
         subject: record.subject_id,
         role: record.role,
+        grants: record.grants.map(Arc::new),
         edition: record.edition,
         request_id,
     };
@@ -247,8 +305,20 @@ fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
         ));
     }
     if caller.kind == TokenKind::Admin {
-        if A::SUPER_ADMIN && caller.role != Some(AdminRole::SuperAdmin) {
-            return Err(ApiError::forbidden("forbidden", "this needs a super admin"));
+        match (caller.role, A::SUB_ADMINS) {
+            (Some(AdminRole::SuperAdmin), _) | (Some(AdminRole::SubAdmin), SubAdmins::Scoped) => {}
+            (Some(AdminRole::SubAdmin), SubAdmins::Granted(feature, level)) => {
+                if !caller.admin_may(feature, level) {
+                    return Err(ApiError::forbidden(
+                        "not_granted",
+                        format!(
+                            "this needs the {feature} feature ({level}) granted to your \
+                             admin group"
+                        ),
+                    ));
+                }
+            }
+            _ => return Err(ApiError::forbidden("forbidden", "this needs a super admin")),
         }
         let edition = caller.edition.ok_or(ApiError::Unauthorized)?;
         if !has_capability(edition, A::CAPABILITY) {
@@ -272,6 +342,12 @@ mod tests {
             tenant: None,
             subject: None,
             role,
+            grants: (role == Some(AdminRole::SubAdmin)).then(|| {
+                Arc::new(Grants {
+                    features: [(Feature::Payments, GrantLevel::View)].into(),
+                    ..Grants::default()
+                })
+            }),
             edition,
             request_id: String::new(),
         }
@@ -311,5 +387,21 @@ mod tests {
             Err(ApiError::Edition(Capability::Analytics))
         ));
         assert!(check::<AnalyticsAdmin>(&sub).is_ok());
+        // The sub-admin's group grants payments (view): reading money, not moving it.
+        assert!(check::<PaymentsViewer>(&sub).is_ok());
+        assert!(check::<PaymentsViewerOrTerminal>(&sub).is_ok());
+        assert!(matches!(
+            check::<PaymentsManager>(&sub),
+            Err(ApiError::Forbidden {
+                code: "not_granted",
+                ..
+            })
+        ));
+        assert!(check::<AnalyticsSuperAdmin>(&sub).is_err());
+        assert!(check::<Admin>(&sub).is_ok());
+        assert!(check::<PaymentsManager>(&sup).is_ok());
+        assert!(sup.admin_may(Feature::Notifications, GrantLevel::Manage));
+        assert!(!sub.admin_may(Feature::Notifications, GrantLevel::View));
+        assert!(!root.admin_may(Feature::Payments, GrantLevel::View));
     }
 }

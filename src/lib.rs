@@ -19,6 +19,7 @@ pub mod pages;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod scope;
 pub mod startup;
 pub mod state;
 pub mod tasks;

@@ -51,6 +51,10 @@ pub const IDEMPOTENCY_PURGE_BATCH: usize = 2_000;
 pub const ADMIN_BINDING_TTL_S: i64 = 24 * 3600;
 /// Longest tenant name, in characters.
 pub const TENANT_NAME_CHARS_MAX: usize = 64;
+/// Longest admin group name, in characters, and most departments (or tags, or apps) one
+/// group may grant: each of a sub-admin's requests checks against them.
+pub const ADMIN_GROUP_NAME_CHARS_MAX: usize = 32;
+pub const ADMIN_GROUP_GRANTS_MAX: usize = 1_000;
 
 /// Default per-token request rate, and its burst; operators can override both
 /// (`ONECARD_RATE_LIMIT_PER_S`, `ONECARD_RATE_LIMIT_BURST`). A busy till sends a few

@@ -14,8 +14,8 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, arrears, audit, directory, health, import, ledger, merchants, payments, reports, stats,
-    subsidies, tenants, users, wallets,
+    admins, arrears, audit, directory, groups, health, import, ledger, merchants, payments,
+    reports, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -51,8 +51,14 @@ where
                 .service(tenants::patch_tenant)
                 .service(admins::create_admin)
                 .service(admins::bind_admin)
+                .service(admins::get_admin_self)
                 .service(admins::list_admins)
                 .service(admins::delete_admin)
+                .service(groups::create_admin_group)
+                .service(groups::list_admin_groups)
+                .service(groups::get_admin_group)
+                .service(groups::patch_admin_group)
+                .service(groups::delete_admin_group)
                 .service(directory::create_department)
                 .service(directory::list_departments)
                 .service(directory::create_tag)

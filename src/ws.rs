@@ -23,7 +23,7 @@ use actix_web_actors::ws;
 use onecard_actors::realtime::hub::{Deliver, Lagged, Leave, Subscribe, Unsubscribe};
 use onecard_actors::realtime::{History, Published, TopicKey};
 use onecard_schema::ids::TenantId;
-use onecard_schema::model::TokenKind;
+use onecard_schema::model::{AdminRole, App, Feature, GrantLevel, TokenKind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,10 +38,16 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// Open websocket connections on this node.
 pub static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Who is connected, as far as topics go.
+/// Who is connected, as far as topics go. An admin's flags say which topic families
+/// their role or group opens: money (`tenant`, `merchant:`, `terminal:`, `user:`), an
+/// event's check-ins (the check-in app) and a notice's delivery (notifications).
 #[derive(Clone, Copy, Debug)]
 enum Viewer {
-    Admin,
+    Admin {
+        payments: bool,
+        checkin: bool,
+        notices: bool,
+    },
     Terminal(uuid::Uuid),
     Cardholder(uuid::Uuid),
 }
@@ -105,7 +111,15 @@ fn viewer(caller: &Caller) -> Result<(TenantId, Viewer), ApiError> {
     let forbidden = || ApiError::forbidden("forbidden", "this token has no tenant topics");
     let tenant = caller.tenant.ok_or_else(forbidden)?;
     let viewer = match caller.kind {
-        TokenKind::Admin => Viewer::Admin,
+        TokenKind::Admin => Viewer::Admin {
+            payments: caller.admin_may(Feature::Payments, GrantLevel::View),
+            checkin: caller.role == Some(AdminRole::SuperAdmin)
+                || caller
+                    .grants
+                    .as_deref()
+                    .is_some_and(|g| g.apps.contains(&App::Checkin)),
+            notices: caller.admin_may(Feature::Notifications, GrantLevel::View),
+        },
         TokenKind::Terminal => Viewer::Terminal(caller.subject.ok_or_else(forbidden)?),
         TokenKind::Cardholder => Viewer::Cardholder(caller.subject.ok_or_else(forbidden)?),
         TokenKind::Root => return Err(forbidden()),
@@ -131,7 +145,15 @@ fn parse_topic(topic: &str) -> Result<(), &'static str> {
 
 fn may_see(viewer: Viewer, topic: &str) -> bool {
     match viewer {
-        Viewer::Admin => true,
+        Viewer::Admin {
+            payments,
+            checkin,
+            notices,
+        } => match topic.split_once(':').map_or(topic, |(kind, _)| kind) {
+            "event" => checkin,
+            "notice" => notices,
+            _ => payments,
+        },
         Viewer::Terminal(id) => topic == format!("terminal:{id}"),
         Viewer::Cardholder(id) => topic == format!("user:{id}"),
     }
@@ -498,7 +520,41 @@ mod tests {
         assert!(!may_see(Viewer::Terminal(me), "tenant"));
         assert!(may_see(Viewer::Cardholder(me), &format!("user:{me}")));
         assert!(!may_see(Viewer::Cardholder(me), &format!("terminal:{me}")));
-        assert!(may_see(Viewer::Admin, "tenant"));
+    }
+
+    #[test]
+    fn an_admin_sees_the_topic_families_their_group_opens() {
+        let id = uuid::Uuid::new_v4();
+        let everything = Viewer::Admin {
+            payments: true,
+            checkin: true,
+            notices: true,
+        };
+        for topic in ["tenant", "merchant", "terminal", "user", "event", "notice"].map(|k| {
+            if k == "tenant" {
+                k.to_string()
+            } else {
+                format!("{k}:{id}")
+            }
+        }) {
+            assert!(may_see(everything, &topic), "{topic}");
+        }
+        let finance = Viewer::Admin {
+            payments: true,
+            checkin: false,
+            notices: false,
+        };
+        assert!(may_see(finance, "tenant") && may_see(finance, &format!("merchant:{id}")));
+        assert!(!may_see(finance, &format!("event:{id}")));
+        assert!(!may_see(finance, &format!("notice:{id}")));
+        let checkin_only = Viewer::Admin {
+            payments: false,
+            checkin: true,
+            notices: false,
+        };
+        assert!(!may_see(checkin_only, "tenant"));
+        assert!(!may_see(checkin_only, &format!("user:{id}")));
+        assert!(may_see(checkin_only, &format!("event:{id}")));
     }
 
     #[test]

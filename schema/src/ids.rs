@@ -56,6 +56,10 @@ id_type!(
     AdminId
 );
 id_type!(
+    /// A sub-admin permission group (what its admins may see and change).
+    AdminGroupId
+);
+id_type!(
     /// A cardholder.
     UserId
 );

@@ -5,12 +5,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{AdminId, AuditId, DepartmentId, TagId, TenantId, UserId};
+use crate::ids::{AdminGroupId, AdminId, AuditId, DepartmentId, TagId, TenantId, UserId};
 
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$va:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+        )]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$va])* $variant),+ }
 
@@ -58,6 +60,35 @@ string_enum!(
 string_enum!(
     /// An administrator's role.
     AdminRole { SuperAdmin => "super_admin", SubAdmin => "sub_admin" }
+);
+
+string_enum!(
+    /// How far a grant reaches: `view` reads, `manage` reads and changes. Ordered, so
+    /// `manage` satisfies a need for `view`.
+    GrantLevel { View => "view", Manage => "manage" }
+);
+
+string_enum!(
+    /// A basic feature a sub-admin group may be granted (SPEC §11).
+    Feature {
+        Notifications => "notifications",
+        Cards => "cards",
+        Payments => "payments",
+        Identity => "identity",
+        ApiConfig => "api_config",
+    }
+);
+
+string_enum!(
+    /// A scenario app a group may be granted (SPEC §13); app admins are such groups.
+    App {
+        Visitors => "visitors",
+        Maintenance => "maintenance",
+        Checkin => "checkin",
+        Booking => "booking",
+        Canteen => "canteen",
+        Shuttle => "shuttle",
+    }
 );
 
 string_enum!(
@@ -126,6 +157,8 @@ pub struct TokenRecord {
     pub subject_id: Option<uuid::Uuid>,
     /// For admin tokens: the admin's role.
     pub role: Option<AdminRole>,
+    /// For a sub-admin's token: what its group grants.
+    pub grants: Option<Grants>,
     /// The tenant's edition, joined in so one lookup answers the capability check.
     pub edition: Option<Edition>,
 }
@@ -146,9 +179,63 @@ pub struct Admin {
     /// The user this admin is; null only for the tenant's first super admin.
     pub user_id: Option<UserId>,
     pub role: AdminRole,
+    /// A sub-admin's permission group; null for a super admin.
+    pub group_id: Option<AdminGroupId>,
     pub status: AdminStatus,
     pub created_at: Timestamp,
     pub bound_at: Option<Timestamp>,
+}
+
+/// A department a group may see (`view`) or change (`manage`), with everything under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentGrant {
+    pub id: DepartmentId,
+    pub access: GrantLevel,
+}
+
+/// A tag whose users a group may see (`view`) or change (`manage`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagGrant {
+    pub id: TagId,
+    pub access: GrantLevel,
+}
+
+/// What a sub-admin group grants (SPEC §11). Stored as one JSON document with the group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Departments, each with its whole subtree.
+    #[serde(default)]
+    pub departments: Vec<DepartmentGrant>,
+    /// Tags: their users, wherever those users sit in the tree.
+    #[serde(default)]
+    pub tags: Vec<TagGrant>,
+    /// Basic features and how far each reaches, e.g. `{"payments":"view"}`.
+    #[serde(default)]
+    pub features: std::collections::BTreeMap<Feature, GrantLevel>,
+    /// Scenario apps the group administers.
+    #[serde(default)]
+    pub apps: Vec<App>,
+}
+
+impl Grants {
+    /// Whether the grants reach `feature` at `level` or beyond.
+    pub fn allows(&self, feature: Feature, level: GrantLevel) -> bool {
+        self.features.get(&feature).is_some_and(|l| *l >= level)
+    }
+}
+
+/// A sub-admin permission group, e.g. "Finance".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AdminGroup {
+    pub id: AdminGroupId,
+    pub name: String,
+    #[serde(flatten)]
+    pub grants: Grants,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +244,8 @@ pub struct NewAdmin {
     pub tenant_id: TenantId,
     pub user_id: UserId,
     pub role: AdminRole,
+    /// A sub-admin's permission group; `None` for a super admin.
+    pub group_id: Option<AdminGroupId>,
     pub binding_hash: [u8; 32],
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
@@ -247,6 +336,16 @@ pub struct UserFilter {
     /// Substring of the name, or prefix of the number.
     pub q: Option<String>,
     pub status: Option<UserStatus>,
+    /// Only users in one of these departments or with one of these tags (a sub-admin's
+    /// scope); `None` for everyone.
+    pub within: Option<UserScope>,
+}
+
+/// The departments (already expanded to their subtrees) and tags a list is limited to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserScope {
+    pub department_ids: Vec<DepartmentId>,
+    pub tag_ids: Vec<TagId>,
 }
 
 /// What an import did.

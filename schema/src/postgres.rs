@@ -20,7 +20,10 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::paginate;
-use crate::store::{check_deletable, dedup, Store};
+use crate::store::{
+    check_deletable, dedup, granted_ids, grants_from_json, grants_to_json, group_in_use,
+    group_name_taken, Store,
+};
 
 /// A timestamp bound as `timestamptz`, converted by arithmetic. postgres-types' own
 /// conversion for jiff goes through a `Span` and its rounding, ~900 instructions a value:
@@ -119,6 +122,7 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                         "a tag with this name exists",
                     )
                 }
+                Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(
                         "department_name_taken",
@@ -128,6 +132,15 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 }
                 _ => {}
             }
+        }
+        // A group deleted while an admin was being added to it.
+        if *db.code() == SqlState::FOREIGN_KEY_VIOLATION
+            && db.constraint() == Some("admins_group_id_fkey")
+        {
+            return StoreError::InvalidReference {
+                field: "group_id",
+                detail: "this admin group does not exist".into(),
+            };
         }
     }
     StoreError::backend(e)
@@ -255,6 +268,29 @@ pub(crate) async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> Store
     .await
     .map_err(pg)?;
     Ok(())
+}
+
+const GROUP_COLS: &str = "id, name, grants, created_at, updated_at";
+
+fn group_from_row(r: &Row) -> StoreResult<AdminGroup> {
+    Ok(AdminGroup {
+        id: AdminGroupId(r.get(0)),
+        name: r.get(1),
+        grants: grants_from_json(r.get(2))?,
+        created_at: r.get(3),
+        updated_at: r.get(4),
+    })
+}
+
+/// Every department and tag a group grants exists in the tenant.
+async fn check_group_refs<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    grants: &Grants,
+) -> StoreResult<()> {
+    let (departments, tags) = granted_ids(grants);
+    check_refs(c, "departments", tenant, &departments, "departments").await?;
+    check_refs(c, "tags", tenant, &tags, "tags").await
 }
 
 pub(crate) async fn check_refs<C: GenericClient>(
@@ -499,8 +535,10 @@ impl Store for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition FROM tokens t \
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants \
+                 FROM tokens t \
                  LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
+                 LEFT JOIN admin_groups g ON g.id = a.group_id \
                  LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = $1",
             )
             .await
@@ -510,11 +548,13 @@ impl Store for PgStore {
         };
         let role: Option<&str> = row.get(3);
         let edition: Option<&str> = row.get(4);
+        let grants: Option<&str> = row.get(5);
         Ok(Some(TokenRecord {
             kind: enum_col(&row, 0, TokenKind::parse)?,
             tenant_id: row.get::<_, Option<Uuid>>(1).map(TenantId),
             subject_id: row.get(2),
             role: role.and_then(AdminRole::parse),
+            grants: grants.map(grants_from_json).transpose()?,
             edition: edition.and_then(Edition::parse),
         }))
     }
@@ -603,6 +643,9 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         check_refs(&tx, "users", admin.tenant_id, &[admin.user_id.0], "user_id").await?;
+        if let Some(group) = admin.group_id {
+            check_refs(&tx, "admin_groups", admin.tenant_id, &[group.0], "group_id").await?;
+        }
         // Lock the user row so two concurrent grants for one user cannot both pass.
         tx.execute(
             "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
@@ -626,13 +669,14 @@ impl Store for PgStore {
             ));
         }
         tx.execute(
-            "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5)",
+            "INSERT INTO admins (id, tenant_id, user_id, role, group_id, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
             &[
                 &admin.id.0,
                 &admin.tenant_id.0,
                 &admin.user_id.0,
                 &admin.role.as_str(),
+                &admin.group_id.map(|g| g.0),
                 &admin.created_at,
             ],
         )
@@ -702,7 +746,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT id, user_id, role, status, created_at, bound_at FROM admins \
+                "SELECT id, user_id, role, status, created_at, bound_at, group_id FROM admins \
                  WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
             )
             .await
@@ -725,6 +769,7 @@ impl Store for PgStore {
                     id: AdminId(r.get(0)),
                     user_id: r.get::<_, Option<Uuid>>(1).map(UserId),
                     role: enum_col(r, 2, AdminRole::parse)?,
+                    group_id: r.get::<_, Option<Uuid>>(6).map(AdminGroupId),
                     status: enum_col(r, 3, AdminStatus::parse)?,
                     created_at: r.get(4),
                     bound_at: r.get(5),
@@ -770,6 +815,130 @@ impl Store for PgStore {
         .await
         .map_err(pg)?;
         tx.execute("DELETE FROM admins WHERE id = $1", &[&id.0])
+            .await
+            .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn create_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_group_refs(&tx, tenant, &group.grants).await?;
+        tx.execute(
+            "INSERT INTO admin_groups (id, tenant_id, name, grants, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &group.id.0,
+                &tenant.0,
+                &group.name,
+                &grants_to_json(&group.grants)?,
+                &group.created_at,
+                &group.updated_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_admin_groups(&self, tenant: TenantId) -> StoreResult<Vec<AdminGroup>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = $1 ORDER BY name"
+            ))
+            .await
+            .map_err(pg)?;
+        c.query(&st, &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(group_from_row)
+            .collect()
+    }
+
+    async fn get_admin_group(&self, tenant: TenantId, id: AdminGroupId) -> StoreResult<AdminGroup> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = $1 AND id = $2"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = c
+            .query_opt(&st, &[&tenant.0, &id.0])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        group_from_row(&row)
+    }
+
+    async fn update_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_group_refs(&tx, tenant, &group.grants).await?;
+        let n = tx
+            .execute(
+                "UPDATE admin_groups SET name = $3, grants = $4, updated_at = $5 \
+                 WHERE tenant_id = $1 AND id = $2",
+                &[
+                    &tenant.0,
+                    &group.id.0,
+                    &group.name,
+                    &grants_to_json(&group.grants)?,
+                    &group.updated_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn delete_admin_group(
+        &self,
+        tenant: TenantId,
+        id: AdminGroupId,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The row lock makes an admin being added to the group wait for this to finish
+        // (its foreign key check locks the group's key), then fail on the missing group.
+        tx.query_opt(
+            "SELECT 1 FROM admin_groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            &[&tenant.0, &id.0],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+        let used: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = $1)",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if used {
+            return Err(group_in_use());
+        }
+        tx.execute("DELETE FROM admin_groups WHERE id = $1", &[&id.0])
             .await
             .map_err(pg)?;
         insert_audit(&tx, &audit).await?;
@@ -985,6 +1154,14 @@ impl Store for PgStore {
     ) -> StoreResult<Page<User, UserId>> {
         let c = self.client().await?;
         let q = filter.q.as_deref().map(like_pattern);
+        let within_departments: Option<Vec<Uuid>> = filter
+            .within
+            .as_ref()
+            .map(|w| w.department_ids.iter().map(|d| d.0).collect());
+        let within_tags: Option<Vec<Uuid>> = filter
+            .within
+            .as_ref()
+            .map(|w| w.tag_ids.iter().map(|t| t.0).collect());
         let st = c
             .prepare_cached(&format!(
                 "SELECT {USER_COLS} FROM users u WHERE tenant_id = $1 \
@@ -995,6 +1172,11 @@ impl Store for PgStore {
                       WHERE m.user_id = u.id AND m.department_id = $5)) \
                  AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM user_tags m \
                       WHERE m.user_id = u.id AND m.tag_id = $6)) \
+                 AND ($8::uuid[] IS NULL \
+                      OR EXISTS (SELECT 1 FROM user_departments m \
+                          WHERE m.user_id = u.id AND m.department_id = ANY($8)) \
+                      OR EXISTS (SELECT 1 FROM user_tags m \
+                          WHERE m.user_id = u.id AND m.tag_id = ANY($9))) \
                  ORDER BY id LIMIT $7"
             ))
             .await
@@ -1010,6 +1192,8 @@ impl Store for PgStore {
                     &filter.department_id.map(|d| d.0),
                     &filter.tag_id.map(|t| t.0),
                     &(page.limit as i64 + 1),
+                    &within_departments,
+                    &within_tags,
                 ],
             )
             .await

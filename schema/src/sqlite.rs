@@ -24,7 +24,10 @@ use uuid::Uuid;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{check_deletable, dedup, Store};
+use crate::store::{
+    check_deletable, dedup, granted_ids, grants_from_json, grants_to_json, group_in_use,
+    group_name_taken, Store,
+};
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -571,6 +574,52 @@ pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
 }
 
 /// Checks that every id names a row of `table` in the tenant.
+const GROUP_COLS: &str = "id, name, grants, created_at, updated_at";
+
+type GroupRow = (Uuid, String, String, i64, i64);
+
+fn group_row(r: &Row) -> rusqlite::Result<GroupRow> {
+    Ok((uuid_col(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn group_from_row((id, name, grants, created, updated): GroupRow) -> StoreResult<AdminGroup> {
+    Ok(AdminGroup {
+        id: AdminGroupId(id),
+        name,
+        grants: grants_from_json(&grants)?,
+        created_at: ts(created),
+        updated_at: ts(updated),
+    })
+}
+
+/// Every department and tag a group grants exists in the tenant.
+fn check_group_refs(c: &Connection, tenant: TenantId, grants: &Grants) -> StoreResult<()> {
+    let (departments, tags) = granted_ids(grants);
+    check_refs(c, "departments", tenant, &departments, "departments")?;
+    check_refs(c, "tags", tenant, &tags, "tags")
+}
+
+/// No other group of the tenant has this name.
+fn check_group_name(
+    c: &Connection,
+    tenant: TenantId,
+    id: AdminGroupId,
+    name: &str,
+) -> StoreResult<()> {
+    let taken: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = ? AND name = ? \
+             AND id <> ?)",
+            [tenant.to_string(), name.to_string(), id.to_string()],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if taken {
+        return Err(group_name_taken());
+    }
+    Ok(())
+}
+
 pub(crate) fn check_refs(
     conn: &Connection,
     table: &str,
@@ -790,25 +839,37 @@ impl Store for SqliteStore {
     async fn lookup_token(&self, hash: [u8; 32]) -> StoreResult<Option<TokenRecord>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition FROM tokens t \
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants \
+                 FROM tokens t \
                  LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
+                 LEFT JOIN admin_groups g ON g.id = a.group_id \
                  LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = ?",
             )
             .and_then(|mut st| {
                 st.query_row([&hash[..]], |r| {
                     let role: Option<String> = r.get(3)?;
                     let edition: Option<String> = r.get(4)?;
-                    Ok(TokenRecord {
-                        kind: parse_enum(r, 0, TokenKind::parse)?,
-                        tenant_id: opt_uuid_col(r, 1)?.map(TenantId),
-                        subject_id: opt_uuid_col(r, 2)?,
-                        role: role.as_deref().and_then(AdminRole::parse),
-                        edition: edition.as_deref().and_then(Edition::parse),
-                    })
+                    let grants: Option<String> = r.get(5)?;
+                    Ok((
+                        TokenRecord {
+                            kind: parse_enum(r, 0, TokenKind::parse)?,
+                            tenant_id: opt_uuid_col(r, 1)?.map(TenantId),
+                            subject_id: opt_uuid_col(r, 2)?,
+                            role: role.as_deref().and_then(AdminRole::parse),
+                            grants: None,
+                            edition: edition.as_deref().and_then(Edition::parse),
+                        },
+                        grants,
+                    ))
                 })
                 .optional()
             })
-            .map_err(db)
+            .map_err(db)?
+            .map(|(mut record, grants)| {
+                record.grants = grants.as_deref().map(grants_from_json).transpose()?;
+                Ok(record)
+            })
+            .transpose()
         })
         .await
     }
@@ -896,6 +957,9 @@ impl Store for SqliteStore {
     async fn create_admin(&self, admin: NewAdmin, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
             check_refs(c, "users", admin.tenant_id, &[admin.user_id.0], "user_id")?;
+            if let Some(group) = admin.group_id {
+                check_refs(c, "admin_groups", admin.tenant_id, &[group.0], "group_id")?;
+            }
             let already: bool = c
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM admins WHERE user_id = ?)",
@@ -911,13 +975,14 @@ impl Store for SqliteStore {
                 ));
             }
             c.execute(
-                "INSERT INTO admins (id, tenant_id, user_id, role, status, created_at) \
-                 VALUES (?, ?, ?, ?, 'pending', ?)",
+                "INSERT INTO admins (id, tenant_id, user_id, role, group_id, status, created_at) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                 params![
                     admin.id.to_string(),
                     admin.tenant_id.to_string(),
                     admin.user_id.to_string(),
                     admin.role.as_str(),
+                    admin.group_id.map(|g| g.to_string()),
                     ms(admin.created_at)
                 ],
             )
@@ -994,8 +1059,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, user_id, role, status, created_at, bound_at FROM admins \
-                     WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    "SELECT id, user_id, role, status, created_at, bound_at, group_id \
+                     FROM admins WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
                 )
                 .map_err(db)?;
             let after = page.after.map(|a| a.to_string()).unwrap_or_default();
@@ -1005,6 +1070,7 @@ impl Store for SqliteStore {
                         id: AdminId(uuid_col(r, 0)?),
                         user_id: opt_uuid_col(r, 1)?.map(UserId),
                         role: parse_enum(r, 2, AdminRole::parse)?,
+                        group_id: opt_uuid_col(r, 6)?.map(AdminGroupId),
                         status: parse_enum(r, 3, AdminStatus::parse)?,
                         created_at: ts(r.get(4)?),
                         bound_at: r.get::<_, Option<i64>>(5)?.map(ts),
@@ -1051,6 +1117,124 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
             c.execute("DELETE FROM admins WHERE id = ?", [id.to_string()])
+                .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn create_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            check_group_refs(c, tenant, &group.grants)?;
+            check_group_name(c, tenant, group.id, &group.name)?;
+            c.execute(
+                "INSERT INTO admin_groups (id, tenant_id, name, grants, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                params![
+                    group.id.to_string(),
+                    tenant.to_string(),
+                    group.name,
+                    grants_to_json(&group.grants)?,
+                    ms(group.created_at),
+                    ms(group.updated_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_admin_groups(&self, tenant: TenantId) -> StoreResult<Vec<AdminGroup>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = ? ORDER BY name"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map([tenant.to_string()], group_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            rows.into_iter().map(group_from_row).collect()
+        })
+        .await
+    }
+
+    async fn get_admin_group(&self, tenant: TenantId, id: AdminGroupId) -> StoreResult<AdminGroup> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = ? AND id = ?"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([tenant.to_string(), id.to_string()], group_row)
+                        .optional()
+                })
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            group_from_row(row)
+        })
+        .await
+    }
+
+    async fn update_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            check_group_refs(c, tenant, &group.grants)?;
+            check_group_name(c, tenant, group.id, &group.name)?;
+            let n = c
+                .execute(
+                    "UPDATE admin_groups SET name = ?, grants = ?, updated_at = ? \
+                     WHERE tenant_id = ? AND id = ?",
+                    params![
+                        group.name,
+                        grants_to_json(&group.grants)?,
+                        ms(group.updated_at),
+                        tenant.to_string(),
+                        group.id.to_string()
+                    ],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn delete_admin_group(
+        &self,
+        tenant: TenantId,
+        id: AdminGroupId,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let used: Option<bool> = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = g.id) \
+                     FROM admin_groups g WHERE g.tenant_id = ? AND g.id = ?",
+                    [tenant.to_string(), id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            match used {
+                None => return Err(StoreError::NotFound),
+                Some(true) => return Err(group_in_use()),
+                Some(false) => {}
+            }
+            c.execute("DELETE FROM admin_groups WHERE id = ?", [id.to_string()])
                 .map_err(db)?;
             insert_audit(c, &audit)
         })
@@ -1342,6 +1526,18 @@ impl Store for SqliteStore {
                     " AND EXISTS (SELECT 1 FROM user_tags m WHERE m.user_id = u.id AND m.tag_id = ?)",
                 );
                 values.push(t.to_string());
+            }
+            if let Some(within) = &filter.within {
+                // Members of any of the departments, or holders of any of the tags.
+                sql.push_str(&format!(
+                    " AND (EXISTS (SELECT 1 FROM user_departments m WHERE m.user_id = u.id \
+                     AND m.department_id IN ({})) OR EXISTS (SELECT 1 FROM user_tags m \
+                     WHERE m.user_id = u.id AND m.tag_id IN ({})))",
+                    placeholders(within.department_ids.len()),
+                    placeholders(within.tag_ids.len()),
+                ));
+                values.extend(within.department_ids.iter().map(|d| d.to_string()));
+                values.extend(within.tag_ids.iter().map(|t| t.to_string()));
             }
             sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
             let mut st = c.prepare(&sql).map_err(db)?;

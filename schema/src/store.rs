@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::error::StoreResult;
-use crate::ids::{AdminId, AuditId, TenantId, UserId};
+use crate::ids::{AdminGroupId, AdminId, AuditId, TenantId, UserId};
 use crate::model::*;
 
 #[async_trait]
@@ -60,6 +60,33 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     ) -> StoreResult<Page<Admin, AdminId>>;
     /// Removes an admin and revokes its tokens; never the last active super admin.
     async fn delete_admin(&self, tenant: TenantId, id: AdminId, audit: Audit) -> StoreResult<()>;
+
+    // --- admin groups -------------------------------------------------------------
+    /// Stores a new group. Its name is unique in the tenant (409 `group_name_taken`);
+    /// every department and tag it grants must exist in the tenant (422).
+    async fn create_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    /// The tenant's groups by name (a tenant has a handful).
+    async fn list_admin_groups(&self, tenant: TenantId) -> StoreResult<Vec<AdminGroup>>;
+    async fn get_admin_group(&self, tenant: TenantId, id: AdminGroupId) -> StoreResult<AdminGroup>;
+    /// Replaces a group's name and grants, with the checks of `create_admin_group`.
+    async fn update_admin_group(
+        &self,
+        tenant: TenantId,
+        group: AdminGroup,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    /// Deletes a group that no admin belongs to (409 `group_in_use` otherwise).
+    async fn delete_admin_group(
+        &self,
+        tenant: TenantId,
+        id: AdminGroupId,
+        audit: Audit,
+    ) -> StoreResult<()>;
 
     // --- directory ----------------------------------------------------------------
     async fn create_department(
@@ -172,6 +199,39 @@ pub(crate) fn check_deletable(is_admin: bool, has_wallet: bool) -> crate::error:
         ));
     }
     Ok(())
+}
+
+/// A group's grants as stored: one JSON document.
+pub(crate) fn grants_to_json(grants: &Grants) -> crate::error::StoreResult<String> {
+    serde_json::to_string(grants).map_err(crate::error::StoreError::backend)
+}
+
+/// A group's grants as read back.
+pub(crate) fn grants_from_json(text: &str) -> crate::error::StoreResult<Grants> {
+    serde_json::from_str(text).map_err(crate::error::StoreError::backend)
+}
+
+/// The departments and tags a group's grants name, deduplicated, for reference checks.
+pub(crate) fn granted_ids(grants: &Grants) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+    let departments: Vec<uuid::Uuid> = grants.departments.iter().map(|d| d.id.0).collect();
+    let tags: Vec<uuid::Uuid> = grants.tags.iter().map(|t| t.id.0).collect();
+    (dedup(&departments), dedup(&tags))
+}
+
+pub(crate) fn group_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "group_name_taken",
+        Some("name"),
+        "another admin group has this name",
+    )
+}
+
+pub(crate) fn group_in_use() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "group_in_use",
+        None,
+        "admins still belong to this group; remove them or move them first",
+    )
 }
 
 /// Checks shared by both engines before a write touches the database.

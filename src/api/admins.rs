@@ -1,11 +1,12 @@
 //! Admins: a super admin names an existing user; that person opens a one-time binding
 //! link (24 h) themselves and receives their admin token. The last super admin stays.
+//! A sub-admin belongs to one permission group (`groups`), which says what they may do.
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
-use onecard_schema::ids::{AdminId, UserId};
+use onecard_schema::ids::{AdminGroupId, AdminId, UserId};
 use onecard_schema::model::{
-    Actor, Admin as AdminRecord, AdminRole, Audit, NewAdmin, NewToken, TokenKind,
+    Actor, Admin as AdminRecord, AdminRole, Audit, Grants, NewAdmin, NewToken, TokenKind,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -22,8 +23,18 @@ use crate::state::AppState;
 pub struct CreateAdmin {
     pub user_id: UserId,
     pub role: AdminRole,
-    /// Sub-admin permission group (arrives with permission groups).
-    pub group_id: Option<String>,
+    /// The permission group of a `sub_admin` (required for one, refused for a
+    /// `super_admin`).
+    pub group_id: Option<AdminGroupId>,
+}
+
+/// The calling admin: who they are and what their group grants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSelf {
+    pub id: AdminId,
+    pub role: AdminRole,
+    /// A sub-admin's grants; null for a super admin, who may do everything.
+    pub grants: Option<Grants>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,12 +69,22 @@ pub async fn create_admin(
     caller: Auth<SuperAdmin>,
     Json(body): Json<CreateAdmin>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.role != AdminRole::SuperAdmin || body.group_id.is_some() {
-        return Err(ApiError::invalid_field(
-            "role",
-            "supported",
-            "only super_admin can be granted until permission groups exist",
-        ));
+    match (body.role, body.group_id) {
+        (AdminRole::SuperAdmin, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "group_id",
+                "forbidden",
+                "a super admin may do everything and belongs to no group",
+            ))
+        }
+        (AdminRole::SubAdmin, None) => {
+            return Err(ApiError::invalid_field(
+                "group_id",
+                "required",
+                "a sub admin needs the permission group that says what they may do",
+            ))
+        }
+        _ => {}
     }
     let now = state.clock.now();
     let binding = new_token();
@@ -72,6 +93,7 @@ pub async fn create_admin(
         tenant_id: caller.tenant()?,
         user_id: body.user_id,
         role: body.role,
+        group_id: body.group_id,
         binding_hash: hash_token(&binding),
         created_at: now,
         expires_at: now + SignedDuration::from_secs(ADMIN_BINDING_TTL_S),
@@ -83,7 +105,7 @@ pub async fn create_admin(
         "admin",
         id,
         serde_json::json!({
-            "user_id": body.user_id, "role": body.role,
+            "user_id": body.user_id, "role": body.role, "group_id": body.group_id,
         }),
     );
     state.store.create_admin(admin, audit).await?;
@@ -142,13 +164,25 @@ pub async fn bind_admin(
     Ok(HttpResponse::Created().json(AdminBound { admin_id, token }))
 }
 
-/// The tenant's admins.
+/// The calling admin and what they may do (any admin).
+#[utoipa::path(tag = "admins", security(("bearer" = [])),
+    responses((status = 200, body = AdminSelf), Problems))]
+#[get("/admins/me")]
+pub async fn get_admin_self(caller: Auth<Admin>) -> Result<web::Json<AdminSelf>, ApiError> {
+    Ok(web::Json(AdminSelf {
+        id: AdminId(caller.subject()?),
+        role: caller.role.ok_or(ApiError::Unauthorized)?,
+        grants: caller.grants.as_deref().cloned(),
+    }))
+}
+
+/// The tenant's admins (super admin).
 #[utoipa::path(tag = "admins", params(ListParams), security(("bearer" = [])),
     responses((status = 200, body = Paged<AdminRecord>), Problems))]
 #[get("/admins")]
 pub async fn list_admins(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<SuperAdmin>,
     Query(params): Query<ListParams>,
 ) -> Result<web::Json<Paged<AdminRecord>>, ApiError> {
     let page = state

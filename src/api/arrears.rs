@@ -20,7 +20,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::money::{idem, respond};
-use crate::auth::{Admin, Auth, Cardholder};
+use crate::auth::{Auth, Cardholder, PaymentsViewer};
 use crate::extract::{path_id, required_idempotency_key, HashedJson};
 use crate::problem::{ApiError, Problems};
 use crate::state::{policy_of, AppState};
@@ -46,7 +46,7 @@ pub struct Arrears {
 #[get("/users/{id}/arrears")]
 pub async fn get_arrears(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     id: web::Path<String>,
 ) -> Result<web::Json<Arrears>, ApiError> {
     let (tenant, user): (_, UserId) = (caller.tenant()?, path_id(&id)?);

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{checked, Paged};
-use crate::auth::{Admin, Auth};
+use crate::auth::{Admin, Auth, SuperAdmin};
 use crate::extract::Json;
 use crate::problem::{ApiError, Problems};
+use crate::scope::DirectoryScope;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,7 +105,8 @@ impl Tree {
     }
 }
 
-/// Add a department under a parent (or at the root).
+/// Add a department under a parent (or at the root: super admins only; a sub-admin
+/// under a department their group manages).
 #[utoipa::path(tag = "directory", request_body = CreateDepartment, security(("bearer" = [])),
     responses((status = 201, body = DepartmentView), Problems))]
 #[post("/departments")]
@@ -119,13 +121,31 @@ pub async fn create_department(
         c.fail("name", "no_slash", "'/' separates department paths");
     }
     checked(c)?;
-    let tree = Tree::build(state.store.list_departments(tenant).await?);
+    let departments = state.store.list_departments(tenant).await?;
+    let scope = DirectoryScope::over(&caller, &departments);
+    let tree = Tree::build(departments);
     let (path, depth) = match body.parent_id {
+        None if scope.is_limited() => {
+            return Err(ApiError::forbidden(
+                "out_of_scope",
+                "parent_id: only a super admin adds a top-level department",
+            ))
+        }
         None => (body.name.clone(), 1),
         Some(p) => {
-            let parent = tree.nodes.iter().find(|n| n.id == p).ok_or_else(|| {
-                ApiError::invalid_field("parent_id", "exists", "no such department")
-            })?;
+            let parent = tree
+                .nodes
+                .iter()
+                .find(|n| n.id == p && scope.sees_department(n.id))
+                .ok_or_else(|| {
+                    ApiError::invalid_field("parent_id", "exists", "no such department")
+                })?;
+            if !scope.manages_department(p) {
+                return Err(ApiError::forbidden(
+                    "out_of_scope",
+                    "parent_id: your admin group may view this department but not change it",
+                ));
+            }
             (format!("{}/{}", parent.path, body.name), parent.depth + 1)
         }
     };
@@ -165,7 +185,8 @@ pub async fn create_department(
     }))
 }
 
-/// Every department, in tree order.
+/// Every department, in tree order (a sub-admin: those their group grants, with
+/// everything under them).
 #[utoipa::path(tag = "directory", security(("bearer" = [])),
     responses((status = 200, body = Paged<DepartmentView>), Problems))]
 #[get("/departments")]
@@ -173,17 +194,20 @@ pub async fn list_departments(
     state: web::Data<AppState>,
     caller: Auth<Admin>,
 ) -> Result<web::Json<Paged<DepartmentView>>, ApiError> {
-    let tree = Tree::build(state.store.list_departments(caller.tenant()?).await?);
+    let departments = state.store.list_departments(caller.tenant()?).await?;
+    let scope = DirectoryScope::over(&caller, &departments);
+    let mut tree = Tree::build(departments);
+    tree.nodes.retain(|n| scope.sees_department(n.id));
     Ok(web::Json(Paged::new(tree.nodes, None)))
 }
 
-/// Add a tag.
+/// Add a tag (super admin).
 #[utoipa::path(tag = "directory", request_body = CreateTag, security(("bearer" = [])),
     responses((status = 201, body = Tag), Problems))]
 #[post("/tags")]
 pub async fn create_tag(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<SuperAdmin>,
     Json(body): Json<CreateTag>,
 ) -> Result<HttpResponse, ApiError> {
     let mut c = Checks::new();
@@ -210,7 +234,7 @@ pub async fn create_tag(
     Ok(HttpResponse::Created().json(tag))
 }
 
-/// Every tag, by name.
+/// Every tag, by name (a sub-admin: those their group grants).
 #[utoipa::path(tag = "directory", security(("bearer" = [])),
     responses((status = 200, body = Paged<Tag>), Problems))]
 #[get("/tags")]
@@ -218,10 +242,10 @@ pub async fn list_tags(
     state: web::Data<AppState>,
     caller: Auth<Admin>,
 ) -> Result<web::Json<Paged<Tag>>, ApiError> {
-    Ok(web::Json(Paged::new(
-        state.store.list_tags(caller.tenant()?).await?,
-        None,
-    )))
+    let scope = DirectoryScope::over(&caller, &[]);
+    let mut tags = state.store.list_tags(caller.tenant()?).await?;
+    tags.retain(|t| scope.sees_tag(t.id));
+    Ok(web::Json(Paged::new(tags, None)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::directory::Tree;
-use crate::auth::{Admin, Auth};
+use crate::auth::{Admin, Auth, SuperAdmin};
 use crate::extract::{read_limited, Query};
 use crate::import::{self, XLSX_MIME};
 use crate::limits::IMPORT_BYTES_MAX;
@@ -82,7 +82,7 @@ pub async fn get_import_template(
 #[post("/users/import")]
 pub async fn import_users(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<SuperAdmin>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {

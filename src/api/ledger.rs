@@ -12,7 +12,7 @@ use onecard_schema::wallet::LedgerCheck;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{Admin, Auth};
+use crate::auth::{Auth, PaymentsViewer};
 use crate::extract::Query;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -37,7 +37,7 @@ pub struct CheckQuery {
 #[get("/ledger/check")]
 pub async fn get_ledger_check(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     Query(q): Query<CheckQuery>,
 ) -> Result<web::Json<LedgerCheck>, ApiError> {
     let tenant = caller.tenant()?;

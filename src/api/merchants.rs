@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{checked, Paged};
-use crate::auth::{hash_token, new_token, Admin, Auth};
+use crate::auth::{hash_token, new_token, Auth, PaymentsManager, PaymentsViewer};
 use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -98,7 +98,7 @@ fn check_limit(c: &mut Checks, limit: Option<i64>) -> Option<Money> {
 #[post("/merchants")]
 pub async fn create_merchant(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     Json(body): Json<CreateMerchant>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
@@ -162,7 +162,7 @@ pub async fn create_merchant(
 #[get("/merchants")]
 pub async fn list_merchants(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
 ) -> Result<web::Json<Paged<Merchant>>, ApiError> {
     let all = state.store.list_merchants(caller.tenant()?).await?;
     let ordered = tree_order(&all).into_iter().cloned().collect();
@@ -202,7 +202,7 @@ pub fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
 #[get("/merchants/{id}")]
 pub async fn get_merchant(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     id: web::Path<String>,
 ) -> Result<web::Json<Merchant>, ApiError> {
     let id: MerchantId = path_id(&id)?;
@@ -220,7 +220,7 @@ pub async fn get_merchant(
 #[patch("/merchants/{id}")]
 pub async fn patch_merchant(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     id: web::Path<String>,
     Json(body): Json<PatchMerchant>,
 ) -> Result<web::Json<Merchant>, ApiError> {
@@ -255,7 +255,7 @@ pub async fn patch_merchant(
 #[post("/merchants/{id}/terminals")]
 pub async fn create_terminal(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     id: web::Path<String>,
     Json(body): Json<CreateTerminal>,
 ) -> Result<HttpResponse, ApiError> {
@@ -304,7 +304,7 @@ pub async fn create_terminal(
 #[get("/merchants/{id}/totals")]
 pub async fn get_merchant_totals(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     id: web::Path<String>,
     Query(q): Query<TotalsQuery>,
 ) -> Result<web::Json<MerchantTotals>, ApiError> {

@@ -5,6 +5,7 @@ pub mod admins;
 pub mod arrears;
 pub mod audit;
 pub mod directory;
+pub mod groups;
 pub mod health;
 pub mod import;
 pub mod ledger;

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::money::{idem, respond};
 use super::wallets::amount;
 use super::{checked, query_id, ListParams, Paged};
-use crate::auth::{Admin, AdminOrTerminal, Auth, Terminal};
+use crate::auth::{Auth, PaymentsManager, PaymentsViewer, PaymentsViewerOrTerminal, Terminal};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -237,7 +237,7 @@ async fn decline_orphan(
 #[get("/payments/{id}")]
 pub async fn get_payment(
     state: web::Data<AppState>,
-    caller: Auth<AdminOrTerminal>,
+    caller: Auth<PaymentsViewerOrTerminal>,
     id: web::Path<String>,
 ) -> Result<web::Json<PaymentView>, ApiError> {
     let p = state
@@ -256,7 +256,7 @@ pub async fn get_payment(
 #[get("/payments")]
 pub async fn list_payments(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     Query(q): Query<PaymentQuery>,
 ) -> Result<web::Json<Paged<PaymentView>>, ApiError> {
     let page = ListParams {
@@ -284,7 +284,7 @@ pub async fn list_payments(
 #[post("/payments/{id}/refunds")]
 pub async fn create_refund(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     req: HttpRequest,
     id: web::Path<String>,
     HashedJson(body, hash): HashedJson<RefundRequest>,
@@ -334,7 +334,7 @@ pub struct Holder {
 #[get("/payments/{id}/holder")]
 pub async fn get_payment_holder(
     state: web::Data<AppState>,
-    caller: Auth<AdminOrTerminal>,
+    caller: Auth<PaymentsViewerOrTerminal>,
     id: web::Path<String>,
 ) -> Result<web::Json<Holder>, ApiError> {
     let tenant = caller.tenant()?;

@@ -3,7 +3,7 @@
 use actix_web::{get, web};
 use onecard_schema::model::DirectoryStats;
 
-use crate::auth::{AnalyticsAdmin, Auth};
+use crate::auth::{AnalyticsSuperAdmin, Auth};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[get("/stats/directory")]
 pub async fn get_directory_stats(
     state: web::Data<AppState>,
-    caller: Auth<AnalyticsAdmin>,
+    caller: Auth<AnalyticsSuperAdmin>,
 ) -> Result<web::Json<DirectoryStats>, ApiError> {
     Ok(web::Json(
         state.store.directory_stats(caller.tenant()?).await?,
@@ -26,7 +26,7 @@ pub async fn get_directory_stats(
 #[get("/stats/wallets")]
 pub async fn get_wallet_stats(
     state: web::Data<AppState>,
-    caller: Auth<crate::auth::Admin>,
+    caller: Auth<crate::auth::PaymentsViewer>,
 ) -> Result<web::Json<onecard_schema::wallet::WalletStats>, ApiError> {
     Ok(web::Json(
         state

@@ -20,6 +20,7 @@ use crate::auth::{hash_token, new_token, Admin, Auth, SuperAdmin};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::{BATCH_USERS_MAX, USER_MEMBERSHIPS_MAX};
 use crate::problem::{ApiError, Problems};
+use crate::scope::DirectoryScope;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -207,6 +208,9 @@ pub async fn create_user(
     }
     check_memberships(&mut c, body.department_ids.len(), body.tag_ids.len());
     checked(c)?;
+    DirectoryScope::of(&caller, &state)
+        .await?
+        .check_new_user(&body.department_ids, &body.tag_ids)?;
     let user = NewUser {
         id: UserId::new(),
         name: body.name,
@@ -245,6 +249,9 @@ pub async fn get_user(
         .store
         .get_user(caller.tenant()?, path_id(&id)?)
         .await?;
+    if !DirectoryScope::of(&caller, &state).await?.sees_user(&user) {
+        return Err(ApiError::NotFound);
+    }
     Ok(web::Json(user.into()))
 }
 
@@ -281,6 +288,16 @@ pub async fn patch_user(
         body.tag_ids.as_ref().map_or(0, Vec::len),
     );
     checked(c)?;
+    let scope = DirectoryScope::of(&caller, &state).await?;
+    if scope.is_limited() {
+        let user = state.store.get_user(caller.tenant()?, id).await?;
+        scope.check_manages(&user)?;
+        scope.check_change(
+            &user,
+            body.department_ids.as_deref(),
+            body.tag_ids.as_deref(),
+        )?;
+    }
     let changed: Vec<&str> = [
         ("name", body.name.is_some()),
         ("number", body.number.is_some()),
@@ -328,13 +345,19 @@ pub async fn delete_user(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: UserId = path_id(&id)?;
+    let scope = DirectoryScope::of(&caller, &state).await?;
+    if scope.is_limited() {
+        let user = state.store.get_user(caller.tenant()?, id).await?;
+        scope.check_manages(&user)?;
+    }
     let audit = caller.audit(&state, "user.delete", "user", id, serde_json::json!({}));
     state.store.delete_user(caller.tenant()?, id, audit).await?;
     state.tokens.clear();
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Users, filtered, in cursor pages.
+/// Users, filtered, in cursor pages (a sub-admin: those in the departments and tags
+/// their group grants).
 #[utoipa::path(tag = "users", params(UserQuery), security(("bearer" = [])),
     responses((status = 200, body = Paged<UserView>), Problems))]
 #[get("/users")]
@@ -358,6 +381,7 @@ pub async fn list_users(
         tag_id: query_id("tag_id", &q.tag_id, TagId)?,
         q: q.q,
         status: q.status,
+        within: DirectoryScope::of(&caller, &state).await?.user_filter(),
     };
     let result = state
         .store
@@ -389,6 +413,10 @@ pub async fn batch_update_users(
         body.add_tag_ids.len().max(body.remove_tag_ids.len()),
     );
     checked(c)?;
+    let scope = DirectoryScope::of(&caller, &state).await?;
+    if scope.is_limited() {
+        check_batch_scope(&state, &caller, &scope, &body).await?;
+    }
     let audit = caller.audit(
         &state,
         "user.batch_update",
@@ -411,6 +439,43 @@ pub async fn batch_update_users(
         .batch_update_users(caller.tenant()?, update, state.clock.now(), audit)
         .await?;
     Ok(web::Json(BatchUpdated { updated }))
+}
+
+/// A sub-admin's batch: every user one they manage (one they cannot see is as unknown
+/// as another tenant's), each changed only inside what they manage.
+async fn check_batch_scope(
+    state: &AppState,
+    caller: &Auth<Admin>,
+    scope: &DirectoryScope,
+    body: &BatchUpdate,
+) -> Result<(), ApiError> {
+    let tenant = caller.tenant()?;
+    for &id in &body.user_ids {
+        let user = match state.store.get_user(tenant, id).await {
+            Ok(user) if scope.sees_user(&user) => user,
+            Ok(_) | Err(onecard_schema::StoreError::NotFound) => {
+                return Err(ApiError::invalid_field(
+                    "user_ids",
+                    "exists",
+                    "one or more user_ids do not exist",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        scope.check_manages(&user)?;
+        let tags = (!body.add_tag_ids.is_empty() || !body.remove_tag_ids.is_empty()).then(|| {
+            let mut tags = user.tag_ids.clone();
+            tags.extend(
+                body.add_tag_ids
+                    .iter()
+                    .filter(|t| !user.tag_ids.contains(t)),
+            );
+            tags.retain(|t| !body.remove_tag_ids.contains(t));
+            tags
+        });
+        scope.check_change(&user, body.department_ids.as_deref(), tags.as_deref())?;
+    }
+    Ok(())
 }
 
 /// Issue a cardholder token for a kiosk or a test (super admin; audited).

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::checked;
 use super::money::{idem, respond};
-use crate::auth::{Admin, Auth, Cardholder, SuperAdmin};
+use crate::auth::{Auth, Cardholder, PaymentsManager, PaymentsViewer, SuperAdmin};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Json};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -90,7 +90,7 @@ async fn wallet_op(
 #[get("/users/{id}/wallet")]
 pub async fn get_wallet(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsViewer>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     wallet_op(&state, caller.tenant()?, path_id(&id)?, Op::Get).await
@@ -112,7 +112,7 @@ pub async fn get_my_wallet(
 #[post("/users/{id}/wallet/topups")]
 pub async fn create_topup(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     req: HttpRequest,
     id: web::Path<String>,
     HashedJson(body, hash): HashedJson<TopUp>,
@@ -142,7 +142,7 @@ pub async fn create_topup(
 #[post("/users/{id}/wallet/coupons")]
 pub async fn create_coupon(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     id: web::Path<String>,
     Json(body): Json<NewCoupon>,
 ) -> Result<HttpResponse, ApiError> {
@@ -267,7 +267,7 @@ async fn issue_code(state: &AppState, caller: &Auth<Cardholder>) -> Result<Payme
 #[post("/users/{id}/freeze")]
 pub async fn freeze_wallet(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user: UserId = path_id(&id)?;
@@ -283,7 +283,7 @@ pub async fn freeze_wallet(
 #[post("/users/{id}/unfreeze")]
 pub async fn unfreeze_wallet(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<PaymentsManager>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user: UserId = path_id(&id)?;

@@ -225,21 +225,3 @@ async fn every_admin_write_is_audited_with_who_what_target_and_request_id(engine
     assert_eq!(platform["items"][0]["action"], "tenant.create");
     assert_eq!(platform["items"][0]["actor"], "root");
 }
-
-#[actix_web::test]
-async fn only_super_admins_can_be_granted_for_now() {
-    let Some(app) = spawn_app(Engine::Sqlite).await else {
-        return;
-    };
-    let (_, admin) = app.tenant("university", "standard").await;
-    let user = app.user(&admin, "S-1").await;
-    let (s, body) = app
-        .post(
-            "/api/v1/admins",
-            &admin,
-            json!({"user_id": user["id"], "role": "sub_admin"}),
-        )
-        .await;
-    assert_problem(s, &body, 422, "invalid");
-    assert_eq!(body["errors"][0]["rule"], "supported");
-}

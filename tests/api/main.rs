@@ -8,6 +8,7 @@ mod browser;
 mod crash;
 mod edge;
 mod faults;
+mod groups;
 mod import;
 mod money;
 mod nodes;
