@@ -394,12 +394,13 @@ impl Actor for WsSession {
             }
         });
         // A token revoked while connected (a till retired, a user deleted) ends the
-        // connection at the next check.
+        // connection at the next check; an admin whose group lost a grant loses the
+        // topics it opened, each with a `forbidden_topic` error.
         ctx.run_interval(self.state.ws_limits.revalidate, |act, ctx| {
             let (state, hash) = (act.state.clone(), act.token_hash);
             let check = async move { resolve(&state, hash, String::new()).await };
-            ctx.spawn(check.into_actor(act).map(|result, act, ctx| {
-                if let Err(ApiError::Unauthorized) = result {
+            ctx.spawn(check.into_actor(act).map(|result, act, ctx| match result {
+                Err(ApiError::Unauthorized) => {
                     act.closing = true;
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Policy,
@@ -407,6 +408,27 @@ impl Actor for WsSession {
                     }));
                     ctx.stop();
                 }
+                Ok(caller) => {
+                    if let Ok((_, viewer)) = viewer(&caller) {
+                        act.viewer = viewer;
+                        let lost: Vec<Arc<str>> = act
+                            .topics
+                            .keys()
+                            .filter(|t| !may_see(viewer, t))
+                            .cloned()
+                            .collect();
+                        for topic in lost {
+                            act.drop_topic(&topic);
+                            act.error(
+                                ctx,
+                                "forbidden_topic",
+                                Some(&topic),
+                                "this token may no longer see that topic",
+                            );
+                        }
+                    }
+                }
+                Err(_) => {}
             }));
         });
     }

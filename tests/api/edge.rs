@@ -282,6 +282,9 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         "/api/v1/admins",
         "/api/v1/admins/bind",
         "/api/v1/admins/{id}",
+        "/api/v1/admins/me",
+        "/api/v1/admin-groups",
+        "/api/v1/admin-groups/{id}",
         "/api/v1/departments",
         "/api/v1/tags",
         "/api/v1/users",
@@ -302,6 +305,14 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         );
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    // A group's grants are documented down to the feature names and levels.
+    let schemas = &doc["components"]["schemas"];
+    let features =
+        schemas["CreateAdminGroup"]["properties"]["features"]["propertyNames"]["enum"].to_string();
+    assert!(
+        features.contains("payments") && features.contains("api_config"),
+        "{features}"
+    );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     let page = app
         .client

@@ -48,14 +48,14 @@ async fn member(app: &TestApp, admin: &str, number: &str, depts: &[&str], tags: 
     body
 }
 
-async fn group(app: &TestApp, admin: &str, body: Value) -> Value {
+pub async fn group(app: &TestApp, admin: &str, body: Value) -> Value {
     let (s, group) = app.post("/api/v1/admin-groups", admin, body).await;
     assert_eq!(s, 201, "{group}");
     group
 }
 
 /// Names `user` a sub-admin of `group` and opens the binding as that person would.
-async fn sub_admin(app: &TestApp, admin: &str, user: &Value, group: &Value) -> String {
+pub async fn sub_admin(app: &TestApp, admin: &str, user: &Value, group: &Value) -> String {
     let (s, binding) = app
         .post(
             "/api/v1/admins",

@@ -231,7 +231,51 @@ on_both_buses!(
     a_client_that_stops_reading_is_cut_off_with_1013_and_others_keep_up,
     the_relay_publishes_what_a_crash_left_in_the_outbox_once,
     a_connection_ends_when_its_token_is_revoked,
+    a_sub_admin_loses_the_topics_their_group_no_longer_grants,
 );
+
+async fn a_sub_admin_loses_the_topics_their_group_no_longer_grants(bus: BusKind) {
+    let Some(app) = spawn_on(bus, |c| c.ws_revalidate = Duration::from_millis(200)).await else {
+        return;
+    };
+    let (_, admin) = app.tenant("university", "standard").await;
+    let clerk = app.user(&admin, "FIN-1").await;
+    let finance = crate::groups::group(
+        &app,
+        &admin,
+        json!({"name": "Finance", "features": {"payments": "view"}}),
+    )
+    .await;
+    let token = crate::groups::sub_admin(&app, &admin, &clerk, &finance).await;
+    let mut ws = Ws::connect(&app.base, &token).await;
+    assert_eq!(
+        last(&ws.subscribe("tenant", None).await)["op"],
+        "subscribed"
+    );
+    let event = format!("event:{}", uuid::Uuid::now_v7());
+    let refused = last(&ws.subscribe(&event, None).await).clone();
+    assert_eq!(refused["code"], "forbidden_topic", "{refused}");
+    // Still granted: nothing happens through several checks.
+    assert_eq!(ws.next_within(600).await, None);
+
+    let (s, body) = app
+        .patch(
+            &format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap()),
+            &admin,
+            json!({"features": {}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let lost = ws
+        .next_within(3_000)
+        .await
+        .expect("the topic is taken away");
+    assert_eq!(lost["op"], "error", "{lost}");
+    assert_eq!(lost["code"], "forbidden_topic", "{lost}");
+    assert_eq!(lost["topic"], "tenant", "{lost}");
+    let again = last(&ws.subscribe("tenant", None).await).clone();
+    assert_eq!(again["code"], "forbidden_topic", "{again}");
+}
 
 async fn a_connection_ends_when_its_token_is_revoked(bus: BusKind) {
     let Some(app) = spawn_on(bus, |c| c.ws_revalidate = Duration::from_millis(200)).await else {
