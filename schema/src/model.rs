@@ -203,8 +203,9 @@ pub struct TagGrant {
 }
 
 /// What a sub-admin group grants (SPEC §11). Stored as one JSON document with the group.
+/// (Requests are checked by their own shapes; this one is also flattened into
+/// `AdminGroup`, so it allows the fields beside it.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Departments, each with its whole subtree.
     #[serde(default)]

@@ -149,6 +149,9 @@ pub trait MoneyStore: Send + Sync + 'static {
         lag: jiff::SignedDuration,
         step: i64,
     ) -> StoreResult<u64>;
+    /// Where the least rolled-up tenant's roll-ups end (a tenant never rolled up counts
+    /// from its creation); `None` without tenants. For the operators' lag gauge.
+    async fn report_rollups_end(&self) -> StoreResult<Option<Timestamp>>;
 
     /// The sales and refunds behind `merchant_totals`, one by one (merchant actors load
     /// this, then follow events, skipping what they already counted).

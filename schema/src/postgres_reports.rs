@@ -155,6 +155,23 @@ fn facts_from(
 }
 
 impl PgStore {
+    pub(crate) async fn rollups_end(&self) -> StoreResult<Option<Timestamp>> {
+        let c = self.client().await?;
+        let through: Option<i64> = c
+            .query_one(
+                "SELECT min(coalesce(r.through, (extract(epoch FROM date_bin('15 minutes', \
+                 t.created_at, TIMESTAMPTZ 'epoch')) / 900)::int8)) FROM tenants t \
+                 LEFT JOIN report_rollups r ON r.tenant_id = t.id",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        through
+            .map(|q| Timestamp::from_millisecond(q * B).map_err(StoreError::backend))
+            .transpose()
+    }
+
     pub(crate) async fn reports_between(
         &self,
         tenant: TenantId,

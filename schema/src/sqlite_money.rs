@@ -943,6 +943,10 @@ impl MoneyStore for SqliteStore {
         self.roll_up(now, lag, step).await
     }
 
+    async fn report_rollups_end(&self) -> StoreResult<Option<Timestamp>> {
+        self.rollups_end().await
+    }
+
     async fn merchant_totals(
         &self,
         tenant: TenantId,

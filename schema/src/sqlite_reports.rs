@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::money::Money;
-use crate::sqlite::{db, ms, uuid_col, SqliteStore};
+use crate::sqlite::{db, ms, ts, uuid_col, SqliteStore};
 use crate::wallet::*;
 
 const B: i64 = REPORT_BUCKET_MS;
@@ -135,6 +135,21 @@ fn through_of(c: &Connection, tenant: &str) -> rusqlite::Result<Option<i64>> {
 }
 
 impl SqliteStore {
+    pub(crate) async fn rollups_end(&self) -> StoreResult<Option<Timestamp>> {
+        let through: Option<i64> = self
+            .read(|c| {
+                c.query_row(
+                    "SELECT min(coalesce(r.through, t.created_at / ?1)) FROM tenants t \
+                     LEFT JOIN report_rollups r ON r.tenant_id = t.id",
+                    [B],
+                    |r| r.get(0),
+                )
+                .map_err(db)
+            })
+            .await?;
+        Ok(through.map(|q| ts(q * B)))
+    }
+
     pub(crate) async fn reports_between(
         &self,
         tenant: TenantId,

@@ -23,7 +23,12 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminGroup {
-    #[schema(min_length = 1, max_length = 32, example = "Finance")]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "Finance"
+    )]
     pub name: String,
     /// Departments, each with its whole subtree.
     #[serde(default)]
@@ -42,7 +47,11 @@ pub struct CreateAdminGroup {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchAdminGroup {
-    #[schema(min_length = 1, max_length = 32)]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: Option<String>,
     pub departments: Option<Vec<DepartmentGrant>>,
     pub tags: Option<Vec<TagGrant>>,

@@ -256,6 +256,12 @@ pub async fn roll_up(state: &AppState) -> Result<u64, ApiError> {
     if added > 0 {
         tracing::debug!(quarter_hours = added, "report roll-ups added");
     }
+    // How far behind now the least rolled-up tenant's roll-ups end: `ROLLUP_LAG` and up
+    // to a quarter hour more while the loop keeps up (docs/OPERATIONS.md).
+    if let Some(end) = state.store.report_rollups_end().await? {
+        let behind = now.duration_since(end).as_secs_f64().max(0.0);
+        metrics::gauge!("report_rollups_behind_seconds").set(behind);
+    }
     Ok(added)
 }
 

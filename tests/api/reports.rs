@@ -480,6 +480,11 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
         "from the tenant's first quarter hour (09:00) to midnight"
     );
     assert_eq!(five().await, before, "rolled up to day 2");
+    assert_eq!(
+        app.state.store.report_rollups_end().await.unwrap(),
+        Some(midnight.timestamp()),
+        "the least rolled-up tenant ends at midnight (the basic one starts later)"
+    );
     app.clock.advance(SignedDuration::from_hours(2));
     // Two at once (two nodes' loops): each quarter hour is added once.
     let (a, b) = futures::join!(
@@ -497,6 +502,16 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
         "once"
     );
     assert_eq!(five().await, before, "rolled up to an hour ago");
+    assert_eq!(
+        app.state.store.report_rollups_end().await.unwrap(),
+        Some(midnight.timestamp() + SignedDuration::from_hours(10)),
+        "both tenants end at 10:00, the lag gauge's figure"
+    );
+    let metrics = onecard::metrics::install().render();
+    assert!(
+        metrics.contains("report_rollups_behind_seconds"),
+        "a round sets the lag gauge"
+    );
     let late = pay(&app, &root_shop, &code(&app, &alice_me).await, 50).await;
     assert_eq!(late["status"], "succeeded", "{late}");
     let after = report(&app, &admin, "income-summary", &day1, &day2).await;
