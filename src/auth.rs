@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use base64::Engine;
 use onecard_actors::domain::edition::{has_capability, Capability};
-use onecard_schema::ids::{AdminId, AuditId, TenantId};
+use onecard_schema::ids::{AdminId, AppId, AuditId, TenantId};
 use onecard_schema::model::{
-    Actor, AdminRole, Audit, Edition, Feature, GrantLevel, Grants, TokenKind,
+    Actor, AdminRole, AppScope, Audit, Edition, Feature, GrantLevel, Grants, TokenKind,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -59,6 +59,8 @@ pub struct Caller {
     pub role: Option<AdminRole>,
     /// A sub-admin's group grants; `None` for every other caller.
     pub grants: Option<Arc<Grants>>,
+    /// An app's scopes; `None` for every other caller.
+    pub scopes: Option<Arc<Vec<AppScope>>>,
     pub edition: Option<Edition>,
     pub request_id: String,
 }
@@ -101,6 +103,7 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match (self.kind, self.subject) {
             (TokenKind::Admin, Some(id)) => Actor::Admin(AdminId(id)),
+            (TokenKind::App, Some(id)) => Actor::App(AppId(id)),
             _ => Actor::Root,
         }
     }
@@ -139,12 +142,19 @@ pub enum SubAdmins {
     Granted(Feature, GrantLevel),
 }
 
+/// An app's authenticated signed request, left in the request by `apps::verify`.
+#[derive(Clone)]
+pub struct AppCaller(pub Caller);
+
 /// An access rule, checked by `Auth<A>`.
 pub trait Access {
     /// Token kinds admitted.
     const KINDS: &'static [TokenKind];
     /// Whether, and with which grant, sub-admins are admitted.
     const SUB_ADMINS: SubAdmins = SubAdmins::Refused;
+    /// The scope that admits an app's signed request (in an edition with the open API);
+    /// `None`: apps may not.
+    const APP_SCOPE: Option<AppScope> = None;
     /// What the tenant's edition must include.
     const CAPABILITY: Capability = Capability::Core;
 }
@@ -180,6 +190,7 @@ pub struct PaymentsViewer;
 impl Access for PaymentsViewer {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::PaymentsRead);
 }
 
 /// An admin who may move money or change merchants: top-ups, coupons, subsidy rules,
@@ -188,6 +199,50 @@ pub struct PaymentsManager;
 impl Access for PaymentsManager {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::Manage);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::PaymentsWrite);
+}
+
+/// An admin who may create or approve subsidy rules. Maker–checker is between two
+/// people, so apps may not.
+pub struct SubsidyManager;
+impl Access for SubsidyManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::Manage);
+}
+
+/// An admin reading the directory (a sub-admin: their group's part of it), or an app
+/// with `directory_read`.
+pub struct DirectoryReader;
+impl Access for DirectoryReader {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Scoped;
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::DirectoryRead);
+}
+
+/// An admin changing the directory (a sub-admin: inside what their group manages), or
+/// an app with `directory_write`.
+pub struct DirectoryWriter;
+impl Access for DirectoryWriter {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Scoped;
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::DirectoryWrite);
+}
+
+/// An admin reading the tenant's apps: super admins, and sub-admins granted
+/// `api_config`.
+pub struct AppsViewer;
+impl Access for AppsViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::ApiConfig, GrantLevel::View);
+    const CAPABILITY: Capability = Capability::OpenApi;
+}
+
+/// An admin creating, changing or deleting apps and their secrets.
+pub struct AppsManager;
+impl Access for AppsManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::ApiConfig, GrantLevel::Manage);
+    const CAPABILITY: Capability = Capability::OpenApi;
 }
 
 /// A till (terminal token).
@@ -207,6 +262,7 @@ pub struct PaymentsViewerOrTerminal;
 impl Access for PaymentsViewerOrTerminal {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin, TokenKind::Terminal];
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::PaymentsRead);
 }
 
 /// An admin who may read money, in an edition that includes analytics (the financial
@@ -215,6 +271,7 @@ pub struct AnalyticsAdmin;
 impl Access for AnalyticsAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::ReportsRead);
     const CAPABILITY: Capability = Capability::Analytics;
 }
 
@@ -239,6 +296,11 @@ impl<A: Access + 'static> FromRequest for Auth<A> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = req.extensions().get::<AppCaller>().map(|a| a.0.clone());
+        if let Some(caller) = app {
+            let result = check::<A>(&caller).map(|()| Auth(caller, PhantomData));
+            return Box::pin(async move { result });
+        }
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let hash = bearer(req).map(hash_token);
         let request_id = request_id(req);
@@ -267,6 +329,7 @@ pub async fn resolve(
             subject: None,
             role: None,
             grants: None,
+            scopes: None,
             edition: None,
             request_id,
         });
@@ -289,6 +352,7 @@ pub async fn resolve(
         subject: record.subject_id,
         role: record.role,
         grants: record.grants.map(Arc::new),
+        scopes: None,
         edition: record.edition,
         request_id,
     };
@@ -297,6 +361,27 @@ pub async fn resolve(
 }
 
 fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
+    if caller.kind == TokenKind::App {
+        let Some(scope) = A::APP_SCOPE else {
+            return Err(ApiError::forbidden(
+                "forbidden",
+                "apps may not call this; it needs an admin token",
+            ));
+        };
+        if !caller.scopes.as_deref().is_some_and(|s| s.contains(&scope)) {
+            return Err(ApiError::forbidden(
+                "not_granted",
+                format!("this needs the app scope {scope}"),
+            ));
+        }
+        let edition = caller.edition.ok_or(ApiError::Unauthorized)?;
+        for capability in [Capability::OpenApi, A::CAPABILITY] {
+            if !has_capability(edition, capability) {
+                return Err(ApiError::Edition(capability));
+            }
+        }
+        return Ok(());
+    }
     if !A::KINDS.contains(&caller.kind) {
         let wanted: Vec<&str> = A::KINDS.iter().map(|k| k.as_str()).collect();
         return Err(ApiError::forbidden(
@@ -348,6 +433,7 @@ mod tests {
                     ..Grants::default()
                 })
             }),
+            scopes: None,
             edition,
             request_id: String::new(),
         }

@@ -188,9 +188,16 @@ pub async fn idempotency(
             Err(e) => return Ok(req.into_response(e.error_response())),
         };
     let fingerprint = fingerprint(req.method().as_str(), req.path(), &body);
-    let scope = match crate::auth::bearer(req.request()) {
-        Some(token) => hex::encode(crate::auth::hash_token(token)),
-        None => "anonymous".to_string(),
+    // An app's signed request was authenticated before this (`apps::verify` runs first):
+    // its keys are its own, like a token's.
+    let app = req
+        .extensions()
+        .get::<crate::auth::AppCaller>()
+        .and_then(|a| a.0.subject);
+    let scope = match (app, crate::auth::bearer(req.request())) {
+        (Some(app), _) => format!("app:{app}"),
+        (None, Some(token)) => hex::encode(crate::auth::hash_token(token)),
+        (None, None) => "anonymous".to_string(),
     };
     let now = state.clock.now();
     let begin = state

@@ -2,6 +2,7 @@
 //! rate limits, websocket sessions. Behaviour lives in `onecard-actors`, data in `onecard-schema`.
 
 pub mod api;
+pub mod apps;
 pub mod auth;
 pub mod bus;
 pub mod cache;

@@ -55,6 +55,11 @@ pub const TENANT_NAME_CHARS_MAX: usize = 64;
 /// group may grant: each of a sub-admin's requests checks against them.
 pub const ADMIN_GROUP_NAME_CHARS_MAX: usize = 32;
 pub const ADMIN_GROUP_GRANTS_MAX: usize = 1_000;
+/// An app's signed request must be stamped within this many seconds of the server's clock
+/// (SPEC §12: ±5 min), and its nonce is kept long enough to outlast that window on both
+/// sides.
+pub const APP_CLOCK_WINDOW_S: i64 = 300;
+pub const APP_NONCE_KEEP_S: i64 = 900;
 
 /// Default per-token request rate, and its burst; operators can override both
 /// (`ONECARD_RATE_LIMIT_PER_S`, `ONECARD_RATE_LIMIT_BURST`). A busy till sends a few

@@ -1,7 +1,7 @@
 //! The OpenAPI document's frame: info, the bearer scheme and the shared schemas. Paths are
 //! collected from the handlers themselves by the route table.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
@@ -19,6 +19,7 @@ use crate::problem::Problem;
         (name = "tenants"), (name = "admins"), (name = "directory"), (name = "users"),
         (name = "audit"), (name = "analytics"), (name = "merchants"), (name = "wallets"), (name = "me"),
         (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
+        (name = "apps"),
     )
 )]
 pub struct ApiDoc;
@@ -31,6 +32,18 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Apps of the open platform sign each request instead (docs/OPERATIONS.md, "Open
+        // platform"); the routes an app's scopes open are listed there.
+        components.add_security_scheme(
+            "app_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-App-Key",
+                "An app's signed request: X-App-Key (the app key), X-Timestamp (unix \
+                 seconds, within 5 minutes), X-Nonce (8-64 of A-Z a-z 0-9 _ -, once) and \
+                 X-Signature = hex(HMAC-SHA256(app secret, METHOD \\n PATH?QUERY \\n \
+                 TIMESTAMP \\n NONCE \\n hex(SHA-256(body)))).",
+            ))),
         );
     }
 }

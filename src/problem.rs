@@ -22,6 +22,9 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("malformed_multipart", 400),
     ("invalid_idempotency_key", 400),
     ("unauthorized", 401),
+    ("bad_signature", 401),
+    ("stale_timestamp", 401),
+    ("nonce_reused", 401),
     ("forbidden", 403),
     ("not_granted", 403),
     ("out_of_scope", 403),
@@ -34,6 +37,8 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("last_super_admin", 409),
     ("group_name_taken", 409),
     ("group_in_use", 409),
+    ("app_name_taken", 409),
+    ("too_many_rotations", 409),
     ("user_is_admin", 409),
     ("user_has_wallet", 409),
     ("idempotency_conflict", 409),
@@ -91,6 +96,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error("missing or unknown bearer token")]
     Unauthorized,
+    /// A signed request that does not authenticate (an app's, SPEC §12).
+    #[error("{detail}")]
+    BadCredentials { code: &'static str, detail: String },
     #[error("{detail}")]
     Forbidden { code: &'static str, detail: String },
     #[error("the {} capability is not in this tenant's edition", .0.as_str())]
@@ -125,6 +133,14 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// 401 for a signed request that does not authenticate.
+    pub fn credentials(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadCredentials {
             code,
             detail: detail.into(),
         }
@@ -179,6 +195,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. }
+            | ApiError::BadCredentials { code, .. }
             | ApiError::Forbidden { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Gone { code, .. }
@@ -198,7 +215,7 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "Malformed request",
-            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Unauthorized | ApiError::BadCredentials { .. } => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::Edition(_) => "Not in this edition",
             ApiError::NotFound => "Not found",
@@ -251,7 +268,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadCredentials { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } | ApiError::Edition(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -413,6 +430,7 @@ mod tests {
             }
         }
         let openers = [
+            "credentials(",
             "conflict(",
             "bad_request(",
             "forbidden(",

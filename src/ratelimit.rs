@@ -1,5 +1,6 @@
-//! Per-token rate limits (governor), keyed by the SHA-256 of the bearer token, or of the
-//! client address for anonymous requests. Probes are never limited.
+//! Per-token rate limits (governor), keyed by the SHA-256 of the bearer token (an app's
+//! key for its signed requests), or of the client address for anonymous requests. Probes
+//! are never limited.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -64,6 +65,13 @@ impl Limiter {
 }
 
 fn key_of(req: &ServiceRequest) -> [u8; 32] {
+    // An app's requests share one budget, whichever credentials they carry.
+    if let Some(app) = req.headers().get(crate::apps::APP_KEY) {
+        let mut h = Sha256::new();
+        h.update(b"app:");
+        h.update(app.as_bytes());
+        return h.finalize().into();
+    }
     if let Some(token) = crate::auth::bearer(req.request()) {
         return Sha256::digest(token.as_bytes()).into();
     }

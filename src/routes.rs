@@ -14,7 +14,7 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, arrears, audit, directory, groups, health, import, ledger, merchants, payments,
+    admins, apps, arrears, audit, directory, groups, health, import, ledger, merchants, payments,
     reports, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
@@ -59,6 +59,12 @@ where
                 .service(groups::get_admin_group)
                 .service(groups::patch_admin_group)
                 .service(groups::delete_admin_group)
+                .service(apps::create_app)
+                .service(apps::list_apps)
+                .service(apps::get_app)
+                .service(apps::patch_app)
+                .service(apps::rotate_app_secret)
+                .service(apps::delete_app)
                 .service(directory::create_department)
                 .service(directory::list_departments)
                 .service(directory::create_tag)
@@ -152,6 +158,9 @@ pub fn app(
         HttpResponse::from_error(ApiError::NotFound)
     }))
     .wrap(from_fn(idempotency))
+    // Before the idempotency layer: an app's key is public, so a replay must wait until
+    // the request is known to be the app's.
+    .wrap(from_fn(crate::apps::verify))
     .wrap(from_fn(limit))
     .wrap(from_fn(deadline))
     .wrap(from_fn(track))

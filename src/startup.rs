@@ -148,6 +148,7 @@ impl Application {
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());
         crate::idempotency::spawn_purge(state.clone().into_inner());
+        crate::apps::spawn_nonce_purge(state.clone().into_inner());
         crate::deferred::spawn_sweep(state.clone().into_inner());
         crate::api::ledger::spawn_seal(state.clone().into_inner());
         crate::api::reports::spawn_rollups(state.clone().into_inner());

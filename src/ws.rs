@@ -23,7 +23,7 @@ use actix_web_actors::ws;
 use onecard_actors::realtime::hub::{Deliver, Lagged, Leave, Subscribe, Unsubscribe};
 use onecard_actors::realtime::{History, Published, TopicKey};
 use onecard_schema::ids::TenantId;
-use onecard_schema::model::{AdminRole, App, Feature, GrantLevel, TokenKind};
+use onecard_schema::model::{AdminRole, Feature, GrantLevel, ScenarioApp, TokenKind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -117,12 +117,12 @@ fn viewer(caller: &Caller) -> Result<(TenantId, Viewer), ApiError> {
                 || caller
                     .grants
                     .as_deref()
-                    .is_some_and(|g| g.apps.contains(&App::Checkin)),
+                    .is_some_and(|g| g.apps.contains(&ScenarioApp::Checkin)),
             notices: caller.admin_may(Feature::Notifications, GrantLevel::View),
         },
         TokenKind::Terminal => Viewer::Terminal(caller.subject.ok_or_else(forbidden)?),
         TokenKind::Cardholder => Viewer::Cardholder(caller.subject.ok_or_else(forbidden)?),
-        TokenKind::Root => return Err(forbidden()),
+        TokenKind::Root | TokenKind::App => return Err(forbidden()),
     };
     Ok((tenant, viewer))
 }

@@ -1,9 +1,10 @@
 //! Keys derived from the server's master key. Each purpose gets its own subkey (HKDF
 //! with a purpose label), so a key leaked from one use says nothing of another.
 
+use base64::Engine;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
-use onecard_schema::ids::UserId;
+use onecard_schema::ids::{AppId, UserId};
 use sha2::Sha256;
 
 /// The shortest master key accepted, in bytes.
@@ -13,6 +14,7 @@ pub const MASTER_KEY_BYTES_MIN: usize = 32;
 pub struct Keys {
     id_number: [u8; 32],
     code: [u8; 32],
+    app: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -38,7 +40,14 @@ impl Keys {
         let mut code = [0u8; 32];
         hk.expand(b"payment-code v1", &mut code)
             .expect("32-byte HKDF output");
-        Ok(Self { id_number, code })
+        let mut app = [0u8; 32];
+        hk.expand(b"app-secret v1", &mut app)
+            .expect("32-byte HKDF output");
+        Ok(Self {
+            id_number,
+            code,
+            app,
+        })
     }
 
     /// A keyed hash of a normalized ID number: it verifies a presented number without
@@ -52,6 +61,16 @@ impl Keys {
 }
 
 impl Keys {
+    /// An app's secret (43 characters, base64url): derived, never stored, so the store
+    /// leaks none. A rotation bumps `version`, which changes it and ends the old one.
+    pub fn app_secret(&self, app: AppId, version: i32) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.app).expect("any length");
+        mac.update(b"app ");
+        mac.update(app.0.as_bytes());
+        mac.update(&version.to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     /// The per-card key: the code key narrowed to one cardholder, so a leaked card key
     /// signs codes for nobody else.
     fn card_key(&self, user: UserId) -> [u8; 32] {
@@ -96,5 +115,17 @@ mod tests {
         assert_eq!(a.id_number_hash("X123456"), a.id_number_hash("X123456"));
         assert_ne!(a.id_number_hash("X123456"), b.id_number_hash("X123456"));
         assert_ne!(a.id_number_hash("X123456"), a.id_number_hash("X123457"));
+    }
+
+    #[test]
+    fn an_app_secret_is_stable_and_changes_with_the_app_the_version_and_the_master_key() {
+        let a = Keys::derive(&[1u8; 32]).unwrap();
+        let b = Keys::derive(&[2u8; 32]).unwrap();
+        let (x, y) = (AppId::new(), AppId::new());
+        assert_eq!(a.app_secret(x, 1), a.app_secret(x, 1));
+        assert_eq!(a.app_secret(x, 1).len(), 43);
+        assert_ne!(a.app_secret(x, 1), a.app_secret(x, 2));
+        assert_ne!(a.app_secret(x, 1), a.app_secret(y, 1));
+        assert_ne!(a.app_secret(x, 1), b.app_secret(x, 1));
     }
 }

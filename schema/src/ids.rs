@@ -60,6 +60,10 @@ id_type!(
     AdminGroupId
 );
 id_type!(
+    /// An app of the open platform; its id is also its `app_key`.
+    AppId
+);
+id_type!(
     /// A cardholder.
     UserId
 );

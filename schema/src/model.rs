@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{AdminGroupId, AdminId, AuditId, DepartmentId, TagId, TenantId, UserId};
+use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, DepartmentId, TagId, TenantId, UserId};
 
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$va:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -54,7 +54,14 @@ string_enum!(
 
 string_enum!(
     /// What a bearer token stands for.
-    TokenKind { Root => "root", Admin => "admin", Terminal => "terminal", Cardholder => "cardholder" }
+    TokenKind {
+        Root => "root",
+        Admin => "admin",
+        Terminal => "terminal",
+        Cardholder => "cardholder",
+        /// An app's signed request (no bearer token; never stored in `tokens`).
+        App => "app",
+    }
 );
 
 string_enum!(
@@ -81,13 +88,35 @@ string_enum!(
 
 string_enum!(
     /// A scenario app a group may be granted (SPEC §13); app admins are such groups.
-    App {
+    ScenarioApp {
         Visitors => "visitors",
         Maintenance => "maintenance",
         Checkin => "checkin",
         Booking => "booking",
         Canteen => "canteen",
         Shuttle => "shuttle",
+    }
+);
+
+string_enum!(
+    /// What kind of app (SPEC §12): an H5 page (it gets a link), a mini-program (it gets
+    /// a code) or headless (credentials only, to call the API).
+    AppKind { H5 => "h5", MiniProgram => "mini_program", Headless => "headless" }
+);
+
+string_enum!(
+    /// What an app's signed requests may do.
+    AppScope {
+        /// Departments, tags and users: read.
+        DirectoryRead => "directory_read",
+        /// Departments and users: create and change.
+        DirectoryWrite => "directory_write",
+        /// Merchants, wallets, payments, arrears, the ledger check: read.
+        PaymentsRead => "payments_read",
+        /// Top-ups, coupons, refunds, freezes, merchants and terminals.
+        PaymentsWrite => "payments_write",
+        /// The financial reports (with an analytics edition).
+        ReportsRead => "reports_read",
     }
 );
 
@@ -218,7 +247,7 @@ pub struct Grants {
     pub features: std::collections::BTreeMap<Feature, GrantLevel>,
     /// Scenario apps the group administers.
     #[serde(default)]
-    pub apps: Vec<App>,
+    pub apps: Vec<ScenarioApp>,
 }
 
 impl Grants {
@@ -374,11 +403,30 @@ pub struct CountBy {
     pub count: u64,
 }
 
+/// An app of the open platform. Its secret is never stored: it is derived from the
+/// master key, the id and `secret_version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct App {
+    /// Also the app's `app_key`.
+    pub id: AppId,
+    pub name: String,
+    pub kind: AppKind,
+    pub description: Option<String>,
+    pub logo_url: Option<String>,
+    pub scopes: Vec<AppScope>,
+    /// Bumped by each secret rotation; the older secret stops working at once.
+    pub secret_version: i32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// Who did an audited action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     Root,
     Admin(AdminId),
+    /// An app's signed request.
+    App(AppId),
     /// Someone acting through a one-time link (e.g. binding themselves as admin).
     Link,
 }
@@ -388,6 +436,7 @@ impl Actor {
         match self {
             Actor::Root => "root".into(),
             Actor::Admin(id) => format!("admin:{id}"),
+            Actor::App(id) => format!("app:{id}"),
             Actor::Link => "link".into(),
         }
     }

@@ -21,8 +21,8 @@ use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::paginate;
 use crate::store::{
-    check_deletable, dedup, granted_ids, grants_from_json, grants_to_json, group_in_use,
-    group_name_taken, Store,
+    app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
+    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, Store,
 };
 
 /// A timestamp bound as `timestamptz`, converted by arithmetic. postgres-types' own
@@ -123,6 +123,7 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     )
                 }
                 Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
+                Some("apps_tenant_id_name_key") => return app_name_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(
                         "department_name_taken",
@@ -268,6 +269,23 @@ pub(crate) async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> Store
     .await
     .map_err(pg)?;
     Ok(())
+}
+
+const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
+     a.secret_version, a.created_at, a.updated_at";
+
+fn app_from_row(r: &Row) -> StoreResult<App> {
+    Ok(App {
+        id: AppId(r.get(0)),
+        name: r.get(1),
+        kind: enum_col(r, 2, AppKind::parse)?,
+        description: r.get(3),
+        logo_url: r.get(4),
+        scopes: scopes_from_json(r.get(5))?,
+        secret_version: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+    })
 }
 
 const GROUP_COLS: &str = "id, name, grants, created_at, updated_at";
@@ -943,6 +961,146 @@ impl Store for PgStore {
             .map_err(pg)?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)
+    }
+
+    async fn create_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
+             secret_version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+            &[
+                &app.id.0,
+                &tenant.0,
+                &app.name,
+                &app.kind.as_str(),
+                &app.description,
+                &app.logo_url,
+                &scopes_to_json(&app.scopes)?,
+                &app.secret_version,
+                &app.created_at,
+                &app.updated_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_apps(&self, tenant: TenantId) -> StoreResult<Vec<App>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {APP_COLS} FROM apps a WHERE tenant_id = $1 ORDER BY name"
+            ))
+            .await
+            .map_err(pg)?;
+        c.query(&st, &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(app_from_row)
+            .collect()
+    }
+
+    async fn get_app(&self, tenant: TenantId, id: AppId) -> StoreResult<App> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {APP_COLS} FROM apps a WHERE tenant_id = $1 AND id = $2"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = c
+            .query_opt(&st, &[&tenant.0, &id.0])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        app_from_row(&row)
+    }
+
+    async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute(
+                "UPDATE apps SET name = $3, description = $4, logo_url = $5, scopes = $6, \
+                 secret_version = $7, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
+                &[
+                    &tenant.0,
+                    &app.id.0,
+                    &app.name,
+                    &app.description,
+                    &app.logo_url,
+                    &scopes_to_json(&app.scopes)?,
+                    &app.secret_version,
+                    &app.updated_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute("DELETE FROM app_nonces WHERE app_id = $1", &[&id.0])
+            .await
+            .map_err(pg)?;
+        let n = tx
+            .execute(
+                "DELETE FROM apps WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &id.0],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn lookup_app(&self, id: AppId) -> StoreResult<Option<(TenantId, Edition, App)>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {APP_COLS}, a.tenant_id, n.edition FROM apps a \
+                 JOIN tenants n ON n.id = a.tenant_id WHERE a.id = $1"
+            ))
+            .await
+            .map_err(pg)?;
+        let Some(row) = c.query_opt(&st, &[&id.0]).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let app = app_from_row(&row)?;
+        let edition = enum_col(&row, 10, Edition::parse)?;
+        Ok(Some((TenantId(row.get(9)), edition, app)))
+    }
+
+    async fn use_app_nonce(&self, app: AppId, nonce: String, at: Timestamp) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO app_nonces (app_id, nonce, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        Ok(c.execute(&st, &[&app.0, &nonce, &at]).await.map_err(pg)? == 1)
+    }
+
+    async fn purge_app_nonces(&self, before: Timestamp) -> StoreResult<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM app_nonces WHERE seen_at < $1", &[&before])
+            .await
+            .map_err(pg)
     }
 
     async fn create_department(

@@ -25,8 +25,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::store::{
-    check_deletable, dedup, granted_ids, grants_from_json, grants_to_json, group_in_use,
-    group_name_taken, Store,
+    app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
+    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, Store,
 };
 
 mod embedded {
@@ -574,6 +574,64 @@ pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
 }
 
 /// Checks that every id names a row of `table` in the tenant.
+const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
+     a.secret_version, a.created_at, a.updated_at";
+
+struct AppRow {
+    id: Uuid,
+    name: String,
+    kind: AppKind,
+    description: Option<String>,
+    logo_url: Option<String>,
+    scopes: String,
+    secret_version: i32,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
+    Ok(AppRow {
+        id: uuid_col(r, 0)?,
+        name: r.get(1)?,
+        kind: parse_enum(r, 2, AppKind::parse)?,
+        description: r.get(3)?,
+        logo_url: r.get(4)?,
+        scopes: r.get(5)?,
+        secret_version: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+fn app_from_row(r: AppRow) -> StoreResult<App> {
+    Ok(App {
+        id: AppId(r.id),
+        name: r.name,
+        kind: r.kind,
+        description: r.description,
+        logo_url: r.logo_url,
+        scopes: scopes_from_json(&r.scopes)?,
+        secret_version: r.secret_version,
+        created_at: ts(r.created_at),
+        updated_at: ts(r.updated_at),
+    })
+}
+
+/// No other app of the tenant has this name.
+fn check_app_name(c: &Connection, tenant: TenantId, id: AppId, name: &str) -> StoreResult<()> {
+    let taken: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM apps WHERE tenant_id = ? AND name = ? AND id <> ?)",
+            [tenant.to_string(), name.to_string(), id.to_string()],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if taken {
+        return Err(app_name_taken());
+    }
+    Ok(())
+}
+
 const GROUP_COLS: &str = "id, name, grants, created_at, updated_at";
 
 type GroupRow = (Uuid, String, String, i64, i64);
@@ -1237,6 +1295,160 @@ impl Store for SqliteStore {
             c.execute("DELETE FROM admin_groups WHERE id = ?", [id.to_string()])
                 .map_err(db)?;
             insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn create_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            check_app_name(c, tenant, app.id, &app.name)?;
+            c.execute(
+                "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
+                 secret_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                params![
+                    app.id.to_string(),
+                    tenant.to_string(),
+                    app.name,
+                    app.kind.as_str(),
+                    app.description,
+                    app.logo_url,
+                    scopes_to_json(&app.scopes)?,
+                    app.secret_version,
+                    ms(app.created_at),
+                    ms(app.updated_at)
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn list_apps(&self, tenant: TenantId) -> StoreResult<Vec<App>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLS} FROM apps a WHERE tenant_id = ? ORDER BY name"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map([tenant.to_string()], app_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            rows.into_iter().map(app_from_row).collect()
+        })
+        .await
+    }
+
+    async fn get_app(&self, tenant: TenantId, id: AppId) -> StoreResult<App> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLS} FROM apps a WHERE tenant_id = ? AND id = ?"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([tenant.to_string(), id.to_string()], app_row)
+                        .optional()
+                })
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            app_from_row(row)
+        })
+        .await
+    }
+
+    async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            check_app_name(c, tenant, app.id, &app.name)?;
+            let n = c
+                .execute(
+                    "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
+                     secret_version = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                    params![
+                        app.name,
+                        app.description,
+                        app.logo_url,
+                        scopes_to_json(&app.scopes)?,
+                        app.secret_version,
+                        ms(app.updated_at),
+                        tenant.to_string(),
+                        app.id.to_string()
+                    ],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            let found: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM apps WHERE tenant_id = ? AND id = ?)",
+                    [tenant.to_string(), id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !found {
+                return Err(StoreError::NotFound);
+            }
+            c.execute("DELETE FROM app_nonces WHERE app_id = ?", [id.to_string()])
+                .map_err(db)?;
+            c.execute("DELETE FROM apps WHERE id = ?", [id.to_string()])
+                .map_err(db)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn lookup_app(&self, id: AppId) -> StoreResult<Option<(TenantId, Edition, App)>> {
+        self.read(move |c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLS}, a.tenant_id, n.edition FROM apps a \
+                     JOIN tenants n ON n.id = a.tenant_id WHERE a.id = ?"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([id.to_string()], |r| {
+                        Ok((
+                            app_row(r)?,
+                            uuid_col(r, 9)?,
+                            parse_enum(r, 10, Edition::parse)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(db)?;
+            found
+                .map(|(row, tenant, edition)| Ok((TenantId(tenant), edition, app_from_row(row)?)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn use_app_nonce(&self, app: AppId, nonce: String, at: Timestamp) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO app_nonces (app_id, nonce, seen_at) VALUES (?, ?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut st| st.execute(params![app.to_string(), nonce, ms(at)]))
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn purge_app_nonces(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |c| {
+            c.execute("DELETE FROM app_nonces WHERE seen_at < ?", [ms(before)])
+                .map(|n| n as u64)
+                .map_err(db)
         })
         .await
     }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::error::StoreResult;
-use crate::ids::{AdminGroupId, AdminId, AuditId, TenantId, UserId};
+use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, TenantId, UserId};
 use crate::model::*;
 
 #[async_trait]
@@ -87,6 +87,22 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
         id: AdminGroupId,
         audit: Audit,
     ) -> StoreResult<()>;
+
+    // --- apps (open platform) -----------------------------------------------------
+    /// Stores a new app; its name is unique in the tenant (409 `app_name_taken`).
+    async fn create_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()>;
+    /// The tenant's apps by name.
+    async fn list_apps(&self, tenant: TenantId) -> StoreResult<Vec<App>>;
+    async fn get_app(&self, tenant: TenantId, id: AppId) -> StoreResult<App>;
+    /// Replaces an app's fields, `secret_version` included (a rotation).
+    async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()>;
+    async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()>;
+    /// An app by its key, with its tenant and the tenant's edition, for a signed request.
+    async fn lookup_app(&self, id: AppId) -> StoreResult<Option<(TenantId, Edition, App)>>;
+    /// Records a signed request's nonce; false if the app used it before (a replay).
+    async fn use_app_nonce(&self, app: AppId, nonce: String, at: Timestamp) -> StoreResult<bool>;
+    /// Forgets nonces seen before `before`; answers how many went.
+    async fn purge_app_nonces(&self, before: Timestamp) -> StoreResult<u64>;
 
     // --- directory ----------------------------------------------------------------
     async fn create_department(
@@ -224,6 +240,23 @@ pub(crate) fn group_name_taken() -> crate::error::StoreError {
         Some("name"),
         "another admin group has this name",
     )
+}
+
+pub(crate) fn app_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "app_name_taken",
+        Some("name"),
+        "another app of the tenant has this name",
+    )
+}
+
+/// An app's scopes as stored: a JSON array.
+pub(crate) fn scopes_to_json(scopes: &[AppScope]) -> crate::error::StoreResult<String> {
+    serde_json::to_string(scopes).map_err(crate::error::StoreError::backend)
+}
+
+pub(crate) fn scopes_from_json(text: &str) -> crate::error::StoreResult<Vec<AppScope>> {
+    serde_json::from_str(text).map_err(crate::error::StoreError::backend)
 }
 
 pub(crate) fn group_in_use() -> crate::error::StoreError {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{checked, Paged};
-use crate::auth::{Admin, Auth, SuperAdmin};
+use crate::auth::{Auth, DirectoryReader, DirectoryWriter, SuperAdmin};
 use crate::extract::Json;
 use crate::problem::{ApiError, Problems};
 use crate::scope::DirectoryScope;
@@ -112,7 +112,7 @@ impl Tree {
 #[post("/departments")]
 pub async fn create_department(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryWriter>,
     Json(body): Json<CreateDepartment>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
@@ -192,7 +192,7 @@ pub async fn create_department(
 #[get("/departments")]
 pub async fn list_departments(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryReader>,
 ) -> Result<web::Json<Paged<DepartmentView>>, ApiError> {
     let departments = state.store.list_departments(caller.tenant()?).await?;
     let scope = DirectoryScope::over(&caller, &departments);
@@ -240,7 +240,7 @@ pub async fn create_tag(
 #[get("/tags")]
 pub async fn list_tags(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryReader>,
 ) -> Result<web::Json<Paged<Tag>>, ApiError> {
     let scope = DirectoryScope::over(&caller, &[]);
     let mut tags = state.store.list_tags(caller.tenant()?).await?;

@@ -7,7 +7,7 @@ use actix_web::{delete, get, patch, post, web, HttpResponse};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::AdminGroupId;
 use onecard_schema::model::{
-    AdminGroup, App, DepartmentGrant, Feature, GrantLevel, Grants, TagGrant,
+    AdminGroup, DepartmentGrant, Feature, GrantLevel, Grants, ScenarioApp, TagGrant,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -40,7 +40,7 @@ pub struct CreateAdminGroup {
     #[serde(default)]
     pub features: BTreeMap<Feature, GrantLevel>,
     #[serde(default)]
-    pub apps: Vec<App>,
+    pub apps: Vec<ScenarioApp>,
 }
 
 /// Absent fields stay as they are; a given list or map replaces the old one whole.
@@ -56,7 +56,7 @@ pub struct PatchAdminGroup {
     pub departments: Option<Vec<DepartmentGrant>>,
     pub tags: Option<Vec<TagGrant>>,
     pub features: Option<BTreeMap<Feature, GrantLevel>>,
-    pub apps: Option<Vec<App>>,
+    pub apps: Option<Vec<ScenarioApp>>,
 }
 
 /// A group's name and grants: lengths, and each department, tag and app named once.

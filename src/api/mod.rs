@@ -2,6 +2,7 @@
 //! Handlers parse, call the store (or an actor), and map the reply.
 
 pub mod admins;
+pub mod apps;
 pub mod arrears;
 pub mod audit;
 pub mod directory;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::checked;
 use super::wallets::amount;
-use crate::auth::{Auth, PaymentsManager, PaymentsViewer};
+use crate::auth::{Auth, PaymentsViewer, SubsidyManager};
 use crate::extract::{path_id, Json};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub struct RuleStatus {
 #[post("/subsidy-rules")]
 pub async fn create_subsidy_rule(
     state: web::Data<AppState>,
-    caller: Auth<PaymentsManager>,
+    caller: Auth<SubsidyManager>,
     Json(body): Json<CreateSubsidyRule>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
@@ -127,7 +127,7 @@ pub async fn create_subsidy_rule(
 #[post("/subsidy-rules/{id}/approve")]
 pub async fn approve_subsidy_rule(
     state: web::Data<AppState>,
-    caller: Auth<PaymentsManager>,
+    caller: Auth<SubsidyManager>,
     id: web::Path<String>,
 ) -> Result<web::Json<RuleStatus>, ApiError> {
     let tenant = caller.tenant()?;

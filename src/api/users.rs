@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{checked, nullable, query_id, ListParams, Paged};
-use crate::auth::{hash_token, new_token, Admin, Auth, SuperAdmin};
+use crate::auth::{
+    hash_token, new_token, Auth, Caller, DirectoryReader, DirectoryWriter, SuperAdmin,
+};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::{BATCH_USERS_MAX, USER_MEMBERSHIPS_MAX};
 use crate::problem::{ApiError, Problems};
@@ -189,7 +191,7 @@ fn check_memberships(c: &mut Checks, departments: usize, tags: usize) {
 #[post("/users")]
 pub async fn create_user(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryWriter>,
     Json(body): Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let mut c = Checks::new();
@@ -242,7 +244,7 @@ pub async fn create_user(
 #[get("/users/{id}")]
 pub async fn get_user(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryReader>,
     id: web::Path<String>,
 ) -> Result<web::Json<UserView>, ApiError> {
     let user = state
@@ -261,7 +263,7 @@ pub async fn get_user(
 #[patch("/users/{id}")]
 pub async fn patch_user(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryWriter>,
     id: web::Path<String>,
     Json(body): Json<PatchUser>,
 ) -> Result<web::Json<UserView>, ApiError> {
@@ -341,7 +343,7 @@ pub async fn patch_user(
 #[delete("/users/{id}")]
 pub async fn delete_user(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryWriter>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: UserId = path_id(&id)?;
@@ -363,7 +365,7 @@ pub async fn delete_user(
 #[get("/users")]
 pub async fn list_users(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryReader>,
     Query(q): Query<UserQuery>,
 ) -> Result<web::Json<Paged<UserView>>, ApiError> {
     let page = ListParams {
@@ -397,7 +399,7 @@ pub async fn list_users(
 #[post("/users/batch-update")]
 pub async fn batch_update_users(
     state: web::Data<AppState>,
-    caller: Auth<Admin>,
+    caller: Auth<DirectoryWriter>,
     Json(body): Json<BatchUpdate>,
 ) -> Result<web::Json<BatchUpdated>, ApiError> {
     let mut c = Checks::new();
@@ -445,7 +447,7 @@ pub async fn batch_update_users(
 /// as another tenant's), each changed only inside what they manage.
 async fn check_batch_scope(
     state: &AppState,
-    caller: &Auth<Admin>,
+    caller: &Caller,
     scope: &DirectoryScope,
     body: &BatchUpdate,
 ) -> Result<(), ApiError> {

@@ -285,6 +285,9 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         "/api/v1/admins/me",
         "/api/v1/admin-groups",
         "/api/v1/admin-groups/{id}",
+        "/api/v1/apps",
+        "/api/v1/apps/{id}",
+        "/api/v1/apps/{id}/secret",
         "/api/v1/departments",
         "/api/v1/tags",
         "/api/v1/users",
@@ -314,6 +317,10 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
         "{features}"
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["app_signature"]["name"],
+        "X-App-Key"
+    );
     let page = app
         .client
         .get(app.url("/api/v1/docs/"))

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admins;
+mod apps;
 mod browser;
 mod crash;
 mod edge;

@@ -1,0 +1,260 @@
+//! The open platform's apps (SPEC §12): self-built H5 pages, mini-programs and headless
+//! integrations (a door gate, a logistics system). An app's `app_key` is its id; its
+//! `app_secret` is shown when it is created and when it is rotated, and never again (the
+//! server derives it when it checks a signature, `crate::apps`). Kept by super admins and
+//! by sub-admins granted `api_config`; needs an edition with the open API.
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use onecard_actors::domain::validate::Checks;
+use onecard_schema::ids::AppId;
+use onecard_schema::model::{App, AppKind, AppScope};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use utoipa::ToSchema;
+
+use super::{checked, nullable, Paged};
+use crate::auth::{AppsManager, AppsViewer, Auth};
+use crate::extract::{path_id, Json};
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+const NAME_CHARS_MAX: usize = 32;
+const DESCRIPTION_CHARS_MAX: usize = 200;
+const LOGO_URL_CHARS_MAX: usize = 512;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "North gate"
+    )]
+    pub name: String,
+    pub kind: AppKind,
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    /// An `https://` (or `http://`) address of the app's logo.
+    #[schema(max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub logo_url: Option<String>,
+    /// What its signed requests may do; each scope once.
+    #[serde(default)]
+    pub scopes: Vec<AppScope>,
+}
+
+/// Absent fields stay as they are; `null` clears `description` or `logo_url`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApp {
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 200)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub logo_url: Option<Option<String>>,
+    /// Replaces the scopes whole.
+    pub scopes: Option<Vec<AppScope>>,
+}
+
+/// An app as admins see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    #[serde(flatten)]
+    pub app: App,
+    /// What the app sends as `X-App-Key`.
+    pub app_key: AppId,
+    /// An H5 app's link, a mini-program's code; null for a headless app.
+    pub entry: Option<String>,
+}
+
+/// An app with its secret: shown once, at creation and at each rotation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppCredentials {
+    #[serde(flatten)]
+    pub view: AppView,
+    /// Signs the app's requests; keep it on the app's server, never in a page.
+    pub app_secret: String,
+}
+
+fn view(state: &AppState, app: App) -> AppView {
+    let entry = match app.kind {
+        AppKind::H5 => Some(format!("{}/apps/{}", state.public_url, app.id)),
+        AppKind::MiniProgram => Some(format!("mp-{}", app.id.0.simple())),
+        AppKind::Headless => None,
+    };
+    AppView {
+        app_key: app.id,
+        entry,
+        app,
+    }
+}
+
+fn credentials(state: &AppState, app: App) -> AppCredentials {
+    let app_secret = state.keys.app_secret(app.id, app.secret_version);
+    AppCredentials {
+        view: view(state, app),
+        app_secret,
+    }
+}
+
+fn check_app(app: &App) -> Result<(), ApiError> {
+    let mut c = Checks::new();
+    c.text("name", &app.name, 1, NAME_CHARS_MAX);
+    if let Some(d) = &app.description {
+        c.text("description", d, 1, DESCRIPTION_CHARS_MAX);
+    }
+    if let Some(url) = &app.logo_url {
+        if c.text("logo_url", url, 1, LOGO_URL_CHARS_MAX)
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            c.fail("logo_url", "pattern", "an http:// or https:// address");
+        }
+    }
+    if app.scopes.iter().collect::<HashSet<_>>().len() != app.scopes.len() {
+        c.fail("scopes", "unique", "each scope may be named once");
+    }
+    checked(c)
+}
+
+fn audit_detail(app: &App) -> serde_json::Value {
+    serde_json::json!({
+        "name": app.name, "kind": app.kind, "scopes": app.scopes,
+        "secret_version": app.secret_version,
+    })
+}
+
+/// Register an app; the answer carries its secret, once.
+#[utoipa::path(tag = "apps", request_body = CreateApp, security(("bearer" = [])),
+    responses((status = 201, body = AppCredentials), Problems))]
+#[post("/apps")]
+pub async fn create_app(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    Json(body): Json<CreateApp>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let app = App {
+        id: AppId::new(),
+        name: body.name,
+        kind: body.kind,
+        description: body.description,
+        logo_url: body.logo_url,
+        scopes: body.scopes,
+        secret_version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    check_app(&app)?;
+    let audit = caller.audit(&state, "app.create", "app", app.id, audit_detail(&app));
+    state
+        .store
+        .create_app(caller.tenant()?, app.clone(), audit)
+        .await?;
+    Ok(HttpResponse::Created().json(credentials(&state, app)))
+}
+
+/// The tenant's apps, by name.
+#[utoipa::path(tag = "apps", security(("bearer" = [])),
+    responses((status = 200, body = Paged<AppView>), Problems))]
+#[get("/apps")]
+pub async fn list_apps(
+    state: web::Data<AppState>,
+    caller: Auth<AppsViewer>,
+) -> Result<web::Json<Paged<AppView>>, ApiError> {
+    let apps = state.store.list_apps(caller.tenant()?).await?;
+    let items = apps.into_iter().map(|a| view(&state, a)).collect();
+    Ok(web::Json(Paged::new(items, None)))
+}
+
+/// One app (without its secret).
+#[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = AppView), Problems))]
+#[get("/apps/{id}")]
+pub async fn get_app(
+    state: web::Data<AppState>,
+    caller: Auth<AppsViewer>,
+    id: web::Path<String>,
+) -> Result<web::Json<AppView>, ApiError> {
+    let app = state.store.get_app(caller.tenant()?, path_id(&id)?).await?;
+    Ok(web::Json(view(&state, app)))
+}
+
+/// Change an app's name, description, logo or scopes (scopes hold from its next request).
+#[utoipa::path(tag = "apps", params(("id" = String, Path)), request_body = PatchApp,
+    security(("bearer" = [])), responses((status = 200, body = AppView), Problems))]
+#[patch("/apps/{id}")]
+pub async fn patch_app(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    id: web::Path<String>,
+    Json(body): Json<PatchApp>,
+) -> Result<web::Json<AppView>, ApiError> {
+    let tenant = caller.tenant()?;
+    let mut app = state.store.get_app(tenant, path_id(&id)?).await?;
+    if let Some(name) = body.name {
+        app.name = name;
+    }
+    if let Some(description) = body.description {
+        app.description = description;
+    }
+    if let Some(logo_url) = body.logo_url {
+        app.logo_url = logo_url;
+    }
+    if let Some(scopes) = body.scopes {
+        app.scopes = scopes;
+    }
+    check_app(&app)?;
+    app.updated_at = state.clock.now();
+    let audit = caller.audit(&state, "app.update", "app", app.id, audit_detail(&app));
+    state.store.update_app(tenant, app.clone(), audit).await?;
+    Ok(web::Json(view(&state, app)))
+}
+
+/// Issue a new secret; the old one stops working at once. The answer carries it, once.
+#[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 201, body = AppCredentials), Problems))]
+#[post("/apps/{id}/secret")]
+pub async fn rotate_app_secret(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let mut app = state.store.get_app(tenant, path_id(&id)?).await?;
+    app.secret_version = app
+        .secret_version
+        .checked_add(1)
+        .ok_or_else(|| ApiError::conflict("too_many_rotations", "register a new app instead"))?;
+    app.updated_at = state.clock.now();
+    let audit = caller.audit(
+        &state,
+        "app.secret.rotate",
+        "app",
+        app.id,
+        audit_detail(&app),
+    );
+    state.store.update_app(tenant, app.clone(), audit).await?;
+    Ok(HttpResponse::Created().json(credentials(&state, app)))
+}
+
+/// Remove an app; its signed requests stop at once.
+#[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), Problems))]
+#[delete("/apps/{id}")]
+pub async fn delete_app(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: AppId = path_id(&id)?;
+    let audit = caller.audit(&state, "app.delete", "app", id, serde_json::json!({}));
+    state.store.delete_app(caller.tenant()?, id, audit).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
