@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{request_id, AppCaller, Caller};
 use crate::limits::{APP_CLOCK_WINDOW_S, APP_NONCE_KEEP_S, JSON_BODY_BYTES_MAX};
 use crate::problem::ApiError;
+use crate::ratelimit::Limiter;
 use crate::state::AppState;
 
 pub const APP_KEY: &str = "x-app-key";
@@ -69,7 +70,23 @@ pub async fn verify(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     if req.headers().contains_key(APP_KEY) {
-        match authenticate(&mut req).await {
+        let authenticated = authenticate(&mut req).await.and_then(|caller| {
+            // The app's own budget, counted only once the request is known to be the
+            // app's: its key is public, and anyone could spend a budget keyed by it
+            // before that (unsigned requests are limited by address, `ratelimit`).
+            if let (Some(limiter), Some(app)) =
+                (req.app_data::<web::Data<Limiter>>(), caller.subject)
+            {
+                let key: [u8; 32] = Sha256::digest(format!("app:{app}").as_bytes()).into();
+                limiter
+                    .check(&key)
+                    .map_err(|retry_after_s| ApiError::RateLimited {
+                        retry_after_s: retry_after_s.max(1),
+                    })?;
+            }
+            Ok(caller)
+        });
+        match authenticated {
             Ok(caller) => {
                 req.extensions_mut().insert(AppCaller(caller));
             }
@@ -105,7 +122,7 @@ async fn authenticate(req: &mut ServiceRequest) -> Result<Caller, ApiError> {
         .filter(|s| s.len() == 32)
         .ok_or_else(|| bad("X-Signature must be 64 hex digits"))?;
     let now = state.clock.now();
-    if (now.as_second() - timestamp).abs() > APP_CLOCK_WINDOW_S {
+    if now.as_second().abs_diff(timestamp) > APP_CLOCK_WINDOW_S.unsigned_abs() {
         return Err(ApiError::credentials(
             "stale_timestamp",
             format!(

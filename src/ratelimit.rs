@@ -1,6 +1,6 @@
-//! Per-token rate limits (governor), keyed by the SHA-256 of the bearer token (an app's
-//! key for its signed requests), or of the client address for anonymous requests. Probes
-//! are never limited.
+//! Per-token rate limits (governor), keyed by the SHA-256 of the bearer token, or of the
+//! client address for anonymous requests and apps' signed ones (an app's own budget is
+//! counted once its signature holds, `apps::verify`). Probes are never limited.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -48,7 +48,7 @@ impl Limiter {
     }
 
     /// `Err(seconds to wait)` when the key is over its quota.
-    fn check(&self, key: &[u8; 32]) -> Result<(), u64> {
+    pub fn check(&self, key: &[u8; 32]) -> Result<(), u64> {
         self.inner.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -65,12 +65,11 @@ impl Limiter {
 }
 
 fn key_of(req: &ServiceRequest) -> [u8; 32] {
-    // An app's requests share one budget, whichever credentials they carry.
-    if let Some(app) = req.headers().get(crate::apps::APP_KEY) {
-        let mut h = Sha256::new();
-        h.update(b"app:");
-        h.update(app.as_bytes());
-        return h.finalize().into();
+    // An app's signed request is counted here by address, like any request without a
+    // token, and against the app's own budget once it is verified (`apps::verify`).
+    if req.headers().contains_key(crate::apps::APP_KEY) {
+        let ip: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
+        return Sha256::digest(format!("ip:{ip:?}").as_bytes()).into();
     }
     if let Some(token) = crate::auth::bearer(req.request()) {
         return Sha256::digest(token.as_bytes()).into();

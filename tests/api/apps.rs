@@ -16,6 +16,59 @@ on_both_engines!(
     bad_signatures_stale_clocks_and_replays_are_refused_and_change_nothing,
 );
 
+/// An app's budget is spent only by requests it signed: a stranger sending its (public)
+/// key from elsewhere is limited by their own address and leaves the app's budget alone.
+#[actix_web::test]
+async fn only_an_apps_own_signed_requests_spend_its_rate_budget() {
+    let Some(app) = crate::helpers::spawn_with(Engine::Sqlite, |c| {
+        c.rate_limit_per_s = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, admin) = app.tenant("university", "advanced").await;
+    let (_, creds) = register(
+        &app,
+        &admin,
+        json!({"name": "Gate", "kind": "headless", "scopes": ["directory_read"]}),
+    )
+    .await;
+    // A stranger on another address floods the app's key with bad signatures.
+    let stranger = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let res = stranger
+            .get(app.url("/api/v1/users"))
+            .header("X-App-Key", &creds.key)
+            .header("X-Timestamp", "0")
+            .header("X-Nonce", "strangers")
+            .header("X-Signature", "00".repeat(32))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429, 429],
+        "limited by their address"
+    );
+    // The app itself still has its whole budget, and then no more.
+    let mut mine = Vec::new();
+    for _ in 0..4 {
+        let (s, _) = Signed::new(&app, Method::GET, "/api/v1/users", None)
+            .send(&app, &creds)
+            .await;
+        mine.push(s);
+    }
+    assert_eq!(mine, [200, 200, 200, 429], "{mine:?}");
+}
+
 /// An app's credentials, as an integrator keeps them.
 struct Creds {
     key: String,
