@@ -271,6 +271,56 @@ pub(crate) async fn insert_token<C: GenericClient>(c: &C, t: &NewToken) -> Store
     Ok(())
 }
 
+impl PgStore {
+    /// One row of a tenant's table by its id (`NotFound` when absent, or another
+    /// tenant's), mapped.
+    pub(crate) async fn tenant_row<T>(
+        &self,
+        cols: &str,
+        table: &str,
+        tenant: TenantId,
+        id: Uuid,
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {cols} FROM {table} WHERE tenant_id = $1 AND id = $2"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = c
+            .query_opt(&st, &[&tenant.0, &id])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        map(&row)
+    }
+
+    /// Every row of one of a tenant's small named tables (groups, apps), by name.
+    async fn tenant_rows_by_name<T>(
+        &self,
+        cols: &str,
+        table: &str,
+        tenant: TenantId,
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {cols} FROM {table} WHERE tenant_id = $1 ORDER BY name"
+            ))
+            .await
+            .map_err(pg)?;
+        c.query(&st, &[&tenant.0])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(map)
+            .collect()
+    }
+}
+
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
      a.secret_version, a.created_at, a.updated_at";
 
@@ -867,35 +917,13 @@ impl Store for PgStore {
     }
 
     async fn list_admin_groups(&self, tenant: TenantId) -> StoreResult<Vec<AdminGroup>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = $1 ORDER BY name"
-            ))
+        self.tenant_rows_by_name(GROUP_COLS, "admin_groups", tenant, group_from_row)
             .await
-            .map_err(pg)?;
-        c.query(&st, &[&tenant.0])
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(group_from_row)
-            .collect()
     }
 
     async fn get_admin_group(&self, tenant: TenantId, id: AdminGroupId) -> StoreResult<AdminGroup> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = $1 AND id = $2"
-            ))
+        self.tenant_row(GROUP_COLS, "admin_groups", tenant, id.0, group_from_row)
             .await
-            .map_err(pg)?;
-        let row = c
-            .query_opt(&st, &[&tenant.0, &id.0])
-            .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound)?;
-        group_from_row(&row)
     }
 
     async fn update_admin_group(
@@ -989,35 +1017,13 @@ impl Store for PgStore {
     }
 
     async fn list_apps(&self, tenant: TenantId) -> StoreResult<Vec<App>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {APP_COLS} FROM apps a WHERE tenant_id = $1 ORDER BY name"
-            ))
+        self.tenant_rows_by_name(APP_COLS, "apps a", tenant, app_from_row)
             .await
-            .map_err(pg)?;
-        c.query(&st, &[&tenant.0])
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(app_from_row)
-            .collect()
     }
 
     async fn get_app(&self, tenant: TenantId, id: AppId) -> StoreResult<App> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {APP_COLS} FROM apps a WHERE tenant_id = $1 AND id = $2"
-            ))
+        self.tenant_row(APP_COLS, "apps a", tenant, id.0, app_from_row)
             .await
-            .map_err(pg)?;
-        let row = c
-            .query_opt(&st, &[&tenant.0, &id.0])
-            .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound)?;
-        app_from_row(&row)
     }
 
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {

@@ -1594,19 +1594,8 @@ impl MoneyStore for PgStore {
     }
 
     async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> StoreResult<Payment> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = $1 AND id = $2"
-            ))
+        self.tenant_row(PAYMENT_COLS, "payments", tenant, id.0, payment_from_row)
             .await
-            .map_err(pg)?;
-        let row = c
-            .query_opt(&st, &[&tenant.0, &id.0])
-            .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound)?;
-        payment_from_row(&row)
     }
 
     async fn list_payments(

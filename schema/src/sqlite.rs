@@ -574,6 +574,59 @@ pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
 }
 
 /// Checks that every id names a row of `table` in the tenant.
+impl SqliteStore {
+    /// One row of a tenant's table by its id (`NotFound` when absent, or another
+    /// tenant's): read as `R` on the reader, then mapped.
+    async fn tenant_row<R: Send + 'static, T: Send + 'static>(
+        &self,
+        cols: &'static str,
+        table: &'static str,
+        tenant: TenantId,
+        id: Uuid,
+        read: fn(&Row) -> rusqlite::Result<R>,
+        map: fn(R) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {cols} FROM {table} WHERE tenant_id = ? AND id = ?"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([tenant.to_string(), id.to_string()], read)
+                        .optional()
+                })
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            map(row)
+        })
+        .await
+    }
+
+    /// Every row of one of a tenant's small named tables (groups, apps), by name.
+    async fn tenant_rows_by_name<R: Send + 'static, T: Send + 'static>(
+        &self,
+        cols: &'static str,
+        table: &'static str,
+        tenant: TenantId,
+        read: fn(&Row) -> rusqlite::Result<R>,
+        map: fn(R) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {cols} FROM {table} WHERE tenant_id = ? ORDER BY name"
+                ))
+                .and_then(|mut st| {
+                    st.query_map([tenant.to_string()], read)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db)?;
+            rows.into_iter().map(map).collect()
+        })
+        .await
+    }
+}
+
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
      a.secret_version, a.created_at, a.updated_at";
 
@@ -1209,35 +1262,25 @@ impl Store for SqliteStore {
     }
 
     async fn list_admin_groups(&self, tenant: TenantId) -> StoreResult<Vec<AdminGroup>> {
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = ? ORDER BY name"
-                ))
-                .map_err(db)?;
-            let rows = st
-                .query_map([tenant.to_string()], group_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(db)?;
-            rows.into_iter().map(group_from_row).collect()
-        })
+        self.tenant_rows_by_name(
+            GROUP_COLS,
+            "admin_groups",
+            tenant,
+            group_row,
+            group_from_row,
+        )
         .await
     }
 
     async fn get_admin_group(&self, tenant: TenantId, id: AdminGroupId) -> StoreResult<AdminGroup> {
-        self.read(move |c| {
-            let row = c
-                .prepare_cached(&format!(
-                    "SELECT {GROUP_COLS} FROM admin_groups WHERE tenant_id = ? AND id = ?"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([tenant.to_string(), id.to_string()], group_row)
-                        .optional()
-                })
-                .map_err(db)?
-                .ok_or(StoreError::NotFound)?;
-            group_from_row(row)
-        })
+        self.tenant_row(
+            GROUP_COLS,
+            "admin_groups",
+            tenant,
+            id.0,
+            group_row,
+            group_from_row,
+        )
         .await
     }
 
@@ -1325,36 +1368,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_apps(&self, tenant: TenantId) -> StoreResult<Vec<App>> {
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {APP_COLS} FROM apps a WHERE tenant_id = ? ORDER BY name"
-                ))
-                .map_err(db)?;
-            let rows = st
-                .query_map([tenant.to_string()], app_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(db)?;
-            rows.into_iter().map(app_from_row).collect()
-        })
-        .await
+        self.tenant_rows_by_name(APP_COLS, "apps a", tenant, app_row, app_from_row)
+            .await
     }
 
     async fn get_app(&self, tenant: TenantId, id: AppId) -> StoreResult<App> {
-        self.read(move |c| {
-            let row = c
-                .prepare_cached(&format!(
-                    "SELECT {APP_COLS} FROM apps a WHERE tenant_id = ? AND id = ?"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([tenant.to_string(), id.to_string()], app_row)
-                        .optional()
-                })
-                .map_err(db)?
-                .ok_or(StoreError::NotFound)?;
-            app_from_row(row)
-        })
-        .await
+        self.tenant_row(APP_COLS, "apps a", tenant, id.0, app_row, app_from_row)
+            .await
     }
 
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
