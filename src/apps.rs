@@ -135,11 +135,21 @@ async fn authenticate(req: &mut ServiceRequest) -> Result<Caller, ApiError> {
         crate::extract::read_limited(req.take_payload(), JSON_BODY_BYTES_MAX, "malformed_body")
             .await?;
     req.set_payload(Payload::from(body.clone()));
-    let (tenant, edition, found) = state
-        .store
-        .lookup_app(app)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let entry = match state.apps.get(&app) {
+        Some(entry) => entry,
+        None => {
+            let entry = Arc::new(
+                state
+                    .store
+                    .lookup_app(app)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?,
+            );
+            state.apps.put(app, entry.clone());
+            entry
+        }
+    };
+    let (tenant, edition, found) = &*entry;
     let path = req
         .uri()
         .path_and_query()
@@ -160,12 +170,12 @@ async fn authenticate(req: &mut ServiceRequest) -> Result<Caller, ApiError> {
     }
     Ok(Caller {
         kind: TokenKind::App,
-        tenant: Some(tenant),
+        tenant: Some(*tenant),
         subject: Some(found.id.0),
         role: None,
         grants: None,
-        scopes: Some(Arc::new(found.scopes)),
-        edition: Some(edition),
+        scopes: Some(Arc::new(found.scopes.clone())),
+        edition: Some(*edition),
         request_id: request_id(req.request()),
     })
 }

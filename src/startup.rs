@@ -126,6 +126,7 @@ impl Application {
             wallets,
             sandbox: Some(sandbox),
             tokens: Default::default(),
+            apps: Default::default(),
             tenants: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),

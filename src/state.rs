@@ -9,8 +9,8 @@ use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
 use onecard_actors::realtime::{Hub, Relay, TopicLog};
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
-use onecard_schema::ids::{MerchantId, TenantId, TerminalId};
-use onecard_schema::model::Tenant;
+use onecard_schema::ids::{AppId, MerchantId, TenantId, TerminalId};
+use onecard_schema::model::{App, Edition, Tenant};
 use onecard_schema::wallet::{Merchant, Terminal};
 use onecard_schema::Store;
 
@@ -33,6 +33,8 @@ pub struct AppState {
     /// The sandbox provider, when it is the active one.
     pub sandbox: Option<Arc<Sandbox>>,
     pub tokens: TtlCache<[u8; 32], Caller>,
+    /// Apps by key, with their tenant and its edition, for signed requests.
+    pub apps: TtlCache<AppId, Arc<(TenantId, Edition, App)>>,
     pub tenants: TtlCache<TenantId, Tenant>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,

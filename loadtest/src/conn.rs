@@ -51,6 +51,19 @@ impl Conn {
         self.send(req).await
     }
 
+    /// A `GET` of `path` with these extra headers (an app's signature).
+    pub(crate) async fn get_with(
+        &mut self,
+        path: &str,
+        headers: &[(&'static str, HeaderValue)],
+    ) -> Result<(StatusCode, Bytes)> {
+        let mut req = self.request(Method::GET, path);
+        for (name, value) in headers {
+            req = req.header(*name, value.clone());
+        }
+        self.send(req.body(Full::new(Bytes::new()))?).await
+    }
+
     /// A `POST` of the JSON `body` to `path`, with an `Idempotency-Key` when `key` is
     /// given.
     pub(crate) async fn post_json(

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+mod apps;
 mod conn;
 mod pay;
 mod ws;
@@ -109,6 +110,16 @@ enum Cmd {
         dashboards: usize,
         #[arg(long, default_value_t = 20)]
         fanout_events: usize,
+    },
+    /// An app's signed read against an admin's bearer read of the same user, side by
+    /// side: bearer, signed, bearer.
+    Apps {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// The HTTP ceiling: how fast this loader can get `/healthz` answered.
     Healthz {
@@ -679,6 +690,11 @@ async fn main() -> Result<()> {
             connections,
             seconds,
         } => healthz(target, connections, seconds).await,
+        Cmd::Apps {
+            target,
+            connections,
+            seconds,
+        } => apps::run(target, connections, seconds).await,
         Cmd::Pay {
             target,
             tills,

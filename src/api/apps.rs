@@ -2,7 +2,8 @@
 //! integrations (a door gate, a logistics system). An app's `app_key` is its id; its
 //! `app_secret` is shown when it is created and when it is rotated, and never again (the
 //! server derives it when it checks a signature, `crate::apps`). Kept by super admins and
-//! by sub-admins granted `api_config`; needs an edition with the open API.
+//! by sub-admins granted `api_config`; needs an edition with the open API. A change holds
+//! on this node at once and on the others within the cache's few seconds.
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use onecard_actors::domain::validate::Checks;
@@ -214,10 +215,12 @@ pub async fn patch_app(
     app.updated_at = state.clock.now();
     let audit = caller.audit(&state, "app.update", "app", app.id, audit_detail(&app));
     state.store.update_app(tenant, app.clone(), audit).await?;
+    state.apps.remove(&app.id);
     Ok(web::Json(view(&state, app)))
 }
 
-/// Issue a new secret; the old one stops working at once. The answer carries it, once.
+/// Issue a new secret; the old one stops working (on other nodes within the cache's few
+/// seconds). The answer carries it, once.
 #[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 201, body = AppCredentials), Problems))]
 #[post("/apps/{id}/secret")]
@@ -241,10 +244,11 @@ pub async fn rotate_app_secret(
         audit_detail(&app),
     );
     state.store.update_app(tenant, app.clone(), audit).await?;
+    state.apps.remove(&app.id);
     Ok(HttpResponse::Created().json(credentials(&state, app)))
 }
 
-/// Remove an app; its signed requests stop at once.
+/// Remove an app; its signed requests stop (on other nodes within the cache's seconds).
 #[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 204), Problems))]
 #[delete("/apps/{id}")]
@@ -256,5 +260,6 @@ pub async fn delete_app(
     let id: AppId = path_id(&id)?;
     let audit = caller.audit(&state, "app.delete", "app", id, serde_json::json!({}));
     state.store.delete_app(caller.tenant()?, id, audit).await?;
+    state.apps.remove(&id);
     Ok(HttpResponse::NoContent().finish())
 }
