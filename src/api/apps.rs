@@ -71,8 +71,6 @@ pub struct AppView {
     pub app: App,
     /// What the app sends as `X-App-Key`.
     pub app_key: AppId,
-    /// An H5 app's link, a mini-program's code; null for a headless app.
-    pub entry: Option<String>,
 }
 
 /// An app with its secret: shown once, at creation and at each rotation.
@@ -84,15 +82,9 @@ pub struct AppCredentials {
     pub app_secret: String,
 }
 
-fn view(state: &AppState, app: App) -> AppView {
-    let entry = match app.kind {
-        AppKind::H5 => Some(format!("{}/apps/{}", state.public_url, app.id)),
-        AppKind::MiniProgram => Some(format!("mp-{}", app.id.0.simple())),
-        AppKind::Headless => None,
-    };
+fn view(app: App) -> AppView {
     AppView {
         app_key: app.id,
-        entry,
         app,
     }
 }
@@ -100,7 +92,7 @@ fn view(state: &AppState, app: App) -> AppView {
 fn credentials(state: &AppState, app: App) -> AppCredentials {
     let app_secret = state.keys.app_secret(app.id, app.secret_version);
     AppCredentials {
-        view: view(state, app),
+        view: view(app),
         app_secret,
     }
 }
@@ -170,7 +162,7 @@ pub async fn list_apps(
     caller: Auth<AppsViewer>,
 ) -> Result<web::Json<Paged<AppView>>, ApiError> {
     let apps = state.store.list_apps(caller.tenant()?).await?;
-    let items = apps.into_iter().map(|a| view(&state, a)).collect();
+    let items = apps.into_iter().map(view).collect();
     Ok(web::Json(Paged::new(items, None)))
 }
 
@@ -184,7 +176,7 @@ pub async fn get_app(
     id: web::Path<String>,
 ) -> Result<web::Json<AppView>, ApiError> {
     let app = state.store.get_app(caller.tenant()?, path_id(&id)?).await?;
-    Ok(web::Json(view(&state, app)))
+    Ok(web::Json(view(app)))
 }
 
 /// Change an app's name, description, logo or scopes (scopes hold from its next request).
@@ -216,7 +208,7 @@ pub async fn patch_app(
     let audit = caller.audit(&state, "app.update", "app", app.id, audit_detail(&app));
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
-    Ok(web::Json(view(&state, app)))
+    Ok(web::Json(view(app)))
 }
 
 /// Issue a new secret; the old one stops working (on other nodes within the cache's few
