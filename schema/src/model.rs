@@ -99,8 +99,9 @@ string_enum!(
 );
 
 string_enum!(
-    /// What kind of app (SPEC §12): an H5 page (it gets a link), a mini-program (it gets
-    /// a code) or headless (credentials only, to call the API).
+    /// What kind of app (SPEC §12): an H5 page, a mini-program, or headless (credentials
+    /// only, to call the API). Each calls the API the same way; the H5 link and the
+    /// mini-program code arrive with the card's launcher.
     AppKind { H5 => "h5", MiniProgram => "mini_program", Headless => "headless" }
 );
 
