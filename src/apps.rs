@@ -12,7 +12,8 @@
 //! `verify`, a middleware, checks all of that before any extractor runs and leaves the
 //! app's `Caller` in the request; `Auth<A>` then admits it where the access rule names a
 //! scope the app holds. The nonce is recorded only once the signature holds, so nobody
-//! can spend an app's nonces without its secret.
+//! can spend an app's nonces without its secret: in Redis when the node has it, else in
+//! the store.
 
 use std::sync::Arc;
 
@@ -162,7 +163,17 @@ async fn authenticate(req: &mut ServiceRequest) -> Result<Caller, ApiError> {
     mac.verify_slice(&signature).map_err(|_| {
         bad("the signature does not match this request (method, path and query, timestamp, nonce and body) and the app's current secret")
     })?;
-    if !state.store.use_app_nonce(found.id, nonce, now).await? {
+    // With Redis (every deployment of several nodes has it) the nonce goes there, which
+    // costs no commit; without, the store keeps it.
+    let fresh = match state
+        .bus
+        .use_nonce(found.id, &nonce, APP_NONCE_KEEP_S.unsigned_abs())
+        .await
+    {
+        Some(answer) => answer.map_err(|e| ApiError::Unavailable(format!("Redis: {e}")))?,
+        None => state.store.use_app_nonce(found.id, nonce, now).await?,
+    };
+    if !fresh {
         return Err(ApiError::credentials(
             "nonce_reused",
             "this app sent this X-Nonce before: a new request needs a new nonce",

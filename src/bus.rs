@@ -27,7 +27,7 @@ use onecard_actors::realtime::hub::{Deliver, Hub};
 use onecard_actors::realtime::{
     expired, new_epoch, History, LogError, MemoryLog, Published, TopicKey, TopicLog,
 };
-use onecard_schema::ids::{EventId, TenantId};
+use onecard_schema::ids::{AppId, EventId, TenantId};
 use onecard_schema::wallet::PendingEvent;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -85,6 +85,35 @@ impl Bus {
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Records an app's request nonce where every node sees it, for `keep_s` seconds:
+    /// `SET NX` with an expiry. True if it is new; `None` without Redis, where the store
+    /// keeps nonces instead.
+    pub async fn use_nonce(
+        &self,
+        app: AppId,
+        nonce: &str,
+        keep_s: u64,
+    ) -> Option<Result<bool, String>> {
+        match self {
+            Bus::InProcess => None,
+            Bus::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                let set: Result<Option<String>, _> = redis::cmd("SET")
+                    .arg(format!("{prefix}nonce:{app}:{nonce}"))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(keep_s)
+                    .query_async(&mut conn)
+                    .await;
+                Some(
+                    set.map(|answer| answer.is_some())
+                        .map_err(|e| e.to_string()),
+                )
             }
         }
     }
