@@ -16,7 +16,7 @@ use base64::Engine;
 use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_schema::ids::{AdminId, AppId, AuditId, TenantId};
 use onecard_schema::model::{
-    Actor, AdminRole, AppScope, Audit, Edition, Feature, GrantLevel, Grants, TokenKind,
+    Actor, AdminRole, AppScope, Audit, Edition, Feature, GrantLevel, Grants, ScenarioApp, TokenKind,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -76,13 +76,21 @@ impl Caller {
     /// Whether this caller is an admin whose group grants `feature` at `level` (super
     /// admins have every feature).
     pub fn admin_may(&self, feature: Feature, level: GrantLevel) -> bool {
+        self.admin_granted(|g| g.allows(feature, level))
+    }
+
+    /// Whether this caller is an admin whose group grants the scenario app `app` (super
+    /// admins have every app).
+    pub fn admin_has_app(&self, app: ScenarioApp) -> bool {
+        self.admin_granted(|g| g.apps.contains(&app))
+    }
+
+    /// A super admin, or a sub-admin whose grants pass `test`.
+    fn admin_granted(&self, test: impl FnOnce(&Grants) -> bool) -> bool {
         self.kind == TokenKind::Admin
             && match self.role {
                 Some(AdminRole::SuperAdmin) => true,
-                Some(AdminRole::SubAdmin) => self
-                    .grants
-                    .as_deref()
-                    .is_some_and(|g| g.allows(feature, level)),
+                Some(AdminRole::SubAdmin) => self.grants.as_deref().is_some_and(test),
                 None => false,
             }
     }

@@ -23,7 +23,7 @@ use actix_web_actors::ws;
 use onecard_actors::realtime::hub::{Deliver, Lagged, Leave, Subscribe, Unsubscribe};
 use onecard_actors::realtime::{History, Published, TopicKey};
 use onecard_schema::ids::TenantId;
-use onecard_schema::model::{AdminRole, Feature, GrantLevel, ScenarioApp, TokenKind};
+use onecard_schema::model::{Feature, GrantLevel, ScenarioApp, TokenKind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -113,11 +113,7 @@ fn viewer(caller: &Caller) -> Result<(TenantId, Viewer), ApiError> {
     let viewer = match caller.kind {
         TokenKind::Admin => Viewer::Admin {
             payments: caller.admin_may(Feature::Payments, GrantLevel::View),
-            checkin: caller.role == Some(AdminRole::SuperAdmin)
-                || caller
-                    .grants
-                    .as_deref()
-                    .is_some_and(|g| g.apps.contains(&ScenarioApp::Checkin)),
+            checkin: caller.admin_has_app(ScenarioApp::Checkin),
             notices: caller.admin_may(Feature::Notifications, GrantLevel::View),
         },
         TokenKind::Terminal => Viewer::Terminal(caller.subject.ok_or_else(forbidden)?),

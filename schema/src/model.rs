@@ -370,6 +370,8 @@ pub struct UserFilter {
     /// Only users in one of these departments or with one of these tags (a sub-admin's
     /// scope); `None` for everyone.
     pub within: Option<UserScope>,
+    /// Only these users (a batch read in one query); `None` for any.
+    pub ids: Option<Vec<UserId>>,
 }
 
 /// The departments (already expanded to their subtrees) and tags a list is limited to.

@@ -1326,6 +1326,10 @@ impl Store for PgStore {
             .within
             .as_ref()
             .map(|w| w.tag_ids.iter().map(|t| t.0).collect());
+        let ids: Option<Vec<Uuid>> = filter
+            .ids
+            .as_ref()
+            .map(|ids| ids.iter().map(|u| u.0).collect());
         let st = c
             .prepare_cached(&format!(
                 "SELECT {USER_COLS} FROM users u WHERE tenant_id = $1 \
@@ -1341,6 +1345,7 @@ impl Store for PgStore {
                           WHERE m.user_id = u.id AND m.department_id = ANY($8)) \
                       OR EXISTS (SELECT 1 FROM user_tags m \
                           WHERE m.user_id = u.id AND m.tag_id = ANY($9))) \
+                 AND ($10::uuid[] IS NULL OR id = ANY($10)) \
                  ORDER BY id LIMIT $7"
             ))
             .await
@@ -1358,6 +1363,7 @@ impl Store for PgStore {
                     &(page.limit as i64 + 1),
                     &within_departments,
                     &within_tags,
+                    &ids,
                 ],
             )
             .await

@@ -670,17 +670,28 @@ fn app_from_row(r: AppRow) -> StoreResult<App> {
     })
 }
 
-/// No other app of the tenant has this name.
-fn check_app_name(c: &Connection, tenant: TenantId, id: AppId, name: &str) -> StoreResult<()> {
-    let taken: bool = c
+/// No other row of the tenant's `table` (groups, apps: PostgreSQL has a unique key for
+/// each) has this name; `taken` is the refusal.
+fn check_name_free(
+    c: &Connection,
+    table: &str,
+    tenant: TenantId,
+    id: Uuid,
+    name: &str,
+    taken: fn() -> StoreError,
+) -> StoreResult<()> {
+    let exists: bool = c
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM apps WHERE tenant_id = ? AND name = ? AND id <> ?)",
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE tenant_id = ? AND name = ? \
+                 AND id <> ?)"
+            ),
             [tenant.to_string(), name.to_string(), id.to_string()],
             |r| r.get(0),
         )
         .map_err(db)?;
-    if taken {
-        return Err(app_name_taken());
+    if exists {
+        return Err(taken());
     }
     Ok(())
 }
@@ -708,27 +719,6 @@ fn check_group_refs(c: &Connection, tenant: TenantId, grants: &Grants) -> StoreR
     let (departments, tags) = granted_ids(grants);
     check_refs(c, "departments", tenant, &departments, "departments")?;
     check_refs(c, "tags", tenant, &tags, "tags")
-}
-
-/// No other group of the tenant has this name.
-fn check_group_name(
-    c: &Connection,
-    tenant: TenantId,
-    id: AdminGroupId,
-    name: &str,
-) -> StoreResult<()> {
-    let taken: bool = c
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = ? AND name = ? \
-             AND id <> ?)",
-            [tenant.to_string(), name.to_string(), id.to_string()],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    if taken {
-        return Err(group_name_taken());
-    }
-    Ok(())
 }
 
 pub(crate) fn check_refs(
@@ -1242,7 +1232,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |c| {
             check_group_refs(c, tenant, &group.grants)?;
-            check_group_name(c, tenant, group.id, &group.name)?;
+            check_name_free(
+                c,
+                "admin_groups",
+                tenant,
+                group.id.0,
+                &group.name,
+                group_name_taken,
+            )?;
             c.execute(
                 "INSERT INTO admin_groups (id, tenant_id, name, grants, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?)",
@@ -1292,7 +1289,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |c| {
             check_group_refs(c, tenant, &group.grants)?;
-            check_group_name(c, tenant, group.id, &group.name)?;
+            check_name_free(
+                c,
+                "admin_groups",
+                tenant,
+                group.id.0,
+                &group.name,
+                group_name_taken,
+            )?;
             let n = c
                 .execute(
                     "UPDATE admin_groups SET name = ?, grants = ?, updated_at = ? \
@@ -1344,7 +1348,7 @@ impl Store for SqliteStore {
 
     async fn create_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
-            check_app_name(c, tenant, app.id, &app.name)?;
+            check_name_free(c, "apps", tenant, app.id.0, &app.name, app_name_taken)?;
             c.execute(
                 "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
                  secret_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -1379,7 +1383,7 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
-            check_app_name(c, tenant, app.id, &app.name)?;
+            check_name_free(c, "apps", tenant, app.id.0, &app.name, app_name_taken)?;
             let n = c
                 .execute(
                     "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
@@ -1770,6 +1774,10 @@ impl Store for SqliteStore {
                 ));
                 values.extend(within.department_ids.iter().map(|d| d.to_string()));
                 values.extend(within.tag_ids.iter().map(|t| t.to_string()));
+            }
+            if let Some(ids) = &filter.ids {
+                sql.push_str(&format!(" AND id IN ({})", placeholders(ids.len())));
+                values.extend(ids.iter().map(|u| u.to_string()));
             }
             sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
             let mut st = c.prepare(&sql).map_err(db)?;

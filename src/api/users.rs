@@ -9,7 +9,7 @@ use onecard_actors::domain::directory::{self as rules, mask_id_number};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{DepartmentId, TagId, UserId};
 use onecard_schema::model::{
-    BatchUserUpdate, IdNumber, NewToken, NewUser, TokenKind, User, UserFilter, UserPatch,
+    BatchUserUpdate, IdNumber, NewToken, NewUser, PageReq, TokenKind, User, UserFilter, UserPatch,
     UserStatus,
 };
 use serde::{Deserialize, Serialize};
@@ -384,6 +384,7 @@ pub async fn list_users(
         q: q.q,
         status: q.status,
         within: DirectoryScope::of(&caller, &state).await?.user_filter(),
+        ids: None,
     };
     let result = state
         .store
@@ -451,20 +452,33 @@ async fn check_batch_scope(
     scope: &DirectoryScope,
     body: &BatchUpdate,
 ) -> Result<(), ApiError> {
-    let tenant = caller.tenant()?;
-    for &id in &body.user_ids {
-        let user = match state.store.get_user(tenant, id).await {
-            Ok(user) if scope.sees_user(&user) => user,
-            Ok(_) | Err(onecard_schema::StoreError::NotFound) => {
-                return Err(ApiError::invalid_field(
-                    "user_ids",
-                    "exists",
-                    "one or more user_ids do not exist",
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        scope.check_manages(&user)?;
+    // One read of the batch's users, as far as the caller sees them.
+    let mut ids = body.user_ids.clone();
+    ids.sort();
+    ids.dedup();
+    let filter = UserFilter {
+        within: scope.user_filter(),
+        ids: Some(ids.clone()),
+        ..UserFilter::default()
+    };
+    let page = PageReq {
+        limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        after: None,
+    };
+    let users = state
+        .store
+        .list_users(caller.tenant()?, filter, page)
+        .await?
+        .items;
+    if users.len() != ids.len() {
+        return Err(ApiError::invalid_field(
+            "user_ids",
+            "exists",
+            "one or more user_ids do not exist",
+        ));
+    }
+    for user in &users {
+        scope.check_manages(user)?;
         let tags = (!body.add_tag_ids.is_empty() || !body.remove_tag_ids.is_empty()).then(|| {
             let mut tags = user.tag_ids.clone();
             tags.extend(
@@ -475,7 +489,7 @@ async fn check_batch_scope(
             tags.retain(|t| !body.remove_tag_ids.contains(t));
             tags
         });
-        scope.check_change(&user, body.department_ids.as_deref(), tags.as_deref())?;
+        scope.check_change(user, body.department_ids.as_deref(), tags.as_deref())?;
     }
     Ok(())
 }

@@ -23,13 +23,7 @@ async fn a_replay_is_refused_with_nonces_in_the_store(engine: Engine) {
     let Some(app) = crate::helpers::spawn_with(engine, |c| c.redis_url = None).await else {
         return;
     };
-    let (_, admin) = app.tenant("university", "advanced").await;
-    let (_, creds) = register(
-        &app,
-        &admin,
-        json!({"name": "Gate", "kind": "headless", "scopes": ["directory_read"]}),
-    )
-    .await;
+    let creds = reading_gate(&app).await;
     let first = Signed::new(&app, Method::GET, "/api/v1/users", None);
     let nonce = first.nonce.clone();
     let (s, _) = first.send(&app, &creds).await;
@@ -52,13 +46,7 @@ async fn only_an_apps_own_signed_requests_spend_its_rate_budget() {
     else {
         return;
     };
-    let (_, admin) = app.tenant("university", "advanced").await;
-    let (_, creds) = register(
-        &app,
-        &admin,
-        json!({"name": "Gate", "kind": "headless", "scopes": ["directory_read"]}),
-    )
-    .await;
+    let creds = reading_gate(&app).await;
     // A stranger on another address floods the app's key with bad signatures.
     let stranger = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
@@ -166,6 +154,18 @@ impl<'a> Signed<'a> {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
+}
+
+/// A tenant of the advanced edition with one app that reads the directory.
+async fn reading_gate(app: &TestApp) -> Creds {
+    let (_, admin) = app.tenant("university", "advanced").await;
+    let (_, creds) = register(
+        app,
+        &admin,
+        json!({"name": "Gate", "kind": "headless", "scopes": ["directory_read"]}),
+    )
+    .await;
+    creds
 }
 
 async fn register(app: &TestApp, admin: &str, body: Value) -> (Value, Creds) {
