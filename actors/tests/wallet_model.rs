@@ -846,9 +846,12 @@ proptest! {
         // The run did real work: money moved and payments were taken.
         prop_assert!(world.payments.len() > 100);
         prop_assert!(world.entries > 1_000);
-        // And reached the end of the deduction order, and arrears.
+        // And reached the end of the deduction order, and arrears, again and again. How
+        // often varies widely from run to run: it hangs on when the agreement is signed
+        // and how long arrears block payments (37 to 254 in 40 runs of 10,000 steps, and
+        // 18 once in CI), so the bar is "several", not a typical count.
         let deferred = world.payments.values().filter(|p| p.breakdown.deferred.0 > 0).count();
-        prop_assert!(deferred > 20, "{} deferred debits", deferred);
+        prop_assert!(deferred > 5, "{} deferred debits", deferred);
         // And refunded payments all through the run, wholly and in part.
         let refunded = |s: PaymentStatus| world.payments.values().filter(|p| p.status == s).count();
         prop_assert!(refunded(PaymentStatus::Refunded) > 20);
