@@ -59,6 +59,11 @@ fn mac(secret: &str, canonical: &str) -> Hmac<Sha256> {
     mac
 }
 
+/// `X-Signature` for `canonical`: how the server signs its webhook deliveries to an app.
+pub fn sign(secret: &str, canonical: &str) -> String {
+    hex::encode(mac(secret, canonical).finalize().into_bytes())
+}
+
 fn valid_nonce(n: &str) -> bool {
     (8..=64).contains(&n.len())
         && n.bytes()

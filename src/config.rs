@@ -60,6 +60,9 @@ pub struct Config {
     pub ws_timeout: std::time::Duration,
     /// How often an open websocket re-checks its token (60 s; tests shorten it).
     pub ws_revalidate: std::time::Duration,
+    /// When webhook deliveries are tried (not settable from the environment; tests
+    /// shorten them).
+    pub webhooks: crate::webhooks::WebhookTiming,
     /// Days an idempotency record is kept (money paths and every other POST). A retry
     /// with the same key after that is a new request.
     pub idempotency_keep_days: usize,
@@ -243,6 +246,7 @@ impl Config {
             ws_heartbeat: std::time::Duration::from_secs(5),
             ws_timeout: std::time::Duration::from_secs(15),
             ws_revalidate: std::time::Duration::from_secs(60),
+            webhooks: Default::default(),
             idempotency_keep_days: number(
                 &get,
                 "ONECARD_IDEMPOTENCY_KEEP_DAYS",

@@ -25,4 +25,5 @@ pub mod startup;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
+pub mod webhooks;
 pub mod ws;

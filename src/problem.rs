@@ -38,6 +38,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("group_name_taken", 409),
     ("group_in_use", 409),
     ("app_name_taken", 409),
+    ("no_webhook", 409),
     ("too_many_rotations", 409),
     ("user_is_admin", 409),
     ("user_has_wallet", 409),

@@ -32,6 +32,7 @@ use crate::limits::SHUTDOWN_GRACE_S;
 use crate::ratelimit::Limiter;
 use crate::routes;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 use crate::ws::WsLimits;
 
 pub struct Application {
@@ -48,6 +49,10 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Webhooks speak TLS through rustls with the ring provider (no aws-lc build). An
+        // error means a provider is installed already (a second server in one process).
+        #[allow(deprecated)] // ring offers no post-quantum key exchange; see DEPENDENCIES
+        let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let store = onecard_schema::open(config.database_url.expose_secret(), config.db_pool_size)
@@ -87,9 +92,15 @@ impl Application {
         });
         let topic_log = bus.topic_log(hub.clone(), config.ws_history);
         let (relay_ready, relay_started) = tokio::sync::oneshot::channel();
-        let (s, l, c) = (store.clone(), topic_log.clone(), clock.clone());
+        let webhooks = Arc::new(Webhooks::new(store.clone(), clock.clone(), config.webhooks));
+        let (s, l, w, c) = (
+            store.clone(),
+            topic_log.clone(),
+            webhooks.clone(),
+            clock.clone(),
+        );
         Arbiter::new().spawn(async move {
-            let _ = relay_ready.send(Relay::spawn(s, l, c, SweepTiming::default()));
+            let _ = relay_ready.send(Relay::spawn(s, l, w, c, SweepTiming::default()));
         });
         let relay = relay_started.await.context("starting the outbox relay")?;
         let (ready, started) = tokio::sync::oneshot::channel();
@@ -133,6 +144,7 @@ impl Application {
             hub,
             topic_log,
             relay,
+            webhooks,
             ws_limits: WsLimits {
                 max_topics: config.ws_max_topics,
                 queue: config.ws_queue,
@@ -153,6 +165,9 @@ impl Application {
         crate::deferred::spawn_sweep(state.clone().into_inner());
         crate::api::ledger::spawn_seal(state.clone().into_inner());
         crate::api::reports::spawn_rollups(state.clone().into_inner());
+        crate::webhooks::spawn_deliverer(state.clone().into_inner())
+            .context("starting the webhook deliverer")?;
+        crate::webhooks::spawn_purge(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
         limiter.spawn_trim();

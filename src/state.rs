@@ -44,6 +44,8 @@ pub struct AppState {
     pub topic_log: Arc<dyn TopicLog>,
     /// Publishes durable outbox events.
     pub relay: Relay,
+    /// The open platform's webhooks: the relay's sink, and what wakes the deliverer.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub ws_limits: WsLimits,
     /// Merchant actors: today's running totals per merchant.
     pub merchant_totals: actix::Addr<onecard_actors::merchant::MerchantDirectory>,

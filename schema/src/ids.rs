@@ -64,6 +64,10 @@ id_type!(
     AppId
 );
 id_type!(
+    /// One event's delivery to one app's webhook (the same across its retries).
+    DeliveryId
+);
+id_type!(
     /// A cardholder.
     UserId
 );

@@ -5,7 +5,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, DepartmentId, TagId, TenantId, UserId};
+use crate::ids::{
+    AdminGroupId, AdminId, AppId, AuditId, DeliveryId, DepartmentId, TagId, TenantId, UserId,
+};
 
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$va:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -417,10 +419,126 @@ pub struct App {
     pub description: Option<String>,
     pub logo_url: Option<String>,
     pub scopes: Vec<AppScope>,
+    /// Where the app's events go (`POST`, signed); none, none go.
+    pub webhook_url: Option<String>,
+    /// The event types it wants there; each needs a scope that reads it.
+    pub webhook_events: Vec<WebhookEvent>,
     /// Bumped by each secret rotation; the older secret stops working at once.
     pub secret_version: i32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+string_enum!(
+    /// An event type an app may have delivered to its webhook: the tenant-wide events,
+    /// named as on the websocket.
+    WebhookEvent {
+        #[serde(rename = "payment.succeeded")]
+        PaymentSucceeded => "payment.succeeded",
+        #[serde(rename = "payment.accepted")]
+        PaymentAccepted => "payment.accepted",
+        #[serde(rename = "payment.declined")]
+        PaymentDeclined => "payment.declined",
+        #[serde(rename = "payment.unsettled")]
+        PaymentUnsettled => "payment.unsettled",
+        #[serde(rename = "payment.refunded")]
+        PaymentRefunded => "payment.refunded",
+        #[serde(rename = "payment.written_off")]
+        PaymentWrittenOff => "payment.written_off",
+        #[serde(rename = "wallet.frozen")]
+        WalletFrozen => "wallet.frozen",
+        #[serde(rename = "wallet.unfrozen")]
+        WalletUnfrozen => "wallet.unfrozen",
+        #[serde(rename = "arrears.written_off")]
+        ArrearsWrittenOff => "arrears.written_off",
+    }
+);
+
+impl WebhookEvent {
+    /// The scope an app needs to have this event delivered: the one that reads it.
+    pub fn scope(self) -> AppScope {
+        AppScope::PaymentsRead
+    }
+}
+
+string_enum!(
+    /// Where a webhook delivery stands: waiting for its next attempt, acknowledged by the
+    /// app, or given up after its retries.
+    DeliveryStatus { Pending => "pending", Delivered => "delivered", Failed => "failed" }
+);
+
+/// An app that wants events: what the relay needs to pick them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSubscription {
+    pub tenant: TenantId,
+    pub edition: Edition,
+    pub app: AppId,
+    pub events: Vec<WebhookEvent>,
+    pub scopes: Vec<AppScope>,
+}
+
+/// A delivery to make: one event for one app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub tenant: TenantId,
+    pub app: AppId,
+    pub event_id: uuid::Uuid,
+    pub kind: String,
+    /// The event's data, JSON.
+    pub payload: String,
+    pub event_at: Timestamp,
+    /// Retries stop after this (the delivery is `failed`, and an admin may redeliver it).
+    pub give_up_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// A delivery a node has taken to send now: its lease runs until `next_attempt_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub delivery: NewDelivery,
+    /// This attempt's number, 1 for the first.
+    pub attempt: i32,
+    pub url: String,
+    pub secret_version: i32,
+}
+
+/// What an attempt came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    pub id: DeliveryId,
+    /// The attempt's number, as claimed.
+    pub attempt: i32,
+    pub at: Timestamp,
+    /// The answer's HTTP status, if one came.
+    pub http_status: Option<i32>,
+    /// Why it failed (a timeout, a refused connection, a non-2xx status), if it did.
+    pub error: Option<String>,
+    /// `Delivered`, `Failed` (given up) or `Pending` (retried at `retry_at`).
+    pub status: DeliveryStatus,
+    pub retry_at: Option<Timestamp>,
+}
+
+/// A delivery as admins see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WebhookDelivery {
+    pub id: DeliveryId,
+    pub app_id: AppId,
+    pub event_id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<Timestamp>,
+    pub give_up_at: Timestamp,
+    pub last_attempt_at: Option<Timestamp>,
+    /// The HTTP status of the last answer, if one came.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    pub event_at: Timestamp,
+    pub created_at: Timestamp,
 }
 
 /// Who did an audited action.

@@ -22,7 +22,8 @@ use crate::model::*;
 use crate::sqlite::paginate;
 use crate::store::{
     app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
-    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, Store,
+    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, webhook_events_from_json,
+    webhook_events_to_json, Store,
 };
 
 /// A timestamp bound as `timestamptz`, converted by arithmetic. postgres-types' own
@@ -322,7 +323,9 @@ impl PgStore {
 }
 
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
-     a.secret_version, a.created_at, a.updated_at";
+     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events";
+/// Columns after `APP_COLS` start here.
+const APP_COLS_END: usize = 11;
 
 fn app_from_row(r: &Row) -> StoreResult<App> {
     Ok(App {
@@ -335,6 +338,30 @@ fn app_from_row(r: &Row) -> StoreResult<App> {
         secret_version: r.get(6),
         created_at: r.get(7),
         updated_at: r.get(8),
+        webhook_url: r.get(9),
+        webhook_events: webhook_events_from_json(r.get(10))?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, app_id, event_id, kind, status, attempts, next_attempt_at, \
+     give_up_at, last_attempt_at, last_status, last_error, delivered_at, event_at, created_at";
+
+fn delivery_from_row(r: &Row) -> StoreResult<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        id: DeliveryId(r.get(0)),
+        app_id: AppId(r.get(1)),
+        event_id: r.get(2),
+        kind: r.get(3),
+        status: enum_col(r, 4, DeliveryStatus::parse)?,
+        attempts: r.get(5),
+        next_attempt_at: r.get(6),
+        give_up_at: r.get(7),
+        last_attempt_at: r.get(8),
+        last_status: r.get(9),
+        last_error: r.get(10),
+        delivered_at: r.get(11),
+        event_at: r.get(12),
+        created_at: r.get(13),
     })
 }
 
@@ -996,7 +1023,8 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         tx.execute(
             "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
-             secret_version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+             secret_version, created_at, updated_at, webhook_url, webhook_events) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
             &[
                 &app.id.0,
                 &tenant.0,
@@ -1008,6 +1036,8 @@ impl Store for PgStore {
                 &app.secret_version,
                 &app.created_at,
                 &app.updated_at,
+                &app.webhook_url,
+                &webhook_events_to_json(&app.webhook_events)?,
             ],
         )
         .await
@@ -1032,7 +1062,8 @@ impl Store for PgStore {
         let n = tx
             .execute(
                 "UPDATE apps SET name = $3, description = $4, logo_url = $5, scopes = $6, \
-                 secret_version = $7, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
+                 secret_version = $7, updated_at = $8, webhook_url = $9, webhook_events = $10 \
+                 WHERE tenant_id = $1 AND id = $2",
                 &[
                     &tenant.0,
                     &app.id.0,
@@ -1042,6 +1073,8 @@ impl Store for PgStore {
                     &scopes_to_json(&app.scopes)?,
                     &app.secret_version,
                     &app.updated_at,
+                    &app.webhook_url,
+                    &webhook_events_to_json(&app.webhook_events)?,
                 ],
             )
             .await
@@ -1056,9 +1089,11 @@ impl Store for PgStore {
     async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        tx.execute("DELETE FROM app_nonces WHERE app_id = $1", &[&id.0])
-            .await
-            .map_err(pg)?;
+        for table in ["app_nonces", "webhook_deliveries"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE app_id = $1"), &[&id.0])
+                .await
+                .map_err(pg)?;
+        }
         let n = tx
             .execute(
                 "DELETE FROM apps WHERE tenant_id = $1 AND id = $2",
@@ -1086,8 +1121,8 @@ impl Store for PgStore {
             return Ok(None);
         };
         let app = app_from_row(&row)?;
-        let edition = enum_col(&row, 10, Edition::parse)?;
-        Ok(Some((TenantId(row.get(9)), edition, app)))
+        let edition = enum_col(&row, APP_COLS_END + 1, Edition::parse)?;
+        Ok(Some((TenantId(row.get(APP_COLS_END)), edition, app)))
     }
 
     async fn use_app_nonce(&self, app: AppId, nonce: String, at: Timestamp) -> StoreResult<bool> {
@@ -1107,6 +1142,233 @@ impl Store for PgStore {
         c.execute("DELETE FROM app_nonces WHERE seen_at < $1", &[&before])
             .await
             .map_err(pg)
+    }
+
+    async fn webhook_subscriptions(&self) -> StoreResult<Vec<WebhookSubscription>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes FROM apps a \
+                 JOIN tenants n ON n.id = a.tenant_id WHERE a.webhook_url IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(WebhookSubscription {
+                    tenant: TenantId(r.get(0)),
+                    edition: enum_col(r, 1, Edition::parse)?,
+                    app: AppId(r.get(2)),
+                    events: webhook_events_from_json(r.get(3))?,
+                    scopes: scopes_from_json(r.get(4))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let mut cols: (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, Vec<Uuid>) = Default::default();
+        let mut text: (Vec<String>, Vec<String>) = Default::default();
+        let mut at: (Vec<Timestamp>, Vec<Timestamp>, Vec<Timestamp>) = Default::default();
+        for d in deliveries {
+            cols.0.push(d.id.0);
+            cols.1.push(d.tenant.0);
+            cols.2.push(d.app.0);
+            cols.3.push(d.event_id);
+            text.0.push(d.kind);
+            text.1.push(d.payload);
+            at.0.push(d.event_at);
+            at.1.push(d.give_up_at);
+            at.2.push(d.created_at);
+        }
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO webhook_deliveries (id, tenant_id, app_id, event_id, kind, payload, \
+                 event_at, give_up_at, created_at, next_attempt_at, status) \
+                 SELECT id, t, a, e, k, p, ea, g, ca, ca, 'pending' FROM \
+                 unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+                 $7::timestamptz[], $8::timestamptz[], $9::timestamptz[]) \
+                 AS d(id, t, a, e, k, p, ea, g, ca) \
+                 ON CONFLICT (app_id, event_id) DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        c.execute(
+            &st,
+            &[
+                &cols.0, &cols.1, &cols.2, &cols.3, &text.0, &text.1, &at.0, &at.1, &at.2,
+            ],
+        )
+        .await
+        .map_err(pg)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "WITH due AS (SELECT id FROM webhook_deliveries \
+                   WHERE status = 'pending' AND next_attempt_at <= $1 \
+                   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+                 taken AS (UPDATE webhook_deliveries d \
+                   SET attempts = d.attempts + 1, next_attempt_at = $2 \
+                   FROM due WHERE d.id = due.id \
+                   RETURNING d.id, d.tenant_id, d.app_id, d.event_id, d.kind, d.payload, \
+                   d.event_at, d.give_up_at, d.created_at, d.attempts) \
+                 SELECT t.*, a.webhook_url, a.secret_version FROM taken t \
+                 JOIN apps a ON a.id = t.app_id",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(&st, &[&now, &lease_until, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedDelivery {
+                delivery: NewDelivery {
+                    id: DeliveryId(r.get(0)),
+                    tenant: TenantId(r.get(1)),
+                    app: AppId(r.get(2)),
+                    event_id: r.get(3),
+                    kind: r.get(4),
+                    payload: r.get(5),
+                    event_at: r.get(6),
+                    give_up_at: r.get(7),
+                    created_at: r.get(8),
+                },
+                attempt: r.get(9),
+                // An app whose address was removed after the event: the attempt fails
+                // and the retries wait for an address.
+                url: r.get::<_, Option<String>>(10).unwrap_or_default(),
+                secret_version: r.get(11),
+            })
+            .collect())
+    }
+
+    async fn finish_deliveries(&self, outcomes: Vec<DeliveryOutcome>) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut attempts = Vec::with_capacity(outcomes.len());
+        let mut statuses = Vec::with_capacity(outcomes.len());
+        let mut at = Vec::with_capacity(outcomes.len());
+        let mut retry = Vec::with_capacity(outcomes.len());
+        let mut http = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            ids.push(o.id.0);
+            attempts.push(o.attempt);
+            statuses.push(o.status.as_str());
+            at.push(o.at);
+            retry.push(o.retry_at);
+            http.push(o.http_status);
+            errors.push(o.error);
+        }
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE webhook_deliveries d SET status = o.s, last_attempt_at = o.at, \
+                 last_status = o.h, last_error = o.e, next_attempt_at = o.r, \
+                 delivered_at = CASE WHEN o.s = 'delivered' THEN o.at END \
+                 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], \
+                 $5::timestamptz[], $6::int4[], $7::text[]) AS o(id, n, s, at, r, h, e) \
+                 WHERE d.id = o.id AND d.attempts = o.n AND d.status = 'pending'",
+            )
+            .await
+            .map_err(pg)?;
+        c.execute(
+            &st,
+            &[&ids, &attempts, &statuses, &at, &retry, &http, &errors],
+        )
+        .await
+        .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookDelivery, DeliveryId>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLS} FROM webhook_deliveries \
+                     WHERE tenant_id = $1 AND app_id = $2 \
+                     AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id < $4) \
+                     ORDER BY id DESC LIMIT $5"
+                ),
+                &[
+                    &tenant.0,
+                    &app.0,
+                    &status.map(DeliveryStatus::as_str),
+                    &after.map(|a| a.0),
+                    &(i64::from(limit) + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let items = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, limit, |d| d.id))
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        id: DeliveryId,
+        now: Timestamp,
+        give_up_at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<WebhookDelivery> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $4, \
+                     give_up_at = $5, delivered_at = NULL \
+                     WHERE tenant_id = $1 AND app_id = $2 AND id = $3 RETURNING {DELIVERY_COLS}"
+                ),
+                &[&tenant.0, &app.0, &id.0, &now, &give_up_at],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        delivery_from_row(&row)
+    }
+
+    async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE created_at < $1 AND status <> 'pending' LIMIT $2)",
+            &[&before, &(limit as i64)],
+        )
+        .await
+        .map_err(pg)
     }
 
     async fn create_department(

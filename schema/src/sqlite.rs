@@ -26,7 +26,8 @@ use crate::ids::*;
 use crate::model::*;
 use crate::store::{
     app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
-    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, Store,
+    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, webhook_events_from_json,
+    webhook_events_to_json, Store,
 };
 
 mod embedded {
@@ -628,7 +629,9 @@ impl SqliteStore {
 }
 
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
-     a.secret_version, a.created_at, a.updated_at";
+     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events";
+/// Columns after `APP_COLS` start here.
+const APP_COLS_END: usize = 11;
 
 struct AppRow {
     id: Uuid,
@@ -640,6 +643,8 @@ struct AppRow {
     secret_version: i32,
     created_at: i64,
     updated_at: i64,
+    webhook_url: Option<String>,
+    webhook_events: String,
 }
 
 fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
@@ -653,6 +658,8 @@ fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
         secret_version: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        webhook_url: r.get(9)?,
+        webhook_events: r.get(10)?,
     })
 }
 
@@ -667,6 +674,30 @@ fn app_from_row(r: AppRow) -> StoreResult<App> {
         secret_version: r.secret_version,
         created_at: ts(r.created_at),
         updated_at: ts(r.updated_at),
+        webhook_url: r.webhook_url,
+        webhook_events: webhook_events_from_json(&r.webhook_events)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, app_id, event_id, kind, status, attempts, next_attempt_at, \
+     give_up_at, last_attempt_at, last_status, last_error, delivered_at, event_at, created_at";
+
+fn delivery_row(r: &Row) -> rusqlite::Result<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        id: DeliveryId(uuid_col(r, 0)?),
+        app_id: AppId(uuid_col(r, 1)?),
+        event_id: uuid_col(r, 2)?,
+        kind: r.get(3)?,
+        status: parse_enum(r, 4, DeliveryStatus::parse)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get::<_, Option<i64>>(6)?.map(ts),
+        give_up_at: ts(r.get(7)?),
+        last_attempt_at: r.get::<_, Option<i64>>(8)?.map(ts),
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        delivered_at: r.get::<_, Option<i64>>(11)?.map(ts),
+        event_at: ts(r.get(12)?),
+        created_at: ts(r.get(13)?),
     })
 }
 
@@ -1351,7 +1382,8 @@ impl Store for SqliteStore {
             check_name_free(c, "apps", tenant, app.id.0, &app.name, app_name_taken)?;
             c.execute(
                 "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
-                 secret_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                 secret_version, created_at, updated_at, webhook_url, webhook_events) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 params![
                     app.id.to_string(),
                     tenant.to_string(),
@@ -1362,7 +1394,9 @@ impl Store for SqliteStore {
                     scopes_to_json(&app.scopes)?,
                     app.secret_version,
                     ms(app.created_at),
-                    ms(app.updated_at)
+                    ms(app.updated_at),
+                    app.webhook_url,
+                    webhook_events_to_json(&app.webhook_events)?
                 ],
             )
             .map_err(db)?;
@@ -1387,7 +1421,8 @@ impl Store for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
-                     secret_version = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                     secret_version = ?, updated_at = ?, webhook_url = ?, webhook_events = ? \
+                     WHERE tenant_id = ? AND id = ?",
                     params![
                         app.name,
                         app.description,
@@ -1395,6 +1430,8 @@ impl Store for SqliteStore {
                         scopes_to_json(&app.scopes)?,
                         app.secret_version,
                         ms(app.updated_at),
+                        app.webhook_url,
+                        webhook_events_to_json(&app.webhook_events)?,
                         tenant.to_string(),
                         app.id.to_string()
                     ],
@@ -1420,8 +1457,13 @@ impl Store for SqliteStore {
             if !found {
                 return Err(StoreError::NotFound);
             }
-            c.execute("DELETE FROM app_nonces WHERE app_id = ?", [id.to_string()])
+            for table in ["app_nonces", "webhook_deliveries"] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE app_id = ?"),
+                    [id.to_string()],
+                )
                 .map_err(db)?;
+            }
             c.execute("DELETE FROM apps WHERE id = ?", [id.to_string()])
                 .map_err(db)?;
             insert_audit(c, &audit)
@@ -1440,8 +1482,8 @@ impl Store for SqliteStore {
                     st.query_row([id.to_string()], |r| {
                         Ok((
                             app_row(r)?,
-                            uuid_col(r, 9)?,
-                            parse_enum(r, 10, Edition::parse)?,
+                            uuid_col(r, APP_COLS_END)?,
+                            parse_enum(r, APP_COLS_END + 1, Edition::parse)?,
                         ))
                     })
                     .optional()
@@ -1473,6 +1515,235 @@ impl Store for SqliteStore {
             c.execute("DELETE FROM app_nonces WHERE seen_at < ?", [ms(before)])
                 .map(|n| n as u64)
                 .map_err(db)
+        })
+        .await
+    }
+
+    async fn webhook_subscriptions(&self) -> StoreResult<Vec<WebhookSubscription>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes FROM apps a \
+                     JOIN tenants n ON n.id = a.tenant_id WHERE a.webhook_url IS NOT NULL",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        uuid_col(r, 0)?,
+                        parse_enum(r, 1, Edition::parse)?,
+                        uuid_col(r, 2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(tenant, edition, app, events, scopes)| {
+                    Ok(WebhookSubscription {
+                        tenant: TenantId(tenant),
+                        edition,
+                        app: AppId(app),
+                        events: webhook_events_from_json(&events)?,
+                        scopes: scopes_from_json(&scopes)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO webhook_deliveries (id, tenant_id, app_id, event_id, kind, \
+                     payload, event_at, give_up_at, created_at, next_attempt_at, status) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
+                     ON CONFLICT (app_id, event_id) DO NOTHING",
+                )
+                .map_err(db)?;
+            let mut new = 0;
+            for d in deliveries {
+                new += st
+                    .execute(params![
+                        d.id.to_string(),
+                        d.tenant.to_string(),
+                        d.app.to_string(),
+                        d.event_id.to_string(),
+                        d.kind,
+                        d.payload,
+                        ms(d.event_at),
+                        ms(d.give_up_at),
+                        ms(d.created_at),
+                        ms(d.created_at)
+                    ])
+                    .map_err(db)? as u64;
+            }
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        // One writer: the claim's read and its update cannot interleave with another's.
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? \
+                     WHERE id IN (SELECT id FROM webhook_deliveries \
+                       WHERE status = 'pending' AND next_attempt_at <= ? \
+                       ORDER BY next_attempt_at LIMIT ?) \
+                     RETURNING id, tenant_id, app_id, event_id, kind, payload, event_at, \
+                     give_up_at, created_at, attempts, \
+                     (SELECT webhook_url FROM apps a WHERE a.id = app_id), \
+                     (SELECT secret_version FROM apps a WHERE a.id = app_id)",
+                )
+                .map_err(db)?;
+            st.query_map(params![ms(lease_until), ms(now), limit as i64], |r| {
+                Ok(ClaimedDelivery {
+                    delivery: NewDelivery {
+                        id: DeliveryId(uuid_col(r, 0)?),
+                        tenant: TenantId(uuid_col(r, 1)?),
+                        app: AppId(uuid_col(r, 2)?),
+                        event_id: uuid_col(r, 3)?,
+                        kind: r.get(4)?,
+                        payload: r.get(5)?,
+                        event_at: ts(r.get(6)?),
+                        give_up_at: ts(r.get(7)?),
+                        created_at: ts(r.get(8)?),
+                    },
+                    attempt: r.get(9)?,
+                    // An app whose address was removed after the event: the attempt
+                    // fails and the retries wait for an address.
+                    url: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                    secret_version: r.get::<_, Option<i32>>(11)?.unwrap_or(0),
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn finish_deliveries(&self, outcomes: Vec<DeliveryOutcome>) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "UPDATE webhook_deliveries SET status = ?, last_attempt_at = ?, \
+                     last_status = ?, last_error = ?, next_attempt_at = ?, \
+                     delivered_at = CASE WHEN ?1 = 'delivered' THEN ?2 END \
+                     WHERE id = ? AND attempts = ? AND status = 'pending'",
+                )
+                .map_err(db)?;
+            for o in outcomes {
+                st.execute(params![
+                    o.status.as_str(),
+                    ms(o.at),
+                    o.http_status,
+                    o.error,
+                    o.retry_at.map(ms),
+                    o.id.to_string(),
+                    o.attempt
+                ])
+                .map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookDelivery, DeliveryId>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLS} FROM webhook_deliveries \
+                     WHERE tenant_id = ?1 AND app_id = ?2 \
+                     AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4) \
+                     ORDER BY id DESC LIMIT ?5"
+                ))
+                .map_err(db)?;
+            let items = st
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        app.to_string(),
+                        status.map(DeliveryStatus::as_str),
+                        after.map(|a| a.to_string()),
+                        i64::from(limit) + 1
+                    ],
+                    delivery_row,
+                )
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(db)?;
+            Ok(paginate(items, limit, |d| d.id))
+        })
+        .await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        id: DeliveryId,
+        now: Timestamp,
+        give_up_at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<WebhookDelivery> {
+        self.write(move |c| {
+            let found = c
+                .query_row(
+                    &format!(
+                        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, \
+                         give_up_at = ?, delivered_at = NULL \
+                         WHERE tenant_id = ? AND app_id = ? AND id = ? RETURNING {DELIVERY_COLS}"
+                    ),
+                    params![
+                        ms(now),
+                        ms(give_up_at),
+                        tenant.to_string(),
+                        app.to_string(),
+                        id.to_string()
+                    ],
+                    delivery_row,
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            insert_audit(c, &audit)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+                 WHERE created_at < ? AND status <> 'pending' LIMIT ?)",
+                params![ms(before), limit as i64],
+            )
+            .map(|n| n as u64)
+            .map_err(db)
         })
         .await
     }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::error::StoreResult;
-use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, TenantId, UserId};
+use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, DeliveryId, TenantId, UserId};
 use crate::model::*;
 
 #[async_trait]
@@ -103,6 +103,51 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     async fn use_app_nonce(&self, app: AppId, nonce: String, at: Timestamp) -> StoreResult<bool>;
     /// Forgets nonces seen before `before`; answers how many went.
     async fn purge_app_nonces(&self, before: Timestamp) -> StoreResult<u64>;
+
+    // --- webhooks (open platform) -------------------------------------------------
+    /// Every app with a webhook address, with its tenant's edition.
+    async fn webhook_subscriptions(&self) -> StoreResult<Vec<WebhookSubscription>>;
+    /// Stores deliveries to make. One the store has already (the same app and event: the
+    /// relay may hand an event over twice) is left as it is. Answers how many were new.
+    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64>;
+    /// Takes up to `limit` pending deliveries due at `now`, the longest due first, counts
+    /// an attempt on each and leases them to the caller until `lease_until`: no other
+    /// claim takes them before that (a node that stops while sending leaves them to the
+    /// next claim after it). With the app's address and secret version as they are now.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records what attempts came to. An outcome whose delivery has moved on since its
+    /// claim (its `attempt` is no longer the last: the lease ran out and another claim
+    /// took it, or an admin redelivered it) is dropped.
+    async fn finish_deliveries(&self, outcomes: Vec<DeliveryOutcome>) -> StoreResult<()>;
+    /// One app's deliveries, newest first, of one status or all; `after` is the last id
+    /// of the previous page.
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookDelivery, DeliveryId>>;
+    /// Sends a delivery again: pending, due at `now`, retried until `give_up_at`. Its
+    /// attempts count on. 404 for another app's or tenant's delivery.
+    async fn redeliver(
+        &self,
+        tenant: TenantId,
+        app: AppId,
+        id: DeliveryId,
+        now: Timestamp,
+        give_up_at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<WebhookDelivery>;
+    /// Forgets up to `limit` finished (delivered or failed) deliveries made before
+    /// `before`; answers how many went.
+    async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 
     // --- directory ----------------------------------------------------------------
     async fn create_department(
@@ -256,6 +301,14 @@ pub(crate) fn scopes_to_json(scopes: &[AppScope]) -> crate::error::StoreResult<S
 }
 
 pub(crate) fn scopes_from_json(text: &str) -> crate::error::StoreResult<Vec<AppScope>> {
+    serde_json::from_str(text).map_err(crate::error::StoreError::backend)
+}
+
+pub(crate) fn webhook_events_to_json(events: &[WebhookEvent]) -> crate::error::StoreResult<String> {
+    serde_json::to_string(events).map_err(crate::error::StoreError::backend)
+}
+
+pub(crate) fn webhook_events_from_json(text: &str) -> crate::error::StoreResult<Vec<WebhookEvent>> {
     serde_json::from_str(text).map_err(crate::error::StoreError::backend)
 }
 

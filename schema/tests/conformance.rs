@@ -161,6 +161,7 @@ conformance!(
     idempotency_records_are_purged_oldest_first_and_at_most_limit_at_a_time,
     sibling_departments_cannot_share_a_name,
     an_admin_user_cannot_be_deleted,
+    webhook_deliveries_are_stored_once_leased_retried_and_finished,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -1250,4 +1251,242 @@ async fn an_admin_user_cannot_be_deleted(store: Arc<dyn Store>) {
         ),
         "{res:?}"
     );
+}
+
+async fn webhook_app(store: &Arc<dyn Store>, t: TenantId, name: &str, url: Option<&str>) -> AppId {
+    let app = App {
+        id: AppId::new(),
+        name: name.into(),
+        kind: AppKind::Headless,
+        description: None,
+        logo_url: None,
+        scopes: vec![AppScope::PaymentsRead],
+        webhook_url: url.map(Into::into),
+        webhook_events: if url.is_some() {
+            vec![WebhookEvent::PaymentSucceeded]
+        } else {
+            vec![]
+        },
+        secret_version: 1,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let id = app.id;
+    store
+        .create_app(t, app, audit(Some(t), "app.create"))
+        .await
+        .unwrap();
+    id
+}
+
+fn delivery(t: TenantId, app: AppId, event: uuid::Uuid, at: Timestamp) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::new(),
+        tenant: t,
+        app,
+        event_id: event,
+        kind: "payment.succeeded".into(),
+        payload: r#"{"amount":1}"#.into(),
+        event_at: at,
+        give_up_at: at + SignedDuration::from_hours(72),
+        created_at: at,
+    }
+}
+
+fn outcome(c: &ClaimedDelivery, status: DeliveryStatus, at: Timestamp) -> DeliveryOutcome {
+    DeliveryOutcome {
+        id: c.delivery.id,
+        attempt: c.attempt,
+        at,
+        http_status: Some(if status == DeliveryStatus::Delivered {
+            200
+        } else {
+            500
+        }),
+        error: (status != DeliveryStatus::Delivered).then(|| "answered 500".into()),
+        status,
+        retry_at: (status == DeliveryStatus::Pending).then_some(at + MINUTE),
+    }
+}
+
+async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: Arc<dyn Store>) {
+    let (t, _) = tenant(&store, "Hooks U").await;
+    let gate = webhook_app(&store, t, "Gate", Some("https://gate.example/hook")).await;
+    let quiet = webhook_app(&store, t, "Quiet", None).await;
+    let subs = store.webhook_subscriptions().await.unwrap();
+    assert_eq!(subs.len(), 1, "only apps with an address: {subs:?}");
+    assert_eq!(
+        (subs[0].app, subs[0].tenant, subs[0].edition),
+        (gate, t, Edition::Standard)
+    );
+    assert_eq!(subs[0].events, vec![WebhookEvent::PaymentSucceeded]);
+
+    // An event handed over twice is one delivery.
+    let t0 = now();
+    let (e1, e2) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let first = vec![delivery(t, gate, e1, t0), delivery(t, gate, e2, t0)];
+    assert_eq!(store.enqueue_deliveries(first).await.unwrap(), 2);
+    let again = vec![delivery(t, gate, e1, t0), delivery(t, quiet, e1, t0)];
+    assert_eq!(
+        store.enqueue_deliveries(again).await.unwrap(),
+        1,
+        "another app's is new"
+    );
+
+    // A claim leases what is due; nothing is due again until the lease ends.
+    let lease = t0 + MINUTE;
+    let claimed = store.claim_deliveries(t0, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    let to_gate = claimed.iter().find(|c| c.delivery.app == gate).unwrap();
+    assert_eq!(to_gate.url, "https://gate.example/hook");
+    assert_eq!(to_gate.secret_version, 1);
+    assert_eq!(to_gate.delivery.payload, r#"{"amount":1}"#);
+    assert!(store
+        .claim_deliveries(t0, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The lease ends (the node stopped): the next claim takes them, as attempt 2.
+    let retaken = store
+        .claim_deliveries(lease, lease + MINUTE, 10)
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 3);
+    assert!(retaken.iter().all(|c| c.attempt == 2));
+
+    // The stopped node's late outcome for attempt 1 is dropped; attempt 2's hold.
+    let (a, b) = {
+        let mut g: Vec<&ClaimedDelivery> =
+            retaken.iter().filter(|c| c.delivery.app == gate).collect();
+        g.sort_by_key(|c| c.delivery.event_id);
+        (g[0].clone(), g[1].clone())
+    };
+    let stale = claimed
+        .iter()
+        .find(|c| c.delivery.id == a.delivery.id)
+        .unwrap();
+    store
+        .finish_deliveries(vec![outcome(stale, DeliveryStatus::Delivered, lease)])
+        .await
+        .unwrap();
+    store
+        .finish_deliveries(vec![
+            outcome(&a, DeliveryStatus::Pending, lease),
+            outcome(&b, DeliveryStatus::Delivered, lease),
+        ])
+        .await
+        .unwrap();
+    let page = store
+        .list_deliveries(t, gate, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    let row = |id: DeliveryId| page.items.iter().find(|d| d.id == id).unwrap().clone();
+    let (ra, rb) = (row(a.delivery.id), row(b.delivery.id));
+    assert_eq!(
+        ra.status,
+        DeliveryStatus::Pending,
+        "the stale outcome was dropped"
+    );
+    assert_eq!((ra.attempts, ra.last_status), (2, Some(500)));
+    assert_eq!(ra.next_attempt_at, Some(lease + MINUTE));
+    assert_eq!(ra.last_error.as_deref(), Some("answered 500"));
+    assert_eq!(rb.status, DeliveryStatus::Delivered);
+    assert_eq!((rb.delivered_at, rb.next_attempt_at), (Some(lease), None));
+
+    // Filters and pages, newest first.
+    let delivered = store
+        .list_deliveries(t, gate, Some(DeliveryStatus::Delivered), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [b.delivery.id]
+    );
+    let one = store.list_deliveries(t, gate, None, None, 1).await.unwrap();
+    assert_eq!(one.items.len(), 1);
+    let rest = store
+        .list_deliveries(t, gate, None, one.next, 1)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next.is_none());
+    assert!(one.items[0].id > rest.items[0].id, "newest first");
+    let (other, _) = tenant(&store, "Other U").await;
+    assert!(store
+        .list_deliveries(other, gate, None, None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Given up; then an admin sends it again.
+    let later = lease + MINUTE;
+    let due = store
+        .claim_deliveries(later, later + MINUTE, 10)
+        .await
+        .unwrap();
+    let again_a = due.iter().find(|c| c.delivery.id == a.delivery.id).unwrap();
+    assert_eq!(again_a.attempt, 3);
+    store
+        .finish_deliveries(vec![outcome(again_a, DeliveryStatus::Failed, later)])
+        .await
+        .unwrap();
+    let redo = store
+        .redeliver(
+            t,
+            gate,
+            a.delivery.id,
+            later,
+            later + MINUTE,
+            audit(Some(t), "app.webhook.retry"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (redo.status, redo.next_attempt_at, redo.attempts),
+        (DeliveryStatus::Pending, Some(later), 3)
+    );
+    assert!(matches!(
+        store
+            .redeliver(
+                other,
+                gate,
+                a.delivery.id,
+                later,
+                later,
+                audit(Some(other), "x")
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Finished ones are purged after their time; pending ones never.
+    let purge_at = later + SignedDuration::from_hours(1);
+    assert_eq!(
+        store.purge_deliveries(purge_at, 100).await.unwrap(),
+        1,
+        "b only"
+    );
+    let left = store
+        .list_deliveries(t, gate, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [a.delivery.id]
+    );
+
+    // Deleting the app takes its deliveries along.
+    store
+        .delete_app(t, quiet, audit(Some(t), "app.delete"))
+        .await
+        .unwrap();
+    assert!(store
+        .list_deliveries(t, quiet, None, None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }

@@ -7,21 +7,24 @@
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use onecard_actors::domain::validate::Checks;
-use onecard_schema::ids::AppId;
-use onecard_schema::model::{App, AppKind, AppScope};
+use onecard_schema::ids::{AppId, DeliveryId};
+use onecard_schema::model::{
+    App, AppKind, AppScope, DeliveryStatus, NewDelivery, WebhookDelivery, WebhookEvent,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{checked, nullable, Paged};
+use super::{checked, nullable, ListParams, Paged};
 use crate::auth::{AppsManager, AppsViewer, Auth};
-use crate::extract::{path_id, Json};
+use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
 const NAME_CHARS_MAX: usize = 32;
 const DESCRIPTION_CHARS_MAX: usize = 200;
 const LOGO_URL_CHARS_MAX: usize = 512;
+const WEBHOOK_URL_CHARS_MAX: usize = 512;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +45,14 @@ pub struct CreateApp {
     /// What its signed requests may do; each scope once.
     #[serde(default)]
     pub scopes: Vec<AppScope>,
+    /// Where its events go: an `https://` (or `http://`) address that answers a signed
+    /// `POST` with a 2xx status once it has the event.
+    #[schema(max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub webhook_url: Option<String>,
+    /// The event types delivered there, each once; each needs the scope that reads it
+    /// (`payments_read`).
+    #[serde(default)]
+    pub webhook_events: Vec<WebhookEvent>,
 }
 
 /// Absent fields stay as they are; `null` clears `description` or `logo_url`.
@@ -62,6 +73,12 @@ pub struct PatchApp {
     pub logo_url: Option<Option<String>>,
     /// Replaces the scopes whole.
     pub scopes: Option<Vec<AppScope>>,
+    /// `null` stops the deliveries (those pending wait for an address until given up).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub webhook_url: Option<Option<String>>,
+    /// Replaces the event types whole.
+    pub webhook_events: Option<Vec<WebhookEvent>>,
 }
 
 /// An app as admins see it.
@@ -110,16 +127,60 @@ fn check_app(app: &App) -> Result<(), ApiError> {
             c.fail("logo_url", "pattern", "an http:// or https:// address");
         }
     }
+    if let Some(url) = &app.webhook_url {
+        if c.text("webhook_url", url, 1, WEBHOOK_URL_CHARS_MAX) && !webhook_address(url) {
+            c.fail(
+                "webhook_url",
+                "pattern",
+                "an http:// or https:// address with a host, without user or password",
+            );
+        }
+    }
     if app.scopes.iter().collect::<HashSet<_>>().len() != app.scopes.len() {
         c.fail("scopes", "unique", "each scope may be named once");
     }
+    let events = &app.webhook_events;
+    if events.iter().collect::<HashSet<_>>().len() != events.len() {
+        c.fail(
+            "webhook_events",
+            "unique",
+            "each event type may be named once",
+        );
+    }
+    if let Some(e) = events.iter().find(|e| !app.scopes.contains(&e.scope())) {
+        c.fail(
+            "webhook_events",
+            "scope",
+            format!("{e} needs the app to hold the {} scope", e.scope()),
+        );
+    }
+    if !events.is_empty() && app.webhook_url.is_none() {
+        c.fail(
+            "webhook_url",
+            "required",
+            "event types need an address to go to",
+        );
+    }
     checked(c)
+}
+
+/// An address the deliverer can post to: http(s), a host, no credentials in it (they
+/// would show in every admin's view of the app).
+fn webhook_address(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.fragment().is_none()
+    })
 }
 
 fn audit_detail(app: &App) -> serde_json::Value {
     serde_json::json!({
         "name": app.name, "kind": app.kind, "scopes": app.scopes,
         "secret_version": app.secret_version,
+        "webhook_url": app.webhook_url, "webhook_events": app.webhook_events,
     })
 }
 
@@ -140,6 +201,8 @@ pub async fn create_app(
         description: body.description,
         logo_url: body.logo_url,
         scopes: body.scopes,
+        webhook_url: body.webhook_url,
+        webhook_events: body.webhook_events,
         secret_version: 1,
         created_at: now,
         updated_at: now,
@@ -150,6 +213,7 @@ pub async fn create_app(
         .store
         .create_app(caller.tenant()?, app.clone(), audit)
         .await?;
+    state.webhooks.forget_subscribers();
     Ok(HttpResponse::Created().json(credentials(&state, app)))
 }
 
@@ -203,11 +267,18 @@ pub async fn patch_app(
     if let Some(scopes) = body.scopes {
         app.scopes = scopes;
     }
+    if let Some(url) = body.webhook_url {
+        app.webhook_url = url;
+    }
+    if let Some(events) = body.webhook_events {
+        app.webhook_events = events;
+    }
     check_app(&app)?;
     app.updated_at = state.clock.now();
     let audit = caller.audit(&state, "app.update", "app", app.id, audit_detail(&app));
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
+    state.webhooks.forget_subscribers();
     Ok(web::Json(view(app)))
 }
 
@@ -253,5 +324,118 @@ pub async fn delete_app(
     let audit = caller.audit(&state, "app.delete", "app", id, serde_json::json!({}));
     state.store.delete_app(caller.tenant()?, id, audit).await?;
     state.apps.remove(&id);
+    state.webhooks.forget_subscribers();
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    pub status: Option<DeliveryStatus>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// An app's webhook deliveries, newest first: what was sent, how often, and what the app
+/// answered. Finished ones are kept 30 days.
+#[utoipa::path(tag = "apps", params(("id" = String, Path), DeliveriesQuery),
+    security(("bearer" = [])), responses((status = 200, body = Paged<WebhookDelivery>), Problems))]
+#[get("/apps/{id}/webhook-deliveries")]
+pub async fn list_webhook_deliveries(
+    state: web::Data<AppState>,
+    caller: Auth<AppsViewer>,
+    id: web::Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<web::Json<Paged<WebhookDelivery>>, ApiError> {
+    let tenant = caller.tenant()?;
+    let app = state.store.get_app(tenant, path_id(&id)?).await?;
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page(DeliveryId)?;
+    let found = state
+        .store
+        .list_deliveries(tenant, app.id, q.status, page.after, page.limit)
+        .await?;
+    Ok(web::Json(Paged::new(found.items, found.next.map(|d| d.0))))
+}
+
+/// Send a delivery again now (delivered, given up or waiting), with a new round of
+/// retries. The app receives the same event id and de-duplicates by it.
+#[utoipa::path(tag = "apps", params(("id" = String, Path), ("delivery_id" = String, Path)),
+    security(("bearer" = [])), responses((status = 202, body = WebhookDelivery), Problems))]
+#[post("/apps/{id}/webhook-deliveries/{delivery_id}/retry")]
+pub async fn retry_webhook_delivery(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let (app, delivery): (AppId, DeliveryId) = (path_id(&path.0)?, path_id(&path.1)?);
+    let now = state.clock.now();
+    let audit = caller.audit(
+        &state,
+        "app.webhook.retry",
+        "app",
+        app,
+        serde_json::json!({ "delivery_id": delivery }),
+    );
+    let found = state
+        .store
+        .redeliver(
+            tenant,
+            app,
+            delivery,
+            now,
+            now + state.webhooks.timing().give_up,
+            audit,
+        )
+        .await?;
+    state.webhooks.wake();
+    Ok(HttpResponse::Accepted().json(found))
+}
+
+/// Send the app a `webhook.ping` event now, to try its address and signature check.
+#[utoipa::path(tag = "apps", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 202, body = WebhookDelivery), Problems))]
+#[post("/apps/{id}/webhook-ping")]
+pub async fn ping_webhook(
+    state: web::Data<AppState>,
+    caller: Auth<AppsManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let app = state.store.get_app(tenant, path_id(&id)?).await?;
+    if app.webhook_url.is_none() {
+        return Err(ApiError::conflict(
+            "no_webhook",
+            "the app has no webhook_url to ping",
+        ));
+    }
+    let now = state.clock.now();
+    let ping = NewDelivery {
+        id: DeliveryId::new(),
+        tenant,
+        app: app.id,
+        event_id: uuid::Uuid::now_v7(),
+        kind: "webhook.ping".into(),
+        payload: serde_json::json!({ "app_id": app.id }).to_string(),
+        event_at: now,
+        give_up_at: now + state.webhooks.timing().give_up,
+        created_at: now,
+    };
+    state.store.enqueue_deliveries(vec![ping.clone()]).await?;
+    state.webhooks.wake();
+    let page = state
+        .store
+        .list_deliveries(tenant, app.id, None, None, 1)
+        .await?;
+    let sent = page
+        .items
+        .into_iter()
+        .find(|d| d.id == ping.id)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the ping's delivery was not stored")))?;
+    Ok(HttpResponse::Accepted().json(sent))
 }

@@ -18,3 +18,4 @@ mod realtime;
 mod reports;
 mod tenants;
 mod users;
+mod webhooks;

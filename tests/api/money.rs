@@ -17,7 +17,12 @@ pub(crate) struct Shop {
 }
 
 pub(crate) async fn shop(app: &TestApp, single_limit: i64) -> Shop {
-    let (_, admin) = app.tenant("university", "standard").await;
+    shop_in(app, "standard", single_limit).await
+}
+
+/// A shop of a new university tenant of `edition`.
+pub(crate) async fn shop_in(app: &TestApp, edition: &str, single_limit: i64) -> Shop {
+    let (_, admin) = app.tenant("university", edition).await;
     let (s, m) = app
         .post(
             "/api/v1/merchants",
@@ -322,7 +327,7 @@ async fn a_provider_that_hangs_is_given_up_on_and_asked_again() {
 }
 
 /// Two nodes on one PostgreSQL (with the database, dropped last).
-async fn two_nodes() -> Option<(TestApp, TestApp, PgDatabase)> {
+pub(crate) async fn two_nodes() -> Option<(TestApp, TestApp, PgDatabase)> {
     let (db, url) = PgDatabase::create().await?;
     // `Engine::Sqlite` only so that each node does not make a database of its own: both
     // are pointed at the one made above.

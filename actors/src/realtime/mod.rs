@@ -104,6 +104,25 @@ pub enum History {
 #[error("topic log: {0}")]
 pub struct LogError(pub String);
 
+/// What else takes committed events once the topic log has them: the open platform's
+/// webhooks. `take` must treat an event it has taken before as done (the relay hands an
+/// event over again after a crash or a failed hand-over), and answers an error only when
+/// the events should stay in the outbox for another try.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn take(&self, events: &[PendingEvent]) -> Result<(), LogError>;
+}
+
+/// A sink that takes nothing (a node without webhooks, tests).
+pub struct NoSink;
+
+#[async_trait]
+impl EventSink for NoSink {
+    async fn take(&self, _events: &[PendingEvent]) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
 /// Per-topic numbering, history and delivery to the local hub.
 #[async_trait]
 pub trait TopicLog: Send + Sync + 'static {

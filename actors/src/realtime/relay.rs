@@ -6,6 +6,11 @@
 //! harmless (the log drops an event id it has seen), so the relays of several nodes may
 //! sweep the same rows.
 //!
+//! Once the log has an event, the relay hands it to its sink (the open platform's
+//! webhooks, which store a delivery for each app that wants it) before the outbox forgets
+//! it: a sink that fails leaves the event in the outbox, and the sweep hands it over
+//! again (the sink, like the log, takes an event it already has as done).
+//!
 //! Each topic's events are published in the order they were committed, outages included:
 //! once a publish fails (or the relay's queue overflows), fresh events are left to the
 //! outbox too, and the relay goes back to publishing them as they come only after a sweep
@@ -20,7 +25,7 @@ use onecard_schema::wallet::PendingEvent;
 use onecard_schema::Store;
 use tokio::sync::mpsc;
 
-use super::TopicLog;
+use super::{EventSink, TopicLog};
 use crate::clock::Clock;
 
 /// Fresh events waiting for the relay before it leaves them to the sweep.
@@ -65,6 +70,7 @@ impl Relay {
     pub fn spawn(
         store: Arc<dyn Store>,
         log: Arc<dyn TopicLog>,
+        sink: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
         timing: SweepTiming,
     ) -> Self {
@@ -75,6 +81,7 @@ impl Relay {
         let ends = Ends {
             store,
             log,
+            sink,
             done: done_tx,
             behind: behind.clone(),
         };
@@ -99,6 +106,7 @@ impl Relay {
 struct Ends {
     store: Arc<dyn Store>,
     log: Arc<dyn TopicLog>,
+    sink: Arc<dyn EventSink>,
     /// Published outbox pages, for the cleaner to delete.
     done: mpsc::UnboundedSender<Vec<EventId>>,
     behind: Arc<AtomicBool>,
@@ -111,7 +119,7 @@ impl Ends {
         if self.behind.load(Ordering::SeqCst) {
             return;
         }
-        if publish(&*self.log, batch, &self.done).await {
+        if publish(&*self.log, &*self.sink, batch, &self.done).await {
             RELAYED.fetch_add(batch.len() as u64, Ordering::Relaxed);
         } else {
             self.behind.store(true, Ordering::SeqCst);
@@ -122,9 +130,9 @@ impl Ends {
     /// published), otherwise the rows written before `stale`.
     async fn sweep(&self, stale: Option<jiff::Timestamp>) {
         let caught_up = if self.behind.swap(false, Ordering::SeqCst) {
-            sweep(&*self.store, &*self.log, None, &self.done).await
+            sweep(self, None).await
         } else {
-            sweep(&*self.store, &*self.log, stale, &self.done).await
+            sweep(self, stale).await
         };
         if !caught_up {
             self.behind.store(true, Ordering::SeqCst);
@@ -162,14 +170,19 @@ async fn run(
     }
 }
 
-/// Publishes, then queues the ids for deletion. False when the log refused (the rows
-/// stay in the outbox for the next sweep).
+/// Publishes, hands the events to the sink, then queues the ids for deletion. False when
+/// the log or the sink refused (the rows stay in the outbox for the next sweep).
 async fn publish(
     log: &dyn TopicLog,
+    sink: &dyn EventSink,
     batch: &[PendingEvent],
     done: &mpsc::UnboundedSender<Vec<EventId>>,
 ) -> bool {
-    match log.publish(batch).await {
+    let handed = match log.publish(batch).await {
+        Ok(()) => sink.take(batch).await,
+        Err(e) => Err(e),
+    };
+    match handed {
         Ok(()) => {
             // A page's events come together (the relay never splits a submitted batch
             // or a swept page), so the page goes once all of them are published.
@@ -187,12 +200,8 @@ async fn publish(
 
 /// Publishes the outbox's rows written before `before` (all of them for `None`), oldest
 /// first; answers whether it published every row it found.
-async fn sweep(
-    store: &dyn Store,
-    log: &dyn TopicLog,
-    before: Option<jiff::Timestamp>,
-    done: &mpsc::UnboundedSender<Vec<EventId>>,
-) -> bool {
+async fn sweep(ends: &Ends, before: Option<jiff::Timestamp>) -> bool {
+    let store = &*ends.store;
     loop {
         let rows = match store.pending_outbox(before, SWEEP_PAGE).await {
             Ok(rows) => rows,
@@ -207,7 +216,7 @@ async fn sweep(
         let chunks = whole_pages(&rows, BATCH_MAX);
         let full = chunks.iter().map(|c| c.pages).sum::<usize>() == SWEEP_PAGE;
         for chunk in chunks {
-            if !publish(log, chunk.events, done).await {
+            if !publish(&*ends.log, &*ends.sink, chunk.events, &ends.done).await {
                 return false;
             }
         }
