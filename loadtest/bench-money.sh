@@ -18,8 +18,10 @@ fresh() { psql "$PG" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DA
 # the one a timed checkpoint falls into.
 settle() { psql "$PG" -qc CHECKPOINT; sync; }
 cargo build --release -q -p onecard -p onecard-loadtest
-LT=./target/release/loadtest
-BIN=target/release/onecard
+# Where cargo put them (CARGO_TARGET_DIR, or ./target).
+T=${CARGO_TARGET_DIR:-target}
+LT=$T/release/loadtest
+BIN=$T/release/onecard
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p onecard -p onecard-loadtest
-LT=./target/release/loadtest
-BIN=target/release/onecard
+# Where cargo put them (CARGO_TARGET_DIR, or ./target).
+T=${CARGO_TARGET_DIR:-target}
+LT=$T/release/loadtest
+BIN=$T/release/onecard
 limit=$(ulimit -Hn)
 if [ -z "${CONNECTIONS:-}" ]; then
     CONNECTIONS=$(( limit - 1000 ))

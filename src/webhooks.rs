@@ -8,9 +8,11 @@
 //!   the store gets one delivery row, unique per app and event, so an event handed over
 //!   twice (a crash, two nodes' sweeps) is delivered once. A failed write leaves the event
 //!   in the outbox for the sweep: no committed event is lost between the two.
-//! - **Out to the app.** Each node's deliverer claims due deliveries with a lease (on
-//!   PostgreSQL `FOR UPDATE SKIP LOCKED`, so nodes share the work without sending one
-//!   delivery twice at once), sends them, and records the outcome. A failure waits
+//! - **Out to the app.** The node that stores a delivery stores it leased to itself and
+//!   sends it at once, from memory. Every node's deliverer also claims due deliveries
+//!   (retries, and those whose lease ran out) with a lease of its own (on PostgreSQL
+//!   `FOR UPDATE SKIP LOCKED`, so nodes share the work without sending one delivery twice
+//!   at once). Outcomes are recorded many per statement. A failure waits
 //!   `retry_base × 2^(attempt−1)`, at most an hour, ±20 %; after `give_up` (3 days) the
 //!   delivery is `failed` and an admin may send it again. A node that stops mid-send
 //!   leaves its deliveries to be taken again when their lease ends.
@@ -22,14 +24,15 @@
 //! Deliveries are not ordered: a retried event may arrive after a later one. Each body
 //! carries the event's time.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::clock::Clock;
 use onecard_actors::domain::edition::{has_capability, Capability};
+use onecard_actors::realtime::relay::gather;
 use onecard_actors::realtime::{EventSink, LogError};
 use onecard_schema::ids::{AppId, DeliveryId, TenantId};
 use onecard_schema::model::{
@@ -37,7 +40,7 @@ use onecard_schema::model::{
 };
 use onecard_schema::wallet::PendingEvent;
 use onecard_schema::Store;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::cache::TtlCache;
 use crate::state::AppState;
@@ -54,6 +57,12 @@ const ERROR_CHARS_MAX: usize = 300;
 const KEEP_FINISHED: SignedDuration = SignedDuration::from_hours(24 * 30);
 /// Finished deliveries purged per statement.
 const PURGE_BATCH: usize = 1_000;
+/// Deliveries stored by this node waiting for a sending slot; past that, they wait for
+/// their lease to run out and a claim.
+const HANDOFF_MAX: usize = 16_384;
+/// Outcomes recorded per statement, at most, and how long the first waits for others.
+const FINISH_MAX: usize = 1_024;
+const FINISH_GATHER: Duration = Duration::from_millis(5);
 
 /// When deliveries are tried, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -79,10 +88,12 @@ impl Default for WebhookTiming {
     }
 }
 
-/// An app that wants some of a tenant's events.
+/// An app that wants some of a tenant's events, and where they go.
 struct Subscriber {
     app: AppId,
     events: Vec<WebhookEvent>,
+    url: Arc<str>,
+    secret_version: i32,
 }
 
 /// The relay's sink for webhooks, and what wakes this node's deliverer.
@@ -94,16 +105,22 @@ pub struct Webhooks {
     /// node changes an app.
     subscribers: TtlCache<(), Arc<HashMap<TenantId, Vec<Subscriber>>>>,
     wake: Notify,
+    /// Deliveries this node stored leased to itself, for its deliverer to send now.
+    handoff: mpsc::Sender<ClaimedDelivery>,
+    handed: Mutex<Option<mpsc::Receiver<ClaimedDelivery>>>,
 }
 
 impl Webhooks {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, timing: WebhookTiming) -> Self {
+        let (handoff, handed) = mpsc::channel(HANDOFF_MAX);
         Webhooks {
             store,
             clock,
             timing,
             subscribers: TtlCache::default(),
             wake: Notify::new(),
+            handoff,
+            handed: Mutex::new(Some(handed)),
         }
     }
 
@@ -142,10 +159,12 @@ impl Webhooks {
                 .filter(|e| s.scopes.contains(&e.scope()))
                 .collect::<Vec<_>>();
             if !events.is_empty() {
-                by_tenant
-                    .entry(s.tenant)
-                    .or_default()
-                    .push(Subscriber { app: s.app, events });
+                by_tenant.entry(s.tenant).or_default().push(Subscriber {
+                    app: s.app,
+                    events,
+                    url: s.url.into(),
+                    secret_version: s.secret_version,
+                });
             }
         }
         let by_tenant = Arc::new(by_tenant);
@@ -154,14 +173,20 @@ impl Webhooks {
     }
 }
 
-/// The deliveries `events` make at `now`: one per event and app that wants it. Only
-/// tenant-wide events go to apps (a cardholder's own reminders do not).
+/// How long a node keeps a delivery it is sending from the others.
+fn lease(timing: WebhookTiming) -> SignedDuration {
+    SignedDuration::try_from(timing.timeout * 3).unwrap_or(SignedDuration::from_secs(30))
+}
+
+/// The deliveries `events` make at `now`: one per event and app that wants it, leased to
+/// this node, which sends it at once. Only tenant-wide events go to apps (a cardholder's
+/// own reminders do not).
 fn deliveries(
     subscribers: &HashMap<TenantId, Vec<Subscriber>>,
     events: &[PendingEvent],
     now: Timestamp,
-    give_up: SignedDuration,
-) -> Vec<NewDelivery> {
+    timing: WebhookTiming,
+) -> Vec<ClaimedDelivery> {
     let mut out = Vec::new();
     for e in events {
         let Some(subs) = subscribers.get(&e.tenant_id) else {
@@ -174,16 +199,22 @@ fn deliveries(
             continue;
         }
         for s in subs.iter().filter(|s| s.events.contains(&kind)) {
-            out.push(NewDelivery {
-                id: DeliveryId::new(),
-                tenant: e.tenant_id,
-                app: s.app,
-                event_id: e.event.id.0,
-                kind: kind.as_str().into(),
-                payload: e.event.payload.as_str().into(),
-                event_at: e.created_at,
-                give_up_at: now + give_up,
-                created_at: now,
+            out.push(ClaimedDelivery {
+                delivery: NewDelivery {
+                    id: DeliveryId::new(),
+                    tenant: e.tenant_id,
+                    app: s.app,
+                    event_id: e.event.id.0,
+                    kind: kind.as_str().into(),
+                    payload: e.event.payload.as_str().into(),
+                    event_at: e.created_at,
+                    give_up_at: now + timing.give_up,
+                    created_at: now,
+                    lease_until: Some(now + lease(timing)),
+                },
+                attempt: 1,
+                url: s.url.to_string(),
+                secret_version: s.secret_version,
             });
         }
     }
@@ -197,15 +228,25 @@ impl EventSink for Webhooks {
         if subscribers.is_empty() {
             return Ok(());
         }
-        let deliveries = deliveries(&subscribers, events, self.clock.now(), self.timing.give_up);
-        if deliveries.is_empty() {
+        let made = deliveries(&subscribers, events, self.clock.now(), self.timing);
+        if made.is_empty() {
             return Ok(());
         }
-        self.store
-            .enqueue_deliveries(deliveries)
+        let new: HashSet<DeliveryId> = self
+            .store
+            .enqueue_deliveries(made.iter().map(|c| c.delivery.clone()).collect())
             .await
-            .map_err(|e| LogError(format!("webhooks: {e}")))?;
-        self.wake();
+            .map_err(|e| LogError(format!("webhooks: {e}")))?
+            .into_iter()
+            .collect();
+        // Only the ones stored now are this node's to send: an event handed over again
+        // already has its delivery, sent or leased by whoever stored it.
+        for c in made.into_iter().filter(|c| new.contains(&c.delivery.id)) {
+            if self.handoff.try_send(c).is_err() {
+                tracing::warn!("webhook deliverer busy: a delivery waits for its lease to end");
+                break;
+            }
+        }
         Ok(())
     }
 }
@@ -323,8 +364,13 @@ fn describe(e: &reqwest::Error) -> String {
     text.chars().take(ERROR_CHARS_MAX).collect()
 }
 
-/// Sends one claimed delivery and records what came of it.
-async fn deliver(client: reqwest::Client, state: Arc<AppState>, c: ClaimedDelivery) {
+/// Sends one claimed delivery and hands what came of it to `done`.
+async fn deliver(
+    client: reqwest::Client,
+    state: Arc<AppState>,
+    c: ClaimedDelivery,
+    done: mpsc::UnboundedSender<Vec<DeliveryOutcome>>,
+) {
     let timing = state.webhooks.timing();
     let (http_status, error) = attempt(&client, &state, &c).await;
     let now = state.clock.now();
@@ -340,7 +386,7 @@ async fn deliver(client: reqwest::Client, state: Arc<AppState>, c: ClaimedDelive
         tracing::info!(delivery = %c.delivery.id, app = %c.delivery.app, attempt = c.attempt,
             error = %e, gave_up = retry_at.is_none(), "webhook attempt failed");
     }
-    let outcome = DeliveryOutcome {
+    let _ = done.send(vec![DeliveryOutcome {
         id: c.delivery.id,
         attempt: c.attempt,
         at: now,
@@ -348,15 +394,21 @@ async fn deliver(client: reqwest::Client, state: Arc<AppState>, c: ClaimedDelive
         error,
         status,
         retry_at,
-    };
-    if let Err(e) = state.store.finish_deliveries(vec![outcome]).await {
-        // The lease runs out and the delivery is tried again.
-        tracing::warn!(error = %e, delivery = %c.delivery.id, "could not record a webhook attempt");
+    }]);
+}
+
+/// Records outcomes, many per statement.
+async fn finish(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<DeliveryOutcome>>) {
+    while let Some(outcomes) = gather(&mut rx, FINISH_GATHER, FINISH_MAX).await {
+        if let Err(e) = store.finish_deliveries(outcomes).await {
+            // Their leases run out and they are tried again.
+            tracing::warn!(error = %e, "could not record webhook attempts");
+        }
     }
 }
 
-/// This node's deliverer: claims due deliveries as sending slots free up, until the
-/// server stops.
+/// This node's deliverer: sends what this node stored a moment ago as it comes, and
+/// claims due deliveries every `poll` and when woken, until the server stops.
 pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
     let timing = state.webhooks.timing();
     let client = reqwest::Client::builder()
@@ -365,49 +417,78 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("OneCard-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()?;
+    let mut handed = state
+        .webhooks
+        .handed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the webhook deliverer runs already"))?;
+    let (done, outcomes) = mpsc::unbounded_channel();
+    actix_web::rt::spawn(finish(state.store.clone(), outcomes));
     let weak = Arc::downgrade(&state);
     drop(state);
     actix_web::rt::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+        let send = |state: &Arc<AppState>, c: ClaimedDelivery, slot| {
+            let (client, state, done) = (client.clone(), state.clone(), done.clone());
+            actix_web::rt::spawn(async move {
+                deliver(client, state, c, done).await;
+                drop(slot);
+            });
+        };
+        // Claims run on the tick and when woken, not after each delivery handed over, so
+        // that a busy node does not ask the store for due ones between every two sends.
+        let mut tick = tokio::time::interval(timing.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(state) = weak.upgrade() else { break };
-            let free = slots.available_permits();
-            let claimed = if free == 0 {
-                Vec::new()
-            } else {
+            let Some(webhooks) = weak.upgrade().map(|s| s.webhooks.clone()) else {
+                return;
+            };
+            tokio::select! {
+                got = handed.recv() => {
+                    let Some(c) = got else { return };
+                    let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                    let Some(state) = weak.upgrade() else { return };
+                    send(&state, c, slot);
+                    continue;
+                }
+                _ = webhooks.wake.notified() => {}
+                _ = tick.tick() => {}
+            }
+            drop(webhooks);
+            // What is due, as long as claims come back full.
+            loop {
+                if slots.available_permits() == 0 {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    drop(slot);
+                }
+                let Some(state) = weak.upgrade() else { return };
+                let free = slots.available_permits();
                 let now = state.clock.now();
-                let lease = SignedDuration::try_from(timing.timeout * 3).unwrap_or_default();
-                match state.store.claim_deliveries(now, now + lease, free).await {
+                let claimed = match state
+                    .store
+                    .claim_deliveries(now, now + lease(timing), free)
+                    .await
+                {
                     Ok(claimed) => claimed,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not claim webhook deliveries");
-                        Vec::new()
+                        break;
                     }
-                }
-            };
-            let full = !claimed.is_empty() && claimed.len() == free;
-            for c in claimed {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
                 };
-                let (client, state) = (client.clone(), state.clone());
-                actix_web::rt::spawn(async move {
-                    deliver(client, state, c).await;
-                    drop(slot);
-                });
-            }
-            let webhooks = state.webhooks.clone();
-            drop(state);
-            if full {
-                // More may be due: claim again once a slot frees up.
-                if let Ok(slot) = slots.clone().acquire_owned().await {
-                    drop(slot);
+                let full = claimed.len() == free;
+                for c in claimed {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    send(&state, c, slot);
                 }
-                continue;
-            }
-            tokio::select! {
-                _ = webhooks.wake.notified() => {}
-                _ = tokio::time::sleep(timing.poll) => {}
+                if !full {
+                    break;
+                }
             }
         }
     });
@@ -462,10 +543,14 @@ mod tests {
                 Subscriber {
                     app: gate,
                     events: vec![WebhookEvent::PaymentSucceeded, WebhookEvent::WalletFrozen],
+                    url: "https://gate.example/hook".into(),
+                    secret_version: 3,
                 },
                 Subscriber {
                     app: books,
                     events: vec![WebhookEvent::PaymentSucceeded],
+                    url: "https://books.example/".into(),
+                    secret_version: 1,
                 },
             ],
         )]);
@@ -479,10 +564,17 @@ mod tests {
             event(t, "wallet.frozen", &["tenant"]),
         ];
         let now = Timestamp::from_second(1_000).unwrap();
-        let made = deliveries(&subscribers, &events, now, SignedDuration::from_hours(72));
+        let timing = WebhookTiming::default();
+        let made = deliveries(&subscribers, &events, now, timing);
         let got: Vec<(AppId, uuid::Uuid, &str)> = made
             .iter()
-            .map(|d| (d.app, d.event_id, d.kind.as_str()))
+            .map(|c| {
+                (
+                    c.delivery.app,
+                    c.delivery.event_id,
+                    c.delivery.kind.as_str(),
+                )
+            })
             .collect();
         let (paid, frozen) = (events[0].event.id.0, events[5].event.id.0);
         assert_eq!(
@@ -493,13 +585,19 @@ mod tests {
                 (gate, frozen, "wallet.frozen"),
             ]
         );
-        assert_eq!(made[0].payload, r#"{"kind":"payment.succeeded"}"#);
-        assert_eq!(made[0].give_up_at, now + SignedDuration::from_hours(72));
+        let first = &made[0];
         assert_eq!(
-            (made[0].tenant, made[0].event_at),
-            (t, Timestamp::UNIX_EPOCH)
+            (first.url.as_str(), first.secret_version, first.attempt),
+            ("https://gate.example/hook", 3, 1)
         );
-        assert_ne!(made[0].id, made[1].id);
+        let d = &first.delivery;
+        assert_eq!(d.payload, r#"{"kind":"payment.succeeded"}"#);
+        assert_eq!(d.give_up_at, now + SignedDuration::from_hours(72));
+        // Leased to this node, which sends it at once; another node takes it only if
+        // this one has not finished with it by then.
+        assert_eq!(d.lease_until, Some(now + SignedDuration::from_secs(30)));
+        assert_eq!((d.tenant, d.event_at), (t, Timestamp::UNIX_EPOCH));
+        assert_ne!(d.id, made[1].delivery.id);
     }
 
     #[test]
@@ -523,6 +621,7 @@ mod tests {
             event_at: Timestamp::from_second(1_000).unwrap(),
             give_up_at: Timestamp::from_second(2_000).unwrap(),
             created_at: Timestamp::from_second(1_000).unwrap(),
+            lease_until: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&body(&d)).unwrap();
         assert_eq!(

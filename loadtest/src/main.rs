@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 mod apps;
 mod conn;
+mod hooks;
 mod pay;
 mod ws;
 
@@ -73,6 +74,11 @@ enum Cmd {
         /// this CSV file, to see when the slow ones happened.
         #[arg(long)]
         latency_log: Option<std::path::PathBuf>,
+        /// Register an app (advanced edition) whose webhook wants every
+        /// `payment.succeeded`, at a receiver inside the loader that answers 200, and
+        /// report how the deliveries kept up.
+        #[arg(long)]
+        webhook: bool,
     },
     /// The naive peer: one SQL transaction per payment (SELECT … FOR UPDATE, UPDATE,
     /// INSERT, COMMIT) straight on PostgreSQL, at several concurrencies.
@@ -678,6 +684,10 @@ async fn healthz(target: Target, connections: usize, seconds: u64) -> Result<()>
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Built in the workspace, reqwest carries the server's `rustls-no-provider` feature
+    // and needs a provider before its first client, though the loader speaks plain HTTP.
+    #[allow(deprecated)] // ring offers no post-quantum key exchange; not needed here
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Cmd::Import { target, rows, runs } => import(target, rows, runs).await,
         Cmd::Grant {
@@ -702,6 +712,7 @@ async fn main() -> Result<()> {
             payments,
             hot,
             latency_log,
+            webhook,
         } => {
             pay::run(
                 target,
@@ -710,6 +721,7 @@ async fn main() -> Result<()> {
                 payments,
                 hot,
                 latency_log.as_deref(),
+                webhook,
             )
             .await
         }

@@ -1,6 +1,7 @@
 //! `loadtest pay` and `loadtest naive`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,13 +50,14 @@ pub(crate) async fn setup(
     tills: usize,
     cardholders: usize,
     hot: bool,
+    edition: &str,
 ) -> Result<Setup> {
     let base = &server.base;
     let tenant = post(
         client,
         format!("{base}/api/v1/tenants"),
         &server.root,
-        json!({"name": "Load", "kind": "university", "edition": "standard"}),
+        json!({"name": "Load", "kind": "university", "edition": edition}),
         None,
     )
     .await?;
@@ -242,13 +244,31 @@ pub async fn run(
     payments: usize,
     hot: bool,
     latency_log: Option<&std::path::Path>,
+    webhook: bool,
 ) -> Result<()> {
     let server = connect(&target)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(tills * 2)
         .build()?;
     let t0 = Instant::now();
-    let setup = setup(&server, &client, tills, cardholders, hot).await?;
+    let edition = if webhook { "advanced" } else { "standard" };
+    let setup = setup(&server, &client, tills, cardholders, hot, edition).await?;
+    let hooks = if webhook {
+        let (port, got) = crate::hooks::start().await?;
+        post(
+            &client,
+            format!("{}/api/v1/apps", server.base),
+            &setup.admin,
+            json!({"name": "Gate", "kind": "headless", "scopes": ["payments_read"],
+                   "webhook_url": format!("http://127.0.0.1:{port}/hook"),
+                   "webhook_events": ["payment.succeeded"]}),
+            None,
+        )
+        .await?;
+        Some(got)
+    } else {
+        None
+    };
     let rss_before = server.rss_kib();
     println!(
         "pay: set up {cardholders} cardholders with topped-up wallets, {tills} tills{} in {:.1} s",
@@ -337,6 +357,21 @@ pub async fn run(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu.per(&server, all.len(), "payment");
+    if let Some(got) = hooks {
+        let succeeded = statuses.get("succeeded").copied().unwrap_or(0);
+        let ended = Instant::now();
+        // The deliveries still on their way when the payments ended, given a minute.
+        while got.count.load(Ordering::Relaxed) < succeeded && ended.elapsed().as_secs() < 60 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let n = got.count.load(Ordering::Relaxed);
+        let last = *got.last.lock().unwrap_or_else(|p| p.into_inner());
+        let after = last.map_or(0.0, |l| l.saturating_duration_since(ended).as_secs_f64());
+        println!(
+            "webhooks: {n} deliveries of {succeeded} succeeded payments; {:.0} deliveries/s from the first payment to the last delivery; the last {after:.2} s after the last payment",
+            n as f64 / last.map_or(secs, |l| (l - start).as_secs_f64()).max(secs),
+        );
+    }
     let ledger_after = ledger_counters(&client, &server).await;
     let check_start = Instant::now();
     let check: Value = client

@@ -126,7 +126,7 @@ pub async fn run(target: Target, a: WsArgs) -> Result<()> {
         .build()?;
     let t0 = Instant::now();
     let cardholders = 1_000;
-    let setup = setup(&server, &client, a.tills, cardholders, false).await?;
+    let setup = setup(&server, &client, a.tills, cardholders, false, "standard").await?;
     println!(
         "ws: set up {cardholders} cardholders and {} tills in {:.1} s",
         a.tills,

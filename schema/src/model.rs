@@ -475,6 +475,8 @@ pub struct WebhookSubscription {
     pub app: AppId,
     pub events: Vec<WebhookEvent>,
     pub scopes: Vec<AppScope>,
+    pub url: String,
+    pub secret_version: i32,
 }
 
 /// A delivery to make: one event for one app.
@@ -491,6 +493,9 @@ pub struct NewDelivery {
     /// Retries stop after this (the delivery is `failed`, and an admin may redeliver it).
     pub give_up_at: Timestamp,
     pub created_at: Timestamp,
+    /// Stored as claimed already, its first attempt leased until then to the node that
+    /// stores it (and sends it at once); `None` leaves it to the next claim.
+    pub lease_until: Option<Timestamp>,
 }
 
 /// A delivery a node has taken to send now: its lease runs until `next_attempt_at`.

@@ -1148,7 +1148,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes FROM apps a \
+                "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes, a.webhook_url, \
+                 a.secret_version FROM apps a \
                  JOIN tenants n ON n.id = a.tenant_id WHERE a.webhook_url IS NOT NULL",
                 &[],
             )
@@ -1162,19 +1163,26 @@ impl Store for PgStore {
                     app: AppId(r.get(2)),
                     events: webhook_events_from_json(r.get(3))?,
                     scopes: scopes_from_json(r.get(4))?,
+                    url: r.get(5),
+                    secret_version: r.get(6),
                 })
             })
             .collect()
     }
 
-    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64> {
+    async fn enqueue_deliveries(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreResult<Vec<DeliveryId>> {
         if deliveries.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut cols: (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, Vec<Uuid>) = Default::default();
         let mut text: (Vec<String>, Vec<String>) = Default::default();
         let mut at: (Vec<Timestamp>, Vec<Timestamp>, Vec<Timestamp>) = Default::default();
+        let mut leases: Vec<Option<Timestamp>> = Vec::with_capacity(deliveries.len());
         for d in deliveries {
+            leases.push(d.lease_until);
             cols.0.push(d.id.0);
             cols.1.push(d.tenant.0);
             cols.2.push(d.app.0);
@@ -1189,23 +1197,27 @@ impl Store for PgStore {
         let st = c
             .prepare_cached(
                 "INSERT INTO webhook_deliveries (id, tenant_id, app_id, event_id, kind, payload, \
-                 event_at, give_up_at, created_at, next_attempt_at, status) \
-                 SELECT id, t, a, e, k, p, ea, g, ca, ca, 'pending' FROM \
+                 event_at, give_up_at, created_at, next_attempt_at, attempts, status) \
+                 SELECT id, t, a, e, k, p, ea, g, ca, COALESCE(l, ca), \
+                 CASE WHEN l IS NULL THEN 0 ELSE 1 END, 'pending' FROM \
                  unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-                 $7::timestamptz[], $8::timestamptz[], $9::timestamptz[]) \
-                 AS d(id, t, a, e, k, p, ea, g, ca) \
-                 ON CONFLICT (app_id, event_id) DO NOTHING",
+                 $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) \
+                 AS d(id, t, a, e, k, p, ea, g, ca, l) \
+                 ON CONFLICT (app_id, event_id) DO NOTHING RETURNING id",
             )
             .await
             .map_err(pg)?;
-        c.execute(
-            &st,
-            &[
-                &cols.0, &cols.1, &cols.2, &cols.3, &text.0, &text.1, &at.0, &at.1, &at.2,
-            ],
-        )
-        .await
-        .map_err(pg)
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &cols.0, &cols.1, &cols.2, &cols.3, &text.0, &text.1, &at.0, &at.1, &at.2,
+                    &leases,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| DeliveryId(r.get(0))).collect())
     }
 
     async fn claim_deliveries(
@@ -1247,6 +1259,7 @@ impl Store for PgStore {
                     event_at: r.get(6),
                     give_up_at: r.get(7),
                     created_at: r.get(8),
+                    lease_until: None,
                 },
                 attempt: r.get(9),
                 // An app whose address was removed after the event: the attempt fails

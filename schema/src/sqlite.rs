@@ -1523,7 +1523,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare(
-                    "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes FROM apps a \
+                    "SELECT a.tenant_id, n.edition, a.id, a.webhook_events, a.scopes, \
+                     a.webhook_url, a.secret_version FROM apps a \
                      JOIN tenants n ON n.id = a.tenant_id WHERE a.webhook_url IS NOT NULL",
                 )
                 .map_err(db)?;
@@ -1535,41 +1536,50 @@ impl Store for SqliteStore {
                         uuid_col(r, 2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i32>(6)?,
                     ))
                 })
                 .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
                 .map_err(db)?;
             rows.into_iter()
-                .map(|(tenant, edition, app, events, scopes)| {
-                    Ok(WebhookSubscription {
-                        tenant: TenantId(tenant),
-                        edition,
-                        app: AppId(app),
-                        events: webhook_events_from_json(&events)?,
-                        scopes: scopes_from_json(&scopes)?,
-                    })
-                })
+                .map(
+                    |(tenant, edition, app, events, scopes, url, secret_version)| {
+                        Ok(WebhookSubscription {
+                            tenant: TenantId(tenant),
+                            edition,
+                            app: AppId(app),
+                            events: webhook_events_from_json(&events)?,
+                            scopes: scopes_from_json(&scopes)?,
+                            url,
+                            secret_version,
+                        })
+                    },
+                )
                 .collect()
         })
         .await
     }
 
-    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64> {
+    async fn enqueue_deliveries(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreResult<Vec<DeliveryId>> {
         if deliveries.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         self.write(move |c| {
             let mut st = c
                 .prepare_cached(
                     "INSERT INTO webhook_deliveries (id, tenant_id, app_id, event_id, kind, \
-                     payload, event_at, give_up_at, created_at, next_attempt_at, status) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
+                     payload, event_at, give_up_at, created_at, next_attempt_at, attempts, \
+                     status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
                      ON CONFLICT (app_id, event_id) DO NOTHING",
                 )
                 .map_err(db)?;
-            let mut new = 0;
+            let mut new = Vec::new();
             for d in deliveries {
-                new += st
+                let n = st
                     .execute(params![
                         d.id.to_string(),
                         d.tenant.to_string(),
@@ -1580,9 +1590,13 @@ impl Store for SqliteStore {
                         ms(d.event_at),
                         ms(d.give_up_at),
                         ms(d.created_at),
-                        ms(d.created_at)
+                        ms(d.lease_until.unwrap_or(d.created_at)),
+                        i32::from(d.lease_until.is_some())
                     ])
-                    .map_err(db)? as u64;
+                    .map_err(db)?;
+                if n == 1 {
+                    new.push(d.id);
+                }
             }
             Ok(new)
         })
@@ -1621,6 +1635,7 @@ impl Store for SqliteStore {
                         event_at: ts(r.get(6)?),
                         give_up_at: ts(r.get(7)?),
                         created_at: ts(r.get(8)?),
+                        lease_until: None,
                     },
                     attempt: r.get(9)?,
                     // An app whose address was removed after the event: the attempt

@@ -108,8 +108,12 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     /// Every app with a webhook address, with its tenant's edition.
     async fn webhook_subscriptions(&self) -> StoreResult<Vec<WebhookSubscription>>;
     /// Stores deliveries to make. One the store has already (the same app and event: the
-    /// relay may hand an event over twice) is left as it is. Answers how many were new.
-    async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<u64>;
+    /// relay may hand an event over twice) is left as it is. Answers the new ones' ids:
+    /// those with a `lease_until` are the caller's to send now.
+    async fn enqueue_deliveries(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreResult<Vec<DeliveryId>>;
     /// Takes up to `limit` pending deliveries due at `now`, the longest due first, counts
     /// an attempt on each and leases them to the caller until `lease_until`: no other
     /// claim takes them before that (a node that stops while sending leaves them to the

@@ -1290,6 +1290,7 @@ fn delivery(t: TenantId, app: AppId, event: uuid::Uuid, at: Timestamp) -> NewDel
         event_at: at,
         give_up_at: at + SignedDuration::from_hours(72),
         created_at: at,
+        lease_until: None,
     }
 }
 
@@ -1325,11 +1326,13 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
     let t0 = now();
     let (e1, e2) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let first = vec![delivery(t, gate, e1, t0), delivery(t, gate, e2, t0)];
-    assert_eq!(store.enqueue_deliveries(first).await.unwrap(), 2);
+    let ids: Vec<DeliveryId> = first.iter().map(|d| d.id).collect();
+    assert_eq!(store.enqueue_deliveries(first).await.unwrap(), ids);
     let again = vec![delivery(t, gate, e1, t0), delivery(t, quiet, e1, t0)];
+    let new = again[1].id;
     assert_eq!(
         store.enqueue_deliveries(again).await.unwrap(),
-        1,
+        [new],
         "another app's is new"
     );
 
@@ -1477,6 +1480,32 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         left.items.iter().map(|d| d.id).collect::<Vec<_>>(),
         [a.delivery.id]
     );
+
+    // One stored leased (by the node that sends it at once) is its first attempt, and no
+    // claim takes it before its lease ends.
+    let e3 = uuid::Uuid::now_v7();
+    let mut leased = delivery(t, gate, e3, later);
+    let until = later + SignedDuration::from_hours(2);
+    leased.lease_until = Some(until);
+    let leased_id = leased.id;
+    assert_eq!(
+        store.enqueue_deliveries(vec![leased]).await.unwrap(),
+        [leased_id]
+    );
+    let before = store
+        .claim_deliveries(until - MINUTE, until, 10)
+        .await
+        .unwrap();
+    assert!(
+        before.iter().all(|c| c.delivery.id != leased_id),
+        "{before:?}"
+    );
+    let after = store
+        .claim_deliveries(until, until + MINUTE, 10)
+        .await
+        .unwrap();
+    let retaken = after.iter().find(|c| c.delivery.id == leased_id).unwrap();
+    assert_eq!(retaken.attempt, 2, "the first attempt was its sender's");
 
     // Deleting the app takes its deliveries along.
     store

@@ -308,6 +308,7 @@ pub async fn rotate_app_secret(
     );
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
+    state.webhooks.forget_subscribers();
     Ok(HttpResponse::Created().json(credentials(&state, app)))
 }
 
@@ -425,6 +426,7 @@ pub async fn ping_webhook(
         event_at: now,
         give_up_at: now + state.webhooks.timing().give_up,
         created_at: now,
+        lease_until: None,
     };
     state.store.enqueue_deliveries(vec![ping.clone()]).await?;
     state.webhooks.wake();

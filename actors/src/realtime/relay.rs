@@ -277,10 +277,10 @@ async fn clean(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<EventI
     }
 }
 
-/// The next ids to delete: the first to arrive, what is already waiting, and what arrives
-/// within `wait` after the first, up to about `max`. None once the channel is closed and
-/// empty.
-async fn gather<T>(
+/// The next items to write (here, ids to delete): the first to arrive, what is already
+/// waiting, and what arrives within `wait` after the first, up to about `max`. None once
+/// the channel is closed and empty.
+pub async fn gather<T>(
     rx: &mut mpsc::UnboundedReceiver<Vec<T>>,
     wait: Duration,
     max: usize,
