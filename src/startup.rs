@@ -43,16 +43,23 @@ pub struct Application {
     pub generated_root_token: Option<String>,
 }
 
+/// Installs rustls's ring provider for this process: webhooks speak TLS through rustls
+/// without aws-lc (which needs cmake to build). reqwest, built with `rustls-no-provider`,
+/// panics on its first client without one, so anything in this process that builds a
+/// client first calls this. Idempotent.
+pub fn install_tls() {
+    // An error means a provider is installed already.
+    #[allow(deprecated)] // ring offers no post-quantum key exchange; see the README
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        // Webhooks speak TLS through rustls with the ring provider (no aws-lc build). An
-        // error means a provider is installed already (a second server in one process).
-        #[allow(deprecated)] // ring offers no post-quantum key exchange; see DEPENDENCIES
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let store = onecard_schema::open(config.database_url.expose_secret(), config.db_pool_size)

@@ -372,6 +372,14 @@ async fn deliver(
     done: mpsc::UnboundedSender<Vec<DeliveryOutcome>>,
 ) {
     let timing = state.webhooks.timing();
+    // One handed over that waited past its lease (every slot was busy) is a claim's now:
+    // sending it too would send it twice.
+    if c.delivery
+        .lease_until
+        .is_some_and(|until| state.clock.now() >= until)
+    {
+        return;
+    }
     let (http_status, error) = attempt(&client, &state, &c).await;
     let now = state.clock.now();
     let (status, retry_at) = match &error {

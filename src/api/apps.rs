@@ -428,16 +428,24 @@ pub async fn ping_webhook(
         created_at: now,
         lease_until: None,
     };
-    state.store.enqueue_deliveries(vec![ping.clone()]).await?;
+    // As stored: pending, due now, no attempt yet (its event id is new, so it is new).
+    let queued = WebhookDelivery {
+        id: ping.id,
+        app_id: ping.app,
+        event_id: ping.event_id,
+        kind: ping.kind.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(now),
+        give_up_at: ping.give_up_at,
+        last_attempt_at: None,
+        last_status: None,
+        last_error: None,
+        delivered_at: None,
+        event_at: now,
+        created_at: now,
+    };
+    state.store.enqueue_deliveries(vec![ping]).await?;
     state.webhooks.wake();
-    let page = state
-        .store
-        .list_deliveries(tenant, app.id, None, None, 1)
-        .await?;
-    let sent = page
-        .items
-        .into_iter()
-        .find(|d| d.id == ping.id)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the ping's delivery was not stored")))?;
-    Ok(HttpResponse::Accepted().json(sent))
+    Ok(HttpResponse::Accepted().json(queued))
 }

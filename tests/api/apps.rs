@@ -48,6 +48,7 @@ async fn only_an_apps_own_signed_requests_spend_its_rate_budget() {
     };
     let creds = reading_gate(&app).await;
     // A stranger on another address floods the app's key with bad signatures.
+    onecard::startup::install_tls();
     let stranger = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()

@@ -80,7 +80,7 @@ async fn stop_mid_run(engine: Engine, stop: Stop) {
     let url = pg.as_ref().map(|(_, u)| u.clone());
     let (mut child, port) = start(dir.path(), url.as_deref());
     let base = format!("http://127.0.0.1:{port}");
-    let c = reqwest::Client::new();
+    let c = crate::helpers::client();
     let (_, t) = post(
         &c,
         format!("{base}/api/v1/tenants"),

@@ -346,6 +346,7 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_works_offline(
             .contains("\"/api/v1/openapi.json\""),
         "the page reads the served document"
     );
+    onecard::startup::install_tls();
     let bare = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

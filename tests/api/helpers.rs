@@ -17,6 +17,13 @@ pub enum Engine {
     Postgres,
 }
 
+/// An HTTP client for tests (reqwest needs the TLS provider the server installs, even
+/// for a test that starts no server in this process).
+pub fn client() -> reqwest::Client {
+    onecard::startup::install_tls();
+    reqwest::Client::new()
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -166,7 +173,7 @@ pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Opti
     Some(TestApp {
         base,
         state,
-        client: reqwest::Client::new(),
+        client: client(),
         clock,
         handle,
         database_url,

@@ -84,7 +84,7 @@ async fn events_cross_nodes_resume_on_another_node_and_survive_a_sigkill() {
     let a = node(&url, &redis, &prefix);
     let mut b = node(&url, &redis, &prefix);
     let c_node = node(&url, &redis, &prefix);
-    let c = reqwest::Client::new();
+    let c = crate::helpers::client();
 
     // A tenant, a till and a cardholder with money, set up through node A.
     let (_, t) = post(

@@ -95,7 +95,7 @@ async fn first_start_prints_the_root_token_once_and_logs_never_carry_secrets() {
         );
     }
     let base = format!("http://127.0.0.1:{}", server.port);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let tenant: Value = client
         .post(format!("{base}/api/v1/tenants"))
         .bearer_auth(&root)
@@ -147,7 +147,7 @@ async fn first_start_prints_the_root_token_once_and_logs_never_carry_secrets() {
 
     // A restart keeps the token and prints nothing new.
     let again = start(dir.path());
-    let res = reqwest::Client::new()
+    let res = crate::helpers::client()
         .get(format!("http://127.0.0.1:{}/api/v1/audit", again.port))
         .bearer_auth(&root)
         .send()

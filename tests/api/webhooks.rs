@@ -156,6 +156,25 @@ async fn hooked_app(app: &TestApp, admin: &str, body: Value) -> (String, String)
     )
 }
 
+async fn ping(app: &TestApp, admin: &str, app_id: &str) -> (u16, Value) {
+    app.post(
+        &format!("/api/v1/apps/{app_id}/webhook-ping"),
+        admin,
+        json!({}),
+    )
+    .await
+}
+
+/// Points the app's webhook at `url` (or nowhere, for `null`).
+async fn set_url(app: &TestApp, admin: &str, app_id: &str, url: Value) -> (u16, Value) {
+    app.patch(
+        &format!("/api/v1/apps/{app_id}"),
+        admin,
+        json!({ "webhook_url": url }),
+    )
+    .await
+}
+
 async fn deliveries(app: &TestApp, admin: &str, app_id: &str, query: &str) -> Vec<Value> {
     let (s, page) = app
         .get(
@@ -404,16 +423,10 @@ async fn a_failed_delivery_is_retried_with_backoff_given_up_in_time_and_sent_aga
     // The app's server fails once: the ping comes again after the backoff, the same
     // delivery and event with a new nonce.
     hooks.answer(&[500]);
-    let (s, ping) = app
-        .post(
-            &format!("/api/v1/apps/{gate}/webhook-ping"),
-            &admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 202, "{ping}");
-    assert_eq!(ping["type"], "webhook.ping");
-    let id = ping["id"].as_str().unwrap().to_string();
+    let (s, pinged) = ping(&app, &admin, &gate).await;
+    assert_eq!(s, 202, "{pinged}");
+    assert_eq!(pinged["type"], "webhook.ping");
+    let id = pinged["id"].as_str().unwrap().to_string();
     let first = hooks.next().await;
     first.assert_signed_with(&secret);
     assert_eq!(first.header("x-delivery-id"), id);
@@ -457,23 +470,11 @@ async fn a_failed_delivery_is_retried_with_backoff_given_up_in_time_and_sent_aga
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}/gone", l.local_addr().unwrap())
     };
-    let (s, _) = app
-        .patch(
-            &format!("/api/v1/apps/{gate}"),
-            &admin,
-            json!({"webhook_url": closed}),
-        )
-        .await;
+    let (s, _) = set_url(&app, &admin, &gate, json!(closed)).await;
     assert_eq!(s, 200);
-    let (s, ping) = app
-        .post(
-            &format!("/api/v1/apps/{gate}/webhook-ping"),
-            &admin,
-            json!({}),
-        )
-        .await;
+    let (s, pinged) = ping(&app, &admin, &gate).await;
     assert_eq!(s, 202);
-    let lost = ping["id"].as_str().unwrap().to_string();
+    let lost = pinged["id"].as_str().unwrap().to_string();
     let once = delivery_when(&app, &admin, &gate, &lost, |d| {
         d["attempts"] == 1 && !d["last_error"].is_null()
     })
@@ -494,13 +495,7 @@ async fn a_failed_delivery_is_retried_with_backoff_given_up_in_time_and_sent_aga
     assert_eq!(failed.len(), 1);
 
     // The app is back: an admin sends it again, and it arrives.
-    let (s, _) = app
-        .patch(
-            &format!("/api/v1/apps/{gate}"),
-            &admin,
-            json!({"webhook_url": url}),
-        )
-        .await;
+    let (s, _) = set_url(&app, &admin, &gate, json!(url)).await;
     assert_eq!(s, 200);
     let (_, stranger) = app.tenant("university", "advanced").await;
     let retry = format!("/api/v1/apps/{gate}/webhook-deliveries/{lost}/retry");
@@ -526,13 +521,7 @@ async fn a_failed_delivery_is_retried_with_backoff_given_up_in_time_and_sent_aga
         .post(&format!("/api/v1/apps/{gate}/secret"), &admin, json!({}))
         .await;
     assert_eq!(s, 201);
-    let (s, _) = app
-        .post(
-            &format!("/api/v1/apps/{gate}/webhook-ping"),
-            &admin,
-            json!({}),
-        )
-        .await;
+    let (s, _) = ping(&app, &admin, &gate).await;
     assert_eq!(s, 202);
     hooks
         .next()
@@ -540,21 +529,9 @@ async fn a_failed_delivery_is_retried_with_backoff_given_up_in_time_and_sent_aga
         .assert_signed_with(rotated["app_secret"].as_str().unwrap());
 
     // No address, no ping.
-    let (s, _) = app
-        .patch(
-            &format!("/api/v1/apps/{gate}"),
-            &admin,
-            json!({"webhook_url": null}),
-        )
-        .await;
+    let (s, _) = set_url(&app, &admin, &gate, json!(null)).await;
     assert_eq!(s, 200);
-    let (s, problem) = app
-        .post(
-            &format!("/api/v1/apps/{gate}/webhook-ping"),
-            &admin,
-            json!({}),
-        )
-        .await;
+    let (s, problem) = ping(&app, &admin, &gate).await;
     assert_problem(s, &problem, 409, "no_webhook");
     hooks.handle.stop(false).await;
 }
