@@ -31,6 +31,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("edition", 403),
     ("not_found", 404),
     ("number_taken", 409),
+    ("user_changed", 409),
     ("tag_name_taken", 409),
     ("department_name_taken", 409),
     ("already_admin", 409),

@@ -349,6 +349,31 @@ pub struct UserPatch {
     pub department_ids: Option<Vec<DepartmentId>>,
     /// Replaces every tag.
     pub tag_ids: Option<Vec<TagId>>,
+    /// The user's memberships as a sub-admin's scope check saw them: the change applies
+    /// only if they are still those (409 `user_changed` otherwise), so that a concurrent
+    /// move cannot slip between the check and the write.
+    pub expect: Option<Memberships>,
+}
+
+/// A user's departments and tags, as sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memberships {
+    department_ids: Vec<DepartmentId>,
+    tag_ids: Vec<TagId>,
+}
+
+impl Memberships {
+    pub fn of(user: &User) -> Self {
+        let mut m = Memberships {
+            department_ids: user.department_ids.clone(),
+            tag_ids: user.tag_ids.clone(),
+        };
+        m.department_ids.sort();
+        m.department_ids.dedup();
+        m.tag_ids.sort();
+        m.tag_ids.dedup();
+        m
+    }
 }
 
 /// One change applied to many users at once, atomically.
@@ -360,6 +385,8 @@ pub struct BatchUserUpdate {
     pub department_ids: Option<Vec<DepartmentId>>,
     pub add_tag_ids: Vec<TagId>,
     pub remove_tag_ids: Vec<TagId>,
+    /// As `UserPatch::expect`, for each user a sub-admin's check saw.
+    pub expect: Option<Vec<(UserId, Memberships)>>,
 }
 
 #[derive(Clone, Debug, Default)]

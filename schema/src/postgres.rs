@@ -21,9 +21,9 @@ use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::paginate;
 use crate::store::{
-    app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
-    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, webhook_events_from_json,
-    webhook_events_to_json, Store,
+    app_name_taken, check_deletable, check_unchanged, dedup, granted_ids, grants_from_json,
+    grants_to_json, group_in_use, group_name_taken, scopes_from_json, scopes_to_json,
+    webhook_events_from_json, webhook_events_to_json, Store,
 };
 
 /// A timestamp bound as `timestamptz`, converted by arithmetic. postgres-types' own
@@ -1509,6 +1509,10 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        if let Some(was) = &patch.expect {
+            let user = load_user(&tx, tenant, id).await?;
+            check_unchanged(&[user], &[(id, was.clone())])?;
+        }
         check_user_refs(
             &tx,
             tenant,
@@ -1663,6 +1667,25 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         let ids: Vec<Uuid> = dedup(&update.user_ids).into_iter().map(|u| u.0).collect();
         check_refs(&tx, "users", tenant, &ids, "user_ids").await?;
+        if let Some(expect) = &update.expect {
+            // Locked in id order, so that two batches over the same users cannot deadlock.
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = ANY($2) \
+                         ORDER BY id FOR UPDATE"
+                    ),
+                    &[&tenant.0, &ids],
+                )
+                .await
+                .map_err(pg)?;
+            let mut users = rows
+                .iter()
+                .map(user_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            attach_memberships(&tx, &mut users).await?;
+            check_unchanged(&users, expect)?;
+        }
         let mut all_tags = update.add_tag_ids.clone();
         all_tags.extend(&update.remove_tag_ids);
         check_user_refs(

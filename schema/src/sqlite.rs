@@ -25,9 +25,9 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::store::{
-    app_name_taken, check_deletable, dedup, granted_ids, grants_from_json, grants_to_json,
-    group_in_use, group_name_taken, scopes_from_json, scopes_to_json, webhook_events_from_json,
-    webhook_events_to_json, Store,
+    app_name_taken, check_deletable, check_unchanged, dedup, granted_ids, grants_from_json,
+    grants_to_json, group_in_use, group_name_taken, scopes_from_json, scopes_to_json,
+    webhook_events_from_json, webhook_events_to_json, Store,
 };
 
 mod embedded {
@@ -1914,7 +1914,10 @@ impl Store for SqliteStore {
         audit: Audit,
     ) -> StoreResult<User> {
         self.write(move |c| {
-            load_user(c, tenant, id)?;
+            let current = load_user(c, tenant, id)?;
+            if let Some(was) = &patch.expect {
+                check_unchanged(&[current], &[(id, was.clone())])?;
+            }
             if let Some(number) = &patch.number {
                 if number_owner(c, tenant, number)?.is_some_and(|owner| owner != id.0) {
                     return Err(number_taken());
@@ -2089,6 +2092,13 @@ impl Store for SqliteStore {
             let ids = dedup(&update.user_ids);
             let raw: Vec<Uuid> = ids.iter().map(|u| u.0).collect();
             check_refs(c, "users", tenant, &raw, "user_ids")?;
+            if let Some(expect) = &update.expect {
+                let users = ids
+                    .iter()
+                    .map(|id| load_user(c, tenant, *id))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                check_unchanged(&users, expect)?;
+            }
             let mut all_tags = update.add_tag_ids.clone();
             all_tags.extend(&update.remove_tag_ids);
             check_user_refs(

@@ -316,6 +316,28 @@ pub(crate) fn webhook_events_from_json(text: &str) -> crate::error::StoreResult<
     serde_json::from_str(text).map_err(crate::error::StoreError::backend)
 }
 
+/// 409 `user_changed` unless each user named in `expect` still has the memberships it
+/// names (read inside the write's transaction, the users locked).
+pub(crate) fn check_unchanged(
+    users: &[User],
+    expect: &[(UserId, Memberships)],
+) -> crate::error::StoreResult<()> {
+    let changed = expect.iter().any(|(id, was)| {
+        users
+            .iter()
+            .find(|u| u.id == *id)
+            .is_none_or(|u| Memberships::of(u) != *was)
+    });
+    if changed {
+        return Err(crate::error::StoreError::conflict(
+            "user_changed",
+            None,
+            "a user's departments or tags changed while this change was checked; read it again",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn group_in_use() -> crate::error::StoreError {
     crate::error::StoreError::conflict(
         "group_in_use",

@@ -162,6 +162,7 @@ conformance!(
     sibling_departments_cannot_share_a_name,
     an_admin_user_cannot_be_deleted,
     webhook_deliveries_are_stored_once_leased_retried_and_finished,
+    a_change_checked_against_memberships_that_moved_meanwhile_is_refused,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -1518,4 +1519,115 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         .unwrap()
         .items
         .is_empty());
+}
+
+/// A sub-admin's change carries the memberships its scope check saw; if another write
+/// moved the user in between, the store refuses it whole (and a fresh check may retry).
+async fn a_change_checked_against_memberships_that_moved_meanwhile_is_refused(
+    store: Arc<dyn Store>,
+) {
+    let (t, _) = tenant(&store, "A").await;
+    let maths = dept(&store, t, "Maths", None).await;
+    let physics = dept(&store, t, "Physics", None).await;
+    let vip = tag(&store, t, "vip").await;
+    let mut u = new_user("T1");
+    u.department_ids = vec![maths];
+    let user = store
+        .create_user(t, u, now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
+    let other = store
+        .create_user(t, new_user("T2"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
+    let checked = Memberships::of(&user);
+    // Meanwhile someone moves the user to Physics.
+    let moved = UserPatch {
+        department_ids: Some(vec![physics]),
+        ..Default::default()
+    };
+    store
+        .update_user(t, user.id, moved, now(), audit(Some(t), "user.update"))
+        .await
+        .unwrap();
+
+    let late = UserPatch {
+        name: Some("Renamed".into()),
+        tag_ids: Some(vec![vip]),
+        expect: Some(checked.clone()),
+        ..Default::default()
+    };
+    let refused = store
+        .update_user(t, user.id, late, now(), audit(Some(t), "user.update"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                code: "user_changed",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let batch = BatchUserUpdate {
+        user_ids: vec![user.id, other.id],
+        add_tag_ids: vec![vip],
+        expect: Some(vec![
+            (user.id, checked),
+            (other.id, Memberships::of(&other)),
+        ]),
+        ..Default::default()
+    };
+    let refused = store
+        .batch_update_users(t, batch, now(), audit(Some(t), "user.batch_update"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                code: "user_changed",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    for id in [user.id, other.id] {
+        let now_user = store.get_user(t, id).await.unwrap();
+        assert!(now_user.tag_ids.is_empty(), "nothing changed: {now_user:?}");
+        assert_ne!(now_user.name, "Renamed");
+    }
+
+    // Checked again against what is there now, it goes through.
+    let current = store.get_user(t, user.id).await.unwrap();
+    let fresh = UserPatch {
+        tag_ids: Some(vec![vip]),
+        expect: Some(Memberships::of(&current)),
+        ..Default::default()
+    };
+    let done = store
+        .update_user(t, user.id, fresh, now(), audit(Some(t), "user.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.department_ids, done.tag_ids),
+        (vec![physics], vec![vip])
+    );
+    let current = store.get_user(t, user.id).await.unwrap();
+    let batch = BatchUserUpdate {
+        user_ids: vec![user.id, other.id],
+        status: Some(UserStatus::Suspended),
+        expect: Some(vec![
+            (user.id, Memberships::of(&current)),
+            (other.id, Memberships::of(&other)),
+        ]),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .batch_update_users(t, batch, now(), audit(Some(t), "user.batch_update"))
+            .await
+            .unwrap(),
+        2
+    );
 }

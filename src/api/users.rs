@@ -9,9 +9,10 @@ use onecard_actors::domain::directory::{self as rules, mask_id_number};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{DepartmentId, TagId, UserId};
 use onecard_schema::model::{
-    BatchUserUpdate, IdNumber, NewToken, NewUser, PageReq, TokenKind, User, UserFilter, UserPatch,
-    UserStatus,
+    BatchUserUpdate, IdNumber, Memberships, NewToken, NewUser, PageReq, TokenKind, User,
+    UserFilter, UserPatch, UserStatus,
 };
+use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -290,16 +291,8 @@ pub async fn patch_user(
         body.tag_ids.as_ref().map_or(0, Vec::len),
     );
     checked(c)?;
+    let tenant = caller.tenant()?;
     let scope = DirectoryScope::of(&caller, &state).await?;
-    if scope.is_limited() {
-        let user = state.store.get_user(caller.tenant()?, id).await?;
-        scope.check_manages(&user)?;
-        scope.check_change(
-            &user,
-            body.department_ids.as_deref(),
-            body.tag_ids.as_deref(),
-        )?;
-    }
     let changed: Vec<&str> = [
         ("name", body.name.is_some()),
         ("number", body.number.is_some()),
@@ -322,6 +315,7 @@ pub async fn patch_user(
         status: body.status,
         department_ids: body.department_ids,
         tag_ids: body.tag_ids,
+        expect: None,
     };
     let audit = caller.audit(
         &state,
@@ -330,10 +324,30 @@ pub async fn patch_user(
         id,
         serde_json::json!({ "fields": changed }),
     );
-    let user = state
-        .store
-        .update_user(caller.tenant()?, id, patch, state.clock.now(), audit)
-        .await?;
+    let mut tries = 0;
+    let user = loop {
+        let mut attempt = patch.clone();
+        if scope.is_limited() {
+            // Checked against the user as read now; the store applies the change only if
+            // the memberships are still those, and a concurrent move means a new check.
+            let user = state.store.get_user(tenant, id).await?;
+            scope.check_manages(&user)?;
+            scope.check_change(
+                &user,
+                patch.department_ids.as_deref(),
+                patch.tag_ids.as_deref(),
+            )?;
+            attempt.expect = Some(Memberships::of(&user));
+        }
+        let written = state
+            .store
+            .update_user(tenant, id, attempt, state.clock.now(), audit.clone())
+            .await;
+        tries += 1;
+        if !(user_changed(&written) && tries < SCOPE_CHECK_TRIES) {
+            break written?;
+        }
+    };
     Ok(web::Json(user.into()))
 }
 
@@ -417,9 +431,6 @@ pub async fn batch_update_users(
     );
     checked(c)?;
     let scope = DirectoryScope::of(&caller, &state).await?;
-    if scope.is_limited() {
-        check_batch_scope(&state, &caller, &scope, &body).await?;
-    }
     let audit = caller.audit(
         &state,
         "user.batch_update",
@@ -436,22 +447,50 @@ pub async fn batch_update_users(
         department_ids: body.department_ids,
         add_tag_ids: body.add_tag_ids,
         remove_tag_ids: body.remove_tag_ids,
+        expect: None,
     };
-    let updated = state
-        .store
-        .batch_update_users(caller.tenant()?, update, state.clock.now(), audit)
-        .await?;
+    let mut tries = 0;
+    let updated = loop {
+        let mut attempt = update.clone();
+        if scope.is_limited() {
+            attempt.expect = Some(check_batch_scope(&state, &caller, &scope, &update).await?);
+        }
+        let written = state
+            .store
+            .batch_update_users(caller.tenant()?, attempt, state.clock.now(), audit.clone())
+            .await;
+        tries += 1;
+        if !(user_changed(&written) && tries < SCOPE_CHECK_TRIES) {
+            break written?;
+        }
+    };
     Ok(web::Json(BatchUpdated { updated }))
 }
 
+/// How often a sub-admin's change is checked and tried when users' memberships keep
+/// changing under it, before it answers 409 `user_changed`.
+const SCOPE_CHECK_TRIES: u32 = 3;
+
+/// Whether a write was refused because a user changed after the scope check.
+fn user_changed<T>(written: &Result<T, StoreError>) -> bool {
+    matches!(
+        written,
+        Err(StoreError::Conflict {
+            code: "user_changed",
+            ..
+        })
+    )
+}
+
 /// A sub-admin's batch: every user one they manage (one they cannot see is as unknown
-/// as another tenant's), each changed only inside what they manage.
+/// as another tenant's), each changed only inside what they manage. Answers each user's
+/// memberships as checked, for the store to hold the batch to.
 async fn check_batch_scope(
     state: &AppState,
     caller: &Caller,
     scope: &DirectoryScope,
-    body: &BatchUpdate,
-) -> Result<(), ApiError> {
+    body: &BatchUserUpdate,
+) -> Result<Vec<(UserId, Memberships)>, ApiError> {
     // One read of the batch's users, as far as the caller sees them.
     let mut ids = body.user_ids.clone();
     ids.sort();
@@ -491,7 +530,7 @@ async fn check_batch_scope(
         });
         scope.check_change(user, body.department_ids.as_deref(), tags.as_deref())?;
     }
-    Ok(())
+    Ok(users.iter().map(|u| (u.id, Memberships::of(u))).collect())
 }
 
 /// Issue a cardholder token for a kiosk or a test (super admin; audited).
