@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::helpers::{
     assert_problem, in_ci, redis_url, spawn_with, warn_skipped, Engine, PgDatabase, TestApp,
 };
-use crate::money::{code, keyed, ledger_balances, pay, person, shop, top_up};
+use crate::money::{code, keyed, ledger_balances, pay, person, shop, shop_in, top_up};
 use crate::realtime::Ws;
 
 /// A TCP proxy to one address, on a thread and runtime of its own (so that the test's
@@ -407,6 +407,59 @@ async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_afte
         .await;
     assert_eq!(balance(&app, &shop.admin, &user).await, 10_000 - 100 - 600);
     ledger_balances(&app, &shop.admin).await;
+}
+
+/// Redis goes away under a node whose tenant has an app with a webhook. The payments'
+/// events wait in the outbox, so no delivery is stored meanwhile. Once Redis is back, the
+/// sweep publishes them and hands them to the webhooks: each payment reaches the app
+/// once, and none is lost.
+#[actix_web::test]
+async fn webhook_deliveries_wait_out_a_redis_outage_and_none_is_lost() {
+    let Some(redis) = redis_url() else {
+        assert!(!in_ci(), "CI=true but ONECARD_REDIS_URL is not set");
+        warn_skipped(
+            "the webhook Redis outage test is",
+            "ONECARD_REDIS_URL is not set",
+        );
+        return;
+    };
+    let proxy = Proxy::start(redirect(&redis, 6379, 0).0);
+    let via = redirect(&redis, 6379, proxy.port).1;
+    let app = spawn_with(Engine::Sqlite, |c| c.redis_url = Some(via.into()))
+        .await
+        .expect("the node starts");
+    let mut hooks = crate::webhooks::Receiver::start().await;
+    let shop = shop_in(&app, "advanced", 100_000).await;
+    let (_, secret) = crate::webhooks::hooked_app(
+        &app,
+        &shop.admin,
+        json!({"name": "Gate", "kind": "headless", "scopes": ["payments_read"],
+               "webhook_url": hooks.url("/hook"), "webhook_events": ["payment.succeeded"]}),
+    )
+    .await;
+    let (user, me) = person(&app, &shop.admin, "W-1").await;
+    top_up(&app, &shop, &user, 10_000).await;
+    let first = pay(&app, &shop, &code(&app, &me).await, 100).await;
+    assert_eq!(hooks.next().await.json()["data"]["id"], first["id"]);
+
+    let codes = [code(&app, &me).await, code(&app, &me).await];
+    proxy.cut();
+    let mut paid = std::collections::HashSet::new();
+    for c in &codes {
+        paid.insert(pay(&app, &shop, c, 200).await["id"].clone());
+    }
+    hooks.nothing_more().await;
+
+    proxy.restore();
+    let mut got = std::collections::HashSet::new();
+    for _ in 0..paid.len() {
+        let r = hooks.next().await;
+        r.assert_signed_with(&secret);
+        assert!(got.insert(r.json()["data"]["id"].clone()), "twice: {r:?}");
+    }
+    assert_eq!(got, paid);
+    hooks.nothing_more().await;
+    hooks.handle.stop(false).await;
 }
 
 /// PostgreSQL stalls under a node: its host stays up and acknowledges what it is sent,

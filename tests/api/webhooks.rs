@@ -24,7 +24,7 @@ on_both_engines!(
 
 /// One request the app's server received.
 #[derive(Debug)]
-struct Received {
+pub(crate) struct Received {
     path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
@@ -38,12 +38,12 @@ impl Received {
             .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
     /// The signature holds for `secret`, over the text the app's own requests sign.
-    fn assert_signed_with(&self, secret: &str) {
+    pub(crate) fn assert_signed_with(&self, secret: &str) {
         let text = format!(
             "POST\n{}\n{}\n{}\n{}",
             self.path,
@@ -63,11 +63,11 @@ impl Received {
 
 /// The app's server: records each request and answers the next scripted status (200
 /// once the script is spent).
-struct Receiver {
+pub(crate) struct Receiver {
     base: String,
     got: mpsc::UnboundedReceiver<Received>,
     answers: Arc<Mutex<VecDeque<u16>>>,
-    handle: actix_web::dev::ServerHandle,
+    pub handle: actix_web::dev::ServerHandle,
 }
 
 struct Shared {
@@ -96,7 +96,7 @@ async fn hook(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> 
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (tx, got) = mpsc::unbounded_channel();
         let answers = Arc::new(Mutex::new(VecDeque::new()));
         let shared = web::Data::new(Shared {
@@ -123,7 +123,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -131,14 +131,14 @@ impl Receiver {
         self.answers.lock().unwrap().extend(statuses);
     }
 
-    async fn next(&mut self) -> Received {
+    pub(crate) async fn next(&mut self) -> Received {
         tokio::time::timeout(Duration::from_secs(15), self.got.recv())
             .await
             .expect("a delivery within 15 s")
             .expect("the receiver runs")
     }
 
-    async fn nothing_more(&mut self) {
+    pub(crate) async fn nothing_more(&mut self) {
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), self.got.recv()).await
         {
             panic!("an unexpected delivery: {r:?}");
@@ -147,7 +147,7 @@ impl Receiver {
 }
 
 /// An app of `admin`'s tenant with a webhook; answers (app id, secret).
-async fn hooked_app(app: &TestApp, admin: &str, body: Value) -> (String, String) {
+pub(crate) async fn hooked_app(app: &TestApp, admin: &str, body: Value) -> (String, String) {
     let (s, created) = app.post("/api/v1/apps", admin, body).await;
     assert_eq!(s, 201, "{created}");
     (
