@@ -47,6 +47,13 @@ use crate::state::AppState;
 
 /// Deliveries one node sends at once.
 const IN_FLIGHT_MAX: usize = 32;
+/// Deliveries one node sends to one app at once. More for that app wait for its turn
+/// (a claim leaves an app whose places are all taken), so an app that answers slowly
+/// waits for its own deliveries and never holds up the others'.
+const PER_APP_MAX: usize = 8;
+/// Deliveries waiting in memory for their app's turn; past that, they wait for their
+/// lease to end and a claim.
+const PER_APP_WAITING_MAX: usize = 4_096;
 /// The longest wait between two attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Bytes of an answer read (and dropped) so that its connection can be reused.
@@ -364,6 +371,62 @@ fn describe(e: &reqwest::Error) -> String {
     text.chars().take(ERROR_CHARS_MAX).collect()
 }
 
+/// This node's deliveries by app: how many it is sending to each, and those waiting for
+/// their app's turn.
+#[derive(Default)]
+struct PerApp(Mutex<HashMap<AppId, Lane>>);
+
+#[derive(Default)]
+struct Lane {
+    sending: usize,
+    waiting: std::collections::VecDeque<ClaimedDelivery>,
+}
+
+impl PerApp {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, Lane>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `c` back to send now if its app has room; else it waits for its app's turn (or,
+    /// past `PER_APP_WAITING_MAX`, for its lease to end and a claim).
+    fn offer(&self, c: ClaimedDelivery) -> Option<ClaimedDelivery> {
+        let mut map = self.map();
+        let lane = map.entry(c.delivery.app).or_default();
+        if lane.sending < PER_APP_MAX {
+            lane.sending += 1;
+            Some(c)
+        } else {
+            if lane.waiting.len() < PER_APP_WAITING_MAX {
+                lane.waiting.push_back(c);
+            }
+            None
+        }
+    }
+
+    /// A send to `app` ended: the next delivery waiting for it, to send in its place.
+    fn next(&self, app: AppId) -> Option<ClaimedDelivery> {
+        let mut map = self.map();
+        let lane = map.get_mut(&app)?;
+        if let Some(c) = lane.waiting.pop_front() {
+            return Some(c);
+        }
+        lane.sending = lane.sending.saturating_sub(1);
+        if lane.sending == 0 {
+            map.remove(&app);
+        }
+        None
+    }
+
+    /// The apps with every sending place taken, for a claim to leave.
+    fn busy(&self) -> Vec<AppId> {
+        self.map()
+            .iter()
+            .filter(|(_, lane)| lane.sending >= PER_APP_MAX)
+            .map(|(app, _)| *app)
+            .collect()
+    }
+}
+
 /// Sends one claimed delivery and hands what came of it to `done`.
 async fn deliver(
     client: reqwest::Client,
@@ -438,10 +501,19 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
     drop(state);
     actix_web::rt::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+        let per_app = Arc::new(PerApp::default());
+        // `c` has a place of its app's (`PerApp::offer`); the place, and the node's
+        // sending slot, go on to the app's next waiting delivery, if any.
         let send = |state: &Arc<AppState>, c: ClaimedDelivery, slot| {
             let (client, state, done) = (client.clone(), state.clone(), done.clone());
+            let per_app = per_app.clone();
             actix_web::rt::spawn(async move {
-                deliver(client, state, c, done).await;
+                let app = c.delivery.app;
+                let mut next = Some(c);
+                while let Some(c) = next {
+                    deliver(client.clone(), state.clone(), c, done.clone()).await;
+                    next = per_app.next(app);
+                }
                 drop(slot);
             });
         };
@@ -456,6 +528,7 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
             tokio::select! {
                 got = handed.recv() => {
                     let Some(c) = got else { return };
+                    let Some(c) = per_app.offer(c) else { continue };
                     let Ok(slot) = slots.clone().acquire_owned().await else { return };
                     let Some(state) = weak.upgrade() else { return };
                     send(&state, c, slot);
@@ -478,7 +551,7 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
                 let now = state.clock.now();
                 let claimed = match state
                     .store
-                    .claim_deliveries(now, now + lease(timing), free)
+                    .claim_deliveries(now, now + lease(timing), free, PER_APP_MAX, per_app.busy())
                     .await
                 {
                     Ok(claimed) => claimed,
@@ -489,6 +562,7 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
                 };
                 let full = claimed.len() == free;
                 for c in claimed {
+                    let Some(c) = per_app.offer(c) else { continue };
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         return;
                     };

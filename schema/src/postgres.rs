@@ -1225,13 +1225,21 @@ impl Store for PgStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: usize,
+        per_app: usize,
+        skip: Vec<AppId>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let skip: Vec<Uuid> = skip.into_iter().map(|a| a.0).collect();
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "WITH due AS (SELECT id FROM webhook_deliveries \
+                "WITH ranked AS (SELECT id, row_number() OVER \
+                   (PARTITION BY app_id ORDER BY next_attempt_at) AS n \
+                   FROM webhook_deliveries \
                    WHERE status = 'pending' AND next_attempt_at <= $1 \
-                   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+                   AND NOT (app_id = ANY($4))), \
+                 due AS (SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id \
+                   WHERE r.n <= $5 AND d.status = 'pending' AND d.next_attempt_at <= $1 \
+                   ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED), \
                  taken AS (UPDATE webhook_deliveries d \
                    SET attempts = d.attempts + 1, next_attempt_at = $2 \
                    FROM due WHERE d.id = due.id \
@@ -1243,7 +1251,16 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         let rows = c
-            .query(&st, &[&now, &lease_until, &(limit as i64)])
+            .query(
+                &st,
+                &[
+                    &now,
+                    &lease_until,
+                    &(limit as i64),
+                    &skip,
+                    &(per_app as i64),
+                ],
+            )
             .await
             .map_err(pg)?;
         Ok(rows
@@ -1259,7 +1276,7 @@ impl Store for PgStore {
                     event_at: r.get(6),
                     give_up_at: r.get(7),
                     created_at: r.get(8),
-                    lease_until: None,
+                    lease_until: Some(lease_until),
                 },
                 attempt: r.get(9),
                 // An app whose address was removed after the event: the attempt fails

@@ -1608,22 +1608,29 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: usize,
+        per_app: usize,
+        skip: Vec<AppId>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let skip = serde_json::to_string(&skip).map_err(StoreError::backend)?;
         // One writer: the claim's read and its update cannot interleave with another's.
         self.write(move |c| {
             let mut st = c
                 .prepare_cached(
                     "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? \
-                     WHERE id IN (SELECT id FROM webhook_deliveries \
+                     WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, row_number() \
+                       OVER (PARTITION BY app_id ORDER BY next_attempt_at) AS n \
+                       FROM webhook_deliveries \
                        WHERE status = 'pending' AND next_attempt_at <= ? \
-                       ORDER BY next_attempt_at LIMIT ?) \
+                       AND app_id NOT IN (SELECT value FROM json_each(?))) \
+                       WHERE n <= ? ORDER BY next_attempt_at LIMIT ?) \
                      RETURNING id, tenant_id, app_id, event_id, kind, payload, event_at, \
                      give_up_at, created_at, attempts, \
                      (SELECT webhook_url FROM apps a WHERE a.id = app_id), \
                      (SELECT secret_version FROM apps a WHERE a.id = app_id)",
                 )
                 .map_err(db)?;
-            st.query_map(params![ms(lease_until), ms(now), limit as i64], |r| {
+            let args = params![ms(lease_until), ms(now), skip, per_app as i64, limit as i64];
+            st.query_map(args, |r| {
                 Ok(ClaimedDelivery {
                     delivery: NewDelivery {
                         id: DeliveryId(uuid_col(r, 0)?),
@@ -1635,7 +1642,7 @@ impl Store for SqliteStore {
                         event_at: ts(r.get(6)?),
                         give_up_at: ts(r.get(7)?),
                         created_at: ts(r.get(8)?),
-                        lease_until: None,
+                        lease_until: Some(lease_until),
                     },
                     attempt: r.get(9)?,
                     // An app whose address was removed after the event: the attempt

@@ -118,11 +118,15 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
     /// an attempt on each and leases them to the caller until `lease_until`: no other
     /// claim takes them before that (a node that stops while sending leaves them to the
     /// next claim after it). With the app's address and secret version as they are now.
+    /// At most `per_app` go to one app, and none to the apps in `skip` (those this node
+    /// is busy sending to), so that one app's backlog never fills a claim.
     async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: usize,
+        per_app: usize,
+        skip: Vec<AppId>,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records what attempts came to. An outcome whose delivery has moved on since its
     /// claim (its `attempt` is no longer the last: the lease ran out and another claim

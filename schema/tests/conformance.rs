@@ -1337,23 +1337,51 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         "another app's is new"
     );
 
-    // A claim leases what is due; nothing is due again until the lease ends.
+    // A claim leaves the apps it is told to skip (a node busy sending to them).
     let lease = t0 + MINUTE;
-    let claimed = store.claim_deliveries(t0, lease, 10).await.unwrap();
-    assert_eq!(claimed.len(), 3);
+    let others = store
+        .claim_deliveries(t0, lease, 10, 10, vec![gate])
+        .await
+        .unwrap();
+    assert_eq!(
+        others.iter().map(|c| c.delivery.app).collect::<Vec<_>>(),
+        [quiet]
+    );
+    assert_eq!(others[0].delivery.lease_until, Some(lease));
+    let quiet_first = others[0].delivery.id;
+    // At most `per_app` a claim for one app: the gate's backlog cannot fill a claim.
+    let one_each = store
+        .claim_deliveries(t0, lease, 10, 1, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        one_each.iter().map(|c| c.delivery.app).collect::<Vec<_>>(),
+        [gate],
+        "one of the gate's two (the other app's is leased)"
+    );
+    let gate_first = one_each[0].delivery.id;
+    // A claim leases what is due; nothing is due again until the lease ends.
+    let claimed = store
+        .claim_deliveries(t0, lease, 10, 10, vec![])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the gate's second; the rest are leased");
+    assert!(claimed
+        .iter()
+        .all(|c| c.delivery.id != quiet_first && c.delivery.id != gate_first));
     assert!(claimed.iter().all(|c| c.attempt == 1));
     let to_gate = claimed.iter().find(|c| c.delivery.app == gate).unwrap();
     assert_eq!(to_gate.url, "https://gate.example/hook");
     assert_eq!(to_gate.secret_version, 1);
     assert_eq!(to_gate.delivery.payload, r#"{"amount":1}"#);
     assert!(store
-        .claim_deliveries(t0, lease, 10)
+        .claim_deliveries(t0, lease, 10, 10, vec![])
         .await
         .unwrap()
         .is_empty());
     // The lease ends (the node stopped): the next claim takes them, as attempt 2.
     let retaken = store
-        .claim_deliveries(lease, lease + MINUTE, 10)
+        .claim_deliveries(lease, lease + MINUTE, 10, 10, vec![])
         .await
         .unwrap();
     assert_eq!(retaken.len(), 3);
@@ -1366,8 +1394,9 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         g.sort_by_key(|c| c.delivery.event_id);
         (g[0].clone(), g[1].clone())
     };
-    let stale = claimed
+    let stale = one_each
         .iter()
+        .chain(&claimed)
         .find(|c| c.delivery.id == a.delivery.id)
         .unwrap();
     store
@@ -1428,7 +1457,7 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
     // Given up; then an admin sends it again.
     let later = lease + MINUTE;
     let due = store
-        .claim_deliveries(later, later + MINUTE, 10)
+        .claim_deliveries(later, later + MINUTE, 10, 10, vec![])
         .await
         .unwrap();
     let again_a = due.iter().find(|c| c.delivery.id == a.delivery.id).unwrap();
@@ -1494,7 +1523,7 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         [leased_id]
     );
     let before = store
-        .claim_deliveries(until - MINUTE, until, 10)
+        .claim_deliveries(until - MINUTE, until, 10, 10, vec![])
         .await
         .unwrap();
     assert!(
@@ -1502,7 +1531,7 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         "{before:?}"
     );
     let after = store
-        .claim_deliveries(until, until + MINUTE, 10)
+        .claim_deliveries(until, until + MINUTE, 10, 10, vec![])
         .await
         .unwrap();
     let retaken = after.iter().find(|c| c.delivery.id == leased_id).unwrap();

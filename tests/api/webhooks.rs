@@ -73,6 +73,8 @@ pub(crate) struct Receiver {
 struct Shared {
     tx: mpsc::UnboundedSender<Received>,
     answers: Arc<Mutex<VecDeque<u16>>>,
+    /// How long it takes to answer (an app's slow server).
+    delay: Duration,
 }
 
 async fn hook(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
@@ -92,16 +94,23 @@ async fn hook(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> 
         headers,
         body: body.to_vec(),
     });
+    tokio::time::sleep(shared.delay).await;
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body("ok")
 }
 
 impl Receiver {
     pub(crate) async fn start() -> Self {
+        Self::answering_after(Duration::ZERO).await
+    }
+
+    /// A server that takes `delay` to answer each request (it records it at once).
+    async fn answering_after(delay: Duration) -> Self {
         let (tx, got) = mpsc::unbounded_channel();
         let answers = Arc::new(Mutex::new(VecDeque::new()));
         let shared = web::Data::new(Shared {
             tx,
             answers: answers.clone(),
+            delay,
         });
         let server = HttpServer::new(move || {
             actix_web::App::new()
@@ -357,6 +366,57 @@ async fn an_app_gets_the_events_it_asked_for_signed_and_nothing_else(engine: Eng
         .await;
     assert_problem(s, &problem, 404, "not_found");
     hooks.handle.stop(false).await;
+}
+
+/// An app whose server hangs (each answer 60 s away, past the 10 s timeout) gets a few
+/// deliveries at a time; another app of the tenant gets every event meanwhile, long
+/// before the hung ones time out.
+#[actix_web::test]
+async fn an_app_that_hangs_does_not_hold_up_another_apps_deliveries() {
+    let Some(app) = spawn_app(Engine::Sqlite).await else {
+        return;
+    };
+    let mut hung = Receiver::answering_after(Duration::from_secs(60)).await;
+    let mut fast = Receiver::start().await;
+    let shop = shop_in(&app, "advanced", 100_000).await;
+    for (name, to) in [("Hung", &hung), ("Fast", &fast)] {
+        hooked_app(
+            &app,
+            &shop.admin,
+            json!({"name": name, "kind": "headless", "scopes": ["payments_read"],
+                   "webhook_url": to.url("/hook"), "webhook_events": ["payment.succeeded"]}),
+        )
+        .await;
+    }
+    let (user, me) = person(&app, &shop.admin, "S1").await;
+    top_up(&app, &shop, &user, 100_000).await;
+    let started = std::time::Instant::now();
+    let mut paid = std::collections::HashSet::new();
+    for _ in 0..48 {
+        let p = pay(&app, &shop, &code(&app, &me).await, 10).await;
+        paid.insert(p["id"].clone());
+    }
+    let mut got = std::collections::HashSet::new();
+    while got.len() < paid.len() {
+        got.insert(fast.next().await.json()["data"]["id"].clone());
+    }
+    assert_eq!(got, paid);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "every delivery to the other app before the first hung one timed out: {:?}",
+        started.elapsed()
+    );
+    // The hung app has a few under way, not the node's every sending slot.
+    let mut hung_now = 0;
+    while tokio::time::timeout(Duration::from_millis(200), hung.got.recv())
+        .await
+        .is_ok()
+    {
+        hung_now += 1;
+    }
+    assert!((1..=16).contains(&hung_now), "{hung_now} to the hung app");
+    hung.handle.stop(false).await;
+    fast.handle.stop(false).await;
 }
 
 /// Two nodes on one PostgreSQL relay and deliver side by side: each payment's event
