@@ -12,7 +12,9 @@
 //!   sends it at once, from memory. Every node's deliverer also claims due deliveries
 //!   (retries, and those whose lease ran out) with a lease of its own (on PostgreSQL
 //!   `FOR UPDATE SKIP LOCKED`, so nodes share the work without sending one delivery twice
-//!   at once). Outcomes are recorded many per statement. A failure waits
+//!   at once). A node sends 32 at a time, at most 8 to one app; an app's further
+//!   deliveries wait for its turn, so an app whose server hangs holds up only its own.
+//!   Outcomes are recorded many per statement. A failure waits
 //!   `retry_base × 2^(attempt−1)`, at most an hour, ±20 %; after `give_up` (3 days) the
 //!   delivery is `failed` and an admin may send it again. A node that stops mid-send
 //!   leaves its deliveries to be taken again when their lease ends.
