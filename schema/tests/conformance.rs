@@ -1550,6 +1550,19 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         .is_empty());
 }
 
+fn assert_user_changed<T: std::fmt::Debug>(written: &Result<T, StoreError>) {
+    assert!(
+        matches!(
+            written,
+            Err(StoreError::Conflict {
+                code: "user_changed",
+                ..
+            })
+        ),
+        "{written:?}"
+    );
+}
+
 /// A sub-admin's change carries the memberships its scope check saw; if another write
 /// moved the user in between, the store refuses it whole (and a fresh check may retry).
 async fn a_change_checked_against_memberships_that_moved_meanwhile_is_refused(
@@ -1589,16 +1602,7 @@ async fn a_change_checked_against_memberships_that_moved_meanwhile_is_refused(
     let refused = store
         .update_user(t, user.id, late, now(), audit(Some(t), "user.update"))
         .await;
-    assert!(
-        matches!(
-            refused,
-            Err(StoreError::Conflict {
-                code: "user_changed",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_user_changed(&refused);
     let batch = BatchUserUpdate {
         user_ids: vec![user.id, other.id],
         add_tag_ids: vec![vip],
@@ -1611,16 +1615,7 @@ async fn a_change_checked_against_memberships_that_moved_meanwhile_is_refused(
     let refused = store
         .batch_update_users(t, batch, now(), audit(Some(t), "user.batch_update"))
         .await;
-    assert!(
-        matches!(
-            refused,
-            Err(StoreError::Conflict {
-                code: "user_changed",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_user_changed(&refused);
     for id in [user.id, other.id] {
         let now_user = store.get_user(t, id).await.unwrap();
         assert!(now_user.tag_ids.is_empty(), "nothing changed: {now_user:?}");

@@ -344,22 +344,31 @@ async fn payments_in_flight_when_postgresql_goes_away_are_charged_once_after_ret
     ledger_balances(&app, &shop.admin).await;
 }
 
-/// Redis (the bus) goes away under a node and comes back. Payments do not need it: they
-/// go on being answered 201 while readiness reports the bus down. Their events wait in
-/// the outbox, and a till's screen that stayed connected gets each of them, in order and
-/// numbered on from before, once Redis is back.
-#[actix_web::test]
-async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_after() {
+/// A node (SQLite) whose Redis is reached through a proxy; `None`, having said so, when
+/// Redis is not configured outside CI.
+async fn node_behind_redis_proxy(what: &str) -> Option<(TestApp, Proxy)> {
     let Some(redis) = redis_url() else {
         assert!(!in_ci(), "CI=true but ONECARD_REDIS_URL is not set");
-        warn_skipped("the Redis outage test is", "ONECARD_REDIS_URL is not set");
-        return;
+        warn_skipped(what, "ONECARD_REDIS_URL is not set");
+        return None;
     };
     let proxy = Proxy::start(redirect(&redis, 6379, 0).0);
     let via = redirect(&redis, 6379, proxy.port).1;
     let app = spawn_with(Engine::Sqlite, |c| c.redis_url = Some(via.into()))
         .await
         .expect("the node starts");
+    Some((app, proxy))
+}
+
+/// Redis (the bus) goes away under a node and comes back. Payments do not need it: they
+/// go on being answered 201 while readiness reports the bus down. Their events wait in
+/// the outbox, and a till's screen that stayed connected gets each of them, in order and
+/// numbered on from before, once Redis is back.
+#[actix_web::test]
+async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_after() {
+    let Some((app, proxy)) = node_behind_redis_proxy("the Redis outage test is").await else {
+        return;
+    };
     let shop = shop(&app, 100_000).await;
     let (user, me) = person(&app, &shop.admin, "R-1").await;
     top_up(&app, &shop, &user, 10_000).await;
@@ -415,19 +424,10 @@ async fn payments_go_on_while_redis_is_away_and_their_events_reach_the_till_afte
 /// once, and none is lost.
 #[actix_web::test]
 async fn webhook_deliveries_wait_out_a_redis_outage_and_none_is_lost() {
-    let Some(redis) = redis_url() else {
-        assert!(!in_ci(), "CI=true but ONECARD_REDIS_URL is not set");
-        warn_skipped(
-            "the webhook Redis outage test is",
-            "ONECARD_REDIS_URL is not set",
-        );
+    let Some((app, proxy)) = node_behind_redis_proxy("the webhook Redis outage test is").await
+    else {
         return;
     };
-    let proxy = Proxy::start(redirect(&redis, 6379, 0).0);
-    let via = redirect(&redis, 6379, proxy.port).1;
-    let app = spawn_with(Engine::Sqlite, |c| c.redis_url = Some(via.into()))
-        .await
-        .expect("the node starts");
     let mut hooks = crate::webhooks::Receiver::start().await;
     let shop = shop_in(&app, "advanced", 100_000).await;
     let (_, secret) = crate::webhooks::hooked_app(
