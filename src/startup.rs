@@ -175,6 +175,7 @@ impl Application {
         crate::webhooks::spawn_deliverer(state.clone().into_inner())
             .context("starting the webhook deliverer")?;
         crate::webhooks::spawn_purge(state.clone().into_inner());
+        crate::webhooks::spawn_backlog_gauges(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);
         limiter.spawn_trim();

@@ -579,6 +579,26 @@ pub fn spawn_deliverer(state: Arc<AppState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `webhook_deliveries_pending` and `webhook_oldest_pending_seconds` every 15 s: a
+/// backlog that grows, or an oldest delivery that keeps ageing, is an app whose server
+/// does not acknowledge (docs/OPERATIONS.md).
+pub fn spawn_backlog_gauges(state: Arc<AppState>) {
+    crate::tasks::every(
+        state,
+        Duration::from_secs(15),
+        "webhook backlog gauges",
+        |state| async move {
+            let (pending, oldest) = state.store.webhook_backlog().await?;
+            metrics::gauge!("webhook_deliveries_pending").set(pending as f64);
+            let age = oldest.map_or(0.0, |at| {
+                state.clock.now().duration_since(at).as_secs_f64().max(0.0)
+            });
+            metrics::gauge!("webhook_oldest_pending_seconds").set(age);
+            Ok(())
+        },
+    );
+}
+
 /// Forgets delivered and given-up deliveries after 30 days, every hour.
 pub fn spawn_purge(state: Arc<AppState>) {
     crate::tasks::every(

@@ -1390,6 +1390,19 @@ impl Store for PgStore {
         delivery_from_row(&row)
     }
 
+    async fn webhook_backlog(&self) -> StoreResult<(u64, Option<Timestamp>)> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT count(*), min(created_at) FROM webhook_deliveries \
+                 WHERE status = 'pending'",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok((row.get::<_, i64>(0).unsigned_abs(), row.get(1)))
+    }
+
     async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         let c = self.client().await?;
         c.execute(

@@ -1757,6 +1757,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn webhook_backlog(&self) -> StoreResult<(u64, Option<Timestamp>)> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT count(*), min(created_at) FROM webhook_deliveries \
+                 WHERE status = 'pending'",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )
+            .map(|(n, oldest)| (n.unsigned_abs(), oldest.map(ts)))
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         self.write(move |c| {
             c.execute(

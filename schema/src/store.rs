@@ -153,6 +153,9 @@ pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
         give_up_at: Timestamp,
         audit: Audit,
     ) -> StoreResult<WebhookDelivery>;
+    /// How many deliveries are pending (waiting for an attempt, or being sent), and when
+    /// the oldest of them was made.
+    async fn webhook_backlog(&self) -> StoreResult<(u64, Option<Timestamp>)>;
     /// Forgets up to `limit` finished (delivered or failed) deliveries made before
     /// `before`; answers how many went.
     async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;

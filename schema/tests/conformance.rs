@@ -1315,6 +1315,7 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
     let (t, _) = tenant(&store, "Hooks U").await;
     let gate = webhook_app(&store, t, "Gate", Some("https://gate.example/hook")).await;
     let quiet = webhook_app(&store, t, "Quiet", None).await;
+    assert_eq!(store.webhook_backlog().await.unwrap(), (0, None));
     let subs = store.webhook_subscriptions().await.unwrap();
     assert_eq!(subs.len(), 1, "only apps with an address: {subs:?}");
     assert_eq!(
@@ -1337,6 +1338,11 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         "another app's is new"
     );
 
+    assert_eq!(
+        store.webhook_backlog().await.unwrap(),
+        (3, Some(t0)),
+        "pending, the oldest made at t0"
+    );
     // A claim leaves the apps it is told to skip (a node busy sending to them).
     let lease = t0 + MINUTE;
     let others = store
@@ -1495,6 +1501,8 @@ async fn webhook_deliveries_are_stored_once_leased_retried_and_finished(store: A
         Err(StoreError::NotFound)
     ));
 
+    // Pending: a (redelivered) and the other app's; b is delivered.
+    assert_eq!(store.webhook_backlog().await.unwrap(), (2, Some(t0)));
     // Finished ones are purged after their time; pending ones never.
     let purge_at = later + SignedDuration::from_hours(1);
     assert_eq!(
