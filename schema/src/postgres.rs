@@ -21,9 +21,8 @@ use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::paginate;
 use crate::store::{
-    app_name_taken, check_deletable, check_unchanged, dedup, granted_ids, grants_from_json,
-    grants_to_json, group_in_use, group_name_taken, scopes_from_json, scopes_to_json,
-    webhook_events_from_json, webhook_events_to_json, Store,
+    app_name_taken, check_deletable, check_unchanged, dedup, from_json_text, granted_ids,
+    group_in_use, group_name_taken, to_json_text, Store,
 };
 
 /// A timestamp bound as `timestamptz`, converted by arithmetic. postgres-types' own
@@ -334,12 +333,12 @@ fn app_from_row(r: &Row) -> StoreResult<App> {
         kind: enum_col(r, 2, AppKind::parse)?,
         description: r.get(3),
         logo_url: r.get(4),
-        scopes: scopes_from_json(r.get(5))?,
+        scopes: from_json_text(r.get(5))?,
         secret_version: r.get(6),
         created_at: r.get(7),
         updated_at: r.get(8),
         webhook_url: r.get(9),
-        webhook_events: webhook_events_from_json(r.get(10))?,
+        webhook_events: from_json_text(r.get(10))?,
     })
 }
 
@@ -371,7 +370,7 @@ fn group_from_row(r: &Row) -> StoreResult<AdminGroup> {
     Ok(AdminGroup {
         id: AdminGroupId(r.get(0)),
         name: r.get(1),
-        grants: grants_from_json(r.get(2))?,
+        grants: from_json_text(r.get(2))?,
         created_at: r.get(3),
         updated_at: r.get(4),
     })
@@ -649,7 +648,7 @@ impl Store for PgStore {
             tenant_id: row.get::<_, Option<Uuid>>(1).map(TenantId),
             subject_id: row.get(2),
             role: role.and_then(AdminRole::parse),
-            grants: grants.map(grants_from_json).transpose()?,
+            grants: grants.map(from_json_text).transpose()?,
             edition: edition.and_then(Edition::parse),
         }))
     }
@@ -932,7 +931,7 @@ impl Store for PgStore {
                 &group.id.0,
                 &tenant.0,
                 &group.name,
-                &grants_to_json(&group.grants)?,
+                &to_json_text(&group.grants)?,
                 &group.created_at,
                 &group.updated_at,
             ],
@@ -970,7 +969,7 @@ impl Store for PgStore {
                     &tenant.0,
                     &group.id.0,
                     &group.name,
-                    &grants_to_json(&group.grants)?,
+                    &to_json_text(&group.grants)?,
                     &group.updated_at,
                 ],
             )
@@ -1032,12 +1031,12 @@ impl Store for PgStore {
                 &app.kind.as_str(),
                 &app.description,
                 &app.logo_url,
-                &scopes_to_json(&app.scopes)?,
+                &to_json_text(&app.scopes)?,
                 &app.secret_version,
                 &app.created_at,
                 &app.updated_at,
                 &app.webhook_url,
-                &webhook_events_to_json(&app.webhook_events)?,
+                &to_json_text(&app.webhook_events)?,
             ],
         )
         .await
@@ -1070,11 +1069,11 @@ impl Store for PgStore {
                     &app.name,
                     &app.description,
                     &app.logo_url,
-                    &scopes_to_json(&app.scopes)?,
+                    &to_json_text(&app.scopes)?,
                     &app.secret_version,
                     &app.updated_at,
                     &app.webhook_url,
-                    &webhook_events_to_json(&app.webhook_events)?,
+                    &to_json_text(&app.webhook_events)?,
                 ],
             )
             .await
@@ -1161,8 +1160,8 @@ impl Store for PgStore {
                     tenant: TenantId(r.get(0)),
                     edition: enum_col(r, 1, Edition::parse)?,
                     app: AppId(r.get(2)),
-                    events: webhook_events_from_json(r.get(3))?,
-                    scopes: scopes_from_json(r.get(4))?,
+                    events: from_json_text(r.get(3))?,
+                    scopes: from_json_text(r.get(4))?,
                     url: r.get(5),
                     secret_version: r.get(6),
                 })

@@ -25,9 +25,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::store::{
-    app_name_taken, check_deletable, check_unchanged, dedup, granted_ids, grants_from_json,
-    grants_to_json, group_in_use, group_name_taken, scopes_from_json, scopes_to_json,
-    webhook_events_from_json, webhook_events_to_json, Store,
+    app_name_taken, check_deletable, check_unchanged, dedup, from_json_text, granted_ids,
+    group_in_use, group_name_taken, to_json_text, Store,
 };
 
 mod embedded {
@@ -670,12 +669,12 @@ fn app_from_row(r: AppRow) -> StoreResult<App> {
         kind: r.kind,
         description: r.description,
         logo_url: r.logo_url,
-        scopes: scopes_from_json(&r.scopes)?,
+        scopes: from_json_text(&r.scopes)?,
         secret_version: r.secret_version,
         created_at: ts(r.created_at),
         updated_at: ts(r.updated_at),
         webhook_url: r.webhook_url,
-        webhook_events: webhook_events_from_json(&r.webhook_events)?,
+        webhook_events: from_json_text(&r.webhook_events)?,
     })
 }
 
@@ -739,7 +738,7 @@ fn group_from_row((id, name, grants, created, updated): GroupRow) -> StoreResult
     Ok(AdminGroup {
         id: AdminGroupId(id),
         name,
-        grants: grants_from_json(&grants)?,
+        grants: from_json_text(&grants)?,
         created_at: ts(created),
         updated_at: ts(updated),
     })
@@ -998,7 +997,7 @@ impl Store for SqliteStore {
             })
             .map_err(db)?
             .map(|(mut record, grants)| {
-                record.grants = grants.as_deref().map(grants_from_json).transpose()?;
+                record.grants = grants.as_deref().map(from_json_text).transpose()?;
                 Ok(record)
             })
             .transpose()
@@ -1278,7 +1277,7 @@ impl Store for SqliteStore {
                     group.id.to_string(),
                     tenant.to_string(),
                     group.name,
-                    grants_to_json(&group.grants)?,
+                    to_json_text(&group.grants)?,
                     ms(group.created_at),
                     ms(group.updated_at)
                 ],
@@ -1334,7 +1333,7 @@ impl Store for SqliteStore {
                      WHERE tenant_id = ? AND id = ?",
                     params![
                         group.name,
-                        grants_to_json(&group.grants)?,
+                        to_json_text(&group.grants)?,
                         ms(group.updated_at),
                         tenant.to_string(),
                         group.id.to_string()
@@ -1391,12 +1390,12 @@ impl Store for SqliteStore {
                     app.kind.as_str(),
                     app.description,
                     app.logo_url,
-                    scopes_to_json(&app.scopes)?,
+                    to_json_text(&app.scopes)?,
                     app.secret_version,
                     ms(app.created_at),
                     ms(app.updated_at),
                     app.webhook_url,
-                    webhook_events_to_json(&app.webhook_events)?
+                    to_json_text(&app.webhook_events)?
                 ],
             )
             .map_err(db)?;
@@ -1427,11 +1426,11 @@ impl Store for SqliteStore {
                         app.name,
                         app.description,
                         app.logo_url,
-                        scopes_to_json(&app.scopes)?,
+                        to_json_text(&app.scopes)?,
                         app.secret_version,
                         ms(app.updated_at),
                         app.webhook_url,
-                        webhook_events_to_json(&app.webhook_events)?,
+                        to_json_text(&app.webhook_events)?,
                         tenant.to_string(),
                         app.id.to_string()
                     ],
@@ -1549,8 +1548,8 @@ impl Store for SqliteStore {
                             tenant: TenantId(tenant),
                             edition,
                             app: AppId(app),
-                            events: webhook_events_from_json(&events)?,
-                            scopes: scopes_from_json(&scopes)?,
+                            events: from_json_text(&events)?,
+                            scopes: from_json_text(&scopes)?,
                             url,
                             secret_version,
                         })
@@ -1611,7 +1610,7 @@ impl Store for SqliteStore {
         per_app: usize,
         skip: Vec<AppId>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let skip = serde_json::to_string(&skip).map_err(StoreError::backend)?;
+        let skip = to_json_text(&skip)?;
         // One writer: the claim's read and its update cannot interleave with another's.
         self.write(move |c| {
             let mut st = c

@@ -273,13 +273,18 @@ pub(crate) fn check_deletable(is_admin: bool, has_wallet: bool) -> crate::error:
     Ok(())
 }
 
-/// A group's grants as stored: one JSON document.
-pub(crate) fn grants_to_json(grants: &Grants) -> crate::error::StoreResult<String> {
-    serde_json::to_string(grants).map_err(crate::error::StoreError::backend)
+/// A value kept as one JSON text column (a group's grants, an app's scopes and webhook
+/// event types).
+pub(crate) fn to_json_text<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> crate::error::StoreResult<String> {
+    serde_json::to_string(value).map_err(crate::error::StoreError::backend)
 }
 
-/// A group's grants as read back.
-pub(crate) fn grants_from_json(text: &str) -> crate::error::StoreResult<Grants> {
+/// A JSON text column read back.
+pub(crate) fn from_json_text<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> crate::error::StoreResult<T> {
     serde_json::from_str(text).map_err(crate::error::StoreError::backend)
 }
 
@@ -304,23 +309,6 @@ pub(crate) fn app_name_taken() -> crate::error::StoreError {
         Some("name"),
         "another app of the tenant has this name",
     )
-}
-
-/// An app's scopes as stored: a JSON array.
-pub(crate) fn scopes_to_json(scopes: &[AppScope]) -> crate::error::StoreResult<String> {
-    serde_json::to_string(scopes).map_err(crate::error::StoreError::backend)
-}
-
-pub(crate) fn scopes_from_json(text: &str) -> crate::error::StoreResult<Vec<AppScope>> {
-    serde_json::from_str(text).map_err(crate::error::StoreError::backend)
-}
-
-pub(crate) fn webhook_events_to_json(events: &[WebhookEvent]) -> crate::error::StoreResult<String> {
-    serde_json::to_string(events).map_err(crate::error::StoreError::backend)
-}
-
-pub(crate) fn webhook_events_from_json(text: &str) -> crate::error::StoreResult<Vec<WebhookEvent>> {
-    serde_json::from_str(text).map_err(crate::error::StoreError::backend)
 }
 
 /// 409 `user_changed` unless each user named in `expect` still has the memberships it

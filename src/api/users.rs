@@ -324,12 +324,9 @@ pub async fn patch_user(
         id,
         serde_json::json!({ "fields": changed }),
     );
-    let mut tries = 0;
-    let user = loop {
+    let user = checked_at_the_write(|| async {
         let mut attempt = patch.clone();
         if scope.is_limited() {
-            // Checked against the user as read now; the store applies the change only if
-            // the memberships are still those, and a concurrent move means a new check.
             let user = state.store.get_user(tenant, id).await?;
             scope.check_manages(&user)?;
             scope.check_change(
@@ -339,15 +336,12 @@ pub async fn patch_user(
             )?;
             attempt.expect = Some(Memberships::of(&user));
         }
-        let written = state
+        Ok(state
             .store
             .update_user(tenant, id, attempt, state.clock.now(), audit.clone())
-            .await;
-        tries += 1;
-        if !(user_changed(&written) && tries < SCOPE_CHECK_TRIES) {
-            break written?;
-        }
-    };
+            .await)
+    })
+    .await?;
     Ok(web::Json(user.into()))
 }
 
@@ -449,21 +443,18 @@ pub async fn batch_update_users(
         remove_tag_ids: body.remove_tag_ids,
         expect: None,
     };
-    let mut tries = 0;
-    let updated = loop {
+    let tenant = caller.tenant()?;
+    let updated = checked_at_the_write(|| async {
         let mut attempt = update.clone();
         if scope.is_limited() {
             attempt.expect = Some(check_batch_scope(&state, &caller, &scope, &update).await?);
         }
-        let written = state
+        Ok(state
             .store
-            .batch_update_users(caller.tenant()?, attempt, state.clock.now(), audit.clone())
-            .await;
-        tries += 1;
-        if !(user_changed(&written) && tries < SCOPE_CHECK_TRIES) {
-            break written?;
-        }
-    };
+            .batch_update_users(tenant, attempt, state.clock.now(), audit.clone())
+            .await)
+    })
+    .await?;
     Ok(web::Json(BatchUpdated { updated }))
 }
 
@@ -471,15 +462,24 @@ pub async fn batch_update_users(
 /// changing under it, before it answers 409 `user_changed`.
 const SCOPE_CHECK_TRIES: u32 = 3;
 
-/// Whether a write was refused because a user changed after the scope check.
-fn user_changed<T>(written: &Result<T, StoreError>) -> bool {
-    matches!(
-        written,
-        Err(StoreError::Conflict {
-            code: "user_changed",
-            ..
-        })
-    )
+/// Runs `check_and_write` (a sub-admin's scope check, then the write that carries the
+/// memberships it saw) again while the store refuses the write because a user changed
+/// after the check, up to `SCOPE_CHECK_TRIES` times in all.
+async fn checked_at_the_write<T, F, Fut>(mut check_and_write: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, StoreError>, ApiError>>,
+{
+    let mut tries = 1;
+    loop {
+        match check_and_write().await? {
+            Err(StoreError::Conflict {
+                code: "user_changed",
+                ..
+            }) if tries < SCOPE_CHECK_TRIES => tries += 1,
+            written => return Ok(written?),
+        }
+    }
 }
 
 /// A sub-admin's batch: every user one they manage (one they cannot see is as unknown

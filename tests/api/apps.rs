@@ -1,14 +1,12 @@
 //! The open platform (SPEC §12): apps call the API with signed requests, within a clock
 //! window, once per nonce, and only as far as their scopes reach.
 
-use hmac::{Hmac, KeyInit, Mac};
 use jiff::SignedDuration;
 use onecard_actors::clock::Clock;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -122,17 +120,14 @@ impl<'a> Signed<'a> {
             .as_ref()
             .map(|b| b.to_string())
             .unwrap_or_default();
-        let text = format!(
-            "{}\n{}\n{}\n{}\n{}",
-            self.method,
+        let (signature, _) = app_signature(
+            &creds.secret,
+            self.method.as_str(),
             self.path,
-            self.timestamp,
-            self.nonce,
-            hex::encode(Sha256::digest(body.as_bytes()))
+            &self.timestamp.to_string(),
+            &self.nonce,
+            body.as_bytes(),
         );
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(creds.secret.as_bytes()).unwrap();
-        mac.update(text.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
         let sent = self.sent_body.map(|b| b.to_string()).unwrap_or(body);
         let mut req = app
             .client

@@ -9,6 +9,29 @@ use onecard::startup::Application;
 use onecard_actors::clock::{Clock, ManualClock};
 use serde_json::{json, Value};
 
+/// The open platform's signature, computed here from its description (docs/OPERATIONS.md,
+/// "Open platform"), not with the server's code: hex HMAC-SHA256 with `secret` of
+/// `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nhex(SHA-256(body))`. Answers the signature
+/// and the text signed.
+pub fn app_signature(
+    secret: &str,
+    method: &str,
+    path: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> (String, String) {
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    let text = format!(
+        "{method}\n{path}\n{timestamp}\n{nonce}\n{}",
+        hex::encode(Sha256::digest(body))
+    );
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(text.as_bytes());
+    (hex::encode(mac.finalize().into_bytes()), text)
+}
+
 pub const ROOT_TOKEN: &str = "test-root-token-0123456789abcdefghijklmnopqrstuvwxyz";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,13 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
-use hmac::{Hmac, KeyInit, Mac};
 use jiff::SignedDuration;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp};
 use crate::money::{code, keyed, pay, person, shop_in, top_up, two_nodes};
 use crate::on_both_engines;
 
@@ -44,18 +42,17 @@ impl Received {
 
     /// The signature holds for `secret`, over the text the app's own requests sign.
     pub(crate) fn assert_signed_with(&self, secret: &str) {
-        let text = format!(
-            "POST\n{}\n{}\n{}\n{}",
-            self.path,
+        let (signature, text) = app_signature(
+            secret,
+            "POST",
+            &self.path,
             self.header("x-timestamp"),
             self.header("x-nonce"),
-            hex::encode(Sha256::digest(&self.body))
+            &self.body,
         );
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(text.as_bytes());
         assert_eq!(
             self.header("x-signature"),
-            hex::encode(mac.finalize().into_bytes()),
+            signature,
             "signed over {text:?}"
         );
     }
