@@ -148,6 +148,8 @@ pub enum SubAdmins {
     Scoped,
     /// Admitted when their group grants this feature at this level or beyond.
     Granted(Feature, GrantLevel),
+    /// Admitted when their group grants this scenario app (its app admins).
+    App(ScenarioApp),
 }
 
 /// An app's authenticated signed request, left in the request by `apps::verify`.
@@ -251,6 +253,24 @@ impl Access for AppsManager {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::ApiConfig, GrantLevel::Manage);
     const CAPABILITY: Capability = Capability::OpenApi;
+}
+
+/// An admin of the event check-in app reading its events, attendees and check-ins, or
+/// an app with `checkin_read`.
+pub struct CheckinViewer;
+impl Access for CheckinViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Checkin);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::CheckinRead);
+}
+
+/// An admin of the event check-in app changing events and attendees or checking people
+/// in, or an app with `checkin_write` (a gate that checks people in).
+pub struct CheckinManager;
+impl Access for CheckinManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Checkin);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::CheckinWrite);
 }
 
 /// A till (terminal token).
@@ -408,6 +428,14 @@ fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
                             "this needs the {feature} feature ({level}) granted to your \
                              admin group"
                         ),
+                    ));
+                }
+            }
+            (Some(AdminRole::SubAdmin), SubAdmins::App(app)) => {
+                if !caller.admin_has_app(app) {
+                    return Err(ApiError::forbidden(
+                        "not_granted",
+                        format!("this needs the {app} app granted to your admin group"),
                     ));
                 }
             }

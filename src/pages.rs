@@ -1,5 +1,6 @@
 //! The live pages, embedded in the binary: `/screen` (a till's customer display), `/me`
-//! (the cardholder's code, wallet and notices) and `/dashboard` (a tenant's live view).
+//! (the cardholder's code, wallet and notices), `/dashboard` (a tenant's live view) and
+//! `/event-screen` (an event's door: its QR code and the check-ins as they come).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -14,6 +15,8 @@ const LIVE_JS: &str = include_str!("pages/live.js");
 const SCREEN_JS: &str = include_str!("pages/screen.js");
 const ME_JS: &str = include_str!("pages/me.js");
 const DASHBOARD_JS: &str = include_str!("pages/dashboard.js");
+const EVENT: &str = include_str!("pages/event.html");
+const EVENT_JS: &str = include_str!("pages/event.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -40,6 +43,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/dashboard",
             web::get().to(|| async { page(DASHBOARD, HTML) }),
+        )
+        .route(
+            "/event-screen",
+            web::get().to(|| async { page(EVENT, HTML) }),
+        )
+        .route(
+            "/assets/event.js",
+            web::get().to(|| async { page(EVENT_JS, JS) }),
         )
         .route(
             "/assets/live.js",

@@ -14,8 +14,8 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, apps, arrears, audit, directory, groups, health, import, ledger, merchants, payments,
-    reports, stats, subsidies, tenants, users, wallets,
+    admins, apps, arrears, audit, checkin, directory, groups, health, import, ledger, merchants,
+    payments, reports, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -68,6 +68,19 @@ where
                 .service(apps::list_webhook_deliveries)
                 .service(apps::retry_webhook_delivery)
                 .service(apps::ping_webhook)
+                .service(checkin::create_check_in)
+                .service(checkin::create_event)
+                .service(checkin::list_events)
+                .service(checkin::get_event)
+                .service(checkin::patch_event)
+                .service(checkin::delete_event)
+                .service(checkin::rotate_event_code)
+                .service(checkin::get_event_qr)
+                .service(checkin::add_attendees)
+                .service(checkin::remove_attendee)
+                .service(checkin::list_attendees)
+                .service(checkin::list_check_ins)
+                .service(checkin::create_staff_check_in)
                 .service(directory::create_department)
                 .service(directory::list_departments)
                 .service(directory::create_tag)

@@ -188,8 +188,8 @@ fn lease(timing: WebhookTiming) -> SignedDuration {
 }
 
 /// The deliveries `events` make at `now`: one per event and app that wants it, leased to
-/// this node, which sends it at once. Only tenant-wide events go to apps (a cardholder's
-/// own reminders do not).
+/// this node, which sends it at once. Only tenant-wide events and check-ins go to apps (a
+/// cardholder's own reminders do not).
 fn deliveries(
     subscribers: &HashMap<TenantId, Vec<Subscriber>>,
     events: &[PendingEvent],
@@ -204,7 +204,13 @@ fn deliveries(
         let Some(kind) = WebhookEvent::parse(&e.event.kind) else {
             continue;
         };
-        if !e.event.topics.iter().any(|t| t == "tenant") {
+        // Once each: by the tenant's topic, or an event's for check-ins.
+        if !e
+            .event
+            .topics
+            .iter()
+            .any(|t| t == "tenant" || t.starts_with("event:"))
+        {
             continue;
         }
         for s in subs.iter().filter(|s| s.events.contains(&kind)) {
@@ -646,7 +652,11 @@ mod tests {
             vec![
                 Subscriber {
                     app: gate,
-                    events: vec![WebhookEvent::PaymentSucceeded, WebhookEvent::WalletFrozen],
+                    events: vec![
+                        WebhookEvent::PaymentSucceeded,
+                        WebhookEvent::WalletFrozen,
+                        WebhookEvent::CheckinConfirmed,
+                    ],
                     url: "https://gate.example/hook".into(),
                     secret_version: 3,
                 },
@@ -666,6 +676,9 @@ mod tests {
             event(t, "arrears.reminder", &["user:1"]),
             event(other, "payment.succeeded", &["tenant"]),
             event(t, "wallet.frozen", &["tenant"]),
+            // A check-in goes to its event's topic and the person's, not the tenant's.
+            event(t, "checkin.confirmed", &["event:1", "user:1"]),
+            event(t, "checkin.failed", &["event:1"]),
         ];
         let now = Timestamp::from_second(1_000).unwrap();
         let timing = WebhookTiming::default();
@@ -681,12 +694,14 @@ mod tests {
             })
             .collect();
         let (paid, frozen) = (events[0].event.id.0, events[5].event.id.0);
+        let checked_in = events[6].event.id.0;
         assert_eq!(
             got,
             [
                 (gate, paid, "payment.succeeded"),
                 (books, paid, "payment.succeeded"),
                 (gate, frozen, "wallet.frozen"),
+                (gate, checked_in, "checkin.confirmed"),
             ]
         );
         let first = &made[0];

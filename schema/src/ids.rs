@@ -111,3 +111,11 @@ id_type!(
     /// An outbox event.
     EventId
 );
+id_type!(
+    /// An event people check in to (SPEC §13), not to be confused with an outbox `EventId`.
+    CheckinEventId
+);
+id_type!(
+    /// One person's check-in to one event.
+    CheckInId
+);

@@ -1,21 +1,25 @@
 //! onecard-schema: the data layer. Migrations for both engines, typed ids, `Money`, the
 //! records, and the `Store` interface with its SQLite and PostgreSQL engines.
 
+pub mod checkin_store;
 pub mod error;
 pub mod ids;
 pub mod model;
 pub mod money;
 pub mod money_store;
 pub mod postgres;
+mod postgres_checkin;
 mod postgres_money;
 mod postgres_reports;
 pub mod sqlite;
+mod sqlite_checkin;
 mod sqlite_money;
 mod sqlite_reports;
 mod sqlite_vfs;
 pub mod store;
 pub mod wallet;
 
+pub use checkin_store::CheckinStore;
 pub use error::{StoreError, StoreResult};
 pub use money_store::MoneyStore;
 pub use store::Store;

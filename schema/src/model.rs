@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{
-    AdminGroupId, AdminId, AppId, AuditId, DeliveryId, DepartmentId, TagId, TenantId, UserId,
+    AdminGroupId, AdminId, AppId, AuditId, CheckInId, CheckinEventId, DeliveryId, DepartmentId,
+    TagId, TenantId, UserId,
 };
 
 macro_rules! string_enum {
@@ -120,6 +121,10 @@ string_enum!(
         PaymentsWrite => "payments_write",
         /// The financial reports (with an analytics edition).
         ReportsRead => "reports_read",
+        /// Check-in events, their attendees and check-ins: read.
+        CheckinRead => "checkin_read",
+        /// Check-in events and attendees: create and change; check people in (a gate).
+        CheckinWrite => "checkin_write",
     }
 );
 
@@ -478,13 +483,20 @@ string_enum!(
         WalletUnfrozen => "wallet.unfrozen",
         #[serde(rename = "arrears.written_off")]
         ArrearsWrittenOff => "arrears.written_off",
+        #[serde(rename = "checkin.confirmed")]
+        CheckinConfirmed => "checkin.confirmed",
+        #[serde(rename = "checkin.failed")]
+        CheckinFailed => "checkin.failed",
     }
 );
 
 impl WebhookEvent {
     /// The scope an app needs to have this event delivered: the one that reads it.
     pub fn scope(self) -> AppScope {
-        AppScope::PaymentsRead
+        match self {
+            WebhookEvent::CheckinConfirmed | WebhookEvent::CheckinFailed => AppScope::CheckinRead,
+            _ => AppScope::PaymentsRead,
+        }
     }
 }
 
@@ -657,6 +669,105 @@ pub enum IdemBegin {
     Conflict,
     /// The first request with this key has not finished yet.
     InProgress,
+}
+
+// --- event check-in (SPEC §13) ----------------------------------------------------------
+
+/// Where a check-in must be made: within `radius_m` metres of a point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Geofence {
+    /// Degrees, WGS 84, −90 to 90.
+    #[schema(minimum = -90.0, maximum = 90.0, example = 31.2304)]
+    pub latitude: f64,
+    /// Degrees, WGS 84, −180 to 180.
+    #[schema(minimum = -180.0, maximum = 180.0, example = 121.4737)]
+    pub longitude: f64,
+    /// 10 to 10,000 metres.
+    #[schema(minimum = 10, maximum = 10000, example = 150)]
+    pub radius_m: u32,
+}
+
+/// An event people check in to: a lecture, a meeting, an exam, a sports day.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct CheckinEvent {
+    pub id: CheckinEventId,
+    pub name: String,
+    /// What the event's QR code carries and what a person may type instead: 8 characters
+    /// of `23456789ABCDEFGHJKMNPQRSTUVWXYZ`, unique across all tenants. Rotating it stops
+    /// the old one at once.
+    pub code: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    /// Check-in opens this many minutes before `starts_at`; it closes at `ends_at`.
+    pub early_minutes: u32,
+    /// When set, a person checking in must send a location inside it.
+    pub geofence: Option<Geofence>,
+    /// When true, only the designated attendees may check in.
+    pub designated: bool,
+    /// How many designated attendees it has.
+    pub attendees: u64,
+    /// How many people have checked in.
+    pub checked_in: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl CheckinEvent {
+    /// When check-in opens.
+    pub fn opens_at(&self) -> Timestamp {
+        self.starts_at
+            .checked_sub(jiff::SignedDuration::from_mins(i64::from(
+                self.early_minutes,
+            )))
+            .unwrap_or(Timestamp::MIN)
+    }
+}
+
+string_enum!(
+    /// Who made a check-in: the person, with the event's code (`self`), or an admin or a
+    /// gate for them (`staff`).
+    CheckinMethod {
+        #[serde(rename = "self")]
+        Person => "self",
+        Staff => "staff",
+    }
+);
+
+/// One person's check-in to one event (at most one each).
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct CheckIn {
+    pub id: CheckInId,
+    pub event_id: CheckinEventId,
+    pub user_id: UserId,
+    pub name: String,
+    pub number: String,
+    pub at: Timestamp,
+    pub method: CheckinMethod,
+    /// How far from the geofence's centre the person said they were, in metres.
+    pub distance_m: Option<u32>,
+}
+
+/// A designated attendee and whether they have checked in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Attendee {
+    pub user_id: UserId,
+    pub name: String,
+    pub number: String,
+    /// When they checked in; null while they have not.
+    pub checked_in_at: Option<Timestamp>,
+}
+
+/// What a check-in write found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckInWrite {
+    /// Stored now, with its `checkin.confirmed` event.
+    Created(CheckIn),
+    /// The person had checked in already: their first check-in, unchanged.
+    Existing(CheckIn),
+    /// The event has designated attendees and the person is not one of them (checked in
+    /// the write's transaction, so a removal just before it holds).
+    NotDesignated,
 }
 
 #[cfg(test)]

@@ -124,6 +124,7 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 }
                 Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
                 Some("apps_tenant_id_name_key") => return app_name_taken(),
+                Some("checkin_events_code_key") => return crate::store::code_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(
                         "department_name_taken",
@@ -133,6 +134,15 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 }
                 _ => {}
             }
+        }
+        // An event deleted while someone was being checked in to it.
+        if *db.code() == SqlState::FOREIGN_KEY_VIOLATION
+            && matches!(
+                db.constraint(),
+                Some("check_ins_event_id_fkey" | "checkin_attendees_event_id_fkey")
+            )
+        {
+            return StoreError::NotFound;
         }
         // A group deleted while an admin was being added to it.
         if *db.code() == SqlState::FOREIGN_KEY_VIOLATION

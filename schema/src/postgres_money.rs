@@ -307,7 +307,7 @@ async fn insert_entries<C: GenericClient>(
 const INSERT_OUTBOX: &str = "INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)";
 
 /// Writes a transaction's page of outbox events (`OutboxPage`), if it has any.
-async fn insert_outbox<C: GenericClient>(
+pub(crate) async fn insert_outbox<C: GenericClient>(
     c: &C,
     page: Option<&OutboxPage>,
 ) -> Result<(), tokio_postgres::Error> {

@@ -214,7 +214,7 @@ pub(crate) fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()
 }
 
 /// Writes a job's page of outbox events (`OutboxPage`), if it has any.
-fn insert_outbox(c: &Connection, page: Option<&OutboxPage>) -> rusqlite::Result<()> {
+pub(crate) fn insert_outbox(c: &Connection, page: Option<&OutboxPage>) -> rusqlite::Result<()> {
     let Some(page) = page else {
         return Ok(());
     };

@@ -10,7 +10,9 @@ use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, DeliveryId, TenantId, Us
 use crate::model::*;
 
 #[async_trait]
-pub trait Store: crate::money_store::MoneyStore + Send + Sync + 'static {
+pub trait Store:
+    crate::money_store::MoneyStore + crate::checkin_store::CheckinStore + Send + Sync + 'static
+{
     /// Which engine this is: `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
 
@@ -331,6 +333,11 @@ pub(crate) fn check_unchanged(
         ));
     }
     Ok(())
+}
+
+/// Another event, of whichever tenant, has the check-in code.
+pub(crate) fn code_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict("code_taken", Some("code"), "another event has this code")
 }
 
 pub(crate) fn group_in_use() -> crate::error::StoreError {

@@ -364,6 +364,25 @@ pub struct PendingEvent {
     pub outbox_key: EventId,
 }
 
+impl PendingEvent {
+    /// The events of one outbox page just written (`OutboxPage::of_one`), as the relay
+    /// takes them: keyed by the first.
+    pub fn of_page(tenant: TenantId, events: Vec<OutboxEvent>, at: Timestamp) -> Vec<Self> {
+        let Some(key) = events.first().map(|e| e.id) else {
+            return Vec::new();
+        };
+        events
+            .into_iter()
+            .map(|event| PendingEvent {
+                tenant_id: tenant,
+                event,
+                created_at: at,
+                outbox_key: key,
+            })
+            .collect()
+    }
+}
+
 /// One outbox row: every event of one transaction, in order. A group commit of many
 /// payments writes one row and the relay deletes one, instead of one of each per event.
 /// Its key is the id of its first event, so a writer that knows which commits of a batch

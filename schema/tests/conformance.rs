@@ -163,6 +163,7 @@ conformance!(
     an_admin_user_cannot_be_deleted,
     webhook_deliveries_are_stored_once_leased_retried_and_finished,
     a_change_checked_against_memberships_that_moved_meanwhile_is_refused,
+    check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -1661,5 +1662,334 @@ async fn a_change_checked_against_memberships_that_moved_meanwhile_is_refused(
             .await
             .unwrap(),
         2
+    );
+}
+
+fn checkin_event(code: &str, designated: bool) -> CheckinEvent {
+    CheckinEvent {
+        id: CheckinEventId::new(),
+        name: "Orientation".into(),
+        code: code.into(),
+        starts_at: now(),
+        ends_at: now() + SignedDuration::from_hours(2),
+        early_minutes: 30,
+        geofence: Some(Geofence {
+            latitude: 31.2304,
+            longitude: 121.4737,
+            radius_m: 150,
+        }),
+        designated,
+        attendees: 0,
+        checked_in: 0,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn a_check_in(event: CheckinEventId, user: &User) -> CheckIn {
+    CheckIn {
+        id: CheckInId::new(),
+        event_id: event,
+        user_id: user.id,
+        name: user.name.clone(),
+        number: user.number.clone(),
+        at: now(),
+        method: CheckinMethod::Person,
+        distance_m: Some(12),
+    }
+}
+
+fn confirmed(event: CheckinEventId, user: UserId) -> onecard_schema::wallet::OutboxEvent {
+    onecard_schema::wallet::OutboxEvent {
+        id: EventId::new(),
+        topics: vec![format!("event:{event}"), format!("user:{user}")],
+        kind: "checkin.confirmed".into(),
+        payload: onecard_schema::wallet::Payload::of(&serde_json::json!({"user": user})),
+    }
+}
+
+async fn check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write(
+    store: Arc<dyn Store>,
+) {
+    let (t, _) = tenant(&store, "Events").await;
+    let (other, _) = tenant(&store, "Elsewhere").await;
+    let mut users = Vec::new();
+    for n in ["E1", "E2", "E3"] {
+        users.push(
+            store
+                .create_user(t, new_user(n), now(), audit(Some(t), "user.create"))
+                .await
+                .unwrap(),
+        );
+    }
+    let open = checkin_event("AAAA2222", false);
+    store
+        .create_event(t, open.clone(), audit(Some(t), "event.create"))
+        .await
+        .unwrap();
+    // Codes are unique across tenants.
+    let taken = store
+        .create_event(
+            other,
+            checkin_event("AAAA2222", false),
+            audit(Some(other), "event.create"),
+        )
+        .await;
+    assert!(
+        matches!(
+            taken,
+            Err(StoreError::Conflict {
+                code: "code_taken",
+                ..
+            })
+        ),
+        "{taken:?}"
+    );
+    let (found_tenant, found) = store
+        .event_by_code("AAAA2222".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found_tenant, found.id, found.geofence),
+        (t, open.id, open.geofence)
+    );
+    assert!(store
+        .event_by_code("BBBB2222".into())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.get_event(other, open.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // One check-in per person: the second write answers the first, and writes no event.
+    let first = a_check_in(open.id, &users[0]);
+    let made = store
+        .check_in(
+            t,
+            first.clone(),
+            false,
+            confirmed(open.id, users[0].id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(made, CheckInWrite::Created(first.clone()));
+    let outbox_before = store.pending_outbox(None, 1000).await.unwrap().len();
+    let again = store
+        .check_in(
+            t,
+            a_check_in(open.id, &users[0]),
+            false,
+            confirmed(open.id, users[0].id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, CheckInWrite::Existing(first.clone()));
+    assert_eq!(
+        store.pending_outbox(None, 1000).await.unwrap().len(),
+        outbox_before
+    );
+    let got = store.get_event(t, open.id).await.unwrap();
+    assert_eq!((got.attendees, got.checked_in), (0, 1));
+    let page = store
+        .list_check_ins(
+            t,
+            open.id,
+            PageReq {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![first]);
+
+    // With a list: only those on it, as the list is at the write.
+    let listed = checkin_event("CCCC3333", true);
+    store
+        .create_event(t, listed.clone(), audit(Some(t), "event.create"))
+        .await
+        .unwrap();
+    let stranger = store
+        .create_user(
+            other,
+            new_user("X1"),
+            now(),
+            audit(Some(other), "user.create"),
+        )
+        .await
+        .unwrap();
+    let refused = store
+        .add_attendees(
+            t,
+            listed.id,
+            vec![users[1].id, stranger.id],
+            audit(Some(t), "a"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidReference { .. })),
+        "{refused:?}"
+    );
+    let added = store
+        .add_attendees(
+            t,
+            listed.id,
+            vec![users[1].id, users[2].id],
+            audit(Some(t), "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 2);
+    let added = store
+        .add_attendees(t, listed.id, vec![users[1].id], audit(Some(t), "a"))
+        .await
+        .unwrap();
+    assert_eq!(added, 0, "designated already");
+    let not_listed = store
+        .check_in(
+            t,
+            a_check_in(listed.id, &users[0]),
+            true,
+            confirmed(listed.id, users[0].id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(not_listed, CheckInWrite::NotDesignated);
+    store
+        .remove_attendee(t, listed.id, users[2].id, audit(Some(t), "r"))
+        .await
+        .unwrap();
+    let removed = store
+        .check_in(
+            t,
+            a_check_in(listed.id, &users[2]),
+            true,
+            confirmed(listed.id, users[2].id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, CheckInWrite::NotDesignated);
+    let ok = a_check_in(listed.id, &users[1]);
+    let staff = audit(Some(t), "event.check_in");
+    let staff_id = staff.id;
+    assert_eq!(
+        store
+            .check_in(
+                t,
+                ok.clone(),
+                true,
+                confirmed(listed.id, users[1].id),
+                Some(staff)
+            )
+            .await
+            .unwrap(),
+        CheckInWrite::Created(ok.clone())
+    );
+    let audits = store
+        .list_audit(
+            Some(t),
+            AuditFilter::default(),
+            PageReq {
+                limit: 100,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        audits.items.iter().any(|a| a.id == staff_id),
+        "the staff check-in is audited"
+    );
+    let present = store
+        .list_attendees(
+            t,
+            listed.id,
+            Some(true),
+            PageReq {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(present.items.len(), 1);
+    assert_eq!(
+        (present.items[0].user_id, present.items[0].checked_in_at),
+        (users[1].id, Some(ok.at))
+    );
+    assert!(store
+        .list_attendees(
+            t,
+            listed.id,
+            Some(false),
+            PageReq {
+                limit: 10,
+                after: None
+            }
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        store
+            .users_by_number(t, vec!["E2".into(), "X1".into(), "NOPE".into()])
+            .await
+            .unwrap(),
+        vec![("E2".to_string(), users[1].id)],
+        "only this tenant's numbers"
+    );
+
+    // Deleting a user takes their place on lists and their check-ins; deleting an event
+    // takes the rest.
+    store
+        .delete_user(t, users[1].id, audit(Some(t), "user.delete"))
+        .await
+        .unwrap();
+    let got = store.get_event(t, listed.id).await.unwrap();
+    assert_eq!((got.attendees, got.checked_in), (0, 0));
+    store
+        .delete_event(t, open.id, audit(Some(t), "event.delete"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .list_check_ins(
+                t,
+                open.id,
+                PageReq {
+                    limit: 10,
+                    after: None
+                }
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .delete_event(t, open.id, audit(Some(t), "event.delete"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let events = store
+        .list_events(
+            t,
+            PageReq {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        events.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![listed.id]
     );
 }

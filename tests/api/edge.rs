@@ -370,6 +370,8 @@ async fn live_pages_are_served_with_a_strict_content_security_policy() {
         ("/screen", "text/html"),
         ("/me", "text/html"),
         ("/dashboard", "text/html"),
+        ("/event-screen", "text/html"),
+        ("/assets/event.js", "text/javascript"),
         ("/assets/live.js", "text/javascript"),
         ("/assets/screen.js", "text/javascript"),
         ("/assets/me.js", "text/javascript"),

@@ -6,6 +6,7 @@ mod helpers;
 mod admins;
 mod apps;
 mod browser;
+mod checkin;
 mod crash;
 mod edge;
 mod faults;

@@ -91,6 +91,40 @@ try {
     await page.close();
   }
 
+  // /event-screen: the door's code and QR; a check-in and a refusal appear as they happen.
+  {
+    const start = new Date(Date.now() - 60_000).toISOString();
+    const end = new Date(Date.now() + 2 * 3600_000).toISOString();
+    const ev = await api(admin, "POST", "/events",
+      { name: "Freshers' orientation", starts_at: start, ends_at: end, designated: true });
+    await api(admin, "POST", `/events/${ev.id}/attendees`, { user_ids: [user.id] });
+    const page = await context.newPage();
+    await page.goto(`${base}/event-screen?event=${ev.id}#token=${admin}`);
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
+    assert.equal((await page.locator("[data-testid=code]").innerText()).replace("-", ""), ev.code);
+    assert.equal(await page.locator("#qr svg").count(), 1, "a QR image");
+    const started = Date.now();
+    await api(card, "POST", "/check-ins", { code: ev.code });
+    await page.waitForFunction(() => document.querySelector("[data-testid=count]").textContent === "1",
+      null, { timeout: 1_000 });
+    const shownMs = Date.now() - started;
+    const other = await api(admin, "POST", "/users", { name: "Zhao Lei", number: "S2026009" });
+    const otherCard = (await api(admin, "POST", `/users/${other.id}/tokens`, {})).token;
+    const refused = await fetch(`${base}/api/v1/check-ins`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${otherCard}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ code: ev.code }),
+    });
+    assert.equal(refused.status, 403);
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=feed] li").length === 2,
+      null, { timeout: 1_000 });
+    const feed = await page.locator("[data-testid=feed]").innerText();
+    assert.ok(feed.includes("Li Xiaoming · S2026001") && feed.includes("Zhao Lei · S2026009: not on the list"), feed);
+    await page.screenshot({ path: `${shots}/event.png` });
+    results.push(`event-screen: check-in shown ${shownMs} ms after the request was sent; refusal shown`);
+    await page.close();
+  }
+
   // /me: the QR changes after a minute of (the page's injected) time; a scan is noticed.
   {
     const page = await context.newPage();
