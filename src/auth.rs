@@ -273,6 +273,21 @@ impl Access for CheckinManager {
     const APP_SCOPE: Option<AppScope> = Some(AppScope::CheckinWrite);
 }
 
+/// An admin of the room booking app: rooms, and anyone's bookings.
+pub struct BookingManager;
+impl Access for BookingManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Booking);
+}
+
+/// A member of the organisation (a cardholder) or an admin of the room booking app:
+/// rooms, their free slots, bookings shared with them.
+pub struct BookingMember;
+impl Access for BookingMember {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin, TokenKind::Cardholder];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Booking);
+}
+
 /// A till (terminal token).
 pub struct Terminal;
 impl Access for Terminal {

@@ -14,8 +14,8 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, apps, arrears, audit, checkin, directory, groups, health, import, ledger, merchants,
-    payments, reports, stats, subsidies, tenants, users, wallets,
+    admins, apps, arrears, audit, booking, checkin, directory, groups, health, import, ledger,
+    merchants, payments, reports, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -81,6 +81,17 @@ where
                 .service(checkin::list_attendees)
                 .service(checkin::list_check_ins)
                 .service(checkin::create_staff_check_in)
+                .service(booking::create_room)
+                .service(booking::list_rooms)
+                .service(booking::get_room)
+                .service(booking::patch_room)
+                .service(booking::delete_room)
+                .service(booking::get_availability)
+                .service(booking::create_booking)
+                .service(booking::list_bookings)
+                .service(booking::get_booking)
+                .service(booking::cancel_booking)
+                .service(booking::list_my_bookings)
                 .service(directory::create_department)
                 .service(directory::list_departments)
                 .service(directory::create_tag)

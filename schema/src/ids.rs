@@ -119,3 +119,11 @@ id_type!(
     /// One person's check-in to one event.
     CheckInId
 );
+id_type!(
+    /// A room or venue that can be booked.
+    RoomId
+);
+id_type!(
+    /// One booking of a room.
+    BookingId
+);

@@ -1,6 +1,7 @@
 //! onecard-schema: the data layer. Migrations for both engines, typed ids, `Money`, the
 //! records, and the `Store` interface with its SQLite and PostgreSQL engines.
 
+pub mod booking_store;
 pub mod checkin_store;
 pub mod error;
 pub mod ids;
@@ -8,10 +9,12 @@ pub mod model;
 pub mod money;
 pub mod money_store;
 pub mod postgres;
+mod postgres_booking;
 mod postgres_checkin;
 mod postgres_money;
 mod postgres_reports;
 pub mod sqlite;
+mod sqlite_booking;
 mod sqlite_checkin;
 mod sqlite_money;
 mod sqlite_reports;
@@ -19,6 +22,7 @@ mod sqlite_vfs;
 pub mod store;
 pub mod wallet;
 
+pub use booking_store::BookingStore;
 pub use checkin_store::CheckinStore;
 pub use error::{StoreError, StoreResult};
 pub use money_store::MoneyStore;

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{
-    AdminGroupId, AdminId, AppId, AuditId, CheckInId, CheckinEventId, DeliveryId, DepartmentId,
-    TagId, TenantId, UserId,
+    AdminGroupId, AdminId, AppId, AuditId, BookingId, CheckInId, CheckinEventId, DeliveryId,
+    DepartmentId, RoomId, TagId, TenantId, UserId,
 };
 
 macro_rules! string_enum {
@@ -768,6 +768,55 @@ pub enum CheckInWrite {
     /// The event has designated attendees and the person is not one of them (checked in
     /// the write's transaction, so a removal just before it holds).
     NotDesignated,
+}
+
+// --- venue and meeting-room booking (SPEC §13) -------------------------------------------
+
+/// A room or venue people book by the slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: String,
+    /// Where it is ("Library, 3rd floor").
+    pub location: Option<String>,
+    /// How many people it holds; a booking's `attendees` may not exceed it.
+    pub capacity: u32,
+    /// Opening time, local to the tenant's time zone, `HH:MM`.
+    #[schema(example = "08:00")]
+    pub opens: String,
+    /// Closing time, local, `HH:MM`, after `opens` (`24:00` for midnight).
+    #[schema(example = "22:00")]
+    pub closes: String,
+    /// The days it opens, ISO weekdays: 1 is Monday, 7 Sunday.
+    pub days: Vec<u8>,
+    /// A slot's length in minutes; bookings start and end on slots counted from `opens`.
+    pub slot_minutes: u32,
+    /// The most slots one booking may take.
+    pub max_slots: u32,
+    /// How many days ahead it may be booked.
+    pub book_ahead_days: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+string_enum!(
+    /// Whether a booking holds its slots.
+    BookingStatus { Confirmed => "confirmed", Cancelled => "cancelled" }
+);
+
+/// One booking of one room, for one person (who booked it, or for whom an admin did).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Booking {
+    pub id: BookingId,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub title: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub attendees: u32,
+    pub status: BookingStatus,
+    pub created_at: Timestamp,
+    pub cancelled_at: Option<Timestamp>,
 }
 
 #[cfg(test)]

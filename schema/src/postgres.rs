@@ -125,6 +125,8 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
                 Some("apps_tenant_id_name_key") => return app_name_taken(),
                 Some("checkin_events_code_key") => return crate::store::code_taken(),
+                Some("rooms_tenant_id_name_key") => return crate::store::room_name_taken(),
+                Some("booking_slots_pkey") => return crate::store::slot_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(
                         "department_name_taken",
@@ -308,7 +310,7 @@ impl PgStore {
     }
 
     /// Every row of one of a tenant's small named tables (groups, apps), by name.
-    async fn tenant_rows_by_name<T>(
+    pub(crate) async fn tenant_rows_by_name<T>(
         &self,
         cols: &str,
         table: &str,

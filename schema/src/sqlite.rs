@@ -577,7 +577,7 @@ pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
 impl SqliteStore {
     /// One row of a tenant's table by its id (`NotFound` when absent, or another
     /// tenant's): read as `R` on the reader, then mapped.
-    async fn tenant_row<R: Send + 'static, T: Send + 'static>(
+    pub(crate) async fn tenant_row<R: Send + 'static, T: Send + 'static>(
         &self,
         cols: &'static str,
         table: &'static str,
@@ -603,7 +603,7 @@ impl SqliteStore {
     }
 
     /// Every row of one of a tenant's small named tables (groups, apps), by name.
-    async fn tenant_rows_by_name<R: Send + 'static, T: Send + 'static>(
+    pub(crate) async fn tenant_rows_by_name<R: Send + 'static, T: Send + 'static>(
         &self,
         cols: &'static str,
         table: &'static str,
@@ -702,7 +702,7 @@ fn delivery_row(r: &Row) -> rusqlite::Result<WebhookDelivery> {
 
 /// No other row of the tenant's `table` (groups, apps: PostgreSQL has a unique key for
 /// each) has this name; `taken` is the refusal.
-fn check_name_free(
+pub(crate) fn check_name_free(
     c: &Connection,
     table: &str,
     tenant: TenantId,

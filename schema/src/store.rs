@@ -11,7 +11,12 @@ use crate::model::*;
 
 #[async_trait]
 pub trait Store:
-    crate::money_store::MoneyStore + crate::checkin_store::CheckinStore + Send + Sync + 'static
+    crate::money_store::MoneyStore
+    + crate::checkin_store::CheckinStore
+    + crate::booking_store::BookingStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which engine this is: `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
@@ -310,6 +315,30 @@ pub(crate) fn app_name_taken() -> crate::error::StoreError {
         "app_name_taken",
         Some("name"),
         "another app of the tenant has this name",
+    )
+}
+
+pub(crate) fn room_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "room_name_taken",
+        Some("name"),
+        "another room of the tenant has this name",
+    )
+}
+
+pub(crate) fn room_booked() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "room_booked",
+        None,
+        "the room has bookings still to come; cancel them first",
+    )
+}
+
+pub(crate) fn slot_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "slot_taken",
+        None,
+        "another booking holds some of this time; pick another",
     )
 }
 

@@ -164,6 +164,7 @@ conformance!(
     webhook_deliveries_are_stored_once_leased_retried_and_finished,
     a_change_checked_against_memberships_that_moved_meanwhile_is_refused,
     check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write,
+    bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -1992,4 +1993,176 @@ async fn check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write(
         events.items.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![listed.id]
     );
+}
+
+async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
+    store: Arc<dyn Store>,
+) {
+    use onecard_schema::booking_store::BookingFilter;
+    let (t, _) = tenant(&store, "Rooms").await;
+    let user = store
+        .create_user(t, new_user("R1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
+    let room = |name: &str| Room {
+        id: RoomId::new(),
+        name: name.into(),
+        location: Some("Library".into()),
+        capacity: 8,
+        opens: "08:00".into(),
+        closes: "22:00".into(),
+        days: vec![1, 2, 3, 4, 5],
+        slot_minutes: 30,
+        max_slots: 4,
+        book_ahead_days: 30,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let (a, b) = (room("A"), room("B"));
+    for r in [&a, &b] {
+        store
+            .create_room(t, r.clone(), audit(Some(t), "room.create"))
+            .await
+            .unwrap();
+    }
+    let dup = store
+        .create_room(t, room("A"), audit(Some(t), "room.create"))
+        .await;
+    assert!(
+        matches!(
+            dup,
+            Err(StoreError::Conflict {
+                code: "room_name_taken",
+                ..
+            })
+        ),
+        "{dup:?}"
+    );
+    assert_eq!(store.get_room(t, a.id).await.unwrap(), a);
+    let base = now() + SignedDuration::from_hours(24);
+    let booking = |room: RoomId, from_min: i64, to_min: i64| Booking {
+        id: BookingId::new(),
+        room_id: room,
+        user_id: user.id,
+        title: "Meeting".into(),
+        starts_at: base + SignedDuration::from_mins(from_min),
+        ends_at: base + SignedDuration::from_mins(to_min),
+        attendees: 3,
+        status: BookingStatus::Confirmed,
+        created_at: now(),
+        cancelled_at: None,
+    };
+    let first = booking(a.id, 0, 60);
+    store.create_booking(t, first.clone(), None).await.unwrap();
+    for (from, to) in [(30, 90), (-30, 5), (55, 60), (-60, 120)] {
+        let clash = store.create_booking(t, booking(a.id, from, to), None).await;
+        assert!(
+            matches!(
+                clash,
+                Err(StoreError::Conflict {
+                    code: "slot_taken",
+                    ..
+                })
+            ),
+            "{from}..{to}: {clash:?}"
+        );
+    }
+    // Touching is not overlapping; another room is another room.
+    store
+        .create_booking(t, booking(a.id, 60, 90), None)
+        .await
+        .unwrap();
+    store
+        .create_booking(t, booking(b.id, 0, 60), None)
+        .await
+        .unwrap();
+    let in_a = |status| BookingFilter {
+        room: Some(a.id),
+        status,
+        ..BookingFilter::default()
+    };
+    let page = PageReq {
+        limit: 10,
+        after: None,
+    };
+    assert_eq!(
+        store
+            .list_bookings(t, in_a(None), page)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    // Cancelled: the time is free again, and the booking stays on record.
+    let at = now();
+    let cancelled = store.cancel_booking(t, first.id, at, None).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.cancelled_at),
+        (BookingStatus::Cancelled, Some(at))
+    );
+    assert_eq!(
+        store
+            .cancel_booking(t, first.id, now(), None)
+            .await
+            .unwrap(),
+        cancelled
+    );
+    store
+        .create_booking(t, booking(a.id, 30, 60), None)
+        .await
+        .unwrap();
+    let confirmed = store
+        .list_bookings(t, in_a(Some(BookingStatus::Confirmed)), page)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.items.len(), 2);
+    let window = BookingFilter {
+        room: Some(a.id),
+        ends_after: Some(base + SignedDuration::from_mins(60)),
+        starts_before: Some(base + SignedDuration::from_mins(61)),
+        ..BookingFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_bookings(t, window, page)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // A room with bookings to come stays; after them it goes with them.
+    let refused = store
+        .delete_room(t, a.id, now(), audit(Some(t), "room.delete"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                code: "room_booked",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    store
+        .delete_room(
+            t,
+            a.id,
+            base + SignedDuration::from_hours(3),
+            audit(Some(t), "room.delete"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_room(t, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.get_booking(t, first.id).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -5,6 +5,7 @@ pub mod admins;
 pub mod apps;
 pub mod arrears;
 pub mod audit;
+pub mod booking;
 pub mod checkin;
 pub mod directory;
 pub mod groups;

@@ -68,6 +68,10 @@
           : `Your code was just scanned: ${OneCard.yuan(p.amount)} ${p.status}.`;
         n.classList.remove("hidden");
         refreshCode();
+      } else if (e.type === "checkin.confirmed") {
+        n.textContent = `Checked in at ${new Date(p.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
+        n.classList.remove("hidden");
+        return;
       } else if (e.type === "arrears.written_off") {
         n.textContent = `${OneCard.yuan(p.amount)} you owed was written off at the month's end.`;
         n.classList.remove("hidden");

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admins;
 mod apps;
+mod booking;
 mod browser;
 mod checkin;
 mod crash;

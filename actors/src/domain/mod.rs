@@ -1,5 +1,6 @@
 //! Pure domain rules: no I/O, no actors, easy to test exhaustively.
 
+pub mod booking;
 pub mod checkin;
 pub mod code;
 pub mod directory;
