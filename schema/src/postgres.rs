@@ -309,6 +309,23 @@ impl PgStore {
         map(&row)
     }
 
+    /// One statement that must change a row (`NotFound` when it changes none), with its
+    /// audit entry, in one transaction.
+    pub(crate) async fn change_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        if tx.execute(sql, params).await.map_err(pg)? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
     /// Every row of one of a tenant's small named tables (groups, apps), by name.
     pub(crate) async fn tenant_rows_by_name<T>(
         &self,
@@ -1068,33 +1085,25 @@ impl Store for PgStore {
     }
 
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let n = tx
-            .execute(
-                "UPDATE apps SET name = $3, description = $4, logo_url = $5, scopes = $6, \
-                 secret_version = $7, updated_at = $8, webhook_url = $9, webhook_events = $10 \
-                 WHERE tenant_id = $1 AND id = $2",
-                &[
-                    &tenant.0,
-                    &app.id.0,
-                    &app.name,
-                    &app.description,
-                    &app.logo_url,
-                    &to_json_text(&app.scopes)?,
-                    &app.secret_version,
-                    &app.updated_at,
-                    &app.webhook_url,
-                    &to_json_text(&app.webhook_events)?,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
+        self.change_one(
+            "UPDATE apps SET name = $3, description = $4, logo_url = $5, scopes = $6, \
+             secret_version = $7, updated_at = $8, webhook_url = $9, webhook_events = $10 \
+             WHERE tenant_id = $1 AND id = $2",
+            &[
+                &tenant.0,
+                &app.id.0,
+                &app.name,
+                &app.description,
+                &app.logo_url,
+                &to_json_text(&app.scopes)?,
+                &app.secret_version,
+                &app.updated_at,
+                &app.webhook_url,
+                &to_json_text(&app.webhook_events)?,
+            ],
+            &audit,
+        )
+        .await
     }
 
     async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()> {

@@ -113,35 +113,27 @@ impl BookingStore for PgStore {
     }
 
     async fn update_room(&self, tenant: TenantId, room: Room, audit: Audit) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let n = tx
-            .execute(
-                "UPDATE rooms SET name = $3, location = $4, capacity = $5, opens = $6, \
-                 closes = $7, days = $8, slot_minutes = $9, max_slots = $10, \
-                 book_ahead_days = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
-                &[
-                    &tenant.0,
-                    &room.id.0,
-                    &room.name,
-                    &room.location,
-                    &(room.capacity as i32),
-                    &room.opens,
-                    &room.closes,
-                    &to_json_text(&room.days)?,
-                    &(room.slot_minutes as i32),
-                    &(room.max_slots as i32),
-                    &(room.book_ahead_days as i32),
-                    &room.updated_at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
+        self.change_one(
+            "UPDATE rooms SET name = $3, location = $4, capacity = $5, opens = $6, \
+             closes = $7, days = $8, slot_minutes = $9, max_slots = $10, \
+             book_ahead_days = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
+            &[
+                &tenant.0,
+                &room.id.0,
+                &room.name,
+                &room.location,
+                &(room.capacity as i32),
+                &room.opens,
+                &room.closes,
+                &to_json_text(&room.days)?,
+                &(room.slot_minutes as i32),
+                &(room.max_slots as i32),
+                &(room.book_ahead_days as i32),
+                &room.updated_at,
+            ],
+            &audit,
+        )
+        .await
     }
 
     async fn delete_room(

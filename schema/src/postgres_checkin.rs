@@ -199,36 +199,28 @@ impl CheckinStore for PgStore {
         event: CheckinEvent,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
         let fence = event.geofence;
-        let n = tx
-            .execute(
-                "UPDATE checkin_events SET name = $3, code = $4, starts_at = $5, ends_at = $6, \
-                 early_minutes = $7, fence_lat = $8, fence_lng = $9, fence_radius_m = $10, \
-                 designated = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
-                &[
-                    &tenant.0,
-                    &event.id.0,
-                    &event.name,
-                    &event.code,
-                    &event.starts_at,
-                    &event.ends_at,
-                    &(event.early_minutes as i32),
-                    &fence.map(|f| f.latitude),
-                    &fence.map(|f| f.longitude),
-                    &fence.map(|f| f.radius_m as i32),
-                    &event.designated,
-                    &event.updated_at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
+        self.change_one(
+            "UPDATE checkin_events SET name = $3, code = $4, starts_at = $5, ends_at = $6, \
+             early_minutes = $7, fence_lat = $8, fence_lng = $9, fence_radius_m = $10, \
+             designated = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
+            &[
+                &tenant.0,
+                &event.id.0,
+                &event.name,
+                &event.code,
+                &event.starts_at,
+                &event.ends_at,
+                &(event.early_minutes as i32),
+                &fence.map(|f| f.latitude),
+                &fence.map(|f| f.longitude),
+                &fence.map(|f| f.radius_m as i32),
+                &event.designated,
+                &event.updated_at,
+            ],
+            &audit,
+        )
+        .await
     }
 
     async fn delete_event(
@@ -237,20 +229,12 @@ impl CheckinStore for PgStore {
         id: CheckinEventId,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let n = tx
-            .execute(
-                "DELETE FROM checkin_events WHERE tenant_id = $1 AND id = $2",
-                &[&tenant.0, &id.0],
-            )
-            .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
+        self.change_one(
+            "DELETE FROM checkin_events WHERE tenant_id = $1 AND id = $2",
+            &[&tenant.0, &id.0],
+            &audit,
+        )
+        .await
     }
 
     async fn event_by_code(&self, code: String) -> StoreResult<Option<(TenantId, CheckinEvent)>> {
@@ -299,21 +283,13 @@ impl CheckinStore for PgStore {
         user: UserId,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        check_event(&tx, tenant, event, true).await?;
-        let n = tx
-            .execute(
-                "DELETE FROM checkin_attendees WHERE event_id = $1 AND user_id = $2",
-                &[&event.0, &user.0],
-            )
-            .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
+        self.change_one(
+            "DELETE FROM checkin_attendees WHERE event_id = $1 AND user_id = $2 \
+             AND event_id IN (SELECT id FROM checkin_events WHERE tenant_id = $3)",
+            &[&event.0, &user.0, &tenant.0],
+            &audit,
+        )
+        .await
     }
 
     async fn is_attendee(&self, event: CheckinEventId, user: UserId) -> StoreResult<bool> {

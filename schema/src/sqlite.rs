@@ -556,6 +556,20 @@ pub(crate) fn insert_audit(conn: &Connection, a: &Audit) -> StoreResult<()> {
     Ok(())
 }
 
+/// One statement that must change a row (`NotFound` when it changes none), and its
+/// audit entry, inside the caller's write.
+pub(crate) fn change_one(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    audit: &Audit,
+) -> StoreResult<()> {
+    if conn.execute(sql, params).map_err(db)? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    insert_audit(conn, audit)
+}
+
 pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) VALUES (?,?,?,?,?)",
@@ -1417,29 +1431,25 @@ impl Store for SqliteStore {
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
             check_name_free(c, "apps", tenant, app.id.0, &app.name, app_name_taken)?;
-            let n = c
-                .execute(
-                    "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
-                     secret_version = ?, updated_at = ?, webhook_url = ?, webhook_events = ? \
-                     WHERE tenant_id = ? AND id = ?",
-                    params![
-                        app.name,
-                        app.description,
-                        app.logo_url,
-                        to_json_text(&app.scopes)?,
-                        app.secret_version,
-                        ms(app.updated_at),
-                        app.webhook_url,
-                        to_json_text(&app.webhook_events)?,
-                        tenant.to_string(),
-                        app.id.to_string()
-                    ],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            insert_audit(c, &audit)
+            change_one(
+                c,
+                "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
+                 secret_version = ?, updated_at = ?, webhook_url = ?, webhook_events = ? \
+                 WHERE tenant_id = ? AND id = ?",
+                params![
+                    app.name,
+                    app.description,
+                    app.logo_url,
+                    to_json_text(&app.scopes)?,
+                    app.secret_version,
+                    ms(app.updated_at),
+                    app.webhook_url,
+                    to_json_text(&app.webhook_events)?,
+                    tenant.to_string(),
+                    app.id.to_string()
+                ],
+                &audit,
+            )
         })
         .await
     }

@@ -11,8 +11,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::{
-    check_name_free, check_refs, db, insert_audit, ms, paginate, parse_enum, ts, uuid_col,
-    SqliteStore,
+    change_one, check_name_free, check_refs, db, insert_audit, ms, paginate, parse_enum, ts,
+    uuid_col, SqliteStore,
 };
 use crate::store::{from_json_text, room_booked, room_name_taken, slot_taken, to_json_text};
 
@@ -130,18 +130,14 @@ impl BookingStore for SqliteStore {
     async fn update_room(&self, tenant: TenantId, room: Room, audit: Audit) -> StoreResult<()> {
         self.write(move |c| {
             check_name_free(c, "rooms", tenant, room.id.0, &room.name, room_name_taken)?;
-            let n = c
-                .execute(
-                    "UPDATE rooms SET name = ?, location = ?, capacity = ?, opens = ?, \
-                     closes = ?, days = ?, slot_minutes = ?, max_slots = ?, \
-                     book_ahead_days = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
-                    params_from_iter(room_params(tenant, &room)?),
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            insert_audit(c, &audit)
+            change_one(
+                c,
+                "UPDATE rooms SET name = ?, location = ?, capacity = ?, opens = ?, \
+                 closes = ?, days = ?, slot_minutes = ?, max_slots = ?, \
+                 book_ahead_days = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                params_from_iter(room_params(tenant, &room)?),
+                &audit,
+            )
         })
         .await
     }

@@ -9,7 +9,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::{
-    check_refs, db, insert_audit, ms, paginate, parse_enum, placeholders, ts, uuid_col, SqliteStore,
+    change_one, check_refs, db, insert_audit, ms, paginate, parse_enum, placeholders, ts, uuid_col,
+    SqliteStore,
 };
 use crate::sqlite_money::insert_outbox;
 use crate::wallet::{OutboxEvent, OutboxPage, PendingEvent};
@@ -194,18 +195,14 @@ impl CheckinStore for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |c| {
             check_code_free(c, &event)?;
-            let n = c
-                .execute(
-                    "UPDATE checkin_events SET name = ?, code = ?, starts_at = ?, ends_at = ?, \
-                     early_minutes = ?, fence_lat = ?, fence_lng = ?, fence_radius_m = ?, \
-                     designated = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
-                    params_from_iter(event_params(tenant, &event)),
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            insert_audit(c, &audit)
+            change_one(
+                c,
+                "UPDATE checkin_events SET name = ?, code = ?, starts_at = ?, ends_at = ?, \
+                 early_minutes = ?, fence_lat = ?, fence_lng = ?, fence_radius_m = ?, \
+                 designated = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                params_from_iter(event_params(tenant, &event)),
+                &audit,
+            )
         })
         .await
     }
@@ -217,16 +214,12 @@ impl CheckinStore for SqliteStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM checkin_events WHERE tenant_id = ? AND id = ?",
-                    [tenant.to_string(), id.to_string()],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            insert_audit(c, &audit)
+            change_one(
+                c,
+                "DELETE FROM checkin_events WHERE tenant_id = ? AND id = ?",
+                [tenant.to_string(), id.to_string()],
+                &audit,
+            )
         })
         .await
     }
@@ -284,17 +277,13 @@ impl CheckinStore for SqliteStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            check_event(c, tenant, event)?;
-            let n = c
-                .execute(
-                    "DELETE FROM checkin_attendees WHERE event_id = ? AND user_id = ?",
-                    [event.to_string(), user.to_string()],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            insert_audit(c, &audit)
+            change_one(
+                c,
+                "DELETE FROM checkin_attendees WHERE event_id = ? AND user_id = ? \
+                 AND event_id IN (SELECT id FROM checkin_events WHERE tenant_id = ?)",
+                [event.to_string(), user.to_string(), tenant.to_string()],
+                &audit,
+            )
         })
         .await
     }
