@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use onecard_actors::clock::Clock;
 use serde_json::{json, Value};
 
+use crate::checkin::member;
 use crate::groups::{group, sub_admin};
 use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
 use crate::on_both_engines;
@@ -20,20 +21,6 @@ on_both_engines!(
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("an id").to_string()
-}
-
-/// A member and their cardholder token: (user, token).
-async fn member(app: &TestApp, admin: &str, number: &str) -> (Value, String) {
-    let user = app.user(admin, number).await;
-    let (s, t) = app
-        .post(
-            &format!("/api/v1/users/{}/tokens", id(&user)),
-            admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 201, "{t}");
-    (user, t["token"].as_str().unwrap().to_string())
 }
 
 /// The first Monday at least two days after the test clock's today, in Shanghai (the
@@ -142,8 +129,8 @@ async fn rooms_are_booked_on_their_slots_shared_with_members_and_cancelled(engin
         .await;
     assert_problem(s, &p, 409, "room_name_taken");
 
-    let (alice, alice_t) = member(&app, &admin, "B-1").await;
-    let (_, bob_t) = member(&app, &admin, "B-2").await;
+    let (alice, alice_t) = member(&app, &admin, "B-1", json!({})).await;
+    let (_, bob_t) = member(&app, &admin, "B-2", json!({})).await;
     let mon = monday(&app);
 
     let (s, first) = book(&app, &alice_t, &seminar, at(mon, 9, 0), at(mon, 10, 0)).await;
@@ -214,9 +201,9 @@ async fn rooms_are_booked_on_their_slots_shared_with_members_and_cancelled(engin
     let page = format!("/api/v1/bookings/{}", id(&first));
     let (s, seen) = app.get(&page, &bob_t).await;
     assert_eq!(s, 200, "{seen}");
-    assert_eq!(seen["user_name"], "User B-1");
+    assert_eq!(seen["user_name"], "Student B-1");
     let (_, other_admin) = app.tenant("university", "advanced").await;
-    let (_, stranger) = member(&app, &other_admin, "X-1").await;
+    let (_, stranger) = member(&app, &other_admin, "X-1", json!({})).await;
     let (s, _) = app.get(&page, &stranger).await;
     assert_eq!(s, 404);
     let (s, _) = app
@@ -312,7 +299,7 @@ async fn concurrent_bookings_of_one_time_make_one(engine: Engine) {
     let hall = room(&app, &admin, "Hall").await;
     let mut tokens = Vec::new();
     for i in 0..10 {
-        tokens.push(member(&app, &admin, &format!("R-{i}")).await.1);
+        tokens.push(member(&app, &admin, &format!("R-{i}"), json!({})).await.1);
     }
     let mon = monday(&app);
     // Twenty requests, each overlapping 10:00–10:30, from ten people at once.
@@ -360,8 +347,8 @@ async fn the_booking_app_grant_decides_who_keeps_rooms(engine: Engine) {
     )
     .await;
     let events = group(&app, &admin, json!({"name": "Events", "apps": ["checkin"]})).await;
-    let (u1, t1) = member(&app, &admin, "G-1").await;
-    let (u2, _) = member(&app, &admin, "G-2").await;
+    let (u1, t1) = member(&app, &admin, "G-1", json!({})).await;
+    let (u2, _) = member(&app, &admin, "G-2", json!({})).await;
     let facilities_admin = sub_admin(&app, &admin, &u1, &facilities).await;
     let events_admin = sub_admin(&app, &admin, &u2, &events).await;
     let r = room(&app, &facilities_admin, "Studio").await;

@@ -27,7 +27,12 @@ fn id(v: &Value) -> String {
 }
 
 /// A user of `admin`'s tenant and a cardholder token for them: (user, token).
-async fn member(app: &TestApp, admin: &str, number: &str, extra: Value) -> (Value, String) {
+pub(crate) async fn member(
+    app: &TestApp,
+    admin: &str,
+    number: &str,
+    extra: Value,
+) -> (Value, String) {
     let mut body = json!({"name": format!("Student {number}"), "number": number});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
