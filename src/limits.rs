@@ -22,6 +22,10 @@ pub const LIST_LIMIT_MAX: u32 = 500;
 pub const LIST_LIMIT_DEFAULT: u32 = 50;
 /// Users one batch update may touch.
 pub const BATCH_USERS_MAX: usize = 1_000;
+/// User ids, and numbers, one request may designate as an event's attendees: like a
+/// batch, so that the body stays inside `JSON_BODY_BYTES_MAX` (1,000 ids are ~40 KiB).
+/// Larger lists go by department or tag, or in several requests.
+pub const ATTENDEES_PER_REQUEST_MAX: usize = 1_000;
 /// Department and tag ids a single user may carry.
 pub const USER_MEMBERSHIPS_MAX: usize = 64;
 

@@ -82,6 +82,22 @@ impl Conn {
         self.send(req).await
     }
 
+    /// A `POST` of the JSON `body` to `path` for someone else: `bearer` is their token (a
+    /// phone's), whatever this client signed in with.
+    pub(crate) async fn post_json_as(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        bearer: &HeaderValue,
+    ) -> Result<(StatusCode, Bytes)> {
+        let req = self
+            .request(Method::POST, path)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(AUTHORIZATION, bearer.clone())
+            .body(Full::new(Bytes::from(body)))?;
+        self.send(req).await
+    }
+
     fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
         let mut req = Request::builder()
             .method(method)

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 mod apps;
+mod checkin;
 mod conn;
 mod hooks;
 mod pay;
@@ -126,6 +127,15 @@ enum Cmd {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// A lecture hall checking in to one event at once, then scanning again.
+    Checkin {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 5000)]
+        people: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
     },
     /// The HTTP ceiling: how fast this loader can get `/healthz` answered.
     Healthz {
@@ -705,6 +715,11 @@ async fn main() -> Result<()> {
             connections,
             seconds,
         } => apps::run(target, connections, seconds).await,
+        Cmd::Checkin {
+            target,
+            people,
+            connections,
+        } => checkin::run(target, people, connections).await,
         Cmd::Pay {
             target,
             tills,

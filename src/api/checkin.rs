@@ -31,6 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{checked, nullable, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, CheckinManager, CheckinViewer};
 use crate::extract::{path_id, Json, Query};
+use crate::limits::ATTENDEES_PER_REQUEST_MAX;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -38,8 +39,6 @@ const NAME_CHARS_MAX: usize = 64;
 const EARLY_MINUTES_MAX: u32 = 24 * 60;
 const DURATION_MAX: SignedDuration = SignedDuration::from_hours(31 * 24);
 const RADIUS_M: std::ops::RangeInclusive<u32> = 10..=10_000;
-/// Users or numbers one request may designate.
-const DESIGNATE_MAX: usize = 10_000;
 /// Departments or tags one request may designate by.
 const DESIGNATE_GROUPS_MAX: usize = 100;
 /// People one request may designate in all, departments and tags included.
@@ -329,10 +328,10 @@ pub async fn get_event_qr(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddAttendees {
-    /// At most 10,000.
+    /// At most 1,000 (more in several requests, or by department or tag).
     #[serde(default)]
     pub user_ids: Vec<UserId>,
-    /// Student or staff numbers of active users; at most 10,000. One unknown number
+    /// Student or staff numbers of active users; at most 1,000. One unknown number
     /// refuses the whole request (422, naming them).
     #[serde(default)]
     pub numbers: Vec<String>,
@@ -367,8 +366,8 @@ pub async fn add_attendees(
     let event: CheckinEventId = path_id(&id)?;
     let mut c = Checks::new();
     for (field, n, max) in [
-        ("user_ids", body.user_ids.len(), DESIGNATE_MAX),
-        ("numbers", body.numbers.len(), DESIGNATE_MAX),
+        ("user_ids", body.user_ids.len(), ATTENDEES_PER_REQUEST_MAX),
+        ("numbers", body.numbers.len(), ATTENDEES_PER_REQUEST_MAX),
         (
             "department_ids",
             body.department_ids.len(),

@@ -412,6 +412,22 @@ async fn designated_attendees_come_by_id_number_department_and_tag(engine: Engin
     let (s, p) = app.post(&path, &admin, json!({})).await;
     assert_problem(s, &p, 422, "invalid");
     assert!(attendees("").await.is_empty(), "nothing was designated");
+    // A thousand ids fit in a body (these are unknown); more are refused by count.
+    let ids = |n: usize| {
+        (0..n)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (s, p) = app
+        .post(&path, &admin, json!({"user_ids": ids(1000)}))
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+    assert_eq!(p["errors"][0]["rule"], "exists", "{p}");
+    let (s, p) = app
+        .post(&path, &admin, json!({"user_ids": ids(1001)}))
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+    assert_eq!(p["errors"][0]["rule"], "max_items", "{p}");
 
     // By number, by department (with its sub-department), by tag.
     let (s, added) = app
