@@ -80,6 +80,7 @@ where
                 .service(checkin::remove_attendee)
                 .service(checkin::list_attendees)
                 .service(checkin::list_check_ins)
+                .service(checkin::export_attendance)
                 .service(checkin::create_staff_check_in)
                 .service(booking::create_room)
                 .service(booking::list_rooms)

@@ -21,17 +21,20 @@ use onecard_schema::ids::{
     CheckInId, CheckinEventId, DepartmentId, EventId, TagId, TenantId, UserId,
 };
 use onecard_schema::model::{
-    Attendee, CheckIn, CheckInWrite, CheckinEvent, CheckinMethod, Geofence, User, UserStatus,
+    Attendee, CheckIn, CheckInWrite, CheckinEvent, CheckinMethod, Geofence, PageReq, User,
+    UserStatus,
 };
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent, SubsidyTargets};
 use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::reports::csv_text;
 use super::{checked, nullable, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, CheckinManager, CheckinViewer};
 use crate::extract::{path_id, Json, Query};
-use crate::limits::ATTENDEES_PER_REQUEST_MAX;
+use crate::import::XLSX_MIME;
+use crate::limits::{ATTENDEES_PER_REQUEST_MAX, LIST_LIMIT_MAX};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -818,4 +821,195 @@ async fn refuse(
         Refusal::NotOpen { .. } => ApiError::conflict(refusal.code(), detail),
         _ => ApiError::forbidden(refusal.code(), detail),
     }
+}
+
+/// A sheet of the event's attendance, for the office that wants it in a spreadsheet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SheetFormat {
+    Csv,
+    Xlsx,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// `csv` (default) or `xlsx`.
+    #[param(inline)]
+    pub format: Option<SheetFormat>,
+}
+
+/// One line of the attendance sheet.
+struct Line {
+    number: String,
+    name: String,
+    present: bool,
+    /// Local time, `YYYY-MM-DD HH:MM:SS`.
+    at: String,
+    method: &'static str,
+    distance_m: Option<u32>,
+}
+
+/// Every designated attendee (present or absent) and everyone who checked in, by
+/// number; times in the tenant's time zone.
+#[utoipa::path(tag = "checkin", params(("id" = String, Path), ExportParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The attendance sheet", content(
+            (String = "text/csv"),
+            (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        )),
+        Problems))]
+#[get("/events/{id}/attendance")]
+pub async fn export_attendance(
+    state: web::Data<AppState>,
+    caller: Auth<CheckinViewer>,
+    id: web::Path<String>,
+    Query(params): Query<ExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let event = state.store.get_event(tenant, path_id(&id)?).await?;
+    let tz = state.policy(tenant).await?.tz;
+    let local = |t: Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let mut lines: std::collections::BTreeMap<UserId, Line> = Default::default();
+    let mut after = None;
+    loop {
+        let page = state
+            .store
+            .list_check_ins(
+                tenant,
+                event.id,
+                PageReq {
+                    limit: LIST_LIMIT_MAX,
+                    after,
+                },
+            )
+            .await?;
+        for k in page.items {
+            lines.insert(
+                k.user_id,
+                Line {
+                    number: k.number,
+                    name: k.name,
+                    present: true,
+                    at: local(k.at),
+                    method: k.method.as_str(),
+                    distance_m: k.distance_m,
+                },
+            );
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut after = None;
+    loop {
+        let page = state
+            .store
+            .list_attendees(
+                tenant,
+                event.id,
+                Some(false),
+                PageReq {
+                    limit: LIST_LIMIT_MAX,
+                    after,
+                },
+            )
+            .await?;
+        for a in page.items {
+            lines.entry(a.user_id).or_insert(Line {
+                number: a.number,
+                name: a.name,
+                present: false,
+                at: String::new(),
+                method: "",
+                distance_m: None,
+            });
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut lines: Vec<Line> = lines.into_values().collect();
+    lines.sort_by(|a, b| a.number.cmp(&b.number));
+    let name = format!("onecard-attendance-{}", event.id);
+    let (body, mime, ext) = match params.format.unwrap_or(SheetFormat::Csv) {
+        SheetFormat::Csv => (attendance_csv(&lines), "text/csv; charset=utf-8", "csv"),
+        SheetFormat::Xlsx => {
+            let title = format!("{} ({})", event.name, tz.iana_name().unwrap_or("UTC"));
+            let bytes = web::block(move || attendance_xlsx(&title, &lines))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            (bytes, XLSX_MIME, "xlsx")
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(mime)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}.{ext}\""),
+        ))
+        .body(body))
+}
+
+const ATTENDANCE_COLUMNS: [&str; 6] = [
+    "number",
+    "name",
+    "present",
+    "checked_in_at",
+    "method",
+    "distance_m",
+];
+
+fn attendance_csv(lines: &[Line]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_record(ATTENDANCE_COLUMNS);
+    for l in lines {
+        let _ = w.write_record([
+            csv_text(&l.number),
+            csv_text(&l.name),
+            if l.present { "yes" } else { "no" }.to_string(),
+            l.at.clone(),
+            l.method.to_string(),
+            l.distance_m.map(|d| d.to_string()).unwrap_or_default(),
+        ]);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+fn attendance_xlsx(title: &str, lines: &[Line]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut wb = Workbook::new();
+    let bold = Format::new().set_bold();
+    let sheet = wb.add_worksheet();
+    sheet.set_name("attendance")?;
+    sheet.write_string_with_format(0, 0, title, &bold)?;
+    for (i, c) in ATTENDANCE_COLUMNS.iter().enumerate() {
+        sheet.write_string_with_format(2, i as u16, *c, &bold)?;
+        sheet.set_column_width(i as u16, 18)?;
+    }
+    for (r, l) in lines.iter().enumerate() {
+        let r = 3 + r as u32;
+        sheet.write_string(r, 0, &l.number)?;
+        sheet.write_string(r, 1, &l.name)?;
+        sheet.write_string(r, 2, if l.present { "yes" } else { "no" })?;
+        sheet.write_string(r, 3, &l.at)?;
+        sheet.write_string(r, 4, l.method)?;
+        if let Some(d) = l.distance_m {
+            sheet.write_number(r, 5, f64::from(d))?;
+        }
+    }
+    let r = 3 + lines.len() as u32;
+    let present = lines.iter().filter(|l| l.present).count();
+    sheet.write_string_with_format(r, 0, format!("{present} of {} present", lines.len()), &bold)?;
+    wb.save_to_buffer()
 }

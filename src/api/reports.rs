@@ -817,7 +817,7 @@ impl Table {
 /// A text field that a spreadsheet program would read as a formula (`=`, `+`, `-`, `@`,
 /// tab, carriage return) is prefixed with `'`: a merchant named `=HYPERLINK(…)` must not
 /// become a link in the finance office's spreadsheet.
-fn csv_text(s: &str) -> String {
+pub(crate) fn csv_text(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {

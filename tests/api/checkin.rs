@@ -360,7 +360,7 @@ async fn designated_attendees_come_by_id_number_department_and_tag(engine: Engin
     )
     .await;
     let (u3, _) = member(&app, &admin, "D-3", json!({"tag_ids": [choir["id"]]})).await;
-    let (u4, _) = member(&app, &admin, "D-4", json!({})).await;
+    member(&app, &admin, "D-4", json!({})).await;
     let (u5, t5) = member(&app, &admin, "D-5", json!({})).await;
     let ev = event(
         &app,
@@ -494,7 +494,51 @@ async fn designated_attendees_come_by_id_number_department_and_tag(engine: Engin
         (got["attendees"].as_u64(), got["checked_in"].as_u64()),
         (Some(3), Some(2))
     );
-    let _ = u4;
+
+    // The attendance sheet: everyone designated and everyone who came, by number.
+    let sheet = |format: &'static str| {
+        let (app, admin, eid) = (&app, &admin, &eid);
+        async move {
+            let res = app
+                .client
+                .get(app.url(&format!("/api/v1/events/{eid}/attendance?format={format}")))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let mime = res.headers()["content-type"].to_str().unwrap().to_string();
+            (mime, res.bytes().await.unwrap())
+        }
+    };
+    let (mime, csv) = sheet("csv").await;
+    assert!(mime.starts_with("text/csv"), "{mime}");
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "number",
+            "name",
+            "present",
+            "checked_in_at",
+            "method",
+            "distance_m"
+        ]
+    );
+    let rows: Vec<(&str, &str, &str)> = lines[1..].iter().map(|l| (l[0], l[2], l[4])).collect();
+    assert_eq!(
+        rows,
+        [
+            ("D-1", "yes", "self"),
+            ("D-3", "yes", "staff"),
+            ("D-4", "no", "")
+        ]
+    );
+    assert_eq!(lines[1][3].len(), 19, "a local time: {csv}");
+    let (mime, xlsx) = sheet("xlsx").await;
+    assert!(mime.contains("spreadsheetml"), "{mime}");
+    assert!(xlsx.starts_with(b"PK"), "a zip, as XLSX is");
 }
 
 async fn concurrent_check_ins_by_one_person_make_one(engine: Engine) {
