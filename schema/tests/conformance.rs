@@ -165,6 +165,7 @@ conformance!(
     a_change_checked_against_memberships_that_moved_meanwhile_is_refused,
     check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write,
     bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time,
+    random_bookings_and_cancellations_follow_a_model_of_free_time,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -2165,4 +2166,115 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
         store.get_booking(t, first.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// 400 random bookings and cancellations of one room against a model of its free time:
+/// each booking is stored exactly when the model has its time free, and at the end the
+/// store's confirmed bookings are the model's and none overlap.
+async fn random_bookings_and_cancellations_follow_a_model_of_free_time(store: Arc<dyn Store>) {
+    use onecard_schema::booking_store::BookingFilter;
+    let (t, _) = tenant(&store, "Model").await;
+    let user = store
+        .create_user(t, new_user("M1"), now(), audit(Some(t), "user.create"))
+        .await
+        .unwrap();
+    let room = Room {
+        id: RoomId::new(),
+        name: "Model room".into(),
+        location: None,
+        capacity: 8,
+        opens: "08:00".into(),
+        closes: "22:00".into(),
+        days: vec![1, 2, 3, 4, 5, 6, 7],
+        slot_minutes: 5,
+        max_slots: 96,
+        book_ahead_days: 30,
+        created_at: now(),
+        updated_at: now(),
+    };
+    store
+        .create_room(t, room.clone(), audit(Some(t), "room.create"))
+        .await
+        .unwrap();
+    let base = now() + SignedDuration::from_hours(24);
+    // xorshift64*: deterministic, so a failure replays.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    // Confirmed bookings as (id, first granule, past-the-last granule).
+    let mut model: Vec<(BookingId, i64, i64)> = Vec::new();
+    for step in 0..400 {
+        if next(4) == 0 && !model.is_empty() {
+            let (id, _, _) = model.swap_remove(next(model.len() as u64) as usize);
+            let b = store.cancel_booking(t, id, now(), None).await.unwrap();
+            assert_eq!(b.status, BookingStatus::Cancelled, "step {step}");
+            continue;
+        }
+        let start = next(96) as i64;
+        let end = start + 1 + next(12) as i64;
+        let free = model.iter().all(|&(_, a, b)| b <= start || end <= a);
+        let booking = Booking {
+            id: BookingId::new(),
+            room_id: room.id,
+            user_id: user.id,
+            title: format!("step {step}"),
+            starts_at: base + SignedDuration::from_mins(5 * start),
+            ends_at: base + SignedDuration::from_mins(5 * end),
+            attendees: 1,
+            status: BookingStatus::Confirmed,
+            created_at: now(),
+            cancelled_at: None,
+        };
+        match store.create_booking(t, booking.clone(), None).await {
+            Ok(()) => {
+                assert!(free, "step {step}: {start}..{end} stored over {model:?}");
+                model.push((booking.id, start, end));
+            }
+            Err(StoreError::Conflict {
+                code: "slot_taken", ..
+            }) => {
+                assert!(!free, "step {step}: {start}..{end} refused though free");
+            }
+            Err(e) => panic!("step {step}: {e:?}"),
+        }
+    }
+    let filter = BookingFilter {
+        room: Some(room.id),
+        status: Some(BookingStatus::Confirmed),
+        ..BookingFilter::default()
+    };
+    let stored = store
+        .list_bookings(
+            t,
+            filter,
+            PageReq {
+                limit: 500,
+                after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let mut ids: Vec<BookingId> = stored.iter().map(|b| b.id).collect();
+    let mut want: Vec<BookingId> = model.iter().map(|m| m.0).collect();
+    ids.sort();
+    want.sort();
+    assert_eq!(ids, want);
+    for (i, a) in stored.iter().enumerate() {
+        for b in &stored[i + 1..] {
+            assert!(
+                a.ends_at <= b.starts_at || b.ends_at <= a.starts_at,
+                "{a:?} overlaps {b:?}"
+            );
+        }
+    }
+    assert!(
+        model.len() > 5,
+        "the walk booked something: {}",
+        model.len()
+    );
 }
