@@ -91,6 +91,13 @@ pub trait CheckinStore: Send + Sync + 'static {
         event: OutboxEvent,
         audit: Option<Audit>,
     ) -> StoreResult<CheckInWrite>;
+    /// The person's check-in to the event, if they made one (a read: no write, no lock).
+    async fn find_check_in(
+        &self,
+        tenant: TenantId,
+        event: CheckinEventId,
+        user: UserId,
+    ) -> StoreResult<Option<CheckIn>>;
     /// Oldest first, by id.
     async fn list_check_ins(
         &self,

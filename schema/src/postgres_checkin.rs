@@ -435,6 +435,17 @@ impl CheckinStore for PgStore {
         Ok(CheckInWrite::Created(check_in))
     }
 
+    async fn find_check_in(
+        &self,
+        tenant: TenantId,
+        event: CheckinEventId,
+        user: UserId,
+    ) -> StoreResult<Option<CheckIn>> {
+        let c = self.client().await?;
+        check_event(&c, tenant, event, false).await?;
+        find_check_in(&c, event, user).await
+    }
+
     async fn list_check_ins(
         &self,
         tenant: TenantId,

@@ -404,6 +404,19 @@ impl CheckinStore for SqliteStore {
         .await
     }
 
+    async fn find_check_in(
+        &self,
+        tenant: TenantId,
+        event: CheckinEventId,
+        user: UserId,
+    ) -> StoreResult<Option<CheckIn>> {
+        self.read(move |c| {
+            check_event(c, tenant, event)?;
+            find_check_in(c, event, user)
+        })
+        .await
+    }
+
     async fn list_check_ins(
         &self,
         tenant: TenantId,

@@ -711,22 +711,23 @@ async fn check_in(
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         return Err(refuse(state, tenant, event, user, Refusal::NotAMember, now).await);
     };
-    if let Err(r) = check_window(event, now) {
-        return Err(refuse(state, tenant, event, Some(user), r, now).await);
-    }
-    let (method, distance_m) = match location {
-        Some(at) => match check_fence(event.geofence, at) {
-            Ok(d) => (CheckinMethod::Person, d),
-            Err(Refusal::LocationRequired) => {
-                return Err(ApiError::invalid_field(
-                    "location",
-                    "required",
-                    Refusal::LocationRequired.detail(),
-                ))
+    let fits = check_window(event, now).and_then(|()| match location {
+        Some(at) => check_fence(event.geofence, at).map(|d| (CheckinMethod::Person, d)),
+        None => Ok((CheckinMethod::Staff, None)),
+    });
+    let (method, distance_m) = match fits {
+        Ok(fits) => fits,
+        // Someone who checked in already gets their check-in back, whenever and wherever
+        // they scan again. Read only on a refusal: a first scan costs no extra read.
+        Err(r) => {
+            if let Some(before) = state.store.find_check_in(tenant, event.id, user.id).await? {
+                return Ok(HttpResponse::Ok().json(before));
             }
-            Err(r) => return Err(refuse(state, tenant, event, Some(user), r, now).await),
-        },
-        None => (CheckinMethod::Staff, None),
+            if r == Refusal::LocationRequired {
+                return Err(ApiError::invalid_field("location", "required", r.detail()));
+            }
+            return Err(refuse(state, tenant, event, Some(user), r, now).await);
+        }
     };
     let check_in = CheckIn {
         id: CheckInId::new(),

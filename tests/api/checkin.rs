@@ -7,7 +7,7 @@ use onecard_actors::clock::Clock;
 use serde_json::{json, Value};
 
 use crate::groups::{group, sub_admin};
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp};
 use crate::on_both_engines;
 use crate::realtime::Ws;
 use crate::webhooks::{hooked_app, Receiver};
@@ -81,6 +81,33 @@ async fn check_in(
         body["location"] = json!({"latitude": lat, "longitude": lng});
     }
     app.post("/api/v1/check-ins", token, body).await
+}
+
+/// An app's signed request (docs/OPERATIONS.md, "Open platform").
+async fn signed(
+    app: &TestApp,
+    (key, secret): (&str, &str),
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let timestamp = app.clock.now().as_second().to_string();
+    let nonce = format!("n-{}", uuid::Uuid::now_v7().simple());
+    let (signature, _) = app_signature(secret, method, path, &timestamp, &nonce, text.as_bytes());
+    let mut req = app
+        .client
+        .request(method.parse().unwrap(), app.url(path))
+        .header("X-App-Key", key)
+        .header("X-Timestamp", timestamp)
+        .header("X-Nonce", nonce)
+        .header("X-Signature", signature);
+    if body.is_some() {
+        req = req.header("Content-Type", "application/json").body(text);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// The next frame on `ws` that is an event (heartbeats and acks skipped).
@@ -214,6 +241,9 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
     )
     .await;
     assert_eq!((s, &again), (200, &made));
+    // From outside the fence, too: they are in already, and nothing is refused.
+    let (s, again) = check_in(&app, &token, &code, Some((CENTRE.0 + 0.01, CENTRE.1))).await;
+    assert_eq!((s, &again), (200, &made));
     assert!(screen
         .next_within(300)
         .await
@@ -315,6 +345,9 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
     app.clock.advance(SignedDuration::from_hours(3));
     let (s, p) = check_in(&app, &later, new_code, None).await;
     assert_problem(s, &p, 409, "event_not_open");
+    // Someone who came in time still gets their check-in back.
+    let (s, again) = check_in(&app, &token, new_code, None).await;
+    assert_eq!((s, again["user_id"].clone()), (200, user["id"].clone()));
 
     // Deleting the event takes its check-ins with it.
     let (s, _) = app.delete(&format!("/api/v1/events/{eid}"), &admin).await;
@@ -628,7 +661,7 @@ async fn the_checkin_app_grant_and_scopes_decide_who_may_see_and_change_events(e
         )
         .await;
     assert_problem(s, &p, 422, "invalid");
-    let (_, _secret) = hooked_app(
+    let (reader_key, reader_secret) = hooked_app(
         &app,
         &admin,
         json!({"name": "Gate", "kind": "headless",
@@ -645,4 +678,36 @@ async fn the_checkin_app_grant_and_scopes_decide_who_may_see_and_change_events(e
     assert_eq!(body["data"], made);
     hooks.nothing_more().await;
     hooks.handle.stop(true).await;
+
+    // A gate app checks people in with `checkin_write`; `checkin_read` only reads.
+    let (gate_key, gate_secret) = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Door gate", "kind": "headless", "scopes": ["checkin_write"]}),
+    )
+    .await;
+    let (walker, _) = member(&app, &admin, "A-4", json!({})).await;
+    let path = format!("/api/v1/events/{eid}/check-ins");
+    let body = json!({ "user_id": walker["id"] });
+    let (s, made) = signed(&app, (&gate_key, &gate_secret), "POST", &path, Some(&body)).await;
+    assert_eq!(s, 201, "{made}");
+    assert_eq!(made["method"], "staff");
+    let (s, p) = signed(
+        &app,
+        (&reader_key, &reader_secret),
+        "POST",
+        &path,
+        Some(&body),
+    )
+    .await;
+    assert_problem(s, &p, 403, "not_granted");
+    let (s, got) = signed(
+        &app,
+        (&reader_key, &reader_secret),
+        "GET",
+        &format!("/api/v1/events/{eid}"),
+        None,
+    )
+    .await;
+    assert_eq!((s, got["checked_in"].as_u64()), (200, Some(2)));
 }
