@@ -48,6 +48,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("room_name_taken", 409),
     ("room_booked", 409),
     ("slot_taken", 409),
+    ("too_many_bookings", 409),
     ("booking_over", 409),
     ("too_many_rotations", 409),
     ("user_is_admin", 409),

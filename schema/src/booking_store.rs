@@ -44,12 +44,16 @@ pub trait BookingStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Stores a confirmed booking with its granules; 409 `slot_taken` (and nothing
-    /// written) when another confirmed booking holds any of them. `audit` when an admin
-    /// books.
+    /// written) when another confirmed booking holds any of them, and 409
+    /// `too_many_bookings` when `cap` is given and the person already holds that many
+    /// confirmed bookings of the room ending after the new one's creation (counted with
+    /// their other bookings held off, so two at once cannot both slip under it). `audit`
+    /// when an admin books.
     async fn create_booking(
         &self,
         tenant: TenantId,
         booking: Booking,
+        cap: Option<u32>,
         audit: Option<Audit>,
     ) -> StoreResult<()>;
     async fn get_booking(&self, tenant: TenantId, id: BookingId) -> StoreResult<Booking>;

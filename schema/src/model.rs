@@ -795,6 +795,9 @@ pub struct Room {
     pub max_slots: u32,
     /// How many days ahead it may be booked.
     pub book_ahead_days: u32,
+    /// How many bookings still to come one member may hold in it (admins may book for
+    /// someone past it).
+    pub max_per_person: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

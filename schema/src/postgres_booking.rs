@@ -13,10 +13,10 @@ use crate::ids::*;
 use crate::model::*;
 use crate::postgres::{check_refs, insert_audit, pg, PgStore};
 use crate::sqlite::paginate;
-use crate::store::{from_json_text, room_booked, slot_taken, to_json_text};
+use crate::store::{from_json_text, room_booked, slot_taken, to_json_text, too_many_bookings};
 
 const ROOM_COLS: &str = "id, name, location, capacity, opens, closes, days, slot_minutes, \
-     max_slots, book_ahead_days, created_at, updated_at";
+     max_slots, book_ahead_days, created_at, updated_at, max_per_person";
 
 fn room_from_row(r: &Row) -> StoreResult<Room> {
     let int = |i: usize| r.get::<_, i32>(i).max(0) as u32;
@@ -33,6 +33,7 @@ fn room_from_row(r: &Row) -> StoreResult<Room> {
         book_ahead_days: int(9),
         created_at: r.get(10),
         updated_at: r.get(11),
+        max_per_person: int(12),
     })
 }
 
@@ -78,8 +79,8 @@ impl BookingStore for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         tx.execute(
             "INSERT INTO rooms (id, tenant_id, name, location, capacity, opens, closes, days, \
-             slot_minutes, max_slots, book_ahead_days, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+             slot_minutes, max_slots, book_ahead_days, created_at, updated_at, max_per_person) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
             &[
                 &room.id.0,
                 &tenant.0,
@@ -94,6 +95,7 @@ impl BookingStore for PgStore {
                 &(room.book_ahead_days as i32),
                 &room.created_at,
                 &room.updated_at,
+                &(room.max_per_person as i32),
             ],
         )
         .await
@@ -130,6 +132,7 @@ impl BookingStore for PgStore {
                 &(room.max_slots as i32),
                 &(room.book_ahead_days as i32),
                 &room.updated_at,
+                &(room.max_per_person as i32),
             ],
             &audit,
         )
@@ -177,12 +180,34 @@ impl BookingStore for PgStore {
         &self,
         tenant: TenantId,
         booking: Booking,
+        cap: Option<u32>,
         audit: Option<Audit>,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         check_refs(&tx, "rooms", tenant, &[booking.room_id.0], "room_id").await?;
         check_refs(&tx, "users", tenant, &[booking.user_id.0], "user_id").await?;
+        if let Some(cap) = cap {
+            // The person's row, locked: their bookings are counted one at a time.
+            tx.execute(
+                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+                &[&booking.user_id.0],
+            )
+            .await
+            .map_err(pg)?;
+            let held: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM bookings WHERE user_id = $1 AND room_id = $2 \
+                     AND status = 'confirmed' AND ends_at > $3",
+                    &[&booking.user_id.0, &booking.room_id.0, &booking.created_at],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if held >= i64::from(cap) {
+                return Err(too_many_bookings(cap));
+            }
+        }
         tx.execute(
             &format!(
                 "INSERT INTO bookings (tenant_id, {BOOKING_COLS}) \

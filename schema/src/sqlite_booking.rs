@@ -14,10 +14,12 @@ use crate::sqlite::{
     change_one, check_name_free, check_refs, db, insert_audit, ms, paginate, parse_enum, ts,
     uuid_col, SqliteStore,
 };
-use crate::store::{from_json_text, room_booked, room_name_taken, slot_taken, to_json_text};
+use crate::store::{
+    from_json_text, room_booked, room_name_taken, slot_taken, to_json_text, too_many_bookings,
+};
 
 const ROOM_COLS: &str = "id, name, location, capacity, opens, closes, days, slot_minutes, \
-     max_slots, book_ahead_days, created_at, updated_at";
+     max_slots, book_ahead_days, created_at, updated_at, max_per_person";
 
 fn room_row(r: &Row) -> rusqlite::Result<(Room, String)> {
     Ok((
@@ -34,6 +36,7 @@ fn room_row(r: &Row) -> rusqlite::Result<(Room, String)> {
             book_ahead_days: r.get(9)?,
             created_at: ts(r.get(10)?),
             updated_at: ts(r.get(11)?),
+            max_per_person: r.get(12)?,
         },
         r.get(6)?,
     ))
@@ -92,6 +95,7 @@ fn room_params(tenant: TenantId, room: &Room) -> StoreResult<Vec<rusqlite::types
         V::Integer(room.slot_minutes.into()),
         V::Integer(room.max_slots.into()),
         V::Integer(room.book_ahead_days.into()),
+        V::Integer(room.max_per_person.into()),
         V::Integer(ms(room.updated_at)),
         V::Text(tenant.to_string()),
         V::Text(room.id.to_string()),
@@ -107,8 +111,8 @@ impl BookingStore for SqliteStore {
             values.push(rusqlite::types::Value::Integer(ms(room.created_at)));
             c.execute(
                 "INSERT INTO rooms (name, location, capacity, opens, closes, days, \
-                 slot_minutes, max_slots, book_ahead_days, updated_at, tenant_id, id, \
-                 created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 slot_minutes, max_slots, book_ahead_days, max_per_person, updated_at, \
+                 tenant_id, id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 params_from_iter(values),
             )
             .map_err(db)?;
@@ -134,7 +138,8 @@ impl BookingStore for SqliteStore {
                 c,
                 "UPDATE rooms SET name = ?, location = ?, capacity = ?, opens = ?, \
                  closes = ?, days = ?, slot_minutes = ?, max_slots = ?, \
-                 book_ahead_days = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                 book_ahead_days = ?, max_per_person = ?, updated_at = ? \
+                 WHERE tenant_id = ? AND id = ?",
                 params_from_iter(room_params(tenant, &room)?),
                 &audit,
             )
@@ -182,11 +187,33 @@ impl BookingStore for SqliteStore {
         &self,
         tenant: TenantId,
         booking: Booking,
+        cap: Option<u32>,
         audit: Option<Audit>,
     ) -> StoreResult<()> {
         self.write(move |c| {
             check_refs(c, "rooms", tenant, &[booking.room_id.0], "room_id")?;
             check_refs(c, "users", tenant, &[booking.user_id.0], "user_id")?;
+            if let Some(cap) = cap {
+                let held: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM bookings WHERE user_id = ? AND room_id = ? \
+                         AND status = 'confirmed' AND ends_at > ?",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(
+                            params![
+                                booking.user_id.to_string(),
+                                booking.room_id.to_string(),
+                                ms(booking.created_at)
+                            ],
+                            |r| r.get(0),
+                        )
+                    })
+                    .map_err(db)?;
+                if held >= i64::from(cap) {
+                    return Err(too_many_bookings(cap));
+                }
+            }
             let taken: bool = c
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM booking_slots WHERE room_id = ? \

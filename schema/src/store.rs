@@ -334,6 +334,14 @@ pub(crate) fn room_booked() -> crate::error::StoreError {
     )
 }
 
+pub(crate) fn too_many_bookings(cap: u32) -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "too_many_bookings",
+        None,
+        format!("you hold {cap} bookings of this room still to come, as many as it allows"),
+    )
+}
+
 pub(crate) fn slot_taken() -> crate::error::StoreError {
     crate::error::StoreError::conflict(
         "slot_taken",

@@ -2016,6 +2016,7 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
         slot_minutes: 30,
         max_slots: 4,
         book_ahead_days: 30,
+        max_per_person: 3,
         created_at: now(),
         updated_at: now(),
     };
@@ -2054,9 +2055,14 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
         cancelled_at: None,
     };
     let first = booking(a.id, 0, 60);
-    store.create_booking(t, first.clone(), None).await.unwrap();
+    store
+        .create_booking(t, first.clone(), None, None)
+        .await
+        .unwrap();
     for (from, to) in [(30, 90), (-30, 5), (55, 60), (-60, 120)] {
-        let clash = store.create_booking(t, booking(a.id, from, to), None).await;
+        let clash = store
+            .create_booking(t, booking(a.id, from, to), None, None)
+            .await;
         assert!(
             matches!(
                 clash,
@@ -2070,11 +2076,11 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
     }
     // Touching is not overlapping; another room is another room.
     store
-        .create_booking(t, booking(a.id, 60, 90), None)
+        .create_booking(t, booking(a.id, 60, 90), None, None)
         .await
         .unwrap();
     store
-        .create_booking(t, booking(b.id, 0, 60), None)
+        .create_booking(t, booking(b.id, 0, 60), None, None)
         .await
         .unwrap();
     let in_a = |status| BookingFilter {
@@ -2111,7 +2117,7 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
         cancelled
     );
     store
-        .create_booking(t, booking(a.id, 30, 60), None)
+        .create_booking(t, booking(a.id, 30, 60), None, None)
         .await
         .unwrap();
     let confirmed = store
@@ -2134,6 +2140,31 @@ async fn bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time(
             .len(),
         1
     );
+
+    // A member's cap counts their bookings of the room still to come: room B holds one of
+    // theirs, so a cap of 2 lets one more in, and no third; without a cap (an admin) it
+    // goes in.
+    store
+        .create_booking(t, booking(b.id, 120, 150), Some(2), None)
+        .await
+        .unwrap();
+    let capped = store
+        .create_booking(t, booking(b.id, 180, 210), Some(2), None)
+        .await;
+    assert!(
+        matches!(
+            capped,
+            Err(StoreError::Conflict {
+                code: "too_many_bookings",
+                ..
+            })
+        ),
+        "{capped:?}"
+    );
+    store
+        .create_booking(t, booking(b.id, 180, 210), None, None)
+        .await
+        .unwrap();
 
     // A room with bookings to come stays; after them it goes with them.
     let refused = store
@@ -2189,6 +2220,7 @@ async fn random_bookings_and_cancellations_follow_a_model_of_free_time(store: Ar
         slot_minutes: 5,
         max_slots: 96,
         book_ahead_days: 30,
+        max_per_person: 3,
         created_at: now(),
         updated_at: now(),
     };
@@ -2229,7 +2261,7 @@ async fn random_bookings_and_cancellations_follow_a_model_of_free_time(store: Ar
             created_at: now(),
             cancelled_at: None,
         };
-        match store.create_booking(t, booking.clone(), None).await {
+        match store.create_booking(t, booking.clone(), None, None).await {
             Ok(()) => {
                 assert!(free, "step {step}: {start}..{end} stored over {model:?}");
                 model.push((booking.id, start, end));

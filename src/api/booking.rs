@@ -52,6 +52,9 @@ pub struct CreateRoom {
     pub max_slots: Option<u32>,
     /// 1 to 365 (default 30).
     pub book_ahead_days: Option<u32>,
+    /// Bookings still to come one member may hold in the room, 1 to 100 (default 3);
+    /// admins may book for someone past it.
+    pub max_per_person: Option<u32>,
 }
 
 /// Absent fields stay as they are; `location: null` clears it. Bookings made stay.
@@ -70,6 +73,7 @@ pub struct PatchRoom {
     pub slot_minutes: Option<u32>,
     pub max_slots: Option<u32>,
     pub book_ahead_days: Option<u32>,
+    pub max_per_person: Option<u32>,
 }
 
 fn check(room: &Room) -> Result<(), ApiError> {
@@ -88,7 +92,7 @@ fn room_detail(r: &Room) -> serde_json::Value {
     serde_json::json!({
         "name": r.name, "capacity": r.capacity, "opens": r.opens, "closes": r.closes,
         "days": r.days, "slot_minutes": r.slot_minutes, "max_slots": r.max_slots,
-        "book_ahead_days": r.book_ahead_days,
+        "book_ahead_days": r.book_ahead_days, "max_per_person": r.max_per_person,
     })
 }
 
@@ -113,6 +117,7 @@ pub async fn create_room(
         slot_minutes: body.slot_minutes.unwrap_or(30),
         max_slots: body.max_slots.unwrap_or(8),
         book_ahead_days: body.book_ahead_days.unwrap_or(30),
+        max_per_person: body.max_per_person.unwrap_or(3),
         created_at: now,
         updated_at: now,
     };
@@ -176,6 +181,7 @@ pub async fn patch_room(
         slot_minutes,
         max_slots,
         book_ahead_days,
+        max_per_person,
     } = body;
     room.name = name.unwrap_or(room.name);
     room.location = location.unwrap_or(room.location);
@@ -186,6 +192,7 @@ pub async fn patch_room(
     room.slot_minutes = slot_minutes.unwrap_or(room.slot_minutes);
     room.max_slots = max_slots.unwrap_or(room.max_slots);
     room.book_ahead_days = book_ahead_days.unwrap_or(room.book_ahead_days);
+    room.max_per_person = max_per_person.unwrap_or(room.max_per_person);
     check(&room)?;
     room.updated_at = state.clock.now();
     let audit = caller.audit(&state, "room.update", "room", room.id, room_detail(&room));
@@ -363,7 +370,8 @@ fn not_a_member() -> ApiError {
 }
 
 /// Book a room: a cardholder for themselves, an admin of the booking app for someone.
-/// 409 `slot_taken` when another booking holds any of the time.
+/// 409 `slot_taken` when another booking holds any of the time; 409 `too_many_bookings`
+/// when a member already holds the room's `max_per_person` bookings still to come.
 #[utoipa::path(tag = "booking", request_body = CreateBooking, security(("bearer" = [])),
     responses((status = 201, body = BookingView), Problems))]
 #[post("/bookings")]
@@ -417,9 +425,11 @@ pub async fn create_booking(
             serde_json::json!({ "room_id": room.id, "user_id": user.id }),
         )
     });
+    // A member holds at most the room's `max_per_person`; an admin may book past it.
+    let cap = (caller.kind == TokenKind::Cardholder).then_some(room.max_per_person);
     state
         .store
-        .create_booking(tenant, booking.clone(), audit)
+        .create_booking(tenant, booking.clone(), cap, audit)
         .await?;
     Ok(HttpResponse::Created().json(BookingView {
         booking,

@@ -269,6 +269,23 @@ async fn rooms_are_booked_on_their_slots_shared_with_members_and_cancelled(engin
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
 
+    // A member holds at most the room's max_per_person (3) bookings still to come; an
+    // admin may book for them past it.
+    let (s, _) = book(&app, &bob_t, &seminar, at(mon, 16, 0), at(mon, 16, 30)).await;
+    assert_eq!(s, 201);
+    let (s, p) = book(&app, &bob_t, &seminar, at(mon, 17, 0), at(mon, 17, 30)).await;
+    assert_problem(s, &p, 409, "too_many_bookings");
+    let (_, bob) = app.get("/api/v1/me", &bob_t).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/bookings",
+            &admin,
+            json!({"room_id": seminar["id"], "starts_at": at(mon, 17, 0).to_string(),
+               "ends_at": at(mon, 17, 30).to_string(), "title": "Extra", "user_id": bob["user_id"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+
     // A room with bookings to come stays; once they are over it may go, and an ended
     // booking stays on record.
     let (s, p) = app
@@ -333,6 +350,25 @@ async fn concurrent_bookings_of_one_time_make_one(engine: Engine) {
     );
     let taken = free_slots(&app, &tokens[0], &hall, mon).await;
     assert!(taken.contains(&"10:00".to_string()), "{taken:?}");
+
+    // One member asking for six free times at once gets the room's three, no more.
+    let studio = room(&app, &admin, "Studio").await;
+    let tries = (0..6).map(|i| {
+        let from = at(mon, 12 + i as i8, 0);
+        book(
+            &app,
+            &tokens[1],
+            &studio,
+            from,
+            from + SignedDuration::from_mins(30),
+        )
+    });
+    let answers = futures::future::join_all(tries).await;
+    let made = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(made, 3, "{answers:?}");
+    for (s, p) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_problem(*s, p, 409, "too_many_bookings");
+    }
 }
 
 async fn the_booking_app_grant_decides_who_keeps_rooms(engine: Engine) {

@@ -67,6 +67,9 @@ pub fn check_room(room: &Room) -> Vec<(&'static str, &'static str, String)> {
     if !(1..=96).contains(&room.max_slots) {
         out.push(("max_slots", "range", "1 to 96".into()));
     }
+    if !(1..=100).contains(&room.max_per_person) {
+        out.push(("max_per_person", "range", "1 to 100".into()));
+    }
     if !(1..=365).contains(&room.book_ahead_days) {
         out.push(("book_ahead_days", "range", "1 to 365".into()));
     }
@@ -221,6 +224,7 @@ mod tests {
             slot_minutes: 30,
             max_slots: 4,
             book_ahead_days: 14,
+            max_per_person: 3,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
         }
