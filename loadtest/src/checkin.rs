@@ -13,7 +13,7 @@ use hyper::header::HeaderValue;
 use serde_json::{json, Value};
 
 use super::conn::Conn;
-use super::pay::{post, SETUP_CONCURRENCY};
+use super::pay::{import_people, post, SETUP_CONCURRENCY};
 use super::{connect, latency_histogram, Server, Target};
 
 /// People named per designation request (the API's cap).
@@ -40,43 +40,7 @@ async fn setup(server: &Server, client: &reqwest::Client, people: usize) -> Resu
         .as_str()
         .context("admin token")?
         .to_string();
-    let mut csv = String::from(
-        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
-    );
-    for i in 0..people {
-        csv.push_str(&format!("Student {i},C{i:07},,,,,student\n"));
-    }
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("u.csv"),
-    );
-    let res = client
-        .post(format!("{base}/api/v1/users/import"))
-        .bearer_auth(&admin)
-        .multipart(form)
-        .send()
-        .await?;
-    if res.status() != 201 {
-        bail!("import: {}", res.status());
-    }
-    let mut ids = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page: Value = client
-            .get(format!("{base}/api/v1/users?limit=500{cursor}"))
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .json()
-            .await?;
-        for u in page["items"].as_array().context("items")? {
-            ids.push(u["id"].as_str().context("id")?.to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let ids = import_people(client, base, &admin, people, 'C').await?;
     let now = jiff::Timestamp::now();
     let event = post(
         client,

@@ -35,6 +35,55 @@ pub(crate) async fn post(
     Ok(body)
 }
 
+/// Imports `n` people into the tenant (one spreadsheet, numbers `<prefix>0000000` on)
+/// and answers their ids.
+pub(crate) async fn import_people(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    n: usize,
+    prefix: char,
+) -> Result<Vec<String>> {
+    let mut csv = String::from(
+        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
+    );
+    for i in 0..n {
+        csv.push_str(&format!("Student {i},{prefix}{i:07},,,,,student\n"));
+    }
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("u.csv"),
+    );
+    let res = client
+        .post(format!("{base}/api/v1/users/import"))
+        .bearer_auth(admin)
+        .multipart(form)
+        .send()
+        .await?;
+    if res.status() != 201 {
+        bail!("import: {}", res.status());
+    }
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = client
+            .get(format!("{base}/api/v1/users?limit=500{cursor}"))
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        for u in page["items"].as_array().context("items")? {
+            ids.push(u["id"].as_str().context("id")?.to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
 /// Where payments are made.
 const PAYMENTS: &str = "/api/v1/payments";
 
@@ -111,43 +160,7 @@ pub(crate) async fn setup(
         .await?;
         till_tokens.push(t["token"].as_str().context("terminal token")?.to_string());
     }
-    let mut csv = String::from(
-        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
-    );
-    for i in 0..cardholders {
-        csv.push_str(&format!("Student {i},L{i:07},,,,,student\n"));
-    }
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("u.csv"),
-    );
-    let res = client
-        .post(format!("{base}/api/v1/users/import"))
-        .bearer_auth(&admin)
-        .multipart(form)
-        .send()
-        .await?;
-    if res.status() != 201 {
-        bail!("import: {}", res.status());
-    }
-    let mut ids = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page: Value = client
-            .get(format!("{base}/api/v1/users?limit=500{cursor}"))
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .json()
-            .await?;
-        for u in page["items"].as_array().context("items")? {
-            ids.push(u["id"].as_str().context("id")?.to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let ids = import_people(client, base, &admin, cardholders, 'L').await?;
     let tokens: Vec<Result<String>> = stream::iter(ids.iter().cloned())
         .map(|id| {
             let (client, base, admin) = (client.clone(), base.clone(), admin.clone());

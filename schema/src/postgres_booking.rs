@@ -118,7 +118,8 @@ impl BookingStore for PgStore {
         self.change_one(
             "UPDATE rooms SET name = $3, location = $4, capacity = $5, opens = $6, \
              closes = $7, days = $8, slot_minutes = $9, max_slots = $10, \
-             book_ahead_days = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
+             book_ahead_days = $11, updated_at = $12, max_per_person = $13 \
+             WHERE tenant_id = $1 AND id = $2",
             &[
                 &tenant.0,
                 &room.id.0,

@@ -119,6 +119,28 @@ async fn rooms_are_booked_on_their_slots_shared_with_members_and_cancelled(engin
         assert_eq!(p["errors"][0]["field"], field, "{p}");
     }
     let seminar = room(&app, &admin, "Seminar 3").await;
+    // A change keeps what it does not name; a bad one changes nothing.
+    let path = format!("/api/v1/rooms/{}", id(&seminar));
+    let (s, same) = app.patch(&path, &admin, json!({})).await;
+    assert_eq!((s, same["capacity"].clone()), (200, json!(10)), "{same}");
+    let (s, p) = app.patch(&path, &admin, json!({"max_per_person": 0})).await;
+    assert_problem(s, &p, 422, "invalid");
+    let (s, changed) = app
+        .patch(
+            &path,
+            &admin,
+            json!({"location": "Library", "max_per_person": 5}),
+        )
+        .await;
+    assert_eq!(s, 200, "{changed}");
+    let (_, stored) = app.get(&path, &admin).await;
+    assert_eq!(
+        (stored["location"].clone(), stored["max_per_person"].clone()),
+        (json!("Library"), json!(5)),
+        "the change is stored: {stored}"
+    );
+    let (s, _) = app.patch(&path, &admin, json!({"max_per_person": 3})).await;
+    assert_eq!(s, 200);
     assert_eq!(seminar["days"], json!([1, 2, 3, 4, 5]));
     let (s, p) = app
         .post(
