@@ -12,7 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::conn::Conn;
-use super::{connect, latency_histogram, pay, Server, Target};
+use super::{connect, latency_histogram, new_tenant, pay, Server, Target};
 
 /// One phase: `connections` clients reading `path` for `seconds`, each request signed by
 /// `sign` (or sent with the bearer token alone).
@@ -104,18 +104,7 @@ fn signed_headers(
 pub(crate) async fn run(target: Target, connections: usize, seconds: u64) -> Result<()> {
     let server = connect(&target)?;
     let client = reqwest::Client::new();
-    let tenant = pay::post(
-        &client,
-        server.url("/api/v1/tenants")?.to_string(),
-        &server.root,
-        json!({"name": "Apps", "kind": "university", "edition": "advanced"}),
-        None,
-    )
-    .await?;
-    let admin = tenant["admin_token"]
-        .as_str()
-        .context("admin token")?
-        .to_string();
+    let admin = new_tenant(&server, &client, "Apps", "advanced").await?;
     let user = pay::post(
         &client,
         server.url("/api/v1/users")?.to_string(),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::conn::Conn;
 use super::pay::{import_people, post, SETUP_CONCURRENCY};
-use super::{connect, latency_histogram, Server, Target};
+use super::{connect, latency_histogram, new_tenant, Server, Target};
 
 /// People named per designation request (the API's cap).
 const DESIGNATE_CHUNK: usize = 1_000;
@@ -28,19 +28,8 @@ struct Hall {
 
 async fn setup(server: &Server, client: &reqwest::Client, people: usize) -> Result<Hall> {
     let base = &server.base;
-    let tenant = post(
-        client,
-        format!("{base}/api/v1/tenants"),
-        &server.root,
-        json!({"name": "Check-in", "kind": "university", "edition": "advanced"}),
-        None,
-    )
-    .await?;
-    let admin = tenant["admin_token"]
-        .as_str()
-        .context("admin token")?
-        .to_string();
-    let ids = import_people(client, base, &admin, people, 'C').await?;
+    let admin = new_tenant(server, client, "Check-in", "advanced").await?;
+    let ids = import_people(server, client, &admin, people).await?;
     let now = jiff::Timestamp::now();
     let event = post(
         client,

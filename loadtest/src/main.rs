@@ -491,13 +491,18 @@ fn students_csv(rows: usize) -> String {
     csv
 }
 
-/// A fresh tenant: its admin's token.
-async fn new_tenant(server: &Server, client: &reqwest::Client, name: &str) -> Result<String> {
+/// A fresh tenant of `edition`: its admin's token.
+async fn new_tenant(
+    server: &Server,
+    client: &reqwest::Client,
+    name: &str,
+    edition: &str,
+) -> Result<String> {
     let tenant = pay::post(
         client,
         server.url("/api/v1/tenants")?.to_string(),
         &server.root,
-        json!({"name": name, "kind": "university", "edition": "standard"}),
+        json!({"name": name, "kind": "university", "edition": edition}),
         None,
     )
     .await?;
@@ -542,7 +547,7 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let admin = new_tenant(&server, &client, &format!("Grant {run}")).await?;
+        let admin = new_tenant(&server, &client, &format!("Grant {run}"), "standard").await?;
         import_csv(&server, &client, &admin, &csv).await?;
         // Maker–checker: the rule's creator may not approve it.
         let staff = pay::post(
@@ -639,7 +644,7 @@ async fn import(target: Target, rows: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let admin = new_tenant(&server, &client, &format!("Load {run}")).await?;
+        let admin = new_tenant(&server, &client, &format!("Load {run}"), "standard").await?;
         let start = Instant::now();
         let body = import_csv(&server, &client, &admin, &csv).await?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -10,7 +10,9 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use super::conn::Conn;
-use super::{connect, latency_histogram, CpuMark, Server, Target};
+use super::{
+    connect, import_csv, latency_histogram, new_tenant, students_csv, CpuMark, Server, Target,
+};
 
 /// Concurrency of the set-up requests (tokens, top-ups, codes).
 pub(crate) const SETUP_CONCURRENCY: usize = 64;
@@ -35,39 +37,19 @@ pub(crate) async fn post(
     Ok(body)
 }
 
-/// Imports `n` people into the tenant (one spreadsheet, numbers `<prefix>0000000` on)
-/// and answers their ids.
+/// Imports `n` students into the tenant (`students_csv`) and answers their ids.
 pub(crate) async fn import_people(
+    server: &Server,
     client: &reqwest::Client,
-    base: &str,
     admin: &str,
     n: usize,
-    prefix: char,
 ) -> Result<Vec<String>> {
-    let mut csv = String::from(
-        "onecard-users-template,v1\nname,number,phone,id_number,department,tags,identity\n",
-    );
-    for i in 0..n {
-        csv.push_str(&format!("Student {i},{prefix}{i:07},,,,,student\n"));
-    }
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("u.csv"),
-    );
-    let res = client
-        .post(format!("{base}/api/v1/users/import"))
-        .bearer_auth(admin)
-        .multipart(form)
-        .send()
-        .await?;
-    if res.status() != 201 {
-        bail!("import: {}", res.status());
-    }
+    import_csv(server, client, admin, &students_csv(n)).await?;
     let mut ids = Vec::new();
     let mut cursor = String::new();
     loop {
         let page: Value = client
-            .get(format!("{base}/api/v1/users?limit=500{cursor}"))
+            .get(server.url(&format!("/api/v1/users?limit=500{cursor}"))?)
             .bearer_auth(admin)
             .send()
             .await?
@@ -102,18 +84,7 @@ pub(crate) async fn setup(
     edition: &str,
 ) -> Result<Setup> {
     let base = &server.base;
-    let tenant = post(
-        client,
-        format!("{base}/api/v1/tenants"),
-        &server.root,
-        json!({"name": "Load", "kind": "university", "edition": edition}),
-        None,
-    )
-    .await?;
-    let admin = tenant["admin_token"]
-        .as_str()
-        .context("admin token")?
-        .to_string();
+    let admin = new_tenant(server, client, "Load", edition).await?;
     let res = client
         .patch(format!("{base}/api/v1/tenant"))
         .bearer_auth(&admin)
@@ -160,7 +131,7 @@ pub(crate) async fn setup(
         .await?;
         till_tokens.push(t["token"].as_str().context("terminal token")?.to_string());
     }
-    let ids = import_people(client, base, &admin, cardholders, 'L').await?;
+    let ids = import_people(server, client, &admin, cardholders).await?;
     let tokens: Vec<Result<String>> = stream::iter(ids.iter().cloned())
         .map(|id| {
             let (client, base, admin) = (client.clone(), base.clone(), admin.clone());

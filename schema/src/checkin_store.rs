@@ -62,7 +62,6 @@ pub trait CheckinStore: Send + Sync + 'static {
         user: UserId,
         audit: Audit,
     ) -> StoreResult<()>;
-    async fn is_attendee(&self, event: CheckinEventId, user: UserId) -> StoreResult<bool>;
     /// By user id; `checked_in` keeps only those who have (true) or have not (false).
     async fn list_attendees(
         &self,

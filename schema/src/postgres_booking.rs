@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::booking_store::{BookingFilter, BookingStore, GRANULE_MINUTES};
@@ -35,6 +36,49 @@ fn room_from_row(r: &Row) -> StoreResult<Room> {
         updated_at: r.get(11),
         max_per_person: int(12),
     })
+}
+
+/// A room's columns bound as PostgreSQL types: `params` are $1 the tenant, $2 the id,
+/// then name to `max_per_person` ($3–$13), as `update_room` writes them; `create_room`
+/// adds `created_at` as $14.
+struct RoomBinds {
+    capacity: i32,
+    days: String,
+    slot_minutes: i32,
+    max_slots: i32,
+    book_ahead_days: i32,
+    max_per_person: i32,
+}
+
+impl RoomBinds {
+    fn of(r: &Room) -> StoreResult<Self> {
+        Ok(RoomBinds {
+            capacity: r.capacity as i32,
+            days: to_json_text(&r.days)?,
+            slot_minutes: r.slot_minutes as i32,
+            max_slots: r.max_slots as i32,
+            book_ahead_days: r.book_ahead_days as i32,
+            max_per_person: r.max_per_person as i32,
+        })
+    }
+
+    fn params<'a>(&'a self, tenant: &'a TenantId, r: &'a Room) -> Vec<&'a (dyn ToSql + Sync)> {
+        vec![
+            &tenant.0,
+            &r.id.0,
+            &r.name,
+            &r.location,
+            &self.capacity,
+            &r.opens,
+            &r.closes,
+            &self.days,
+            &self.slot_minutes,
+            &self.max_slots,
+            &self.book_ahead_days,
+            &r.updated_at,
+            &self.max_per_person,
+        ]
+    }
 }
 
 const BOOKING_COLS: &str = "id, room_id, user_id, title, starts_at, ends_at, attendees, status, \
@@ -75,33 +119,17 @@ fn granules(b: &Booking) -> Vec<Timestamp> {
 #[async_trait]
 impl BookingStore for PgStore {
     async fn create_room(&self, tenant: TenantId, room: Room, audit: Audit) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        tx.execute(
-            "INSERT INTO rooms (id, tenant_id, name, location, capacity, opens, closes, days, \
-             slot_minutes, max_slots, book_ahead_days, created_at, updated_at, max_per_person) \
+        let binds = RoomBinds::of(&room)?;
+        let mut params = binds.params(&tenant, &room);
+        params.push(&room.created_at);
+        self.change_one(
+            "INSERT INTO rooms (tenant_id, id, name, location, capacity, opens, closes, days, \
+             slot_minutes, max_slots, book_ahead_days, updated_at, max_per_person, created_at) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-            &[
-                &room.id.0,
-                &tenant.0,
-                &room.name,
-                &room.location,
-                &(room.capacity as i32),
-                &room.opens,
-                &room.closes,
-                &to_json_text(&room.days)?,
-                &(room.slot_minutes as i32),
-                &(room.max_slots as i32),
-                &(room.book_ahead_days as i32),
-                &room.created_at,
-                &room.updated_at,
-                &(room.max_per_person as i32),
-            ],
+            &params,
+            &audit,
         )
         .await
-        .map_err(pg)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn get_room(&self, tenant: TenantId, id: RoomId) -> StoreResult<Room> {
@@ -115,26 +143,13 @@ impl BookingStore for PgStore {
     }
 
     async fn update_room(&self, tenant: TenantId, room: Room, audit: Audit) -> StoreResult<()> {
+        let binds = RoomBinds::of(&room)?;
         self.change_one(
             "UPDATE rooms SET name = $3, location = $4, capacity = $5, opens = $6, \
              closes = $7, days = $8, slot_minutes = $9, max_slots = $10, \
              book_ahead_days = $11, updated_at = $12, max_per_person = $13 \
              WHERE tenant_id = $1 AND id = $2",
-            &[
-                &tenant.0,
-                &room.id.0,
-                &room.name,
-                &room.location,
-                &(room.capacity as i32),
-                &room.opens,
-                &room.closes,
-                &to_json_text(&room.days)?,
-                &(room.slot_minutes as i32),
-                &(room.max_slots as i32),
-                &(room.book_ahead_days as i32),
-                &room.updated_at,
-                &(room.max_per_person as i32),
-            ],
+            &binds.params(&tenant, &room),
             &audit,
         )
         .await

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::checkin_store::CheckinStore;
@@ -56,6 +57,48 @@ fn event_row(r: &Row, counted: bool) -> CheckinEvent {
         updated_at: r.get(11),
         attendees: count(12),
         checked_in: count(13),
+    }
+}
+
+/// An event's columns bound as PostgreSQL types: `params` are $1 the tenant, $2 the id,
+/// then name to `updated_at` ($3–$12), as `update_event` writes them; `create_event`
+/// adds `created_at` as $13.
+struct EventBinds {
+    early_minutes: i32,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    radius_m: Option<i32>,
+}
+
+impl EventBinds {
+    fn of(e: &CheckinEvent) -> Self {
+        EventBinds {
+            early_minutes: e.early_minutes as i32,
+            latitude: e.geofence.map(|f| f.latitude),
+            longitude: e.geofence.map(|f| f.longitude),
+            radius_m: e.geofence.map(|f| f.radius_m as i32),
+        }
+    }
+
+    fn params<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        e: &'a CheckinEvent,
+    ) -> Vec<&'a (dyn ToSql + Sync)> {
+        vec![
+            &tenant.0,
+            &e.id.0,
+            &e.name,
+            &e.code,
+            &e.starts_at,
+            &e.ends_at,
+            &self.early_minutes,
+            &self.latitude,
+            &self.longitude,
+            &self.radius_m,
+            &e.designated,
+            &e.updated_at,
+        ]
     }
 }
 
@@ -126,33 +169,17 @@ impl CheckinStore for PgStore {
         event: CheckinEvent,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let fence = event.geofence;
-        tx.execute(
-            "INSERT INTO checkin_events (id, tenant_id, name, code, starts_at, ends_at, \
-             early_minutes, fence_lat, fence_lng, fence_radius_m, designated, created_at, \
-             updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-            &[
-                &event.id.0,
-                &tenant.0,
-                &event.name,
-                &event.code,
-                &event.starts_at,
-                &event.ends_at,
-                &(event.early_minutes as i32),
-                &fence.map(|f| f.latitude),
-                &fence.map(|f| f.longitude),
-                &fence.map(|f| f.radius_m as i32),
-                &event.designated,
-                &event.created_at,
-                &event.updated_at,
-            ],
+        let binds = EventBinds::of(&event);
+        let mut params = binds.params(&tenant, &event);
+        params.push(&event.created_at);
+        self.change_one(
+            "INSERT INTO checkin_events (tenant_id, id, name, code, starts_at, ends_at, \
+             early_minutes, fence_lat, fence_lng, fence_radius_m, designated, updated_at, \
+             created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+            &params,
+            &audit,
         )
         .await
-        .map_err(pg)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn get_event(&self, tenant: TenantId, id: CheckinEventId) -> StoreResult<CheckinEvent> {
@@ -199,25 +226,12 @@ impl CheckinStore for PgStore {
         event: CheckinEvent,
         audit: Audit,
     ) -> StoreResult<()> {
-        let fence = event.geofence;
+        let binds = EventBinds::of(&event);
         self.change_one(
             "UPDATE checkin_events SET name = $3, code = $4, starts_at = $5, ends_at = $6, \
              early_minutes = $7, fence_lat = $8, fence_lng = $9, fence_radius_m = $10, \
              designated = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2",
-            &[
-                &tenant.0,
-                &event.id.0,
-                &event.name,
-                &event.code,
-                &event.starts_at,
-                &event.ends_at,
-                &(event.early_minutes as i32),
-                &fence.map(|f| f.latitude),
-                &fence.map(|f| f.longitude),
-                &fence.map(|f| f.radius_m as i32),
-                &event.designated,
-                &event.updated_at,
-            ],
+            &binds.params(&tenant, &event),
             &audit,
         )
         .await
@@ -290,21 +304,6 @@ impl CheckinStore for PgStore {
             &audit,
         )
         .await
-    }
-
-    async fn is_attendee(&self, event: CheckinEventId, user: UserId) -> StoreResult<bool> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM checkin_attendees \
-                 WHERE event_id = $1 AND user_id = $2)",
-            )
-            .await
-            .map_err(pg)?;
-        Ok(c.query_one(&st, &[&event.0, &user.0])
-            .await
-            .map_err(pg)?
-            .get(0))
     }
 
     async fn list_attendees(

@@ -288,10 +288,6 @@ impl CheckinStore for SqliteStore {
         .await
     }
 
-    async fn is_attendee(&self, event: CheckinEventId, user: UserId) -> StoreResult<bool> {
-        self.read(move |c| is_attendee(c, event, user)).await
-    }
-
     async fn list_attendees(
         &self,
         tenant: TenantId,

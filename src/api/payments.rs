@@ -219,13 +219,9 @@ async fn decline_orphan(
         .store
         .insert_orphan_payment(p, vec![event.clone()], request)
         .await?;
-    state.relay.submit(vec![PendingEvent {
-        tenant_id: tenant,
-        // The outbox page of one event is keyed by it.
-        outbox_key: event.id,
-        event,
-        created_at,
-    }]);
+    state
+        .relay
+        .submit(PendingEvent::of_page(tenant, vec![event], created_at));
     Ok(HttpResponse::Created()
         .content_type("application/json")
         .body(body))
