@@ -19,7 +19,7 @@ use crate::problem::Problem;
         (name = "tenants"), (name = "admins"), (name = "directory"), (name = "users"),
         (name = "audit"), (name = "analytics"), (name = "merchants"), (name = "wallets"), (name = "me"),
         (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
-        (name = "apps"), (name = "checkin"), (name = "booking"),
+        (name = "apps"), (name = "checkin"), (name = "booking"), (name = "collection"),
     )
 )]
 pub struct ApiDoc;

@@ -14,8 +14,8 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, apps, arrears, audit, booking, checkin, directory, groups, health, import, ledger,
-    merchants, payments, reports, stats, subsidies, tenants, users, wallets,
+    admins, apps, arrears, audit, booking, checkin, collection, directory, groups, health, import,
+    ledger, merchants, payments, reports, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -117,6 +117,14 @@ where
                 .service(merchants::create_terminal)
                 .service(merchants::get_merchant_totals)
                 .service(merchants::get_terminal_self)
+                .service(merchants::list_terminals)
+                .service(collection::get_collection_code)
+                .service(collection::pay_collection_code)
+                .service(collection::visit_collection_code)
+                .service(collection::get_terminal_qr)
+                .service(collection::list_visits)
+                .service(collection::list_my_visits)
+                .service(collection::get_merchant_visits)
                 .service(wallets::get_wallet)
                 .service(wallets::get_my_wallet)
                 .service(wallets::get_me)

@@ -273,6 +273,7 @@ impl World {
                         merchant_id: w.merchants[0].id,
                         name: "T".into(),
                         created_at: w.now,
+                        collection: None,
                     },
                     NewToken {
                         hash: *uuid::Uuid::new_v4()
@@ -553,6 +554,8 @@ impl World {
                         }
                     }
                     1 => CodeCheck::Expired,
+                    // Paid at a collection code, signed in: no code to check.
+                    2 => CodeCheck::SignedIn,
                     _ => {
                         self.nonce += 1;
                         CodeCheck::Valid {

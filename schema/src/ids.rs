@@ -127,3 +127,7 @@ id_type!(
     /// One booking of a room.
     BookingId
 );
+id_type!(
+    /// One visit counted at a count-only collection code.
+    VisitId
+);

@@ -3,6 +3,7 @@
 
 pub mod booking_store;
 pub mod checkin_store;
+pub mod collection_store;
 pub mod error;
 pub mod ids;
 pub mod model;
@@ -11,11 +12,13 @@ pub mod money_store;
 pub mod postgres;
 mod postgres_booking;
 mod postgres_checkin;
+mod postgres_collection;
 mod postgres_money;
 mod postgres_reports;
 pub mod sqlite;
 mod sqlite_booking;
 mod sqlite_checkin;
+mod sqlite_collection;
 mod sqlite_money;
 mod sqlite_reports;
 mod sqlite_vfs;
@@ -24,6 +27,7 @@ pub mod wallet;
 
 pub use booking_store::BookingStore;
 pub use checkin_store::CheckinStore;
+pub use collection_store::CollectionStore;
 pub use error::{StoreError, StoreResult};
 pub use money_store::MoneyStore;
 pub use store::Store;

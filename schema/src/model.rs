@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::ids::{
     AdminGroupId, AdminId, AppId, AuditId, BookingId, CheckInId, CheckinEventId, DeliveryId,
-    DepartmentId, RoomId, TagId, TenantId, UserId,
+    DepartmentId, MerchantId, RoomId, TagId, TenantId, TerminalId, UserId, VisitId,
 };
 
 macro_rules! string_enum {
@@ -487,6 +487,8 @@ string_enum!(
         CheckinConfirmed => "checkin.confirmed",
         #[serde(rename = "checkin.failed")]
         CheckinFailed => "checkin.failed",
+        #[serde(rename = "collection.visit")]
+        CollectionVisit => "collection.visit",
     }
 );
 
@@ -820,6 +822,35 @@ pub struct Booking {
     pub status: BookingStatus,
     pub created_at: Timestamp,
     pub cancelled_at: Option<Timestamp>,
+}
+
+// --- canteen collection codes (SPEC §13) -------------------------------------------------
+
+string_enum!(
+    /// What a collection code does when a cardholder scans it: take a payment of the
+    /// amount they enter (`pay`), or count a visit without moving money (`count`).
+    CollectionMode { Pay => "pay", Count => "count" }
+);
+
+/// A merchant's static collection code: the terminal it is, its code (unique across
+/// tenants, since a phone scanning it does not say whose it is) and its mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Collection {
+    pub code: String,
+    pub mode: CollectionMode,
+}
+
+/// One visit counted at a count-only collection code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Visit {
+    pub id: VisitId,
+    pub terminal_id: TerminalId,
+    pub merchant_id: MerchantId,
+    pub user_id: UserId,
+    /// The person's name and number as they are now; null once the user is deleted.
+    pub name: Option<String>,
+    pub number: Option<String>,
+    pub at: Timestamp,
 }
 
 #[cfg(test)]

@@ -125,6 +125,9 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
                 Some("apps_tenant_id_name_key") => return app_name_taken(),
                 Some("checkin_events_code_key") => return crate::store::code_taken(),
+                Some("terminals_collection_code_key") => {
+                    return crate::store::collection_code_taken()
+                }
                 Some("rooms_tenant_id_name_key") => return crate::store::room_name_taken(),
                 Some("booking_slots_pkey") => return crate::store::slot_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
@@ -171,7 +174,7 @@ fn number_taken() -> StoreError {
     )
 }
 
-fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
+pub(crate) fn enum_col<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
     let s: &str = row.try_get(idx).map_err(pg)?;
     parse(s).ok_or_else(|| StoreError::Backend(format!("unexpected stored value {s:?}").into()))
 }

@@ -25,6 +25,7 @@ use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::postgres::{check_refs, insert_audit, insert_token, pg, unreachable, PgStore, PgTime};
+use crate::postgres_collection::{terminal_from_row, TERMINAL_COLS};
 use crate::sqlite::paginate;
 use crate::wallet::*;
 
@@ -1199,8 +1200,17 @@ impl MoneyStore for PgStore {
             return Err(StoreError::NotFound);
         }
         tx.execute(
-            "INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at) VALUES ($1,$2,$3,$4,$5)",
-            &[&t.id.0, &tenant.0, &t.merchant_id.0, &t.name, &t.created_at],
+            "INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at, collection_code, \
+             collection_mode) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            &[
+                &t.id.0,
+                &tenant.0,
+                &t.merchant_id.0,
+                &t.name,
+                &t.created_at,
+                &t.collection.as_ref().map(|c| c.code.as_str()),
+                &t.collection.as_ref().map(|c| c.mode.as_str()),
+            ],
         )
         .await
         .map_err(pg)?;
@@ -1212,7 +1222,9 @@ impl MoneyStore for PgStore {
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached("SELECT id, merchant_id, name, created_at FROM terminals WHERE tenant_id = $1 AND id = $2")
+            .prepare_cached(&format!(
+                "SELECT {TERMINAL_COLS} FROM terminals WHERE tenant_id = $1 AND id = $2"
+            ))
             .await
             .map_err(pg)?;
         let r = c
@@ -1220,12 +1232,7 @@ impl MoneyStore for PgStore {
             .await
             .map_err(pg)?
             .ok_or(StoreError::NotFound)?;
-        Ok(Terminal {
-            id: TerminalId(r.get(0)),
-            merchant_id: MerchantId(r.get(1)),
-            name: r.get(2),
-            created_at: r.get(3),
-        })
+        terminal_from_row(&r)
     }
 
     async fn load_wallet(

@@ -15,6 +15,7 @@ use crate::sqlite::{
     check_refs, db, insert_audit, insert_token, ms, opt_uuid_col, paginate, ts, uuid_col,
     SqliteStore, TextUuid,
 };
+use crate::sqlite_collection::{terminal_row, TERMINAL_COLS};
 use crate::wallet::*;
 
 fn ids_json<T: std::fmt::Display>(ids: &[T]) -> String {
@@ -528,11 +529,7 @@ impl MoneyStore for SqliteStore {
                 .optional()
                 .map_err(db)?;
             found.ok_or(StoreError::NotFound)?;
-            c.execute(
-                "INSERT INTO terminals (id, tenant_id, merchant_id, name, created_at) VALUES (?,?,?,?,?)",
-                params![t.id.to_string(), tenant.to_string(), t.merchant_id.to_string(), t.name, ms(t.created_at)],
-            )
-            .map_err(db)?;
+            crate::sqlite_collection::insert_terminal(c, tenant, &t)?;
             insert_token(c, &token)?;
             insert_audit(c, &audit)
         })
@@ -541,20 +538,15 @@ impl MoneyStore for SqliteStore {
 
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
         self.read(move |c| {
-            c.prepare_cached("SELECT id, merchant_id, name, created_at FROM terminals WHERE tenant_id = ? AND id = ?")
-                .and_then(|mut st| {
-                    st.query_row([tenant.to_string(), id.to_string()], |r| {
-                        Ok(Terminal {
-                            id: TerminalId(uuid_col(r, 0)?),
-                            merchant_id: MerchantId(uuid_col(r, 1)?),
-                            name: r.get(2)?,
-                            created_at: ts(r.get(3)?),
-                        })
-                    })
+            c.prepare_cached(&format!(
+                "SELECT {TERMINAL_COLS} FROM terminals WHERE tenant_id = ? AND id = ?"
+            ))
+            .and_then(|mut st| {
+                st.query_row([tenant.to_string(), id.to_string()], terminal_row)
                     .optional()
-                })
-                .map_err(db)?
-                .ok_or(StoreError::NotFound)
+            })
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)
         })
         .await
     }

@@ -14,6 +14,7 @@ pub trait Store:
     crate::money_store::MoneyStore
     + crate::checkin_store::CheckinStore
     + crate::booking_store::BookingStore
+    + crate::collection_store::CollectionStore
     + Send
     + Sync
     + 'static
@@ -370,6 +371,15 @@ pub(crate) fn check_unchanged(
         ));
     }
     Ok(())
+}
+
+/// Another collection code, of whichever tenant, has the code.
+pub(crate) fn collection_code_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "code_taken",
+        Some("code"),
+        "another collection code has this code",
+    )
 }
 
 /// Another event, of whichever tenant, has the check-in code.

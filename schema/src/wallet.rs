@@ -29,6 +29,9 @@ pub struct Terminal {
     pub merchant_id: MerchantId,
     pub name: String,
     pub created_at: Timestamp,
+    /// Set when the terminal is a static collection code rather than a till; fixed at
+    /// creation (a code printed on a wall cannot change what it does).
+    pub collection: Option<crate::model::Collection>,
 }
 
 /// A cardholder's wallet row. `version` fences concurrent writers (several nodes).

@@ -166,6 +166,7 @@ conformance!(
     check_ins_are_one_per_person_and_event_and_the_list_holds_at_the_write,
     bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time,
     random_bookings_and_cancellations_follow_a_model_of_free_time,
+    collection_codes_are_unique_across_tenants_and_a_visit_counts_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -2308,5 +2309,183 @@ async fn random_bookings_and_cancellations_follow_a_model_of_free_time(store: Ar
         model.len() > 5,
         "the walk booked something: {}",
         model.len()
+    );
+}
+
+async fn merchant(store: &Arc<dyn Store>, t: TenantId, name: &str) -> MerchantId {
+    use onecard_schema::wallet::Merchant;
+    let m = Merchant {
+        id: MerchantId::new(),
+        parent_id: None,
+        name: name.into(),
+        number: format!("M-{name}"),
+        single_limit: onecard_schema::money::Money(5_000),
+        depth: 1,
+        created_at: now(),
+    };
+    let id = m.id;
+    store
+        .create_merchant(t, m, audit(Some(t), "merchant.create"))
+        .await
+        .unwrap();
+    id
+}
+
+async fn collection_codes_are_unique_across_tenants_and_a_visit_counts_once(store: Arc<dyn Store>) {
+    use onecard_schema::collection_store::{VisitFilter, VisitWrite};
+    use onecard_schema::wallet::{OutboxEvent, Payload, Terminal};
+    let (t1, _) = tenant(&store, "Canteen A").await;
+    let (t2, _) = tenant(&store, "Canteen B").await;
+    let (m1, m2) = (
+        merchant(&store, t1, "A").await,
+        merchant(&store, t2, "B").await,
+    );
+    let terminal = |m: MerchantId, code: Option<&str>| Terminal {
+        id: TerminalId::new(),
+        merchant_id: m,
+        name: "Window".into(),
+        created_at: now(),
+        collection: code.map(|c| Collection {
+            code: c.into(),
+            mode: CollectionMode::Count,
+        }),
+    };
+    let create = |t: TenantId, term: Terminal| {
+        let store = store.clone();
+        async move {
+            let token = NewToken {
+                hash: hash(&format!("terminal-{}", term.id)),
+                kind: TokenKind::Terminal,
+                tenant_id: Some(t),
+                subject_id: Some(term.id.0),
+                created_at: now(),
+            };
+            store
+                .create_terminal(t, term, token, audit(Some(t), "terminal.create"))
+                .await
+        }
+    };
+    let door = terminal(m1, Some("ABCDEFGH"));
+    create(t1, door.clone()).await.unwrap();
+    // The code is taken for every tenant; tills have none to clash.
+    match create(t2, terminal(m2, Some("ABCDEFGH"))).await {
+        Err(StoreError::Conflict {
+            code: "code_taken", ..
+        }) => {}
+        other => panic!("a second ABCDEFGH: {other:?}"),
+    }
+    let till = terminal(m1, None);
+    create(t1, till.clone()).await.unwrap();
+    create(t1, terminal(m1, None)).await.unwrap();
+    assert_eq!(store.get_terminal(t1, door.id).await.unwrap(), door);
+    assert_eq!(
+        store.terminal_by_code("ABCDEFGH".into()).await.unwrap(),
+        Some((t1, door.clone()))
+    );
+    assert_eq!(
+        store.terminal_by_code("ABCDEFGJ".into()).await.unwrap(),
+        None
+    );
+    let listed = store.list_terminals(t1, vec![m1]).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0], door);
+    assert!(store.list_terminals(t2, vec![m1]).await.unwrap().is_empty());
+
+    // A visit counts once within the repeat window, and again after it.
+    let user = store
+        .create_user(t1, new_user("V1"), now(), audit(Some(t1), "user.create"))
+        .await
+        .unwrap();
+    let visit_at = |at: Timestamp| Visit {
+        id: VisitId::new(),
+        terminal_id: door.id,
+        merchant_id: m1,
+        user_id: user.id,
+        name: None,
+        number: None,
+        at,
+    };
+    let event = || OutboxEvent {
+        id: EventId::new(),
+        topics: vec!["tenant".into()],
+        kind: "collection.visit".into(),
+        payload: Payload::of(&serde_json::json!({})),
+    };
+    let start = now();
+    let first = visit_at(start);
+    let w = store
+        .record_visit(t1, first.clone(), event(), start - MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(w, VisitWrite::Created);
+    let w = store
+        .record_visit(
+            t1,
+            visit_at(start + MINUTE / 2),
+            event(),
+            start - MINUTE / 2,
+        )
+        .await
+        .unwrap();
+    let VisitWrite::Repeat(seen) = w else {
+        panic!("a repeat within the window: {w:?}")
+    };
+    assert_eq!(seen.id, first.id);
+    assert_eq!(seen.number.as_deref(), Some("V1"));
+    let later = start + 2 * MINUTE;
+    let second = visit_at(later);
+    let w = store
+        .record_visit(t1, second.clone(), event(), later - MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(w, VisitWrite::Created);
+
+    // Counted and listed by merchant and time; another tenant sees none.
+    let day = (start - 60 * MINUTE, later + MINUTE);
+    assert_eq!(
+        store
+            .count_visits(t1, vec![m1], day.0, day.1)
+            .await
+            .unwrap(),
+        vec![(door.id, 2)]
+    );
+    assert!(store
+        .count_visits(t2, vec![m1], day.0, day.1)
+        .await
+        .unwrap()
+        .is_empty());
+    let page = |limit| PageReq { after: None, limit };
+    let filter = VisitFilter {
+        merchants: Some(vec![m1]),
+        from: Some(start + MINUTE),
+        ..VisitFilter::default()
+    };
+    let found = store.list_visits(t1, filter, page(10)).await.unwrap();
+    let ids: Vec<VisitId> = found.items.iter().map(|v| v.id).collect();
+    assert_eq!(ids, [second.id]);
+    assert!(store
+        .list_visits(t2, VisitFilter::default(), page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // A deleted user's visits still count, without a name.
+    store
+        .delete_user(t1, user.id, audit(Some(t1), "user.delete"))
+        .await
+        .unwrap();
+    let all = store
+        .list_visits(t1, VisitFilter::default(), page(1))
+        .await
+        .unwrap();
+    assert_eq!(all.items[0].name, None);
+    assert_eq!(all.next, Some(first.id));
+    assert_eq!(
+        store
+            .count_visits(t1, vec![m1], day.0, day.1)
+            .await
+            .unwrap(),
+        vec![(door.id, 2)]
     );
 }

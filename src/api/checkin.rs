@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::domain::checkin::{
-    check_fence, check_window, new_code, normalise_code, Refusal, QR_PREFIX,
+    check_fence, check_window, normalise_code, Refusal, QR_PREFIX,
 };
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::reports::csv_text;
-use super::{checked, nullable, ListParams, Paged};
+use super::{checked, nullable, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, CheckinManager, CheckinViewer};
 use crate::extract::{path_id, Json, Query};
 use crate::import::XLSX_MIME;
@@ -48,8 +48,6 @@ const DESIGNATE_GROUPS_MAX: usize = 100;
 const DESIGNATE_TOTAL_MAX: usize = 50_000;
 /// Unknown numbers named in a 422, at most.
 const UNKNOWN_SHOWN: usize = 20;
-/// Tries at a fresh code when the one drawn is taken (31⁸ codes: a second try is rare).
-const CODE_TRIES: usize = 3;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,29 +113,6 @@ fn check_event(e: &CheckinEvent) -> Result<(), ApiError> {
     checked(c)
 }
 
-/// Writes `event` with a fresh code, drawing again while the code is taken.
-async fn with_fresh_code<F, Fut>(
-    mut event: CheckinEvent,
-    write: F,
-) -> Result<CheckinEvent, ApiError>
-where
-    F: Fn(CheckinEvent) -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
-{
-    for _ in 0..CODE_TRIES {
-        event.code = new_code();
-        match write(event.clone()).await {
-            Err(StoreError::Conflict {
-                code: "code_taken", ..
-            }) => continue,
-            other => return other.map(|()| event).map_err(ApiError::from),
-        }
-    }
-    Err(ApiError::internal(anyhow::anyhow!(
-        "{CODE_TRIES} check-in codes in a row were taken"
-    )))
-}
-
 fn event_detail(e: &CheckinEvent) -> serde_json::Value {
     serde_json::json!({
         "name": e.name, "starts_at": e.starts_at, "ends_at": e.ends_at,
@@ -172,11 +147,15 @@ pub async fn create_event(
         updated_at: now,
     };
     check_event(&event)?;
-    let event = with_fresh_code(event, |e| {
-        let audit = caller.audit(&state, "event.create", "event", e.id, event_detail(&e));
-        let store = state.store.clone();
-        async move { store.create_event(tenant, e, audit).await }
-    })
+    let event = with_fresh_code(
+        event,
+        |e, code| e.code = code,
+        |e| {
+            let audit = caller.audit(&state, "event.create", "event", e.id, event_detail(&e));
+            let store = state.store.clone();
+            async move { store.create_event(tenant, e, audit).await }
+        },
+    )
     .await?;
     Ok(HttpResponse::Created().json(event))
 }
@@ -290,11 +269,15 @@ pub async fn rotate_event_code(
     let tenant = caller.tenant()?;
     let mut event = state.store.get_event(tenant, path_id(&id)?).await?;
     event.updated_at = state.clock.now();
-    let event = with_fresh_code(event, |e| {
-        let audit = caller.audit(&state, "event.code", "event", e.id, serde_json::json!({}));
-        let store = state.store.clone();
-        async move { store.update_event(tenant, e, audit).await }
-    })
+    let event = with_fresh_code(
+        event,
+        |e, code| e.code = code,
+        |e| {
+            let audit = caller.audit(&state, "event.code", "event", e.id, serde_json::json!({}));
+            let store = state.store.clone();
+            async move { store.update_event(tenant, e, audit).await }
+        },
+    )
     .await?;
     Ok(web::Json(event))
 }
@@ -313,17 +296,8 @@ pub async fn get_event_qr(
         .store
         .get_event(caller.tenant()?, path_id(&id)?)
         .await?;
-    let text = format!("{QR_PREFIX}{}", event.code);
-    let svg = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("QR encoding: {e}")))?
-        .render::<qrcode::render::svg::Color>()
-        .min_dimensions(320, 320)
-        .quiet_zone(true)
-        .build();
-    Ok(HttpResponse::Ok()
-        .content_type("image/svg+xml")
-        .insert_header(("Cache-Control", "no-store"))
-        .body(svg))
+    let svg = qr_svg(&format!("{QR_PREFIX}{}", event.code), 320)?;
+    Ok(svg_response(svg))
 }
 
 /// Whom to designate: users by id or by number (a list from a spreadsheet), and everyone

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 
 use actix_web::{get, patch, post, web, HttpResponse};
 use jiff::civil::Date;
+use onecard_actors::domain::collection;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::merchant::TodayOf;
 use onecard_schema::ids::{MerchantId, TerminalId};
-use onecard_schema::model::{NewToken, TokenKind};
+use onecard_schema::model::{Collection, CollectionMode, NewToken, TokenKind};
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
 use onecard_schema::wallet::{Merchant, Terminal, Totals};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{checked, Paged};
+use super::{checked, with_fresh_code, Paged};
 use crate::auth::{hash_token, new_token, Auth, PaymentsManager, PaymentsViewer};
 use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
@@ -49,17 +50,77 @@ pub struct PatchMerchant {
     pub single_limit: Option<i64>,
 }
 
+/// A till (or POS) that scans cardholders' payment codes, or a static collection code
+/// that cardholders scan with their phones (SPEC §13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalKind {
+    #[default]
+    Till,
+    Collection,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTerminal {
     #[schema(min_length = 1, max_length = 64)]
     pub name: String,
+    /// Default `till`.
+    #[serde(default)]
+    pub kind: TerminalKind,
+    /// A collection code's mode, required with it: `pay` (the person enters the amount)
+    /// or `count` (a visit is counted; no money moves). Fixed once created.
+    pub mode: Option<CollectionMode>,
+}
+
+/// A collection code as shown to admins: what to print.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionView {
+    /// 8 characters, unique across tenants; printed under the QR code for typing.
+    pub code: String,
+    pub mode: CollectionMode,
+    /// The address its QR code carries: the pay page with the code.
+    pub pay_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TerminalView {
+    pub id: TerminalId,
+    pub merchant_id: MerchantId,
+    pub name: String,
+    pub kind: TerminalKind,
+    /// Set for a collection code.
+    pub collection: Option<CollectionView>,
+    pub created_at: jiff::Timestamp,
+}
+
+impl TerminalView {
+    pub fn of(t: &Terminal, public_url: &str) -> Self {
+        TerminalView {
+            id: t.id,
+            merchant_id: t.merchant_id,
+            name: t.name.clone(),
+            kind: if t.collection.is_some() {
+                TerminalKind::Collection
+            } else {
+                TerminalKind::Till
+            },
+            collection: t.collection.as_ref().map(|c| CollectionView {
+                code: c.code.clone(),
+                mode: c.mode,
+                pay_url: collection::qr_text(public_url, &c.code),
+            }),
+            created_at: t.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TerminalCreated {
-    pub id: TerminalId,
-    /// The terminal's token; shown once.
+    #[serde(flatten)]
+    pub terminal: TerminalView,
+    /// The terminal's token; shown once. A till takes payments with it; a collection
+    /// code's screen (`/screen`) shows the payments and visits at the code with it.
     pub token: String,
 }
 
@@ -249,7 +310,41 @@ pub async fn patch_merchant(
     Ok(web::Json(m))
 }
 
-/// Add a till, POS or collection code to a merchant; its token is shown once.
+/// `date` (`YYYY-MM-DD`) as a tenant-local day; today when absent.
+pub fn local_date(
+    state: &AppState,
+    policy: &onecard_actors::wallet::Policy,
+    date: Option<&str>,
+) -> Result<Date, ApiError> {
+    match date {
+        Some(d) => d
+            .parse()
+            .map_err(|_| ApiError::invalid_field("date", "date", "a date as YYYY-MM-DD")),
+        None => Ok(state.clock.now().to_zoned(policy.tz.clone()).date()),
+    }
+}
+
+/// `id` and the merchants under it, `id` first; `None` unless `id` is among `all`.
+pub fn subtree(all: &[Merchant], id: MerchantId) -> Option<Vec<MerchantId>> {
+    if !all.iter().any(|m| m.id == id) {
+        return None;
+    }
+    let mut subtree = vec![id];
+    let mut i = 0;
+    while i < subtree.len() {
+        let parent = subtree[i];
+        subtree.extend(
+            all.iter()
+                .filter(|m| m.parent_id == Some(parent))
+                .map(|m| m.id),
+        );
+        i += 1;
+    }
+    Some(subtree)
+}
+
+/// Add a till or POS, or a static collection code (`kind: collection`, with its `mode`;
+/// it gets a fresh code), to a merchant; its token is shown once.
 #[utoipa::path(tag = "merchants", params(("id" = String, Path)), request_body = CreateTerminal,
     security(("bearer" = [])), responses((status = 201, body = TerminalCreated), Problems))]
 #[post("/merchants/{id}/terminals")]
@@ -263,6 +358,21 @@ pub async fn create_terminal(
     let tenant = caller.tenant()?;
     let mut c = Checks::new();
     c.text("name", &body.name, 1, 64);
+    let collection = match (body.kind, body.mode) {
+        (TerminalKind::Till, None) => None,
+        (TerminalKind::Till, Some(_)) => {
+            c.fail("mode", "forbidden", "only a collection code has a mode");
+            None
+        }
+        (TerminalKind::Collection, None) => {
+            c.fail("mode", "required", "pay or count");
+            None
+        }
+        (TerminalKind::Collection, Some(mode)) => Some(Collection {
+            code: String::new(),
+            mode,
+        }),
+    };
     checked(c)?;
     let now = state.clock.now();
     let terminal = Terminal {
@@ -270,6 +380,7 @@ pub async fn create_terminal(
         merchant_id: merchant,
         name: body.name,
         created_at: now,
+        collection,
     };
     let token = new_token();
     let stored = NewToken {
@@ -279,23 +390,67 @@ pub async fn create_terminal(
         subject_id: Some(terminal.id.0),
         created_at: now,
     };
-    let audit = caller.audit(
-        &state,
-        "terminal.create",
-        "terminal",
-        terminal.id,
-        serde_json::json!({
-            "merchant_id": merchant,
-        }),
-    );
-    state
-        .store
-        .create_terminal(tenant, terminal.clone(), stored, audit)
-        .await?;
+    let write = |t: Terminal| {
+        let audit = caller.audit(
+            &state,
+            "terminal.create",
+            "terminal",
+            t.id,
+            serde_json::json!({
+                "merchant_id": merchant,
+                "collection": t.collection,
+            }),
+        );
+        let (store, stored) = (state.store.clone(), stored.clone());
+        async move { store.create_terminal(tenant, t, stored, audit).await }
+    };
+    let terminal = if terminal.collection.is_some() {
+        with_fresh_code(
+            terminal,
+            |t, code| {
+                if let Some(c) = &mut t.collection {
+                    c.code = code;
+                }
+            },
+            write,
+        )
+        .await?
+    } else {
+        write(terminal.clone()).await?;
+        terminal
+    };
     Ok(HttpResponse::Created().json(TerminalCreated {
-        id: terminal.id,
+        terminal: TerminalView::of(&terminal, &state.public_url),
         token,
     }))
+}
+
+/// A merchant's terminals: its tills and its collection codes, oldest first.
+#[utoipa::path(tag = "merchants", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Vec<TerminalView>), Problems))]
+#[get("/merchants/{id}/terminals")]
+pub async fn list_terminals(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    id: web::Path<String>,
+) -> Result<web::Json<Vec<TerminalView>>, ApiError> {
+    let tenant = caller.tenant()?;
+    let merchant: MerchantId = path_id(&id)?;
+    if !state
+        .merchants_of(tenant)
+        .await?
+        .iter()
+        .any(|m| m.id == merchant)
+    {
+        return Err(ApiError::NotFound);
+    }
+    let terminals = state.store.list_terminals(tenant, vec![merchant]).await?;
+    Ok(web::Json(
+        terminals
+            .iter()
+            .map(|t| TerminalView::of(t, &state.public_url))
+            .collect(),
+    ))
 }
 
 /// A merchant's totals for one tenant-local day, and the roll-up over its subtree.
@@ -311,28 +466,10 @@ pub async fn get_merchant_totals(
     let id: MerchantId = path_id(&id)?;
     let tenant = caller.tenant()?;
     let policy = state.policy(tenant).await?;
-    let date: Date = match &q.date {
-        Some(d) => d
-            .parse()
-            .map_err(|_| ApiError::invalid_field("date", "date", "a date as YYYY-MM-DD"))?,
-        None => state.clock.now().to_zoned(policy.tz.clone()).date(),
-    };
+    let date = local_date(&state, &policy, q.date.as_deref())?;
     let (from, to) = state.local_day(&policy, date);
     let all = state.merchants_of(tenant).await?;
-    if !all.iter().any(|m| m.id == id) {
-        return Err(ApiError::NotFound);
-    }
-    let mut subtree = vec![id];
-    let mut i = 0;
-    while i < subtree.len() {
-        let parent = subtree[i];
-        subtree.extend(
-            all.iter()
-                .filter(|m| m.parent_id == Some(parent))
-                .map(|m| m.id),
-        );
-        i += 1;
-    }
+    let subtree = subtree(&all, id).ok_or(ApiError::NotFound)?;
     // Today comes from the merchant actors' running totals; other days from the store.
     let today = state.clock.now().to_zoned(policy.tz.clone()).date();
     let each: Vec<Totals> = if date == today {
@@ -381,6 +518,8 @@ pub struct TerminalSelf {
     pub merchant_name: String,
     /// The topic this till may subscribe to on `/api/v1/ws`.
     pub topic: String,
+    /// Set when this terminal is a collection code.
+    pub collection: Option<CollectionView>,
 }
 
 /// The till itself (terminal token): what a till screen shows and subscribes to.
@@ -406,5 +545,6 @@ pub async fn get_terminal_self(
         merchant_id: t.merchant_id.to_string(),
         merchant_name,
         topic: format!("terminal:{}", t.id),
+        collection: TerminalView::of(&t, &state.public_url).collection,
     }))
 }

@@ -7,6 +7,7 @@ pub mod arrears;
 pub mod audit;
 pub mod booking;
 pub mod checkin;
+pub mod collection;
 pub mod directory;
 pub mod groups;
 pub mod health;
@@ -122,6 +123,55 @@ pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 /// Finishes a set of checks as a 422 listing every violation.
 pub fn checked(c: Checks) -> Result<(), ApiError> {
     c.into_result().map_err(ApiError::invalid)
+}
+
+/// Tries at a fresh code when the one drawn is taken (31⁸ codes: a second try is rare).
+const CODE_TRIES: usize = 3;
+
+/// Writes `value` with a fresh short code (an event's, a collection code's), given it by
+/// `set`, drawing again while `write` finds the code taken (409 `code_taken`).
+pub async fn with_fresh_code<T, F, Fut>(
+    mut value: T,
+    set: fn(&mut T, String),
+    write: F,
+) -> Result<T, ApiError>
+where
+    T: Clone,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), onecard_schema::StoreError>>,
+{
+    for _ in 0..CODE_TRIES {
+        set(&mut value, onecard_actors::domain::checkin::new_code());
+        match write(value.clone()).await {
+            Err(onecard_schema::StoreError::Conflict {
+                code: "code_taken", ..
+            }) => continue,
+            other => return other.map(|()| value).map_err(ApiError::from),
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "{CODE_TRIES} fresh codes in a row were taken"
+    )))
+}
+
+/// `text` as a QR code in SVG, at least `side` pixels square.
+pub fn qr_svg(text: &str, side: u32) -> Result<String, ApiError> {
+    Ok(
+        qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("QR encoding: {e}")))?
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(side, side)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// An SVG image that is not to be cached (a code that may be rotated).
+pub fn svg_response(svg: String) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(svg)
 }
 
 #[cfg(test)]

@@ -80,6 +80,12 @@ pub async fn create_payment(
     let terminal = state
         .terminal(tenant, TerminalId(caller.subject()?))
         .await?;
+    if terminal.collection.is_some() {
+        return Err(ApiError::forbidden(
+            "not_a_till",
+            "this terminal is a collection code: cardholders pay it from their phones",
+        ));
+    }
     let merchant = state.merchant_info(tenant, terminal.merchant_id).await?;
     let idem = idem(&caller, key, hash);
     let now = state.clock.now();

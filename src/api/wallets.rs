@@ -227,12 +227,7 @@ pub async fn create_payment_code_qr(
     caller: Auth<Cardholder>,
 ) -> Result<HttpResponse, ApiError> {
     let PaymentCode { code, expires_at } = issue_code(&state, &caller).await?;
-    let svg = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("QR encoding: {e}")))?
-        .render::<qrcode::render::svg::Color>()
-        .min_dimensions(240, 240)
-        .quiet_zone(true)
-        .build();
+    let svg = super::qr_svg(&code, 240)?;
     Ok(HttpResponse::Created().json(PaymentCodeQr {
         code,
         expires_at,

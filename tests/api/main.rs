@@ -8,6 +8,7 @@ mod apps;
 mod booking;
 mod browser;
 mod checkin;
+mod collection;
 mod crash;
 mod edge;
 mod faults;

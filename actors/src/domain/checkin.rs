@@ -22,7 +22,12 @@ pub fn new_code() -> String {
 /// `onecard:checkin:` prefix taken off. `None` unless it then has the code's shape.
 pub fn normalise_code(input: &str) -> Option<String> {
     let input = input.trim();
-    let input = input.strip_prefix(QR_PREFIX).unwrap_or(input);
+    code_shape(input.strip_prefix(QR_PREFIX).unwrap_or(input))
+}
+
+/// `input` as a code (of an event or a collection code): spaces and dashes dropped,
+/// upper-cased; `None` unless it then has the code's shape.
+pub fn code_shape(input: &str) -> Option<String> {
     let code: String = input
         .chars()
         .filter(|c| !matches!(c, ' ' | '-'))

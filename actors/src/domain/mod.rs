@@ -3,6 +3,7 @@
 pub mod booking;
 pub mod checkin;
 pub mod code;
+pub mod collection;
 pub mod directory;
 pub mod edition;
 pub mod funding;

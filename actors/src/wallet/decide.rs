@@ -34,8 +34,16 @@ pub struct MerchantInfo {
 /// What the verification of a payment code found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodeCheck {
-    Valid { nonce: Vec<u8>, reused: bool },
+    Valid {
+        nonce: Vec<u8>,
+        reused: bool,
+    },
     Expired,
+    /// No payment code: the cardholder pays a merchant's collection code themselves,
+    /// signed in with their own token (SPEC §13). The same checks and deduction order
+    /// apply; while the tenant requires the deferred-debit agreement and it is unsigned,
+    /// the payment is refused as issuing a code would be.
+    SignedIn,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +108,15 @@ fn refuse(
         field,
         detail: detail.into(),
     }
+}
+
+fn agreement_required() -> Refusal {
+    refuse(
+        403,
+        "agreement_required",
+        None,
+        "sign the deferred-debit agreement first",
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -369,12 +386,7 @@ pub fn decide(
                 return Err(refuse(403, "frozen", None, "the payment code is frozen"));
             }
             if policy.require_agreement && !state.wallet.agreement_signed {
-                return Err(refuse(
-                    403,
-                    "agreement_required",
-                    None,
-                    "sign the deferred-debit agreement first",
-                ));
+                return Err(agreement_required());
             }
             Ok(Decision {
                 state: state.clone(),
@@ -416,11 +428,12 @@ pub fn decide(
                     b.risk_event("code_reused", policy);
                     Some(DeclineReason::CodeReused)
                 }
-                CodeCheck::Valid {
-                    nonce,
-                    reused: false,
-                } => {
-                    b.nonce = Some(nonce.clone());
+                CodeCheck::Valid { .. } | CodeCheck::SignedIn => {
+                    if let CodeCheck::Valid { nonce, .. } = code {
+                        b.nonce = Some(nonce.clone());
+                    } else if policy.require_agreement && !b.state.wallet.agreement_signed {
+                        return Err(agreement_required());
+                    }
                     b.require_active = *card_active;
                     let w = &b.state.wallet;
                     if !card_active {
