@@ -1,6 +1,7 @@
 //! The live pages, embedded in the binary: `/screen` (a till's customer display), `/me`
 //! (the cardholder's code, wallet and notices), `/dashboard` (a tenant's live view) and
-//! `/event-screen` (an event's door: its QR code and the check-ins as they come).
+//! `/event-screen` (an event's door: its QR code and the check-ins as they come) and `/pay`
+//! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -17,6 +18,8 @@ const ME_JS: &str = include_str!("pages/me.js");
 const DASHBOARD_JS: &str = include_str!("pages/dashboard.js");
 const EVENT: &str = include_str!("pages/event.html");
 const EVENT_JS: &str = include_str!("pages/event.js");
+const PAY: &str = include_str!("pages/pay.html");
+const PAY_JS: &str = include_str!("pages/pay.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -61,6 +64,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(|| async { page(SCREEN_JS, JS) }),
         )
         .route("/assets/me.js", web::get().to(|| async { page(ME_JS, JS) }))
+        .route("/pay", web::get().to(|| async { page(PAY, HTML) }))
+        .route(
+            "/assets/pay.js",
+            web::get().to(|| async { page(PAY_JS, JS) }),
+        )
         .route(
             "/assets/dashboard.js",
             web::get().to(|| async { page(DASHBOARD_JS, JS) }),

@@ -148,6 +148,7 @@ impl Application {
             tenants: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),
+            collection_codes: Default::default(),
             hub,
             topic_log,
             relay,

@@ -38,6 +38,8 @@ pub struct AppState {
     pub tenants: TtlCache<TenantId, Tenant>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,
+    /// Collection codes as scanned, with their tenant (a code never changes hands).
+    pub collection_codes: TtlCache<String, (TenantId, Terminal)>,
     /// Routes topic events to this node's websocket sessions.
     pub hub: actix::Addr<Hub>,
     /// Topic numbering and history (memory, or Redis shared by every node).
@@ -131,6 +133,21 @@ impl AppState {
         let t = self.store.get_terminal(tenant, id).await?;
         self.terminals.put(id, t.clone());
         Ok(t)
+    }
+
+    /// The terminal whose collection code `code` is (normalised), of whichever tenant.
+    pub async fn collection_code(
+        &self,
+        code: String,
+    ) -> Result<Option<(TenantId, Terminal)>, ApiError> {
+        if let Some(found) = self.collection_codes.get(&code) {
+            return Ok(Some(found));
+        }
+        let found = self.store.terminal_by_code(code.clone()).await?;
+        if let Some(f) = &found {
+            self.collection_codes.put(code, f.clone());
+        }
+        Ok(found)
     }
 
     /// Today's date in the tenant's time zone, and the UTC bounds of a local day.

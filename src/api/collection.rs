@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::merchants::{local_date, subtree};
 use super::money::{idem, respond};
+use super::payments::mask_name;
 use super::wallets::amount;
 use super::{checked, qr_svg, svg_response, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, PaymentsViewer};
@@ -60,7 +61,7 @@ async fn code_of(
     raw: &str,
 ) -> Result<(Terminal, CollectionMode), ApiError> {
     let code = normalise_code(raw).ok_or(ApiError::NotFound)?;
-    match state.store.terminal_by_code(code).await? {
+    match state.collection_code(code).await? {
         Some((owner, t)) if owner == tenant => {
             let mode = t
                 .collection
@@ -156,7 +157,8 @@ pub async fn pay_collection_code(
     respond(outcome, StatusCode::CREATED)
 }
 
-/// Be counted at a `count` collection code (a cardholder): 201 with the visit. Scanning
+/// Be counted at a `count` collection code (a cardholder): 201 with the visit (its
+/// `collection.visit` event carries the name masked, without the number). Scanning
 /// again within a minute answers 200 with the same visit (counted once); 403
 /// `card_inactive` for a suspended or departed member; 409 `collection_mode` at a `pay`
 /// code. An Idempotency-Key is honoured as on every POST.
@@ -199,7 +201,13 @@ pub async fn visit_collection_code(
             "tenant".to_string(),
         ],
         kind: "collection.visit".into(),
-        payload: Payload::of(&visit),
+        // Shown on the code's screen by the queue: the name masked as a till shows a
+        // payer's, without the number (admins list visits in full).
+        payload: Payload::of(&Visit {
+            name: visit.name.as_deref().map(mask_name),
+            number: None,
+            ..visit.clone()
+        }),
     };
     let since = now.checked_sub(VISIT_REPEAT).unwrap_or(Timestamp::MIN);
     match state

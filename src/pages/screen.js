@@ -4,7 +4,9 @@
   const session = await OneCard.signedIn("screen", "Terminal token", "/terminal");
   if (!session) return;
   const { tok, data: me } = session;
-  document.getElementById("who").textContent = `${me.merchant_name} · ${me.name}`;
+  const code = me.collection
+    ? ` · code ${me.collection.code.slice(0, 4)}-${me.collection.code.slice(4)}` : "";
+  document.getElementById("who").textContent = `${me.merchant_name} · ${me.name}${code}`;
   document.getElementById("main").classList.remove("hidden");
   const $ = (id) => document.getElementById(id);
 
@@ -35,8 +37,25 @@
     }
   }
 
+  // A count-only collection code's visit: who was counted, and when.
+  function counted(v) {
+    const box = $("receipt");
+    box.className = "receipt ok";
+    box.dataset.visit = v.id;
+    delete box.dataset.payment;
+    box.dataset.status = "counted";
+    $("state").textContent = "Counted";
+    $("amount").textContent = new Date(v.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    $("holder").textContent = [v.name, v.number].filter(Boolean).join(" · ");
+    $("reason").textContent = "";
+    $("breakdown").innerHTML = "";
+  }
+
   new OneCard.Live(tok, [me.topic], {
-    onEvent: (e) => { if (e.type.startsWith("payment.")) show(e.data); },
+    onEvent: (e) => {
+      if (e.type.startsWith("payment.")) show(e.data);
+      else if (e.type === "collection.visit") counted(e.data);
+    },
     onStatus: OneCard.status,
   });
 })();

@@ -377,6 +377,11 @@ async fn a_count_code_counts_each_visit_once_and_moves_no_money(engine: Engine) 
     let e = event(&mut office).await;
     assert_eq!(e["type"], "collection.visit", "{e}");
     assert_eq!(e["data"]["id"], first["id"]);
+    assert_eq!(
+        (&e["data"]["name"], &e["data"]["number"]),
+        (&json!("U*** V**"), &Value::Null),
+        "the queue sees a masked name: {e}"
+    );
     let (s, again) = visit(&app, &me, &code_of(&hall_door).to_lowercase()).await;
     assert_eq!((s, &again["id"]), (200, &first["id"]), "{again}");
     assert!(

@@ -190,6 +190,51 @@ try {
     results.push("me: arrears banner shown and repaid with its button");
     await page.close();
   }
+
+  // /pay: the phone opens a collection code's address, sees whom it pays, enters an amount
+  // and pays; the code's screen shows the payment. A count-only code counts once.
+  {
+    const window2 = await api(admin, "POST", `/merchants/${stall.id}/terminals`,
+      { name: "Window 2", kind: "collection", mode: "pay" });
+    assert.ok(window2.collection.pay_url.startsWith(`${base}/pay?code=`), window2.collection.pay_url);
+    const screen = await context.newPage();
+    await screen.goto(`${base}/screen#token=${window2.token}`);
+    await screen.waitForSelector("#status.live", { timeout: 10_000 });
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 420, height: 860 });
+    await page.goto(`${window2.collection.pay_url}#token=${card}`);
+    await page.waitForFunction(() => document.querySelector("[data-testid=payee]").textContent === "Noodles",
+      null, { timeout: 10_000 });
+    await page.fill("#amount", "twelve");
+    await page.click("#go");
+    assert.equal(await page.locator("#problem").innerText(), "Enter an amount, like 12.50");
+    await page.fill("#amount", "12.5");
+    await page.click("#go");
+    await page.waitForSelector("[data-testid=done][data-state=succeeded]", { timeout: 3_000 });
+    assert.equal(await page.locator("#paid").innerText(), "¥12.50");
+    await screen.waitForSelector("[data-testid=receipt][data-status=succeeded]", { timeout: 2_000 });
+    assert.equal(await screen.locator("#amount").innerText(), "¥12.50");
+    await page.screenshot({ path: `${shots}/pay.png` });
+    const payments = await api(admin, "GET", `/payments?merchant_id=${stall.id}`);
+    assert.equal(payments.items.filter((p) => p.terminal_id === window2.id).length, 1, "paid once");
+
+    const door = await api(admin, "POST", `/merchants/${hall.id}/terminals`,
+      { name: "Main door", kind: "collection", mode: "count" });
+    await page.goto(`${base}/pay?code=${door.collection.code.toLowerCase()}`);
+    await page.waitForFunction(() => document.querySelector("[data-testid=payee]").textContent === "North Hall",
+      null, { timeout: 10_000 });
+    await page.click("#go");
+    await page.waitForSelector("[data-testid=done][data-state=counted]", { timeout: 3_000 });
+    await page.reload();
+    await page.waitForSelector("#go:visible", { timeout: 10_000 });
+    await page.click("#go");
+    await page.waitForSelector("[data-testid=done][data-state=repeat]", { timeout: 3_000 });
+    const day = await api(admin, "GET", `/merchants/${hall.id}/visits`);
+    assert.equal(day.count, 1, JSON.stringify(day));
+    results.push("pay: paid ¥12.50 at a collection code, shown on its screen; a visit counted once");
+    await screen.close();
+    await page.close();
+  }
 } finally {
   await browser.close();
 }
