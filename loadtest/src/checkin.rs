@@ -105,7 +105,7 @@ async fn pass(
                 };
                 let t = Instant::now();
                 match conn
-                    .post_json_as("/api/v1/check-ins", body.clone(), person)
+                    .post_json_as("/api/v1/check-ins", body.clone(), person, None)
                     .await
                 {
                     Ok((status, _)) if status.as_u16() == want => {

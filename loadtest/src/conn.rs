@@ -83,19 +83,23 @@ impl Conn {
     }
 
     /// A `POST` of the JSON `body` to `path` for someone else: `bearer` is their token (a
-    /// phone's), whatever this client signed in with.
+    /// phone's), whatever this client signed in with; with an `Idempotency-Key` when `key`
+    /// is given.
     pub(crate) async fn post_json_as(
         &mut self,
         path: &str,
         body: Vec<u8>,
         bearer: &HeaderValue,
+        key: Option<&str>,
     ) -> Result<(StatusCode, Bytes)> {
-        let req = self
+        let mut req = self
             .request(Method::POST, path)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(AUTHORIZATION, bearer.clone())
-            .body(Full::new(Bytes::from(body)))?;
-        self.send(req).await
+            .header(AUTHORIZATION, bearer.clone());
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        self.send(req.body(Full::new(Bytes::from(body)))?).await
     }
 
     fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 mod apps;
 mod checkin;
+mod collect;
 mod conn;
 mod hooks;
 mod pay;
@@ -130,6 +131,17 @@ enum Cmd {
     },
     /// A lecture hall checking in to one event at once, then scanning again.
     Checkin {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 5000)]
+        people: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// A canteen's lunch: everyone pays once at a till, then once at a stall's collection
+    /// code from their phone, then is counted at the door; the two payment rates side by
+    /// side.
+    Collect {
         #[command(flatten)]
         target: Target,
         #[arg(long, default_value_t = 5000)]
@@ -725,6 +737,11 @@ async fn main() -> Result<()> {
             people,
             connections,
         } => checkin::run(target, people, connections).await,
+        Cmd::Collect {
+            target,
+            people,
+            connections,
+        } => collect::run(target, people, connections).await,
         Cmd::Pay {
             target,
             tills,

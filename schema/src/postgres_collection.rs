@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::collection_store::{CollectionStore, VisitFilter, VisitWrite};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::ids::*;
 use crate::model::{Collection, CollectionMode, Page, PageReq, Visit};
 use crate::postgres::{enum_col, pg, PgStore};
@@ -48,6 +48,20 @@ fn visit_from_row(r: &Row) -> Visit {
         number: r.get(5),
         at: r.get(6),
     }
+}
+
+/// The advisory lock (two-key form, a key space of its own) of one person's visits at one
+/// code: the class says "a visit", the key folds both ids into 32 bits, the same on every
+/// node. Two pairs that fold alike only wait for each other now and then.
+fn visit_lock(terminal: TerminalId, user: UserId) -> (i32, i32) {
+    const VISIT_CLASS: i32 = 0x5649_5354; // "VIST"
+    let fold = |u: &Uuid| {
+        u.as_bytes().chunks_exact(4).fold(0u32, |acc, w| {
+            acc.rotate_left(5) ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+        })
+    };
+    let key = fold(&terminal.0).wrapping_mul(0x9E37_79B9) ^ fold(&user.0);
+    (VISIT_CLASS, key as i32)
 }
 
 fn uuids(merchants: &[MerchantId]) -> Vec<Uuid> {
@@ -98,28 +112,31 @@ impl CollectionStore for PgStore {
         repeat_since: Timestamp,
     ) -> StoreResult<VisitWrite> {
         let mut c = self.client().await?;
+        let repeat_sql = format!(
+            "SELECT {VISIT_COLS} FROM collection_visits v \
+             LEFT JOIN users u ON u.id = v.user_id \
+             WHERE v.tenant_id = $1 AND v.user_id = $2 AND v.terminal_id = $3 \
+             AND v.at >= $4 ORDER BY v.at DESC LIMIT 1"
+        );
+        let (lock, repeat, insert) = tokio::try_join!(
+            c.prepare_cached("SELECT pg_advisory_xact_lock($1, $2)"),
+            c.prepare_cached(&repeat_sql),
+            c.prepare_cached(
+                "INSERT INTO collection_visits (id, tenant_id, terminal_id, merchant_id, \
+                 user_id, at) VALUES ($1,$2,$3,$4,$5,$6)"
+            ),
+        )
+        .map_err(pg)?;
         let tx = c.transaction().await.map_err(pg)?;
-        // Serialises the visits at this code (not its payments: a payment's foreign key
-        // takes KEY SHARE, which NO KEY UPDATE leaves alone), so that of two taps at once
-        // the second finds the first.
-        let found = tx
+        // Serialises this person's visits at this code, and nobody else's, so that of two
+        // taps at once the second finds the first while a queue of different people goes
+        // through side by side. A statement of its own: the check below must see what the
+        // transaction waited for.
+        let (class, key) = visit_lock(visit.terminal_id, visit.user_id);
+        tx.execute(&lock, &[&class, &key]).await.map_err(pg)?;
+        let first = tx
             .query_opt(
-                "SELECT 1 FROM terminals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
-                &[&tenant.0, &visit.terminal_id.0],
-            )
-            .await
-            .map_err(pg)?;
-        if found.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        let repeat = tx
-            .query_opt(
-                &format!(
-                    "SELECT {VISIT_COLS} FROM collection_visits v \
-                     LEFT JOIN users u ON u.id = v.user_id \
-                     WHERE v.tenant_id = $1 AND v.user_id = $2 AND v.terminal_id = $3 \
-                     AND v.at >= $4 ORDER BY v.at DESC LIMIT 1"
-                ),
+                &repeat,
                 &[
                     &tenant.0,
                     &visit.user_id.0,
@@ -129,12 +146,11 @@ impl CollectionStore for PgStore {
             )
             .await
             .map_err(pg)?;
-        if let Some(first) = repeat {
+        if let Some(first) = first {
             return Ok(VisitWrite::Repeat(visit_from_row(&first)));
         }
         tx.execute(
-            "INSERT INTO collection_visits (id, tenant_id, terminal_id, merchant_id, user_id, at) \
-             VALUES ($1,$2,$3,$4,$5,$6)",
+            &insert,
             &[
                 &visit.id.0,
                 &tenant.0,
