@@ -80,6 +80,21 @@ impl AppState {
         Ok(list)
     }
 
+    /// A merchant's name; empty for an unknown one (a screen shows what it can).
+    pub async fn merchant_name(
+        &self,
+        tenant: TenantId,
+        id: MerchantId,
+    ) -> Result<String, ApiError> {
+        Ok(self
+            .merchants_of(tenant)
+            .await?
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default())
+    }
+
     /// 422 unless every id names a merchant of the tenant.
     pub async fn check_merchants(
         &self,

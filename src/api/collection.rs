@@ -18,7 +18,7 @@ use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent, Terminal};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::merchants::{local_date, subtree};
+use super::merchants::{subtree, MerchantDay, TotalsQuery};
 use super::money::{idem, respond};
 use super::payments::mask_name;
 use super::wallets::amount;
@@ -96,12 +96,7 @@ pub async fn get_collection_code(
 ) -> Result<web::Json<CollectionCodeView>, ApiError> {
     let tenant = caller.tenant()?;
     let (t, mode) = code_of(&state, tenant, &code).await?;
-    let merchants = state.merchants_of(tenant).await?;
-    let merchant_name = merchants
-        .iter()
-        .find(|m| m.id == t.merchant_id)
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
+    let merchant_name = state.merchant_name(tenant, t.merchant_id).await?;
     Ok(web::Json(CollectionCodeView {
         code: t.collection.map(|c| c.code).unwrap_or_default(),
         mode,
@@ -326,14 +321,6 @@ pub async fn list_my_visits(
     Ok(web::Json(Paged::new(found.items, found.next.map(|i| i.0))))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct VisitDayQuery {
-    /// Tenant-local day, `YYYY-MM-DD`; default today.
-    pub date: Option<String>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CodeVisits {
     pub terminal_id: TerminalId,
@@ -354,29 +341,24 @@ pub struct MerchantVisits {
 }
 
 /// A merchant's visits on one tenant-local day: the count, and each code's.
-#[utoipa::path(tag = "collection", params(("id" = String, Path), VisitDayQuery),
+#[utoipa::path(tag = "collection", params(("id" = String, Path), TotalsQuery),
     security(("bearer" = [])), responses((status = 200, body = MerchantVisits), Problems))]
 #[get("/merchants/{id}/visits")]
 pub async fn get_merchant_visits(
     state: web::Data<AppState>,
     caller: Auth<PaymentsViewer>,
     id: web::Path<String>,
-    Query(q): Query<VisitDayQuery>,
+    Query(q): Query<TotalsQuery>,
 ) -> Result<web::Json<MerchantVisits>, ApiError> {
-    let id: MerchantId = path_id(&id)?;
-    let tenant = caller.tenant()?;
-    let policy = state.policy(tenant).await?;
-    let date = local_date(&state, &policy, q.date.as_deref())?;
-    let (from, to) = state.local_day(&policy, date);
-    let all = state.merchants_of(tenant).await?;
-    let merchants = subtree(&all, id).ok_or(ApiError::NotFound)?;
+    let day = MerchantDay::of(&state, &caller, &id, q.date.as_deref()).await?;
+    let (tenant, id) = (day.tenant, day.subtree[0]);
     let counted = state
         .store
-        .count_visits(tenant, merchants.clone(), from, to)
+        .count_visits(tenant, day.subtree.clone(), day.from, day.to)
         .await?;
     let mut codes: Vec<CodeVisits> = state
         .store
-        .list_terminals(tenant, merchants)
+        .list_terminals(tenant, day.subtree)
         .await?
         .into_iter()
         .filter(|t| t.collection.as_ref().map(|c| c.mode) == Some(CollectionMode::Count))
@@ -392,7 +374,7 @@ pub async fn get_merchant_visits(
         .collect();
     codes.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
     Ok(web::Json(MerchantVisits {
-        date: date.to_string(),
+        date: day.date.to_string(),
         merchant_id: id,
         count: counted.iter().map(|(_, n)| n).sum(),
         codes,

@@ -310,17 +310,47 @@ pub async fn patch_merchant(
     Ok(web::Json(m))
 }
 
-/// `date` (`YYYY-MM-DD`) as a tenant-local day; today when absent.
-pub fn local_date(
-    state: &AppState,
-    policy: &onecard_actors::wallet::Policy,
-    date: Option<&str>,
-) -> Result<Date, ApiError> {
-    match date {
-        Some(d) => d
-            .parse()
-            .map_err(|_| ApiError::invalid_field("date", "date", "a date as YYYY-MM-DD")),
-        None => Ok(state.clock.now().to_zoned(policy.tz.clone()).date()),
+/// One tenant-local day of a merchant and those under it: what a day's figures read.
+pub struct MerchantDay {
+    pub tenant: onecard_schema::ids::TenantId,
+    pub policy: onecard_actors::wallet::Policy,
+    pub date: Date,
+    /// The day's bounds, in UTC.
+    pub from: jiff::Timestamp,
+    pub to: jiff::Timestamp,
+    /// The merchant first, then those under it.
+    pub subtree: Vec<MerchantId>,
+}
+
+impl MerchantDay {
+    /// Merchant `id` (404 unless the caller's tenant's) on `date` (`YYYY-MM-DD`; today
+    /// when absent).
+    pub async fn of(
+        state: &AppState,
+        caller: &crate::auth::Caller,
+        id: &str,
+        date: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let id: MerchantId = path_id(id)?;
+        let tenant = caller.tenant()?;
+        let policy = state.policy(tenant).await?;
+        let date: Date = match date {
+            Some(d) => d
+                .parse()
+                .map_err(|_| ApiError::invalid_field("date", "date", "a date as YYYY-MM-DD"))?,
+            None => state.clock.now().to_zoned(policy.tz.clone()).date(),
+        };
+        let (from, to) = state.local_day(&policy, date);
+        let all = state.merchants_of(tenant).await?;
+        let subtree = subtree(&all, id).ok_or(ApiError::NotFound)?;
+        Ok(MerchantDay {
+            tenant,
+            policy,
+            date,
+            from,
+            to,
+            subtree,
+        })
     }
 }
 
@@ -463,13 +493,15 @@ pub async fn get_merchant_totals(
     id: web::Path<String>,
     Query(q): Query<TotalsQuery>,
 ) -> Result<web::Json<MerchantTotals>, ApiError> {
-    let id: MerchantId = path_id(&id)?;
-    let tenant = caller.tenant()?;
-    let policy = state.policy(tenant).await?;
-    let date = local_date(&state, &policy, q.date.as_deref())?;
-    let (from, to) = state.local_day(&policy, date);
-    let all = state.merchants_of(tenant).await?;
-    let subtree = subtree(&all, id).ok_or(ApiError::NotFound)?;
+    let MerchantDay {
+        tenant,
+        policy,
+        date,
+        from,
+        to,
+        subtree,
+    } = MerchantDay::of(&state, &caller, &id, q.date.as_deref()).await?;
+    let id = subtree[0];
     // Today comes from the merchant actors' running totals; other days from the store.
     let today = state.clock.now().to_zoned(policy.tz.clone()).date();
     let each: Vec<Totals> = if date == today {
@@ -533,12 +565,7 @@ pub async fn get_terminal_self(
     let tenant = caller.tenant()?;
     let id = onecard_schema::ids::TerminalId(caller.subject()?);
     let t = state.terminal(tenant, id).await?;
-    let merchants = state.merchants_of(tenant).await?;
-    let merchant_name = merchants
-        .iter()
-        .find(|m| m.id == t.merchant_id)
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
+    let merchant_name = state.merchant_name(tenant, t.merchant_id).await?;
     Ok(web::Json(TerminalSelf {
         id: t.id.to_string(),
         name: t.name.clone(),
