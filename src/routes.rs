@@ -118,6 +118,7 @@ where
                 .service(merchants::get_merchant_totals)
                 .service(merchants::get_terminal_self)
                 .service(merchants::list_terminals)
+                .service(merchants::replace_terminal_token)
                 .service(collection::get_collection_code)
                 .service(collection::pay_collection_code)
                 .service(collection::visit_collection_code)

@@ -45,6 +45,15 @@ pub trait MoneyStore: Send + Sync + 'static {
         audit: Audit,
     ) -> StoreResult<()>;
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal>;
+    /// Revokes every token of the tenant's terminal and stores `token` as its only one
+    /// (a till lost or replaced); `NotFound` unless the terminal is the tenant's.
+    async fn replace_terminal_token(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()>;
 
     // --- wallets ------------------------------------------------------------------------
     /// The wallet (an empty one at version 0 if never written), its subsidy accounts,

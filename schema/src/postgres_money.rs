@@ -1219,6 +1219,36 @@ impl MoneyStore for PgStore {
         tx.commit().await.map_err(pg)
     }
 
+    async fn replace_terminal_token(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let found = tx
+            .query_opt(
+                "SELECT 1 FROM terminals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+                &[&tenant.0, &id.0],
+            )
+            .await
+            .map_err(pg)?;
+        if found.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = $1",
+            &[&id.0],
+        )
+        .await
+        .map_err(pg)?;
+        insert_token(&tx, &token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
         let c = self.client().await?;
         let st = c

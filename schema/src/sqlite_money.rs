@@ -536,6 +536,35 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn replace_terminal_token(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        token: NewToken,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let found: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM terminals WHERE tenant_id = ? AND id = ?)",
+                    [tenant.to_string(), id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !found {
+                return Err(StoreError::NotFound);
+            }
+            c.execute(
+                "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = ?",
+                [id.to_string()],
+            )
+            .map_err(db)?;
+            insert_token(c, &token)?;
+            insert_audit(c, &audit)
+        })
+        .await
+    }
+
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {
         self.read(move |c| {
             c.prepare_cached(&format!(

@@ -455,6 +455,49 @@ pub async fn create_terminal(
     }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TerminalToken {
+    /// The terminal's new token; shown once. Every earlier one no longer works.
+    pub token: String,
+}
+
+/// Give a terminal a new token and revoke its others (a till lost, stolen or replaced;
+/// a collection code's screen moved): audited `terminal.token`. Other nodes stop taking
+/// the old token within the token cache's 5 seconds.
+#[utoipa::path(tag = "merchants", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 201, body = TerminalToken), Problems))]
+#[post("/terminals/{id}/token")]
+pub async fn replace_terminal_token(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: TerminalId = path_id(&id)?;
+    let token = new_token();
+    let stored = NewToken {
+        hash: hash_token(&token),
+        kind: TokenKind::Terminal,
+        tenant_id: Some(tenant),
+        subject_id: Some(id.0),
+        created_at: state.clock.now(),
+    };
+    let audit = caller.audit(
+        &state,
+        "terminal.token",
+        "terminal",
+        id,
+        serde_json::json!({}),
+    );
+    state
+        .store
+        .replace_terminal_token(tenant, id, stored, audit)
+        .await?;
+    // The old token is revoked: drop every cached token here.
+    state.tokens.clear();
+    Ok(HttpResponse::Created().json(TerminalToken { token }))
+}
+
 /// A merchant's terminals: its tills and its collection codes, oldest first.
 #[utoipa::path(tag = "merchants", params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Vec<TerminalView>), Problems))]

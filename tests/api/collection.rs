@@ -580,4 +580,32 @@ async fn who_may_make_read_and_use_collection_codes(engine: Engine) {
         .get(&format!("/api/v1/merchants/{m}/terminals"), "not-a-token")
         .await;
     assert_problem(s, &p, 401, "unauthorized");
+
+    // A lost till's token is replaced: the old one stops at once, the new one works.
+    let path = format!("/api/v1/terminals/{}/token", shop.terminal_id);
+    let (s, p) = app.post(&path, &viewer, json!({})).await;
+    assert_problem(s, &p, 403, "not_granted");
+    let (other_admin, _) = shop_elsewhere(&app).await;
+    let (s, p) = app.post(&path, &other_admin, json!({})).await;
+    assert_problem(s, &p, 404, "not_found");
+    let (s, p) = app.get("/api/v1/terminal", &shop.terminal).await;
+    assert_eq!(s, 200, "the till still works before: {p}");
+    let (s, t) = app.post(&path, admin, json!({})).await;
+    assert_eq!(s, 201, "{t}");
+    let fresh = t["token"].as_str().unwrap();
+    let (s, p) = app.get("/api/v1/terminal", &shop.terminal).await;
+    assert_problem(s, &p, 401, "unauthorized");
+    let (s, me) = app.get("/api/v1/terminal", fresh).await;
+    assert_eq!((s, &me["id"]), (200, &json!(shop.terminal_id)), "{me}");
+    let (s, log) = app
+        .get(
+            &format!(
+                "/api/v1/audit?action=terminal.token&target_id={}",
+                shop.terminal_id
+            ),
+            admin,
+        )
+        .await;
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
 }
