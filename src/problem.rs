@@ -60,6 +60,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("idempotency_conflict", 409),
     ("idempotency_in_progress", 409),
     ("gone", 410),
+    ("terminal_retired", 410),
     ("binding_used_or_expired", 410),
     ("too_large", 413),
     ("unsupported_media_type", 415),

@@ -119,6 +119,7 @@ where
                 .service(merchants::get_terminal_self)
                 .service(merchants::list_terminals)
                 .service(merchants::replace_terminal_token)
+                .service(merchants::retire_terminal)
                 .service(collection::get_collection_code)
                 .service(collection::pay_collection_code)
                 .service(collection::visit_collection_code)

@@ -274,6 +274,7 @@ impl World {
                         name: "T".into(),
                         created_at: w.now,
                         collection: None,
+                        retired_at: None,
                     },
                     NewToken {
                         hash: *uuid::Uuid::new_v4()

@@ -46,7 +46,8 @@ pub trait MoneyStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal>;
     /// Revokes every token of the tenant's terminal and stores `token` as its only one
-    /// (a till lost or replaced); `NotFound` unless the terminal is the tenant's.
+    /// (a till lost or replaced); `NotFound` unless the terminal is the tenant's, `Gone`
+    /// once it is retired.
     async fn replace_terminal_token(
         &self,
         tenant: TenantId,
@@ -54,6 +55,15 @@ pub trait MoneyStore: Send + Sync + 'static {
         token: NewToken,
         audit: Audit,
     ) -> StoreResult<()>;
+    /// Retires the tenant's terminal at `at` (once: a second time keeps the first time)
+    /// and revokes its tokens; answers it as it now is.
+    async fn retire_terminal(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<Terminal>;
 
     // --- wallets ------------------------------------------------------------------------
     /// The wallet (an empty one at version 0 if never written), its subsidy accounts,

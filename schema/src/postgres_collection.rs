@@ -16,7 +16,7 @@ use crate::sqlite::paginate;
 use crate::wallet::{OutboxEvent, OutboxPage, Terminal};
 
 pub(crate) const TERMINAL_COLS: &str =
-    "id, merchant_id, name, created_at, collection_code, collection_mode";
+    "id, merchant_id, name, created_at, collection_code, collection_mode, retired_at";
 
 pub(crate) fn terminal_from_row(r: &Row) -> StoreResult<Terminal> {
     let code: Option<String> = r.get(4);
@@ -33,6 +33,7 @@ pub(crate) fn terminal_from_row(r: &Row) -> StoreResult<Terminal> {
         name: r.get(2),
         created_at: r.get(3),
         collection,
+        retired_at: r.get(6),
     })
 }
 
@@ -99,7 +100,7 @@ impl CollectionStore for PgStore {
             .await
             .map_err(pg)?;
         match c.query_opt(&st, &[&code]).await.map_err(pg)? {
-            Some(r) => Ok(Some((TenantId(r.get(6)), terminal_from_row(&r)?))),
+            Some(r) => Ok(Some((TenantId(r.get(7)), terminal_from_row(&r)?))),
             None => Ok(None),
         }
     }

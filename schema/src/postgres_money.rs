@@ -308,6 +308,16 @@ async fn insert_entries<C: GenericClient>(
 const INSERT_OUTBOX: &str = "INSERT INTO outbox_pages (id, created_at, events) VALUES ($1, $2, $3)";
 
 /// Writes a transaction's page of outbox events (`OutboxPage`), if it has any.
+async fn revoke_terminal_tokens<C: GenericClient>(c: &C, id: TerminalId) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = $1",
+        &[&id.0],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
 pub(crate) async fn insert_outbox<C: GenericClient>(
     c: &C,
     page: Option<&OutboxPage>,
@@ -1228,25 +1238,49 @@ impl MoneyStore for PgStore {
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let found = tx
+        // Locked, so that a retirement and a new token cannot cross.
+        let row = tx
             .query_opt(
-                "SELECT 1 FROM terminals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+                "SELECT retired_at FROM terminals WHERE tenant_id = $1 AND id = $2 \
+                 FOR NO KEY UPDATE",
                 &[&tenant.0, &id.0],
             )
             .await
-            .map_err(pg)?;
-        if found.is_none() {
-            return Err(StoreError::NotFound);
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        if row.get::<_, Option<Timestamp>>(0).is_some() {
+            return Err(StoreError::Gone);
         }
-        tx.execute(
-            "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = $1",
-            &[&id.0],
-        )
-        .await
-        .map_err(pg)?;
+        revoke_terminal_tokens(&tx, id).await?;
         insert_token(&tx, &token).await?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)
+    }
+
+    async fn retire_terminal(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<Terminal> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE terminals SET retired_at = coalesce(retired_at, $3) \
+                     WHERE tenant_id = $1 AND id = $2 RETURNING {TERMINAL_COLS}"
+                ),
+                &[&tenant.0, &id.0, &at],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        revoke_terminal_tokens(&tx, id).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        terminal_from_row(&row)
     }
 
     async fn get_terminal(&self, tenant: TenantId, id: TerminalId) -> StoreResult<Terminal> {

@@ -15,7 +15,7 @@ use crate::sqlite_money::insert_outbox;
 use crate::wallet::{OutboxEvent, OutboxPage, Terminal};
 
 pub(crate) const TERMINAL_COLS: &str =
-    "id, merchant_id, name, created_at, collection_code, collection_mode";
+    "id, merchant_id, name, created_at, collection_code, collection_mode, retired_at";
 
 pub(crate) fn terminal_row(r: &Row) -> rusqlite::Result<Terminal> {
     let code: Option<String> = r.get(4)?;
@@ -32,6 +32,7 @@ pub(crate) fn terminal_row(r: &Row) -> rusqlite::Result<Terminal> {
         name: r.get(2)?,
         created_at: ts(r.get(3)?),
         collection,
+        retired_at: r.get::<_, Option<i64>>(6)?.map(ts),
     })
 }
 
@@ -124,7 +125,7 @@ impl CollectionStore for SqliteStore {
             ))
             .and_then(|mut st| {
                 st.query_row([code], |r| {
-                    Ok((TenantId(uuid_col(r, 6)?), terminal_row(r)?))
+                    Ok((TenantId(uuid_col(r, 7)?), terminal_row(r)?))
                 })
                 .optional()
             })

@@ -215,6 +215,15 @@ pub(crate) fn upsert_payment(c: &Connection, p: &Payment) -> rusqlite::Result<()
 }
 
 /// Writes a job's page of outbox events (`OutboxPage`), if it has any.
+fn revoke_terminal_tokens(c: &Connection, id: TerminalId) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = ?",
+        [id.to_string()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 pub(crate) fn insert_outbox(c: &Connection, page: Option<&OutboxPage>) -> rusqlite::Result<()> {
     let Some(page) = page else {
         return Ok(());
@@ -544,23 +553,51 @@ impl MoneyStore for SqliteStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            let found: bool = c
+            let retired: Option<i64> = c
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM terminals WHERE tenant_id = ? AND id = ?)",
+                    "SELECT retired_at FROM terminals WHERE tenant_id = ? AND id = ?",
                     [tenant.to_string(), id.to_string()],
                     |r| r.get(0),
                 )
-                .map_err(db)?;
-            if !found {
-                return Err(StoreError::NotFound);
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            if retired.is_some() {
+                return Err(StoreError::Gone);
             }
-            c.execute(
-                "DELETE FROM tokens WHERE kind = 'terminal' AND subject_id = ?",
-                [id.to_string()],
-            )
-            .map_err(db)?;
+            revoke_terminal_tokens(c, id)?;
             insert_token(c, &token)?;
             insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn retire_terminal(
+        &self,
+        tenant: TenantId,
+        id: TerminalId,
+        at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<Terminal> {
+        self.write(move |c| {
+            let changed = c
+                .execute(
+                    "UPDATE terminals SET retired_at = coalesce(retired_at, ?) \
+                     WHERE tenant_id = ? AND id = ?",
+                    params![ms(at), tenant.to_string(), id.to_string()],
+                )
+                .map_err(db)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            revoke_terminal_tokens(c, id)?;
+            insert_audit(c, &audit)?;
+            c.query_row(
+                &format!("SELECT {TERMINAL_COLS} FROM terminals WHERE id = ?"),
+                [id.to_string()],
+                terminal_row,
+            )
+            .map_err(db)
         })
         .await
     }

@@ -32,6 +32,8 @@ pub struct Terminal {
     /// Set when the terminal is a static collection code rather than a till; fixed at
     /// creation (a code printed on a wall cannot change what it does).
     pub collection: Option<crate::model::Collection>,
+    /// When it was retired: its tokens revoked, its collection code answering no more.
+    pub retired_at: Option<Timestamp>,
 }
 
 /// A cardholder's wallet row. `version` fences concurrent writers (several nodes).

@@ -2349,6 +2349,7 @@ async fn collection_codes_are_unique_across_tenants_and_a_visit_counts_once(stor
             code: c.into(),
             mode: CollectionMode::Count,
         }),
+        retired_at: None,
     };
     let create = |t: TenantId, term: Terminal| {
         let store = store.clone();

@@ -63,6 +63,9 @@ async fn code_of(
     let code = normalise_code(raw).ok_or(ApiError::NotFound)?;
     match state.collection_code(code).await? {
         Some((owner, t)) if owner == tenant => {
+            if t.retired_at.is_some() {
+                return Err(super::merchants::terminal_retired());
+            }
             let mode = t
                 .collection
                 .as_ref()

@@ -11,6 +11,7 @@ use onecard_schema::ids::{MerchantId, TerminalId};
 use onecard_schema::model::{Collection, CollectionMode, NewToken, TokenKind};
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
 use onecard_schema::wallet::{Merchant, Terminal, Totals};
+use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -92,6 +93,8 @@ pub struct TerminalView {
     /// Set for a collection code.
     pub collection: Option<CollectionView>,
     pub created_at: jiff::Timestamp,
+    /// When it was retired (`POST /terminals/{id}/retire`); null while in use.
+    pub retired_at: Option<jiff::Timestamp>,
 }
 
 impl TerminalView {
@@ -111,7 +114,16 @@ impl TerminalView {
                 pay_url: collection::qr_text(public_url, &c.code),
             }),
             created_at: t.created_at,
+            retired_at: t.retired_at,
         }
+    }
+}
+
+/// 410 `terminal_retired`: what a retired terminal's code or token answers.
+pub fn terminal_retired() -> ApiError {
+    ApiError::Gone {
+        code: "terminal_retired",
+        detail: "this terminal was retired: it takes no payments or visits".into(),
     }
 }
 
@@ -411,6 +423,7 @@ pub async fn create_terminal(
         name: body.name,
         created_at: now,
         collection,
+        retired_at: None,
     };
     let token = new_token();
     let stored = NewToken {
@@ -489,13 +502,48 @@ pub async fn replace_terminal_token(
         id,
         serde_json::json!({}),
     );
-    state
+    match state
         .store
         .replace_terminal_token(tenant, id, stored, audit)
-        .await?;
+        .await
+    {
+        Err(StoreError::Gone) => return Err(terminal_retired()),
+        other => other?,
+    }
     // The old token is revoked: drop every cached token here.
     state.tokens.clear();
     Ok(HttpResponse::Created().json(TerminalToken { token }))
+}
+
+/// Retire a terminal (a till sold, a stall closed): its tokens are revoked and its
+/// collection code answers 410 `terminal_retired`; it stays listed, with its payments and
+/// visits. Audited `terminal.retire`; again: the same answer. Other nodes follow within
+/// their caches' 5 seconds.
+#[utoipa::path(tag = "merchants", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = TerminalView), Problems))]
+#[post("/terminals/{id}/retire")]
+pub async fn retire_terminal(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsManager>,
+    id: web::Path<String>,
+) -> Result<web::Json<TerminalView>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: TerminalId = path_id(&id)?;
+    let audit = caller.audit(
+        &state,
+        "terminal.retire",
+        "terminal",
+        id,
+        serde_json::json!({}),
+    );
+    let t = state
+        .store
+        .retire_terminal(tenant, id, state.clock.now(), audit)
+        .await?;
+    state.tokens.clear();
+    state.terminals.remove(&id);
+    state.collection_codes.clear();
+    Ok(web::Json(TerminalView::of(&t, &state.public_url)))
 }
 
 /// A merchant's terminals: its tills and its collection codes, oldest first.

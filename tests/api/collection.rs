@@ -595,8 +595,8 @@ async fn who_may_make_read_and_use_collection_codes(engine: Engine) {
     let fresh = t["token"].as_str().unwrap();
     let (s, p) = app.get("/api/v1/terminal", &shop.terminal).await;
     assert_problem(s, &p, 401, "unauthorized");
-    let (s, me) = app.get("/api/v1/terminal", fresh).await;
-    assert_eq!((s, &me["id"]), (200, &json!(shop.terminal_id)), "{me}");
+    let (s, till) = app.get("/api/v1/terminal", fresh).await;
+    assert_eq!((s, &till["id"]), (200, &json!(shop.terminal_id)), "{till}");
     let (s, log) = app
         .get(
             &format!(
@@ -608,4 +608,53 @@ async fn who_may_make_read_and_use_collection_codes(engine: Engine) {
         .await;
     assert_eq!(s, 200, "{log}");
     assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+
+    // A closed door's code is retired: it answers 410, its screen's token is revoked, and
+    // it stays listed (with what it counted). Retiring again changes nothing.
+    let code = code_of(&door);
+    let retire = format!("/api/v1/terminals/{}/retire", id(&door));
+    let (s, p) = app.post(&retire, &viewer, json!({})).await;
+    assert_problem(s, &p, 403, "not_granted");
+    let (s, p) = app.post(&retire, &other_admin, json!({})).await;
+    assert_problem(s, &p, 404, "not_found");
+    let (s, p) = visit(&app, &me, &code).await;
+    assert_eq!(s, 201, "counted while in use: {p}");
+    let (s, retired) = app.post(&retire, admin, json!({})).await;
+    assert_eq!(s, 200, "{retired}");
+    assert!(retired["retired_at"].is_string(), "{retired}");
+    app.clock.advance(SignedDuration::from_secs(5));
+    let (s, again) = app.post(&retire, admin, json!({})).await;
+    assert_eq!((s, &again["retired_at"]), (200, &retired["retired_at"]));
+    let (s, p) = visit(&app, &me, &code).await;
+    assert_problem(s, &p, 410, "terminal_retired");
+    let (s, p) = app
+        .get(&format!("/api/v1/collection-codes/{code}"), &me)
+        .await;
+    assert_problem(s, &p, 410, "terminal_retired");
+    let (s, p) = app
+        .get("/api/v1/terminal", door["token"].as_str().unwrap())
+        .await;
+    assert_problem(s, &p, 401, "unauthorized");
+    let (s, p) = app
+        .post(
+            &format!("/api/v1/terminals/{}/token", id(&door)),
+            admin,
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &p, 410, "terminal_retired");
+    let (_, list) = app
+        .get(&format!("/api/v1/merchants/{m}/terminals"), admin)
+        .await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == door["id"])
+        .expect("a retired terminal stays listed");
+    assert_eq!(listed["retired_at"], retired["retired_at"]);
+    let (_, day) = app
+        .get(&format!("/api/v1/merchants/{m}/visits"), admin)
+        .await;
+    assert_eq!(day["count"], 1, "{day}");
 }
