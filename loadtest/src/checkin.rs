@@ -13,7 +13,7 @@ use hyper::header::HeaderValue;
 use serde_json::{json, Value};
 
 use super::conn::Conn;
-use super::pay::{import_people, post, SETUP_CONCURRENCY};
+use super::pay::{import_people, post, user_token, SETUP_CONCURRENCY};
 use super::{connect, latency_histogram, new_tenant, Server, Target};
 
 /// People named per designation request (the API's cap).
@@ -56,15 +56,7 @@ async fn setup(server: &Server, client: &reqwest::Client, people: usize) -> Resu
         .map(|id| {
             let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
             async move {
-                let t = post(
-                    &client,
-                    format!("{base}/api/v1/users/{id}/tokens"),
-                    &admin,
-                    json!({}),
-                    None,
-                )
-                .await?;
-                let token = t["token"].as_str().context("token")?;
+                let token = user_token(&client, &base, &admin, &id).await?;
                 Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
             }
         })

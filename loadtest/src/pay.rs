@@ -37,6 +37,24 @@ pub(crate) async fn post(
     Ok(body)
 }
 
+/// A new cardholder token for user `id`, issued by the tenant's admin.
+pub(crate) async fn user_token(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    id: &str,
+) -> Result<String> {
+    let t = post(
+        client,
+        format!("{base}/api/v1/users/{id}/tokens"),
+        admin,
+        json!({}),
+        None,
+    )
+    .await?;
+    Ok(t["token"].as_str().context("token")?.to_string())
+}
+
 /// Imports `n` students into the tenant (`students_csv`) and answers their ids.
 pub(crate) async fn import_people(
     server: &Server,
@@ -136,14 +154,7 @@ pub(crate) async fn setup(
         .map(|id| {
             let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
             async move {
-                let t = post(
-                    &client,
-                    format!("{base}/api/v1/users/{id}/tokens"),
-                    &admin,
-                    json!({}),
-                    None,
-                )
-                .await?;
+                let token = user_token(&client, &base, &admin, &id).await?;
                 post(
                     &client,
                     format!("{base}/api/v1/users/{id}/wallet/topups"),
@@ -152,7 +163,7 @@ pub(crate) async fn setup(
                     Some(format!("seed-{id}")),
                 )
                 .await?;
-                Ok(t["token"].as_str().context("token")?.to_string())
+                Ok(token)
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)

@@ -21,8 +21,7 @@ use onecard_schema::ids::{
     CheckInId, CheckinEventId, DepartmentId, EventId, TagId, TenantId, UserId,
 };
 use onecard_schema::model::{
-    Attendee, CheckIn, CheckInWrite, CheckinEvent, CheckinMethod, Geofence, PageReq, User,
-    UserStatus,
+    Attendee, CheckIn, CheckInWrite, CheckinEvent, CheckinMethod, Geofence, User, UserStatus,
 };
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent, SubsidyTargets};
 use onecard_schema::StoreError;
@@ -30,11 +29,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::reports::csv_text;
-use super::{checked, nullable, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
+use super::{
+    all_pages, attachment, checked, nullable, qr_svg, svg_response, with_fresh_code, ListParams,
+    Paged,
+};
 use crate::auth::{Auth, Cardholder, CheckinManager, CheckinViewer};
 use crate::extract::{path_id, Json, Query};
 use crate::import::XLSX_MIME;
-use crate::limits::{ATTENDEES_PER_REQUEST_MAX, LIST_LIMIT_MAX};
+use crate::limits::ATTENDEES_PER_REQUEST_MAX;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -852,65 +854,29 @@ pub async fn export_attendance(
             .to_string()
     };
     let mut lines: std::collections::BTreeMap<UserId, Line> = Default::default();
-    let mut after = None;
-    loop {
-        let page = state
-            .store
-            .list_check_ins(
-                tenant,
-                event.id,
-                PageReq {
-                    limit: LIST_LIMIT_MAX,
-                    after,
-                },
-            )
-            .await?;
-        for k in page.items {
-            lines.insert(
-                k.user_id,
-                Line {
-                    number: k.number,
-                    name: k.name,
-                    present: true,
-                    at: local(k.at),
-                    method: k.method.as_str(),
-                    distance_m: k.distance_m,
-                },
-            );
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    let store = &state.store;
+    for k in all_pages(|page| store.list_check_ins(tenant, event.id, page)).await? {
+        lines.insert(
+            k.user_id,
+            Line {
+                number: k.number,
+                name: k.name,
+                present: true,
+                at: local(k.at),
+                method: k.method.as_str(),
+                distance_m: k.distance_m,
+            },
+        );
     }
-    let mut after = None;
-    loop {
-        let page = state
-            .store
-            .list_attendees(
-                tenant,
-                event.id,
-                Some(false),
-                PageReq {
-                    limit: LIST_LIMIT_MAX,
-                    after,
-                },
-            )
-            .await?;
-        for a in page.items {
-            lines.entry(a.user_id).or_insert(Line {
-                number: a.number,
-                name: a.name,
-                present: false,
-                at: String::new(),
-                method: "",
-                distance_m: None,
-            });
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    for a in all_pages(|page| store.list_attendees(tenant, event.id, Some(false), page)).await? {
+        lines.entry(a.user_id).or_insert(Line {
+            number: a.number,
+            name: a.name,
+            present: false,
+            at: String::new(),
+            method: "",
+            distance_m: None,
+        });
     }
     let mut lines: Vec<Line> = lines.into_values().collect();
     lines.sort_by(|a, b| a.number.cmp(&b.number));
@@ -926,13 +892,7 @@ pub async fn export_attendance(
             (bytes, XLSX_MIME, "xlsx")
         }
     };
-    Ok(HttpResponse::Ok()
-        .content_type(mime)
-        .insert_header((
-            actix_web::http::header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}.{ext}\""),
-        ))
-        .body(body))
+    Ok(attachment(body, mime, &format!("{name}.{ext}")))
 }
 
 const ATTENDANCE_COLUMNS: [&str; 6] = [

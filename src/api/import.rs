@@ -62,16 +62,11 @@ pub async fn get_import_template(
             "xlsx",
         ),
     };
-    Ok(HttpResponse::Ok()
-        .content_type(mime)
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!(
-                "attachment; filename=\"onecard-users-{}.{ext}\"",
-                import::TEMPLATE_VERSION
-            ),
-        ))
-        .body(body))
+    Ok(super::attachment(
+        body,
+        mime,
+        &format!("onecard-users-{}.{ext}", import::TEMPLATE_VERSION),
+    ))
 }
 
 /// Import users from a filled-in template (multipart field `file`; or the file itself as

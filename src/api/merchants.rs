@@ -84,6 +84,16 @@ pub struct CollectionView {
     pub pay_url: String,
 }
 
+impl CollectionView {
+    pub fn of(c: &Collection, public_url: &str) -> Self {
+        CollectionView {
+            code: c.code.clone(),
+            mode: c.mode,
+            pay_url: collection::qr_text(public_url, &c.code),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TerminalView {
     pub id: TerminalId,
@@ -108,11 +118,10 @@ impl TerminalView {
             } else {
                 TerminalKind::Till
             },
-            collection: t.collection.as_ref().map(|c| CollectionView {
-                code: c.code.clone(),
-                mode: c.mode,
-                pay_url: collection::qr_text(public_url, &c.code),
-            }),
+            collection: t
+                .collection
+                .as_ref()
+                .map(|c| CollectionView::of(c, public_url)),
             created_at: t.created_at,
             retired_at: t.retired_at,
         }
@@ -663,6 +672,9 @@ pub async fn get_terminal_self(
         merchant_id: t.merchant_id.to_string(),
         merchant_name,
         topic: format!("terminal:{}", t.id),
-        collection: TerminalView::of(&t, &state.public_url).collection,
+        collection: t
+            .collection
+            .as_ref()
+            .map(|c| CollectionView::of(c, &state.public_url)),
     }))
 }

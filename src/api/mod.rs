@@ -166,6 +166,42 @@ pub fn qr_svg(text: &str, side: u32) -> Result<String, ApiError> {
     )
 }
 
+/// A file to download: `body` of type `mime`, saved as `filename`.
+pub fn attachment(body: Vec<u8>, mime: &str, filename: &str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type(mime)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .body(body)
+}
+
+/// Every item of a paged store list, read `LIST_LIMIT_MAX` at a time (`list` reads the
+/// page asked for).
+pub async fn all_pages<T, Id, F, Fut>(mut list: F) -> Result<Vec<T>, ApiError>
+where
+    F: FnMut(PageReq<Id>) -> Fut,
+    Fut: std::future::Future<
+        Output = onecard_schema::StoreResult<onecard_schema::model::Page<T, Id>>,
+    >,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(PageReq {
+            limit: LIST_LIMIT_MAX,
+            after,
+        })
+        .await?;
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// An SVG image that is not to be cached (a code that may be rotated).
 pub fn svg_response(svg: String) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header;
 use actix_web::{get, web, HttpResponse};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -214,16 +213,11 @@ pub async fn get_report(
             (bytes, XLSX_MIME, "xlsx")
         }
     };
-    Ok(HttpResponse::Ok()
-        .content_type(mime)
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!(
-                "attachment; filename=\"onecard-{}-{from}-{to}.{ext}\"",
-                kind.as_str()
-            ),
-        ))
-        .body(body))
+    Ok(super::attachment(
+        body,
+        mime,
+        &format!("onecard-{}-{from}-{to}.{ext}", kind.as_str()),
+    ))
 }
 
 /// The roll-up loop (docs/OPERATIONS.md, "Financial reports"): every `ROLLUP_EVERY_S` on
