@@ -288,6 +288,20 @@ impl Access for BookingMember {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Booking);
 }
 
+/// An admin of the shuttle app: routes, buses, their phones and the rides (SPEC §13:
+/// only admins granted the shuttle app may configure it).
+pub struct ShuttleAdmin;
+impl Access for ShuttleAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Shuttle);
+}
+
+/// A shuttle bus's verifying phone (a `verifier` token; its subject is the bus).
+pub struct Verifier;
+impl Access for Verifier {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Verifier];
+}
+
 /// A till (terminal token).
 pub struct Terminal;
 impl Access for Terminal {

@@ -15,7 +15,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, apps, arrears, audit, booking, checkin, collection, directory, groups, health, import,
-    ledger, merchants, payments, reports, stats, subsidies, tenants, users, wallets,
+    ledger, merchants, payments, reports, shuttle, stats, subsidies, tenants, users, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -127,6 +127,23 @@ where
                 .service(collection::list_visits)
                 .service(collection::list_my_visits)
                 .service(collection::get_merchant_visits)
+                .service(shuttle::verify_ride)
+                .service(shuttle::create_route)
+                .service(shuttle::list_routes)
+                .service(shuttle::get_route)
+                .service(shuttle::patch_route)
+                .service(shuttle::create_bus)
+                .service(shuttle::list_buses)
+                .service(shuttle::get_bus)
+                .service(shuttle::patch_bus)
+                .service(shuttle::create_bus_binding)
+                .service(shuttle::unbind_bus)
+                .service(shuttle::bind_verifier)
+                .service(shuttle::get_verifier)
+                .service(shuttle::list_rides)
+                .service(shuttle::export_rides)
+                .service(shuttle::list_my_rides)
+                .service(shuttle::create_personal_code)
                 .service(wallets::get_wallet)
                 .service(wallets::get_my_wallet)
                 .service(wallets::get_me)

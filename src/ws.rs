@@ -118,7 +118,7 @@ fn viewer(caller: &Caller) -> Result<(TenantId, Viewer), ApiError> {
         },
         TokenKind::Terminal => Viewer::Terminal(caller.subject.ok_or_else(forbidden)?),
         TokenKind::Cardholder => Viewer::Cardholder(caller.subject.ok_or_else(forbidden)?),
-        TokenKind::Root | TokenKind::App => return Err(forbidden()),
+        TokenKind::Root | TokenKind::App | TokenKind::Verifier => return Err(forbidden()),
     };
     Ok((tenant, viewer))
 }

@@ -131,3 +131,15 @@ id_type!(
     /// One visit counted at a count-only collection code.
     VisitId
 );
+id_type!(
+    /// A shuttle-bus route.
+    ShuttleRouteId
+);
+id_type!(
+    /// A shuttle bus: the shuttle code its verifying phone is bound to.
+    BusId
+);
+id_type!(
+    /// One ride verified on a shuttle bus.
+    RideId
+);

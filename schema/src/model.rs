@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{
-    AdminGroupId, AdminId, AppId, AuditId, BookingId, CheckInId, CheckinEventId, DeliveryId,
-    DepartmentId, MerchantId, RoomId, TagId, TenantId, TerminalId, UserId, VisitId,
+    AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CheckInId, CheckinEventId, DeliveryId,
+    DepartmentId, MerchantId, RideId, RoomId, ShuttleRouteId, TagId, TenantId, TerminalId, UserId,
+    VisitId,
 };
 
 macro_rules! string_enum {
@@ -62,6 +63,8 @@ string_enum!(
         Admin => "admin",
         Terminal => "terminal",
         Cardholder => "cardholder",
+        /// A shuttle bus's verifying phone (its subject is the bus).
+        Verifier => "verifier",
         /// An app's signed request (no bearer token; never stored in `tokens`).
         App => "app",
     }
@@ -848,6 +851,46 @@ pub struct Visit {
     pub merchant_id: MerchantId,
     pub user_id: UserId,
     /// The person's name and number as they are now; null once the user is deleted.
+    pub name: Option<String>,
+    pub number: Option<String>,
+    pub at: Timestamp,
+}
+
+/// A shuttle-bus route (SPEC §13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ShuttleRoute {
+    pub id: ShuttleRouteId,
+    pub name: String,
+    /// Who may ride: people whose identity is one of these; empty, every active member.
+    pub identities: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A shuttle bus on a route: the shuttle code one verifying phone is bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Bus {
+    pub id: BusId,
+    pub route_id: ShuttleRouteId,
+    /// The bus as its riders know it ("Bus 3, 沪A·12345").
+    pub name: String,
+    /// When a phone last bound itself to the bus; null while none is.
+    pub bound_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One ride verified on a shuttle bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Ride {
+    pub id: RideId,
+    pub route_id: ShuttleRouteId,
+    pub bus_id: BusId,
+    pub user_id: UserId,
+    /// The route's, the bus's and the rider's names (and the rider's number) as they are
+    /// now; null once gone.
+    pub route_name: Option<String>,
+    pub bus_name: Option<String>,
     pub name: Option<String>,
     pub number: Option<String>,
     pub at: Timestamp,

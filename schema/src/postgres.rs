@@ -129,6 +129,10 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     return crate::store::collection_code_taken()
                 }
                 Some("rooms_tenant_id_name_key") => return crate::store::room_name_taken(),
+                Some("shuttle_routes_tenant_id_name_key") => {
+                    return crate::store::shuttle_route_name_taken()
+                }
+                Some("shuttle_buses_tenant_id_name_key") => return crate::store::bus_name_taken(),
                 Some("booking_slots_pkey") => return crate::store::slot_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(

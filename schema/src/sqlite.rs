@@ -3020,4 +3020,80 @@ mod tests {
             .unwrap();
         assert_eq!(one, 1);
     }
+
+    /// Migration V20 rebuilds `tokens` to admit the `verifier` kind: every token issued
+    /// before it (the root's, a till's, a cardholder's) still signs in, and nothing else
+    /// is admitted by the new constraint.
+    #[tokio::test]
+    async fn migration_v20_keeps_every_token_and_admits_verifiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v19.db");
+        let (tenant, till, user) = (TenantId::new(), Uuid::now_v7(), Uuid::now_v7());
+        let kinds = [
+            ([1u8; 32], "root", None, None),
+            ([2u8; 32], "terminal", Some(tenant), Some(till)),
+            ([3u8; 32], "cardholder", Some(tenant), Some(user)),
+        ];
+        {
+            let mut c = migration_conn(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(19))
+                .run(&mut c)
+                .unwrap();
+            c.execute(
+                "INSERT INTO tenants (id, name, kind, edition, timezone, settings, created_at) \
+                 VALUES (?, 't', 'university', 'standard', 'Asia/Shanghai', '{}', 0)",
+                params![tenant.0.to_string()],
+            )
+            .unwrap();
+            for (hash, kind, tenant, subject) in &kinds {
+                c.execute(
+                    "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) \
+                     VALUES (?,?,?,?,0)",
+                    params![
+                        &hash[..],
+                        kind,
+                        tenant.map(|t| t.to_string()),
+                        subject.map(|s| s.to_string())
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        for (hash, kind, tenant, subject) in kinds {
+            let t = store
+                .lookup_token(hash)
+                .await
+                .unwrap()
+                .expect("still there");
+            assert_eq!(
+                (t.kind.as_str(), t.tenant_id, t.subject_id),
+                (kind, tenant, subject)
+            );
+        }
+        let verifier = NewToken {
+            hash: [4u8; 32],
+            kind: TokenKind::Verifier,
+            tenant_id: Some(tenant),
+            subject_id: Some(Uuid::now_v7()),
+            created_at: Timestamp::UNIX_EPOCH,
+        };
+        store
+            .write(move |c| insert_token(c, &verifier))
+            .await
+            .unwrap();
+        let refused = store
+            .write(|c| {
+                c.execute(
+                    "INSERT INTO tokens (hash, kind, tenant_id, created_at) \
+                     VALUES (x'05', 'nobody', NULL, 0)",
+                    [],
+                )
+                .map_err(db)
+            })
+            .await;
+        assert!(refused.is_err(), "the kind is still checked");
+        assert!(store.lookup_token([4u8; 32]).await.unwrap().is_some());
+    }
 }

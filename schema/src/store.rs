@@ -15,6 +15,7 @@ pub trait Store:
     + crate::checkin_store::CheckinStore
     + crate::booking_store::BookingStore
     + crate::collection_store::CollectionStore
+    + crate::shuttle_store::ShuttleStore
     + Send
     + Sync
     + 'static
@@ -324,6 +325,22 @@ pub(crate) fn room_name_taken() -> crate::error::StoreError {
         "room_name_taken",
         Some("name"),
         "another room of the tenant has this name",
+    )
+}
+
+pub(crate) fn shuttle_route_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "shuttle_route_name_taken",
+        Some("name"),
+        "another shuttle route of the tenant has this name",
+    )
+}
+
+pub(crate) fn bus_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "bus_name_taken",
+        Some("name"),
+        "another shuttle bus of the tenant has this name",
     )
 }
 

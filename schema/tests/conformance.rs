@@ -167,6 +167,7 @@ conformance!(
     bookings_of_one_room_never_overlap_and_a_cancellation_frees_the_time,
     random_bookings_and_cancellations_follow_a_model_of_free_time,
     collection_codes_are_unique_across_tenants_and_a_visit_counts_once,
+    a_bus_has_one_phone_and_a_personal_code_boards_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -2489,4 +2490,232 @@ async fn collection_codes_are_unique_across_tenants_and_a_visit_counts_once(stor
             .unwrap(),
         vec![(door.id, 2)]
     );
+}
+
+async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Store>) {
+    use onecard_schema::shuttle_store::{RideFilter, RideWrite};
+    use onecard_schema::wallet::{OutboxEvent, Payload};
+    let (t1, _) = tenant(&store, "Shuttle A").await;
+    let (t2, _) = tenant(&store, "Shuttle B").await;
+    let route = |name: &str| ShuttleRoute {
+        id: ShuttleRouteId::new(),
+        name: name.into(),
+        identities: vec!["staff".into()],
+        created_at: now(),
+        updated_at: now(),
+    };
+    let east = route("East");
+    store
+        .create_route(t1, east.clone(), audit(Some(t1), "shuttle.route.create"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_route(t1, east.id).await.unwrap(), east);
+    assert!(matches!(
+        store.get_route(t2, east.id).await,
+        Err(StoreError::NotFound)
+    ));
+    // Names are per tenant.
+    match store
+        .create_route(t1, route("East"), audit(Some(t1), "shuttle.route.create"))
+        .await
+    {
+        Err(StoreError::Conflict {
+            code: "shuttle_route_name_taken",
+            ..
+        }) => {}
+        other => panic!("a second East: {other:?}"),
+    }
+    let theirs = route("East");
+    store
+        .create_route(t2, theirs.clone(), audit(Some(t2), "shuttle.route.create"))
+        .await
+        .unwrap();
+    let bus = |route: ShuttleRouteId, name: &str| Bus {
+        id: BusId::new(),
+        route_id: route,
+        name: name.into(),
+        bound_at: None,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let bus1 = bus(east.id, "Bus 1");
+    store
+        .create_bus(t1, bus1.clone(), audit(Some(t1), "shuttle.bus.create"))
+        .await
+        .unwrap();
+    match store
+        .create_bus(
+            t1,
+            bus(theirs.id, "Bus 2"),
+            audit(Some(t1), "shuttle.bus.create"),
+        )
+        .await
+    {
+        Err(StoreError::InvalidReference {
+            field: "route_id", ..
+        }) => {}
+        other => panic!("a bus on another tenant's route: {other:?}"),
+    }
+    assert_eq!(
+        store.list_buses(t1, Some(east.id)).await.unwrap(),
+        std::slice::from_ref(&bus1)
+    );
+    assert!(store.list_buses(t2, None).await.unwrap().is_empty());
+
+    // A link binds one phone; the next link's phone replaces it; used links are gone.
+    let phone = |seed: &str| NewToken {
+        hash: hash(seed),
+        kind: TokenKind::Verifier,
+        tenant_id: None,
+        subject_id: None,
+        created_at: now(),
+    };
+    let at = now();
+    let bind = |link: &str, token: &str| {
+        store.bind_verifier(
+            hash(link),
+            phone(token),
+            at,
+            audit(None, "shuttle.bus.bind"),
+        )
+    };
+    let later = at + 60 * MINUTE;
+    store
+        .set_bus_binding(t1, bus1.id, hash("link-1"), later, audit(Some(t1), "b"))
+        .await
+        .unwrap();
+    let (tenant_of, bound) = bind("link-1", "phone-1").await.unwrap();
+    assert_eq!(
+        (tenant_of, bound.id, bound.bound_at),
+        (t1, bus1.id, Some(at))
+    );
+    let first = store.lookup_token(hash("phone-1")).await.unwrap().unwrap();
+    assert_eq!(
+        (first.kind, first.tenant_id, first.subject_id),
+        (TokenKind::Verifier, Some(t1), Some(bus1.id.0))
+    );
+    assert!(matches!(
+        bind("link-1", "phone-x").await,
+        Err(StoreError::Gone)
+    ));
+    assert!(matches!(
+        bind("link-0", "phone-x").await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .set_bus_binding(t1, bus1.id, hash("link-2"), later, audit(Some(t1), "b"))
+        .await
+        .unwrap();
+    bind("link-2", "phone-2").await.unwrap();
+    assert!(store.lookup_token(hash("phone-1")).await.unwrap().is_none());
+    assert!(store.lookup_token(hash("phone-2")).await.unwrap().is_some());
+    let stale = at - MINUTE;
+    store
+        .set_bus_binding(t1, bus1.id, hash("link-3"), stale, audit(Some(t1), "b"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        bind("link-3", "phone-3").await,
+        Err(StoreError::Gone)
+    ));
+    assert!(store.lookup_token(hash("phone-2")).await.unwrap().is_some());
+    let unbound = store
+        .unbind_bus(t1, bus1.id, audit(Some(t1), "shuttle.bus.unbind"))
+        .await
+        .unwrap();
+    assert_eq!(unbound.bound_at, None);
+    assert!(store.lookup_token(hash("phone-2")).await.unwrap().is_none());
+    assert!(matches!(
+        store.unbind_bus(t2, bus1.id, audit(Some(t2), "x")).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A personal code boards once: again on its bus is that ride, on another it is used.
+    let bus2 = bus(east.id, "Bus 2");
+    store
+        .create_bus(t1, bus2.clone(), audit(Some(t1), "shuttle.bus.create"))
+        .await
+        .unwrap();
+    let user = store
+        .create_user(t1, new_user("R1"), now(), audit(Some(t1), "user.create"))
+        .await
+        .unwrap();
+    let ride = |bus: &Bus, at: Timestamp| Ride {
+        id: RideId::new(),
+        route_id: bus.route_id,
+        bus_id: bus.id,
+        user_id: user.id,
+        route_name: None,
+        bus_name: None,
+        name: None,
+        number: None,
+        at,
+    };
+    let event = || OutboxEvent {
+        id: EventId::new(),
+        topics: vec!["tenant".into()],
+        kind: "shuttle.ride".into(),
+        payload: Payload::of(&serde_json::json!({})),
+    };
+    let boarded = ride(&bus1, at);
+    let w = store
+        .record_ride(t1, boarded.clone(), b"nonce-1".to_vec(), event())
+        .await
+        .unwrap();
+    assert_eq!(w, RideWrite::Created);
+    let RideWrite::Repeat(seen) = store
+        .record_ride(t1, ride(&bus1, at), b"nonce-1".to_vec(), event())
+        .await
+        .unwrap()
+    else {
+        panic!("the same code on the same bus")
+    };
+    assert_eq!(
+        (seen.id, seen.number.as_deref(), seen.bus_name.as_deref()),
+        (boarded.id, Some("R1"), Some("Bus 1"))
+    );
+    let RideWrite::Used(seen) = store
+        .record_ride(t1, ride(&bus2, at), b"nonce-1".to_vec(), event())
+        .await
+        .unwrap()
+    else {
+        panic!("the same code on another bus")
+    };
+    assert_eq!(seen.id, boarded.id);
+    let second = ride(&bus2, at + MINUTE);
+    store
+        .record_ride(t1, second.clone(), b"nonce-2".to_vec(), event())
+        .await
+        .unwrap();
+
+    // Listed by bus, person and time; another tenant sees none.
+    let page = |limit| PageReq { after: None, limit };
+    let on = |filter: RideFilter| store.list_rides(t1, filter, page(10));
+    let ids = |p: Page<Ride, RideId>| p.items.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(on(RideFilter::default()).await.unwrap()),
+        [boarded.id, second.id]
+    );
+    let by_bus = RideFilter {
+        bus: Some(bus2.id),
+        ..RideFilter::default()
+    };
+    assert_eq!(ids(on(by_bus).await.unwrap()), [second.id]);
+    let since = RideFilter {
+        user: Some(user.id),
+        from: Some(at + MINUTE),
+        ..RideFilter::default()
+    };
+    assert_eq!(ids(on(since).await.unwrap()), [second.id]);
+    let paged = store
+        .list_rides(t1, RideFilter::default(), page(1))
+        .await
+        .unwrap();
+    assert_eq!(paged.next, Some(boarded.id));
+    assert!(store
+        .list_rides(t2, RideFilter::default(), page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }

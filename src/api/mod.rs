@@ -17,6 +17,7 @@ pub mod merchants;
 pub mod money;
 pub mod payments;
 pub mod reports;
+pub mod shuttle;
 pub mod stats;
 pub mod subsidies;
 pub mod tenants;

@@ -19,6 +19,7 @@ mod nodes;
 mod process;
 mod realtime;
 mod reports;
+mod shuttle;
 mod tenants;
 mod users;
 mod webhooks;

@@ -20,6 +20,10 @@ pub const USED_CODE_KEEP: SignedDuration = SignedDuration::from_secs(600);
 /// the bare nonce, as it was stored when those codes were issued.
 const VERSION: u8 = 2;
 const VERSION_BARE_NONCE: u8 = 1;
+/// A personal code (SPEC §13: a rider shows it to a shuttle's phone): the layout of
+/// version 2, but this first byte. The MAC covers it, so a personal code can never be
+/// presented as a payment code, nor a payment code as a personal one.
+const PERSONAL: u8 = 0x50;
 const NONCE_BYTES: usize = 12;
 const MAC_BYTES: usize = 16;
 const BODY_BYTES: usize = 1 + 16 + 8 + NONCE_BYTES;
@@ -45,10 +49,20 @@ pub enum CodeError {
     Expired(VerifiedCode),
 }
 
-/// Issues a code for the user; returns it and when it stops being accepted.
+/// Issues a payment code for the user; returns it and when it stops being accepted.
 pub fn issue(keys: &Keys, user: UserId, now: Timestamp) -> (String, Timestamp) {
+    issue_as(VERSION, keys, user, now)
+}
+
+/// Issues a personal code for the user: it identifies them (to a shuttle's phone) and
+/// cannot pay. The same lifetime and single use as a payment code.
+pub fn issue_personal(keys: &Keys, user: UserId, now: Timestamp) -> (String, Timestamp) {
+    issue_as(PERSONAL, keys, user, now)
+}
+
+fn issue_as(version: u8, keys: &Keys, user: UserId, now: Timestamp) -> (String, Timestamp) {
     let mut body = Vec::with_capacity(BODY_BYTES + MAC_BYTES);
-    body.push(VERSION);
+    body.push(version);
     body.extend_from_slice(user.0.as_bytes());
     body.extend_from_slice(&now.as_second().to_be_bytes());
     let mut nonce = [0u8; NONCE_BYTES];
@@ -63,16 +77,29 @@ pub fn issue(keys: &Keys, user: UserId, now: Timestamp) -> (String, Timestamp) {
     )
 }
 
+/// Verifies a payment code.
 pub fn verify(keys: &Keys, code: &str, now: Timestamp) -> Result<VerifiedCode, CodeError> {
+    verify_as(&[VERSION, VERSION_BARE_NONCE], keys, code, now)
+}
+
+/// Verifies a personal code.
+pub fn verify_personal(keys: &Keys, code: &str, now: Timestamp) -> Result<VerifiedCode, CodeError> {
+    verify_as(&[PERSONAL], keys, code, now)
+}
+
+fn verify_as(
+    versions: &[u8],
+    keys: &Keys,
+    code: &str,
+    now: Timestamp,
+) -> Result<VerifiedCode, CodeError> {
     if code.len() > CODE_CHARS_MAX {
         return Err(CodeError::Invalid);
     }
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(code)
         .map_err(|_| CodeError::Invalid)?;
-    if bytes.len() != BODY_BYTES + MAC_BYTES
-        || (bytes[0] != VERSION && bytes[0] != VERSION_BARE_NONCE)
-    {
+    if bytes.len() != BODY_BYTES + MAC_BYTES || !versions.contains(&bytes[0]) {
         return Err(CodeError::Invalid);
     }
     let (body, mac) = bytes.split_at(BODY_BYTES);
@@ -123,6 +150,36 @@ mod tests {
         let vc = verify(&keys(), &c, now + SignedDuration::from_secs(1)).unwrap();
         assert_eq!(va.nonce.len(), 8 + NONCE_BYTES);
         assert!(va.nonce < vc.nonce && vb.nonce < vc.nonce);
+    }
+
+    #[test]
+    fn personal_and_payment_codes_are_not_interchangeable() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let user = UserId::new();
+        let (personal, expires) = issue_personal(&keys(), user, now);
+        let (payment, _) = issue(&keys(), user, now);
+        assert_eq!(expires, now + CODE_TTL);
+        let v = verify_personal(&keys(), &personal, now).unwrap();
+        assert_eq!((v.user, v.nonce.len()), (user, 8 + NONCE_BYTES));
+        assert_eq!(verify(&keys(), &personal, now), Err(CodeError::Invalid));
+        assert_eq!(
+            verify_personal(&keys(), &payment, now),
+            Err(CodeError::Invalid)
+        );
+        // Rewriting a payment code's first byte breaks its MAC.
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&payment)
+            .unwrap();
+        bytes[0] = PERSONAL;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(
+            verify_personal(&keys(), &forged, now),
+            Err(CodeError::Invalid)
+        );
+        assert!(matches!(
+            verify_personal(&keys(), &personal, now + SignedDuration::from_secs(121)),
+            Err(CodeError::Expired(_))
+        ));
     }
 
     #[test]

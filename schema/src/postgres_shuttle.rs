@@ -1,0 +1,386 @@
+//! The shuttle-bus half of the PostgreSQL engine. Names meet at the unique constraints
+//! (`shuttle_route_name_taken`, `bus_name_taken`), a personal code at the unique nonce:
+//! of two scans of one code at once, the second waits for the first and finds its ride.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::ids::*;
+use crate::model::*;
+use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore};
+use crate::postgres_money::insert_outbox;
+use crate::shuttle_store::{RideFilter, RideWrite, ShuttleStore};
+use crate::sqlite::paginate;
+use crate::store::{from_json_text, to_json_text};
+use crate::wallet::{OutboxEvent, OutboxPage};
+
+const ROUTE_COLS: &str = "id, name, identities, created_at, updated_at";
+
+fn route_from_row(r: &Row) -> StoreResult<ShuttleRoute> {
+    Ok(ShuttleRoute {
+        id: ShuttleRouteId(r.get(0)),
+        name: r.get(1),
+        identities: from_json_text(&r.get::<_, String>(2))?,
+        created_at: r.get(3),
+        updated_at: r.get(4),
+    })
+}
+
+const BUS_COLS: &str = "id, route_id, name, bound_at, created_at, updated_at";
+
+fn bus_from_row(r: &Row) -> StoreResult<Bus> {
+    Ok(Bus {
+        id: BusId(r.get(0)),
+        route_id: ShuttleRouteId(r.get(1)),
+        name: r.get(2),
+        bound_at: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+    })
+}
+
+async fn find_bus<C: GenericClient>(c: &C, tenant: TenantId, id: BusId) -> StoreResult<Bus> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {BUS_COLS} FROM shuttle_buses WHERE tenant_id = $1 AND id = $2"),
+            &[&tenant.0, &id.0],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+    bus_from_row(&row)
+}
+
+async fn revoke_verifiers<C: GenericClient>(c: &C, bus: BusId) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM tokens WHERE kind = 'verifier' AND subject_id = $1",
+        &[&bus.0],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+const RIDE_COLS: &str = "d.id, d.route_id, d.bus_id, d.user_id, r.name, b.name, u.name, \
+     u.number, d.at";
+const RIDE_FROM: &str = "shuttle_rides d LEFT JOIN shuttle_routes r ON r.id = d.route_id \
+     LEFT JOIN shuttle_buses b ON b.id = d.bus_id LEFT JOIN users u ON u.id = d.user_id";
+
+fn ride_from_row(r: &Row) -> Ride {
+    Ride {
+        id: RideId(r.get(0)),
+        route_id: ShuttleRouteId(r.get(1)),
+        bus_id: BusId(r.get(2)),
+        user_id: UserId(r.get(3)),
+        route_name: r.get(4),
+        bus_name: r.get(5),
+        name: r.get(6),
+        number: r.get(7),
+        at: r.get(8),
+    }
+}
+
+impl PgStore {
+    /// Writes a bus (`sql` binds $1 tenant, $2 id, $3 route, $4 name, $5 updated, then
+    /// $6 created when it inserts) once its route is known to be the tenant's.
+    async fn write_bus(
+        &self,
+        sql: &str,
+        tenant: TenantId,
+        bus: &Bus,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_refs(&tx, "shuttle_routes", tenant, &[bus.route_id.0], "route_id").await?;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &tenant.0,
+            &bus.id.0,
+            &bus.route_id.0,
+            &bus.name,
+            &bus.updated_at,
+        ];
+        if sql.starts_with("INSERT") {
+            params.push(&bus.created_at);
+        }
+        if tx.execute(sql, &params).await.map_err(pg)? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+}
+
+#[async_trait]
+impl ShuttleStore for PgStore {
+    async fn create_route(
+        &self,
+        tenant: TenantId,
+        route: ShuttleRoute,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.change_one(
+            "INSERT INTO shuttle_routes (tenant_id, id, name, identities, updated_at, \
+             created_at) VALUES ($1,$2,$3,$4,$5,$6)",
+            &[
+                &tenant.0,
+                &route.id.0,
+                &route.name,
+                &to_json_text(&route.identities)?,
+                &route.updated_at,
+                &route.created_at,
+            ],
+            &audit,
+        )
+        .await
+    }
+
+    async fn get_route(&self, tenant: TenantId, id: ShuttleRouteId) -> StoreResult<ShuttleRoute> {
+        self.tenant_row(ROUTE_COLS, "shuttle_routes", tenant, id.0, route_from_row)
+            .await
+    }
+
+    async fn list_routes(&self, tenant: TenantId) -> StoreResult<Vec<ShuttleRoute>> {
+        self.tenant_rows_by_name(ROUTE_COLS, "shuttle_routes", tenant, route_from_row)
+            .await
+    }
+
+    async fn update_route(
+        &self,
+        tenant: TenantId,
+        route: ShuttleRoute,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE shuttle_routes SET name = $3, identities = $4, updated_at = $5 \
+             WHERE tenant_id = $1 AND id = $2",
+            &[
+                &tenant.0,
+                &route.id.0,
+                &route.name,
+                &to_json_text(&route.identities)?,
+                &route.updated_at,
+            ],
+            &audit,
+        )
+        .await
+    }
+
+    async fn create_bus(&self, tenant: TenantId, bus: Bus, audit: Audit) -> StoreResult<()> {
+        self.write_bus(
+            "INSERT INTO shuttle_buses (tenant_id, id, route_id, name, updated_at, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6)",
+            tenant,
+            &bus,
+            &audit,
+        )
+        .await
+    }
+
+    async fn get_bus(&self, tenant: TenantId, id: BusId) -> StoreResult<Bus> {
+        let c = self.client().await?;
+        find_bus(&c, tenant, id).await
+    }
+
+    async fn list_buses(
+        &self,
+        tenant: TenantId,
+        route: Option<ShuttleRouteId>,
+    ) -> StoreResult<Vec<Bus>> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {BUS_COLS} FROM shuttle_buses WHERE tenant_id = $1 \
+                 AND ($2::uuid IS NULL OR route_id = $2) ORDER BY name"
+            ),
+            &[&tenant.0, &route.map(|r| r.0)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(bus_from_row)
+        .collect()
+    }
+
+    async fn update_bus(&self, tenant: TenantId, bus: Bus, audit: Audit) -> StoreResult<()> {
+        self.write_bus(
+            "UPDATE shuttle_buses SET route_id = $3, name = $4, updated_at = $5 \
+             WHERE tenant_id = $1 AND id = $2",
+            tenant,
+            &bus,
+            &audit,
+        )
+        .await
+    }
+
+    async fn set_bus_binding(
+        &self,
+        tenant: TenantId,
+        id: BusId,
+        binding_hash: [u8; 32],
+        expires_at: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE shuttle_buses SET binding_hash = $3, binding_expires_at = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+            &[&tenant.0, &id.0, &&binding_hash[..], &expires_at],
+            &audit,
+        )
+        .await
+    }
+
+    async fn bind_verifier(
+        &self,
+        binding_hash: [u8; 32],
+        mut token: NewToken,
+        now: Timestamp,
+        mut audit: Audit,
+    ) -> StoreResult<(TenantId, Bus)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The row lock makes the link's one use, and the phone it replaces, one step.
+        let row = tx
+            .query_opt(
+                "SELECT tenant_id, id, binding_expires_at FROM shuttle_buses \
+                 WHERE binding_hash = $1 FOR UPDATE",
+                &[&&binding_hash[..]],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        let (tenant, bus) = (TenantId(row.get(0)), BusId(row.get(1)));
+        // A used link keeps its hash with no expiry, so that it answers "used" rather than
+        // "unknown" until a new link replaces it.
+        if row.get::<_, Option<Timestamp>>(2).is_none_or(|e| now >= e) {
+            return Err(StoreError::Gone);
+        }
+        tx.execute(
+            "UPDATE shuttle_buses SET binding_expires_at = NULL, bound_at = $2 WHERE id = $1",
+            &[&bus.0, &now],
+        )
+        .await
+        .map_err(pg)?;
+        revoke_verifiers(&tx, bus).await?;
+        token.tenant_id = Some(tenant);
+        token.subject_id = Some(bus.0);
+        insert_token(&tx, &token).await?;
+        audit.tenant_id = Some(tenant);
+        audit.target_id = bus.to_string();
+        insert_audit(&tx, &audit).await?;
+        let found = find_bus(&tx, tenant, bus).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok((tenant, found))
+    }
+
+    async fn unbind_bus(&self, tenant: TenantId, id: BusId, audit: Audit) -> StoreResult<Bus> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let changed = tx
+            .execute(
+                "UPDATE shuttle_buses SET binding_hash = NULL, binding_expires_at = NULL, \
+                 bound_at = NULL WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &id.0],
+            )
+            .await
+            .map_err(pg)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        revoke_verifiers(&tx, id).await?;
+        insert_audit(&tx, &audit).await?;
+        let bus = find_bus(&tx, tenant, id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(bus)
+    }
+
+    async fn record_ride(
+        &self,
+        tenant: TenantId,
+        ride: Ride,
+        nonce: Vec<u8>,
+        event: OutboxEvent,
+    ) -> StoreResult<RideWrite> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Of two scans of one code at once, the second waits here on the first's nonce
+        // and, once it commits, inserts nothing.
+        let inserted = tx
+            .execute(
+                "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, \
+                 code_nonce, at) VALUES ($1,$2,$3,$4,$5,$6,$7) \
+                 ON CONFLICT (code_nonce) DO NOTHING",
+                &[
+                    &ride.id.0,
+                    &tenant.0,
+                    &ride.route_id.0,
+                    &ride.bus_id.0,
+                    &ride.user_id.0,
+                    &nonce,
+                    &ride.at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 0 {
+            let first = tx
+                .query_one(
+                    &format!("SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = $1"),
+                    &[&nonce],
+                )
+                .await
+                .map_err(pg)?;
+            let first = ride_from_row(&first);
+            return Ok(if first.bus_id == ride.bus_id {
+                RideWrite::Repeat(first)
+            } else {
+                RideWrite::Used(first)
+            });
+        }
+        let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), ride.at);
+        insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(RideWrite::Created)
+    }
+
+    async fn list_rides(
+        &self,
+        tenant: TenantId,
+        filter: RideFilter,
+        page: PageReq<RideId>,
+    ) -> StoreResult<Page<Ride, RideId>> {
+        let c = self.client().await?;
+        let after = page.after.map(|a| a.0).unwrap_or(Uuid::nil());
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RIDE_COLS} FROM {RIDE_FROM} \
+                     WHERE d.tenant_id = $1 AND d.id > $2 \
+                     AND ($3::uuid IS NULL OR d.route_id = $3) \
+                     AND ($4::uuid IS NULL OR d.bus_id = $4) \
+                     AND ($5::uuid IS NULL OR d.user_id = $5) \
+                     AND ($6::timestamptz IS NULL OR d.at >= $6) \
+                     AND ($7::timestamptz IS NULL OR d.at < $7) \
+                     ORDER BY d.id LIMIT $8"
+                ),
+                &[
+                    &tenant.0,
+                    &after,
+                    &filter.route.map(|r| r.0),
+                    &filter.bus.map(|b| b.0),
+                    &filter.user.map(|u| u.0),
+                    &filter.from,
+                    &filter.to,
+                    &(i64::from(page.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let rides = rows.iter().map(ride_from_row).collect();
+        Ok(paginate(rides, page.limit, |r| r.id))
+    }
+}

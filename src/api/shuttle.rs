@@ -1,0 +1,877 @@
+//! Shuttle-bus verification (SPEC §13). The shuttle app's admins keep routes (with who may
+//! ride them) and the buses on each. A bus is the shuttle code one verifying phone is
+//! bound to: an admin makes a one-time binding link, the driver's or a steward's phone
+//! opens it and holds a `verifier` token for that bus alone; binding another phone, or
+//! unbinding, revokes the earlier one. A rider shows their personal code (issued by
+//! `/me/personal-codes`, signed, accepted for 2 minutes, once, and unable to pay); the
+//! phone scans it and the server answers who boarded or why not (`personal_code_invalid`,
+//! `personal_code_expired`, `personal_code_used`, `card_inactive`, `not_on_route`). Rides
+//! are records, searchable by route, bus, person and time, and exportable.
+
+use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use jiff::{SignedDuration, Timestamp};
+use onecard_actors::domain::code::{self, CodeError, VerifiedCode};
+use onecard_actors::domain::directory as rules;
+use onecard_actors::domain::validate::Checks;
+use onecard_schema::ids::{AuditId, BusId, EventId, RideId, ShuttleRouteId, UserId};
+use onecard_schema::model::{
+    Actor, Audit, Bus, NewToken, Ride, ShuttleRoute, TokenKind, UserStatus,
+};
+use onecard_schema::shuttle_store::{RideFilter, RideWrite};
+use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
+use onecard_schema::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::checkin::SheetFormat;
+use super::payments::mask_name;
+use super::reports::csv_text;
+use super::{attachment, checked, qr_svg, ListParams, Paged};
+use crate::auth::{hash_token, new_token, request_id, Auth, Cardholder, ShuttleAdmin, Verifier};
+use crate::extract::{path_id, Json, Query};
+use crate::import::XLSX_MIME;
+use crate::problem::{ApiError, Problems};
+use crate::state::AppState;
+
+const NAME_CHARS_MAX: usize = 32;
+/// Identities one route may name.
+const ROUTE_IDENTITIES_MAX: usize = 32;
+/// How long a bus's binding link stays usable: long enough to hand a phone over.
+pub const BUS_BINDING_TTL: SignedDuration = SignedDuration::from_hours(24);
+/// The longest window one export covers, and the most rides it holds.
+const EXPORT_DAYS_MAX: i64 = 31;
+const EXPORT_ROWS_MAX: usize = 200_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoute {
+    #[schema(min_length = 1, max_length = 32, example = "East gate – Science park")]
+    pub name: String,
+    /// Who may ride: people whose identity is one of these (e.g. `staff`); absent or
+    /// empty, every active member.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub identities: Vec<String>,
+}
+
+/// Absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRoute {
+    #[schema(min_length = 1, max_length = 32)]
+    pub name: Option<String>,
+    #[schema(max_items = 32)]
+    pub identities: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBus {
+    pub route_id: ShuttleRouteId,
+    #[schema(min_length = 1, max_length = 32, example = "Bus 3 (沪A·12345)")]
+    pub name: String,
+}
+
+/// Absent fields stay as they are; a bus moved to another route keeps its phone.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBus {
+    pub route_id: Option<ShuttleRouteId>,
+    #[schema(min_length = 1, max_length = 32)]
+    pub name: Option<String>,
+}
+
+/// A bus's one-time binding link: open it on the phone that will verify riders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BusBinding {
+    pub bus_id: BusId,
+    pub binding_url: String,
+    pub binding_token: String,
+    pub expires_at: Timestamp,
+    /// The link as an SVG QR image, for the phone's camera.
+    pub svg: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindVerifier {
+    pub binding_token: String,
+}
+
+/// What a bus's verifying phone is bound to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifierView {
+    pub bus: Bus,
+    pub route: ShuttleRoute,
+}
+
+/// A phone just bound: its token (keep it; it is shown once) and what it verifies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifierBound {
+    pub token: String,
+    pub bus: Bus,
+    pub route: ShuttleRoute,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRide {
+    /// The rider's personal code, as scanned.
+    pub code: String,
+}
+
+/// A fresh personal code: it names its holder to a shuttle's phone and cannot pay.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PersonalCode {
+    pub code: String,
+    pub expires_at: Timestamp,
+    /// The code as an SVG QR image.
+    pub svg: String,
+}
+
+fn check_route(r: &ShuttleRoute) -> Result<(), ApiError> {
+    let mut c = Checks::new();
+    c.text("name", &r.name, 1, NAME_CHARS_MAX);
+    if r.identities.len() > ROUTE_IDENTITIES_MAX {
+        c.fail(
+            "identities",
+            "max_items",
+            format!("at most {ROUTE_IDENTITIES_MAX}"),
+        );
+    }
+    for (i, identity) in r.identities.iter().enumerate() {
+        rules::check_identity(&mut c, &format!("identities[{i}]"), identity);
+    }
+    checked(c)
+}
+
+fn check_bus(b: &Bus) -> Result<(), ApiError> {
+    let mut c = Checks::new();
+    c.text("name", &b.name, 1, NAME_CHARS_MAX);
+    checked(c)
+}
+
+/// The identities, each once, in the order given.
+fn distinct(identities: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    identities
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// Create a route (super admins and the shuttle app's admins).
+#[utoipa::path(tag = "shuttle", request_body = CreateRoute, security(("bearer" = [])),
+    responses((status = 201, body = ShuttleRoute), Problems))]
+#[post("/shuttle/routes")]
+pub async fn create_route(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    Json(body): Json<CreateRoute>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let route = ShuttleRoute {
+        id: ShuttleRouteId::new(),
+        name: body.name,
+        identities: distinct(body.identities),
+        created_at: now,
+        updated_at: now,
+    };
+    check_route(&route)?;
+    let audit = caller.audit(
+        &state,
+        "shuttle.route.create",
+        "shuttle_route",
+        route.id,
+        serde_json::json!({ "name": route.name, "identities": route.identities }),
+    );
+    state
+        .store
+        .create_route(caller.tenant()?, route.clone(), audit)
+        .await?;
+    Ok(HttpResponse::Created().json(route))
+}
+
+/// The tenant's routes, by name.
+#[utoipa::path(tag = "shuttle", security(("bearer" = [])),
+    responses((status = 200, body = Paged<ShuttleRoute>), Problems))]
+#[get("/shuttle/routes")]
+pub async fn list_routes(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+) -> Result<web::Json<Paged<ShuttleRoute>>, ApiError> {
+    let routes = state.store.list_routes(caller.tenant()?).await?;
+    Ok(web::Json(Paged::new(routes, None)))
+}
+
+/// One route.
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ShuttleRoute), Problems))]
+#[get("/shuttle/routes/{id}")]
+pub async fn get_route(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+) -> Result<web::Json<ShuttleRoute>, ApiError> {
+    let route = state
+        .store
+        .get_route(caller.tenant()?, path_id(&id)?)
+        .await?;
+    Ok(web::Json(route))
+}
+
+/// Rename a route or change who may ride it (from the next scan on).
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), request_body = PatchRoute,
+    security(("bearer" = [])), responses((status = 200, body = ShuttleRoute), Problems))]
+#[patch("/shuttle/routes/{id}")]
+pub async fn patch_route(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+    Json(body): Json<PatchRoute>,
+) -> Result<web::Json<ShuttleRoute>, ApiError> {
+    let tenant = caller.tenant()?;
+    let mut route = state.store.get_route(tenant, path_id(&id)?).await?;
+    if let Some(name) = body.name {
+        route.name = name;
+    }
+    if let Some(identities) = body.identities {
+        route.identities = distinct(identities);
+    }
+    route.updated_at = state.clock.now();
+    check_route(&route)?;
+    let audit = caller.audit(
+        &state,
+        "shuttle.route.update",
+        "shuttle_route",
+        route.id,
+        serde_json::json!({ "name": route.name, "identities": route.identities }),
+    );
+    state
+        .store
+        .update_route(tenant, route.clone(), audit)
+        .await?;
+    Ok(web::Json(route))
+}
+
+/// Put a bus on a route.
+#[utoipa::path(tag = "shuttle", request_body = CreateBus, security(("bearer" = [])),
+    responses((status = 201, body = Bus), Problems))]
+#[post("/shuttle/buses")]
+pub async fn create_bus(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    Json(body): Json<CreateBus>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let bus = Bus {
+        id: BusId::new(),
+        route_id: body.route_id,
+        name: body.name,
+        bound_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    check_bus(&bus)?;
+    let audit = caller.audit(
+        &state,
+        "shuttle.bus.create",
+        "bus",
+        bus.id,
+        serde_json::json!({ "name": bus.name, "route_id": bus.route_id }),
+    );
+    state
+        .store
+        .create_bus(caller.tenant()?, bus.clone(), audit)
+        .await?;
+    Ok(HttpResponse::Created().json(bus))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BusParams {
+    /// Only this route's buses.
+    pub route_id: Option<ShuttleRouteId>,
+}
+
+/// The tenant's buses (or one route's), by name, each with when its phone was bound.
+#[utoipa::path(tag = "shuttle", params(BusParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<Bus>), Problems))]
+#[get("/shuttle/buses")]
+pub async fn list_buses(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    Query(params): Query<BusParams>,
+) -> Result<web::Json<Paged<Bus>>, ApiError> {
+    let buses = state
+        .store
+        .list_buses(caller.tenant()?, params.route_id)
+        .await?;
+    Ok(web::Json(Paged::new(buses, None)))
+}
+
+/// One bus.
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Bus), Problems))]
+#[get("/shuttle/buses/{id}")]
+pub async fn get_bus(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+) -> Result<web::Json<Bus>, ApiError> {
+    let bus = state.store.get_bus(caller.tenant()?, path_id(&id)?).await?;
+    Ok(web::Json(bus))
+}
+
+/// Rename a bus or move it to another route (its phone stays bound).
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), request_body = PatchBus,
+    security(("bearer" = [])), responses((status = 200, body = Bus), Problems))]
+#[patch("/shuttle/buses/{id}")]
+pub async fn patch_bus(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+    Json(body): Json<PatchBus>,
+) -> Result<web::Json<Bus>, ApiError> {
+    let tenant = caller.tenant()?;
+    let mut bus = state.store.get_bus(tenant, path_id(&id)?).await?;
+    if let Some(route) = body.route_id {
+        bus.route_id = route;
+    }
+    if let Some(name) = body.name {
+        bus.name = name;
+    }
+    bus.updated_at = state.clock.now();
+    check_bus(&bus)?;
+    let audit = caller.audit(
+        &state,
+        "shuttle.bus.update",
+        "bus",
+        bus.id,
+        serde_json::json!({ "name": bus.name, "route_id": bus.route_id }),
+    );
+    state.store.update_bus(tenant, bus.clone(), audit).await?;
+    Ok(web::Json(bus))
+}
+
+/// A one-time link (valid 24 h) that binds the phone opening it as the bus's verifier. It
+/// replaces any link not yet used; the bus's current phone keeps working until the new
+/// one binds.
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 201, body = BusBinding), Problems))]
+#[post("/shuttle/buses/{id}/binding")]
+pub async fn create_bus_binding(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let bus: BusId = path_id(&id)?;
+    let binding = new_token();
+    let expires_at = state.clock.now() + BUS_BINDING_TTL;
+    let audit = caller.audit(
+        &state,
+        "shuttle.bus.binding",
+        "bus",
+        bus,
+        serde_json::json!({ "expires_at": expires_at }),
+    );
+    state
+        .store
+        .set_bus_binding(
+            caller.tenant()?,
+            bus,
+            hash_token(&binding),
+            expires_at,
+            audit,
+        )
+        .await?;
+    let binding_url = format!("{}/verify#{binding}", state.public_url);
+    Ok(HttpResponse::Created().json(BusBinding {
+        bus_id: bus,
+        svg: qr_svg(&binding_url, 320)?,
+        binding_url,
+        binding_token: binding,
+        expires_at,
+    }))
+}
+
+/// Revoke the bus's verifying phone (lost, or handed back) and any unused link.
+#[utoipa::path(tag = "shuttle", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Bus), Problems))]
+#[post("/shuttle/buses/{id}/unbind")]
+pub async fn unbind_bus(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    id: web::Path<String>,
+) -> Result<web::Json<Bus>, ApiError> {
+    let bus: BusId = path_id(&id)?;
+    let audit = caller.audit(
+        &state,
+        "shuttle.bus.unbind",
+        "bus",
+        bus,
+        serde_json::json!({}),
+    );
+    let bus = state.store.unbind_bus(caller.tenant()?, bus, audit).await?;
+    // This node forgets the phone's token now; other nodes within their cache's life.
+    state.tokens.clear();
+    Ok(web::Json(bus))
+}
+
+/// Open a bus's binding link on the phone that will verify its riders (no token needed:
+/// the link is the proof). 201 with the phone's token; 410 `binding_used_or_expired`.
+#[utoipa::path(tag = "shuttle", request_body = BindVerifier,
+    responses((status = 201, body = VerifierBound), Problems))]
+#[post("/shuttle/bind")]
+pub async fn bind_verifier(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Json(body): Json<BindVerifier>,
+) -> Result<HttpResponse, ApiError> {
+    if body.binding_token.is_empty() || body.binding_token.len() > 128 {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock.now();
+    let token = new_token();
+    let stored = NewToken {
+        hash: hash_token(&token),
+        kind: TokenKind::Verifier,
+        tenant_id: None,
+        subject_id: None,
+        created_at: now,
+    };
+    let audit = Audit {
+        id: AuditId::new(),
+        tenant_id: None,
+        actor: Actor::Link,
+        action: "shuttle.bus.bind",
+        target_type: "bus",
+        target_id: String::new(),
+        request_id: request_id(&req),
+        at: now,
+        detail: serde_json::json!({}),
+    };
+    let (tenant, bus) = state
+        .store
+        .bind_verifier(hash_token(&body.binding_token), stored, now, audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::Gone => ApiError::Gone {
+                code: "binding_used_or_expired",
+                detail: "this binding link was already used or has expired; ask for a new one"
+                    .into(),
+            },
+            other => other.into(),
+        })?;
+    // The phone this one replaces stops now on this node.
+    state.tokens.clear();
+    let route = state.store.get_route(tenant, bus.route_id).await?;
+    Ok(HttpResponse::Created().json(VerifierBound { token, bus, route }))
+}
+
+/// The bus and route this phone verifies (a verifier token).
+#[utoipa::path(tag = "shuttle", security(("bearer" = [])),
+    responses((status = 200, body = VerifierView), Problems))]
+#[get("/shuttle/verifier")]
+pub async fn get_verifier(
+    state: web::Data<AppState>,
+    caller: Auth<Verifier>,
+) -> Result<web::Json<VerifierView>, ApiError> {
+    let tenant = caller.tenant()?;
+    let bus = state
+        .store
+        .get_bus(tenant, BusId(caller.subject()?))
+        .await?;
+    let route = state.store.get_route(tenant, bus.route_id).await?;
+    Ok(web::Json(VerifierView { bus, route }))
+}
+
+fn code_invalid() -> ApiError {
+    ApiError::Invalid {
+        code: "personal_code_invalid",
+        detail: "this is not a personal code of this organisation".into(),
+        errors: Vec::new(),
+    }
+}
+
+/// Verify a rider's personal code on this phone's bus (a verifier token). 201 with the
+/// ride; 200 with the same ride when the same code is scanned again on this bus. Refused
+/// with why: 422 `personal_code_invalid` (not a personal code, or another organisation's),
+/// 409 `personal_code_expired` (older than 2 minutes: a screenshot), 409
+/// `personal_code_used` (it boarded another bus), 403 `card_inactive`, 403 `not_on_route`
+/// (the route is for other identities). The rider's own topic hears `shuttle.ride`.
+#[utoipa::path(tag = "shuttle", request_body = VerifyRide, security(("bearer" = [])),
+    responses((status = 201, body = Ride), (status = 200, body = Ride), Problems))]
+#[post("/shuttle/rides")]
+pub async fn verify_ride(
+    state: web::Data<AppState>,
+    caller: Auth<Verifier>,
+    Json(body): Json<VerifyRide>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let now = state.clock.now();
+    let VerifiedCode { user, nonce, .. } =
+        match code::verify_personal(&state.keys, body.code.trim(), now) {
+            Ok(v) => v,
+            Err(CodeError::Invalid) => return Err(code_invalid()),
+            Err(CodeError::Expired(_)) => {
+                return Err(ApiError::conflict(
+                    "personal_code_expired",
+                    "this code has expired: ask the rider to refresh it (a screenshot will not do)",
+                ))
+            }
+        };
+    let rider = match state.store.get_user(tenant, user).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound) => return Err(code_invalid()),
+        Err(e) => return Err(e.into()),
+    };
+    if rider.status != UserStatus::Active {
+        return Err(ApiError::forbidden(
+            "card_inactive",
+            "this card is not active: ask the card office",
+        ));
+    }
+    let bus = state
+        .store
+        .get_bus(tenant, BusId(caller.subject()?))
+        .await?;
+    let route = state.store.get_route(tenant, bus.route_id).await?;
+    if !route.identities.is_empty()
+        && !rider
+            .identity
+            .as_ref()
+            .is_some_and(|i| route.identities.contains(i))
+    {
+        return Err(ApiError::forbidden(
+            "not_on_route",
+            format!("this route is for {} only", route.identities.join(", ")),
+        ));
+    }
+    let ride = Ride {
+        id: RideId::new(),
+        route_id: route.id,
+        bus_id: bus.id,
+        user_id: user,
+        route_name: Some(route.name),
+        bus_name: Some(bus.name),
+        name: Some(rider.name),
+        number: Some(rider.number),
+        at: now,
+    };
+    let event = OutboxEvent {
+        id: EventId::new(),
+        topics: vec![format!("user:{user}"), "tenant".to_string()],
+        kind: "shuttle.ride".into(),
+        // The rider's screen says "boarded"; the tenant's dashboard counts: neither needs
+        // more of the name than a till shows (admins list rides in full).
+        payload: Payload::of(&Ride {
+            name: ride.name.as_deref().map(mask_name),
+            number: None,
+            ..ride.clone()
+        }),
+    };
+    match state
+        .store
+        .record_ride(tenant, ride.clone(), nonce, event.clone())
+        .await?
+    {
+        RideWrite::Created => {
+            state
+                .relay
+                .submit(PendingEvent::of_page(tenant, vec![event], now));
+            Ok(HttpResponse::Created().json(ride))
+        }
+        RideWrite::Repeat(first) => Ok(HttpResponse::Ok().json(first)),
+        RideWrite::Used(first) => Err(ApiError::conflict(
+            "personal_code_used",
+            format!(
+                "this code already boarded {} at {}: ask the rider to refresh it",
+                first.bus_name.as_deref().unwrap_or("another bus"),
+                first.at
+            ),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RideParams {
+    pub route_id: Option<ShuttleRouteId>,
+    pub bus_id: Option<BusId>,
+    pub user_id: Option<UserId>,
+    /// At or after this.
+    pub from: Option<Timestamp>,
+    /// Before this.
+    pub to: Option<Timestamp>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl RideParams {
+    fn filter(&self) -> RideFilter {
+        RideFilter {
+            route: self.route_id,
+            bus: self.bus_id,
+            user: self.user_id,
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+/// Rides, oldest first, by route, bus, person and time (the shuttle app's admins).
+#[utoipa::path(tag = "shuttle", params(RideParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<Ride>), Problems))]
+#[get("/shuttle/rides")]
+pub async fn list_rides(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    Query(params): Query<RideParams>,
+) -> Result<web::Json<Paged<Ride>>, ApiError> {
+    let page = ListParams {
+        limit: params.limit,
+        cursor: params.cursor.clone(),
+    }
+    .page(RideId)?;
+    let found = state
+        .store
+        .list_rides(caller.tenant()?, params.filter(), page)
+        .await?;
+    Ok(web::Json(Paged::new(found.items, found.next.map(|i| i.0))))
+}
+
+/// My rides, oldest first (a cardholder).
+#[utoipa::path(tag = "me", params(ListParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<Ride>), Problems))]
+#[get("/me/rides")]
+pub async fn list_my_rides(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+    Query(params): Query<ListParams>,
+) -> Result<web::Json<Paged<Ride>>, ApiError> {
+    let filter = RideFilter {
+        user: Some(UserId(caller.subject()?)),
+        ..RideFilter::default()
+    };
+    let found = state
+        .store
+        .list_rides(caller.tenant()?, filter, params.page(RideId)?)
+        .await?;
+    Ok(web::Json(Paged::new(found.items, found.next.map(|i| i.0))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RideExportParams {
+    pub route_id: Option<ShuttleRouteId>,
+    pub bus_id: Option<BusId>,
+    pub user_id: Option<UserId>,
+    /// At or after this.
+    pub from: Timestamp,
+    /// Before this; at most 31 days after `from`.
+    pub to: Timestamp,
+    /// `csv` (default) or `xlsx`.
+    pub format: Option<SheetFormat>,
+}
+
+const RIDE_COLUMNS: [&str; 6] = ["at", "number", "name", "route", "bus", "user_id"];
+
+/// The rides of a window of at most 31 days, as CSV or XLSX, times in the tenant's zone
+/// (the shuttle app's admins). 422 `too_many_rows` past 200,000 rides: narrow it.
+#[utoipa::path(tag = "shuttle", params(RideExportParams), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String), Problems))]
+#[get("/shuttle/rides/export")]
+pub async fn export_rides(
+    state: web::Data<AppState>,
+    caller: Auth<ShuttleAdmin>,
+    Query(params): Query<RideExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    if params.to <= params.from {
+        return Err(ApiError::invalid_field("to", "after", "must be after from"));
+    }
+    if params.to.duration_since(params.from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
+        return Err(ApiError::invalid_field(
+            "to",
+            "range",
+            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
+        ));
+    }
+    let filter = RideFilter {
+        route: params.route_id,
+        bus: params.bus_id,
+        user: params.user_id,
+        from: Some(params.from),
+        to: Some(params.to),
+    };
+    let store = &state.store;
+    let mut rides = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_rides(
+                tenant,
+                filter.clone(),
+                onecard_schema::model::PageReq {
+                    limit: crate::limits::LIST_LIMIT_MAX,
+                    after,
+                },
+            )
+            .await?;
+        rides.extend(page.items);
+        if rides.len() > EXPORT_ROWS_MAX {
+            return Err(ApiError::Invalid {
+                code: "too_many_rows",
+                detail: format!(
+                    "more than {EXPORT_ROWS_MAX} rides: narrow the window or filter by route"
+                ),
+                errors: Vec::new(),
+            });
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let tz = state.policy(tenant).await?.tz;
+    let rows: Vec<[String; 6]> = rides
+        .into_iter()
+        .map(|r| {
+            [
+                r.at.to_zoned(tz.clone())
+                    .strftime("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+                r.number.unwrap_or_default(),
+                r.name.unwrap_or_default(),
+                r.route_name.unwrap_or_default(),
+                r.bus_name.unwrap_or_default(),
+                r.user_id.to_string(),
+            ]
+        })
+        .collect();
+    let name = format!(
+        "onecard-rides-{}",
+        params.from.to_zoned(tz.clone()).strftime("%Y%m%d")
+    );
+    let (body, mime, ext) = match params.format.unwrap_or(SheetFormat::Csv) {
+        SheetFormat::Csv => (rides_csv(&rows), "text/csv; charset=utf-8", "csv"),
+        SheetFormat::Xlsx => {
+            let title = format!(
+                "Rides {} to {} ({})",
+                params.from.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M"),
+                params.to.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M"),
+                tz.iana_name().unwrap_or("UTC")
+            );
+            let bytes = web::block(move || rides_xlsx(&title, &rows))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            (bytes, XLSX_MIME, "xlsx")
+        }
+    };
+    Ok(attachment(body, mime, &format!("{name}.{ext}")))
+}
+
+fn rides_csv(rows: &[[String; 6]]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_record(RIDE_COLUMNS);
+    for r in rows {
+        let _ = w.write_record(r.iter().map(|cell| csv_text(cell)));
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+fn rides_xlsx(title: &str, rows: &[[String; 6]]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut wb = Workbook::new();
+    let bold = Format::new().set_bold();
+    let sheet = wb.add_worksheet();
+    sheet.set_name("rides")?;
+    sheet.write_string_with_format(0, 0, title, &bold)?;
+    for (i, c) in RIDE_COLUMNS.iter().enumerate() {
+        sheet.write_string_with_format(2, i as u16, *c, &bold)?;
+        sheet.set_column_width(i as u16, 20)?;
+    }
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            sheet.write_string(3 + r as u32, c as u16, cell)?;
+        }
+    }
+    let r = 3 + rows.len() as u32;
+    sheet.write_string_with_format(r, 0, format!("{} rides", rows.len()), &bold)?;
+    wb.save_to_buffer()
+}
+
+/// A fresh personal code (accepted for 2 minutes, once) to show a shuttle's phone. It
+/// names me and cannot pay; no agreement is needed. 403 `card_inactive` for a suspended or
+/// departed member.
+#[utoipa::path(tag = "me", security(("bearer" = [])),
+    responses((status = 201, body = PersonalCode), Problems))]
+#[post("/me/personal-codes")]
+pub async fn create_personal_code(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
+    let person = state.store.get_user(tenant, user).await?;
+    if person.status != UserStatus::Active {
+        return Err(ApiError::forbidden(
+            "card_inactive",
+            "this card is not active: ask the card office",
+        ));
+    }
+    let (code, expires_at) = code::issue_personal(&state.keys, user, state.clock.now());
+    let svg = qr_svg(&code, 240)?;
+    Ok(HttpResponse::Created().json(PersonalCode {
+        code,
+        expires_at,
+        svg,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_names_each_identity_once_and_checks_them() {
+        assert_eq!(
+            distinct(vec!["staff".into(), "student".into(), "staff".into()]),
+            vec!["staff".to_string(), "student".to_string()]
+        );
+        let now = Timestamp::UNIX_EPOCH;
+        let mut route = ShuttleRoute {
+            id: ShuttleRouteId::new(),
+            name: "East gate".into(),
+            identities: vec!["staff".into()],
+            created_at: now,
+            updated_at: now,
+        };
+        assert!(check_route(&route).is_ok());
+        route.identities.push(String::new());
+        assert!(check_route(&route).is_err());
+        route.identities = (0..33).map(|i| format!("id{i}")).collect();
+        assert!(check_route(&route).is_err());
+    }
+
+    #[test]
+    fn the_ride_sheet_keeps_a_formula_as_text() {
+        let rows = [[
+            "2026-12-07 08:00:00".to_string(),
+            "S1".into(),
+            "=cmd()".into(),
+            "East".into(),
+            "Bus 3".into(),
+            "u".into(),
+        ]];
+        let text = String::from_utf8(rides_csv(&rows)).unwrap();
+        assert!(text.starts_with("at,number,name,route,bus,user_id\n"));
+        assert!(!text.contains(",=cmd()"), "{text}");
+    }
+}
