@@ -1,7 +1,8 @@
 //! The live pages, embedded in the binary: `/screen` (a till's customer display), `/me`
 //! (the cardholder's code, wallet and notices), `/dashboard` (a tenant's live view) and
 //! `/event-screen` (an event's door: its QR code and the check-ins as they come) and `/pay`
-//! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted).
+//! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted)
+//! and `/verify` (a shuttle bus's phone: bound by its link, it verifies riders' codes).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -20,6 +21,8 @@ const EVENT: &str = include_str!("pages/event.html");
 const EVENT_JS: &str = include_str!("pages/event.js");
 const PAY: &str = include_str!("pages/pay.html");
 const PAY_JS: &str = include_str!("pages/pay.js");
+const VERIFY: &str = include_str!("pages/verify.html");
+const VERIFY_JS: &str = include_str!("pages/verify.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -68,6 +71,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/assets/pay.js",
             web::get().to(|| async { page(PAY_JS, JS) }),
+        )
+        .route("/verify", web::get().to(|| async { page(VERIFY, HTML) }))
+        .route(
+            "/assets/verify.js",
+            web::get().to(|| async { page(VERIFY_JS, JS) }),
         )
         .route(
             "/assets/dashboard.js",

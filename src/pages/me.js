@@ -10,12 +10,19 @@
 
   // "Your code was just scanned" is for a payment just made: its first state. A later
   // change of a payment (a repayment settling it, say) is no scan.
+  // Which code the page shows: the payment code for tills, or the personal code for a
+  // shuttle's phone (it names the holder and cannot pay).
+  let mode = "pay";
   async function refreshCode() {
     try {
-      const c = await OneCard.api(tok, "POST", "/me/payment-codes/qr", {});
+      const ride = mode === "ride";
+      const c = await OneCard.api(tok, "POST", ride ? "/me/personal-codes" : "/me/payment-codes/qr", {});
       $("qr").innerHTML = c.svg;
       $("qr").dataset.code = c.code;
-      $("qrnote").textContent = "Show this code at the till. It refreshes every minute.";
+      $("qr").dataset.mode = mode;
+      $("qrnote").textContent = ride
+        ? "Show this code to the shuttle's phone. It refreshes every minute."
+        : "Show this code at the till. It refreshes every minute.";
     } catch (e) {
       $("qr").innerHTML = `<span class="muted">${OneCard.esc(e.message)}</span>`;
       delete $("qr").dataset.code;
@@ -52,6 +59,15 @@
     }
   });
 
+  for (const m of ["pay", "ride"]) {
+    $(`mode-${m}`).addEventListener("click", () => {
+      mode = m;
+      $("mode-pay").classList.toggle("on", m === "pay");
+      $("mode-ride").classList.toggle("on", m === "ride");
+      refreshCode();
+    });
+  }
+
   await Promise.all([refreshCode(), refreshWallet()]);
   setInterval(refreshCode, 60_000);
 
@@ -71,6 +87,12 @@
       } else if (e.type === "checkin.confirmed") {
         n.textContent = `Checked in at ${new Date(p.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
         n.classList.remove("hidden");
+        return;
+      } else if (e.type === "shuttle.ride") {
+        const at = new Date(p.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        n.textContent = `Boarded ${p.bus_name} (${p.route_name}) at ${at}.`;
+        n.classList.remove("hidden");
+        if (mode === "ride") refreshCode();
         return;
       } else if (e.type === "arrears.written_off") {
         n.textContent = `${OneCard.yuan(p.amount)} you owed was written off at the month's end.`;

@@ -235,6 +235,51 @@ try {
     await screen.close();
     await page.close();
   }
+
+  // /verify: a bus's phone opens its binding link and verifies riders' codes, typed as a
+  // scanner types them; the rider's /me shows the ride code and hears the boarding.
+  {
+    const east = await api(admin, "POST", "/shuttle/routes", { name: "East gate" });
+    const bus = await api(admin, "POST", "/shuttle/buses", { route_id: east.id, name: "Bus 3" });
+    const binding = await api(admin, "POST", `/shuttle/buses/${bus.id}/binding`, {});
+    assert.ok(binding.binding_url.startsWith(`${base}/verify#`), binding.binding_url);
+    const phones = await browser.newContext({ viewport: { width: 412, height: 860 } });
+    const phone = await phones.newPage();
+    await phone.goto(binding.binding_url);
+    await phone.waitForFunction(() => document.querySelector("[data-testid=bus]").textContent === "Bus 3",
+      null, { timeout: 10_000 });
+    assert.equal(await phone.locator("[data-testid=route]").innerText(), "East gate");
+    assert.ok(!phone.url().includes("#"), "the binding token leaves the address bar");
+
+    const card_page = await context.newPage();
+    await card_page.goto(`${base}/me#token=${card}`);
+    await card_page.waitForSelector("#status.live", { timeout: 10_000 });
+    await card_page.click("#mode-ride");
+    await card_page.waitForSelector("[data-testid=qr][data-mode=ride]", { timeout: 5_000 });
+    const code = await card_page.locator("[data-testid=qr]").getAttribute("data-code");
+
+    const scan = async (text, state) => {
+      await phone.fill("#code", text);
+      await phone.press("#code", "Enter");
+      await phone.waitForSelector(`[data-testid=result][data-state=${state}]`, { timeout: 3_000 });
+    };
+    await scan(code, "boarded");
+    assert.match(await phone.locator("#rider").innerText(), /Li Xiaoming · S2026001/);
+    assert.equal(await phone.locator("[data-testid=boarded]").innerText(), "1");
+    await card_page.waitForFunction(
+      () => document.querySelector("[data-testid=notice]").textContent.startsWith("Boarded Bus 3 (East gate)"),
+      null, { timeout: 3_000 });
+    await phone.screenshot({ path: `${shots}/verify.png` });
+    await scan(code, "repeat");
+    await scan(await freshCode(), "personal_code_invalid");
+    assert.equal(await phone.locator("#state").innerText(), "Not a rider's code");
+    assert.equal(await phone.locator("[data-testid=boarded]").innerText(), "1");
+    const rides = await api(admin, "GET", `/shuttle/rides?bus_id=${bus.id}`);
+    assert.equal(rides.items.length, 1, JSON.stringify(rides));
+    results.push("verify: a phone bound by its link boarded a rider once, refused a payment code; /me heard it");
+    await card_page.close();
+    await phones.close();
+  }
 } finally {
   await browser.close();
 }
