@@ -296,7 +296,16 @@ impl Access for ShuttleAdmin {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Shuttle);
 }
 
-/// A shuttle bus's verifying phone (a `verifier` token; its subject is the bus).
+/// An admin of the maintenance app: device types, devices, their scanners and records;
+/// they may also scan a technician's code at a device.
+pub struct MaintenanceAdmin;
+impl Access for MaintenanceAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Maintenance);
+}
+
+/// A shuttle bus's verifying phone or a device's fixed scanner (a `verifier` token; its
+/// subject is the bus or the device).
 pub struct Verifier;
 impl Access for Verifier {
     const KINDS: &'static [TokenKind] = &[TokenKind::Verifier];

@@ -15,7 +15,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, apps, arrears, audit, booking, checkin, collection, directory, groups, health, import,
-    ledger, merchants, payments, reports, shuttle, stats, subsidies, tenants, users, wallets,
+    ledger, maintenance, merchants, payments, reports, shuttle, stats, subsidies, tenants, users,
+    wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -144,6 +145,25 @@ where
                 .service(shuttle::export_rides)
                 .service(shuttle::list_my_rides)
                 .service(shuttle::create_personal_code)
+                .service(maintenance::record_by_device_code)
+                .service(maintenance::record_by_scanner)
+                .service(maintenance::create_device_type)
+                .service(maintenance::list_device_types)
+                .service(maintenance::get_device_type)
+                .service(maintenance::patch_device_type)
+                .service(maintenance::create_device)
+                .service(maintenance::list_devices)
+                .service(maintenance::get_device)
+                .service(maintenance::patch_device)
+                .service(maintenance::get_device_qr)
+                .service(maintenance::create_device_binding)
+                .service(maintenance::unbind_device)
+                .service(maintenance::record_by_staff)
+                .service(maintenance::bind_scanner)
+                .service(maintenance::get_scanner)
+                .service(maintenance::list_records)
+                .service(maintenance::export_records)
+                .service(maintenance::list_my_records)
                 .service(wallets::get_wallet)
                 .service(wallets::get_my_wallet)
                 .service(wallets::get_me)

@@ -143,3 +143,15 @@ id_type!(
     /// One ride verified on a shuttle bus.
     RideId
 );
+id_type!(
+    /// A kind of equipment with its own name (computers, lifts…) and code rules.
+    DeviceTypeId
+);
+id_type!(
+    /// One piece of equipment with a maintenance code.
+    DeviceId
+);
+id_type!(
+    /// One maintenance visit recorded at a device.
+    MaintenanceId
+);

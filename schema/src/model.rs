@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use crate::ids::{
     AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CheckInId, CheckinEventId, DeliveryId,
-    DepartmentId, MerchantId, RideId, RoomId, ShuttleRouteId, TagId, TenantId, TerminalId, UserId,
-    VisitId,
+    DepartmentId, DeviceId, DeviceTypeId, MaintenanceId, MerchantId, RideId, RoomId,
+    ShuttleRouteId, TagId, TenantId, TerminalId, UserId, VisitId,
 };
 
 macro_rules! string_enum {
@@ -891,6 +891,84 @@ pub struct Ride {
     /// now; null once gone.
     pub route_name: Option<String>,
     pub bus_name: Option<String>,
+    pub name: Option<String>,
+    pub number: Option<String>,
+    pub at: Timestamp,
+}
+
+/// When a device type's codes are valid: on `days` (1 Monday to 7 Sunday), from `from` to
+/// `to` (HH:MM in the tenant's time zone). A `to` at or before `from` runs past midnight:
+/// `{"days":[5],"from":"22:00","to":"06:00"}` is Friday night into Saturday morning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub days: Vec<u8>,
+    #[schema(example = "22:00")]
+    pub from: String,
+    #[schema(example = "06:00")]
+    pub to: String,
+}
+
+/// A kind of equipment (SPEC §13: computers, lifts…), named by the tenant, with the rules
+/// its devices' codes follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeviceType {
+    pub id: DeviceTypeId,
+    pub name: String,
+    /// When its devices' codes are valid; empty, at any time.
+    pub windows: Vec<Window>,
+    /// Who may be recorded maintaining it: people whose identity is one of these; empty,
+    /// every active member.
+    pub identities: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One piece of equipment, with its printed maintenance code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Device {
+    pub id: DeviceId,
+    pub type_id: DeviceTypeId,
+    pub name: String,
+    /// Where it is ("Library, 3rd floor, lift B").
+    pub location: String,
+    /// The 8-character code printed on it (its QR code carries `onecard:device:<code>`).
+    pub code: String,
+    /// When a fixed scanner was last bound to it; null while none is.
+    pub bound_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+string_enum!(
+    /// How a maintenance visit was verified (SPEC §13's three modes).
+    MaintenanceMethod {
+        /// The technician scanned the device's code with their phone.
+        DeviceCode => "device_code",
+        /// An admin of the maintenance app scanned the technician's personal code.
+        StaffScan => "staff_scan",
+        /// The device's fixed scanner read the technician's personal code.
+        FixedScanner => "fixed_scanner",
+    }
+);
+
+/// One maintenance visit recorded at a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MaintenanceRecord {
+    pub id: MaintenanceId,
+    pub device_id: DeviceId,
+    pub type_id: DeviceTypeId,
+    /// The technician.
+    pub user_id: UserId,
+    pub method: MaintenanceMethod,
+    /// The admin who scanned, for `staff_scan`.
+    pub verified_by: Option<AdminId>,
+    pub note: Option<String>,
+    /// The device's name and location, its type's name and the technician's name and
+    /// number, as they are now; null once gone.
+    pub device_name: Option<String>,
+    pub location: Option<String>,
+    pub type_name: Option<String>,
     pub name: Option<String>,
     pub number: Option<String>,
     pub at: Timestamp,

@@ -133,6 +133,10 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     return crate::store::shuttle_route_name_taken()
                 }
                 Some("shuttle_buses_tenant_id_name_key") => return crate::store::bus_name_taken(),
+                Some("device_types_tenant_id_name_key") => {
+                    return crate::store::device_type_name_taken()
+                }
+                Some("devices_code_key") => return crate::store::device_code_taken(),
                 Some("booking_slots_pkey") => return crate::store::slot_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(

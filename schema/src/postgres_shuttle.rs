@@ -55,14 +55,94 @@ async fn find_bus<C: GenericClient>(c: &C, tenant: TenantId, id: BusId) -> Store
     bus_from_row(&row)
 }
 
-async fn revoke_verifiers<C: GenericClient>(c: &C, bus: BusId) -> StoreResult<()> {
+async fn revoke_verifiers<C: GenericClient>(c: &C, subject: Uuid) -> StoreResult<()> {
     c.execute(
         "DELETE FROM tokens WHERE kind = 'verifier' AND subject_id = $1",
-        &[&bus.0],
+        &[&subject],
     )
     .await
     .map_err(pg)?;
     Ok(())
+}
+
+/// Opens a binding link of `table` (a bus, a device) in `tx`: the row whose unexpired link
+/// it is gets `token` as its one verifier and loses any earlier one; the link is used up.
+/// Answers the row's tenant and id; `Gone` for a used or expired link, `NotFound` for an
+/// unknown one.
+pub(crate) async fn bind<C: GenericClient>(
+    tx: &C,
+    table: &str,
+    binding_hash: [u8; 32],
+    mut token: NewToken,
+    now: Timestamp,
+    mut audit: Audit,
+) -> StoreResult<(TenantId, Uuid)> {
+    // The row lock makes the link's one use, and the verifier it replaces, one step.
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT tenant_id, id, binding_expires_at FROM {table} \
+                 WHERE binding_hash = $1 FOR UPDATE"
+            ),
+            &[&&binding_hash[..]],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+    let (tenant, id): (TenantId, Uuid) = (TenantId(row.get(0)), row.get(1));
+    // A used link keeps its hash with no expiry, so that it answers "used" rather than
+    // "unknown" until a new link replaces it.
+    if row.get::<_, Option<Timestamp>>(2).is_none_or(|e| now >= e) {
+        return Err(StoreError::Gone);
+    }
+    tx.execute(
+        &format!("UPDATE {table} SET binding_expires_at = NULL, bound_at = $2 WHERE id = $1"),
+        &[&id, &now],
+    )
+    .await
+    .map_err(pg)?;
+    revoke_verifiers(tx, id).await?;
+    token.tenant_id = Some(tenant);
+    token.subject_id = Some(id);
+    insert_token(tx, &token).await?;
+    audit.tenant_id = Some(tenant);
+    audit.target_id = id.to_string();
+    insert_audit(tx, &audit).await?;
+    Ok((tenant, id))
+}
+
+/// Revokes a row's verifier and any binding link not yet used, in `tx`.
+pub(crate) async fn unbind<C: GenericClient>(
+    tx: &C,
+    table: &str,
+    tenant: TenantId,
+    id: Uuid,
+    audit: &Audit,
+) -> StoreResult<()> {
+    let changed = tx
+        .execute(
+            &format!(
+                "UPDATE {table} SET binding_hash = NULL, binding_expires_at = NULL, \
+                 bound_at = NULL WHERE tenant_id = $1 AND id = $2"
+            ),
+            &[&tenant.0, &id],
+        )
+        .await
+        .map_err(pg)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    revoke_verifiers(tx, id).await?;
+    insert_audit(tx, audit).await
+}
+
+/// The SQL that gives a row of `table` a one-time binding link, replacing any other ($1
+/// tenant, $2 id, $3 hash, $4 expiry).
+pub(crate) fn set_binding_sql(table: &str) -> String {
+    format!(
+        "UPDATE {table} SET binding_hash = $3, binding_expires_at = $4 \
+         WHERE tenant_id = $1 AND id = $2"
+    )
 }
 
 const RIDE_COLS: &str = "d.id, d.route_id, d.bus_id, d.user_id, r.name, b.name, u.name, \
@@ -226,8 +306,7 @@ impl ShuttleStore for PgStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.change_one(
-            "UPDATE shuttle_buses SET binding_hash = $3, binding_expires_at = $4 \
-             WHERE tenant_id = $1 AND id = $2",
+            &set_binding_sql("shuttle_buses"),
             &[&tenant.0, &id.0, &&binding_hash[..], &expires_at],
             &audit,
         )
@@ -237,42 +316,14 @@ impl ShuttleStore for PgStore {
     async fn bind_verifier(
         &self,
         binding_hash: [u8; 32],
-        mut token: NewToken,
+        token: NewToken,
         now: Timestamp,
-        mut audit: Audit,
+        audit: Audit,
     ) -> StoreResult<(TenantId, Bus)> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        // The row lock makes the link's one use, and the phone it replaces, one step.
-        let row = tx
-            .query_opt(
-                "SELECT tenant_id, id, binding_expires_at FROM shuttle_buses \
-                 WHERE binding_hash = $1 FOR UPDATE",
-                &[&&binding_hash[..]],
-            )
-            .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound)?;
-        let (tenant, bus) = (TenantId(row.get(0)), BusId(row.get(1)));
-        // A used link keeps its hash with no expiry, so that it answers "used" rather than
-        // "unknown" until a new link replaces it.
-        if row.get::<_, Option<Timestamp>>(2).is_none_or(|e| now >= e) {
-            return Err(StoreError::Gone);
-        }
-        tx.execute(
-            "UPDATE shuttle_buses SET binding_expires_at = NULL, bound_at = $2 WHERE id = $1",
-            &[&bus.0, &now],
-        )
-        .await
-        .map_err(pg)?;
-        revoke_verifiers(&tx, bus).await?;
-        token.tenant_id = Some(tenant);
-        token.subject_id = Some(bus.0);
-        insert_token(&tx, &token).await?;
-        audit.tenant_id = Some(tenant);
-        audit.target_id = bus.to_string();
-        insert_audit(&tx, &audit).await?;
-        let found = find_bus(&tx, tenant, bus).await?;
+        let (tenant, id) = bind(&tx, "shuttle_buses", binding_hash, token, now, audit).await?;
+        let found = find_bus(&tx, tenant, BusId(id)).await?;
         tx.commit().await.map_err(pg)?;
         Ok((tenant, found))
     }
@@ -280,19 +331,7 @@ impl ShuttleStore for PgStore {
     async fn unbind_bus(&self, tenant: TenantId, id: BusId, audit: Audit) -> StoreResult<Bus> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let changed = tx
-            .execute(
-                "UPDATE shuttle_buses SET binding_hash = NULL, binding_expires_at = NULL, \
-                 bound_at = NULL WHERE tenant_id = $1 AND id = $2",
-                &[&tenant.0, &id.0],
-            )
-            .await
-            .map_err(pg)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        revoke_verifiers(&tx, id).await?;
-        insert_audit(&tx, &audit).await?;
+        unbind(&tx, "shuttle_buses", tenant, id.0, &audit).await?;
         let bus = find_bus(&tx, tenant, id).await?;
         tx.commit().await.map_err(pg)?;
         Ok(bus)

@@ -10,16 +10,20 @@ use crate::ids::{BusId, RideId, ShuttleRouteId, TenantId, UserId};
 use crate::model::{Audit, Bus, NewToken, Page, PageReq, Ride, ShuttleRoute};
 use crate::wallet::OutboxEvent;
 
-/// What recording a ride did.
+/// What recording a scan that counts once (a ride, a maintenance visit) did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RideWrite {
-    /// Boarded now, with its `shuttle.ride` event.
+pub enum OnceWrite<T> {
+    /// Recorded now, with its event.
     Created,
-    /// This personal code boarded this bus already (scanned twice): that ride.
-    Repeat(Ride),
-    /// This personal code boarded another bus already (a screenshot passed on): that ride.
-    Used(Ride),
+    /// This code was recorded here already (scanned twice): that record.
+    Repeat(T),
+    /// This personal code was recorded elsewhere already (a screenshot passed on): that
+    /// record.
+    Used(T),
 }
+
+/// What recording a ride did: `Repeat` on the same bus, `Used` on another.
+pub type RideWrite = OnceWrite<Ride>;
 
 /// Which rides a list returns.
 #[derive(Clone, Debug, Default)]

@@ -74,13 +74,107 @@ fn check_bus(c: &Connection, tenant: TenantId, bus: &Bus) -> StoreResult<()> {
     check_refs(c, "shuttle_routes", tenant, &[bus.route_id.0], "route_id")
 }
 
-fn revoke_verifiers(c: &Connection, bus: BusId) -> StoreResult<()> {
+fn revoke_verifiers(c: &Connection, subject: uuid::Uuid) -> StoreResult<()> {
     c.execute(
         "DELETE FROM tokens WHERE kind = 'verifier' AND subject_id = ?",
-        [bus.to_string()],
+        [subject.to_string()],
     )
     .map_err(db)?;
     Ok(())
+}
+
+/// Gives a row of `table` (a bus, a device) a one-time binding link, replacing any other.
+pub(crate) fn set_binding(
+    c: &Connection,
+    table: &str,
+    tenant: TenantId,
+    id: uuid::Uuid,
+    binding_hash: [u8; 32],
+    expires_at: jiff::Timestamp,
+    audit: &Audit,
+) -> StoreResult<()> {
+    change_one(
+        c,
+        &format!(
+            "UPDATE {table} SET binding_hash = ?, binding_expires_at = ? \
+             WHERE tenant_id = ? AND id = ?"
+        ),
+        params![
+            &binding_hash[..],
+            ms(expires_at),
+            tenant.to_string(),
+            id.to_string()
+        ],
+        audit,
+    )
+}
+
+/// Opens a binding link of `table`: the row whose unexpired link it is gets `token` as its
+/// one verifier and loses any earlier one; the link is used up. Answers the row's tenant
+/// and id; `Gone` for a used or expired link, `NotFound` for an unknown one.
+pub(crate) fn bind(
+    c: &Connection,
+    table: &str,
+    binding_hash: [u8; 32],
+    mut token: NewToken,
+    now: jiff::Timestamp,
+    mut audit: Audit,
+) -> StoreResult<(TenantId, uuid::Uuid)> {
+    let (tenant, id, expires) = c
+        .query_row(
+            &format!(
+                "SELECT tenant_id, id, binding_expires_at FROM {table} WHERE binding_hash = ?"
+            ),
+            [&binding_hash[..]],
+            |r| {
+                Ok((
+                    TenantId(uuid_col(r, 0)?),
+                    uuid_col(r, 1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+    // A used link keeps its hash with no expiry, so that it answers "used" rather than
+    // "unknown" until a new link replaces it.
+    if expires.is_none_or(|e| ms(now) >= e) {
+        return Err(StoreError::Gone);
+    }
+    c.execute(
+        &format!("UPDATE {table} SET binding_expires_at = NULL, bound_at = ? WHERE id = ?"),
+        params![ms(now), id.to_string()],
+    )
+    .map_err(db)?;
+    revoke_verifiers(c, id)?;
+    token.tenant_id = Some(tenant);
+    token.subject_id = Some(id);
+    insert_token(c, &token)?;
+    audit.tenant_id = Some(tenant);
+    audit.target_id = id.to_string();
+    insert_audit(c, &audit)?;
+    Ok((tenant, id))
+}
+
+/// Revokes a row's verifier and any binding link not yet used.
+pub(crate) fn unbind(
+    c: &Connection,
+    table: &str,
+    tenant: TenantId,
+    id: uuid::Uuid,
+    audit: &Audit,
+) -> StoreResult<()> {
+    change_one(
+        c,
+        &format!(
+            "UPDATE {table} SET binding_hash = NULL, binding_expires_at = NULL, \
+             bound_at = NULL WHERE tenant_id = ? AND id = ?"
+        ),
+        [tenant.to_string(), id.to_string()],
+        audit,
+    )?;
+    revoke_verifiers(c, id)
 }
 
 const RIDE_COLS: &str = "d.id, d.route_id, d.bus_id, d.user_id, r.name, b.name, u.name, \
@@ -269,16 +363,13 @@ impl ShuttleStore for SqliteStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            change_one(
+            set_binding(
                 c,
-                "UPDATE shuttle_buses SET binding_hash = ?, binding_expires_at = ? \
-                 WHERE tenant_id = ? AND id = ?",
-                params![
-                    &binding_hash[..],
-                    ms(expires_at),
-                    tenant.to_string(),
-                    id.to_string()
-                ],
+                "shuttle_buses",
+                tenant,
+                id.0,
+                binding_hash,
+                expires_at,
                 &audit,
             )
         })
@@ -288,59 +379,20 @@ impl ShuttleStore for SqliteStore {
     async fn bind_verifier(
         &self,
         binding_hash: [u8; 32],
-        mut token: NewToken,
+        token: NewToken,
         now: jiff::Timestamp,
-        mut audit: Audit,
+        audit: Audit,
     ) -> StoreResult<(TenantId, Bus)> {
         self.write(move |c| {
-            let (tenant, bus, expires) = c
-                .query_row(
-                    "SELECT tenant_id, id, binding_expires_at FROM shuttle_buses \
-                     WHERE binding_hash = ?",
-                    [&binding_hash[..]],
-                    |r| {
-                        Ok((
-                            TenantId(uuid_col(r, 0)?),
-                            BusId(uuid_col(r, 1)?),
-                            r.get::<_, Option<i64>>(2)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(db)?
-                .ok_or(StoreError::NotFound)?;
-            // A used link keeps its hash with no expiry, so that it answers "used" rather
-            // than "unknown" until a new link replaces it.
-            if expires.is_none_or(|e| ms(now) >= e) {
-                return Err(StoreError::Gone);
-            }
-            c.execute(
-                "UPDATE shuttle_buses SET binding_expires_at = NULL, bound_at = ? WHERE id = ?",
-                params![ms(now), bus.to_string()],
-            )
-            .map_err(db)?;
-            revoke_verifiers(c, bus)?;
-            token.tenant_id = Some(tenant);
-            token.subject_id = Some(bus.0);
-            insert_token(c, &token)?;
-            audit.tenant_id = Some(tenant);
-            audit.target_id = bus.to_string();
-            insert_audit(c, &audit)?;
-            Ok((tenant, find_bus(c, tenant, bus)?))
+            let (tenant, id) = bind(c, "shuttle_buses", binding_hash, token, now, audit)?;
+            Ok((tenant, find_bus(c, tenant, BusId(id))?))
         })
         .await
     }
 
     async fn unbind_bus(&self, tenant: TenantId, id: BusId, audit: Audit) -> StoreResult<Bus> {
         self.write(move |c| {
-            change_one(
-                c,
-                "UPDATE shuttle_buses SET binding_hash = NULL, binding_expires_at = NULL, \
-                 bound_at = NULL WHERE tenant_id = ? AND id = ?",
-                [tenant.to_string(), id.to_string()],
-                &audit,
-            )?;
-            revoke_verifiers(c, id)?;
+            unbind(c, "shuttle_buses", tenant, id.0, &audit)?;
             find_bus(c, tenant, id)
         })
         .await

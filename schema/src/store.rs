@@ -16,6 +16,7 @@ pub trait Store:
     + crate::booking_store::BookingStore
     + crate::collection_store::CollectionStore
     + crate::shuttle_store::ShuttleStore
+    + crate::maintenance_store::MaintenanceStore
     + Send
     + Sync
     + 'static
@@ -336,6 +337,14 @@ pub(crate) fn shuttle_route_name_taken() -> crate::error::StoreError {
     )
 }
 
+pub(crate) fn device_type_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "device_type_name_taken",
+        Some("name"),
+        "another device type of the tenant has this name",
+    )
+}
+
 pub(crate) fn bus_name_taken() -> crate::error::StoreError {
     crate::error::StoreError::conflict(
         "bus_name_taken",
@@ -400,6 +409,10 @@ pub(crate) fn collection_code_taken() -> crate::error::StoreError {
 }
 
 /// Another event, of whichever tenant, has the check-in code.
+pub(crate) fn device_code_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict("code_taken", Some("code"), "another device has this code")
+}
+
 pub(crate) fn code_taken() -> crate::error::StoreError {
     crate::error::StoreError::conflict("code_taken", Some("code"), "another event has this code")
 }

@@ -168,6 +168,7 @@ conformance!(
     random_bookings_and_cancellations_follow_a_model_of_free_time,
     collection_codes_are_unique_across_tenants_and_a_visit_counts_once,
     a_bus_has_one_phone_and_a_personal_code_boards_once,
+    device_codes_are_unique_and_a_maintenance_record_counts_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -2714,6 +2715,281 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
     assert_eq!(paged.next, Some(boarded.id));
     assert!(store
         .list_rides(t2, RideFilter::default(), page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn device_codes_are_unique_and_a_maintenance_record_counts_once(store: Arc<dyn Store>) {
+    use onecard_schema::maintenance_store::RecordFilter;
+    use onecard_schema::shuttle_store::OnceWrite;
+    use onecard_schema::wallet::{OutboxEvent, Payload};
+    let (t1, admin) = tenant(&store, "Estates A").await;
+    let (t2, _) = tenant(&store, "Estates B").await;
+    let at = now();
+    let kind = |name: &str| DeviceType {
+        id: DeviceTypeId::new(),
+        name: name.into(),
+        windows: vec![Window {
+            days: vec![5, 6],
+            from: "22:00".into(),
+            to: "06:00".into(),
+        }],
+        identities: vec!["technician".into()],
+        created_at: at,
+        updated_at: at,
+    };
+    let lifts = kind("Lift");
+    store
+        .create_device_type(
+            t1,
+            lifts.clone(),
+            audit(Some(t1), "maintenance.type.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_device_type(t1, lifts.id).await.unwrap(), lifts);
+    match store
+        .create_device_type(t1, kind("Lift"), audit(Some(t1), "maintenance.type.create"))
+        .await
+    {
+        Err(StoreError::Conflict {
+            code: "device_type_name_taken",
+            ..
+        }) => {}
+        other => panic!("a second Lift: {other:?}"),
+    }
+    let theirs = kind("Lift");
+    store
+        .create_device_type(
+            t2,
+            theirs.clone(),
+            audit(Some(t2), "maintenance.type.create"),
+        )
+        .await
+        .unwrap();
+    let device = |t: DeviceTypeId, name: &str, location: &str, code: &str| Device {
+        id: DeviceId::new(),
+        type_id: t,
+        name: name.into(),
+        location: location.into(),
+        code: code.into(),
+        bound_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let lift_b = device(lifts.id, "Lift B", "Library, East stairwell", "ABCDEFGH");
+    store
+        .create_device(
+            t1,
+            lift_b.clone(),
+            audit(Some(t1), "maintenance.device.create"),
+        )
+        .await
+        .unwrap();
+    // The code is taken for every tenant; the type must be the tenant's.
+    match store
+        .create_device(
+            t2,
+            device(theirs.id, "Lift", "Gym", "ABCDEFGH"),
+            audit(Some(t2), "maintenance.device.create"),
+        )
+        .await
+    {
+        Err(StoreError::Conflict {
+            code: "code_taken", ..
+        }) => {}
+        other => panic!("a second ABCDEFGH: {other:?}"),
+    }
+    match store
+        .create_device(
+            t1,
+            device(theirs.id, "Lift", "Gym", "ABCDEFGJ"),
+            audit(Some(t1), "maintenance.device.create"),
+        )
+        .await
+    {
+        Err(StoreError::InvalidReference {
+            field: "type_id", ..
+        }) => {}
+        other => panic!("another tenant's type: {other:?}"),
+    }
+    let lift_c = device(lifts.id, "Lift C", "Gym", "ABCDEFGK");
+    store
+        .create_device(
+            t1,
+            lift_c.clone(),
+            audit(Some(t1), "maintenance.device.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_by_code("ABCDEFGH".into()).await.unwrap(),
+        Some((t1, lift_b.clone()))
+    );
+    assert_eq!(store.device_by_code("ABCDEFGM".into()).await.unwrap(), None);
+    let listed = store.list_devices(t1, Some(lifts.id)).await.unwrap();
+    assert_eq!(listed, [lift_c.clone(), lift_b.clone()], "by location");
+    assert!(store.list_devices(t2, None).await.unwrap().is_empty());
+
+    // A fixed scanner binds as a bus's phone does.
+    store
+        .set_device_binding(
+            t1,
+            lift_b.id,
+            hash("scan-link"),
+            at + MINUTE,
+            audit(Some(t1), "b"),
+        )
+        .await
+        .unwrap();
+    let scanner = NewToken {
+        hash: hash("scanner-1"),
+        kind: TokenKind::Verifier,
+        tenant_id: None,
+        subject_id: None,
+        created_at: at,
+    };
+    let (owner, bound) = store
+        .bind_scanner(
+            hash("scan-link"),
+            scanner,
+            at,
+            audit(None, "maintenance.device.bind"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((owner, bound.id, bound.bound_at), (t1, lift_b.id, Some(at)));
+    let t = store
+        .lookup_token(hash("scanner-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.subject_id, Some(lift_b.id.0));
+    store
+        .unbind_device(t1, lift_b.id, audit(Some(t1), "maintenance.device.unbind"))
+        .await
+        .unwrap();
+    assert!(store
+        .lookup_token(hash("scanner-1"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A dedupe key records once: again at its device is that record, elsewhere it is used.
+    let tech = store
+        .create_user(t1, new_user("T1"), at, audit(Some(t1), "user.create"))
+        .await
+        .unwrap();
+    let record = |d: &Device, method: MaintenanceMethod, at: Timestamp| MaintenanceRecord {
+        id: MaintenanceId::new(),
+        device_id: d.id,
+        type_id: d.type_id,
+        user_id: tech.id,
+        method,
+        verified_by: (method == MaintenanceMethod::StaffScan).then_some(admin),
+        note: Some("checked".into()),
+        device_name: None,
+        location: None,
+        type_name: None,
+        name: None,
+        number: None,
+        at,
+    };
+    let event = || OutboxEvent {
+        id: EventId::new(),
+        topics: vec!["tenant".into()],
+        kind: "maintenance.recorded".into(),
+        payload: Payload::of(&serde_json::json!({})),
+    };
+    let first = record(&lift_b, MaintenanceMethod::StaffScan, at);
+    let w = store
+        .record_maintenance(t1, first.clone(), b"p:1".to_vec(), event())
+        .await
+        .unwrap();
+    assert_eq!(w, OnceWrite::Created);
+    let OnceWrite::Repeat(seen) = store
+        .record_maintenance(
+            t1,
+            record(&lift_b, MaintenanceMethod::StaffScan, at),
+            b"p:1".to_vec(),
+            event(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the same key at the same device")
+    };
+    assert_eq!(
+        (
+            seen.id,
+            seen.verified_by,
+            seen.note.as_deref(),
+            seen.location.as_deref(),
+            seen.type_name.as_deref(),
+            seen.number.as_deref()
+        ),
+        (
+            first.id,
+            Some(admin),
+            Some("checked"),
+            Some("Library, East stairwell"),
+            Some("Lift"),
+            Some("T1")
+        )
+    );
+    assert!(matches!(
+        store
+            .record_maintenance(
+                t1,
+                record(&lift_c, MaintenanceMethod::FixedScanner, at),
+                b"p:1".to_vec(),
+                event()
+            )
+            .await
+            .unwrap(),
+        OnceWrite::Used(_)
+    ));
+    let second = record(&lift_c, MaintenanceMethod::DeviceCode, at + MINUTE);
+    store
+        .record_maintenance(t1, second.clone(), b"d:2".to_vec(), event())
+        .await
+        .unwrap();
+
+    // Listed by place (any part, any case), type, person and time; not by another tenant.
+    let page = |limit| PageReq { after: None, limit };
+    let ids = |p: Page<MaintenanceRecord, MaintenanceId>| {
+        p.items.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let east = RecordFilter {
+        location: Some("EAST".into()),
+        ..RecordFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_maintenance(t1, east, page(10)).await.unwrap()),
+        [first.id]
+    );
+    let later = RecordFilter {
+        user: Some(tech.id),
+        device_type: Some(lifts.id),
+        from: Some(at + MINUTE),
+        ..RecordFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_maintenance(t1, later, page(10)).await.unwrap()),
+        [second.id]
+    );
+    let all = store
+        .list_maintenance(t1, RecordFilter::default(), page(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(all.clone()), all.next),
+        (vec![first.id], Some(first.id))
+    );
+    assert!(store
+        .list_maintenance(t2, RecordFilter::default(), page(10))
         .await
         .unwrap()
         .items

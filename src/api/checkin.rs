@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::reports::csv_text;
+use super::sheet::SheetFormat;
 use super::{
     all_pages, attachment, checked, nullable, qr_svg, svg_response, with_fresh_code, ListParams,
     Paged,
@@ -798,14 +799,6 @@ async fn refuse(
         Refusal::NotOpen { .. } => ApiError::conflict(refusal.code(), detail),
         _ => ApiError::forbidden(refusal.code(), detail),
     }
-}
-
-/// A sheet of the event's attendance, for the office that wants it in a spreadsheet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SheetFormat {
-    Csv,
-    Xlsx,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -13,10 +13,13 @@ pub mod groups;
 pub mod health;
 pub mod import;
 pub mod ledger;
+pub mod maintenance;
 pub mod merchants;
 pub mod money;
 pub mod payments;
 pub mod reports;
+pub mod scan;
+pub mod sheet;
 pub mod shuttle;
 pub mod stats;
 pub mod subsidies;
@@ -180,7 +183,19 @@ pub fn attachment(body: Vec<u8>, mime: &str, filename: &str) -> actix_web::HttpR
 
 /// Every item of a paged store list, read `LIST_LIMIT_MAX` at a time (`list` reads the
 /// page asked for).
-pub async fn all_pages<T, Id, F, Fut>(mut list: F) -> Result<Vec<T>, ApiError>
+pub async fn all_pages<T, Id, F, Fut>(list: F) -> Result<Vec<T>, ApiError>
+where
+    F: FnMut(PageReq<Id>) -> Fut,
+    Fut: std::future::Future<
+        Output = onecard_schema::StoreResult<onecard_schema::model::Page<T, Id>>,
+    >,
+{
+    pages_up_to(usize::MAX, list).await
+}
+
+/// As `all_pages`, but 422 `too_many_rows` as soon as there are more than `max` items (an
+/// export that would not fit in memory, or in a spreadsheet anyone could open).
+pub async fn pages_up_to<T, Id, F, Fut>(max: usize, mut list: F) -> Result<Vec<T>, ApiError>
 where
     F: FnMut(PageReq<Id>) -> Fut,
     Fut: std::future::Future<
@@ -196,6 +211,13 @@ where
         })
         .await?;
         all.extend(page.items);
+        if all.len() > max {
+            return Err(ApiError::Invalid {
+                code: "too_many_rows",
+                detail: format!("more than {max} rows: narrow the window or filter"),
+                errors: Vec::new(),
+            });
+        }
         match page.next {
             Some(next) => after = Some(next),
             None => return Ok(all),

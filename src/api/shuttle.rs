@@ -10,37 +10,33 @@
 
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
-use onecard_actors::domain::code::{self, CodeError, VerifiedCode};
+use onecard_actors::domain::code;
 use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::validate::Checks;
-use onecard_schema::ids::{AuditId, BusId, EventId, RideId, ShuttleRouteId, UserId};
-use onecard_schema::model::{
-    Actor, Audit, Bus, NewToken, Ride, ShuttleRoute, TokenKind, UserStatus,
-};
+use onecard_schema::ids::{BusId, EventId, RideId, ShuttleRouteId, UserId};
+use onecard_schema::model::{Bus, Ride, ShuttleRoute, UserStatus};
 use onecard_schema::shuttle_store::{RideFilter, RideWrite};
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
 use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::checkin::SheetFormat;
 use super::payments::mask_name;
-use super::reports::csv_text;
-use super::{attachment, checked, qr_svg, ListParams, Paged};
-use crate::auth::{hash_token, new_token, request_id, Auth, Cardholder, ShuttleAdmin, Verifier};
+use super::scan::{admits, card_inactive, link_refused, person_of_code, Link, Opening};
+use super::sheet::{Sheet, SheetFormat};
+use super::{checked, pages_up_to, qr_svg, ListParams, Paged};
+use crate::auth::{Auth, Cardholder, ShuttleAdmin, Verifier};
 use crate::extract::{path_id, Json, Query};
-use crate::import::XLSX_MIME;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
 const NAME_CHARS_MAX: usize = 32;
 /// Identities one route may name.
 const ROUTE_IDENTITIES_MAX: usize = 32;
-/// How long a bus's binding link stays usable: long enough to hand a phone over.
-pub const BUS_BINDING_TTL: SignedDuration = SignedDuration::from_hours(24);
-/// The longest window one export covers, and the most rides it holds.
-const EXPORT_DAYS_MAX: i64 = 31;
-const EXPORT_ROWS_MAX: usize = 200_000;
+/// The longest window one export covers (rides, maintenance records), and the most rows
+/// it holds.
+pub const EXPORT_DAYS_MAX: i64 = 31;
+pub const EXPORT_ROWS_MAX: usize = 200_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,7 +148,7 @@ fn check_bus(b: &Bus) -> Result<(), ApiError> {
 }
 
 /// The identities, each once, in the order given.
-fn distinct(identities: Vec<String>) -> Vec<String> {
+pub(crate) fn distinct(identities: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     identities
         .into_iter()
@@ -367,32 +363,24 @@ pub async fn create_bus_binding(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let bus: BusId = path_id(&id)?;
-    let binding = new_token();
-    let expires_at = state.clock.now() + BUS_BINDING_TTL;
+    let link = Link::new(&state, "/verify")?;
     let audit = caller.audit(
         &state,
         "shuttle.bus.binding",
         "bus",
         bus,
-        serde_json::json!({ "expires_at": expires_at }),
+        serde_json::json!({ "expires_at": link.expires_at }),
     );
     state
         .store
-        .set_bus_binding(
-            caller.tenant()?,
-            bus,
-            hash_token(&binding),
-            expires_at,
-            audit,
-        )
+        .set_bus_binding(caller.tenant()?, bus, link.hash, link.expires_at, audit)
         .await?;
-    let binding_url = format!("{}/verify#{binding}", state.public_url);
     Ok(HttpResponse::Created().json(BusBinding {
         bus_id: bus,
-        svg: qr_svg(&binding_url, 320)?,
-        binding_url,
-        binding_token: binding,
-        expires_at,
+        binding_url: link.url,
+        binding_token: link.token,
+        expires_at: link.expires_at,
+        svg: link.svg,
     }))
 }
 
@@ -429,45 +417,23 @@ pub async fn bind_verifier(
     req: HttpRequest,
     Json(body): Json<BindVerifier>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.binding_token.is_empty() || body.binding_token.len() > 128 {
+    let Some(o) = Opening::of(&state, &req, &body.binding_token, "shuttle.bus.bind", "bus") else {
         return Err(ApiError::NotFound);
-    }
-    let now = state.clock.now();
-    let token = new_token();
-    let stored = NewToken {
-        hash: hash_token(&token),
-        kind: TokenKind::Verifier,
-        tenant_id: None,
-        subject_id: None,
-        created_at: now,
     };
-    let audit = Audit {
-        id: AuditId::new(),
-        tenant_id: None,
-        actor: Actor::Link,
-        action: "shuttle.bus.bind",
-        target_type: "bus",
-        target_id: String::new(),
-        request_id: request_id(&req),
-        at: now,
-        detail: serde_json::json!({}),
-    };
+    let now = o.stored.created_at;
     let (tenant, bus) = state
         .store
-        .bind_verifier(hash_token(&body.binding_token), stored, now, audit)
+        .bind_verifier(o.hash, o.stored, now, o.audit)
         .await
-        .map_err(|e| match e {
-            StoreError::Gone => ApiError::Gone {
-                code: "binding_used_or_expired",
-                detail: "this binding link was already used or has expired; ask for a new one"
-                    .into(),
-            },
-            other => other.into(),
-        })?;
+        .map_err(link_refused)?;
     // The phone this one replaces stops now on this node.
     state.tokens.clear();
     let route = state.store.get_route(tenant, bus.route_id).await?;
-    Ok(HttpResponse::Created().json(VerifierBound { token, bus, route }))
+    Ok(HttpResponse::Created().json(VerifierBound {
+        token: o.token,
+        bus,
+        route,
+    }))
 }
 
 /// The bus and route this phone verifies (a verifier token).
@@ -478,21 +444,29 @@ pub async fn get_verifier(
     state: web::Data<AppState>,
     caller: Auth<Verifier>,
 ) -> Result<web::Json<VerifierView>, ApiError> {
-    let tenant = caller.tenant()?;
-    let bus = state
-        .store
-        .get_bus(tenant, BusId(caller.subject()?))
-        .await?;
-    let route = state.store.get_route(tenant, bus.route_id).await?;
+    let (bus, route) = phone_bus(&state, &caller).await?;
     Ok(web::Json(VerifierView { bus, route }))
 }
 
-fn code_invalid() -> ApiError {
-    ApiError::Invalid {
-        code: "personal_code_invalid",
-        detail: "this is not a personal code of this organisation".into(),
-        errors: Vec::new(),
-    }
+/// The bus, and its route, that the calling verifier token belongs to; 403 for a
+/// verifier of something else (a device's scanner).
+async fn phone_bus(
+    state: &AppState,
+    caller: &Auth<Verifier>,
+) -> Result<(Bus, ShuttleRoute), ApiError> {
+    let tenant = caller.tenant()?;
+    let bus = match state.store.get_bus(tenant, BusId(caller.subject()?)).await {
+        Ok(bus) => bus,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::forbidden(
+                "forbidden",
+                "this token verifies something other than a shuttle bus",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let route = state.store.get_route(tenant, bus.route_id).await?;
+    Ok((bus, route))
 }
 
 /// Verify a rider's personal code on this phone's bus (a verifier token). 201 with the
@@ -511,39 +485,10 @@ pub async fn verify_ride(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
     let now = state.clock.now();
-    let VerifiedCode { user, nonce, .. } =
-        match code::verify_personal(&state.keys, body.code.trim(), now) {
-            Ok(v) => v,
-            Err(CodeError::Invalid) => return Err(code_invalid()),
-            Err(CodeError::Expired(_)) => {
-                return Err(ApiError::conflict(
-                    "personal_code_expired",
-                    "this code has expired: ask the rider to refresh it (a screenshot will not do)",
-                ))
-            }
-        };
-    let rider = match state.store.get_user(tenant, user).await {
-        Ok(u) => u,
-        Err(StoreError::NotFound) => return Err(code_invalid()),
-        Err(e) => return Err(e.into()),
-    };
-    if rider.status != UserStatus::Active {
-        return Err(ApiError::forbidden(
-            "card_inactive",
-            "this card is not active: ask the card office",
-        ));
-    }
-    let bus = state
-        .store
-        .get_bus(tenant, BusId(caller.subject()?))
-        .await?;
-    let route = state.store.get_route(tenant, bus.route_id).await?;
-    if !route.identities.is_empty()
-        && !rider
-            .identity
-            .as_ref()
-            .is_some_and(|i| route.identities.contains(i))
-    {
+    let (bus, route) = phone_bus(&state, &caller).await?;
+    let (rider, nonce) = person_of_code(&state, tenant, &body.code).await?;
+    let user = rider.id;
+    if !admits(&route.identities, &rider) {
         return Err(ApiError::forbidden(
             "not_on_route",
             format!("this route is for {} only", route.identities.join(", ")),
@@ -679,7 +624,7 @@ pub struct RideExportParams {
     pub format: Option<SheetFormat>,
 }
 
-const RIDE_COLUMNS: [&str; 6] = ["at", "number", "name", "route", "bus", "user_id"];
+const RIDE_COLUMNS: &[&str] = &["at", "number", "name", "route", "bus", "user_id"];
 
 /// The rides of a window of at most 31 days, as CSV or XLSX, times in the tenant's zone
 /// (the shuttle app's admins). 422 `too_many_rows` past 200,000 rides: narrow it.
@@ -692,16 +637,7 @@ pub async fn export_rides(
     Query(params): Query<RideExportParams>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
-    if params.to <= params.from {
-        return Err(ApiError::invalid_field("to", "after", "must be after from"));
-    }
-    if params.to.duration_since(params.from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
-        return Err(ApiError::invalid_field(
-            "to",
-            "range",
-            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
-        ));
-    }
+    check_export_window(params.from, params.to)?;
     let filter = RideFilter {
         route: params.route_id,
         bus: params.bus_id,
@@ -710,39 +646,20 @@ pub async fn export_rides(
         to: Some(params.to),
     };
     let store = &state.store;
-    let mut rides = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_rides(
-                tenant,
-                filter.clone(),
-                onecard_schema::model::PageReq {
-                    limit: crate::limits::LIST_LIMIT_MAX,
-                    after,
-                },
-            )
-            .await?;
-        rides.extend(page.items);
-        if rides.len() > EXPORT_ROWS_MAX {
-            return Err(ApiError::Invalid {
-                code: "too_many_rows",
-                detail: format!(
-                    "more than {EXPORT_ROWS_MAX} rides: narrow the window or filter by route"
-                ),
-                errors: Vec::new(),
-            });
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let rides = pages_up_to(EXPORT_ROWS_MAX, |page| {
+        store.list_rides(tenant, filter.clone(), page)
+    })
+    .await?;
     let tz = state.policy(tenant).await?.tz;
-    let rows: Vec<[String; 6]> = rides
+    let local = |t: Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let rows = rides
         .into_iter()
         .map(|r| {
-            [
+            vec![
                 r.at.to_zoned(tz.clone())
                     .strftime("%Y-%m-%d %H:%M:%S")
                     .to_string(),
@@ -754,58 +671,40 @@ pub async fn export_rides(
             ]
         })
         .collect();
-    let name = format!(
+    let sheet = Sheet {
+        title: format!(
+            "Rides {} to {} ({})",
+            local(params.from),
+            local(params.to),
+            tz.iana_name().unwrap_or("UTC")
+        ),
+        name: "rides",
+        columns: RIDE_COLUMNS,
+        rows,
+        noun: "rides",
+    };
+    let stem = format!(
         "onecard-rides-{}",
         params.from.to_zoned(tz.clone()).strftime("%Y%m%d")
     );
-    let (body, mime, ext) = match params.format.unwrap_or(SheetFormat::Csv) {
-        SheetFormat::Csv => (rides_csv(&rows), "text/csv; charset=utf-8", "csv"),
-        SheetFormat::Xlsx => {
-            let title = format!(
-                "Rides {} to {} ({})",
-                params.from.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M"),
-                params.to.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M"),
-                tz.iana_name().unwrap_or("UTC")
-            );
-            let bytes = web::block(move || rides_xlsx(&title, &rows))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
-            (bytes, XLSX_MIME, "xlsx")
-        }
-    };
-    Ok(attachment(body, mime, &format!("{name}.{ext}")))
+    sheet
+        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .await
 }
 
-fn rides_csv(rows: &[[String; 6]]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    // Writing to a Vec cannot fail.
-    let _ = w.write_record(RIDE_COLUMNS);
-    for r in rows {
-        let _ = w.write_record(r.iter().map(|cell| csv_text(cell)));
+/// An export's window: `to` after `from`, at most `EXPORT_DAYS_MAX` days later.
+pub fn check_export_window(from: Timestamp, to: Timestamp) -> Result<(), ApiError> {
+    if to <= from {
+        return Err(ApiError::invalid_field("to", "after", "must be after from"));
     }
-    w.into_inner().unwrap_or_default()
-}
-
-fn rides_xlsx(title: &str, rows: &[[String; 6]]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
-    use rust_xlsxwriter::{Format, Workbook};
-    let mut wb = Workbook::new();
-    let bold = Format::new().set_bold();
-    let sheet = wb.add_worksheet();
-    sheet.set_name("rides")?;
-    sheet.write_string_with_format(0, 0, title, &bold)?;
-    for (i, c) in RIDE_COLUMNS.iter().enumerate() {
-        sheet.write_string_with_format(2, i as u16, *c, &bold)?;
-        sheet.set_column_width(i as u16, 20)?;
+    if to.duration_since(from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
+        return Err(ApiError::invalid_field(
+            "to",
+            "range",
+            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
+        ));
     }
-    for (r, row) in rows.iter().enumerate() {
-        for (c, cell) in row.iter().enumerate() {
-            sheet.write_string(3 + r as u32, c as u16, cell)?;
-        }
-    }
-    let r = 3 + rows.len() as u32;
-    sheet.write_string_with_format(r, 0, format!("{} rides", rows.len()), &bold)?;
-    wb.save_to_buffer()
+    Ok(())
 }
 
 /// A fresh personal code (accepted for 2 minutes, once) to show a shuttle's phone. It
@@ -821,10 +720,7 @@ pub async fn create_personal_code(
     let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
     let person = state.store.get_user(tenant, user).await?;
     if person.status != UserStatus::Active {
-        return Err(ApiError::forbidden(
-            "card_inactive",
-            "this card is not active: ask the card office",
-        ));
+        return Err(card_inactive());
     }
     let (code, expires_at) = code::issue_personal(&state.keys, user, state.clock.now());
     let svg = qr_svg(&code, 240)?;
@@ -858,20 +754,5 @@ mod tests {
         assert!(check_route(&route).is_err());
         route.identities = (0..33).map(|i| format!("id{i}")).collect();
         assert!(check_route(&route).is_err());
-    }
-
-    #[test]
-    fn the_ride_sheet_keeps_a_formula_as_text() {
-        let rows = [[
-            "2026-12-07 08:00:00".to_string(),
-            "S1".into(),
-            "=cmd()".into(),
-            "East".into(),
-            "Bus 3".into(),
-            "u".into(),
-        ]];
-        let text = String::from_utf8(rides_csv(&rows)).unwrap();
-        assert!(text.starts_with("at,number,name,route,bus,user_id\n"));
-        assert!(!text.contains(",=cmd()"), "{text}");
     }
 }

@@ -1,19 +1,30 @@
-// The shuttle phone (see verify.html): a bus's binding link opens /verify#<binding>; the
-// page binds this phone to the bus and keeps its verifier token. Then each rider's
-// personal code, read by the camera (where the browser can decode QR codes) or typed by a
-// scanner that acts as a keyboard, is verified: a big green "Boarded" with who, or red
-// with why, for the driver to read at a glance.
+// The verifying phone (see verify.html): a shuttle bus's binding link opens
+// /verify#<binding>, a device's fixed scanner's /verify?app=maintenance#<binding>; the
+// page binds this phone or scanner and keeps its verifier token. Then each personal code,
+// read by the camera (where the browser can decode QR codes) or typed by a scanner that
+// acts as a keyboard, is verified: a big green "Boarded" (or "Recorded") with who, or red
+// with why, to read at a glance.
 "use strict";
 (async () => {
   const $ = (id) => document.getElementById(id);
-  const PAGE = "verify";
+  const MAINTENANCE = new URLSearchParams(location.search).get("app") === "maintenance";
+  const APP = MAINTENANCE
+    ? { page: "verify-maintenance", bind: "/maintenance/bind", self: "/maintenance/scanner",
+      scan: "/maintenance/records", title: "OneCard maintenance", done: "Recorded",
+      again: "Already recorded", label: "Scanner token" }
+    : { page: "verify", bind: "/shuttle/bind", self: "/shuttle/verifier",
+      scan: "/shuttle/rides", title: "OneCard shuttle", done: "Boarded",
+      again: "Already boarded", label: "Shuttle phone token" };
+  const PAGE = APP.page;
+  document.title = APP.title;
+  document.querySelector("header h1").textContent = APP.title;
 
   // A binding link's fragment is the bare binding token (not `token=`).
   const fragment = location.hash.slice(1);
   if (fragment && !fragment.includes("=")) {
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
     try {
-      const res = await fetch("/api/v1/shuttle/bind", {
+      const res = await fetch(`/api/v1${APP.bind}`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ binding_token: fragment }),
@@ -22,26 +33,31 @@
       if (!res.ok) throw new Error(body.detail || res.statusText);
       localStorage.setItem(`onecard.${PAGE}.token`, body.token);
     } catch (e) {
-      OneCard.signIn(PAGE, `Shuttle phone token (binding failed: ${e.message})`);
+      OneCard.signIn(PAGE, `${APP.label} (binding failed: ${e.message})`);
       return;
     }
   }
 
-  const session = await OneCard.signedIn(PAGE, "Shuttle phone token", "/shuttle/verifier");
+  const session = await OneCard.signedIn(PAGE, APP.label, APP.self);
   if (!session) return;
   const { tok, data: here } = session;
-  $("who").textContent = here.bus.name;
-  $("route").textContent = here.route.identities.length
-    ? `${here.route.name} · for ${here.route.identities.join(", ")}`
-    : here.route.name;
+  // What this phone verifies: a bus on its route, or a device of its type at its place.
+  const [what, group, place] = MAINTENANCE
+    ? [here.device, here.device_type, here.device.location]
+    : [here.bus, here.route, ""];
+  $("who").textContent = what.name;
+  $("route").textContent = [place, group.name].filter(Boolean).join(" · ")
+    + (group.identities.length ? ` · for ${group.identities.join(", ")}` : "");
   $("main").classList.remove("hidden");
 
   const REFUSED = {
-    personal_code_invalid: "Not a rider's code",
+    personal_code_invalid: "Not a personal code",
     personal_code_expired: "Code expired: refresh it",
     personal_code_used: "Code already used",
     card_inactive: "Card not active",
     not_on_route: "Not for this route",
+    not_a_technician: "Not a technician for this",
+    outside_window: "Outside the allowed hours",
   };
   const day = new Date().toDateString();
   const countKey = `onecard.${PAGE}.boarded.${day}`;
@@ -63,7 +79,7 @@
     if (busy || !code) return;
     busy = true;
     try {
-      const res = await fetch("/api/v1/shuttle/rides", {
+      const res = await fetch(`/api/v1${APP.scan}`, {
         method: "POST",
         headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" },
         body: JSON.stringify({ code }),
@@ -79,9 +95,9 @@
           boarded += 1;
           localStorage.setItem(countKey, String(boarded));
           $("boarded").textContent = boarded;
-          show(true, "boarded", "Boarded", who);
+          show(true, "boarded", APP.done, who);
         } else {
-          show(true, "repeat", "Already boarded", who);
+          show(true, "repeat", APP.again, who);
         }
       } else {
         show(false, body.code || "error", REFUSED[body.code] || "Refused", "", body.detail);

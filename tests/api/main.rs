@@ -14,6 +14,7 @@ mod edge;
 mod faults;
 mod groups;
 mod import;
+mod maintenance;
 mod money;
 mod nodes;
 mod process;

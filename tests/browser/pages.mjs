@@ -246,7 +246,7 @@ try {
     const phones = await browser.newContext({ viewport: { width: 412, height: 860 } });
     const phone = await phones.newPage();
     await phone.goto(binding.binding_url);
-    await phone.waitForFunction(() => document.querySelector("[data-testid=bus]").textContent === "Bus 3",
+    await phone.waitForFunction(() => document.querySelector("[data-testid=subject]").textContent === "Bus 3",
       null, { timeout: 10_000 });
     assert.equal(await phone.locator("[data-testid=route]").innerText(), "East gate");
     assert.ok(!phone.url().includes("#"), "the binding token leaves the address bar");
@@ -272,11 +272,31 @@ try {
     await phone.screenshot({ path: `${shots}/verify.png` });
     await scan(code, "repeat");
     await scan(await freshCode(), "personal_code_invalid");
-    assert.equal(await phone.locator("#state").innerText(), "Not a rider's code");
+    assert.equal(await phone.locator("#state").innerText(), "Not a personal code");
     assert.equal(await phone.locator("[data-testid=boarded]").innerText(), "1");
     const rides = await api(admin, "GET", `/shuttle/rides?bus_id=${bus.id}`);
     assert.equal(rides.items.length, 1, JSON.stringify(rides));
     results.push("verify: a phone bound by its link boarded a rider once, refused a payment code; /me heard it");
+
+    // The same page as a device's fixed scanner: it records a maintenance visit.
+    const lifts = await api(admin, "POST", "/maintenance/device-types", { name: "Lift" });
+    const liftB = await api(admin, "POST", "/maintenance/devices",
+      { type_id: lifts.id, name: "Lift B", location: "Library" });
+    const link = await api(admin, "POST", `/maintenance/devices/${liftB.id}/binding`, {});
+    const kiosk = await phones.newPage();
+    await kiosk.goto(link.binding_url);
+    await kiosk.waitForFunction(() => document.querySelector("[data-testid=subject]").textContent === "Lift B",
+      null, { timeout: 10_000 });
+    assert.equal(await kiosk.locator("[data-testid=route]").innerText(), "Library · Lift");
+    const personal = (await api(card, "POST", "/me/personal-codes", {})).code;
+    await kiosk.fill("#code", personal);
+    await kiosk.press("#code", "Enter");
+    await kiosk.waitForSelector("[data-testid=result][data-state=boarded]", { timeout: 3_000 });
+    assert.equal(await kiosk.locator("#state").innerText(), "Recorded");
+    const visits = await api(admin, "GET", `/maintenance/records?device_id=${liftB.id}`);
+    assert.equal(visits.items.length, 1, JSON.stringify(visits));
+    assert.equal(visits.items[0].method, "fixed_scanner");
+    results.push("verify: the same page as a device's fixed scanner recorded a maintenance visit");
     await card_page.close();
     await phones.close();
   }

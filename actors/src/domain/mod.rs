@@ -7,5 +7,6 @@ pub mod collection;
 pub mod directory;
 pub mod edition;
 pub mod funding;
+pub mod maintenance;
 pub mod risk;
 pub mod validate;

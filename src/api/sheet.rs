@@ -1,0 +1,108 @@
+//! Records as a file to download (the ride and maintenance exports): CSV, or an XLSX
+//! workbook with a title line, the column names and a count beneath.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::attachment;
+use super::reports::csv_text;
+use crate::import::XLSX_MIME;
+use crate::problem::ApiError;
+
+/// How a sheet is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SheetFormat {
+    Csv,
+    Xlsx,
+}
+
+/// A table of text to download.
+pub struct Sheet {
+    /// The XLSX's first line (what, when, in which time zone).
+    pub title: String,
+    /// The XLSX worksheet's name.
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+    pub rows: Vec<Vec<String>>,
+    /// What one row is, for the XLSX's count line ("rides").
+    pub noun: &'static str,
+}
+
+impl Sheet {
+    /// The sheet as `format`, saved as `<stem>.csv` or `<stem>.xlsx`.
+    pub async fn download(self, format: SheetFormat, stem: &str) -> Result<HttpResponse, ApiError> {
+        let (body, mime, ext) = match format {
+            SheetFormat::Csv => (self.csv(), "text/csv; charset=utf-8", "csv"),
+            SheetFormat::Xlsx => {
+                let bytes = web::block(move || self.xlsx())
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)?;
+                (bytes, XLSX_MIME, "xlsx")
+            }
+        };
+        Ok(attachment(body, mime, &format!("{stem}.{ext}")))
+    }
+
+    /// Text a spreadsheet would run as a formula is quoted as text.
+    fn csv(&self) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        // Writing to a Vec cannot fail.
+        let _ = w.write_record(self.columns);
+        for r in &self.rows {
+            let _ = w.write_record(r.iter().map(|cell| csv_text(cell)));
+        }
+        w.into_inner().unwrap_or_default()
+    }
+
+    fn xlsx(&self) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+        use rust_xlsxwriter::{Format, Workbook};
+        let mut wb = Workbook::new();
+        let bold = Format::new().set_bold();
+        let sheet = wb.add_worksheet();
+        sheet.set_name(self.name)?;
+        sheet.write_string_with_format(0, 0, &self.title, &bold)?;
+        for (i, c) in self.columns.iter().enumerate() {
+            sheet.write_string_with_format(2, i as u16, *c, &bold)?;
+            sheet.set_column_width(i as u16, 20)?;
+        }
+        // Strings, never formulas: a cell that starts with "=" stays text.
+        for (r, row) in self.rows.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                sheet.write_string(3 + r as u32, c as u16, cell)?;
+            }
+        }
+        let r = 3 + self.rows.len() as u32;
+        let count = format!("{} {}", self.rows.len(), self.noun);
+        sheet.write_string_with_format(r, 0, count, &bold)?;
+        wb.save_to_buffer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sheet() -> Sheet {
+        Sheet {
+            title: "Rides".into(),
+            name: "rides",
+            columns: &["at", "name"],
+            rows: vec![vec!["2026-12-07 08:00:00".into(), "=cmd()".into()]],
+            noun: "rides",
+        }
+    }
+
+    #[test]
+    fn a_csv_keeps_a_formula_as_text() {
+        let text = String::from_utf8(sheet().csv()).unwrap();
+        assert_eq!(text, "at,name\n2026-12-07 08:00:00,'=cmd()\n");
+    }
+
+    #[test]
+    fn an_xlsx_is_a_workbook() {
+        assert!(sheet().xlsx().unwrap().starts_with(b"PK"));
+    }
+}
