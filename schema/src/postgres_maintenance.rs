@@ -14,12 +14,10 @@ use crate::ids::*;
 use crate::maintenance_store::{MaintenanceStore, RecordFilter, RecordWrite};
 use crate::model::*;
 use crate::postgres::{check_refs, enum_col, insert_audit, pg, PgStore};
-use crate::postgres_money::insert_outbox;
-use crate::postgres_shuttle::{bind, set_binding_sql, unbind};
-use crate::shuttle_store::OnceWrite;
+use crate::postgres_shuttle::{bind, record_once, set_binding_sql, unbind};
 use crate::sqlite::paginate;
 use crate::store::{from_json_text, to_json_text};
-use crate::wallet::{OutboxEvent, OutboxPage};
+use crate::wallet::OutboxEvent;
 
 const TYPE_COLS: &str = "id, name, windows, identities, created_at, updated_at";
 
@@ -292,49 +290,30 @@ impl MaintenanceStore for PgStore {
         dedupe: Vec<u8>,
         event: OutboxEvent,
     ) -> StoreResult<RecordWrite> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Of two scans with one dedupe key at once, the second waits here on the first's
-        // key and, once it commits, inserts nothing.
-        let inserted = tx
-            .execute(
-                "INSERT INTO maintenance_records (id, tenant_id, device_id, type_id, user_id, \
-                 method, verified_by, note, dedupe, at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
-                 ON CONFLICT (dedupe) DO NOTHING",
-                &[
-                    &record.id.0,
-                    &tenant.0,
-                    &record.device_id.0,
-                    &record.type_id.0,
-                    &record.user_id.0,
-                    &record.method.as_str(),
-                    &record.verified_by.map(|a| a.0),
-                    &record.note,
-                    &dedupe,
-                    &record.at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if inserted == 0 {
-            let first = tx
-                .query_one(
-                    &format!("SELECT {RECORD_COLS} FROM {RECORD_FROM} WHERE m.dedupe = $1"),
-                    &[&dedupe],
-                )
-                .await
-                .map_err(pg)?;
-            let first = record_from_row(&first)?;
-            return Ok(if first.device_id == record.device_id {
-                OnceWrite::Repeat(first)
-            } else {
-                OnceWrite::Used(first)
-            });
-        }
-        let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), record.at);
-        insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(OnceWrite::Created)
+        record_once(
+            self,
+            "INSERT INTO maintenance_records (id, tenant_id, device_id, type_id, user_id, \
+             method, verified_by, note, dedupe, at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+             ON CONFLICT (dedupe) DO NOTHING",
+            &[
+                &record.id.0,
+                &tenant.0,
+                &record.device_id.0,
+                &record.type_id.0,
+                &record.user_id.0,
+                &record.method.as_str(),
+                &record.verified_by.map(|a| a.0),
+                &record.note,
+                &dedupe,
+                &record.at,
+            ],
+            &format!("SELECT {RECORD_COLS} FROM {RECORD_FROM} WHERE m.dedupe = $1"),
+            &dedupe,
+            record_from_row,
+            |first| first.device_id == record.device_id,
+            (tenant, &event, record.at),
+        )
+        .await
     }
 
     async fn list_maintenance(

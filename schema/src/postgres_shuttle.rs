@@ -13,7 +13,7 @@ use crate::ids::*;
 use crate::model::*;
 use crate::postgres::{check_refs, insert_audit, insert_token, pg, PgStore};
 use crate::postgres_money::insert_outbox;
-use crate::shuttle_store::{RideFilter, RideWrite, ShuttleStore};
+use crate::shuttle_store::{OnceWrite, RideFilter, RideWrite, ShuttleStore};
 use crate::sqlite::paginate;
 use crate::store::{from_json_text, to_json_text};
 use crate::wallet::{OutboxEvent, OutboxPage};
@@ -143,6 +143,40 @@ pub(crate) fn set_binding_sql(table: &str) -> String {
         "UPDATE {table} SET binding_hash = $3, binding_expires_at = $4 \
          WHERE tenant_id = $1 AND id = $2"
     )
+}
+
+/// Records something that counts once by `key` (a ride, a maintenance visit): `insert`
+/// (an `INSERT … ON CONFLICT DO NOTHING` on the key, with `params`) writes it with its
+/// outbox event; when it inserts nothing, the record `earlier` (a query by the key) finds,
+/// as `Repeat` when `same` says it was at the same place and `Used` otherwise. Of two at
+/// once with one key, the second waits on the first's key and, once it commits, inserts
+/// nothing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_once<T>(
+    store: &PgStore,
+    insert: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    earlier: &str,
+    key: &[u8],
+    read: fn(&Row) -> StoreResult<T>,
+    same: impl FnOnce(&T) -> bool,
+    event: (TenantId, &OutboxEvent, Timestamp),
+) -> StoreResult<OnceWrite<T>> {
+    let mut c = store.client().await?;
+    let tx = c.transaction().await.map_err(pg)?;
+    if tx.execute(insert, params).await.map_err(pg)? == 0 {
+        let first = read(&tx.query_one(earlier, &[&key]).await.map_err(pg)?)?;
+        return Ok(if same(&first) {
+            OnceWrite::Repeat(first)
+        } else {
+            OnceWrite::Used(first)
+        });
+    }
+    let (tenant, event, at) = event;
+    let page = OutboxPage::of_one(tenant, std::slice::from_ref(event), at);
+    insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    Ok(OnceWrite::Created)
 }
 
 const RIDE_COLS: &str = "d.id, d.route_id, d.bus_id, d.user_id, r.name, b.name, u.name, \
@@ -344,46 +378,26 @@ impl ShuttleStore for PgStore {
         nonce: Vec<u8>,
         event: OutboxEvent,
     ) -> StoreResult<RideWrite> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Of two scans of one code at once, the second waits here on the first's nonce
-        // and, once it commits, inserts nothing.
-        let inserted = tx
-            .execute(
-                "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, \
-                 code_nonce, at) VALUES ($1,$2,$3,$4,$5,$6,$7) \
-                 ON CONFLICT (code_nonce) DO NOTHING",
-                &[
-                    &ride.id.0,
-                    &tenant.0,
-                    &ride.route_id.0,
-                    &ride.bus_id.0,
-                    &ride.user_id.0,
-                    &nonce,
-                    &ride.at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if inserted == 0 {
-            let first = tx
-                .query_one(
-                    &format!("SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = $1"),
-                    &[&nonce],
-                )
-                .await
-                .map_err(pg)?;
-            let first = ride_from_row(&first);
-            return Ok(if first.bus_id == ride.bus_id {
-                RideWrite::Repeat(first)
-            } else {
-                RideWrite::Used(first)
-            });
-        }
-        let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), ride.at);
-        insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(RideWrite::Created)
+        record_once(
+            self,
+            "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, code_nonce, \
+             at) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (code_nonce) DO NOTHING",
+            &[
+                &ride.id.0,
+                &tenant.0,
+                &ride.route_id.0,
+                &ride.bus_id.0,
+                &ride.user_id.0,
+                &nonce,
+                &ride.at,
+            ],
+            &format!("SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = $1"),
+            &nonce,
+            |r| Ok(ride_from_row(r)),
+            |first| first.bus_id == ride.bus_id,
+            (tenant, &event, ride.at),
+        )
+        .await
     }
 
     async fn list_rides(

@@ -10,15 +10,13 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::maintenance_store::{MaintenanceStore, RecordFilter, RecordWrite};
 use crate::model::*;
-use crate::shuttle_store::OnceWrite;
 use crate::sqlite::{
     change_one, check_name_free, check_refs, db, ms, opt_uuid_col, paginate, parse_enum, ts,
     uuid_col, SqliteStore,
 };
-use crate::sqlite_money::insert_outbox;
-use crate::sqlite_shuttle::{bind, set_binding, unbind};
+use crate::sqlite_shuttle::{bind, record_once, set_binding, unbind};
 use crate::store::{device_code_taken, device_type_name_taken, from_json_text, to_json_text};
-use crate::wallet::{OutboxEvent, OutboxPage};
+use crate::wallet::OutboxEvent;
 
 const TYPE_COLS: &str = "id, name, windows, identities, created_at, updated_at";
 
@@ -323,41 +321,33 @@ impl MaintenanceStore for SqliteStore {
         event: OutboxEvent,
     ) -> StoreResult<RecordWrite> {
         self.write(move |c| {
-            let earlier = c
-                .prepare_cached(&format!(
-                    "SELECT {RECORD_COLS} FROM {RECORD_FROM} WHERE m.dedupe = ?"
-                ))
-                .and_then(|mut st| st.query_row([&dedupe[..]], record_row).optional())
-                .map_err(db)?;
-            if let Some(first) = earlier {
-                return Ok(if first.device_id == record.device_id {
-                    OnceWrite::Repeat(first)
-                } else {
-                    OnceWrite::Used(first)
-                });
-            }
-            c.prepare_cached(
-                "INSERT INTO maintenance_records (id, tenant_id, device_id, type_id, user_id, \
-                 method, verified_by, note, dedupe, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            record_once(
+                c,
+                &format!("SELECT {RECORD_COLS} FROM {RECORD_FROM} WHERE m.dedupe = ?"),
+                &dedupe,
+                record_row,
+                |first| first.device_id == record.device_id,
+                |c| {
+                    c.prepare_cached(
+                        "INSERT INTO maintenance_records (id, tenant_id, device_id, type_id, \
+                         user_id, method, verified_by, note, dedupe, at) \
+                         VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    )?
+                    .execute(params![
+                        record.id.to_string(),
+                        tenant.to_string(),
+                        record.device_id.to_string(),
+                        record.type_id.to_string(),
+                        record.user_id.to_string(),
+                        record.method.as_str(),
+                        record.verified_by.map(|a| a.to_string()),
+                        record.note,
+                        &dedupe[..],
+                        ms(record.at),
+                    ])
+                },
+                (tenant, &event, record.at),
             )
-            .and_then(|mut st| {
-                st.execute(params![
-                    record.id.to_string(),
-                    tenant.to_string(),
-                    record.device_id.to_string(),
-                    record.type_id.to_string(),
-                    record.user_id.to_string(),
-                    record.method.as_str(),
-                    record.verified_by.map(|a| a.to_string()),
-                    record.note,
-                    &dedupe[..],
-                    ms(record.at),
-                ])
-            })
-            .map_err(db)?;
-            let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), record.at);
-            insert_outbox(c, page.as_ref()).map_err(db)?;
-            Ok(OnceWrite::Created)
         })
         .await
     }

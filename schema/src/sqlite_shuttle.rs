@@ -8,7 +8,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
-use crate::shuttle_store::{RideFilter, RideWrite, ShuttleStore};
+use crate::shuttle_store::{OnceWrite, RideFilter, RideWrite, ShuttleStore};
 use crate::sqlite::{
     change_one, check_name_free, check_refs, db, insert_audit, insert_token, ms, paginate, ts,
     uuid_col, SqliteStore,
@@ -175,6 +175,37 @@ pub(crate) fn unbind(
         audit,
     )?;
     revoke_verifiers(c, id)
+}
+
+/// Records something that counts once by `key` (a ride, a maintenance visit): when
+/// `earlier` (a query by the key) finds a record, that record, as `Repeat` when `same`
+/// says it was at the same place and `Used` otherwise; else `insert` writes it, with its
+/// outbox event, in the caller's write.
+pub(crate) fn record_once<T>(
+    c: &Connection,
+    earlier: &str,
+    key: &[u8],
+    read: fn(&Row) -> rusqlite::Result<T>,
+    same: impl FnOnce(&T) -> bool,
+    insert: impl FnOnce(&Connection) -> rusqlite::Result<usize>,
+    event: (TenantId, &OutboxEvent, jiff::Timestamp),
+) -> StoreResult<OnceWrite<T>> {
+    let first = c
+        .prepare_cached(earlier)
+        .and_then(|mut st| st.query_row([key], read).optional())
+        .map_err(db)?;
+    if let Some(first) = first {
+        return Ok(if same(&first) {
+            OnceWrite::Repeat(first)
+        } else {
+            OnceWrite::Used(first)
+        });
+    }
+    insert(c).map_err(db)?;
+    let (tenant, event, at) = event;
+    let page = OutboxPage::of_one(tenant, std::slice::from_ref(event), at);
+    insert_outbox(c, page.as_ref()).map_err(db)?;
+    Ok(OnceWrite::Created)
 }
 
 const RIDE_COLS: &str = "d.id, d.route_id, d.bus_id, d.user_id, r.name, b.name, u.name, \
@@ -406,38 +437,29 @@ impl ShuttleStore for SqliteStore {
         event: OutboxEvent,
     ) -> StoreResult<RideWrite> {
         self.write(move |c| {
-            let earlier = c
-                .prepare_cached(&format!(
-                    "SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = ?"
-                ))
-                .and_then(|mut st| st.query_row([&nonce[..]], ride_row).optional())
-                .map_err(db)?;
-            if let Some(first) = earlier {
-                return Ok(if first.bus_id == ride.bus_id {
-                    RideWrite::Repeat(first)
-                } else {
-                    RideWrite::Used(first)
-                });
-            }
-            c.prepare_cached(
-                "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, \
-                 code_nonce, at) VALUES (?,?,?,?,?,?,?)",
+            record_once(
+                c,
+                &format!("SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = ?"),
+                &nonce,
+                ride_row,
+                |first| first.bus_id == ride.bus_id,
+                |c| {
+                    c.prepare_cached(
+                        "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, \
+                         code_nonce, at) VALUES (?,?,?,?,?,?,?)",
+                    )?
+                    .execute(params![
+                        ride.id.to_string(),
+                        tenant.to_string(),
+                        ride.route_id.to_string(),
+                        ride.bus_id.to_string(),
+                        ride.user_id.to_string(),
+                        &nonce[..],
+                        ms(ride.at),
+                    ])
+                },
+                (tenant, &event, ride.at),
             )
-            .and_then(|mut st| {
-                st.execute(params![
-                    ride.id.to_string(),
-                    tenant.to_string(),
-                    ride.route_id.to_string(),
-                    ride.bus_id.to_string(),
-                    ride.user_id.to_string(),
-                    &nonce[..],
-                    ms(ride.at),
-                ])
-            })
-            .map_err(db)?;
-            let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), ride.at);
-            insert_outbox(c, page.as_ref()).map_err(db)?;
-            Ok(RideWrite::Created)
         })
         .await
     }

@@ -9,7 +9,6 @@
 
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
-use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::maintenance::{
     check_windows, describe, normalise_code, open_at, qr_text,
 };
@@ -27,9 +26,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::payments::mask_name;
-use super::scan::{admits, card_inactive, link_refused, person_of_code, Link, Opening};
-use super::sheet::{Sheet, SheetFormat};
-use super::shuttle::{check_export_window, BindVerifier, EXPORT_ROWS_MAX};
+use super::scan::{
+    admits, card_inactive, check_identities, distinct, link_refused, person_of_code, BindVerifier,
+    Link, Opening,
+};
+use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, MaintenanceAdmin, Verifier};
 use crate::extract::{path_id, Json, Query};
@@ -39,7 +40,6 @@ use crate::state::AppState;
 const NAME_CHARS_MAX: usize = 32;
 const LOCATION_CHARS_MAX: usize = 64;
 const NOTE_CHARS_MAX: usize = 200;
-const TYPE_IDENTITIES_MAX: usize = 32;
 /// A technician's taps on one device's code within one clock minute record one visit.
 const TAP_BUCKET_S: i64 = 60;
 
@@ -141,16 +141,7 @@ fn check_type(t: &DeviceType) -> Result<(), ApiError> {
     for (field, rule, message) in check_windows(&t.windows) {
         c.fail(&field, rule, message);
     }
-    if t.identities.len() > TYPE_IDENTITIES_MAX {
-        c.fail(
-            "identities",
-            "max_items",
-            format!("at most {TYPE_IDENTITIES_MAX}"),
-        );
-    }
-    for (i, identity) in t.identities.iter().enumerate() {
-        rules::check_identity(&mut c, &format!("identities[{i}]"), identity);
-    }
+    check_identities(&mut c, &t.identities);
     checked(c)
 }
 
@@ -194,7 +185,7 @@ pub async fn create_device_type(
         id: DeviceTypeId::new(),
         name: body.name,
         windows: body.windows,
-        identities: super::shuttle::distinct(body.identities),
+        identities: distinct(body.identities),
         created_at: now,
         updated_at: now,
     };
@@ -260,7 +251,7 @@ pub async fn patch_device_type(
         t.windows = windows;
     }
     if let Some(identities) = body.identities {
-        t.identities = super::shuttle::distinct(identities);
+        t.identities = distinct(identities);
     }
     t.updated_at = state.clock.now();
     check_type(&t)?;

@@ -1,18 +1,26 @@
 //! What the shuttle's phones and the maintenance app's scanners share: the one-time link
 //! that binds a phone or scanner to what it verifies (a bus, a device) and gives it a
-//! `verifier` token, and reading a person from their personal code.
+//! `verifier` token, reading a person from their personal code, and the identities a
+//! route or device type is for.
 
 use actix_web::HttpRequest;
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::domain::code::{self, CodeError, VerifiedCode};
+use onecard_actors::domain::directory as rules;
+use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{AuditId, TenantId};
 use onecard_schema::model::{Actor, Audit, NewToken, TokenKind, User, UserStatus};
 use onecard_schema::StoreError;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::qr_svg;
 use crate::auth::{hash_token, new_token, request_id};
 use crate::problem::ApiError;
 use crate::state::AppState;
+
+/// Identities one route or device type may name.
+pub const IDENTITIES_MAX: usize = 32;
 
 /// How long a binding link stays usable: long enough to hand a phone over.
 pub const BINDING_TTL: SignedDuration = SignedDuration::from_hours(24);
@@ -155,4 +163,34 @@ pub fn admits(identities: &[String], person: &User) -> bool {
             .identity
             .as_ref()
             .is_some_and(|i| identities.contains(i))
+}
+
+/// The identities, each once, in the order given.
+pub fn distinct(identities: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    identities
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// Checks the identities a route or device type is for.
+pub fn check_identities(c: &mut Checks, identities: &[String]) {
+    if identities.len() > IDENTITIES_MAX {
+        c.fail(
+            "identities",
+            "max_items",
+            format!("at most {IDENTITIES_MAX}"),
+        );
+    }
+    for (i, identity) in identities.iter().enumerate() {
+        rules::check_identity(c, &format!("identities[{i}]"), identity);
+    }
+}
+
+/// The secret of a binding link, as the phone or scanner opening it sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindVerifier {
+    pub binding_token: String,
 }

@@ -2,6 +2,7 @@
 //! workbook with a title line, the column names and a count beneath.
 
 use actix_web::{web, HttpResponse};
+use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -9,6 +10,26 @@ use super::attachment;
 use super::reports::csv_text;
 use crate::import::XLSX_MIME;
 use crate::problem::ApiError;
+
+/// The longest window one export covers (rides, maintenance records), and the most rows
+/// it holds.
+pub const EXPORT_DAYS_MAX: i64 = 31;
+pub const EXPORT_ROWS_MAX: usize = 200_000;
+
+/// An export's window: `to` after `from`, at most `EXPORT_DAYS_MAX` days later.
+pub fn check_export_window(from: Timestamp, to: Timestamp) -> Result<(), ApiError> {
+    if to <= from {
+        return Err(ApiError::invalid_field("to", "after", "must be after from"));
+    }
+    if to.duration_since(from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
+        return Err(ApiError::invalid_field(
+            "to",
+            "range",
+            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
+        ));
+    }
+    Ok(())
+}
 
 /// How a sheet is downloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]

@@ -9,9 +9,8 @@
 //! are records, searchable by route, bus, person and time, and exportable.
 
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use onecard_actors::domain::code;
-use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{BusId, EventId, RideId, ShuttleRouteId, UserId};
 use onecard_schema::model::{Bus, Ride, ShuttleRoute, UserStatus};
@@ -22,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::payments::mask_name;
-use super::scan::{admits, card_inactive, link_refused, person_of_code, Link, Opening};
-use super::sheet::{Sheet, SheetFormat};
+use super::scan::{
+    admits, card_inactive, check_identities, distinct, link_refused, person_of_code, BindVerifier,
+    Link, Opening,
+};
+use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, ShuttleAdmin, Verifier};
 use crate::extract::{path_id, Json, Query};
@@ -31,12 +33,6 @@ use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
 const NAME_CHARS_MAX: usize = 32;
-/// Identities one route may name.
-const ROUTE_IDENTITIES_MAX: usize = 32;
-/// The longest window one export covers (rides, maintenance records), and the most rows
-/// it holds.
-pub const EXPORT_DAYS_MAX: i64 = 31;
-pub const EXPORT_ROWS_MAX: usize = 200_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,12 +84,6 @@ pub struct BusBinding {
     pub svg: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BindVerifier {
-    pub binding_token: String,
-}
-
 /// What a bus's verifying phone is bound to.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifierView {
@@ -128,16 +118,7 @@ pub struct PersonalCode {
 fn check_route(r: &ShuttleRoute) -> Result<(), ApiError> {
     let mut c = Checks::new();
     c.text("name", &r.name, 1, NAME_CHARS_MAX);
-    if r.identities.len() > ROUTE_IDENTITIES_MAX {
-        c.fail(
-            "identities",
-            "max_items",
-            format!("at most {ROUTE_IDENTITIES_MAX}"),
-        );
-    }
-    for (i, identity) in r.identities.iter().enumerate() {
-        rules::check_identity(&mut c, &format!("identities[{i}]"), identity);
-    }
+    check_identities(&mut c, &r.identities);
     checked(c)
 }
 
@@ -145,15 +126,6 @@ fn check_bus(b: &Bus) -> Result<(), ApiError> {
     let mut c = Checks::new();
     c.text("name", &b.name, 1, NAME_CHARS_MAX);
     checked(c)
-}
-
-/// The identities, each once, in the order given.
-pub(crate) fn distinct(identities: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    identities
-        .into_iter()
-        .filter(|i| seen.insert(i.clone()))
-        .collect()
 }
 
 /// Create a route (super admins and the shuttle app's admins).
@@ -690,21 +662,6 @@ pub async fn export_rides(
     sheet
         .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
         .await
-}
-
-/// An export's window: `to` after `from`, at most `EXPORT_DAYS_MAX` days later.
-pub fn check_export_window(from: Timestamp, to: Timestamp) -> Result<(), ApiError> {
-    if to <= from {
-        return Err(ApiError::invalid_field("to", "after", "must be after from"));
-    }
-    if to.duration_since(from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
-        return Err(ApiError::invalid_field(
-            "to",
-            "range",
-            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
-        ));
-    }
-    Ok(())
 }
 
 /// A fresh personal code (accepted for 2 minutes, once) to show a shuttle's phone. It

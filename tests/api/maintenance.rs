@@ -11,6 +11,7 @@ use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
 use crate::money::{person, shop};
 use crate::on_both_engines;
 use crate::realtime::Ws;
+use crate::shuttle::{member, personal_code};
 
 on_both_engines!(
     a_visit_is_recorded_three_ways_inside_the_windows,
@@ -59,33 +60,6 @@ async fn device(app: &TestApp, admin: &str, t: &Value, name: &str, location: &st
         .await;
     assert_eq!(s, 201, "{d}");
     d
-}
-
-/// A member with `identity` and a cardholder token: (user id, token).
-async fn member(app: &TestApp, admin: &str, number: &str, identity: &str) -> (String, String) {
-    let (s, u) = app
-        .post(
-            "/api/v1/users",
-            admin,
-            json!({"name": format!("Tech {number}"), "number": number, "identity": identity}),
-        )
-        .await;
-    assert_eq!(s, 201, "{u}");
-    let (s, t) = app
-        .post(
-            &format!("/api/v1/users/{}/tokens", id(&u)),
-            admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 201, "{t}");
-    (id(&u), t["token"].as_str().unwrap().to_string())
-}
-
-async fn personal_code(app: &TestApp, me: &str) -> String {
-    let (s, c) = app.post("/api/v1/me/personal-codes", me, json!({})).await;
-    assert_eq!(s, 201, "{c}");
-    c["code"].as_str().unwrap().to_string()
 }
 
 async fn tap(app: &TestApp, me: &str, code: &str) -> (u16, Value) {
@@ -148,8 +122,8 @@ async fn a_visit_is_recorded_three_ways_inside_the_windows(engine: Engine) {
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("<svg"));
 
-    let (tech, tech_token) = member(&app, admin, "T-1", "technician").await;
-    let (_, student) = member(&app, admin, "S-1", "student").await;
+    let (tech, tech_token) = member(&app, admin, "Tech T-1", "T-1", "technician").await;
+    let (_, student) = member(&app, admin, "Tech S-1", "S-1", "student").await;
     let mut phone = Ws::connect(&app.base, &tech_token).await;
     phone.subscribe(&format!("user:{tech}"), None).await;
 

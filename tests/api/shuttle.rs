@@ -70,28 +70,21 @@ async fn phone(app: &TestApp, admin: &str, bus: &Value) -> String {
     bound["token"].as_str().unwrap().to_string()
 }
 
-/// A member with `identity` and a cardholder token: (user id, token).
-async fn rider(app: &TestApp, admin: &str, number: &str, identity: &str) -> (String, String) {
-    let (s, u) = app
-        .post(
-            "/api/v1/users",
-            admin,
-            json!({"name": format!("Rider {number}"), "number": number, "identity": identity}),
-        )
-        .await;
-    assert_eq!(s, 201, "{u}");
-    let (s, t) = app
-        .post(
-            &format!("/api/v1/users/{}/tokens", id(&u)),
-            admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 201, "{t}");
-    (id(&u), t["token"].as_str().unwrap().to_string())
+/// A member named `name` with `identity`, and a cardholder token: (user id, token).
+pub(crate) async fn member(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+    number: &str,
+    identity: &str,
+) -> (String, String) {
+    let extra = json!({"name": name, "identity": identity});
+    let (user, token) = crate::checkin::member(app, admin, number, extra).await;
+    (id(&user), token)
 }
 
-async fn personal_code(app: &TestApp, me: &str) -> String {
+/// A fresh personal code of the cardholder `me`.
+pub(crate) async fn personal_code(app: &TestApp, me: &str) -> String {
     let (s, c) = app.post("/api/v1/me/personal-codes", me, json!({})).await;
     assert_eq!(s, 201, "{c}");
     assert!(
@@ -130,8 +123,8 @@ async fn a_bus_phone_boards_riders_by_their_personal_codes(engine: Engine) {
         "{me}"
     );
 
-    let (teacher, teacher_token) = rider(&app, admin, "T-1", "staff").await;
-    let (student, student_token) = rider(&app, admin, "S-1", "student").await;
+    let (teacher, teacher_token) = member(&app, admin, "Rider T-1", "T-1", "staff").await;
+    let (student, student_token) = member(&app, admin, "Rider S-1", "S-1", "student").await;
     let mut card = Ws::connect(&app.base, &teacher_token).await;
     card.subscribe(&format!("user:{teacher}"), None).await;
 
