@@ -304,6 +304,14 @@ impl Access for MaintenanceAdmin {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Maintenance);
 }
 
+/// An admin of the visitors app: the visitor form, the requests and their figures; they
+/// let visitors in at the gate.
+pub struct VisitorsAdmin;
+impl Access for VisitorsAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Visitors);
+}
+
 /// A shuttle bus's verifying phone or a device's fixed scanner (a `verifier` token; its
 /// subject is the bus or the device).
 pub struct Verifier;

@@ -16,7 +16,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::api::{
     admins, apps, arrears, audit, booking, checkin, collection, directory, groups, health, import,
     ledger, maintenance, merchants, payments, reports, shuttle, stats, subsidies, tenants, users,
-    wallets,
+    visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -164,6 +164,17 @@ where
                 .service(maintenance::list_records)
                 .service(maintenance::export_records)
                 .service(maintenance::list_my_records)
+                .service(visitors::get_public_form)
+                .service(visitors::put_form)
+                .service(visitors::create_request)
+                .service(visitors::read_pass)
+                .service(visitors::cancel_by_pass)
+                .service(visitors::list_my_requests)
+                .service(visitors::approve)
+                .service(visitors::reject)
+                .service(visitors::enter)
+                .service(visitors::list_requests)
+                .service(visitors::stats)
                 .service(wallets::get_wallet)
                 .service(wallets::get_my_wallet)
                 .service(wallets::get_me)

@@ -155,3 +155,7 @@ id_type!(
     /// One maintenance visit recorded at a device.
     MaintenanceId
 );
+id_type!(
+    /// A visitor's request to visit a member of the organisation.
+    VisitorRequestId
+);

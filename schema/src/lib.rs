@@ -18,6 +18,7 @@ mod postgres_maintenance;
 mod postgres_money;
 mod postgres_reports;
 mod postgres_shuttle;
+mod postgres_visitors;
 pub mod shuttle_store;
 pub mod sqlite;
 mod sqlite_booking;
@@ -28,7 +29,9 @@ mod sqlite_money;
 mod sqlite_reports;
 mod sqlite_shuttle;
 mod sqlite_vfs;
+mod sqlite_visitors;
 pub mod store;
+pub mod visitor_store;
 pub mod wallet;
 
 pub use booking_store::BookingStore;
@@ -39,6 +42,7 @@ pub use maintenance_store::MaintenanceStore;
 pub use money_store::MoneyStore;
 pub use shuttle_store::ShuttleStore;
 pub use store::Store;
+pub use visitor_store::VisitorStore;
 
 use std::sync::Arc;
 

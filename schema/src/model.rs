@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::ids::{
     AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CheckInId, CheckinEventId, DeliveryId,
     DepartmentId, DeviceId, DeviceTypeId, MaintenanceId, MerchantId, RideId, RoomId,
-    ShuttleRouteId, TagId, TenantId, TerminalId, UserId, VisitId,
+    ShuttleRouteId, TagId, TenantId, TerminalId, UserId, VisitId, VisitorRequestId,
 };
 
 macro_rules! string_enum {
@@ -972,6 +972,73 @@ pub struct MaintenanceRecord {
     pub name: Option<String>,
     pub number: Option<String>,
     pub at: Timestamp,
+}
+
+string_enum!(
+    /// Whether a visitor form asks for a field, and whether it must be filled.
+    FieldRule { Off => "off", Optional => "optional", Required => "required" }
+);
+
+/// What a tenant's visitor form asks (SPEC §13). The name, the host and the time are
+/// always asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorForm {
+    pub phone: FieldRule,
+    pub company: FieldRule,
+    pub purpose: FieldRule,
+    /// A licence plate, bound to the visit for the car gate.
+    pub plate: FieldRule,
+    /// Real-name check: the visitor gives a resident ID number, which must be a valid one
+    /// (its check digit and birth date); only its last four characters are kept.
+    pub real_name: bool,
+}
+
+impl Default for VisitorForm {
+    fn default() -> Self {
+        VisitorForm {
+            phone: FieldRule::Required,
+            company: FieldRule::Optional,
+            purpose: FieldRule::Optional,
+            plate: FieldRule::Optional,
+            real_name: false,
+        }
+    }
+}
+
+string_enum!(
+    /// Where a visitor's request stands.
+    VisitStatus {
+        Pending => "pending",
+        Approved => "approved",
+        Rejected => "rejected",
+        Cancelled => "cancelled",
+    }
+);
+
+/// A visitor's request to visit a member (the host), and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VisitorRequest {
+    pub id: VisitorRequestId,
+    pub host_id: UserId,
+    /// The host's name as it is now; null once gone.
+    pub host_name: Option<String>,
+    pub name: String,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub purpose: Option<String>,
+    pub plate: Option<String>,
+    /// The last four characters of the ID number, under a real-name check.
+    pub id_last4: Option<String>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub status: VisitStatus,
+    /// Why the host rejected it.
+    pub reason: Option<String>,
+    pub decided_at: Option<Timestamp>,
+    /// When the visitor was first let in at a gate.
+    pub entered_at: Option<Timestamp>,
+    pub created_at: Timestamp,
 }
 
 #[cfg(test)]

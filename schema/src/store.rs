@@ -17,6 +17,7 @@ pub trait Store:
     + crate::collection_store::CollectionStore
     + crate::shuttle_store::ShuttleStore
     + crate::maintenance_store::MaintenanceStore
+    + crate::visitor_store::VisitorStore
     + Send
     + Sync
     + 'static

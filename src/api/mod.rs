@@ -25,6 +25,7 @@ pub mod stats;
 pub mod subsidies;
 pub mod tenants;
 pub mod users;
+pub mod visitors;
 pub mod wallets;
 
 use base64::Engine;

@@ -23,4 +23,5 @@ mod reports;
 mod shuttle;
 mod tenants;
 mod users;
+mod visitors;
 mod webhooks;

@@ -10,3 +10,4 @@ pub mod funding;
 pub mod maintenance;
 pub mod risk;
 pub mod validate;
+pub mod visitors;
