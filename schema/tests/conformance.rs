@@ -169,6 +169,7 @@ conformance!(
     collection_codes_are_unique_across_tenants_and_a_visit_counts_once,
     a_bus_has_one_phone_and_a_personal_code_boards_once,
     device_codes_are_unique_and_a_maintenance_record_counts_once,
+    a_visitor_request_moves_once_and_enters_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -2994,4 +2995,224 @@ async fn device_codes_are_unique_and_a_maintenance_record_counts_once(store: Arc
         .unwrap()
         .items
         .is_empty());
+}
+
+async fn a_visitor_request_moves_once_and_enters_once(store: Arc<dyn Store>) {
+    use onecard_schema::visitor_store::{NewVisitorRequest, VisitorCounts, VisitorFilter};
+    use onecard_schema::wallet::{OutboxEvent, Payload};
+    let (t1, _) = tenant(&store, "Visitors A").await;
+    let (t2, _) = tenant(&store, "Visitors B").await;
+    assert_eq!(
+        store.visitor_form(t1).await.unwrap(),
+        VisitorForm::default()
+    );
+    let strict = VisitorForm {
+        phone: FieldRule::Off,
+        company: FieldRule::Required,
+        purpose: FieldRule::Optional,
+        plate: FieldRule::Off,
+        real_name: true,
+    };
+    let at = now();
+    store
+        .put_visitor_form(t1, strict.clone(), at, audit(Some(t1), "visitors.form"))
+        .await
+        .unwrap();
+    store
+        .put_visitor_form(t1, strict.clone(), at, audit(Some(t1), "visitors.form"))
+        .await
+        .unwrap();
+    assert_eq!(store.visitor_form(t1).await.unwrap(), strict);
+    assert_eq!(
+        store.visitor_form(t2).await.unwrap(),
+        VisitorForm::default()
+    );
+
+    let host = store
+        .create_user(t1, new_user("H1"), at, audit(Some(t1), "user.create"))
+        .await
+        .unwrap();
+    let other = store
+        .create_user(t1, new_user("H2"), at, audit(Some(t1), "user.create"))
+        .await
+        .unwrap();
+    let request = |host: UserId, starts: Timestamp| VisitorRequest {
+        id: VisitorRequestId::new(),
+        host_id: host,
+        host_name: None,
+        name: "Wang Fang".into(),
+        phone: None,
+        company: Some("ACME".into()),
+        purpose: None,
+        plate: Some("沪A12345".into()),
+        id_last4: Some("002X".into()),
+        starts_at: starts,
+        ends_at: starts + 60 * MINUTE,
+        status: VisitStatus::Pending,
+        reason: None,
+        decided_at: None,
+        entered_at: None,
+        created_at: at,
+    };
+    let event = || OutboxEvent {
+        id: EventId::new(),
+        topics: vec!["tenant".into()],
+        kind: "visitor.requested".into(),
+        payload: Payload::of(&serde_json::json!({})),
+    };
+    let new = |r: &VisitorRequest, pass: &str| NewVisitorRequest {
+        request: r.clone(),
+        pass_hash: hash(pass),
+        id_hash: Some(hash("id")),
+    };
+    let first = request(host.id, at + MINUTE);
+    store
+        .create_visitor_request(t1, new(&first, "pass-1"), event())
+        .await
+        .unwrap();
+    // The host must be the tenant's.
+    let stranger = request(UserId::new(), at);
+    match store
+        .create_visitor_request(t2, new(&stranger, "pass-x"), event())
+        .await
+    {
+        Err(StoreError::InvalidReference { field: "host", .. }) => {}
+        other => panic!("a host of nobody: {other:?}"),
+    }
+    let (owner, found) = store
+        .visitor_request_by_pass(hash("pass-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            owner,
+            found.id,
+            found.host_name.as_deref(),
+            found.plate.as_deref()
+        ),
+        (t1, first.id, Some("User H1"), Some("沪A12345"))
+    );
+    assert!(store
+        .visitor_request_by_pass(hash("pass-0"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Only its host moves it, once; it enters once, and only approved.
+    let approve = |host: UserId| {
+        store.move_visitor_request(
+            t1,
+            first.id,
+            Some(host),
+            vec![VisitStatus::Pending],
+            VisitStatus::Approved,
+            None,
+            at,
+        )
+    };
+    let entered = || OutboxEvent {
+        kind: "visitor.entered".into(),
+        ..event()
+    };
+    match store.enter_visitor(t1, first.id, at, entered()).await {
+        Err(StoreError::Conflict {
+            code: "not_pending",
+            ..
+        }) => {}
+        other => panic!("a pending visitor let in: {other:?}"),
+    }
+    assert!(matches!(approve(other.id).await, Err(StoreError::NotFound)));
+    let moved = approve(host.id).await.unwrap();
+    assert_eq!(
+        (moved.status, moved.decided_at),
+        (VisitStatus::Approved, Some(at))
+    );
+    match approve(host.id).await {
+        Err(StoreError::Conflict {
+            code: "not_pending",
+            ..
+        }) => {}
+        other => panic!("approved twice: {other:?}"),
+    }
+    let (once, first_entry) = store
+        .enter_visitor(t1, first.id, at + MINUTE, entered())
+        .await
+        .unwrap();
+    assert!(first_entry);
+    assert_eq!(once.entered_at, Some(at + MINUTE));
+    let (again, first_entry) = store
+        .enter_visitor(t1, first.id, at + 2 * MINUTE, entered())
+        .await
+        .unwrap();
+    assert!(!first_entry);
+    assert_eq!(
+        again.entered_at,
+        Some(at + MINUTE),
+        "the first entry's time stays"
+    );
+    assert!(matches!(
+        store.get_visitor_request(t2, first.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A second request, rejected with a reason; listed and counted by status and start.
+    let second = request(host.id, at + 120 * MINUTE);
+    store
+        .create_visitor_request(t1, new(&second, "pass-2"), event())
+        .await
+        .unwrap();
+    let rejected = store
+        .move_visitor_request(
+            t1,
+            second.id,
+            Some(host.id),
+            vec![VisitStatus::Pending],
+            VisitStatus::Rejected,
+            Some("away".into()),
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.reason.as_deref(), Some("away"));
+    let page = PageReq {
+        after: None,
+        limit: 10,
+    };
+    let by = |filter: VisitorFilter| store.list_visitor_requests(t1, filter, page);
+    let ids = |p: Page<VisitorRequest, VisitorRequestId>| {
+        p.items.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let only_rejected = VisitorFilter {
+        status: Some(VisitStatus::Rejected),
+        ..VisitorFilter::default()
+    };
+    assert_eq!(ids(by(only_rejected).await.unwrap()), [second.id]);
+    let later = VisitorFilter {
+        host: Some(host.id),
+        from: Some(at + 60 * MINUTE),
+        ..VisitorFilter::default()
+    };
+    assert_eq!(ids(by(later).await.unwrap()), [second.id]);
+    let counts = store
+        .count_visitor_requests(t1, at, at + 180 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        VisitorCounts {
+            requests: 2,
+            approved: 1,
+            rejected: 1,
+            entered: 1,
+            ..VisitorCounts::default()
+        }
+    );
+    assert_eq!(
+        store
+            .count_visitor_requests(t2, at, at + 180 * MINUTE)
+            .await
+            .unwrap(),
+        VisitorCounts::default()
+    );
 }
