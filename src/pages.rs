@@ -2,7 +2,8 @@
 //! (the cardholder's code, wallet and notices), `/dashboard` (a tenant's live view) and
 //! `/event-screen` (an event's door: its QR code and the check-ins as they come) and `/pay`
 //! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted)
-//! and `/verify` (a shuttle bus's phone: bound by its link, it verifies riders' codes).
+//! `/verify` (a shuttle bus's phone, a device's scanner or a visitor gate: it verifies
+//! the codes shown to it) and `/visit` (a visitor's request and pass).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -23,6 +24,8 @@ const PAY: &str = include_str!("pages/pay.html");
 const PAY_JS: &str = include_str!("pages/pay.js");
 const VERIFY: &str = include_str!("pages/verify.html");
 const VERIFY_JS: &str = include_str!("pages/verify.js");
+const VISIT: &str = include_str!("pages/visit.html");
+const VISIT_JS: &str = include_str!("pages/visit.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -73,6 +76,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(|| async { page(PAY_JS, JS) }),
         )
         .route("/verify", web::get().to(|| async { page(VERIFY, HTML) }))
+        .route("/visit", web::get().to(|| async { page(VISIT, HTML) }))
+        .route(
+            "/assets/visit.js",
+            web::get().to(|| async { page(VISIT_JS, JS) }),
+        )
         .route(
             "/assets/verify.js",
             web::get().to(|| async { page(VERIFY_JS, JS) }),

@@ -59,6 +59,32 @@
     }
   });
 
+  // Requests to visit me, to approve or reject.
+  async function refreshVisitors() {
+    const list = await OneCard.api(tok, "GET", "/me/visitor-requests?status=pending");
+    $("visitors").classList.toggle("hidden", list.items.length === 0);
+    const when = (t) => new Date(t).toLocaleString([], {
+      month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    });
+    $("visitor-list").innerHTML = list.items.map((r) => `<li data-visitor="${OneCard.esc(r.id)}">
+      <span>${OneCard.esc(r.name)}${r.company ? ` (${OneCard.esc(r.company)})` : ""}<br>
+        <span class="muted">${when(r.starts_at)}${r.purpose ? ` · ${OneCard.esc(r.purpose)}` : ""}</span></span>
+      <span><button data-do="approve">Approve</button> <button data-do="reject">Reject</button></span>
+    </li>`).join("");
+  }
+  $("visitor-list").addEventListener("click", async (ev) => {
+    const act = ev.target.dataset.do;
+    const item = ev.target.closest("[data-visitor]");
+    if (!act || !item) return;
+    const body = act === "reject" ? { reason: prompt("A reason for the visitor (optional)") || null } : {};
+    try {
+      await OneCard.api(tok, "POST", `/me/visitor-requests/${item.dataset.visitor}/${act}`, body);
+    } catch (e) {
+      alert(e.message);
+    }
+    refreshVisitors();
+  });
+
   for (const m of ["pay", "ride"]) {
     $(`mode-${m}`).addEventListener("click", () => {
       mode = m;
@@ -68,7 +94,7 @@
     });
   }
 
-  await Promise.all([refreshCode(), refreshWallet()]);
+  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors()]);
   setInterval(refreshCode, 60_000);
 
   new OneCard.Live(tok, [me.topic], {
@@ -86,6 +112,15 @@
         refreshCode();
       } else if (e.type === "checkin.confirmed") {
         n.textContent = `Checked in at ${new Date(p.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
+        n.classList.remove("hidden");
+        return;
+      } else if (e.type === "visitor.requested") {
+        n.textContent = `${p.name} asks to visit you.`;
+        n.classList.remove("hidden");
+        refreshVisitors();
+        return;
+      } else if (e.type === "visitor.entered") {
+        n.textContent = `Your visitor ${p.name} has come in.`;
         n.classList.remove("hidden");
         return;
       } else if (e.type === "shuttle.ride") {

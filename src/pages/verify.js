@@ -7,21 +7,30 @@
 "use strict";
 (async () => {
   const $ = (id) => document.getElementById(id);
-  const MAINTENANCE = new URLSearchParams(location.search).get("app") === "maintenance";
-  const APP = MAINTENANCE
-    ? { page: "verify-maintenance", bind: "/maintenance/bind", self: "/maintenance/scanner",
-      scan: "/maintenance/records", title: "OneCard maintenance", done: "Recorded",
-      again: "Already recorded", label: "Scanner token" }
-    : { page: "verify", bind: "/shuttle/bind", self: "/shuttle/verifier",
-      scan: "/shuttle/rides", title: "OneCard shuttle", done: "Boarded",
-      again: "Already boarded", label: "Shuttle phone token" };
+  const APPS = {
+    shuttle: { page: "verify", bind: "/shuttle/bind", self: "/shuttle/verifier",
+      scan: "/shuttle/rides", field: "code", title: "OneCard shuttle", done: "Boarded",
+      again: "Already boarded", label: "Shuttle phone token" },
+    maintenance: { page: "verify-maintenance", bind: "/maintenance/bind",
+      self: "/maintenance/scanner", scan: "/maintenance/records", field: "code",
+      title: "OneCard maintenance", done: "Recorded", again: "Already recorded",
+      label: "Scanner token" },
+    // The gate's staff sign in with their own admin token (the visitors app's): no link.
+    visitors: { page: "verify-visitors", bind: null, self: "/admins/me",
+      scan: "/visitors/entries", field: "pass", title: "OneCard visitor gate",
+      done: "Let in", again: "Already in", label: "Staff token" },
+  };
+  const which = new URLSearchParams(location.search).get("app");
+  const APP = APPS[which] || APPS.shuttle;
+  const MAINTENANCE = which === "maintenance";
+  const VISITORS = which === "visitors";
   const PAGE = APP.page;
   document.title = APP.title;
   document.querySelector("header h1").textContent = APP.title;
 
   // A binding link's fragment is the bare binding token (not `token=`).
   const fragment = location.hash.slice(1);
-  if (fragment && !fragment.includes("=")) {
+  if (APP.bind && fragment && !fragment.includes("=")) {
     history.replaceState(null, "", location.pathname + location.search);
     try {
       const res = await fetch(`/api/v1${APP.bind}`, {
@@ -41,13 +50,18 @@
   const session = await OneCard.signedIn(PAGE, APP.label, APP.self);
   if (!session) return;
   const { tok, data: here } = session;
-  // What this phone verifies: a bus on its route, or a device of its type at its place.
-  const [what, group, place] = MAINTENANCE
-    ? [here.device, here.device_type, here.device.location]
-    : [here.bus, here.route, ""];
-  $("who").textContent = what.name;
-  $("route").textContent = [place, group.name].filter(Boolean).join(" · ")
-    + (group.identities.length ? ` · for ${group.identities.join(", ")}` : "");
+  // What this phone verifies: a bus on its route, a device of its type at its place, or
+  // visitors' passes at a gate.
+  if (VISITORS) {
+    $("who").textContent = "Visitor gate";
+  } else {
+    const [what, group, place] = MAINTENANCE
+      ? [here.device, here.device_type, here.device.location]
+      : [here.bus, here.route, ""];
+    $("who").textContent = what.name;
+    $("route").textContent = [place, group.name].filter(Boolean).join(" · ")
+      + (group.identities.length ? ` · for ${group.identities.join(", ")}` : "");
+  }
   $("main").classList.remove("hidden");
 
   const REFUSED = {
@@ -58,6 +72,9 @@
     not_on_route: "Not for this route",
     not_a_technician: "Not a technician for this",
     outside_window: "Outside the allowed hours",
+    pass_invalid: "Not a visitor's pass",
+    visit_not_approved: "Visit not approved",
+    outside_visit: "Not the time of the visit",
   };
   const day = new Date().toDateString();
   const countKey = `onecard.${PAGE}.boarded.${day}`;
@@ -82,7 +99,7 @@
       const res = await fetch(`/api/v1${APP.scan}`, {
         method: "POST",
         headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ code }),
+        body: JSON.stringify({ [APP.field]: code }),
       });
       const body = await res.json();
       if (res.status === 401) {
@@ -90,7 +107,10 @@
         return;
       }
       if (res.ok) {
-        const who = `${body.name || ""} ${body.number ? `· ${body.number}` : ""}`.trim();
+        const r = VISITORS ? body.request : body;
+        const who = VISITORS
+          ? `${r.name} → ${r.host_name || "host"}${r.plate ? ` · ${r.plate}` : ""}`
+          : `${r.name || ""} ${r.number ? `· ${r.number}` : ""}`.trim();
         if (res.status === 201) {
           boarded += 1;
           localStorage.setItem(countKey, String(boarded));

@@ -300,6 +300,64 @@ try {
     await card_page.close();
     await phones.close();
   }
+
+  // /visit: a visitor asks from the tenant's public link; the host approves on /me; the
+  // visitor's page shows the gate's QR code; staff let them in at /verify?app=visitors.
+  {
+    const phones = await browser.newContext({ viewport: { width: 412, height: 900 } });
+    const visitor = await phones.newPage();
+    await visitor.goto(`${base}/visit?tenant=${tenant.id}`);
+    await visitor.waitForSelector("[data-testid=ask]:visible", { timeout: 10_000 });
+    assert.equal(await visitor.locator("#title").innerText(), "Riverside University");
+    assert.ok(await visitor.locator("#id_number").isHidden(), "no real-name check by default");
+    await visitor.fill("#name", "Wang Fang");
+    await visitor.fill("#host_name", "Li Xiaoming");
+    await visitor.fill("#host_number", "S2026001");
+    await visitor.fill("#plate", "沪A·12345");
+    await visitor.click("#send");
+    await visitor.waitForSelector("#problem:has-text('phone')", { timeout: 3_000 });
+    await visitor.fill("#phone", "138 0000 0000");
+    // The visit starts in ten minutes, in the browser's own time.
+    const [soon, later] = await visitor.evaluate(() => [10, 130].map((mins) => {
+      const d = new Date(Date.now() + mins * 60_000);
+      return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    }));
+    await visitor.fill("#starts", soon);
+    await visitor.fill("#ends", later);
+    await visitor.click("#send");
+    await visitor.waitForSelector("[data-testid=pass][data-status=pending]", { timeout: 3_000 });
+
+    const host = await context.newPage();
+    await host.goto(`${base}/me#token=${card}`);
+    await host.waitForSelector("[data-testid=visitors] [data-do=approve]", { timeout: 10_000 });
+    await host.click("[data-testid=visitors] [data-do=approve]");
+    await host.waitForSelector("[data-testid=visitors]:not(:visible)", { state: "attached", timeout: 3_000 });
+
+    await visitor.reload();
+    await visitor.waitForSelector("[data-testid=pass][data-status=approved]", { timeout: 5_000 });
+    assert.ok(await visitor.locator("[data-testid=qr] svg").isVisible(), "the gate's QR code");
+    await visitor.screenshot({ path: `${shots}/visit.png` });
+    const passText = await visitor.evaluate(() => localStorage.getItem("onecard.visit.pass"));
+
+    const gate = await phones.newPage();
+    await gate.goto(`${base}/verify?app=visitors#token=${admin}`);
+    await gate.waitForFunction(() => document.querySelector("[data-testid=subject]").textContent === "Visitor gate",
+      null, { timeout: 10_000 });
+    await gate.fill("#code", `onecard:visit:${passText}`);
+    await gate.press("#code", "Enter");
+    await gate.waitForSelector("[data-testid=result][data-state=boarded]", { timeout: 3_000 });
+    assert.equal(await gate.locator("#state").innerText(), "Let in");
+    assert.match(await gate.locator("#rider").innerText(), /Wang Fang → Li Xiaoming · 沪A12345/);
+    await host.waitForFunction(
+      () => document.querySelector("[data-testid=notice]").textContent === "Your visitor Wang Fang has come in.",
+      null, { timeout: 3_000 });
+    await gate.fill("#code", passText);
+    await gate.press("#code", "Enter");
+    await gate.waitForSelector("[data-testid=result][data-state=repeat]", { timeout: 3_000 });
+    results.push("visit: asked from the public link, approved on /me, let in once at the gate");
+    await host.close();
+    await phones.close();
+  }
 } finally {
   await browser.close();
 }
