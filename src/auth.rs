@@ -296,6 +296,14 @@ impl Access for ShuttleAdmin {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Shuttle);
 }
 
+/// An admin of the shuttle app, or an app with `shuttle_read`: the rides.
+pub struct ShuttleViewer;
+impl Access for ShuttleViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Shuttle);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::ShuttleRead);
+}
+
 /// An admin of the maintenance app: device types, devices, their scanners and records;
 /// they may also scan a technician's code at a device.
 pub struct MaintenanceAdmin;
@@ -304,12 +312,37 @@ impl Access for MaintenanceAdmin {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Maintenance);
 }
 
-/// An admin of the visitors app: the visitor form, the requests and their figures; they
-/// let visitors in at the gate.
+/// An admin of the maintenance app, or an app with `maintenance_read`: the records.
+pub struct MaintenanceViewer;
+impl Access for MaintenanceViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Maintenance);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::MaintenanceRead);
+}
+
+/// An admin of the visitors app: the visitor form.
 pub struct VisitorsAdmin;
 impl Access for VisitorsAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Visitors);
+}
+
+/// An admin of the visitors app, or an app with `visitors_read`: the requests and their
+/// figures.
+pub struct VisitorsViewer;
+impl Access for VisitorsViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Visitors);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::VisitorsRead);
+}
+
+/// An admin of the visitors app at the gate, or an app with `visitors_gate` (a turnstile):
+/// lets visitors in.
+pub struct VisitorGate;
+impl Access for VisitorGate {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Visitors);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::VisitorsGate);
 }
 
 /// A shuttle bus's verifying phone or a device's fixed scanner (a `verifier` token; its

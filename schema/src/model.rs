@@ -128,6 +128,14 @@ string_enum!(
         CheckinRead => "checkin_read",
         /// Check-in events and attendees: create and change; check people in (a gate).
         CheckinWrite => "checkin_write",
+        /// Visitors' requests and their figures: read.
+        VisitorsRead => "visitors_read",
+        /// Let visitors in (a gate or turnstile that reads their passes).
+        VisitorsGate => "visitors_gate",
+        /// Shuttle rides: read.
+        ShuttleRead => "shuttle_read",
+        /// Maintenance records: read.
+        MaintenanceRead => "maintenance_read",
     }
 );
 
@@ -492,6 +500,14 @@ string_enum!(
         CheckinFailed => "checkin.failed",
         #[serde(rename = "collection.visit")]
         CollectionVisit => "collection.visit",
+        #[serde(rename = "visitor.requested")]
+        VisitorRequested => "visitor.requested",
+        #[serde(rename = "visitor.entered")]
+        VisitorEntered => "visitor.entered",
+        #[serde(rename = "shuttle.ride")]
+        ShuttleRide => "shuttle.ride",
+        #[serde(rename = "maintenance.recorded")]
+        MaintenanceRecorded => "maintenance.recorded",
     }
 );
 
@@ -500,6 +516,9 @@ impl WebhookEvent {
     pub fn scope(self) -> AppScope {
         match self {
             WebhookEvent::CheckinConfirmed | WebhookEvent::CheckinFailed => AppScope::CheckinRead,
+            WebhookEvent::VisitorRequested | WebhookEvent::VisitorEntered => AppScope::VisitorsRead,
+            WebhookEvent::ShuttleRide => AppScope::ShuttleRead,
+            WebhookEvent::MaintenanceRecorded => AppScope::MaintenanceRead,
             _ => AppScope::PaymentsRead,
         }
     }

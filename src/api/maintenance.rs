@@ -32,7 +32,7 @@ use super::scan::{
 };
 use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
-use crate::auth::{Auth, Cardholder, MaintenanceAdmin, Verifier};
+use crate::auth::{Auth, Cardholder, MaintenanceAdmin, MaintenanceViewer, Verifier};
 use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -774,13 +774,13 @@ fn place_of(location: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 /// Maintenance records, oldest first, by device, type, technician, place and time (the
-/// maintenance app's admins).
+/// maintenance app's admins, or an app with `maintenance_read`).
 #[utoipa::path(tag = "maintenance", params(RecordParams), security(("bearer" = [])),
     responses((status = 200, body = Paged<MaintenanceRecord>), Problems))]
 #[get("/maintenance/records")]
 pub async fn list_records(
     state: web::Data<AppState>,
-    caller: Auth<MaintenanceAdmin>,
+    caller: Auth<MaintenanceViewer>,
     Query(params): Query<RecordParams>,
 ) -> Result<web::Json<Paged<MaintenanceRecord>>, ApiError> {
     let page = ListParams {
@@ -845,13 +845,14 @@ const RECORD_COLUMNS: &[&str] = &[
 ];
 
 /// The records of a window of at most 31 days, as CSV or XLSX, times in the tenant's zone
-/// (the maintenance app's admins). 422 `too_many_rows` past 200,000 records.
+/// (the maintenance app's admins, or an app with `maintenance_read`). 422
+/// `too_many_rows` past 200,000 records.
 #[utoipa::path(tag = "maintenance", params(RecordExportParams), security(("bearer" = [])),
     responses((status = 200, content_type = "text/csv", body = String), Problems))]
 #[get("/maintenance/records/export")]
 pub async fn export_records(
     state: web::Data<AppState>,
-    caller: Auth<MaintenanceAdmin>,
+    caller: Auth<MaintenanceViewer>,
     Query(params): Query<RecordExportParams>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;

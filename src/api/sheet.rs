@@ -18,14 +18,19 @@ pub const EXPORT_ROWS_MAX: usize = 200_000;
 
 /// An export's window: `to` after `from`, at most `EXPORT_DAYS_MAX` days later.
 pub fn check_export_window(from: Timestamp, to: Timestamp) -> Result<(), ApiError> {
+    check_period(from, to, EXPORT_DAYS_MAX)
+}
+
+/// A period asked for (`from`, `to`): `to` after `from`, at most `days_max` days later.
+pub fn check_period(from: Timestamp, to: Timestamp, days_max: i64) -> Result<(), ApiError> {
     if to <= from {
         return Err(ApiError::invalid_field("to", "after", "must be after from"));
     }
-    if to.duration_since(from) > SignedDuration::from_hours(24 * EXPORT_DAYS_MAX) {
+    if to.duration_since(from) > SignedDuration::from_hours(24 * days_max) {
         return Err(ApiError::invalid_field(
             "to",
             "range",
-            format!("an export covers at most {EXPORT_DAYS_MAX} days"),
+            format!("at most {days_max} days after from"),
         ));
     }
     Ok(())

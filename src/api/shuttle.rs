@@ -27,7 +27,7 @@ use super::scan::{
 };
 use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, ListParams, Paged};
-use crate::auth::{Auth, Cardholder, ShuttleAdmin, Verifier};
+use crate::auth::{Auth, Cardholder, ShuttleAdmin, ShuttleViewer, Verifier};
 use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -540,13 +540,14 @@ impl RideParams {
     }
 }
 
-/// Rides, oldest first, by route, bus, person and time (the shuttle app's admins).
+/// Rides, oldest first, by route, bus, person and time (the shuttle app's admins, or an app
+/// with `shuttle_read`).
 #[utoipa::path(tag = "shuttle", params(RideParams), security(("bearer" = [])),
     responses((status = 200, body = Paged<Ride>), Problems))]
 #[get("/shuttle/rides")]
 pub async fn list_rides(
     state: web::Data<AppState>,
-    caller: Auth<ShuttleAdmin>,
+    caller: Auth<ShuttleViewer>,
     Query(params): Query<RideParams>,
 ) -> Result<web::Json<Paged<Ride>>, ApiError> {
     let page = ListParams {
@@ -599,13 +600,14 @@ pub struct RideExportParams {
 const RIDE_COLUMNS: &[&str] = &["at", "number", "name", "route", "bus", "user_id"];
 
 /// The rides of a window of at most 31 days, as CSV or XLSX, times in the tenant's zone
-/// (the shuttle app's admins). 422 `too_many_rows` past 200,000 rides: narrow it.
+/// (the shuttle app's admins, or an app with `shuttle_read`). 422 `too_many_rows` past
+/// 200,000 rides: narrow it.
 #[utoipa::path(tag = "shuttle", params(RideExportParams), security(("bearer" = [])),
     responses((status = 200, content_type = "text/csv", body = String), Problems))]
 #[get("/shuttle/rides/export")]
 pub async fn export_rides(
     state: web::Data<AppState>,
-    caller: Auth<ShuttleAdmin>,
+    caller: Auth<ShuttleViewer>,
     Query(params): Query<RideExportParams>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;

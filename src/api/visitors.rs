@@ -19,8 +19,11 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::sheet::check_period;
 use super::{checked, qr_svg, ListParams, Paged};
-use crate::auth::{hash_token, new_token, Auth, Cardholder, VisitorsAdmin};
+use crate::auth::{
+    hash_token, new_token, Auth, Cardholder, VisitorGate, VisitorsAdmin, VisitorsViewer,
+};
 use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
@@ -481,7 +484,7 @@ pub async fn reject(
 }
 
 /// Let a visitor in at the gate: staff of the visitors app scan the pass's QR code from a
-/// phone. 201 with the request (its plate, for a car gate) when this lets them in; 200
+/// phone, or a turnstile's app with `visitors_gate` sends it. 201 with the request (its plate, for a car gate) when this lets them in; 200
 /// when they came in already. 422 `pass_invalid`; 409 `visit_not_approved` (pending,
 /// rejected or cancelled); 409 `outside_visit` before 30 minutes ahead of the visit or
 /// after its end.
@@ -490,7 +493,7 @@ pub async fn reject(
 #[post("/visitors/entries")]
 pub async fn enter(
     state: web::Data<AppState>,
-    caller: Auth<VisitorsAdmin>,
+    caller: Auth<VisitorGate>,
     Json(body): Json<PassBody>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
@@ -570,13 +573,13 @@ pub struct RequestParams {
 }
 
 /// Visitors' requests, oldest first, by host, status and when the visit starts (the
-/// visitors app's admins).
+/// visitors app's admins, or an app with `visitors_read`).
 #[utoipa::path(tag = "visitors", params(RequestParams), security(("bearer" = [])),
     responses((status = 200, body = Paged<VisitorRequest>), Problems))]
 #[get("/visitors/requests")]
 pub async fn list_requests(
     state: web::Data<AppState>,
-    caller: Auth<VisitorsAdmin>,
+    caller: Auth<VisitorsViewer>,
     Query(params): Query<RequestParams>,
 ) -> Result<web::Json<Paged<VisitorRequest>>, ApiError> {
     let page = ListParams {
@@ -608,25 +611,16 @@ pub struct StatsParams {
 }
 
 /// How many visits starting in a period were asked for, by where they stand, and how many
-/// visitors came in (the visitors app's admins).
+/// visitors came in (the visitors app's admins, or an app with `visitors_read`).
 #[utoipa::path(tag = "visitors", params(StatsParams), security(("bearer" = [])),
     responses((status = 200, body = VisitorCounts), Problems))]
 #[get("/visitors/stats")]
 pub async fn stats(
     state: web::Data<AppState>,
-    caller: Auth<VisitorsAdmin>,
+    caller: Auth<VisitorsViewer>,
     Query(params): Query<StatsParams>,
 ) -> Result<web::Json<VisitorCounts>, ApiError> {
-    if params.to <= params.from {
-        return Err(ApiError::invalid_field("to", "after", "must be after from"));
-    }
-    if params.to.duration_since(params.from) > SignedDuration::from_hours(24 * STATS_DAYS_MAX) {
-        return Err(ApiError::invalid_field(
-            "to",
-            "range",
-            format!("at most {STATS_DAYS_MAX} days"),
-        ));
-    }
+    check_period(params.from, params.to, STATS_DAYS_MAX)?;
     let counts = state
         .store
         .count_visitor_requests(caller.tenant()?, params.from, params.to)

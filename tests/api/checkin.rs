@@ -84,7 +84,7 @@ async fn check_in(
 }
 
 /// An app's signed request (docs/OPERATIONS.md, "Open platform").
-async fn signed(
+pub(crate) async fn signed(
     app: &TestApp,
     (key, secret): (&str, &str),
     method: &str,

@@ -12,10 +12,12 @@ use crate::money::{person, shop};
 use crate::on_both_engines;
 use crate::realtime::Ws;
 use crate::shuttle::member;
+use crate::webhooks::{hooked_app, Receiver};
 
 on_both_engines!(
     a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once,
     the_form_decides_what_is_asked_and_only_visitors_admins_keep_it,
+    a_turnstile_app_lets_visitors_in_and_a_reader_hears_of_them,
 );
 
 /// A request body from `app`'s now: the visit starts in `start_h` hours, lasts two.
@@ -422,4 +424,95 @@ async fn the_form_decides_what_is_asked_and_only_visitors_admins_keep_it(engine:
         )
         .await;
     assert_eq!(s, 404);
+}
+
+/// The open platform: a turnstile's app lets visitors in with `visitors_gate`; an app with
+/// `visitors_read` reads the requests and has `visitor.requested` and `visitor.entered`
+/// posted to its webhook; neither may do the other's part.
+async fn a_turnstile_app_lets_visitors_in_and_a_reader_hears_of_them(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (tenant, admin) = app.tenant("university", "advanced").await;
+    let (_, host_token) = member(&app, &admin, "Host H-1", "H-1", "staff").await;
+    let mut hooks = Receiver::start().await;
+    let reader = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Front desk", "kind": "headless", "scopes": ["visitors_read"],
+            "webhook_url": hooks.url("/hook"),
+            "webhook_events": ["visitor.requested", "visitor.entered"]}),
+    )
+    .await;
+    let turnstile = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Turnstile", "kind": "headless", "scopes": ["visitors_gate"]}),
+    )
+    .await;
+    let (s, p) = app
+        .post(
+            "/api/v1/apps",
+            &admin,
+            json!({"name": "Nosy", "kind": "headless", "scopes": ["payments_read"],
+                "webhook_url": hooks.url("/hook"), "webhook_events": ["visitor.entered"]}),
+        )
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+
+    let (made, made_pass) = request(&app, ask(&app, &tenant, 0, json!({}))).await;
+    let got = hooks.next().await.json();
+    assert_eq!(
+        (&got["type"], &got["data"]["id"]),
+        (&json!("visitor.requested"), &made["id"])
+    );
+    let (s, _) = app
+        .post(
+            &format!(
+                "/api/v1/me/visitor-requests/{}/approve",
+                made["id"].as_str().unwrap()
+            ),
+            &host_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let sign = |who: &(String, String)| (who.0.clone(), who.1.clone());
+    let entries = "/api/v1/visitors/entries";
+    let body = json!({ "pass": made_pass });
+    let (k, sk) = sign(&reader);
+    let (s, p) = crate::checkin::signed(&app, (&k, &sk), "POST", entries, Some(&body)).await;
+    assert_problem(s, &p, 403, "not_granted");
+    let (k, sk) = sign(&turnstile);
+    let (s, entry) = crate::checkin::signed(&app, (&k, &sk), "POST", entries, Some(&body)).await;
+    assert_eq!((s, &entry["first"]), (201, &json!(true)), "{entry}");
+    let got = hooks.next().await.json();
+    assert_eq!(got["type"], "visitor.entered", "{got}");
+    assert!(got["data"]["entered_at"].is_string(), "{got}");
+    let (s, p) =
+        crate::checkin::signed(&app, (&k, &sk), "GET", "/api/v1/visitors/requests", None).await;
+    assert_problem(s, &p, 403, "not_granted");
+    let (k, sk) = sign(&reader);
+    let (s, listed) =
+        crate::checkin::signed(&app, (&k, &sk), "GET", "/api/v1/visitors/requests", None).await;
+    assert_eq!(
+        (s, &listed["items"][0]["entered_at"]),
+        (200, &entry["request"]["entered_at"])
+    );
+    // Neither app may change the form.
+    let (s, _) = crate::checkin::signed(
+        &app,
+        (&k, &sk),
+        "PUT",
+        "/api/v1/visitors/form",
+        Some(
+            &json!({"phone": "off", "company": "off", "purpose": "off", "plate": "off",
+            "real_name": false}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 403);
+    hooks.nothing_more().await;
+    hooks.handle.stop(true).await;
 }
