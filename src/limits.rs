@@ -77,3 +77,12 @@ pub const RATE_LIMIT_TRIM_S: u64 = 60;
 pub const SHUTDOWN_GRACE_S: u64 = 30;
 /// Database connections (PostgreSQL) or reader connections (SQLite) by default.
 pub const DB_POOL_SIZE_DEFAULT: usize = 16;
+
+/// Visitors' requests (sent without a token) one client address may make: a burst for a
+/// visitor centre's shared network, then one every `60 / VISITOR_REQUESTS_PER_MINUTE`
+/// seconds. Past it, 429 with Retry-After.
+pub const VISITOR_REQUESTS_BURST: u32 = 20;
+pub const VISITOR_REQUESTS_PER_MINUTE: u32 = 6;
+/// Requests a host may have waiting for a decision; more are refused (409 `host_busy`)
+/// until they decide some, so that nobody can bury a host in requests.
+pub const HOST_PENDING_MAX: u32 = 50;

@@ -60,6 +60,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("device_type_name_taken", 409),
     ("outside_window", 409),
     ("visit_not_approved", 409),
+    ("host_busy", 409),
     ("outside_visit", 409),
     ("personal_code_expired", 409),
     ("personal_code_used", 409),

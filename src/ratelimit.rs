@@ -25,8 +25,15 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(per_s: u32, burst: u32) -> Arc<Self> {
-        let quota = Quota::per_second(NonZeroU32::new(per_s.max(1)).expect("max(1) is non-zero"))
-            .allow_burst(NonZeroU32::new(burst.max(1)).expect("max(1) is non-zero"));
+        Self::of(Quota::per_second(non_zero(per_s)).allow_burst(non_zero(burst)))
+    }
+
+    /// `per_min` a minute after a burst of `burst`.
+    pub fn per_minute(per_min: u32, burst: u32) -> Arc<Self> {
+        Self::of(Quota::per_minute(non_zero(per_min)).allow_burst(non_zero(burst)))
+    }
+
+    fn of(quota: Quota) -> Arc<Self> {
         Arc::new(Self {
             inner: RateLimiter::keyed(quota),
             clock: DefaultClock::default(),
@@ -64,18 +71,26 @@ impl Limiter {
     }
 }
 
+fn non_zero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
+}
+
+/// The key of a client address, for limits by address.
+pub fn address_key(what: &str, addr: Option<std::net::SocketAddr>) -> [u8; 32] {
+    let ip: Option<IpAddr> = addr.map(|a| a.ip());
+    Sha256::digest(format!("{what}:{ip:?}").as_bytes()).into()
+}
+
 fn key_of(req: &ServiceRequest) -> [u8; 32] {
     // An app's signed request is counted here by address, like any request without a
     // token, and against the app's own budget once it is verified (`apps::verify`).
     if req.headers().contains_key(crate::apps::APP_KEY) {
-        let ip: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
-        return Sha256::digest(format!("ip:{ip:?}").as_bytes()).into();
+        return address_key("ip", req.peer_addr());
     }
     if let Some(token) = crate::auth::bearer(req.request()) {
         return Sha256::digest(token.as_bytes()).into();
     }
-    let ip: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
-    Sha256::digest(format!("ip:{ip:?}").as_bytes()).into()
+    address_key("ip", req.peer_addr())
 }
 
 pub async fn limit(

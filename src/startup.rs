@@ -165,6 +165,14 @@ impl Application {
                 24 * config.idempotency_keep_days as i64,
             ),
             request_timeout: config.request_timeout,
+            visitor_requests: {
+                let limiter = Limiter::per_minute(
+                    crate::limits::VISITOR_REQUESTS_PER_MINUTE,
+                    crate::limits::VISITOR_REQUESTS_BURST,
+                );
+                limiter.spawn_trim();
+                limiter
+            },
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());

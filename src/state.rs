@@ -55,6 +55,9 @@ pub struct AppState {
     pub idempotency_keep: jiff::SignedDuration,
     /// How long a request may take (`ONECARD_REQUEST_TIMEOUT_MS`, `crate::deadline`).
     pub request_timeout: std::time::Duration,
+    /// Visitors' requests (no token) per client address: far fewer than the general
+    /// limit, so that a script cannot flood hosts with requests.
+    pub visitor_requests: Arc<crate::ratelimit::Limiter>,
 }
 
 impl AppState {

@@ -6,13 +6,15 @@
 //! shows its QR code at the gate once approved, and may cancel. Staff of the visitors app
 //! let them in from a phone. Admins list requests and count them.
 
-use actix_web::{get, post, put, web, HttpResponse};
+use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::domain::visitors::{normalize_plate, pass_of, qr_text, resident_id_valid};
 use onecard_schema::ids::{EventId, TenantId, UserId, VisitorRequestId};
-use onecard_schema::model::{FieldRule, UserStatus, VisitStatus, VisitorForm, VisitorRequest};
+use onecard_schema::model::{
+    FieldRule, PageReq, UserStatus, VisitStatus, VisitorForm, VisitorRequest,
+};
 use onecard_schema::visitor_store::{NewVisitorRequest, VisitorCounts, VisitorFilter};
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
 use onecard_schema::StoreError;
@@ -25,7 +27,9 @@ use crate::auth::{
     hash_token, new_token, Auth, Cardholder, VisitorGate, VisitorsAdmin, VisitorsViewer,
 };
 use crate::extract::{path_id, Json, Query};
+use crate::limits::HOST_PENDING_MAX;
 use crate::problem::{ApiError, Problems};
+use crate::ratelimit::address_key;
 use crate::state::AppState;
 
 const NAME_CHARS_MAX: usize = 32;
@@ -189,14 +193,20 @@ fn unknown_host() -> ApiError {
 /// Ask to visit a member (no token needed). 201 with the pending request and its pass;
 /// 422 `unknown_host` unless an active member has both the number and the name; 422 for
 /// a field the form does not ask for, or needs, or a resident ID that fails the real-name
-/// check. The host hears `visitor.requested`.
+/// check; 409 `host_busy` while the host has 50 requests waiting; 429 past 20 requests from
+/// one address, then one every 10 seconds. The host hears `visitor.requested`.
 #[utoipa::path(tag = "visitors", request_body = CreateVisitorRequest,
     responses((status = 201, body = VisitorRequestMade), Problems))]
 #[post("/visitors/requests")]
 pub async fn create_request(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Json(body): Json<CreateVisitorRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let address = address_key("visitor-request", req.peer_addr());
+    if let Err(retry_after_s) = state.visitor_requests.check(&address) {
+        return Err(ApiError::RateLimited { retry_after_s });
+    }
     let tenant = body.tenant_id;
     state.store.get_tenant(tenant).await?;
     let form = state.store.visitor_form(tenant).await?;
@@ -272,6 +282,25 @@ pub async fn create_request(
     let host = state.store.get_user(tenant, host_id).await?;
     if host.status != UserStatus::Active || host.name.trim() != body.host_name.trim() {
         return Err(unknown_host());
+    }
+    let waiting = VisitorFilter {
+        host: Some(host_id),
+        status: Some(VisitStatus::Pending),
+        ..VisitorFilter::default()
+    };
+    let page = PageReq {
+        limit: HOST_PENDING_MAX,
+        after: None,
+    };
+    let pending = state
+        .store
+        .list_visitor_requests(tenant, waiting, page)
+        .await?;
+    if pending.next.is_some() || pending.items.len() >= HOST_PENDING_MAX as usize {
+        return Err(ApiError::conflict(
+            "host_busy",
+            "your host has too many requests waiting for a decision: ask them directly",
+        ));
     }
 
     let pass = new_token();

@@ -18,6 +18,7 @@ on_both_engines!(
     a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once,
     the_form_decides_what_is_asked_and_only_visitors_admins_keep_it,
     a_turnstile_app_lets_visitors_in_and_a_reader_hears_of_them,
+    requests_are_limited_per_address_and_per_host,
 );
 
 /// A request body from `app`'s now: the visit starts in `start_h` hours, lasts two.
@@ -515,4 +516,72 @@ async fn a_turnstile_app_lets_visitors_in_and_a_reader_hears_of_them(engine: Eng
     assert_eq!(s, 403);
     hooks.nothing_more().await;
     hooks.handle.stop(true).await;
+}
+
+/// Requests without a token: 20 from one address, then one every 10 seconds (429); and a
+/// host with 50 requests waiting takes no more (409 `host_busy`) until they decide.
+async fn requests_are_limited_per_address_and_per_host(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let admin = &shop.admin;
+    let tenant = app.tenant_of(admin).await.to_string();
+    let (_, host_token) = member(&app, admin, "Host H-1", "H-1", "staff").await;
+    // Clients from other loopback addresses: each has a budget of its own.
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let send = |client: reqwest::Client, body: Value| {
+        let url = app.url("/api/v1/visitors/requests");
+        async move {
+            let res = client.post(url).json(&body).send().await.unwrap();
+            let status = res.status().as_u16();
+            let retry = res.headers().get("retry-after").is_some();
+            (
+                status,
+                retry,
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut made = 0;
+    for last in [2, 3] {
+        let client = from(last);
+        for _ in 0..20 {
+            let (s, _, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
+            assert_eq!(s, 201, "{body}");
+            made += 1;
+        }
+        let (s, retry, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
+        assert_eq!((s, retry), (429, true), "{body}");
+    }
+    let client = from(4);
+    for _ in made..50 {
+        let (s, _, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let (s, _, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
+    assert_problem(s, &body, 409, "host_busy");
+    // A decision makes room.
+    let (_, waiting) = app
+        .get(
+            "/api/v1/me/visitor-requests?status=pending&limit=1",
+            &host_token,
+        )
+        .await;
+    let id = waiting["items"][0]["id"].as_str().unwrap();
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/me/visitor-requests/{id}/reject"),
+            &host_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
+    assert_eq!(s, 201, "{body}");
 }
