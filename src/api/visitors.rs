@@ -36,6 +36,8 @@ const NAME_CHARS_MAX: usize = 32;
 const COMPANY_CHARS_MAX: usize = 64;
 const PURPOSE_CHARS_MAX: usize = 200;
 const REASON_CHARS_MAX: usize = 200;
+/// The host's number and name as a visitor types them: no member's is longer.
+const HOST_FIELD_CHARS_MAX: usize = 64;
 /// How far ahead a visit may be asked for, and how long one lasts at most.
 const BOOK_AHEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
 const VISIT_LONGEST: SignedDuration = SignedDuration::from_hours(24);
@@ -214,6 +216,13 @@ pub async fn create_request(
     let mut c = Checks::new();
     let name = body.name.trim().to_string();
     c.text("name", &name, 1, NAME_CHARS_MAX);
+    c.text(
+        "host_number",
+        body.host_number.trim(),
+        1,
+        HOST_FIELD_CHARS_MAX,
+    );
+    c.text("host_name", body.host_name.trim(), 1, HOST_FIELD_CHARS_MAX);
     let phone = match field(&mut c, "phone", form.phone, body.phone, 32) {
         Some(p) => rules::check_phone(&mut c, "phone", &p),
         None => None,

@@ -111,6 +111,19 @@ async fn a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once(engine: 
     .await;
     assert_problem(s, &p, 422, "invalid");
     assert_eq!(p["errors"][0]["field"], "phone", "{p}");
+    let (s, p) = anonymous(
+        &app,
+        "/api/v1/visitors/requests",
+        ask(
+            &app,
+            &tenant,
+            1,
+            json!({"host_number": "", "host_name": "x".repeat(65)}),
+        ),
+    )
+    .await;
+    assert_problem(s, &p, 422, "invalid");
+    assert_eq!(p["errors"].as_array().unwrap().len(), 2, "{p}");
     for wrong in [
         json!({"host_name": "Someone Else"}),
         json!({"host_number": "NOBODY"}),
