@@ -11,7 +11,7 @@ use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
 use crate::money::{person, shop};
 use crate::on_both_engines;
 use crate::realtime::Ws;
-use crate::shuttle::{member, personal_code};
+use crate::shuttle::{bound, member, open_link, personal_code};
 
 on_both_engines!(
     a_visit_is_recorded_three_ways_inside_the_windows,
@@ -73,27 +73,12 @@ async fn tap(app: &TestApp, me: &str, code: &str) -> (u16, Value) {
 
 /// Binds a fixed scanner to `device`: its token.
 async fn scanner(app: &TestApp, admin: &str, device: &Value) -> String {
-    let (s, binding) = app
-        .post(
-            &format!("/api/v1/maintenance/devices/{}/binding", id(device)),
-            admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 201, "{binding}");
-    let (s, bound) = open(app, &binding).await;
-    assert_eq!(s, 201, "{bound}");
-    bound["token"].as_str().unwrap().to_string()
+    let link = format!("/api/v1/maintenance/devices/{}/binding", id(device));
+    bound(app, admin, &link, "/api/v1/maintenance/bind").await
 }
 
 async fn open(app: &TestApp, binding: &Value) -> (u16, Value) {
-    app.send(
-        reqwest::Method::POST,
-        "/api/v1/maintenance/bind",
-        None,
-        Some(json!({"binding_token": binding["binding_token"]})),
-    )
-    .await
+    open_link(app, "/api/v1/maintenance/bind", binding).await
 }
 
 async fn a_visit_is_recorded_three_ways_inside_the_windows(engine: Engine) {

@@ -44,30 +44,35 @@ async fn bus(app: &TestApp, admin: &str, route: &Value, name: &str) -> Value {
     b
 }
 
-/// Opens a binding link as the phone would: (status, body).
-async fn bind(app: &TestApp, binding: &Value) -> (u16, Value) {
+/// Opens a binding link at `bind_path` as the phone or scanner would: (status, body).
+pub(crate) async fn open_link(app: &TestApp, bind_path: &str, binding: &Value) -> (u16, Value) {
     app.send(
         reqwest::Method::POST,
-        "/api/v1/shuttle/bind",
+        bind_path,
         None,
         Some(json!({"binding_token": binding["binding_token"]})),
     )
     .await
 }
 
+/// Makes a binding link at `link_path` (as `admin`) and opens it at `bind_path`: the
+/// verifier token of the phone or scanner it binds.
+pub(crate) async fn bound(app: &TestApp, admin: &str, link_path: &str, bind_path: &str) -> String {
+    let (s, binding) = app.post(link_path, admin, json!({})).await;
+    assert_eq!(s, 201, "{binding}");
+    let (s, opened) = open_link(app, bind_path, &binding).await;
+    assert_eq!(s, 201, "{opened}");
+    opened["token"].as_str().unwrap().to_string()
+}
+
+async fn bind(app: &TestApp, binding: &Value) -> (u16, Value) {
+    open_link(app, "/api/v1/shuttle/bind", binding).await
+}
+
 /// A phone bound to `bus`: its verifier token.
 async fn phone(app: &TestApp, admin: &str, bus: &Value) -> String {
-    let (s, binding) = app
-        .post(
-            &format!("/api/v1/shuttle/buses/{}/binding", id(bus)),
-            admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 201, "{binding}");
-    let (s, bound) = bind(app, &binding).await;
-    assert_eq!(s, 201, "{bound}");
-    bound["token"].as_str().unwrap().to_string()
+    let link = format!("/api/v1/shuttle/buses/{}/binding", id(bus));
+    bound(app, admin, &link, "/api/v1/shuttle/bind").await
 }
 
 /// A member named `name` with `identity`, and a cardholder token: (user id, token).
