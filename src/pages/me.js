@@ -8,11 +8,12 @@
   $("who").textContent = me.name;
   $("main").classList.remove("hidden");
 
-  // "Your code was just scanned" is for a payment just made: its first state. A later
-  // change of a payment (a repayment settling it, say) is no scan.
   // Which code the page shows: the payment code for tills, or the personal code for a
   // shuttle's phone (it names the holder and cannot pay).
   let mode = "pay";
+
+  // "Your code was just scanned" is for a payment just made: its first state. A later
+  // change of a payment (a repayment settling it, say) is no scan.
   async function refreshCode() {
     try {
       const ride = mode === "ride";
