@@ -13,7 +13,7 @@ use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::{CodeCheck, Op};
 use onecard_schema::collection_store::{VisitFilter, VisitWrite};
 use onecard_schema::ids::{EventId, MerchantId, PaymentId, TenantId, TerminalId, UserId, VisitId};
-use onecard_schema::model::{CollectionMode, UserStatus, Visit};
+use onecard_schema::model::{CollectionMode, Visit};
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent, Terminal};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -173,13 +173,7 @@ pub async fn visit_collection_code(
     if mode != CollectionMode::Count {
         return Err(wrong_mode(mode));
     }
-    let person = state.store.get_user(tenant, user).await?;
-    if person.status != UserStatus::Active {
-        return Err(ApiError::forbidden(
-            "card_inactive",
-            "this card is not active: ask the card office",
-        ));
-    }
+    let person = super::scan::active_member(&state, tenant, user).await?;
     let now = state.clock.now();
     let visit = Visit {
         id: VisitId::new(),

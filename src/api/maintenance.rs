@@ -18,17 +18,16 @@ use onecard_schema::ids::{
 };
 use onecard_schema::maintenance_store::{RecordFilter, RecordWrite};
 use onecard_schema::model::{
-    Device, DeviceType, MaintenanceMethod, MaintenanceRecord, User, UserStatus, Window,
+    Device, DeviceType, MaintenanceMethod, MaintenanceRecord, User, Window,
 };
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
-use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::payments::mask_name;
 use super::scan::{
-    admits, card_inactive, check_identities, distinct, link_refused, person_of_code, BindVerifier,
-    Link, Opening,
+    active_member, admits, check_identities, distinct, link_refused, person_of_code, verifier_of,
+    BindVerifier, Link, Opening,
 };
 use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
@@ -514,20 +513,13 @@ async fn scanner_device(
     caller: &Auth<Verifier>,
 ) -> Result<(Device, DeviceType), ApiError> {
     let tenant = caller.tenant()?;
-    let device = match state
-        .store
-        .get_device(tenant, DeviceId(caller.subject()?))
-        .await
-    {
-        Ok(d) => d,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::forbidden(
-                "forbidden",
-                "this token verifies something other than a device",
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let device = verifier_of(
+        state
+            .store
+            .get_device(tenant, DeviceId(caller.subject()?))
+            .await,
+        "a device",
+    )?;
     let t = state.store.get_device_type(tenant, device.type_id).await?;
     Ok((device, t))
 }
@@ -650,10 +642,7 @@ pub async fn record_by_device_code(
         Some((owner, d)) if owner == tenant => d,
         _ => return Err(ApiError::NotFound),
     };
-    let person = state.store.get_user(tenant, user).await?;
-    if person.status != UserStatus::Active {
-        return Err(card_inactive());
-    }
+    let person = active_member(&state, tenant, user).await?;
     let device_type = state.store.get_device_type(tenant, device.type_id).await?;
     let bucket = state.clock.now().as_second().div_euclid(TAP_BUCKET_S);
     let mut dedupe = b"d:".to_vec();

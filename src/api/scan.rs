@@ -110,11 +110,38 @@ pub fn link_refused(e: StoreError) -> ApiError {
     }
 }
 
-pub fn card_inactive() -> ApiError {
-    ApiError::forbidden(
-        "card_inactive",
-        "this card is not active: ask the card office",
-    )
+/// `person`, unless their card is not active (suspended or departed): 403
+/// `card_inactive`.
+pub fn active(person: User) -> Result<User, ApiError> {
+    if person.status != UserStatus::Active {
+        return Err(ApiError::forbidden(
+            "card_inactive",
+            "this card is not active: ask the card office",
+        ));
+    }
+    Ok(person)
+}
+
+/// The active member `user` of `tenant` (a cardholder acting for themselves).
+pub async fn active_member(
+    state: &AppState,
+    tenant: TenantId,
+    user: onecard_schema::ids::UserId,
+) -> Result<User, ApiError> {
+    active(state.store.get_user(tenant, user).await?)
+}
+
+/// What a verifier token's subject is, when it is the kind of thing the route verifies
+/// (`found`: the store's lookup of it); 403 for a verifier of something else.
+pub fn verifier_of<T>(found: onecard_schema::StoreResult<T>, what: &str) -> Result<T, ApiError> {
+    match found {
+        Ok(t) => Ok(t),
+        Err(StoreError::NotFound) => Err(ApiError::forbidden(
+            "forbidden",
+            format!("this token verifies something other than {what}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn code_invalid() -> ApiError {
@@ -150,10 +177,7 @@ pub async fn person_of_code(
         Err(StoreError::NotFound) => return Err(code_invalid()),
         Err(e) => return Err(e.into()),
     };
-    if person.status != UserStatus::Active {
-        return Err(card_inactive());
-    }
-    Ok((person, nonce))
+    Ok((active(person)?, nonce))
 }
 
 /// Whether `person` is one of `identities` (everyone, when there are none).

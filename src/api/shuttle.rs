@@ -13,17 +13,16 @@ use jiff::Timestamp;
 use onecard_actors::domain::code;
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{BusId, EventId, RideId, ShuttleRouteId, UserId};
-use onecard_schema::model::{Bus, Ride, ShuttleRoute, UserStatus};
+use onecard_schema::model::{Bus, Ride, ShuttleRoute};
 use onecard_schema::shuttle_store::{RideFilter, RideWrite};
 use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
-use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::payments::mask_name;
 use super::scan::{
-    admits, card_inactive, check_identities, distinct, link_refused, person_of_code, BindVerifier,
-    Link, Opening,
+    active_member, admits, check_identities, distinct, link_refused, person_of_code, verifier_of,
+    BindVerifier, Link, Opening,
 };
 use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, ListParams, Paged};
@@ -427,16 +426,10 @@ async fn phone_bus(
     caller: &Auth<Verifier>,
 ) -> Result<(Bus, ShuttleRoute), ApiError> {
     let tenant = caller.tenant()?;
-    let bus = match state.store.get_bus(tenant, BusId(caller.subject()?)).await {
-        Ok(bus) => bus,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::forbidden(
-                "forbidden",
-                "this token verifies something other than a shuttle bus",
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let bus = verifier_of(
+        state.store.get_bus(tenant, BusId(caller.subject()?)).await,
+        "a shuttle bus",
+    )?;
     let route = state.store.get_route(tenant, bus.route_id).await?;
     Ok((bus, route))
 }
@@ -677,10 +670,7 @@ pub async fn create_personal_code(
     caller: Auth<Cardholder>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
-    let person = state.store.get_user(tenant, user).await?;
-    if person.status != UserStatus::Active {
-        return Err(card_inactive());
-    }
+    active_member(&state, tenant, user).await?;
     let (code, expires_at) = code::issue_personal(&state.keys, user, state.clock.now());
     let svg = qr_svg(&code, 240)?;
     Ok(HttpResponse::Created().json(PersonalCode {

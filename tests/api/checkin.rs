@@ -110,16 +110,6 @@ pub(crate) async fn signed(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-/// The next frame on `ws` that is an event (heartbeats and acks skipped).
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let f = ws.next().await;
-        if f["op"] == "event" {
-            return f;
-        }
-    }
-}
-
 async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
@@ -195,7 +185,7 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
     // An hour early: not open yet, and the screen hears of it.
     let (s, p) = check_in(&app, &token, &code, Some(CENTRE)).await;
     assert_problem(s, &p, 409, "event_not_open");
-    let failed = next_event(&mut screen).await;
+    let failed = screen.next_event().await;
     assert_eq!(failed["type"], "checkin.failed");
     assert_eq!(failed["data"]["reason"], "event_not_open");
     assert_eq!(failed["data"]["user_id"], user["id"]);
@@ -212,7 +202,7 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
         p["detail"].as_str().unwrap().contains("within 100 m"),
         "{p}"
     );
-    let failed = next_event(&mut screen).await;
+    let failed = screen.next_event().await;
     assert_eq!(failed["data"]["reason"], "outside_geofence");
     let d = failed["data"]["distance_m"].as_u64().unwrap();
     assert!((215..=230).contains(&d), "{failed}");
@@ -228,7 +218,7 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
     assert_eq!(made["number"], "S-1");
     let d = made["distance_m"].as_u64().unwrap();
     assert!((50..=60).contains(&d), "{made}");
-    let confirmed = next_event(&mut screen).await;
+    let confirmed = screen.next_event().await;
     assert_eq!(confirmed["type"], "checkin.confirmed");
     assert_eq!(confirmed["data"], made);
 
@@ -281,7 +271,7 @@ async fn a_person_checks_in_once_with_the_code_inside_the_window_and_the_fence(e
     let (_, stranger) = member(&app, &other_admin, "X-1", json!({})).await;
     let (s, p) = check_in(&app, &stranger, &code, Some(CENTRE)).await;
     assert_problem(s, &p, 403, "not_a_member");
-    let failed = next_event(&mut screen).await;
+    let failed = screen.next_event().await;
     assert_eq!(
         (
             failed["data"]["reason"].clone(),
@@ -597,7 +587,7 @@ async fn concurrent_check_ins_by_one_person_make_one(engine: Engine) {
         assert!(*s == 200 || *s == 201, "{s} {body}");
         assert_eq!(body, created[0], "every answer is the one check-in");
     }
-    let confirmed = next_event(&mut screen).await;
+    let confirmed = screen.next_event().await;
     assert_eq!(confirmed["data"]["id"], created[0]["id"]);
     assert!(
         screen

@@ -70,16 +70,6 @@ async fn balance(app: &TestApp, me: &str) -> i64 {
     w["balance"].as_i64().unwrap()
 }
 
-/// The next event frame of `ws`, skipping anything else.
-async fn event(ws: &mut Ws) -> Value {
-    loop {
-        let f = ws.next().await;
-        if f["op"] == "event" {
-            return f;
-        }
-    }
-}
-
 async fn a_pay_code_takes_payments_from_the_wallet_as_a_till_does(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
@@ -219,7 +209,7 @@ async fn a_pay_code_takes_payments_from_the_wallet_as_a_till_does(engine: Engine
     assert_eq!(paid["user_id"], json!(user));
     assert_eq!(balance(&app, &me).await, 300);
     for ws in [&mut screen, &mut office] {
-        let e = event(ws).await;
+        let e = ws.next_event().await;
         assert_eq!(e["type"], "payment.succeeded", "{e}");
         assert_eq!(e["data"]["id"], paid["id"]);
     }
@@ -374,7 +364,7 @@ async fn a_count_code_counts_each_visit_once_and_moves_no_money(engine: Engine) 
         (&first["user_id"], &first["number"], &first["terminal_id"]),
         (&json!(user), &json!("V-1"), &hall_door["id"])
     );
-    let e = event(&mut office).await;
+    let e = office.next_event().await;
     assert_eq!(e["type"], "collection.visit", "{e}");
     assert_eq!(e["data"]["id"], first["id"]);
     assert_eq!(

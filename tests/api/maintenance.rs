@@ -133,12 +133,7 @@ async fn a_visit_is_recorded_three_ways_inside_the_windows(engine: Engine) {
             &json!("T-1")
         )
     );
-    let e = loop {
-        let f = phone.next().await;
-        if f["op"] == "event" {
-            break f;
-        }
-    };
+    let e = phone.next_event().await;
     assert_eq!(
         (&e["type"], &e["data"]["id"], &e["data"]["number"]),
         (&json!("maintenance.recorded"), &first["id"], &Value::Null),

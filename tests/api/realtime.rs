@@ -118,6 +118,16 @@ impl Ws {
         self.next_within(5_000).await.expect("a frame within 5 s")
     }
 
+    /// The next frame that is an event (heartbeats and acks skipped).
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let f = self.next().await;
+            if f["op"] == "event" {
+                return f;
+            }
+        }
+    }
+
     /// Waits until this connection, subscribed to a topic, has seen the topic's event
     /// `seq`: the event is then published, and in the topic's history. (A payment's event
     /// is published after its 201, by the relay.)

@@ -153,12 +153,7 @@ async fn a_bus_phone_boards_riders_by_their_personal_codes(engine: Engine) {
             &json!("Bus 1")
         )
     );
-    let e = loop {
-        let f = card.next().await;
-        if f["op"] == "event" {
-            break f;
-        }
-    };
+    let e = card.next_event().await;
     assert_eq!(
         (&e["type"], &e["data"]["id"], &e["data"]["number"]),
         (&json!("shuttle.ride"), &ride["id"], &Value::Null),

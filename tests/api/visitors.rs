@@ -65,15 +65,6 @@ async fn gate(app: &TestApp, staff: &str, pass: &str) -> (u16, Value) {
         .await
 }
 
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let f = ws.next().await;
-        if f["op"] == "event" {
-            return f;
-        }
-    }
-}
-
 async fn a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
@@ -169,7 +160,7 @@ async fn a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once(engine: 
         (&first["status"], &first["plate"], &first["host_name"]),
         (&json!("pending"), &json!("沪A12345"), &json!("Host H-1"))
     );
-    let e = next_event(&mut phone).await;
+    let e = phone.next_event().await;
     assert_eq!(
         (&e["type"], &e["data"]["id"]),
         (&json!("visitor.requested"), &first["id"])
@@ -228,7 +219,7 @@ async fn a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once(engine: 
         (201, &json!(true), &json!("沪A12345")),
         "{entry}"
     );
-    let e = next_event(&mut phone).await;
+    let e = phone.next_event().await;
     assert_eq!(e["type"], "visitor.entered", "{e}");
     let (s, again) = gate(&app, admin, &first_pass).await;
     assert_eq!((s, &again["first"]), (200, &json!(false)));
