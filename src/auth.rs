@@ -280,6 +280,44 @@ impl Access for BookingManager {
     const SUB_ADMINS: SubAdmins = SubAdmins::App(ScenarioApp::Booking);
 }
 
+/// An admin reading identity types: super admins, and sub-admins granted `identity`.
+pub struct IdentityViewer;
+impl Access for IdentityViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Identity, GrantLevel::View);
+}
+
+/// An admin creating, changing or deleting identity types.
+pub struct IdentityManager;
+impl Access for IdentityManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Identity, GrantLevel::Manage);
+}
+
+/// An admin reading card products and their claim links: super admins, and sub-admins
+/// granted `cards`.
+pub struct CardsViewer;
+impl Access for CardsViewer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Cards, GrantLevel::View);
+}
+
+/// An admin creating or changing card products and their covers.
+pub struct CardsManager;
+impl Access for CardsManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Cards, GrantLevel::Manage);
+}
+
+/// Who vouches for an account of the tenant's channel with a claim ticket: the channel's
+/// own backend (an app with `claim_tickets`), or an admin managing cards.
+pub struct ClaimTicketIssuer;
+impl Access for ClaimTicketIssuer {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Cards, GrantLevel::Manage);
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::ClaimTickets);
+}
+
 /// A member of the organisation (a cardholder) or an admin of the room booking app:
 /// rooms, their free slots, bookings shared with them.
 pub struct BookingMember;

@@ -213,6 +213,48 @@ pub fn required_idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
     })
 }
 
+/// A file sent either in a multipart field named `file`, or as the whole body with one of
+/// the content types `raw` (a prefix each; `"*"` takes any), at most `max` bytes (413).
+/// `what` and `raw_names` say in a refusal what to send.
+pub async fn read_file(
+    req: &HttpRequest,
+    payload: actix_web::web::Payload,
+    max: usize,
+    raw: &[&str],
+    what: &str,
+    raw_names: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
+        while let Some(field) = multipart.next().await {
+            let field =
+                field.map_err(|e| ApiError::bad_request("malformed_multipart", e.to_string()))?;
+            if field.name() != Some("file") {
+                continue;
+            }
+            let bytes = read_limited(field, max, "malformed_multipart").await?;
+            return Ok(bytes.to_vec());
+        }
+        Err(ApiError::invalid_field(
+            "file",
+            "required",
+            format!("send {what} in a multipart field named file"),
+        ))
+    } else if raw.iter().any(|r| *r == "*" || content_type.starts_with(r)) {
+        Ok(read_limited(payload, max, "malformed_body").await?.to_vec())
+    } else {
+        Err(ApiError::UnsupportedMedia {
+            detail: format!("send multipart/form-data with a file field, or {what} as {raw_names}"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,12 +337,14 @@ pub fn parse_template(rows: Vec<Row>) -> Result<Vec<RawRow>, ApiError> {
         .collect())
 }
 
-/// Validates every row against the field rules and the tenant's departments and tags;
-/// returns the users to apply, or every violation with its row.
+/// Validates every row against the field rules and the tenant's departments, tags and
+/// identity types (`identities`: their names; empty while it defines none, when any text
+/// is taken); returns the users to apply, or every violation with its row.
 pub fn build_users(
     rows: &[RawRow],
     departments: &HashMap<String, DepartmentId>,
     tags: &HashMap<String, TagId>,
+    identities: &[String],
     keys: &Keys,
 ) -> Result<Vec<NewUser>, ApiError> {
     let mut c = Checks::new();
@@ -390,6 +392,13 @@ pub fn build_users(
             .map(str::to_string);
         if let Some(identity) = &identity {
             rules::check_identity(&mut c, "identity", identity);
+            if !identities.is_empty() && !identities.contains(identity) {
+                c.fail(
+                    "identity",
+                    "identity_type",
+                    format!("no identity type {identity:?}"),
+                );
+            }
         }
         let mut department_ids = Vec::new();
         let path = raw.get("department");
@@ -512,7 +521,7 @@ mod tests {
     fn every_bad_row_is_listed_with_row_field_and_rule() {
         let body = "Good,S1,,,,,\n,S2,,,,,\nBad phone,S3,12ab,,,,\nDup,S1,,,Nowhere,ghost,\n";
         let rows = parse_template(read_rows(&csv(body)).unwrap()).unwrap();
-        let e = build_users(&rows, &HashMap::new(), &HashMap::new(), &keys()).unwrap_err();
+        let e = build_users(&rows, &HashMap::new(), &HashMap::new(), &[], &keys()).unwrap_err();
         assert_eq!(code(&e), "invalid_rows");
         let got: Vec<(u32, String, String)> = e
             .problem()
@@ -542,7 +551,7 @@ mod tests {
         let (a, b) = (TagId::new(), TagId::new());
         let depts = HashMap::from([("Teaching/Maths".to_string(), d)]);
         let tags = HashMap::from([("a".to_string(), a), ("b".to_string(), b)]);
-        let users = build_users(&rows, &depts, &tags, &keys()).unwrap();
+        let users = build_users(&rows, &depts, &tags, &[], &keys()).unwrap();
         let u = &users[0];
         assert_eq!((u.name.as_str(), u.number.as_str()), ("Li Lei", "S9"));
         assert_eq!(u.department_ids, vec![d]);

@@ -25,5 +25,6 @@ pub mod startup;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
+pub mod texts;
 pub mod webhooks;
 pub mod ws;

@@ -86,3 +86,22 @@ pub const VISITOR_REQUESTS_PER_MINUTE: u32 = 6;
 /// Requests a host may have waiting for a decision; more are refused (409 `host_busy`)
 /// until they decide some, so that nobody can bury a host in requests.
 pub const HOST_PENDING_MAX: u32 = 50;
+
+/// Card claims and phone-code requests (sent without a token) one client address may make:
+/// each guesses at who someone is, so after a burst for a shared campus network, one every
+/// `60 / CLAIMS_PER_MINUTE` seconds. Past it, 429 with Retry-After.
+pub const CLAIMS_BURST: u32 = 20;
+pub const CLAIMS_PER_MINUTE: u32 = 6;
+/// A phone code: how long it is accepted, how soon another may be texted to the same
+/// phone, and how many wrong tries use it up.
+pub const PHONE_CODE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+pub const PHONE_CODE_GAP: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
+pub const PHONE_CODE_TRIES: i32 = 5;
+/// How long a claim ticket from the tenant's channel is accepted.
+pub const CLAIM_TICKET_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(30);
+/// The largest card cover accepted (SPEC §4: under 1 MiB), and its exact size.
+pub const COVER_BYTES_MAX: usize = 1024 * 1024;
+pub const COVER_WIDTH: usize = 1000;
+pub const COVER_HEIGHT: usize = 600;
+/// How long OneCard waits for a tenant's identity endpoint.
+pub const IDENTITY_ENDPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -20,7 +20,8 @@ use crate::problem::Problem;
         (name = "audit"), (name = "analytics"), (name = "merchants"), (name = "wallets"), (name = "me"),
         (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
         (name = "apps"), (name = "checkin"), (name = "booking"), (name = "collection"),
-        (name = "shuttle"), (name = "maintenance"), (name = "visitors"),
+        (name = "shuttle"), (name = "maintenance"), (name = "visitors"), (name = "identity"),
+        (name = "cards"),
     )
 )]
 pub struct ApiDoc;

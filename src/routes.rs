@@ -14,9 +14,9 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, apps, arrears, audit, booking, checkin, collection, directory, groups, health, import,
-    ledger, maintenance, merchants, payments, reports, shuttle, stats, subsidies, tenants, users,
-    visitors, wallets,
+    admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
+    identity, import, ledger, maintenance, merchants, payments, reports, shuttle, stats, subsidies,
+    tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -129,6 +129,30 @@ where
                 .service(collection::list_my_visits)
                 .service(collection::get_merchant_visits)
                 .service(shuttle::verify_ride)
+                .service(identity::create_identity_type)
+                .service(identity::list_identity_types)
+                .service(identity::get_identity_type)
+                .service(identity::patch_identity_type)
+                .service(identity::rotate_identity_secret)
+                .service(identity::delete_identity_type)
+                .service(cards::create_card)
+                .service(cards::list_cards)
+                .service(cards::get_card)
+                .service(cards::patch_card)
+                .service(cards::put_cover)
+                .service(cards::get_cover)
+                .service(cards::get_card_claim_link)
+                .service(cards::get_claim_link)
+                .service(cards::list_card_reviews)
+                .service(cards::approve_card)
+                .service(cards::reject_card)
+                .service(cards::create_claim_ticket)
+                .service(cards::get_claim_offer)
+                .service(cards::get_claimable_card)
+                .service(cards::send_phone_code)
+                .service(cards::claim_card)
+                .service(cards::list_my_cards)
+                .service(cards::list_sandbox_texts)
                 .service(shuttle::create_route)
                 .service(shuttle::list_routes)
                 .service(shuttle::get_route)

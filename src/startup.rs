@@ -84,6 +84,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
+        let sandbox_texts = Arc::new(crate::texts::SandboxTexts::default());
         // The commit path and the real-time path each get threads of their own, off the
         // main thread: the ledger writer on one (with the wallet actors, unless they have
         // threads of their own), the outbox relay on another, so that publishing events and
@@ -173,6 +174,23 @@ impl Application {
                 limiter.spawn_trim();
                 limiter
             },
+            claims: {
+                let limiter = Limiter::per_minute(
+                    crate::limits::CLAIMS_PER_MINUTE,
+                    crate::limits::CLAIMS_BURST,
+                );
+                limiter.spawn_trim();
+                limiter
+            },
+            texts: sandbox_texts.clone(),
+            sandbox_texts: Some(sandbox_texts),
+            identity_http: reqwest::Client::builder()
+                .timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)
+                .connect_timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("OneCard-Identity/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("building the identity endpoint client")?,
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());

@@ -58,6 +58,15 @@ pub struct AppState {
     /// Visitors' requests (no token) per client address: far fewer than the general
     /// limit, so that a script cannot flood hosts with requests.
     pub visitor_requests: Arc<crate::ratelimit::Limiter>,
+    /// Card claims and phone codes (no token) per client address: each is a guess at who
+    /// someone is, so they are limited like visitors' requests.
+    pub claims: Arc<crate::ratelimit::Limiter>,
+    /// Sends the texts that prove a phone.
+    pub texts: Arc<dyn crate::texts::TextSender>,
+    /// The sandbox text gateway, when it is the active one.
+    pub sandbox_texts: Option<Arc<crate::texts::SandboxTexts>>,
+    /// Calls tenants' identity endpoints (the `external` method).
+    pub identity_http: reqwest::Client,
 }
 
 impl AppState {

@@ -15,6 +15,7 @@ pub struct Keys {
     id_number: [u8; 32],
     code: [u8; 32],
     app: [u8; 32],
+    claim: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -43,10 +44,14 @@ impl Keys {
         let mut app = [0u8; 32];
         hk.expand(b"app-secret v1", &mut app)
             .expect("32-byte HKDF output");
+        let mut claim = [0u8; 32];
+        hk.expand(b"card-claims v1", &mut claim)
+            .expect("32-byte HKDF output");
         Ok(Self {
             id_number,
             code,
             app,
+            claim,
         })
     }
 
@@ -69,6 +74,26 @@ impl Keys {
         mac.update(app.0.as_bytes());
         mac.update(&version.to_be_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// The secret an identity type's endpoint checks OneCard's calls with (43 characters,
+    /// base64url): derived like an app's, so the store leaks none; `version` rotates it.
+    pub fn identity_endpoint_secret(&self, identity_type: uuid::Uuid, version: i32) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.claim).expect("any length");
+        mac.update(b"identity-endpoint ");
+        mac.update(identity_type.as_bytes());
+        mac.update(&version.to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// A keyed hash of a code texted to `phone`, so a stolen table reveals no live code.
+    pub fn phone_code_hash(&self, phone: &str, code: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.claim).expect("any length");
+        mac.update(b"phone-code ");
+        mac.update(phone.as_bytes());
+        mac.update(b" ");
+        mac.update(code.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The per-card key: the code key narrowed to one cardholder, so a leaked card key

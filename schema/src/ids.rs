@@ -159,3 +159,15 @@ id_type!(
     /// A visitor's request to visit a member of the organisation.
     VisitorRequestId
 );
+id_type!(
+    /// A kind of person the tenant defines (teacher, student…), with how they prove it.
+    IdentityTypeId
+);
+id_type!(
+    /// A card product (campus card, staff card…) people claim.
+    CardId
+);
+id_type!(
+    /// One person's activated card.
+    CardClaimId
+);

@@ -2,6 +2,7 @@
 //! records, and the `Store` interface with its SQLite and PostgreSQL engines.
 
 pub mod booking_store;
+pub mod card_store;
 pub mod checkin_store;
 pub mod collection_store;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod money;
 pub mod money_store;
 pub mod postgres;
 mod postgres_booking;
+mod postgres_cards;
 mod postgres_checkin;
 mod postgres_collection;
 mod postgres_maintenance;
@@ -22,6 +24,7 @@ mod postgres_visitors;
 pub mod shuttle_store;
 pub mod sqlite;
 mod sqlite_booking;
+mod sqlite_cards;
 mod sqlite_checkin;
 mod sqlite_collection;
 mod sqlite_maintenance;
@@ -35,6 +38,7 @@ pub mod visitor_store;
 pub mod wallet;
 
 pub use booking_store::BookingStore;
+pub use card_store::CardStore;
 pub use checkin_store::CheckinStore;
 pub use collection_store::CollectionStore;
 pub use error::{StoreError, StoreResult};

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{
-    AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CheckInId, CheckinEventId, DeliveryId,
-    DepartmentId, DeviceId, DeviceTypeId, MaintenanceId, MerchantId, RideId, RoomId,
-    ShuttleRouteId, TagId, TenantId, TerminalId, UserId, VisitId, VisitorRequestId,
+    AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CardClaimId, CardId, CheckInId,
+    CheckinEventId, DeliveryId, DepartmentId, DeviceId, DeviceTypeId, IdentityTypeId,
+    MaintenanceId, MerchantId, RideId, RoomId, ShuttleRouteId, TagId, TenantId, TerminalId, UserId,
+    VisitId, VisitorRequestId,
 };
 
 macro_rules! string_enum {
@@ -136,6 +137,9 @@ string_enum!(
         ShuttleRead => "shuttle_read",
         /// Maintenance records: read.
         MaintenanceRead => "maintenance_read",
+        /// Claim tickets: vouch that an account of the tenant's channel (its official
+        /// account) may claim cards, and whether it follows.
+        ClaimTickets => "claim_tickets",
     }
 );
 
@@ -1076,4 +1080,129 @@ mod tests {
         );
         assert!(bad.is_err());
     }
+}
+
+string_enum!(
+    /// What kind of person an identity type describes (SPEC §3).
+    IdentityCategory {
+        Student => "student",
+        Teacher => "teacher",
+        Staff => "staff",
+        Alumni => "alumni",
+        Visitor => "visitor",
+        Other => "other",
+    }
+);
+
+string_enum!(
+    /// How a person of an identity type proves who they are when they claim a card.
+    Verification {
+        /// A one-time code texted to a phone the tenant imported for them.
+        Phone => "phone",
+        /// Their name and ID number match a record the tenant imported.
+        NameId => "name_id",
+        /// Open: they register themselves; nothing is imported.
+        Registration => "registration",
+        /// The tenant's own identity endpoint is asked, signed.
+        External => "external",
+    }
+);
+
+/// A kind of person the tenant defines (SPEC §3). A user's `identity` is its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct IdentityType {
+    pub id: IdentityTypeId,
+    /// What users carry as their `identity` (it cannot change once users hold it).
+    pub name: String,
+    pub category: IdentityCategory,
+    pub verification: Verification,
+    /// The tenant's identity endpoint, for `external`.
+    pub external_url: Option<String>,
+    #[serde(skip)]
+    pub secret_version: i32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+string_enum!(
+    /// A card product's subtitle, from the fixed list (SPEC §4).
+    CardSubtitle {
+        CampusCard => "campus_card",
+        AlumniCard => "alumni_card",
+        StudentCard => "student_card",
+        TeacherCard => "teacher_card",
+        StaffCard => "staff_card",
+        TemporaryCard => "temporary_card",
+        VisitorCard => "visitor_card",
+        EmployeeCard => "employee_card",
+    }
+);
+
+string_enum!(
+    /// Whether a card is for one identity type or shared by several.
+    CardTargeting { OneIdentity => "one_identity", SeveralIdentities => "several_identities" }
+);
+
+string_enum!(
+    /// Who may open a card's claim link (SPEC §4).
+    ClaimMode {
+        /// Only accounts that follow the tenant's official account, vouched for by a claim
+        /// ticket from its channel.
+        FollowRequired => "follow_required",
+        /// Any account the tenant's channel vouches for with a claim ticket.
+        NoFollow => "no_follow",
+        /// Anyone with the link; it may be shared.
+        OpenLink => "open_link",
+    }
+);
+
+string_enum!(
+    /// Where a card stands with the platform operator's review.
+    CardStatus { PendingReview => "pending_review", Approved => "approved", Rejected => "rejected" }
+);
+
+/// A card's cover image, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cover {
+    pub bytes: Vec<u8>,
+    /// `image/jpeg` or `image/png`, from the bytes.
+    pub content_type: String,
+    pub sha256: [u8; 32],
+}
+
+/// A card product (SPEC §4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Card {
+    pub id: CardId,
+    pub tenant_id: TenantId,
+    pub title: String,
+    pub subtitle: CardSubtitle,
+    /// Who may claim it.
+    pub identity_type_ids: Vec<IdentityTypeId>,
+    pub targeting: CardTargeting,
+    pub claim_mode: ClaimMode,
+    pub status: CardStatus,
+    /// Counts the card's changes (1 when created): the operator approves a revision.
+    pub revision: i64,
+    /// The operator's reason, for a rejection (and a note, for an approval).
+    pub review_reason: Option<String>,
+    pub reviewed_at: Option<Timestamp>,
+    /// The cover's SHA-256 (hex): it is served at `/api/v1/covers/{cover_sha256}`.
+    pub cover_sha256: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One person's activated card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CardClaim {
+    pub id: CardClaimId,
+    pub card_id: CardId,
+    pub user_id: UserId,
+    pub identity_type_id: IdentityTypeId,
+    /// How they proved who they are.
+    pub method: Verification,
+    /// The account the claim came from, when a claim ticket named one.
+    pub account: Option<String>,
+    pub claimed_at: Timestamp,
 }

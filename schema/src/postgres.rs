@@ -137,6 +137,9 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     return crate::store::device_type_name_taken()
                 }
                 Some("devices_code_key") => return crate::store::device_code_taken(),
+                Some("identity_types_tenant_id_name_key") => {
+                    return crate::store::identity_type_name_taken()
+                }
                 Some("booking_slots_pkey") => return crate::store::slot_taken(),
                 Some("departments_tenant_id_parent_id_name_key") => {
                     return StoreError::conflict(
@@ -493,10 +496,10 @@ async fn load_tenant<C: GenericClient>(c: &C, id: TenantId) -> StoreResult<Tenan
     tenant_from_row(&row)
 }
 
-const USER_COLS: &str =
+pub(crate) const USER_COLS: &str =
     "id, name, number, phone, id_last4, identity, status, created_at, updated_at";
 
-fn user_from_row(row: &Row) -> StoreResult<User> {
+pub(crate) fn user_from_row(row: &Row) -> StoreResult<User> {
     Ok(User {
         id: UserId(row.try_get(0).map_err(pg)?),
         name: row.try_get(1).map_err(pg)?,
@@ -545,7 +548,11 @@ async fn attach_memberships<C: GenericClient>(c: &C, users: &mut [User]) -> Stor
     Ok(())
 }
 
-async fn load_user<C: GenericClient>(c: &C, tenant: TenantId, id: UserId) -> StoreResult<User> {
+pub(crate) async fn load_user<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    id: UserId,
+) -> StoreResult<User> {
     let st = c
         .prepare_cached(&format!(
             "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"
@@ -597,7 +604,7 @@ async fn set_tags<C: GenericClient>(c: &C, user: UserId, ids: &[TagId]) -> Store
     Ok(())
 }
 
-async fn insert_user<C: GenericClient>(
+pub(crate) async fn insert_user<C: GenericClient>(
     c: &C,
     tenant: TenantId,
     u: &NewUser,

@@ -819,10 +819,10 @@ fn load_tenant(conn: &Connection, id: TenantId) -> StoreResult<Tenant> {
         .ok_or(StoreError::NotFound)
 }
 
-const USER_COLS: &str =
+pub(crate) const USER_COLS: &str =
     "id, name, number, phone, id_last4, identity, status, created_at, updated_at";
 
-fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+pub(crate) fn user_from_row(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: UserId(uuid_col(row, 0)?),
         name: row.get(1)?,
@@ -872,7 +872,7 @@ fn attach_memberships(conn: &Connection, users: &mut [User]) -> StoreResult<()> 
     Ok(())
 }
 
-fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<User> {
+pub(crate) fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<User> {
     let user = conn
         .prepare_cached(&format!(
             "SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?"
@@ -887,7 +887,11 @@ fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> StoreResult<Use
     Ok(users.remove(0))
 }
 
-fn number_owner(conn: &Connection, tenant: TenantId, number: &str) -> StoreResult<Option<Uuid>> {
+pub(crate) fn number_owner(
+    conn: &Connection,
+    tenant: TenantId,
+    number: &str,
+) -> StoreResult<Option<Uuid>> {
     conn.prepare_cached("SELECT id FROM users WHERE tenant_id = ? AND number = ?")
         .and_then(|mut st| {
             st.query_row([tenant.to_string(), number.to_string()], |r| uuid_col(r, 0))
@@ -896,7 +900,7 @@ fn number_owner(conn: &Connection, tenant: TenantId, number: &str) -> StoreResul
         .map_err(db)
 }
 
-fn number_taken() -> StoreError {
+pub(crate) fn number_taken() -> StoreError {
     StoreError::conflict(
         "number_taken",
         Some("number"),
@@ -2459,7 +2463,7 @@ pub(crate) fn purge_oldest(
     .map_err(db)
 }
 
-fn insert_user(
+pub(crate) fn insert_user(
     conn: &Connection,
     tenant: TenantId,
     u: &NewUser,

@@ -18,6 +18,7 @@ pub trait Store:
     + crate::shuttle_store::ShuttleStore
     + crate::maintenance_store::MaintenanceStore
     + crate::visitor_store::VisitorStore
+    + crate::card_store::CardStore
     + Send
     + Sync
     + 'static
@@ -435,4 +436,115 @@ pub(crate) fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
         }
     }
     out
+}
+
+pub(crate) fn identity_type_name_taken() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "identity_type_name_taken",
+        Some("name"),
+        "another identity type of the tenant has this name",
+    )
+}
+
+/// An identity type that cannot be deleted: `users` hold it, `cards` name it.
+pub(crate) fn identity_in_use(users: i64, cards: &[String]) -> crate::error::StoreError {
+    let mut why = Vec::new();
+    if users > 0 {
+        why.push(format!(
+            "{users} user(s) hold it: move them to another identity first"
+        ));
+    }
+    if !cards.is_empty() {
+        why.push(format!(
+            "the card(s) {} may be claimed by it: change them first",
+            cards.join(", ")
+        ));
+    }
+    crate::error::StoreError::conflict("identity_in_use", None, why.join("; "))
+}
+
+/// Whether an identity type is free to delete, given who holds it and which cards (title,
+/// identity type ids as JSON) name it.
+pub(crate) fn check_identity_free(
+    id: crate::ids::IdentityTypeId,
+    users: i64,
+    cards: Vec<(String, String)>,
+) -> crate::error::StoreResult<()> {
+    let mut naming = Vec::new();
+    for (title, ids) in cards {
+        let ids: Vec<crate::ids::IdentityTypeId> = from_json_text(&ids)?;
+        if ids.contains(&id) {
+            naming.push(format!("\u{201c}{title}\u{201d}"));
+        }
+    }
+    if users > 0 || !naming.is_empty() {
+        return Err(identity_in_use(users, &naming));
+    }
+    Ok(())
+}
+
+/// Whether the operator may make `review` of `card` now.
+pub(crate) fn check_review(
+    card: &Card,
+    review: &crate::card_store::Review,
+) -> crate::error::StoreResult<()> {
+    use crate::error::StoreError;
+    if card.status != CardStatus::PendingReview {
+        return Err(StoreError::conflict(
+            "not_pending_review",
+            None,
+            format!("this card is {} and waits for no review", card.status),
+        ));
+    }
+    if let crate::card_store::Review::Approve { seen, .. } = review {
+        if card.revision != *seen {
+            return Err(StoreError::conflict(
+                "card_changed",
+                Some("revision"),
+                "the card changed since you saw it: look at it again",
+            ));
+        }
+        if card.cover_sha256.is_none() {
+            return Err(StoreError::conflict(
+                "cover_missing",
+                None,
+                "a card needs its cover image before it can be approved",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A card as the operator's decision leaves it.
+pub(crate) fn reviewed(mut card: Card, review: crate::card_store::Review, now: Timestamp) -> Card {
+    match review {
+        crate::card_store::Review::Approve { note, .. } => {
+            card.status = CardStatus::Approved;
+            card.review_reason = note;
+        }
+        crate::card_store::Review::Reject { reason } => {
+            card.status = CardStatus::Rejected;
+            card.review_reason = Some(reason);
+        }
+    }
+    card.reviewed_at = Some(now);
+    card
+}
+
+pub(crate) fn phone_code_too_soon() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "phone_code_too_soon",
+        Some("phone"),
+        "a code was sent to this phone less than a minute ago: wait for it, or try again shortly",
+    )
+}
+
+/// A cover as hex, as cards name it.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether two digests are equal, in time that does not depend on where they differ.
+pub(crate) fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

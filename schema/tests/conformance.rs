@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use onecard_schema::card_store::{ClaimWrite, Review};
 use onecard_schema::ids::*;
 use onecard_schema::model::*;
 use onecard_schema::{Store, StoreError};
@@ -170,6 +171,8 @@ conformance!(
     a_bus_has_one_phone_and_a_personal_code_boards_once,
     device_codes_are_unique_and_a_maintenance_record_counts_once,
     a_visitor_request_moves_once_and_enters_once,
+    a_card_is_approved_as_seen_and_a_claim_ticket_is_spent_once,
+    identity_types_stay_while_held_and_phone_codes_wear_out,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -3214,5 +3217,408 @@ async fn a_visitor_request_moves_once_and_enters_once(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         VisitorCounts::default()
+    );
+}
+
+fn identity_type(name: &str, verification: Verification) -> IdentityType {
+    IdentityType {
+        id: IdentityTypeId::new(),
+        name: name.into(),
+        category: IdentityCategory::Other,
+        verification,
+        external_url: None,
+        secret_version: 1,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn card(t: TenantId, types: &[IdentityTypeId]) -> Card {
+    Card {
+        id: CardId::new(),
+        tenant_id: t,
+        title: "Campus card".into(),
+        subtitle: CardSubtitle::CampusCard,
+        identity_type_ids: types.to_vec(),
+        targeting: CardTargeting::SeveralIdentities,
+        claim_mode: ClaimMode::NoFollow,
+        status: CardStatus::PendingReview,
+        revision: 1,
+        review_reason: None,
+        reviewed_at: None,
+        cover_sha256: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn claim_write(card: &Card, user: UserId, itype: IdentityTypeId, seed: &str) -> ClaimWrite {
+    ClaimWrite {
+        claim: CardClaim {
+            id: CardClaimId::new(),
+            card_id: card.id,
+            user_id: user,
+            identity_type_id: itype,
+            method: Verification::NameId,
+            account: Some("acct".into()),
+            claimed_at: now(),
+        },
+        new_user: None,
+        token: NewToken {
+            hash: hash(seed),
+            kind: TokenKind::Cardholder,
+            tenant_id: Some(card.tenant_id),
+            subject_id: Some(user.0),
+            created_at: now(),
+        },
+        ticket: None,
+    }
+}
+
+fn conflict_code<T: std::fmt::Debug>(r: Result<T, StoreError>) -> &'static str {
+    match r {
+        Err(StoreError::Conflict { code, .. }) => code,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn a_card_is_approved_as_seen_and_a_claim_ticket_is_spent_once(store: Arc<dyn Store>) {
+    let (t, _) = tenant(&store, "Cards").await;
+    let (other, _) = tenant(&store, "Other").await;
+    let student = identity_type("student", Verification::NameId);
+    store
+        .create_identity_type(t, student.clone(), audit(Some(t), "it"))
+        .await
+        .unwrap();
+    let foreign = identity_type("student", Verification::NameId);
+    store
+        .create_identity_type(other, foreign.clone(), audit(Some(other), "it"))
+        .await
+        .expect("names are unique per tenant only");
+    let refused = store
+        .create_card(t, card(t, &[foreign.id]), audit(Some(t), "card"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidReference { .. })),
+        "{refused:?}"
+    );
+
+    // The operator approves the revision they saw.
+    let c = card(t, &[student.id]);
+    store
+        .create_card(t, c.clone(), audit(Some(t), "card"))
+        .await
+        .unwrap();
+    let cover = Cover {
+        bytes: vec![1, 2, 3],
+        content_type: "image/png".into(),
+        sha256: hash("cover"),
+    };
+    let covered = store
+        .set_cover(t, c.id, cover.clone(), now(), audit(Some(t), "cover"))
+        .await
+        .unwrap();
+    assert_eq!(covered.revision, 2);
+    assert_eq!(store.get_cover(hash("cover")).await.unwrap(), cover);
+    let seen_first = Review::Approve {
+        seen: 1,
+        note: None,
+    };
+    let stale = store
+        .review_card(c.id, seen_first, now(), audit(None, "approve"))
+        .await;
+    assert_eq!(conflict_code(stale), "card_changed");
+    assert!(store
+        .pending_cards(500)
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.id == c.id));
+    let approved = store
+        .review_card(
+            c.id,
+            Review::Approve {
+                seen: 2,
+                note: None,
+            },
+            now(),
+            audit(None, "approve"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, CardStatus::Approved);
+    assert_eq!(
+        store.get_card(t, c.id).await.unwrap().status,
+        CardStatus::Approved
+    );
+    assert!(!store
+        .pending_cards(500)
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.id == c.id));
+    let again = store
+        .review_card(
+            c.id,
+            Review::Reject {
+                reason: "no".into(),
+            },
+            now(),
+            audit(None, "reject"),
+        )
+        .await;
+    assert_eq!(conflict_code(again), "not_pending_review");
+    assert!(matches!(
+        store.get_card(other, c.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let bare = card(t, &[student.id]);
+    store
+        .create_card(t, bare.clone(), audit(Some(t), "card"))
+        .await
+        .unwrap();
+    let no_cover = store
+        .review_card(
+            bare.id,
+            Review::Approve {
+                seen: 1,
+                note: None,
+            },
+            now(),
+            audit(None, "a"),
+        )
+        .await;
+    assert_eq!(conflict_code(no_cover), "cover_missing");
+
+    // Two claims with one ticket at once: one is made, the other finds it spent.
+    let mut user = new_user("S1");
+    user.identity = Some("student".into());
+    let user = store
+        .create_user(t, user, now(), audit(Some(t), "u"))
+        .await
+        .unwrap();
+    store
+        .create_claim_ticket(
+            t,
+            hash("ticket"),
+            "acct".into(),
+            true,
+            now() + MINUTE,
+            audit(Some(t), "tk"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_ticket(t, hash("ticket"), now()).await.unwrap(),
+        Some(("acct".into(), true))
+    );
+    assert_eq!(
+        store
+            .claim_ticket(other, hash("ticket"), now())
+            .await
+            .unwrap(),
+        None
+    );
+    let (a, b) = {
+        let mut w1 = claim_write(&c, user.id, student.id, "tok-1");
+        w1.ticket = Some(hash("ticket"));
+        let mut w2 = claim_write(&c, user.id, student.id, "tok-2");
+        w2.ticket = Some(hash("ticket"));
+        let (s1, s2) = (store.clone(), store.clone());
+        tokio::join!(
+            tokio::spawn(async move { s1.claim_card(t, w1, now(), audit(Some(t), "claim")).await }),
+            tokio::spawn(async move { s2.claim_card(t, w2, now(), audit(Some(t), "claim")).await })
+        )
+    };
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Err(StoreError::Gone))),
+        "{outcomes:?}"
+    );
+    let (first, was_first) = outcomes.into_iter().find_map(Result::ok).unwrap();
+    assert!(was_first);
+    let first_token = if store.lookup_token(hash("tok-1")).await.unwrap().is_some() {
+        "tok-1"
+    } else {
+        "tok-2"
+    };
+
+    // Claimed again: the same claim, and only the new phone's token.
+    let (second, was_first) = store
+        .claim_card(
+            t,
+            claim_write(&c, user.id, student.id, "tok-3"),
+            now(),
+            audit(Some(t), "claim"),
+        )
+        .await
+        .unwrap();
+    assert!(!was_first);
+    assert_eq!(second.id, first.id);
+    assert!(store
+        .lookup_token(hash(first_token))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.lookup_token(hash("tok-3")).await.unwrap().is_some());
+    let held = store.user_cards(t, user.id).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].0.id, held[0].1.id), (first.id, c.id));
+    // An expired ticket is spent too.
+    store
+        .create_claim_ticket(
+            t,
+            hash("old"),
+            "acct".into(),
+            true,
+            now() - MINUTE,
+            audit(Some(t), "tk"),
+        )
+        .await
+        .unwrap();
+    let mut late = claim_write(&c, user.id, student.id, "tok-4");
+    late.ticket = Some(hash("old"));
+    let late = store
+        .claim_card(t, late, now(), audit(Some(t), "claim"))
+        .await;
+    assert!(matches!(late, Err(StoreError::Gone)), "{late:?}");
+    assert!(
+        store.lookup_token(hash("tok-4")).await.unwrap().is_none(),
+        "nothing was written"
+    );
+}
+
+async fn identity_types_stay_while_held_and_phone_codes_wear_out(store: Arc<dyn Store>) {
+    let (t, _) = tenant(&store, "Ids").await;
+    let teacher = identity_type("teacher", Verification::Phone);
+    store
+        .create_identity_type(t, teacher.clone(), audit(Some(t), "it"))
+        .await
+        .unwrap();
+    let dup = store
+        .create_identity_type(
+            t,
+            identity_type("teacher", Verification::NameId),
+            audit(Some(t), "it"),
+        )
+        .await;
+    assert_eq!(conflict_code(dup), "identity_type_name_taken");
+    let mut u = new_user("T1");
+    u.identity = Some("teacher".into());
+    u.phone = Some("13800138000".into());
+    let held = store
+        .create_user(t, u, now(), audit(Some(t), "u"))
+        .await
+        .unwrap();
+    let refused = store
+        .delete_identity_type(t, teacher.id, audit(Some(t), "del"))
+        .await;
+    assert_eq!(conflict_code(refused), "identity_in_use");
+    use onecard_schema::card_store::Claimant;
+    let found = store
+        .find_claimants(t, "teacher".into(), Claimant::Phone("13800138000".into()))
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [held.id]);
+    let none = store
+        .find_claimants(t, "student".into(), Claimant::Phone("13800138000".into()))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "another identity's phone");
+    store
+        .update_user(
+            t,
+            held.id,
+            UserPatch {
+                status: Some(UserStatus::Left),
+                ..Default::default()
+            },
+            now(),
+            audit(Some(t), "u"),
+        )
+        .await
+        .unwrap();
+    let gone = store
+        .find_claimants(t, "teacher".into(), Claimant::Phone("13800138000".into()))
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "only active people claim");
+    store
+        .update_user(
+            t,
+            held.id,
+            UserPatch {
+                identity: Some(None),
+                ..Default::default()
+            },
+            now(),
+            audit(Some(t), "u"),
+        )
+        .await
+        .unwrap();
+    store
+        .delete_identity_type(t, teacher.id, audit(Some(t), "del"))
+        .await
+        .expect("nobody holds it now");
+    assert!(matches!(
+        store.get_identity_type(t, teacher.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Phone codes: one text a minute; a right code works once; wrong tries wear it out.
+    let phone = || "13800138000".to_string();
+    let gap = MINUTE;
+    let start = now();
+    store
+        .put_phone_code(t, phone(), hash("c1"), start, start + 10 * MINUTE, gap)
+        .await
+        .unwrap();
+    let soon = store
+        .put_phone_code(
+            t,
+            phone(),
+            hash("c2"),
+            start + SignedDuration::from_secs(30),
+            start + 10 * MINUTE,
+            gap,
+        )
+        .await;
+    assert_eq!(conflict_code(soon), "phone_code_too_soon");
+    use onecard_schema::card_store::PhoneCodeCheck::*;
+    let check = |code: &'static str, at: Timestamp| {
+        let store = store.clone();
+        async move {
+            store
+                .check_phone_code(t, phone(), hash(code), at, 3)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(check("c1", start + 11 * MINUTE).await, Missing, "expired");
+    assert_eq!(check("c1", start).await, Matched);
+    assert_eq!(check("c1", start).await, Missing, "used");
+    store
+        .put_phone_code(
+            t,
+            phone(),
+            hash("c3"),
+            start + gap,
+            start + 10 * MINUTE,
+            gap,
+        )
+        .await
+        .unwrap();
+    assert_eq!(check("nope", start + gap).await, Wrong);
+    assert_eq!(check("nope", start + gap).await, Wrong);
+    assert_eq!(check("nope", start + gap).await, Wrong);
+    assert_eq!(
+        check("c3", start + gap).await,
+        Missing,
+        "three wrong tries wore it out"
     );
 }

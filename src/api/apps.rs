@@ -166,7 +166,7 @@ fn check_app(app: &App) -> Result<(), ApiError> {
 
 /// An address the deliverer can post to: http(s), a host, no credentials in it (they
 /// would show in every admin's view of the app).
-fn webhook_address(url: &str) -> bool {
+pub(crate) fn webhook_address(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")
             && u.host().is_some()

@@ -3,16 +3,14 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use onecard_schema::model::ImportOutcome;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::directory::Tree;
 use crate::auth::{Admin, Auth, SuperAdmin};
-use crate::extract::{read_limited, Query};
+use crate::extract::{read_file, Query};
 use crate::import::{self, XLSX_MIME};
 use crate::limits::IMPORT_BYTES_MAX;
 use crate::problem::{ApiError, Problems};
@@ -87,10 +85,12 @@ pub async fn import_users(
     let rows = web::block(move || import::read_rows(&bytes).and_then(import::parse_template))
         .await
         .map_err(ApiError::internal)??;
-    let (departments, tags) = tokio::try_join!(
+    let (departments, tags, identities) = tokio::try_join!(
         state.store.list_departments(tenant),
-        state.store.list_tags(tenant)
+        state.store.list_tags(tenant),
+        state.store.list_identity_types(tenant)
     )?;
+    let identities: Vec<String> = identities.into_iter().map(|t| t.name).collect();
     let by_path: HashMap<String, _> = Tree::build(departments)
         .by_path()
         .into_iter()
@@ -98,9 +98,10 @@ pub async fn import_users(
         .collect();
     let by_name: HashMap<String, _> = tags.into_iter().map(|t| (t.name, t.id)).collect();
     let keys = state.keys.clone();
-    let users = web::block(move || import::build_users(&rows, &by_path, &by_name, &keys))
-        .await
-        .map_err(ApiError::internal)??;
+    let users =
+        web::block(move || import::build_users(&rows, &by_path, &by_name, &identities, &keys))
+            .await
+            .map_err(ApiError::internal)??;
     let audit = caller.audit(
         &state,
         "user.import",
@@ -123,36 +124,13 @@ pub async fn import_users(
 }
 
 async fn read_upload(req: &HttpRequest, payload: web::Payload) -> Result<Vec<u8>, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.starts_with("multipart/form-data") {
-        let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
-        while let Some(field) = multipart.next().await {
-            let field =
-                field.map_err(|e| ApiError::bad_request("malformed_multipart", e.to_string()))?;
-            if field.name() != Some("file") {
-                continue;
-            }
-            let bytes = read_limited(field, IMPORT_BYTES_MAX, "malformed_multipart").await?;
-            return Ok(bytes.to_vec());
-        }
-        Err(ApiError::invalid_field(
-            "file",
-            "required",
-            "send the spreadsheet in a multipart field named file",
-        ))
-    } else if content_type.starts_with("text/csv") || content_type.starts_with(XLSX_MIME) {
-        Ok(read_limited(payload, IMPORT_BYTES_MAX, "malformed_body")
-            .await?
-            .to_vec())
-    } else {
-        Err(ApiError::UnsupportedMedia {
-            detail: "send multipart/form-data with a file field, or the file as text/csv or XLSX"
-                .into(),
-        })
-    }
+    read_file(
+        req,
+        payload,
+        IMPORT_BYTES_MAX,
+        &["text/csv", XLSX_MIME],
+        "the spreadsheet",
+        "text/csv or XLSX",
+    )
+    .await
 }

@@ -16,6 +16,7 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::identity::check_known_identity;
 use super::{checked, nullable, query_id, ListParams, Paged};
 use crate::auth::{
     hash_token, new_token, Auth, Caller, DirectoryReader, DirectoryWriter, SuperAdmin,
@@ -211,6 +212,7 @@ pub async fn create_user(
     }
     check_memberships(&mut c, body.department_ids.len(), body.tag_ids.len());
     checked(c)?;
+    check_known_identity(&state, caller.tenant()?, body.identity.as_deref()).await?;
     DirectoryScope::of(&caller, &state)
         .await?
         .check_new_user(&body.department_ids, &body.tag_ids)?;
@@ -292,6 +294,12 @@ pub async fn patch_user(
     );
     checked(c)?;
     let tenant = caller.tenant()?;
+    check_known_identity(
+        &state,
+        tenant,
+        body.identity.as_ref().and_then(|i| i.as_deref()),
+    )
+    .await?;
     let scope = DirectoryScope::of(&caller, &state).await?;
     let changed: Vec<&str> = [
         ("name", body.name.is_some()),
@@ -424,6 +432,12 @@ pub async fn batch_update_users(
         body.add_tag_ids.len().max(body.remove_tag_ids.len()),
     );
     checked(c)?;
+    check_known_identity(
+        &state,
+        caller.tenant()?,
+        body.identity.as_ref().and_then(|i| i.as_deref()),
+    )
+    .await?;
     let scope = DirectoryScope::of(&caller, &state).await?;
     let audit = caller.audit(
         &state,

@@ -7,6 +7,7 @@ mod admins;
 mod apps;
 mod booking;
 mod browser;
+mod cards;
 mod checkin;
 mod collection;
 mod crash;
