@@ -3,7 +3,8 @@
 //! `/event-screen` (an event's door: its QR code and the check-ins as they come) and `/pay`
 //! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted)
 //! `/verify` (a shuttle bus's phone, a device's scanner or a visitor gate: it verifies
-//! the codes shown to it) and `/visit` (a visitor's request and pass).
+//! the codes shown to it), `/visit` (a visitor's request and pass) and `/claim` (claiming
+//! and activating a card).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -25,6 +26,8 @@ const PAY_JS: &str = include_str!("pages/pay.js");
 const VERIFY: &str = include_str!("pages/verify.html");
 const VERIFY_JS: &str = include_str!("pages/verify.js");
 const VISIT: &str = include_str!("pages/visit.html");
+const CLAIM: &str = include_str!("pages/claim.html");
+const CLAIM_JS: &str = include_str!("pages/claim.js");
 const VISIT_JS: &str = include_str!("pages/visit.js");
 const CSS: &str = include_str!("pages/pages.css");
 
@@ -77,6 +80,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/verify", web::get().to(|| async { page(VERIFY, HTML) }))
         .route("/visit", web::get().to(|| async { page(VISIT, HTML) }))
+        .route("/claim", web::get().to(|| async { page(CLAIM, HTML) }))
+        .route(
+            "/assets/claim.js",
+            web::get().to(|| async { page(CLAIM_JS, JS) }),
+        )
         .route(
             "/assets/visit.js",
             web::get().to(|| async { page(VISIT_JS, JS) }),

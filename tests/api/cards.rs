@@ -8,9 +8,11 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 
+use crate::checkin::signed;
 use crate::groups::{group, sub_admin};
 use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp, ROOT_TOKEN};
 use crate::on_both_engines;
+use crate::webhooks::hooked_app;
 
 on_both_engines!(
     identity_types_name_who_people_are_and_stay_while_held,
@@ -760,7 +762,8 @@ async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let (tenant, admin) = app.tenant("university", "standard").await;
+    // An edition with the open platform: the official account's backend is an app.
+    let (tenant, admin) = app.tenant("university", "advanced").await;
     let student = identity_type(&app, &admin, "student", "name_id").await;
     let (s, _) = app
         .post(
@@ -817,14 +820,25 @@ async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
     app.clock.advance(SignedDuration::from_mins(31));
     let (s, refused) = claim(&app, &tenant, &follow, details(ticket["ticket"].as_str())).await;
     assert_problem(s, &refused, 410, "claim_ticket_used_or_expired");
-    let (s, ticket) = app
-        .post(
-            "/api/v1/claim-tickets",
-            &admin,
-            json!({"account": "wx-openid-1", "followed": true}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    // The official account's backend vouches with `claim_tickets`; other scopes may not.
+    let backend = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Official account", "kind": "headless", "scopes": ["claim_tickets"]}),
+    )
+    .await;
+    let reader = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Reader", "kind": "headless", "scopes": ["visitors_read"]}),
+    )
+    .await;
+    let asked = json!({"account": "wx-openid-1", "followed": true});
+    let path = "/api/v1/claim-tickets";
+    let (s, refused) = signed(&app, (&reader.0, &reader.1), "POST", path, Some(&asked)).await;
+    assert_eq!(s, 403, "{refused}");
+    let (s, ticket) = signed(&app, (&backend.0, &backend.1), "POST", path, Some(&asked)).await;
+    assert_eq!(s, 201, "{ticket}");
     let (s, claimed) = claim(&app, &tenant, &follow, details(ticket["ticket"].as_str())).await;
     assert_eq!(s, 201, "{claimed}");
     // Another tenant's ticket is no ticket here.

@@ -358,6 +358,65 @@ try {
     await host.close();
     await phones.close();
   }
+
+  // /claim: the operator approves a staff card with its cover; a teacher claims it from the
+  // tenant's link with a code texted to their imported phone, and /me opens with it.
+  {
+    const teacher = await api(admin, "POST", "/identity-types",
+      { name: "teacher", category: "teacher", verification: "phone" });
+    await api(admin, "POST", "/users",
+      { name: "Zhang Wei", number: "T2026001", identity: "teacher", phone: "13800138000" });
+    let staffCard = await api(admin, "POST", "/cards", {
+      title: "Riverside staff card", subtitle: "staff_card",
+      identity_type_ids: [teacher.id], claim_mode: "open_link",
+    });
+    const painter = await context.newPage();
+    const png = await painter.evaluate(async () => {
+      const c = Object.assign(document.createElement("canvas"), { width: 1000, height: 600 });
+      const g = c.getContext("2d");
+      const fill = g.createLinearGradient(0, 0, 1000, 600);
+      fill.addColorStop(0, "#0b5cad");
+      fill.addColorStop(1, "#12a37f");
+      g.fillStyle = fill;
+      g.fillRect(0, 0, 1000, 600);
+      g.fillStyle = "#fff";
+      g.font = "bold 72px sans-serif";
+      g.fillText("Riverside University", 60, 300);
+      const blob = await new Promise((ok) => c.toBlob(ok, "image/png"));
+      return Array.from(new Uint8Array(await blob.arrayBuffer()));
+    });
+    await painter.close();
+    const put = await fetch(`${base}/api/v1/cards/${staffCard.id}/cover`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${admin}`, "Content-Type": "image/png" },
+      body: new Uint8Array(png),
+    });
+    const putText = await put.text();
+    assert.equal(put.status, 200, putText);
+    staffCard = JSON.parse(putText);
+    await api(root, "POST", `/card-reviews/${staffCard.id}/approve`, { revision: staffCard.revision });
+
+    const phones = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const claimer = await phones.newPage();
+    await claimer.goto(`${base}/claim?tenant=${tenant.id}`);
+    await claimer.waitForSelector("[data-testid=claim]:visible", { timeout: 10_000 });
+    assert.ok(await claimer.locator(".card-tile img").isVisible(), "the cover is shown");
+    assert.ok(await claimer.locator("#id_number").isHidden(), "the phone method asks no ID");
+    await claimer.fill("#phone", "138 0013 8000");
+    await claimer.click("#send-code");
+    await claimer.waitForSelector("#sent:has-text('on its way')", { timeout: 3_000 });
+    const texts = await api(admin, "GET", "/sandbox/texts?phone=13800138000");
+    await claimer.fill("#phone_code", texts.items[0].body.slice(0, 6));
+    await claimer.screenshot({ path: `${shots}/claim.png` });
+    await claimer.click("#claim");
+    await claimer.waitForSelector("[data-testid=done]:visible", { timeout: 5_000 });
+    assert.match(await claimer.locator("#holder").innerText(), /Riverside staff card · Zhang Wei \(T2026001\)/);
+    await claimer.click("#open");
+    await claimer.waitForFunction(() => document.getElementById("who").textContent === "Zhang Wei",
+      null, { timeout: 10_000 });
+    results.push("claim: a teacher claimed an approved card by a texted code, and /me opened with it");
+    await phones.close();
+  }
 } finally {
   await browser.close();
 }
