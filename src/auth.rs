@@ -14,7 +14,7 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use base64::Engine;
 use onecard_actors::domain::edition::{has_capability, Capability};
-use onecard_schema::ids::{AdminId, AppId, AuditId, TenantId};
+use onecard_schema::ids::{AdminId, AppId, AuditId, TenantId, UserId};
 use onecard_schema::model::{
     Actor, AdminRole, AppScope, Audit, Edition, Feature, GrantLevel, Grants, ScenarioApp, TokenKind,
 };
@@ -112,6 +112,7 @@ impl Caller {
         match (self.kind, self.subject) {
             (TokenKind::Admin, Some(id)) => Actor::Admin(AdminId(id)),
             (TokenKind::App, Some(id)) => Actor::App(AppId(id)),
+            (TokenKind::Cardholder, Some(id)) => Actor::Member(UserId(id)),
             _ => Actor::Root,
         }
     }
@@ -167,6 +168,9 @@ pub trait Access {
     const APP_SCOPE: Option<AppScope> = None;
     /// What the tenant's edition must include.
     const CAPABILITY: Capability = Capability::Core;
+    /// Whether members holding an identity type with a management scope are admitted with
+    /// their card's token, scoped to its departments as a sub-admin's group would be.
+    const MANAGERS: bool = false;
 }
 
 /// The platform operator.
@@ -220,21 +224,24 @@ impl Access for SubsidyManager {
     const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::Manage);
 }
 
-/// An admin reading the directory (a sub-admin: their group's part of it), or an app
-/// with `directory_read`.
+/// An admin reading the directory (a sub-admin: their group's part of it), a member whose
+/// identity type manages departments (those), or an app with `directory_read`.
 pub struct DirectoryReader;
 impl Access for DirectoryReader {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Scoped;
+    const MANAGERS: bool = true;
     const APP_SCOPE: Option<AppScope> = Some(AppScope::DirectoryRead);
 }
 
-/// An admin changing the directory (a sub-admin: inside what their group manages), or
-/// an app with `directory_write`.
+/// An admin changing the directory (a sub-admin: inside what their group manages), a
+/// member whose identity type manages departments (inside those), or an app with
+/// `directory_write`.
 pub struct DirectoryWriter;
 impl Access for DirectoryWriter {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
     const SUB_ADMINS: SubAdmins = SubAdmins::Scoped;
+    const MANAGERS: bool = true;
     const APP_SCOPE: Option<AppScope> = Some(AppScope::DirectoryWrite);
 }
 
@@ -525,6 +532,10 @@ fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
                 return Err(ApiError::Edition(capability));
             }
         }
+        return Ok(());
+    }
+    if caller.kind == TokenKind::Cardholder && A::MANAGERS && caller.grants.is_some() {
+        // A holder of a managing identity: the handler narrows them to its departments.
         return Ok(());
     }
     if !A::KINDS.contains(&caller.kind) {

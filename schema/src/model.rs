@@ -209,7 +209,8 @@ pub struct TokenRecord {
     pub subject_id: Option<uuid::Uuid>,
     /// For admin tokens: the admin's role.
     pub role: Option<AdminRole>,
-    /// For a sub-admin's token: what its group grants.
+    /// For a sub-admin's token: what its group grants; for a cardholder's, the departments
+    /// their identity type manages (its management scope), if any.
     pub grants: Option<Grants>,
     /// The tenant's edition, joined in so one lookup answers the capability check.
     pub edition: Option<Edition>,
@@ -622,6 +623,8 @@ pub enum Actor {
     App(AppId),
     /// Someone acting through a one-time link (e.g. binding themselves as admin).
     Link,
+    /// A member acting with their card's token (a holder of a managing identity).
+    Member(UserId),
 }
 
 impl Actor {
@@ -631,6 +634,7 @@ impl Actor {
             Actor::Admin(id) => format!("admin:{id}"),
             Actor::App(id) => format!("app:{id}"),
             Actor::Link => "link".into(),
+            Actor::Member(id) => format!("user:{id}"),
         }
     }
 }
@@ -1118,6 +1122,9 @@ pub struct IdentityType {
     pub verification: Verification,
     /// The tenant's identity endpoint, for `external`.
     pub external_url: Option<String>,
+    /// The management scope: departments (each with its subtree) whose people the holders
+    /// of this identity may see (`view`) or change (`manage`) with their own card's token.
+    pub manages: Vec<DepartmentGrant>,
     #[serde(skip)]
     pub secret_version: i32,
     pub created_at: Timestamp,

@@ -676,10 +676,13 @@ impl Store for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants \
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants, i.manages \
                  FROM tokens t \
                  LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
                  LEFT JOIN admin_groups g ON g.id = a.group_id \
+                 LEFT JOIN users u ON t.kind = 'cardholder' AND u.id = t.subject_id \
+                 AND u.status = 'active' \
+                 LEFT JOIN identity_types i ON i.tenant_id = u.tenant_id AND i.name = u.identity \
                  LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = $1",
             )
             .await
@@ -690,12 +693,16 @@ impl Store for PgStore {
         let role: Option<&str> = row.get(3);
         let edition: Option<&str> = row.get(4);
         let grants: Option<&str> = row.get(5);
+        let manages: Option<&str> = row.get(6);
         Ok(Some(TokenRecord {
             kind: enum_col(&row, 0, TokenKind::parse)?,
             tenant_id: row.get::<_, Option<Uuid>>(1).map(TenantId),
             subject_id: row.get(2),
             role: role.and_then(AdminRole::parse),
-            grants: grants.map(from_json_text).transpose()?,
+            grants: match grants {
+                Some(g) => Some(from_json_text(g)?),
+                None => crate::store::managed_grants(manages)?,
+            },
             edition: edition.and_then(Edition::parse),
         }))
     }

@@ -21,8 +21,8 @@ use crate::store::{
     same_digest, to_json_text,
 };
 
-const TYPE_COLS: &str =
-    "id, name, category, verification, external_url, secret_version, created_at, updated_at";
+const TYPE_COLS: &str = "id, name, category, verification, external_url, secret_version, \
+     created_at, updated_at, manages";
 
 fn type_from_row(r: &Row) -> StoreResult<IdentityType> {
     Ok(IdentityType {
@@ -31,10 +31,20 @@ fn type_from_row(r: &Row) -> StoreResult<IdentityType> {
         category: enum_col(r, 2, IdentityCategory::parse)?,
         verification: enum_col(r, 3, Verification::parse)?,
         external_url: r.get(4),
+        manages: from_json_text(&r.get::<_, String>(8))?,
         secret_version: r.get(5),
         created_at: r.get(6),
         updated_at: r.get(7),
     })
+}
+
+async fn check_managed<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    t: &IdentityType,
+) -> StoreResult<()> {
+    let ids: Vec<Uuid> = t.manages.iter().map(|g| g.id.0).collect();
+    check_refs(c, "departments", tenant, &ids, "manages").await
 }
 
 const CARD_COLS: &str = "id, tenant_id, title, subtitle, identity_type_ids, targeting, \
@@ -144,10 +154,13 @@ impl CardStore for PgStore {
         t: IdentityType,
         audit: Audit,
     ) -> StoreResult<()> {
-        self.change_one(
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_managed(&tx, tenant, &t).await?;
+        tx.execute(
             "INSERT INTO identity_types (id, tenant_id, name, category, verification, \
-             external_url, secret_version, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+             external_url, secret_version, created_at, updated_at, manages) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
             &[
                 &t.id.0,
                 &tenant.0,
@@ -158,10 +171,13 @@ impl CardStore for PgStore {
                 &t.secret_version,
                 &t.created_at,
                 &t.updated_at,
+                &to_json_text(&t.manages)?,
             ],
-            &audit,
         )
         .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn get_identity_type(
@@ -184,21 +200,32 @@ impl CardStore for PgStore {
         t: IdentityType,
         audit: Audit,
     ) -> StoreResult<()> {
-        self.change_one(
-            "UPDATE identity_types SET category = $3, verification = $4, external_url = $5, \
-             secret_version = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2",
-            &[
-                &tenant.0,
-                &t.id.0,
-                &t.category.as_str(),
-                &t.verification.as_str(),
-                &t.external_url,
-                &t.secret_version,
-                &t.updated_at,
-            ],
-            &audit,
-        )
-        .await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_managed(&tx, tenant, &t).await?;
+        let changed = tx
+            .execute(
+                "UPDATE identity_types SET category = $3, verification = $4, external_url = $5, \
+                 secret_version = $6, updated_at = $7, manages = $8 \
+                 WHERE tenant_id = $1 AND id = $2",
+                &[
+                    &tenant.0,
+                    &t.id.0,
+                    &t.category.as_str(),
+                    &t.verification.as_str(),
+                    &t.external_url,
+                    &t.secret_version,
+                    &t.updated_at,
+                    &to_json_text(&t.manages)?,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn delete_identity_type(

@@ -988,10 +988,13 @@ impl Store for SqliteStore {
     async fn lookup_token(&self, hash: [u8; 32]) -> StoreResult<Option<TokenRecord>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants \
+                "SELECT t.kind, t.tenant_id, t.subject_id, a.role, n.edition, g.grants, i.manages \
                  FROM tokens t \
                  LEFT JOIN admins a ON t.kind = 'admin' AND a.id = t.subject_id \
                  LEFT JOIN admin_groups g ON g.id = a.group_id \
+                 LEFT JOIN users u ON t.kind = 'cardholder' AND u.id = t.subject_id \
+                 AND u.status = 'active' \
+                 LEFT JOIN identity_types i ON i.tenant_id = u.tenant_id AND i.name = u.identity \
                  LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.hash = ?",
             )
             .and_then(|mut st| {
@@ -999,6 +1002,7 @@ impl Store for SqliteStore {
                     let role: Option<String> = r.get(3)?;
                     let edition: Option<String> = r.get(4)?;
                     let grants: Option<String> = r.get(5)?;
+                    let manages: Option<String> = r.get(6)?;
                     Ok((
                         TokenRecord {
                             kind: parse_enum(r, 0, TokenKind::parse)?,
@@ -1009,13 +1013,17 @@ impl Store for SqliteStore {
                             edition: edition.as_deref().and_then(Edition::parse),
                         },
                         grants,
+                        manages,
                     ))
                 })
                 .optional()
             })
             .map_err(db)?
-            .map(|(mut record, grants)| {
-                record.grants = grants.as_deref().map(from_json_text).transpose()?;
+            .map(|(mut record, grants, manages)| {
+                record.grants = match grants {
+                    Some(g) => Some(from_json_text(&g)?),
+                    None => crate::store::managed_grants(manages.as_deref())?,
+                };
                 Ok(record)
             })
             .transpose()

@@ -20,20 +20,34 @@ use crate::store::{
     phone_code_too_soon, reviewed, to_json_text,
 };
 
-const TYPE_COLS: &str =
-    "id, name, category, verification, external_url, secret_version, created_at, updated_at";
+const TYPE_COLS: &str = "id, name, category, verification, external_url, secret_version, \
+     created_at, updated_at, manages";
 
-fn type_row(r: &Row) -> rusqlite::Result<IdentityType> {
-    Ok(IdentityType {
-        id: IdentityTypeId(uuid_col(r, 0)?),
-        name: r.get(1)?,
-        category: parse_enum(r, 2, IdentityCategory::parse)?,
-        verification: parse_enum(r, 3, Verification::parse)?,
-        external_url: r.get(4)?,
-        secret_version: r.get(5)?,
-        created_at: ts(r.get(6)?),
-        updated_at: ts(r.get(7)?),
-    })
+fn type_row(r: &Row) -> rusqlite::Result<(IdentityType, String)> {
+    Ok((
+        IdentityType {
+            id: IdentityTypeId(uuid_col(r, 0)?),
+            name: r.get(1)?,
+            category: parse_enum(r, 2, IdentityCategory::parse)?,
+            verification: parse_enum(r, 3, Verification::parse)?,
+            external_url: r.get(4)?,
+            manages: Vec::new(),
+            secret_version: r.get(5)?,
+            created_at: ts(r.get(6)?),
+            updated_at: ts(r.get(7)?),
+        },
+        r.get(8)?,
+    ))
+}
+
+fn type_from_row((mut t, manages): (IdentityType, String)) -> StoreResult<IdentityType> {
+    t.manages = from_json_text(&manages)?;
+    Ok(t)
+}
+
+fn check_managed(c: &Connection, tenant: TenantId, t: &IdentityType) -> StoreResult<()> {
+    let ids: Vec<uuid::Uuid> = t.manages.iter().map(|g| g.id.0).collect();
+    check_refs(c, "departments", tenant, &ids, "manages")
 }
 
 const CARD_COLS: &str = "id, tenant_id, title, subtitle, identity_type_ids, targeting, \
@@ -144,10 +158,12 @@ impl CardStore for SqliteStore {
                 &t.name,
                 identity_type_name_taken,
             )?;
+            check_managed(c, tenant, &t)?;
             change_one(
                 c,
                 "INSERT INTO identity_types (id, tenant_id, name, category, verification, \
-                 external_url, secret_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                 external_url, secret_version, created_at, updated_at, manages) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?)",
                 params![
                     t.id.to_string(),
                     tenant.to_string(),
@@ -158,6 +174,7 @@ impl CardStore for SqliteStore {
                     t.secret_version,
                     ms(t.created_at),
                     ms(t.updated_at),
+                    to_json_text(&t.manages)?,
                 ],
                 &audit,
             )
@@ -170,12 +187,19 @@ impl CardStore for SqliteStore {
         tenant: TenantId,
         id: IdentityTypeId,
     ) -> StoreResult<IdentityType> {
-        self.tenant_row(TYPE_COLS, "identity_types", tenant, id.0, type_row, Ok)
-            .await
+        self.tenant_row(
+            TYPE_COLS,
+            "identity_types",
+            tenant,
+            id.0,
+            type_row,
+            type_from_row,
+        )
+        .await
     }
 
     async fn list_identity_types(&self, tenant: TenantId) -> StoreResult<Vec<IdentityType>> {
-        self.tenant_rows_by_name(TYPE_COLS, "identity_types", tenant, type_row, Ok)
+        self.tenant_rows_by_name(TYPE_COLS, "identity_types", tenant, type_row, type_from_row)
             .await
     }
 
@@ -186,16 +210,18 @@ impl CardStore for SqliteStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
+            check_managed(c, tenant, &t)?;
             change_one(
                 c,
                 "UPDATE identity_types SET category = ?, verification = ?, external_url = ?, \
-                 secret_version = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                 secret_version = ?, updated_at = ?, manages = ? WHERE tenant_id = ? AND id = ?",
                 params![
                     t.category.as_str(),
                     t.verification.as_str(),
                     t.external_url,
                     t.secret_version,
                     ms(t.updated_at),
+                    to_json_text(&t.manages)?,
                     tenant.to_string(),
                     t.id.to_string(),
                 ],

@@ -548,3 +548,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub(crate) fn same_digest(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// The grants a cardholder's identity type gives them (its management scope, stored as
+/// JSON): `None` unless it names a department.
+pub(crate) fn managed_grants(manages: Option<&str>) -> crate::error::StoreResult<Option<Grants>> {
+    let Some(text) = manages else {
+        return Ok(None);
+    };
+    let departments: Vec<DepartmentGrant> = from_json_text(text)?;
+    Ok((!departments.is_empty()).then(|| Grants {
+        departments,
+        ..Grants::default()
+    }))
+}

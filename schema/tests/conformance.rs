@@ -3227,6 +3227,7 @@ fn identity_type(name: &str, verification: Verification) -> IdentityType {
         category: IdentityCategory::Other,
         verification,
         external_url: None,
+        manages: vec![],
         secret_version: 1,
         created_at: now(),
         updated_at: now(),
@@ -3515,6 +3516,56 @@ async fn identity_types_stay_while_held_and_phone_codes_wear_out(store: Arc<dyn 
         .create_user(t, u, now(), audit(Some(t), "u"))
         .await
         .unwrap();
+    // A holder's card token carries the type's management scope, as grants.
+    let finance = dept(&store, t, "Finance", None).await;
+    let mut managing = teacher.clone();
+    managing.manages = vec![DepartmentGrant {
+        id: finance,
+        access: GrantLevel::Manage,
+    }];
+    store
+        .update_identity_type(t, managing, audit(Some(t), "it"))
+        .await
+        .unwrap();
+    let ghost = IdentityType {
+        manages: vec![DepartmentGrant {
+            id: DepartmentId::new(),
+            access: GrantLevel::View,
+        }],
+        ..teacher.clone()
+    };
+    let refused = store
+        .update_identity_type(t, ghost, audit(Some(t), "it"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidReference { .. })),
+        "{refused:?}"
+    );
+    let card_token = NewToken {
+        hash: hash("teacher-card"),
+        kind: TokenKind::Cardholder,
+        tenant_id: Some(t),
+        subject_id: Some(held.id.0),
+        created_at: now(),
+    };
+    store
+        .insert_token(card_token, audit(Some(t), "tok"))
+        .await
+        .unwrap();
+    let record = store
+        .lookup_token(hash("teacher-card"))
+        .await
+        .unwrap()
+        .unwrap();
+    let grants = record.grants.expect("the management scope");
+    assert_eq!(
+        grants.departments,
+        [DepartmentGrant {
+            id: finance,
+            access: GrantLevel::Manage
+        }]
+    );
+    assert!(grants.features.is_empty() && grants.tags.is_empty() && grants.apps.is_empty());
     let refused = store
         .delete_identity_type(t, teacher.id, audit(Some(t), "del"))
         .await;
@@ -3548,6 +3599,12 @@ async fn identity_types_stay_while_held_and_phone_codes_wear_out(store: Arc<dyn 
         .await
         .unwrap();
     assert!(gone.is_empty(), "only active people claim");
+    let record = store
+        .lookup_token(hash("teacher-card"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.grants.is_none(), "a holder who left manages nothing");
     store
         .update_user(
             t,

@@ -5,24 +5,29 @@
 //! (open: they register themselves) or `external` (the tenant's own identity endpoint is
 //! asked, signed with a secret shown once). A user's `identity` is a type's name; once the
 //! tenant defines any type, users may only carry one of them. A type can be deleted only
-//! while nobody holds it and no card names it.
+//! while nobody holds it and no card names it. A type may carry a management scope:
+//! departments whose people its holders see or change with their own card's token (a
+//! finance-manager identity manages the finance department).
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{IdentityTypeId, TenantId};
-use onecard_schema::model::{IdentityCategory, IdentityType, Verification};
+use onecard_schema::model::{
+    DepartmentGrant, IdentityCategory, IdentityType, TokenKind, Verification,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::apps::webhook_address;
 use super::{checked, nullable, Paged};
-use crate::auth::{Auth, IdentityManager, IdentityViewer};
+use crate::auth::{Auth, Caller, IdentityManager, IdentityViewer};
 use crate::extract::{path_id, Json};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
 const URL_CHARS_MAX: usize = 500;
+const MANAGED_DEPARTMENTS_MAX: usize = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +39,11 @@ pub struct CreateIdentityType {
     pub verification: Verification,
     /// The tenant's identity endpoint (http or https), required for `external`.
     pub external_url: Option<String>,
+    /// A management scope: departments (with their subtrees) whose people the holders may
+    /// see (`view`) or change (`manage`) with their own card's token.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub manages: Vec<DepartmentGrant>,
 }
 
 /// Absent fields stay as they are.
@@ -46,6 +56,9 @@ pub struct PatchIdentityType {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, max_length = 500)]
     pub external_url: Option<Option<String>>,
+    /// Replaces the management scope whole (`[]`: none).
+    #[schema(max_items = 100)]
+    pub manages: Option<Vec<DepartmentGrant>>,
 }
 
 /// An identity type as created: with an `external` method, the secret its endpoint checks
@@ -63,9 +76,26 @@ pub struct EndpointSecret {
     pub external_secret: String,
 }
 
+/// One grant per department (the last given wins).
+fn distinct_grants(grants: Vec<DepartmentGrant>) -> Vec<DepartmentGrant> {
+    let mut out: Vec<DepartmentGrant> = Vec::with_capacity(grants.len());
+    for g in grants {
+        out.retain(|o| o.id != g.id);
+        out.push(g);
+    }
+    out
+}
+
 fn check(t: &IdentityType) -> Result<(), ApiError> {
     let mut c = Checks::new();
     rules::check_identity(&mut c, "name", &t.name);
+    if t.manages.len() > MANAGED_DEPARTMENTS_MAX {
+        c.fail(
+            "manages",
+            "max_items",
+            format!("at most {MANAGED_DEPARTMENTS_MAX} departments"),
+        );
+    }
     match (&t.external_url, t.verification) {
         (None, Verification::External) => c.fail(
             "external_url",
@@ -116,6 +146,7 @@ pub async fn create_identity_type(
         category: body.category,
         verification: body.verification,
         external_url: body.external_url,
+        manages: distinct_grants(body.manages),
         secret_version: 1,
         created_at: now,
         updated_at: now,
@@ -128,7 +159,7 @@ pub async fn create_identity_type(
         t.id,
         serde_json::json!({
             "name": t.name, "category": t.category, "verification": t.verification,
-            "external_url": t.external_url,
+            "external_url": t.external_url, "manages": t.manages,
         }),
     );
     state
@@ -192,6 +223,9 @@ pub async fn patch_identity_type(
     if let Some(url) = body.external_url {
         t.external_url = url;
     }
+    if let Some(manages) = body.manages {
+        t.manages = distinct_grants(manages);
+    }
     t.updated_at = state.clock.now();
     check(&t)?;
     let audit = caller.audit(
@@ -201,13 +235,16 @@ pub async fn patch_identity_type(
         t.id,
         serde_json::json!({
             "category": t.category, "verification": t.verification,
-            "external_url": t.external_url,
+            "external_url": t.external_url, "manages": t.manages,
         }),
     );
     state
         .store
         .update_identity_type(tenant, t.clone(), audit)
         .await?;
+    // Holders' rights change with the scope: this node forgets their tokens now, the
+    // others within the cache's 5 seconds.
+    state.tokens.clear();
     Ok(web::Json(t))
 }
 
@@ -270,6 +307,7 @@ pub async fn delete_identity_type(
         .store
         .delete_identity_type(caller.tenant()?, id, audit)
         .await?;
+    state.tokens.clear();
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -304,4 +342,16 @@ pub fn names(types: &[IdentityType]) -> String {
         .map(|t| t.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Identities are given by admins only: a member managing departments through their own
+/// identity cannot hand out identities (and with them management rights). 403 otherwise.
+pub fn identity_by_admins(caller: &Caller, sets_identity: bool) -> Result<(), ApiError> {
+    if sets_identity && caller.kind == TokenKind::Cardholder {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "identity: only admins give people their identity",
+        ));
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::identity::check_known_identity;
+use super::identity::{check_known_identity, identity_by_admins};
 use super::{checked, nullable, query_id, ListParams, Paged};
 use crate::auth::{
     hash_token, new_token, Auth, Caller, DirectoryReader, DirectoryWriter, SuperAdmin,
@@ -212,6 +212,7 @@ pub async fn create_user(
     }
     check_memberships(&mut c, body.department_ids.len(), body.tag_ids.len());
     checked(c)?;
+    identity_by_admins(&caller, body.identity.is_some())?;
     check_known_identity(&state, caller.tenant()?, body.identity.as_deref()).await?;
     DirectoryScope::of(&caller, &state)
         .await?
@@ -294,6 +295,7 @@ pub async fn patch_user(
     );
     checked(c)?;
     let tenant = caller.tenant()?;
+    identity_by_admins(&caller, body.identity.is_some())?;
     check_known_identity(
         &state,
         tenant,
@@ -301,6 +303,9 @@ pub async fn patch_user(
     )
     .await?;
     let scope = DirectoryScope::of(&caller, &state).await?;
+    // A new identity or status can change what the person's token may do (a managing
+    // identity's rights): tokens are looked up again.
+    let rights_change = body.identity.is_some() || body.status.is_some();
     let changed: Vec<&str> = [
         ("name", body.name.is_some()),
         ("number", body.number.is_some()),
@@ -350,6 +355,9 @@ pub async fn patch_user(
             .await)
     })
     .await?;
+    if rights_change {
+        state.tokens.clear();
+    }
     Ok(web::Json(user.into()))
 }
 
@@ -432,6 +440,7 @@ pub async fn batch_update_users(
         body.add_tag_ids.len().max(body.remove_tag_ids.len()),
     );
     checked(c)?;
+    identity_by_admins(&caller, body.identity.is_some())?;
     check_known_identity(
         &state,
         caller.tenant()?,
@@ -448,6 +457,7 @@ pub async fn batch_update_users(
             "user_ids": body.user_ids,
         }),
     );
+    let rights_change = body.identity.is_some() || body.status.is_some();
     let update = BatchUserUpdate {
         user_ids: body.user_ids,
         status: body.status,
@@ -469,6 +479,9 @@ pub async fn batch_update_users(
             .await)
     })
     .await?;
+    if rights_change {
+        state.tokens.clear();
+    }
     Ok(web::Json(BatchUpdated { updated }))
 }
 

@@ -9,13 +9,14 @@ use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::checkin::signed;
-use crate::groups::{group, sub_admin};
+use crate::groups::{department, group, sub_admin};
 use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp, ROOT_TOKEN};
 use crate::on_both_engines;
 use crate::webhooks::hooked_app;
 
 on_both_engines!(
     identity_types_name_who_people_are_and_stay_while_held,
+    a_managing_identity_administers_its_departments_with_the_cards_token,
     cards_are_claimable_only_once_the_operator_approves_them,
     a_claim_by_name_and_id_activates_the_card_on_one_phone,
     a_claim_by_phone_needs_the_code_texted_to_the_imported_phone,
@@ -991,4 +992,175 @@ async fn an_external_identity_endpoint_is_asked_signed(engine: Engine) {
     let (s, _) = claim(&app, &tenant, &card, ask("T100")).await;
     assert_eq!(s, 200);
     drop(server.handle.stop(false));
+}
+
+async fn a_managing_identity_administers_its_departments_with_the_cards_token(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (_, admin) = app.tenant("enterprise", "standard").await;
+    let finance = department(&app, &admin, "Finance", None).await;
+    let payroll = department(&app, &admin, "Payroll", Some(id(&finance).as_str())).await;
+    let sales = department(&app, &admin, "Sales", None).await;
+    let (s, manager_type) = app
+        .post(
+            "/api/v1/identity-types",
+            &admin,
+            json!({"name": "finance_manager", "category": "staff", "verification": "name_id",
+                   "manages": [{"id": id(&finance), "access": "manage"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{manager_type}");
+    identity_type(&app, &admin, "staff", "name_id").await;
+    let (s, refused) = app
+        .post(
+            "/api/v1/identity-types",
+            &admin,
+            json!({"name": "ghost", "category": "staff", "verification": "name_id",
+                   "manages": [{"id": uuid::Uuid::now_v7(), "access": "view"}]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{refused}");
+    let person = |name: &str, number: &str, identity: &str, dept: &Value| {
+        json!({"name": name, "number": number, "identity": identity,
+               "department_ids": [id(dept)]})
+    };
+    let (s, boss) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            person("Qian", "F1", "finance_manager", &finance),
+        )
+        .await;
+    assert_eq!(s, 201, "{boss}");
+    let (s, clerk) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            person("Sun", "F2", "staff", &payroll),
+        )
+        .await;
+    assert_eq!(s, 201, "{clerk}");
+    let (s, seller) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            person("Zhou", "S1", "staff", &sales),
+        )
+        .await;
+    assert_eq!(s, 201, "{seller}");
+    let token_of = |user: &Value| format!("/api/v1/users/{}/tokens", id(user));
+    let (_, t) = app.post(&token_of(&boss), &admin, json!({})).await;
+    let boss_token = t["token"].as_str().unwrap().to_string();
+    let (_, t) = app.post(&token_of(&clerk), &admin, json!({})).await;
+    let clerk_token = t["token"].as_str().unwrap().to_string();
+
+    // With their own card's token, the manager sees and changes Finance and what is under
+    // it, and nothing else.
+    let (s, list) = app.get("/api/v1/users", &boss_token).await;
+    assert_eq!(s, 200, "{list}");
+    let mut numbers: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["number"].as_str().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["F1", "F2"]);
+    let (s, _) = app
+        .get(&format!("/api/v1/users/{}", id(&seller)), &boss_token)
+        .await;
+    assert_eq!(s, 404, "outside the scope");
+    let (s, renamed) = app
+        .patch(
+            &format!("/api/v1/users/{}", id(&clerk)),
+            &boss_token,
+            json!({"name": "Sun Li"}),
+        )
+        .await;
+    assert_eq!((s, &renamed["name"]), (200, &json!("Sun Li")), "{renamed}");
+    let (s, refused) = app
+        .patch(
+            &format!("/api/v1/users/{}", id(&seller)),
+            &boss_token,
+            json!({"name": "X"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{refused}");
+    // Identities, and the rights they carry, are given by admins only.
+    let (s, refused) = app
+        .patch(
+            &format!("/api/v1/users/{}", id(&clerk)),
+            &boss_token,
+            json!({"identity": "finance_manager"}),
+        )
+        .await;
+    assert_problem(s, &refused, 403, "forbidden");
+    let (s, _) = app
+        .post(
+            "/api/v1/departments",
+            &boss_token,
+            json!({"name": "Audit", "parent_id": id(&finance)}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, refused) = app
+        .post("/api/v1/departments", &boss_token, json!({"name": "Top"}))
+        .await;
+    assert_problem(s, &refused, 403, "out_of_scope");
+    // Nothing beyond the directory: no money, no identity types, no cards.
+    for path in [
+        "/api/v1/merchants",
+        "/api/v1/identity-types",
+        "/api/v1/cards",
+        "/api/v1/audit",
+    ] {
+        let (s, _) = app.get(path, &boss_token).await;
+        assert_eq!(s, 403, "{path}");
+    }
+    // Audit names the member who acted.
+    let (_, audit) = app.get("/api/v1/audit?action=user.update", &admin).await;
+    let actor = format!("user:{}", id(&boss));
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == actor.as_str()),
+        "{audit}"
+    );
+    // A member without a managing identity is no admin.
+    let (s, _) = app.get("/api/v1/users", &clerk_token).await;
+    assert_eq!(s, 403);
+
+    // Narrowed to view: reading still works, changing does not.
+    let (s, _) = app
+        .patch(
+            &format!("/api/v1/identity-types/{}", id(&manager_type)),
+            &admin,
+            json!({"manages": [{"id": id(&finance), "access": "view"}]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app.get("/api/v1/users", &boss_token).await;
+    assert_eq!(s, 200);
+    let (s, refused) = app
+        .patch(
+            &format!("/api/v1/users/{}", id(&clerk)),
+            &boss_token,
+            json!({"name": "Sun"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{refused}");
+    // A manager who left manages nothing.
+    let (s, _) = app
+        .patch(
+            &format!("/api/v1/users/{}", id(&boss)),
+            &admin,
+            json!({"status": "left"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app.get("/api/v1/users", &boss_token).await;
+    assert_eq!(s, 403);
 }

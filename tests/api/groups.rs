@@ -17,7 +17,12 @@ fn id(v: &Value) -> &str {
     v["id"].as_str().unwrap()
 }
 
-async fn department(app: &TestApp, admin: &str, name: &str, parent: Option<&str>) -> Value {
+pub(crate) async fn department(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+    parent: Option<&str>,
+) -> Value {
     let (s, body) = app
         .post(
             "/api/v1/departments",
