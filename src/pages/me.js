@@ -24,11 +24,27 @@
       $("qrnote").textContent = ride
         ? "Show this code to the shuttle's phone. It refreshes every minute."
         : "Show this code at the till. It refreshes every minute.";
+      $("agreement").classList.add("hidden");
     } catch (e) {
       $("qr").innerHTML = `<span class="muted">${OneCard.esc(e.message)}</span>`;
       delete $("qr").dataset.code;
+      // A card just claimed has not signed the agreement yet: offer it here.
+      const unsigned = e.problem && e.problem.code === "agreement_required";
+      $("agreement").classList.toggle("hidden", !unsigned);
     }
   }
+
+  $("sign").addEventListener("click", async () => {
+    $("sign").disabled = true;
+    try {
+      await OneCard.api(tok, "POST", "/me/agreement", {});
+      await refreshCode();
+    } catch (e) {
+      alert(e.message);
+    } finally {
+      $("sign").disabled = false;
+    }
+  });
 
   async function refreshWallet() {
     const w = await OneCard.api(tok, "GET", "/me/wallet");

@@ -411,10 +411,17 @@ try {
     await claimer.click("#claim");
     await claimer.waitForSelector("[data-testid=done]:visible", { timeout: 5_000 });
     assert.match(await claimer.locator("#holder").innerText(), /Riverside staff card · Zhang Wei \(T2026001\)/);
+    // This tenant asks for the deferred-debit agreement from now on (the last scenario).
+    await api(admin, "PATCH", "/tenant", { settings: { require_agreement: true } });
     await claimer.click("#open");
     await claimer.waitForFunction(() => document.getElementById("who").textContent === "Zhang Wei",
       null, { timeout: 10_000 });
-    results.push("claim: a teacher claimed an approved card by a texted code, and /me opened with it");
+    // A card just claimed has no agreement yet: /me offers it, and then shows the code.
+    await claimer.waitForSelector("[data-testid=agreement]:visible", { timeout: 5_000 });
+    await claimer.click("#sign");
+    await claimer.waitForSelector("[data-testid=qr] svg", { timeout: 5_000 });
+    assert.ok(await claimer.locator("[data-testid=agreement]").isHidden());
+    results.push("claim: a teacher claimed an approved card by a texted code; /me opened with it, and offered the agreement before the code");
     await phones.close();
   }
 } finally {
