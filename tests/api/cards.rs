@@ -4,13 +4,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::checkin::signed;
 use crate::groups::{department, group, sub_admin};
-use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp, ROOT_TOKEN};
+use crate::helpers::{
+    app_signature, assert_problem, serve_local, spawn_app, Engine, TestApp, ROOT_TOKEN,
+};
 use crate::on_both_engines;
 use crate::webhooks::hooked_app;
 
@@ -29,19 +31,19 @@ fn id(v: &Value) -> String {
     v["id"].as_str().expect("an id").to_string()
 }
 
+/// Asks to create an identity type: (status, body).
+async fn try_identity_type(app: &TestApp, admin: &str, body: Value) -> (u16, Value) {
+    app.post("/api/v1/identity-types", admin, body).await
+}
+
 pub(crate) async fn identity_type(
     app: &TestApp,
     admin: &str,
     name: &str,
     verification: &str,
 ) -> Value {
-    let (s, t) = app
-        .post(
-            "/api/v1/identity-types",
-            admin,
-            json!({"name": name, "category": "other", "verification": verification}),
-        )
-        .await;
+    let body = json!({"name": name, "category": "other", "verification": verification});
+    let (s, t) = try_identity_type(app, admin, body).await;
     assert_eq!(s, 201, "{t}");
     t
 }
@@ -169,30 +171,27 @@ async fn identity_types_name_who_people_are_and_stay_while_held(engine: Engine) 
     let student = identity_type(&app, &admin, "student", "name_id").await;
     assert_eq!(student["verification"], "name_id");
     assert!(student["external_secret"].is_null());
-    let (s, dup) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "student", "category": "student", "verification": "phone"}),
-        )
-        .await;
+    let (s, dup) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "student", "category": "student", "verification": "phone"}),
+    )
+    .await;
     assert_problem(s, &dup, 409, "identity_type_name_taken");
-    let (s, bad) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "partner", "category": "other", "verification": "external"}),
-        )
-        .await;
+    let (s, bad) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "partner", "category": "other", "verification": "external"}),
+    )
+    .await;
     assert_problem(s, &bad, 422, "invalid");
     assert_eq!(bad["errors"][0]["field"], "external_url", "{bad}");
-    let (s, bad) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "x", "category": "wizard", "verification": "phone"}),
-        )
-        .await;
+    let (s, bad) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "x", "category": "wizard", "verification": "phone"}),
+    )
+    .await;
     assert_eq!(s, 422, "{bad}");
     let alumni = identity_type(&app, &admin, "alumni", "registration").await;
     let teacher = identity_type(&app, &admin, "teacher", "phone").await;
@@ -915,21 +914,9 @@ impl Endpoint {
             status: Arc::new(Mutex::new(200)),
         };
         let (secret, status) = (shared.secret.clone(), shared.status.clone());
-        let data = web::Data::new(shared);
-        let server = HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
-                .default_service(web::to(endpoint))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (base, handle) = serve_local(web::Data::new(shared), endpoint);
         Endpoint {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             secret,
             status,
             handle,
@@ -943,14 +930,13 @@ async fn an_external_identity_endpoint_is_asked_signed(engine: Engine) {
     };
     let server = Endpoint::start().await;
     let (tenant, admin) = app.tenant("university", "standard").await;
-    let (s, partner) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "partner", "category": "staff", "verification": "external",
+    let (s, partner) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "partner", "category": "staff", "verification": "external",
                    "external_url": format!("{}/who", server.base)}),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(s, 201, "{partner}");
     *server.secret.lock().unwrap() = partner["external_secret"].as_str().unwrap().to_string();
     let card = approved_card(&app, &admin, &[&partner], "open_link").await;
@@ -1002,24 +988,22 @@ async fn a_managing_identity_administers_its_departments_with_the_cards_token(en
     let finance = department(&app, &admin, "Finance", None).await;
     let payroll = department(&app, &admin, "Payroll", Some(id(&finance).as_str())).await;
     let sales = department(&app, &admin, "Sales", None).await;
-    let (s, manager_type) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "finance_manager", "category": "staff", "verification": "name_id",
+    let (s, manager_type) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "finance_manager", "category": "staff", "verification": "name_id",
                    "manages": [{"id": id(&finance), "access": "manage"}]}),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(s, 201, "{manager_type}");
     identity_type(&app, &admin, "staff", "name_id").await;
-    let (s, refused) = app
-        .post(
-            "/api/v1/identity-types",
-            &admin,
-            json!({"name": "ghost", "category": "staff", "verification": "name_id",
+    let (s, refused) = try_identity_type(
+        &app,
+        &admin,
+        json!({"name": "ghost", "category": "staff", "verification": "name_id",
                    "manages": [{"id": uuid::Uuid::now_v7(), "access": "view"}]}),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(s, 422, "{refused}");
     let person = |name: &str, number: &str, identity: &str, dept: &Value| {
         json!({"name": name, "number": number, "identity": identity,

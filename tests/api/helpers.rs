@@ -384,3 +384,31 @@ pub fn start_node(
     std::thread::spawn(move || for _ in lines {});
     (child, port)
 }
+
+/// A stand-in for a partner's server on a free loopback port (a webhook receiver, an
+/// identity endpoint): every request goes to `handler`, with `data` shared. Answers its
+/// base address and the handle that stops it.
+pub fn serve_local<T, H, Args>(
+    data: actix_web::web::Data<T>,
+    handler: H,
+) -> (String, actix_web::dev::ServerHandle)
+where
+    T: Send + Sync + 'static,
+    H: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    H::Output: actix_web::Responder + 'static,
+{
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .default_service(actix_web::web::to(handler.clone()))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (format!("http://127.0.0.1:{port}"), handle)
+}

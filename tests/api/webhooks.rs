@@ -6,12 +6,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::helpers::{app_signature, assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{app_signature, assert_problem, serve_local, spawn_app, Engine, TestApp};
 use crate::money::{code, keyed, pay, person, shop_in, top_up, two_nodes};
 use crate::on_both_engines;
 
@@ -109,20 +109,9 @@ impl Receiver {
             answers: answers.clone(),
             delay,
         });
-        let server = HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(shared.clone())
-                .default_service(web::to(hook))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (base, handle) = serve_local(shared, hook);
         Receiver {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             got,
             answers,
             handle,
