@@ -581,10 +581,6 @@ pub async fn list_card_reviews(
     Ok(web::Json(Paged::new(cards, None)))
 }
 
-fn review_refused(e: StoreError) -> ApiError {
-    e.into()
-}
-
 /// Approve a card as the operator saw it (`revision`): 409 `card_changed` if it changed
 /// since, `cover_missing` without a cover, `not_pending_review` if it waits for none.
 #[utoipa::path(tag = "cards", params(("id" = String, Path)), request_body = ApproveCard,
@@ -620,8 +616,7 @@ pub async fn approve_card(
     let card = state
         .store
         .review_card(id, review, state.clock.now(), audit)
-        .await
-        .map_err(review_refused)?;
+        .await?;
     Ok(web::Json(card))
 }
 
@@ -650,8 +645,7 @@ pub async fn reject_card(
     let card = state
         .store
         .review_card(id, Review::Reject { reason }, state.clock.now(), audit)
-        .await
-        .map_err(review_refused)?;
+        .await?;
     Ok(web::Json(card))
 }
 
