@@ -142,6 +142,7 @@ where
                 .service(cards::put_cover)
                 .service(cards::get_cover)
                 .service(cards::get_card_claim_link)
+                .service(cards::list_card_holders)
                 .service(cards::get_claim_link)
                 .service(cards::list_card_reviews)
                 .service(cards::approve_card)

@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::error::StoreResult;
-use crate::ids::{CardId, IdentityTypeId, TenantId, UserId};
-use crate::model::{Audit, Card, CardClaim, Cover, IdentityType, NewToken, NewUser, User};
+use crate::ids::{CardClaimId, CardId, IdentityTypeId, TenantId, UserId};
+use crate::model::{
+    Audit, Card, CardClaim, CardHolder, Cover, IdentityType, NewToken, NewUser, Page, PageReq, User,
+};
 
 /// How a claim finds the person among those the tenant imported.
 #[derive(Clone, Debug)]
@@ -136,6 +138,13 @@ pub trait CardStore: Send + Sync + 'static {
         now: Timestamp,
         audit: Audit,
     ) -> StoreResult<(CardClaim, bool)>;
+    /// Who holds `card`, in the order they first claimed it.
+    async fn card_holders(
+        &self,
+        tenant: TenantId,
+        card: CardId,
+        page: PageReq<CardClaimId>,
+    ) -> StoreResult<Page<CardHolder, CardClaimId>>;
     /// The cards `user` holds, with their claims, newest first.
     async fn user_cards(
         &self,

@@ -1213,3 +1213,12 @@ pub struct CardClaim {
     pub account: Option<String>,
     pub claimed_at: Timestamp,
 }
+
+/// A card's holder, as the card office lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CardHolder {
+    #[serde(flatten)]
+    pub claim: CardClaim,
+    pub name: String,
+    pub number: String,
+}

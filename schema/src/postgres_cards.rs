@@ -516,6 +516,38 @@ impl CardStore for PgStore {
         Ok((stored, first))
     }
 
+    async fn card_holders(
+        &self,
+        tenant: TenantId,
+        card: CardId,
+        page: PageReq<CardClaimId>,
+    ) -> StoreResult<Page<CardHolder, CardClaimId>> {
+        let after = page.after.map_or(Uuid::nil(), |a| a.0);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, \
+                 k.claimed_at, u.name, u.number FROM card_claims k \
+                 JOIN users u ON u.id = k.user_id \
+                 WHERE k.tenant_id = $1 AND k.card_id = $2 AND k.id > $3 ORDER BY k.id LIMIT $4",
+                &[&tenant.0, &card.0, &after, &(i64::from(page.limit) + 1)],
+            )
+            .await
+            .map_err(pg)?;
+        let holders = rows
+            .iter()
+            .map(|r| {
+                Ok(CardHolder {
+                    claim: claim_from_row(r)?,
+                    name: r.get(7),
+                    number: r.get(8),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(crate::sqlite::paginate(holders, page.limit, |h| h.claim.id))
+    }
+
     async fn user_cards(
         &self,
         tenant: TenantId,

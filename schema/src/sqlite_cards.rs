@@ -12,7 +12,7 @@ use crate::ids::*;
 use crate::model::*;
 use crate::sqlite::{
     change_one, check_name_free, check_refs, db, insert_audit, insert_token, insert_user,
-    load_user, ms, number_owner, number_taken, parse_enum, ts, user_from_row, uuid_col,
+    load_user, ms, number_owner, number_taken, paginate, parse_enum, ts, user_from_row, uuid_col,
     SqliteStore, USER_COLS,
 };
 use crate::store::{
@@ -515,6 +515,45 @@ impl CardStore for SqliteStore {
             insert_token(c, &token)?;
             insert_audit(c, &audit)?;
             Ok((stored, earlier.is_none()))
+        })
+        .await
+    }
+
+    async fn card_holders(
+        &self,
+        tenant: TenantId,
+        card: CardId,
+        page: PageReq<CardClaimId>,
+    ) -> StoreResult<Page<CardHolder, CardClaimId>> {
+        self.read(move |c| {
+            let after = page.after.map(|a| a.to_string()).unwrap_or_default();
+            let rows = c
+                .prepare_cached(
+                    "SELECT k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, \
+                     k.claimed_at, u.name, u.number FROM card_claims k \
+                     JOIN users u ON u.id = k.user_id \
+                     WHERE k.tenant_id = ? AND k.card_id = ? AND k.id > ? ORDER BY k.id LIMIT ?",
+                )
+                .and_then(|mut st| {
+                    st.query_map(
+                        params![
+                            tenant.to_string(),
+                            card.to_string(),
+                            after,
+                            i64::from(page.limit) + 1
+                        ],
+                        |r| {
+                            Ok(CardHolder {
+                                claim: claim_row(r)?,
+                                name: r.get(7)?,
+                                number: r.get(8)?,
+                            })
+                        },
+                    )?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |h| h.claim.id))
         })
         .await
     }

@@ -27,15 +27,16 @@ use onecard_actors::domain::validate::Checks;
 use onecard_schema::card_store::{ClaimWrite, Claimant, PhoneCodeCheck, Review};
 use onecard_schema::ids::{CardClaimId, CardId, IdentityTypeId, TenantId, UserId};
 use onecard_schema::model::{
-    Actor, Audit, Card, CardClaim, CardStatus, CardSubtitle, CardTargeting, ClaimMode, Cover,
-    IdNumber, IdentityCategory, IdentityType, NewToken, NewUser, TokenKind, User, Verification,
+    Actor, Audit, Card, CardClaim, CardHolder, CardStatus, CardSubtitle, CardTargeting, ClaimMode,
+    Cover, IdNumber, IdentityCategory, IdentityType, NewToken, NewUser, TokenKind, User,
+    Verification,
 };
 use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{checked, qr_svg, Paged};
+use super::{checked, qr_svg, ListParams, Paged};
 use crate::auth::{
     hash_token, new_token, request_id, Auth, Cardholder, CardsManager, CardsViewer,
     ClaimTicketIssuer, Root, SuperAdmin,
@@ -543,6 +544,26 @@ pub async fn get_card_claim_link(
         svg: qr_svg(&url, 320)?,
         url,
     }))
+}
+
+/// Who holds a card (has claimed and activated it), in the order they first claimed it,
+/// with how they proved who they are.
+#[utoipa::path(tag = "cards", params(("id" = String, Path), ListParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<CardHolder>), Problems))]
+#[get("/cards/{id}/holders")]
+pub async fn list_card_holders(
+    state: web::Data<AppState>,
+    caller: Auth<CardsViewer>,
+    id: web::Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<web::Json<Paged<CardHolder>>, ApiError> {
+    let tenant = caller.tenant()?;
+    let card = state.store.get_card(tenant, path_id(&id)?).await?;
+    let page = state
+        .store
+        .card_holders(tenant, card.id, params.page(CardClaimId)?)
+        .await?;
+    Ok(web::Json(Paged::new(page.items, page.next.map(|n| n.0))))
 }
 
 /// The tenant's unified claim link and QR: it lists every card a person may claim.

@@ -588,6 +588,14 @@ async fn a_claim_by_name_and_id_activates_the_card_on_one_phone(engine: Engine) 
     let (s, _) = app.get("/api/v1/me/wallet", &token).await;
     assert_eq!(s, 200);
 
+    // The card office sees who holds the card, and how they proved it.
+    let (s, holders) = app
+        .get(&format!("/api/v1/cards/{}/holders", id(&card)), &admin)
+        .await;
+    assert_eq!(s, 200, "{holders}");
+    assert_eq!(holders["items"].as_array().unwrap().len(), 1, "{holders}");
+    assert_eq!(holders["items"][0]["number"], "S100");
+    assert_eq!(holders["items"][0]["method"], "name_id");
     // Claimed again on a new phone: the same claim, and the old phone is out.
     let (s, again) = claim(&app, &tenant, &card, ok.clone()).await;
     assert_eq!(s, 200, "{again}");
@@ -756,6 +764,36 @@ async fn open_registration_proves_a_phone_and_finds_the_same_person_again(engine
     assert_eq!(again["user"]["id"], first["user"]["id"]);
     let (s, users) = app.get("/api/v1/users?q=Zhao", &admin).await;
     assert_eq!((s, users["items"].as_array().unwrap().len()), (200, 1));
+    // Holders page in the order they first claimed.
+    for phone in ["13700000002", "13700000003"] {
+        let (s, _) = send_code(&app, &tenant, &alumni, phone).await;
+        assert_eq!(s, 202);
+        let code = texted(&app, &admin, phone).await[0].clone();
+        let (s, made) = claim(
+            &app,
+            &tenant,
+            &card,
+            json!({"identity_type_id": id(&alumni), "name": phone, "phone": phone,
+                   "phone_code": code}),
+        )
+        .await;
+        assert_eq!(s, 201, "{made}");
+    }
+    let path = format!("/api/v1/cards/{}/holders?limit=2", id(&card));
+    let (s, first_page) = app.get(&path, &admin).await;
+    assert_eq!(s, 200, "{first_page}");
+    let names: Vec<&str> = first_page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Zhao", "13700000002"]);
+    let cursor = first_page["next_cursor"].as_str().expect("a second page");
+    let (s, second) = app.get(&format!("{path}&cursor={cursor}"), &admin).await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["items"][0]["name"], "13700000003");
+    assert!(second["next_cursor"].is_null());
 }
 
 async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
