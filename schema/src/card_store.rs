@@ -36,13 +36,15 @@ pub enum Review {
 }
 
 /// A claim to write: the person (found, or `new` to create for open registration), the
-/// claim, the card's new phone token, and the claim ticket it spends, if any.
+/// claim, the card's new phone token, the claim ticket it spends, if any, and its outbox
+/// event (`card.activated`).
 #[derive(Clone, Debug)]
 pub struct ClaimWrite {
     pub claim: CardClaim,
     pub new_user: Option<NewUser>,
     pub token: NewToken,
     pub ticket: Option<[u8; 32]>,
+    pub event: crate::wallet::OutboxEvent,
 }
 
 /// What checking a texted phone code found.
@@ -129,7 +131,7 @@ pub trait CardStore: Send + Sync + 'static {
     /// Records a claim, creating the person first when `new_user` is given: the card is
     /// theirs (a second claim of it keeps the first's id and moves it to the new phone:
     /// every earlier cardholder token of theirs is revoked), the ticket is spent (`Gone`
-    /// if it is used or expired), the token stored, and the audit written. Answers the
+    /// if it is used or expired), the token stored, and the event and audit written. Answers the
     /// claim as stored and whether it is the person's first of this card.
     async fn claim_card(
         &self,

@@ -513,6 +513,8 @@ string_enum!(
         ShuttleRide => "shuttle.ride",
         #[serde(rename = "maintenance.recorded")]
         MaintenanceRecorded => "maintenance.recorded",
+        #[serde(rename = "card.activated")]
+        CardActivated => "card.activated",
     }
 );
 
@@ -524,6 +526,8 @@ impl WebhookEvent {
             WebhookEvent::VisitorRequested | WebhookEvent::VisitorEntered => AppScope::VisitorsRead,
             WebhookEvent::ShuttleRide => AppScope::ShuttleRead,
             WebhookEvent::MaintenanceRecorded => AppScope::MaintenanceRead,
+            // The official account's backend that vouched for the claim hears it done.
+            WebhookEvent::CardActivated => AppScope::ClaimTickets,
             _ => AppScope::PaymentsRead,
         }
     }

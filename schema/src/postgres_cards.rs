@@ -16,10 +16,12 @@ use crate::postgres::{
     check_refs, enum_col, insert_audit, insert_token, insert_user, load_user, pg, user_from_row,
     PgStore, USER_COLS,
 };
+use crate::postgres_money::insert_outbox;
 use crate::store::{
     check_identity_free, check_review, from_json_text, hex, phone_code_too_soon, reviewed,
     same_digest, to_json_text,
 };
+use crate::wallet::OutboxPage;
 
 const TYPE_COLS: &str = "id, name, category, verification, external_url, secret_version, \
      created_at, updated_at, manages";
@@ -455,6 +457,7 @@ impl CardStore for PgStore {
             new_user,
             token,
             ticket,
+            event,
         } = write;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
@@ -511,6 +514,8 @@ impl CardStore for PgStore {
         .await
         .map_err(pg)?;
         insert_token(&tx, &token).await?;
+        let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), now);
+        insert_outbox(&tx, page.as_ref()).await.map_err(pg)?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)?;
         Ok((stored, first))

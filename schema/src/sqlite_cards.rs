@@ -15,10 +15,12 @@ use crate::sqlite::{
     load_user, ms, number_owner, number_taken, paginate, parse_enum, ts, user_from_row, uuid_col,
     SqliteStore, USER_COLS,
 };
+use crate::sqlite_money::insert_outbox;
 use crate::store::{
     check_identity_free, check_review, from_json_text, hex, identity_type_name_taken,
     phone_code_too_soon, reviewed, to_json_text,
 };
+use crate::wallet::OutboxPage;
 
 const TYPE_COLS: &str = "id, name, category, verification, external_url, secret_version, \
      created_at, updated_at, manages";
@@ -453,6 +455,7 @@ impl CardStore for SqliteStore {
                 new_user,
                 token,
                 ticket,
+                event,
             } = write;
             if let Some(user) = &new_user {
                 if number_owner(c, tenant, &user.number)?.is_some() {
@@ -513,6 +516,8 @@ impl CardStore for SqliteStore {
             )
             .map_err(db)?;
             insert_token(c, &token)?;
+            let page = OutboxPage::of_one(tenant, std::slice::from_ref(&event), now);
+            insert_outbox(c, page.as_ref()).map_err(db)?;
             insert_audit(c, &audit)?;
             Ok((stored, earlier.is_none()))
         })

@@ -3273,6 +3273,12 @@ fn claim_write(card: &Card, user: UserId, itype: IdentityTypeId, seed: &str) -> 
             created_at: now(),
         },
         ticket: None,
+        event: onecard_schema::wallet::OutboxEvent {
+            id: EventId::new(),
+            topics: vec!["tenant".into()],
+            kind: "card.activated".into(),
+            payload: onecard_schema::wallet::Payload::of(&seed),
+        },
     }
 }
 

@@ -25,12 +25,13 @@ use jiff::Timestamp;
 use onecard_actors::domain::directory as rules;
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::card_store::{ClaimWrite, Claimant, PhoneCodeCheck, Review};
-use onecard_schema::ids::{CardClaimId, CardId, IdentityTypeId, TenantId, UserId};
+use onecard_schema::ids::{CardClaimId, CardId, EventId, IdentityTypeId, TenantId, UserId};
 use onecard_schema::model::{
     Actor, Audit, Card, CardClaim, CardHolder, CardStatus, CardSubtitle, CardTargeting, ClaimMode,
     Cover, IdNumber, IdentityCategory, IdentityType, NewToken, NewUser, TokenKind, User,
     Verification,
 };
+use onecard_schema::wallet::{OutboxEvent, Payload, PendingEvent};
 use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -1228,6 +1229,18 @@ pub async fn claim_card(
     };
     let (user_id, new_user, _) = verify(&state, tenant, &itype, &body).await?;
     let token = new_token();
+    // The person's screen, the tenant's dashboard and the official account's backend (by
+    // webhook) hear that the card is active; no name travels (the number is the tenant's).
+    let event = OutboxEvent {
+        id: EventId::new(),
+        topics: vec![format!("user:{user_id}"), "tenant".to_string()],
+        kind: "card.activated".into(),
+        payload: Payload::of(&serde_json::json!({
+            "card_id": card.id, "title": card.title, "user_id": user_id,
+            "identity_type_id": itype.id, "method": itype.verification,
+            "account": account, "claimed_at": now,
+        })),
+    };
     let write = ClaimWrite {
         claim: CardClaim {
             id: CardClaimId::new(),
@@ -1247,6 +1260,7 @@ pub async fn claim_card(
             created_at: now,
         },
         ticket,
+        event: event.clone(),
     };
     let audit = Audit {
         id: onecard_schema::ids::AuditId::new(),
@@ -1272,6 +1286,9 @@ pub async fn claim_card(
     // The person's earlier phones' tokens ended: this node forgets them now, the others
     // within the cache's 5 seconds.
     state.tokens.clear();
+    state
+        .relay
+        .submit(PendingEvent::of_page(tenant, vec![event], now));
     let user = state.store.get_user(tenant, user_id).await?;
     let activated = Activated {
         token,

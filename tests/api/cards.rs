@@ -14,7 +14,8 @@ use crate::helpers::{
     app_signature, assert_problem, serve_local, spawn_app, Engine, TestApp, ROOT_TOKEN,
 };
 use crate::on_both_engines;
-use crate::webhooks::hooked_app;
+use crate::realtime::Ws;
+use crate::webhooks::{hooked_app, Receiver};
 
 on_both_engines!(
     identity_types_name_who_people_are_and_stay_while_held,
@@ -577,8 +578,18 @@ async fn a_claim_by_name_and_id_activates_the_card_on_one_phone(engine: Engine) 
     .await;
     assert_problem(s, &refused, 422, "invalid");
 
+    let mut dashboard = Ws::connect(&app.base, &admin).await;
+    dashboard.subscribe("tenant", None).await;
     let (s, first) = claim(&app, &tenant, &card, ok.clone()).await;
     assert_eq!(s, 201, "{first}");
+    // The tenant's dashboard hears it, without the person's name.
+    let e = dashboard.next_event().await;
+    assert_eq!(
+        (&e["type"], &e["data"]["card_id"], &e["data"]["user_id"]),
+        (&json!("card.activated"), &card["id"], &user["id"]),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("Li Lei"), "{e}");
     assert_eq!(first["user"]["id"], user["id"]);
     assert_eq!(first["claim"]["method"], "name_id");
     let token = first["token"].as_str().unwrap().to_string();
@@ -816,6 +827,16 @@ async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
         json!({"identity_type_id": id(&student), "name": "Li Lei",
                "id_number": "11010519491231002X", "ticket": ticket})
     };
+    // The official account's backend: it vouches with `claim_tickets`, and hears each
+    // activation by webhook.
+    let mut hooks = Receiver::start().await;
+    let backend = hooked_app(
+        &app,
+        &admin,
+        json!({"name": "Official account", "kind": "headless", "scopes": ["claim_tickets"],
+               "webhook_url": hooks.url("/hook"), "webhook_events": ["card.activated"]}),
+    )
+    .await;
     let no_follow = approved_card(&app, &admin, &[&student], "no_follow").await;
     let (s, refused) = claim(&app, &tenant, &no_follow, details(None)).await;
     assert_problem(s, &refused, 403, "claim_ticket_required");
@@ -858,13 +879,7 @@ async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
     app.clock.advance(SignedDuration::from_mins(31));
     let (s, refused) = claim(&app, &tenant, &follow, details(ticket["ticket"].as_str())).await;
     assert_problem(s, &refused, 410, "claim_ticket_used_or_expired");
-    // The official account's backend vouches with `claim_tickets`; other scopes may not.
-    let backend = hooked_app(
-        &app,
-        &admin,
-        json!({"name": "Official account", "kind": "headless", "scopes": ["claim_tickets"]}),
-    )
-    .await;
+    // Other scopes may not vouch.
     let reader = hooked_app(
         &app,
         &admin,
@@ -879,6 +894,19 @@ async fn claim_modes_need_the_official_accounts_ticket(engine: Engine) {
     assert_eq!(s, 201, "{ticket}");
     let (s, claimed) = claim(&app, &tenant, &follow, details(ticket["ticket"].as_str())).await;
     assert_eq!(s, 201, "{claimed}");
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let got = hooks.next().await.json();
+        assert_eq!(got["type"], "card.activated", "{got}");
+        assert_eq!(got["data"]["account"], "wx-openid-1", "{got}");
+        heard.push(got["data"]["card_id"].as_str().unwrap().to_string());
+    }
+    heard.sort();
+    let mut made = vec![id(&no_follow), id(&follow)];
+    made.sort();
+    assert_eq!(heard, made, "one activation each");
+    hooks.nothing_more().await;
+    hooks.handle.stop(true).await;
     // Another tenant's ticket is no ticket here.
     let (_, other) = app.tenant("university", "standard").await;
     let (s, foreign) = app
