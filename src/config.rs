@@ -28,6 +28,8 @@ pub struct Config {
     pub root_token: Option<SecretString>,
     pub master_key: Option<SecretString>,
     pub provider: String,
+    /// Where the texts that prove a phone go (`ONECARD_TEXT_GATEWAY`).
+    pub text_gateway: TextGateway,
     /// How long a node waits for the payment provider's answer to a deferred debit before
     /// it counts the provider as unavailable (the payment stays `accepted`, asked again).
     pub provider_timeout: std::time::Duration,
@@ -68,6 +70,15 @@ pub struct Config {
     pub idempotency_keep_days: usize,
 }
 
+/// Where texts (SMS) go.
+#[derive(Clone, Debug)]
+pub enum TextGateway {
+    /// Kept in memory for `GET /api/v1/sandbox/texts` (the default; for trials).
+    Sandbox,
+    /// POSTed, signed with `secret`, to the operator's SMS gateway adapter at `url`.
+    Http { url: String, secret: SecretString },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unknown setting {0} (known: {known})", known = KNOWN.join(", "))]
@@ -86,6 +97,8 @@ const KNOWN: &[&str] = &[
     "ONECARD_MASTER_KEY",
     "ONECARD_PROVIDER",
     "ONECARD_PROVIDER_TIMEOUT_MS",
+    "ONECARD_TEXT_GATEWAY",
+    "ONECARD_TEXT_GATEWAY_SECRET",
     "ONECARD_REQUEST_TIMEOUT_MS",
     "ONECARD_LOG_FORMAT",
     "ONECARD_DB_POOL_SIZE",
@@ -155,6 +168,28 @@ impl Config {
                 message: format!("unknown provider {provider:?} (available: sandbox)"),
             });
         }
+        let text_gateway = match get("ONECARD_TEXT_GATEWAY").as_deref() {
+            None | Some("sandbox") => TextGateway::Sandbox,
+            Some(url) => {
+                if !crate::api::apps::webhook_address(url) {
+                    return Err(ConfigError::Invalid {
+                        key: "ONECARD_TEXT_GATEWAY",
+                        message: "sandbox, or the http(s):// address of an SMS gateway adapter"
+                            .into(),
+                    });
+                }
+                let secret = get("ONECARD_TEXT_GATEWAY_SECRET")
+                    .filter(|s| s.len() >= 32)
+                    .ok_or(ConfigError::Invalid {
+                        key: "ONECARD_TEXT_GATEWAY_SECRET",
+                        message: "at least 32 characters, to sign what goes to the gateway".into(),
+                    })?;
+                TextGateway::Http {
+                    url: url.to_string(),
+                    secret: secret.into(),
+                }
+            }
+        };
         let log_format = match get("ONECARD_LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -193,6 +228,7 @@ impl Config {
             root_token: root_token.map(Into::into),
             master_key: master_key.map(Into::into),
             provider,
+            text_gateway,
             provider_timeout: timeout_ms(
                 &get,
                 "ONECARD_PROVIDER_TIMEOUT_MS",
@@ -290,6 +326,13 @@ impl Config {
             ("master_key", secret(&self.master_key)),
             ("provider", self.provider.clone()),
             (
+                "text_gateway",
+                match &self.text_gateway {
+                    TextGateway::Sandbox => "sandbox".to_string(),
+                    TextGateway::Http { url, .. } => url.clone(),
+                },
+            ),
+            (
                 "provider_timeout",
                 format!("{} ms", self.provider_timeout.as_millis()),
             ),
@@ -374,6 +417,30 @@ fn timeout_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_gateway_is_the_sandbox_or_a_signed_address() {
+        let c = Config::from_vars(Vec::new()).unwrap();
+        assert!(matches!(c.text_gateway, TextGateway::Sandbox));
+        let url = ("ONECARD_TEXT_GATEWAY", "https://sms.example.edu/send");
+        let refused = Config::from_vars(vars(&[url])).unwrap_err();
+        assert!(
+            refused.to_string().contains("ONECARD_TEXT_GATEWAY_SECRET"),
+            "{refused}"
+        );
+        let short = ("ONECARD_TEXT_GATEWAY_SECRET", "too short");
+        assert!(Config::from_vars(vars(&[url, short])).is_err());
+        let secret = (
+            "ONECARD_TEXT_GATEWAY_SECRET",
+            "0123456789abcdefghijklmnopqrstuvwxyz",
+        );
+        let c = Config::from_vars(vars(&[url, secret])).unwrap();
+        assert!(
+            matches!(c.text_gateway, TextGateway::Http { ref url, .. } if url.ends_with("/send"))
+        );
+        let bad = ("ONECARD_TEXT_GATEWAY", "sms-gateway");
+        assert!(Config::from_vars(vars(&[bad, secret])).is_err());
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -105,3 +105,5 @@ pub const COVER_WIDTH: usize = 1000;
 pub const COVER_HEIGHT: usize = 600;
 /// How long OneCard waits for a tenant's identity endpoint.
 pub const IDENTITY_ENDPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long OneCard waits for the SMS gateway adapter to take a text.
+pub const TEXT_GATEWAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

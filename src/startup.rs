@@ -84,7 +84,20 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
         let sandbox = Arc::new(Sandbox::default());
-        let sandbox_texts = Arc::new(crate::texts::SandboxTexts::default());
+        let (texts, sandbox_texts): (Arc<dyn crate::texts::TextSender>, _) =
+            match &config.text_gateway {
+                crate::config::TextGateway::Sandbox => {
+                    let sandbox = Arc::new(crate::texts::SandboxTexts::default());
+                    (sandbox.clone(), Some(sandbox))
+                }
+                crate::config::TextGateway::Http { url, secret } => (
+                    Arc::new(
+                        crate::texts::HttpTexts::new(url, secret.clone())
+                            .context("building the text gateway client")?,
+                    ),
+                    None,
+                ),
+            };
         // The commit path and the real-time path each get threads of their own, off the
         // main thread: the ledger writer on one (with the wallet actors, unless they have
         // threads of their own), the outbox relay on another, so that publishing events and
@@ -182,8 +195,8 @@ impl Application {
                 limiter.spawn_trim();
                 limiter
             },
-            texts: sandbox_texts.clone(),
-            sandbox_texts: Some(sandbox_texts),
+            texts,
+            sandbox_texts,
             identity_http: reqwest::Client::builder()
                 .timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)
                 .connect_timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)

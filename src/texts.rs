@@ -1,7 +1,9 @@
 //! Text messages (SMS): the one-time codes that prove a phone when a person claims a card
-//! by the `phone` method. Real gateways plug in behind `TextSender`; the default is a
-//! sandbox inside the server that keeps what it "sent" for `GET /api/v1/sandbox/texts`,
-//! as the payment provider's sandbox does for deferred debits.
+//! by the `phone` or `registration` method. Two gateways sit behind `TextSender`: the
+//! default sandbox inside the server, which keeps what it "sent" for
+//! `GET /api/v1/sandbox/texts` (as the payment provider's sandbox does for deferred
+//! debits), and `HttpTexts`, which POSTs each text, signed, to the operator's adapter for
+//! their SMS vendor (`ONECARD_TEXT_GATEWAY`).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -64,5 +66,72 @@ impl TextSender for SandboxTexts {
             at: Timestamp::now(),
         });
         Ok(())
+    }
+}
+
+/// The operator's SMS gateway adapter: each text is POSTed as
+/// `{"tenant_id","phone","text"}`, signed like webhooks (`X-Timestamp`, `X-Nonce`,
+/// `X-Signature`: the hex HMAC-SHA256, with the gateway secret, of
+/// `POST\n<path>\n<timestamp>\n<nonce>\n<hex SHA-256 of the body>`). Any 2xx answer
+/// within 5 seconds means it took the text.
+pub struct HttpTexts {
+    url: reqwest::Url,
+    secret: secrecy::SecretString,
+    client: reqwest::Client,
+}
+
+impl HttpTexts {
+    pub fn new(url: &str, secret: secrecy::SecretString) -> anyhow::Result<Self> {
+        Ok(Self {
+            url: reqwest::Url::parse(url)?,
+            secret,
+            client: reqwest::Client::builder()
+                .timeout(crate::limits::TEXT_GATEWAY_TIMEOUT)
+                .connect_timeout(crate::limits::TEXT_GATEWAY_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("OneCard-Texts/", env!("CARGO_PKG_VERSION")))
+                .build()?,
+        })
+    }
+}
+
+#[async_trait]
+impl TextSender for HttpTexts {
+    async fn send(&self, tenant: TenantId, phone: &str, body: &str) -> Result<(), String> {
+        use secrecy::ExposeSecret;
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "tenant_id": tenant, "phone": phone, "text": body,
+        }))
+        .map_err(|e| e.to_string())?;
+        let timestamp = Timestamp::now().as_second();
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let path = match self.url.query() {
+            Some(q) => format!("{}?{q}", self.url.path()),
+            None => self.url.path().to_string(),
+        };
+        let text = crate::apps::canonical("POST", &path, timestamp, &nonce, &payload);
+        let signature = crate::apps::sign(self.secret.expose_secret(), &text);
+        let answer = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(crate::apps::TIMESTAMP, timestamp.to_string())
+            .header(crate::apps::NONCE, nonce)
+            .header(crate::apps::SIGNATURE, signature)
+            .body(payload)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    "unreachable".to_string()
+                }
+            })?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", answer.status()))
+        }
     }
 }

@@ -876,11 +876,10 @@ pub async fn send_phone_code(
             "{code} is your code to claim your card. It works for 10 minutes. \
              Nobody from the card office will ask you for it."
         );
-        state
-            .texts
-            .send(tenant, &phone, &text)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("the text gateway: {e}")))?;
+        state.texts.send(tenant, &phone, &text).await.map_err(|e| {
+            tracing::warn!(error = %e, "the text gateway did not take a claim code");
+            ApiError::Unavailable("the text could not be sent: try again in a minute".to_string())
+        })?;
     }
     Ok(HttpResponse::Accepted().json(PhoneCodeSent { expires_at }))
 }

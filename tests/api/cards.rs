@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::checkin::signed;
 use crate::groups::{department, group, sub_admin};
 use crate::helpers::{
-    app_signature, assert_problem, serve_local, spawn_app, Engine, TestApp, ROOT_TOKEN,
+    app_signature, assert_problem, serve_local, spawn_app, spawn_with, Engine, TestApp, ROOT_TOKEN,
 };
 use crate::on_both_engines;
 use crate::realtime::Ws;
@@ -20,6 +20,7 @@ use crate::webhooks::{hooked_app, Receiver};
 on_both_engines!(
     identity_types_name_who_people_are_and_stay_while_held,
     a_managing_identity_administers_its_departments_with_the_cards_token,
+    codes_go_signed_to_the_operators_text_gateway,
     cards_are_claimable_only_once_the_operator_approves_them,
     a_claim_by_name_and_id_activates_the_card_on_one_phone,
     a_claim_by_phone_needs_the_code_texted_to_the_imported_phone,
@@ -1213,4 +1214,104 @@ async fn a_managing_identity_administers_its_departments_with_the_cards_token(en
     assert_eq!(s, 200);
     let (s, _) = app.get("/api/v1/users", &boss_token).await;
     assert_eq!(s, 403);
+}
+
+/// The operator's SMS gateway adapter: takes texts signed with `GATEWAY_SECRET` and keeps
+/// them, or answers `status`.
+#[derive(Clone, Default)]
+struct Gateway {
+    texts: Arc<Mutex<Vec<Value>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdefghijklmnop";
+
+async fn gateway(state: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (signature, _) = app_signature(
+        GATEWAY_SECRET,
+        "POST",
+        req.path(),
+        &header("x-timestamp"),
+        &header("x-nonce"),
+        &body,
+    );
+    if header("x-signature") != signature {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let status = *state.status.lock().unwrap();
+    if status != 200 {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .finish();
+    }
+    state
+        .texts
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    HttpResponse::Ok().finish()
+}
+
+async fn codes_go_signed_to_the_operators_text_gateway(engine: Engine) {
+    let shared = Gateway::default();
+    *shared.status.lock().unwrap() = 200;
+    let (base, handle) = serve_local(web::Data::new(shared.clone()), gateway);
+    let Some(app) = spawn_with(engine, |c| {
+        c.text_gateway = onecard::config::TextGateway::Http {
+            url: format!("{base}/sms"),
+            secret: GATEWAY_SECRET.to_string().into(),
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let (tenant, admin) = app.tenant("university", "standard").await;
+    let teacher = identity_type(&app, &admin, "teacher", "phone").await;
+    let card = approved_card(&app, &admin, &[&teacher], "open_link").await;
+    let (s, _) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"name": "Wang", "number": "T1", "identity": "teacher", "phone": "13800138000"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, sent) = send_code(&app, &tenant, &teacher, "13800138000").await;
+    assert_eq!(s, 202, "{sent}");
+    let text = shared
+        .texts
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the gateway took a text");
+    assert_eq!(
+        (text["phone"].as_str(), text["tenant_id"].as_str()),
+        (Some("13800138000"), Some(tenant.as_str()))
+    );
+    let code = text["text"].as_str().unwrap()[..6].to_string();
+    let (s, claimed) = claim(
+        &app,
+        &tenant,
+        &card,
+        json!({"identity_type_id": id(&teacher), "phone": "13800138000", "phone_code": code}),
+    )
+    .await;
+    assert_eq!(s, 201, "{claimed}");
+    // No sandbox to read texts from.
+    let (s, _) = app.get("/api/v1/sandbox/texts", &admin).await;
+    assert_eq!(s, 404);
+    // A gateway that fails is "try again", never a silent success.
+    *shared.status.lock().unwrap() = 500;
+    app.clock.advance(SignedDuration::from_secs(61));
+    let (s, refused) = send_code(&app, &tenant, &teacher, "13800138000").await;
+    assert_problem(s, &refused, 503, "unavailable");
+    assert!(shared.texts.lock().unwrap().is_empty());
+    drop(handle.stop(false));
 }
