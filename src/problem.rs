@@ -208,11 +208,31 @@ impl ApiError {
         }
     }
 
+    /// A 422 that is a refusal of its own (`code`), not a field's rule: what was sent is
+    /// well formed but names nothing acceptable.
+    pub fn refused(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
     /// A 422 for one field.
     pub fn invalid_field(field: &str, rule: &str, message: impl Into<String>) -> Self {
+        Self::invalid_field_as("invalid", field, rule, message)
+    }
+
+    /// A 422 for one field, with a problem code of its own (`cover_invalid`…).
+    pub fn invalid_field_as(
+        code: &'static str,
+        field: &str,
+        rule: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let message = message.into();
         ApiError::Invalid {
-            code: "invalid",
+            code,
             detail: format!("{field}: {message}"),
             errors: vec![Violation {
                 field: field.into(),

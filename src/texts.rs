@@ -103,31 +103,24 @@ impl TextSender for HttpTexts {
             "tenant_id": tenant, "phone": phone, "text": body,
         }))
         .map_err(|e| e.to_string())?;
-        let timestamp = Timestamp::now().as_second();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let path = match self.url.query() {
-            Some(q) => format!("{}?{q}", self.url.path()),
-            None => self.url.path().to_string(),
-        };
-        let text = crate::apps::canonical("POST", &path, timestamp, &nonce, &payload);
-        let signature = crate::apps::sign(self.secret.expose_secret(), &text);
-        let answer = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(crate::apps::TIMESTAMP, timestamp.to_string())
-            .header(crate::apps::NONCE, nonce)
-            .header(crate::apps::SIGNATURE, signature)
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    "unreachable".to_string()
-                }
-            })?;
+        let answer = crate::apps::signed_post(
+            &self.client,
+            self.url.clone(),
+            self.secret.expose_secret(),
+            Timestamp::now().as_second(),
+            &nonce,
+            payload,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                "unreachable".to_string()
+            }
+        })?;
         if answer.status().is_success() {
             Ok(())
         } else {

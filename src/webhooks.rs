@@ -311,28 +311,15 @@ async fn attempt(
     let Ok(url) = reqwest::Url::parse(&c.url) else {
         return (None, Some("the app has no valid webhook address".into()));
     };
-    let body = body(&c.delivery);
-    let timestamp = state.clock.now().as_second();
     let nonce = format!("{}-{}", c.delivery.id, c.attempt);
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    let text = crate::apps::canonical("POST", &path, timestamp, &nonce, &body);
     let secret = state.keys.app_secret(c.delivery.app, c.secret_version);
-    let signature = crate::apps::sign(&secret, &text);
-    let sent = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
+    let timestamp = state.clock.now().as_second();
+    let sent = crate::apps::signed_post(client, url, &secret, timestamp, &nonce, body(&c.delivery))
         .header(crate::apps::APP_KEY, c.delivery.app.to_string())
-        .header(crate::apps::TIMESTAMP, timestamp.to_string())
-        .header(crate::apps::NONCE, nonce)
-        .header(crate::apps::SIGNATURE, signature)
         .header("x-event-id", c.delivery.event_id.to_string())
         .header("x-event-type", &c.delivery.kind)
         .header("x-delivery-id", c.delivery.id.to_string())
         .header("x-delivery-attempt", c.attempt.to_string())
-        .body(body)
         .send()
         .await;
     let mut answer = match sent {

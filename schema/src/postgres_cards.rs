@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use jiff::{SignedDuration, Timestamp};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -49,9 +50,12 @@ async fn check_managed<C: GenericClient>(
     check_refs(c, "departments", tenant, &ids, "manages").await
 }
 
-const CARD_COLS: &str = "id, tenant_id, title, subtitle, identity_type_ids, targeting, \
-     claim_mode, status, review_reason, reviewed_at, cover_sha256, created_at, updated_at, \
-     revision";
+/// A card's columns, read from `cards d`.
+const CARD_COLS: &str = "d.id, d.tenant_id, d.title, d.subtitle, d.identity_type_ids, \
+     d.targeting, d.claim_mode, d.status, d.review_reason, d.reviewed_at, d.cover_sha256, \
+     d.created_at, d.updated_at, d.revision";
+/// Where a claim's columns start after `CARD_COLS`.
+const CARD_COLS_END: usize = 14;
 
 fn card_from_row(r: &Row) -> StoreResult<Card> {
     Ok(Card {
@@ -83,7 +87,7 @@ async fn find_card<C: GenericClient>(
     let lock = if lock { " FOR UPDATE" } else { "" };
     let row = c
         .query_opt(
-            &format!("SELECT {CARD_COLS} FROM cards WHERE id = $1{lock}"),
+            &format!("SELECT {CARD_COLS} FROM cards d WHERE d.id = $1{lock}"),
             &[&id.0],
         )
         .await
@@ -134,17 +138,20 @@ async fn write_card<C: GenericClient>(
     insert_audit(c, audit).await
 }
 
-const CLAIM_COLS: &str = "id, card_id, user_id, identity_type_id, method, account, claimed_at";
+/// A claim's columns, read from `card_claims k`.
+const CLAIM_COLS: &str =
+    "k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, k.claimed_at";
 
-fn claim_from_row(r: &Row) -> StoreResult<CardClaim> {
+/// A claim's columns (`CLAIM_COLS`) read from column `at` on.
+fn claim_at(r: &Row, at: usize) -> StoreResult<CardClaim> {
     Ok(CardClaim {
-        id: CardClaimId(r.get(0)),
-        card_id: CardId(r.get(1)),
-        user_id: UserId(r.get(2)),
-        identity_type_id: IdentityTypeId(r.get(3)),
-        method: enum_col(r, 4, Verification::parse)?,
-        account: r.get(5),
-        claimed_at: r.get(6),
+        id: CardClaimId(r.get(at)),
+        card_id: CardId(r.get(at + 1)),
+        user_id: UserId(r.get(at + 2)),
+        identity_type_id: IdentityTypeId(r.get(at + 3)),
+        method: enum_col(r, at + 4, Verification::parse)?,
+        account: r.get(at + 5),
+        claimed_at: r.get(at + 6),
     })
 }
 
@@ -293,7 +300,7 @@ impl CardStore for PgStore {
             .await?
             .query(
                 &format!(
-                    "SELECT {CARD_COLS} FROM cards WHERE tenant_id = $1 \
+                    "SELECT {CARD_COLS} FROM cards d WHERE d.tenant_id = $1 \
                      ORDER BY created_at DESC, id"
                 ),
                 &[&tenant.0],
@@ -371,7 +378,7 @@ impl CardStore for PgStore {
             .await?
             .query(
                 &format!(
-                    "SELECT {CARD_COLS} FROM cards WHERE status = 'pending_review' \
+                    "SELECT {CARD_COLS} FROM cards d WHERE d.status = 'pending_review' \
                      ORDER BY updated_at, id LIMIT $1"
                 ),
                 &[&(limit as i64)],
@@ -413,35 +420,29 @@ impl CardStore for PgStore {
         identity: String,
         who: Claimant,
     ) -> StoreResult<Vec<User>> {
-        let c = self.client().await?;
-        let base = format!(
-            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND identity = $2 \
-             AND status = 'active'"
-        );
-        let rows = match who {
-            Claimant::Phone(p) => {
-                c.query(
-                    &format!("{base} AND phone = $3 LIMIT 2"),
-                    &[&tenant.0, &identity, &p],
-                )
-                .await
+        let id_hash: Vec<u8>;
+        let (clause, found_by): (&str, Vec<&(dyn ToSql + Sync)>) = match &who {
+            Claimant::Phone(p) => ("phone = $3", vec![p]),
+            Claimant::Number(n) => ("number = $3", vec![n]),
+            Claimant::NameId { name, id_hash: h } => {
+                id_hash = h.to_vec();
+                ("name = $3 AND id_hash = $4", vec![name, &id_hash])
             }
-            Claimant::Number(n) => {
-                c.query(
-                    &format!("{base} AND number = $3 LIMIT 2"),
-                    &[&tenant.0, &identity, &n],
-                )
-                .await
-            }
-            Claimant::NameId { name, id_hash } => {
-                c.query(
-                    &format!("{base} AND name = $3 AND id_hash = $4 LIMIT 2"),
-                    &[&tenant.0, &identity, &name, &&id_hash[..]],
-                )
-                .await
-            }
-        }
-        .map_err(pg)?;
+        };
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&tenant.0, &identity];
+        values.extend(found_by);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND identity = $2 \
+                     AND status = 'active' AND {clause} LIMIT 2"
+                ),
+                &values,
+            )
+            .await
+            .map_err(pg)?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -485,7 +486,7 @@ impl CardStore for PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO card_claims (id, tenant_id, card_id, user_id, identity_type_id, \
+                    "INSERT INTO card_claims AS k (id, tenant_id, card_id, user_id, identity_type_id, \
                      method, account, claimed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) \
                      ON CONFLICT (card_id, user_id) DO UPDATE SET \
                      identity_type_id = excluded.identity_type_id, method = excluded.method, \
@@ -505,7 +506,7 @@ impl CardStore for PgStore {
             )
             .await
             .map_err(pg)?;
-        let stored = claim_from_row(&row)?;
+        let stored = claim_at(&row, 0)?;
         let first: bool = row.get(7);
         tx.execute(
             "DELETE FROM tokens WHERE kind = 'cardholder' AND tenant_id = $1 AND subject_id = $2",
@@ -532,10 +533,12 @@ impl CardStore for PgStore {
             .client()
             .await?
             .query(
-                "SELECT k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, \
-                 k.claimed_at, u.name, u.number FROM card_claims k \
-                 JOIN users u ON u.id = k.user_id \
-                 WHERE k.tenant_id = $1 AND k.card_id = $2 AND k.id > $3 ORDER BY k.id LIMIT $4",
+                &format!(
+                    "SELECT {CLAIM_COLS}, u.name, u.number FROM card_claims k \
+                     JOIN users u ON u.id = k.user_id \
+                     WHERE k.tenant_id = $1 AND k.card_id = $2 AND k.id > $3 \
+                     ORDER BY k.id LIMIT $4"
+                ),
                 &[&tenant.0, &card.0, &after, &(i64::from(page.limit) + 1)],
             )
             .await
@@ -544,7 +547,7 @@ impl CardStore for PgStore {
             .iter()
             .map(|r| {
                 Ok(CardHolder {
-                    claim: claim_from_row(r)?,
+                    claim: claim_at(r, 0)?,
                     name: r.get(7),
                     number: r.get(8),
                 })
@@ -558,22 +561,13 @@ impl CardStore for PgStore {
         tenant: TenantId,
         user: UserId,
     ) -> StoreResult<Vec<(CardClaim, Card)>> {
-        let cols: String = CARD_COLS
-            .split(", ")
-            .map(|c| format!("d.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let claim_cols: String = CLAIM_COLS
-            .split(", ")
-            .map(|c| format!("k.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let rows = self
             .client()
             .await?
             .query(
                 &format!(
-                    "SELECT {cols}, {claim_cols} FROM card_claims k JOIN cards d ON d.id = k.card_id \
+                    "SELECT {CARD_COLS}, {CLAIM_COLS} FROM card_claims k \
+                     JOIN cards d ON d.id = k.card_id \
                      WHERE k.tenant_id = $1 AND k.user_id = $2 ORDER BY k.claimed_at DESC, k.id"
                 ),
                 &[&tenant.0, &user.0],
@@ -581,19 +575,7 @@ impl CardStore for PgStore {
             .await
             .map_err(pg)?;
         rows.iter()
-            .map(|r| {
-                let card = card_from_row(r)?;
-                let claim = CardClaim {
-                    id: CardClaimId(r.get(14)),
-                    card_id: CardId(r.get(15)),
-                    user_id: UserId(r.get(16)),
-                    identity_type_id: IdentityTypeId(r.get(17)),
-                    method: enum_col(r, 18, Verification::parse)?,
-                    account: r.get(19),
-                    claimed_at: r.get(20),
-                };
-                Ok((claim, card))
-            })
+            .map(|r| Ok((claim_at(r, CARD_COLS_END)?, card_from_row(r)?)))
             .collect()
     }
 

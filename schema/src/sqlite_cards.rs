@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use crate::card_store::{CardStore, ClaimWrite, Claimant, PhoneCodeCheck, Review};
 use crate::error::{StoreError, StoreResult};
@@ -52,9 +52,12 @@ fn check_managed(c: &Connection, tenant: TenantId, t: &IdentityType) -> StoreRes
     check_refs(c, "departments", tenant, &ids, "manages")
 }
 
-const CARD_COLS: &str = "id, tenant_id, title, subtitle, identity_type_ids, targeting, \
-     claim_mode, status, review_reason, reviewed_at, cover_sha256, created_at, updated_at, \
-     revision";
+/// A card's columns, read from `cards d`.
+const CARD_COLS: &str = "d.id, d.tenant_id, d.title, d.subtitle, d.identity_type_ids, \
+     d.targeting, d.claim_mode, d.status, d.review_reason, d.reviewed_at, d.cover_sha256, \
+     d.created_at, d.updated_at, d.revision";
+/// Where a claim's columns start after `CARD_COLS`.
+const CARD_COLS_END: usize = 14;
 
 fn card_row(r: &Row) -> rusqlite::Result<(Card, String)> {
     Ok((
@@ -85,7 +88,7 @@ fn card_from_row((mut card, ids): (Card, String)) -> StoreResult<Card> {
 
 fn find_card(c: &Connection, tenant: Option<TenantId>, id: CardId) -> StoreResult<Card> {
     let row = c
-        .prepare_cached(&format!("SELECT {CARD_COLS} FROM cards WHERE id = ?"))
+        .prepare_cached(&format!("SELECT {CARD_COLS} FROM cards d WHERE d.id = ?"))
         .and_then(|mut st| st.query_row([id.to_string()], card_row).optional())
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
@@ -129,19 +132,26 @@ fn write_card(c: &Connection, tenant: TenantId, card: &Card, audit: &Audit) -> S
     )
 }
 
-fn claim_row(r: &Row) -> rusqlite::Result<CardClaim> {
+/// A claim's columns (`CLAIM_COLS`) read from column `at` on.
+fn claim_at(r: &Row, at: usize) -> rusqlite::Result<CardClaim> {
     Ok(CardClaim {
-        id: CardClaimId(uuid_col(r, 0)?),
-        card_id: CardId(uuid_col(r, 1)?),
-        user_id: UserId(uuid_col(r, 2)?),
-        identity_type_id: IdentityTypeId(uuid_col(r, 3)?),
-        method: parse_enum(r, 4, Verification::parse)?,
-        account: r.get(5)?,
-        claimed_at: ts(r.get(6)?),
+        id: CardClaimId(uuid_col(r, at)?),
+        card_id: CardId(uuid_col(r, at + 1)?),
+        user_id: UserId(uuid_col(r, at + 2)?),
+        identity_type_id: IdentityTypeId(uuid_col(r, at + 3)?),
+        method: parse_enum(r, at + 4, Verification::parse)?,
+        account: r.get(at + 5)?,
+        claimed_at: ts(r.get(at + 6)?),
     })
 }
 
-const CLAIM_COLS: &str = "id, card_id, user_id, identity_type_id, method, account, claimed_at";
+fn claim_row(r: &Row) -> rusqlite::Result<CardClaim> {
+    claim_at(r, 0)
+}
+
+/// A claim's columns, read from `card_claims k`.
+const CLAIM_COLS: &str =
+    "k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, k.claimed_at";
 
 #[async_trait]
 impl CardStore for SqliteStore {
@@ -287,7 +297,7 @@ impl CardStore for SqliteStore {
         self.read(move |c| {
             let rows = c
                 .prepare_cached(&format!(
-                    "SELECT {CARD_COLS} FROM cards WHERE tenant_id = ? \
+                    "SELECT {CARD_COLS} FROM cards d WHERE d.tenant_id = ? \
                      ORDER BY created_at DESC, id"
                 ))
                 .and_then(|mut st| {
@@ -361,7 +371,7 @@ impl CardStore for SqliteStore {
         self.read(move |c| {
             let rows = c
                 .prepare_cached(&format!(
-                    "SELECT {CARD_COLS} FROM cards WHERE status = 'pending_review' \
+                    "SELECT {CARD_COLS} FROM cards d WHERE d.status = 'pending_review' \
                      ORDER BY updated_at, id LIMIT ?"
                 ))
                 .and_then(|mut st| {
@@ -409,32 +419,25 @@ impl CardStore for SqliteStore {
         who: Claimant,
     ) -> StoreResult<Vec<User>> {
         self.read(move |c| {
-            let (clause, value): (&str, rusqlite::types::Value) = match who {
-                Claimant::Phone(p) => ("phone = ?3", p.into()),
-                Claimant::Number(n) => ("number = ?3", n.into()),
-                Claimant::NameId { name, id_hash } => {
-                    return c
-                        .prepare_cached(&format!(
-                            "SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 \
-                             AND identity = ?2 AND status = 'active' AND name = ?3 \
-                             AND id_hash = ?4 LIMIT 2"
-                        ))
-                        .and_then(|mut st| {
-                            st.query_map(
-                                params![tenant.to_string(), identity, name, &id_hash[..]],
-                                user_from_row,
-                            )?
-                            .collect::<Result<Vec<_>, _>>()
-                        })
-                        .map_err(db);
-                }
+            use rusqlite::types::Value;
+            let (clause, found_by): (&str, Vec<Value>) = match who {
+                Claimant::Phone(p) => ("phone = ?", vec![p.into()]),
+                Claimant::Number(n) => ("number = ?", vec![n.into()]),
+                Claimant::NameId { name, id_hash } => (
+                    "name = ? AND id_hash = ?",
+                    vec![name.into(), id_hash.to_vec().into()],
+                ),
             };
+            let values: Vec<Value> = [tenant.to_string().into(), identity.into()]
+                .into_iter()
+                .chain(found_by)
+                .collect();
             c.prepare_cached(&format!(
-                "SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND identity = ?2 \
+                "SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND identity = ? \
                  AND status = 'active' AND {clause} LIMIT 2"
             ))
             .and_then(|mut st| {
-                st.query_map(params![tenant.to_string(), identity, value], user_from_row)?
+                st.query_map(params_from_iter(values), user_from_row)?
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(db)
@@ -480,7 +483,7 @@ impl CardStore for SqliteStore {
             let earlier = c
                 .query_row(
                     &format!(
-                        "SELECT {CLAIM_COLS} FROM card_claims WHERE card_id = ? AND user_id = ?"
+                        "SELECT {CLAIM_COLS} FROM card_claims k WHERE k.card_id = ? AND k.user_id = ?"
                     ),
                     [claim.card_id.to_string(), claim.user_id.to_string()],
                     claim_row,
@@ -533,12 +536,11 @@ impl CardStore for SqliteStore {
         self.read(move |c| {
             let after = page.after.map(|a| a.to_string()).unwrap_or_default();
             let rows = c
-                .prepare_cached(
-                    "SELECT k.id, k.card_id, k.user_id, k.identity_type_id, k.method, k.account, \
-                     k.claimed_at, u.name, u.number FROM card_claims k \
+                .prepare_cached(&format!(
+                    "SELECT {CLAIM_COLS}, u.name, u.number FROM card_claims k \
                      JOIN users u ON u.id = k.user_id \
-                     WHERE k.tenant_id = ? AND k.card_id = ? AND k.id > ? ORDER BY k.id LIMIT ?",
-                )
+                     WHERE k.tenant_id = ? AND k.card_id = ? AND k.id > ? ORDER BY k.id LIMIT ?"
+                ))
                 .and_then(|mut st| {
                     st.query_map(
                         params![
@@ -569,19 +571,21 @@ impl CardStore for SqliteStore {
         user: UserId,
     ) -> StoreResult<Vec<(CardClaim, Card)>> {
         self.read(move |c| {
-            let claims = c
+            let rows = c
                 .prepare_cached(&format!(
-                    "SELECT {CLAIM_COLS} FROM card_claims WHERE tenant_id = ? AND user_id = ? \
-                     ORDER BY claimed_at DESC, id"
+                    "SELECT {CARD_COLS}, {CLAIM_COLS} FROM card_claims k \
+                     JOIN cards d ON d.id = k.card_id \
+                     WHERE k.tenant_id = ? AND k.user_id = ? ORDER BY k.claimed_at DESC, k.id"
                 ))
                 .and_then(|mut st| {
-                    st.query_map([tenant.to_string(), user.to_string()], claim_row)?
-                        .collect::<Result<Vec<_>, _>>()
+                    st.query_map([tenant.to_string(), user.to_string()], |r| {
+                        Ok((claim_at(r, CARD_COLS_END)?, card_row(r)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(db)?;
-            claims
-                .into_iter()
-                .map(|claim| Ok((claim.clone(), find_card(c, Some(tenant), claim.card_id)?)))
+            rows.into_iter()
+                .map(|(claim, card)| Ok((claim, card_from_row(card)?)))
                 .collect()
         })
         .await

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::scan::distinct;
 use super::{checked, qr_svg, ListParams, Paged};
 use crate::auth::{
     hash_token, new_token, request_id, Auth, Cardholder, CardsManager, CardsViewer,
@@ -51,7 +52,6 @@ use crate::problem::{ApiError, Problems};
 use crate::ratelimit::address_key;
 use crate::state::AppState;
 use crate::texts::SentText;
-use onecard_actors::domain::validate::Violation;
 
 const TITLE_CHARS_MAX: usize = 20;
 const REASON_CHARS_MAX: usize = 200;
@@ -270,16 +270,6 @@ fn targeting(given: Option<CardTargeting>, ids: &[IdentityTypeId]) -> CardTarget
     })
 }
 
-fn distinct(ids: Vec<IdentityTypeId>) -> Vec<IdentityTypeId> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out
-}
-
 /// A card waiting for the operator again, after a change.
 fn to_review(mut card: Card, now: Timestamp) -> Card {
     card.status = CardStatus::PendingReview;
@@ -401,16 +391,7 @@ pub async fn patch_card(
 }
 
 fn cover_invalid(rule: &str, message: String) -> ApiError {
-    ApiError::Invalid {
-        code: "cover_invalid",
-        detail: format!("file: {message}"),
-        errors: vec![Violation {
-            field: "file".into(),
-            rule: rule.into(),
-            message,
-            row: None,
-        }],
-    }
+    ApiError::invalid_field_as("cover_invalid", "file", rule, message)
 }
 
 /// The cover's content type, when its bytes are a JPEG or PNG of exactly 1000×600 px.
@@ -516,6 +497,13 @@ fn claim_url(state: &AppState, tenant: TenantId, card: Option<CardId>) -> String
     }
 }
 
+fn claim_link(url: String) -> Result<web::Json<ClaimLink>, ApiError> {
+    Ok(web::Json(ClaimLink {
+        svg: qr_svg(&url, 320)?,
+        url,
+    }))
+}
+
 fn not_approved(card: &Card) -> ApiError {
     ApiError::conflict(
         "card_not_approved",
@@ -540,11 +528,7 @@ pub async fn get_card_claim_link(
     if card.status != CardStatus::Approved {
         return Err(not_approved(&card));
     }
-    let url = claim_url(&state, tenant, Some(card.id));
-    Ok(web::Json(ClaimLink {
-        svg: qr_svg(&url, 320)?,
-        url,
-    }))
+    claim_link(claim_url(&state, tenant, Some(card.id)))
 }
 
 /// Who holds a card (has claimed and activated it), in the order they first claimed it,
@@ -575,11 +559,7 @@ pub async fn get_claim_link(
     state: web::Data<AppState>,
     caller: Auth<CardsViewer>,
 ) -> Result<web::Json<ClaimLink>, ApiError> {
-    let url = claim_url(&state, caller.tenant()?, None);
-    Ok(web::Json(ClaimLink {
-        svg: qr_svg(&url, 320)?,
-        url,
-    }))
+    claim_link(claim_url(&state, caller.tenant()?, None))
 }
 
 /// Every tenant's cards waiting for review, oldest change first (the platform operator).
@@ -800,16 +780,12 @@ fn limit_claims(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 fn not_eligible() -> ApiError {
-    ApiError::Invalid {
-        code: "identity_not_eligible",
-        detail: "this card cannot be claimed as this identity".into(),
-        errors: vec![Violation {
-            field: "identity_type_id".into(),
-            rule: "eligible".into(),
-            message: "not one of the identities this card is for".into(),
-            row: None,
-        }],
-    }
+    ApiError::invalid_field_as(
+        "identity_not_eligible",
+        "identity_type_id",
+        "eligible",
+        "not one of the identities this card is for",
+    )
 }
 
 fn six_digits() -> String {
@@ -885,13 +861,11 @@ pub async fn send_phone_code(
 }
 
 fn verification_failed() -> ApiError {
-    ApiError::Invalid {
-        code: "verification_failed",
-        detail: "these details do not match anyone this card may be claimed by; check them, \
-                 or ask the card office"
-            .into(),
-        errors: Vec::new(),
-    }
+    ApiError::refused(
+        "verification_failed",
+        "these details do not match anyone this card may be claimed by; check them, or ask \
+         the card office",
+    )
 }
 
 /// The one person a lookup found.
@@ -942,16 +916,12 @@ async fn check_code(
              often): ask for a new one",
         ),
     };
-    Err(ApiError::Invalid {
+    Err(ApiError::invalid_field_as(
         code,
-        detail: format!("phone_code: {message}"),
-        errors: vec![Violation {
-            field: "phone_code".into(),
-            rule: code.into(),
-            message: message.into(),
-            row: None,
-        }],
-    })
+        "phone_code",
+        code,
+        message,
+    ))
 }
 
 /// What the tenant's identity endpoint answers.
@@ -991,34 +961,29 @@ async fn ask_endpoint(
         "id_number": body.id_number,
     }))
     .map_err(ApiError::internal)?;
-    let timestamp = state.clock.now().as_second();
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    let text = crate::apps::canonical("POST", &path, timestamp, &nonce, &payload);
     let secret = state
         .keys
         .identity_endpoint_secret(itype.id.0, itype.secret_version);
-    let answer = state
-        .identity_http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(crate::apps::APP_KEY, itype.id.to_string())
-        .header(crate::apps::TIMESTAMP, timestamp.to_string())
-        .header(crate::apps::NONCE, nonce)
-        .header(crate::apps::SIGNATURE, crate::apps::sign(&secret, &text))
-        .body(payload)
-        .send()
-        .await
-        .map_err(|e| {
-            endpoint_down(if e.is_timeout() {
-                "timed out"
-            } else {
-                "unreachable"
-            })
-        })?;
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let timestamp = state.clock.now().as_second();
+    let answer = crate::apps::signed_post(
+        &state.identity_http,
+        url,
+        &secret,
+        timestamp,
+        &nonce,
+        payload,
+    )
+    .header(crate::apps::APP_KEY, itype.id.to_string())
+    .send()
+    .await
+    .map_err(|e| {
+        endpoint_down(if e.is_timeout() {
+            "timed out"
+        } else {
+            "unreachable"
+        })
+    })?;
     if !answer.status().is_success() {
         return Err(endpoint_down(format!("answered {}", answer.status())));
     }

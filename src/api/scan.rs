@@ -145,11 +145,10 @@ pub fn verifier_of<T>(found: onecard_schema::StoreResult<T>, what: &str) -> Resu
 }
 
 fn code_invalid() -> ApiError {
-    ApiError::Invalid {
-        code: "personal_code_invalid",
-        detail: "this is not a personal code of this organisation".into(),
-        errors: Vec::new(),
-    }
+    ApiError::refused(
+        "personal_code_invalid",
+        "this is not a personal code of this organisation",
+    )
 }
 
 /// The active member of `tenant` whose personal code `code` is, with the code's
@@ -189,10 +188,10 @@ pub fn admits(identities: &[String], person: &User) -> bool {
             .is_some_and(|i| identities.contains(i))
 }
 
-/// The identities, each once, in the order given.
-pub fn distinct(identities: Vec<String>) -> Vec<String> {
+/// Each item once (identities, identity type ids), in the order given.
+pub fn distinct<T: Eq + std::hash::Hash + Clone>(items: Vec<T>) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
-    identities
+    items
         .into_iter()
         .filter(|i| seen.insert(i.clone()))
         .collect()

@@ -687,7 +687,7 @@ mod tests {
     #[test]
     fn a_route_names_each_identity_once_and_checks_them() {
         assert_eq!(
-            distinct(vec!["staff".into(), "student".into(), "staff".into()]),
+            distinct::<String>(vec!["staff".into(), "student".into(), "staff".into()]),
             vec!["staff".to_string(), "student".to_string()]
         );
         let now = Timestamp::UNIX_EPOCH;

@@ -185,11 +185,14 @@ pub async fn put_form(
 }
 
 fn unknown_host() -> ApiError {
-    ApiError::Invalid {
-        code: "unknown_host",
-        detail: "no member has this number and name: check them with your host".into(),
-        errors: Vec::new(),
-    }
+    ApiError::refused(
+        "unknown_host",
+        "no member has this number and name: check them with your host",
+    )
+}
+
+fn pass_invalid() -> ApiError {
+    ApiError::refused("pass_invalid", "this is not a visitor's pass of ours")
 }
 
 /// Ask to visit a member (no token needed). 201 with the pending request and its pass;
@@ -375,11 +378,7 @@ async fn by_pass(state: &AppState, pass: &str) -> Result<(TenantId, VisitorReque
             .visitor_request_by_pass(hash_token(pass))
             .await?
     };
-    found.ok_or_else(|| ApiError::Invalid {
-        code: "pass_invalid",
-        detail: "this is not a visitor's pass of ours".into(),
-        errors: Vec::new(),
-    })
+    found.ok_or_else(pass_invalid)
 }
 
 /// Where a request stands, by its pass (no token needed), with the QR code for the gate
@@ -537,11 +536,7 @@ pub async fn enter(
     let tenant = caller.tenant()?;
     let (owner, request) = by_pass(&state, &body.pass).await?;
     if owner != tenant {
-        return Err(ApiError::Invalid {
-            code: "pass_invalid",
-            detail: "this is not a visitor's pass of ours".into(),
-            errors: Vec::new(),
-        });
+        return Err(pass_invalid());
     }
     let now = state.clock.now();
     if request.status != VisitStatus::Approved {

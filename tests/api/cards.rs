@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::checkin::signed;
 use crate::groups::{department, group, sub_admin};
 use crate::helpers::{
-    app_signature, assert_problem, serve_local, spawn_app, spawn_with, Engine, TestApp, ROOT_TOKEN,
+    assert_problem, serve_local, signed_with, spawn_app, spawn_with, Engine, TestApp, ROOT_TOKEN,
 };
 use crate::on_both_engines;
 use crate::realtime::Ws;
@@ -942,23 +942,8 @@ async fn endpoint(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
     let secret = state.secret.lock().unwrap().clone();
-    let (signature, _) = app_signature(
-        &secret,
-        "POST",
-        req.path(),
-        &header("x-timestamp"),
-        &header("x-nonce"),
-        &body,
-    );
-    if header("x-signature") != signature {
+    if !signed_with(&secret, &req, &body) {
         return HttpResponse::Unauthorized().finish();
     }
     let status = *state.status.lock().unwrap();
@@ -1227,22 +1212,7 @@ struct Gateway {
 const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdefghijklmnop";
 
 async fn gateway(state: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (signature, _) = app_signature(
-        GATEWAY_SECRET,
-        "POST",
-        req.path(),
-        &header("x-timestamp"),
-        &header("x-nonce"),
-        &body,
-    );
-    if header("x-signature") != signature {
+    if !signed_with(GATEWAY_SECRET, &req, &body) {
         return HttpResponse::Unauthorized().finish();
     }
     let status = *state.status.lock().unwrap();

@@ -412,3 +412,23 @@ where
     actix_web::rt::spawn(server);
     (format!("http://127.0.0.1:{port}"), handle)
 }
+
+/// Whether a request a stand-in server received carries `X-Signature` for `secret` over
+/// the text the server signs what it sends out with.
+pub fn signed_with(secret: &str, req: &actix_web::HttpRequest, body: &[u8]) -> bool {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let (signature, _) = app_signature(
+        secret,
+        "POST",
+        req.path(),
+        header("x-timestamp"),
+        header("x-nonce"),
+        body,
+    );
+    header("x-signature") == signature
+}
