@@ -245,6 +245,33 @@ impl Access for DirectoryWriter {
     const APP_SCOPE: Option<AppScope> = Some(AppScope::DirectoryWrite);
 }
 
+/// A reader of notices: super admins (every notice), admins granted `notifications`, and
+/// department heads (members whose identity type manages departments); the handler shows
+/// everyone but super admins only the notices they made.
+pub struct NoticeReader;
+impl Access for NoticeReader {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Notifications, GrantLevel::View);
+    const MANAGERS: bool = true;
+}
+
+/// A sender of notices: super admins, admins granted `notifications` to manage, and
+/// department heads; the handler keeps the audience inside what they may see.
+pub struct NoticeSender;
+impl Access for NoticeSender {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Notifications, GrantLevel::Manage);
+    const MANAGERS: bool = true;
+}
+
+/// The tenant's notification channels: super admins and admins granted `notifications`
+/// to manage.
+pub struct NotificationSettings;
+impl Access for NotificationSettings {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Notifications, GrantLevel::Manage);
+}
+
 /// An admin reading the tenant's apps: super admins, and sub-admins granted
 /// `api_config`.
 pub struct AppsViewer;

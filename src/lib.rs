@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod import;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 pub mod pages;
 pub mod problem;

@@ -15,8 +15,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
-    identity, import, ledger, maintenance, merchants, payments, reports, shuttle, stats, subsidies,
-    tenants, users, visitors, wallets,
+    identity, import, ledger, maintenance, merchants, notices, payments, reports, shuttle, stats,
+    subsidies, tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -154,6 +154,17 @@ where
                 .service(cards::claim_card)
                 .service(cards::list_my_cards)
                 .service(cards::list_sandbox_texts)
+                .service(notices::get_notice_settings)
+                .service(notices::put_notice_settings)
+                .service(notices::rotate_notice_secret)
+                .service(notices::create_notice)
+                .service(notices::list_notices)
+                .service(notices::get_notice)
+                .service(notices::edit_notice)
+                .service(notices::delete_notice)
+                .service(notices::send_notice)
+                .service(notices::recall_notice)
+                .service(notices::list_notice_deliveries)
                 .service(shuttle::create_route)
                 .service(shuttle::list_routes)
                 .service(shuttle::get_route)

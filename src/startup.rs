@@ -204,6 +204,9 @@ impl Application {
                 .user_agent(concat!("OneCard-Identity/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("building the identity endpoint client")?,
+            notifier: Arc::new(
+                crate::notify::Notifier::new().context("building the notifier's client")?,
+            ),
         });
         crate::api::arrears::spawn_reminders(state.clone().into_inner());
         crate::api::payments::spawn_used_code_purge(state.clone().into_inner());
@@ -215,6 +218,7 @@ impl Application {
         crate::webhooks::spawn_deliverer(state.clone().into_inner())
             .context("starting the webhook deliverer")?;
         crate::webhooks::spawn_purge(state.clone().into_inner());
+        crate::notify::spawn(state.clone().into_inner());
         crate::webhooks::spawn_backlog_gauges(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);

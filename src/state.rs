@@ -67,6 +67,8 @@ pub struct AppState {
     pub sandbox_texts: Option<Arc<crate::texts::SandboxTexts>>,
     /// Calls tenants' identity endpoints (the `external` method).
     pub identity_http: reqwest::Client,
+    /// Sends notices' deliveries (`crate::notify`).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl AppState {

@@ -86,6 +86,16 @@ impl Keys {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
+    /// The secret a tenant's notification channel adapters check OneCard's calls with (43
+    /// characters, base64url): derived like an app's; `version` rotates it.
+    pub fn notice_channel_secret(&self, tenant: uuid::Uuid, version: i32) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.claim).expect("any length");
+        mac.update(b"notice-channel ");
+        mac.update(tenant.as_bytes());
+        mac.update(&version.to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     /// A keyed hash of a code texted to `phone`, so a stolen table reveals no live code.
     pub fn phone_code_hash(&self, phone: &str, code: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.claim).expect("any length");

@@ -171,3 +171,11 @@ id_type!(
     /// One person's activated card.
     CardClaimId
 );
+id_type!(
+    /// A notice: a message to people of the tenant (SPEC §10).
+    NoticeId
+);
+id_type!(
+    /// One person's delivery of one round of a notice.
+    NoticeDeliveryId
+);

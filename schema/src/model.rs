@@ -1226,3 +1226,36 @@ pub struct CardHolder {
     pub name: String,
     pub number: String,
 }
+
+string_enum!(
+    /// A channel notices go out on (SPEC §10).
+    NoticeChannel {
+        OfficialAccount => "official_account",
+        Messenger => "messenger",
+        Sms => "sms",
+    }
+);
+
+string_enum!(
+    /// Where a notice stands: `scheduled` waits for its time (or a send), `sending` has
+    /// deliveries queued, `sent` has none left, `recalled` was taken back (it may be edited
+    /// and sent again).
+    NoticeStatus {
+        Scheduled => "scheduled",
+        Sending => "sending",
+        Sent => "sent",
+        Recalled => "recalled",
+    }
+);
+
+string_enum!(
+    /// Where one person's delivery stands. `sent`: a channel took it; `delivered`: the
+    /// channel says it reached the person; `failed`: no channel could.
+    NoticeDeliveryStatus {
+        Queued => "queued",
+        Sent => "sent",
+        Delivered => "delivered",
+        Failed => "failed",
+        Recalled => "recalled",
+    }
+);

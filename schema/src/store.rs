@@ -19,6 +19,7 @@ pub trait Store:
     + crate::maintenance_store::MaintenanceStore
     + crate::visitor_store::VisitorStore
     + crate::card_store::CardStore
+    + crate::notice_store::NoticeStore
     + Send
     + Sync
     + 'static

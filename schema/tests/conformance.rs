@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use onecard_schema::card_store::{ClaimWrite, Review};
 use onecard_schema::ids::*;
 use onecard_schema::model::*;
+use onecard_schema::notice_store::{Notice, NoticeAudience, NoticeOutcome, NoticeRound};
 use onecard_schema::{Store, StoreError};
 
 mod support {
@@ -173,6 +174,7 @@ conformance!(
     a_visitor_request_moves_once_and_enters_once,
     a_card_is_approved_as_seen_and_a_claim_ticket_is_spent_once,
     identity_types_stay_while_held_and_phone_codes_wear_out,
+    a_notice_goes_out_once_a_round_and_each_delivery_is_claimed_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -3684,4 +3686,266 @@ async fn identity_types_stay_while_held_and_phone_codes_wear_out(store: Arc<dyn 
         Missing,
         "three wrong tries wore it out"
     );
+}
+
+fn notice(audience: NoticeAudience, send_at: Option<Timestamp>) -> Notice {
+    Notice {
+        id: NoticeId::new(),
+        title: "Water off".into(),
+        body: "Building 3, from 14:00".into(),
+        audience,
+        status: NoticeStatus::Scheduled,
+        send_at,
+        revision: 1,
+        round: 0,
+        created_by: "admin:x".into(),
+        created_at: now(),
+        updated_at: now(),
+        sent_at: None,
+        finished_at: None,
+        recalled_at: None,
+        counts: Default::default(),
+    }
+}
+
+async fn a_notice_goes_out_once_a_round_and_each_delivery_is_claimed_once(store: Arc<dyn Store>) {
+    let (t, _) = tenant(&store, "Notices").await;
+    let mut people = Vec::new();
+    for n in ["N1", "N2", "N3"] {
+        let u = store
+            .create_user(t, new_user(n), now(), audit(Some(t), "user.create"))
+            .await
+            .unwrap();
+        people.push(u.id);
+    }
+    let n = notice(
+        NoticeAudience {
+            all: true,
+            ..Default::default()
+        },
+        Some(now() + MINUTE),
+    );
+    store
+        .create_notice(t, n.clone(), audit(Some(t), "notice.create"))
+        .await
+        .unwrap();
+    assert!(store.due_notices(now(), 10).await.unwrap().is_empty());
+    let due = store.due_notices(now() + MINUTE * 2, 10).await.unwrap();
+    assert_eq!(due, vec![(t, n.id, 1)]);
+    assert_eq!(store.active_user_ids(t).await.unwrap().len(), 3);
+
+    // Two sends of the same revision at once (two nodes' schedulers): one round.
+    let round = || NoticeRound {
+        recipients: people.clone(),
+        first: Some(NoticeChannel::Sms),
+    };
+    let (a, b) = tokio::join!(
+        store.start_notice_round(t, n.id, 1, round(), now(), None),
+        store.start_notice_round(t, n.id, 1, round(), now(), None),
+    );
+    let started = match (a, b) {
+        (Ok((s, _)), Err(e)) | (Err(e), Ok((s, _))) => {
+            assert!(
+                matches!(
+                    e,
+                    StoreError::Conflict {
+                        code: "notice_state",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            s
+        }
+        other => panic!("exactly one send must win: {other:?}"),
+    };
+    assert_eq!(started.status, NoticeStatus::Sending);
+    assert_eq!(started.round, 1);
+    assert_eq!(started.counts.recipients, 3);
+    assert_eq!(started.counts.queued, 3);
+
+    // Claimed deliveries are leased: a second claim before the lease ends takes none.
+    let lease = now() + MINUTE;
+    let claimed = store
+        .claim_notice_deliveries(now(), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed
+        .iter()
+        .all(|d| d.channel == NoticeChannel::Sms && d.tried.is_empty()));
+    assert!(store
+        .claim_notice_deliveries(now(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // One is sent; one falls back (and is queued again on the next channel); one waits
+    // for the rate limit.
+    let events = store
+        .finish_notice_deliveries(
+            t,
+            vec![
+                (claimed[0].id, NoticeOutcome::Sent),
+                (
+                    claimed[1].id,
+                    NoticeOutcome::FallBack {
+                        to: NoticeChannel::Messenger,
+                        detail: "no phone".into(),
+                    },
+                ),
+                (claimed[2].id, NoticeOutcome::Later(now() + MINUTE * 5)),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].topics, vec![format!("notice:{}", n.id)]);
+    let body: serde_json::Value = serde_json::from_str(events[0].payload.as_str()).unwrap();
+    assert_eq!(body["counts"]["sent"], 1);
+    assert_eq!(body["counts"]["queued"], 2);
+    assert_eq!(body["counts"]["fell_back"], 1);
+    assert_eq!(body["changes"].as_array().unwrap().len(), 2, "{body}");
+    let again = store
+        .claim_notice_deliveries(now(), now() + MINUTE, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "the fallen-back one is due now; the waiting one is not"
+    );
+    assert_eq!(again[0].id, claimed[1].id);
+    assert_eq!(again[0].channel, NoticeChannel::Messenger);
+    assert_eq!(again[0].tried, vec![NoticeChannel::Sms]);
+
+    // Recalled meanwhile: a late outcome changes nothing, and the round's queued
+    // deliveries never go.
+    let (recalled, taken, _) = store
+        .recall_notice(t, n.id, now(), audit(Some(t), "notice.recall"))
+        .await
+        .unwrap();
+    assert_eq!(recalled.status, NoticeStatus::Recalled);
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].id, claimed[0].id);
+    assert_eq!(recalled.counts.recalled, 3);
+    let late = store
+        .finish_notice_deliveries(t, vec![(again[0].id, NoticeOutcome::Delivered)], now())
+        .await
+        .unwrap();
+    assert!(late.is_empty());
+    assert!(store
+        .claim_notice_deliveries(now() + MINUTE * 10, now() + MINUTE * 11, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .recall_notice(t, n.id, now(), audit(Some(t), "notice.recall"))
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::Conflict {
+                code: "notice_state",
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+
+    // Edited at the revision seen, then sent again: round 2, to whoever it names now.
+    let mut edited = recalled.clone();
+    edited.title = "Water back on".into();
+    let stale = Notice {
+        revision: 0,
+        ..edited.clone()
+    };
+    let refused = store
+        .edit_notice(t, stale, now(), audit(Some(t), "notice.edit"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                code: "notice_changed",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let edited = store
+        .edit_notice(t, edited, now(), audit(Some(t), "notice.edit"))
+        .await
+        .unwrap();
+    assert_eq!(edited.revision, 2);
+    let (second, _) = store
+        .start_notice_round(
+            t,
+            n.id,
+            2,
+            NoticeRound {
+                recipients: people[..1].to_vec(),
+                first: None,
+            },
+            now(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.round, 2);
+    assert_eq!(
+        second.status,
+        NoticeStatus::Sent,
+        "no channel: every delivery failed at once, nothing is queued"
+    );
+    assert_eq!(second.counts.failed, 1);
+    assert_eq!(second.counts.recipients, 1);
+    let page = store
+        .list_notice_deliveries(
+            t,
+            n.id,
+            None,
+            PageReq {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "the current round only");
+    assert_eq!(page.items[0].status, NoticeDeliveryStatus::Failed);
+
+    // Another tenant's notice is unknown; only a scheduled, never-sent one is deleted.
+    let (other, _) = tenant(&store, "Other").await;
+    assert!(matches!(
+        store.get_notice(other, n.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let refused = store
+        .delete_notice(t, n.id, audit(Some(t), "notice.delete"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Conflict {
+                code: "notice_state",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let draft = notice(NoticeAudience::default(), Some(now() + MINUTE));
+    store
+        .create_notice(t, draft.clone(), audit(Some(t), "notice.create"))
+        .await
+        .unwrap();
+    store
+        .delete_notice(t, draft.id, audit(Some(t), "notice.delete"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_notice(t, draft.id).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod maintenance;
 pub mod merchants;
 pub mod money;
+pub mod notices;
 pub mod payments;
 pub mod reports;
 pub mod scan;

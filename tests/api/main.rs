@@ -18,6 +18,7 @@ mod import;
 mod maintenance;
 mod money;
 mod nodes;
+mod notices;
 mod process;
 mod realtime;
 mod reports;
