@@ -108,11 +108,61 @@
   }
   setInterval(flush, 250);
 
+  // Notices: the latest few with each one's delivery status, live on its topic (for
+  // admins who may read notices; the panel stays hidden for the others).
+  const NOTICES_MAX = 5;
+  let notices = new Map(); // id -> notice, newest first
+  let noticesDirty = false;
+  let live = null;
+  function renderNotices() {
+    $("notices").innerHTML = [...notices.values()].map((n) => {
+      const c = n.counts;
+      const parts = ["delivered", "sent", "queued", "failed", "recalled"]
+        .filter((s) => c[s] > 0)
+        .map((s) => `<span class="${s}">${c[s]} ${s}</span>`)
+        .join(" · ");
+      const fell = c.fell_back ? ` · ${c.fell_back} fell back` : "";
+      return `<li data-notice="${n.id}" data-status="${n.status}">` +
+        `<span>${OneCard.esc(n.title)} <span class="muted">${n.status}</span></span>` +
+        `<span>${parts || "nobody yet"}${fell}</span></li>`;
+    }).join("") || `<li class="muted">no notices yet</li>`;
+  }
+  async function refetchNotices() {
+    let page;
+    try {
+      page = await OneCard.api(tok, "GET", `/notices?limit=${NOTICES_MAX}`);
+    } catch (e) {
+      if (e.status === 403) return; // not granted: no panel
+      throw e;
+    }
+    $("notices-panel").classList.remove("hidden");
+    const next = new Map(page.items.map((n) => [n.id, n]));
+    if (live) {
+      for (const id of notices.keys()) if (!next.has(id)) live.unfollow(`notice:${id}`);
+      for (const id of next.keys()) live.follow(`notice:${id}`);
+    }
+    notices = next;
+    renderNotices();
+  }
+  setInterval(() => { if (noticesDirty) { renderNotices(); noticesDirty = false; } }, 250);
+
   const counted = new Set(); // an accepted payment that later succeeds counts once
   await refetch();
   setInterval(refetch, 30_000);
-  new OneCard.Live(tok, ["tenant"], {
+  await refetchNotices();
+  setInterval(() => refetchNotices().catch(() => {}), 5_000);
+  live = new OneCard.Live(tok, ["tenant", ...[...notices.keys()].map((id) => `notice:${id}`)], {
     onEvent: (e) => {
+      if (e.type === "notice.delivery") {
+        const n = notices.get(e.data.notice_id);
+        if (n && e.data.round >= n.round) {
+          n.round = e.data.round;
+          n.counts = e.data.counts;
+          n.status = e.data.notice_status;
+          noticesDirty = true;
+        }
+        return;
+      }
       if (!e.type.startsWith("payment.")) {
         if (e.type.startsWith("wallet.")) refetchWanted = true;
         return;
@@ -135,6 +185,6 @@
       }
     },
     onStatus: OneCard.status,
-    onExpired: refetch,
+    onExpired: () => Promise.all([refetch(), refetchNotices()]),
   });
 })();

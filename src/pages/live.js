@@ -134,6 +134,23 @@ const OneCard = (() => {
       };
     }
 
+    // Adds a topic to follow (now, if connected; on every reconnect).
+    follow(topic) {
+      if (this.topics.includes(topic)) return;
+      this.topics.push(topic);
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.subscribe(topic);
+    }
+
+    // Stops following a topic.
+    unfollow(topic) {
+      if (!this.topics.includes(topic)) return;
+      this.topics = this.topics.filter((t) => t !== topic);
+      delete this.seen[topic];
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(JSON.stringify({ op: "unsubscribe", topic }));
+      }
+    }
+
     subscribe(topic, fresh = false) {
       const frame = { op: "subscribe", topic };
       const seen = this.seen[topic];

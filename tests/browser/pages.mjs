@@ -85,9 +85,24 @@ try {
       before + 3, { timeout: 2_000 });
     assert.equal(await page.locator("[data-testid=feed] li").count(), 3);
     assert.ok((await page.locator("#tree").innerText()).includes("Noodles"));
+    // A notice: one person reached by text, one with no phone on file; the panel shows
+    // the notice within its refresh and its deliveries as they finish.
+    const reader = await api(admin, "POST", "/users", { name: "Zhao Lei", number: "N2026001", phone: "13500000001" });
+    const notice = await api(admin, "POST", "/notices", {
+      title: "Library closed Friday", body: "Inventory day.",
+      audience: { user_ids: [user.id, reader.id] },
+    });
+    const row = page.locator(`[data-notice="${notice.id}"]`);
+    await row.waitFor({ timeout: 8_000 });
+    await page.waitForFunction((id) => {
+      const li = document.querySelector(`[data-notice="${id}"]`);
+      return li && li.dataset.status === "sent";
+    }, notice.id, { timeout: 8_000 });
+    const shown = await row.innerText();
+    assert.ok(shown.includes("1 sent") && shown.includes("1 failed"), shown);
     await page.waitForTimeout(600); // let the chart draw its bars
     await page.screenshot({ path: `${shots}/dashboard.png` });
-    results.push(`dashboard: counter ${before} -> ${before + 3}`);
+    results.push(`dashboard: counter ${before} -> ${before + 3}; notice ${shown.replace(/\s+/g, " ")}`);
     await page.close();
   }
 
