@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use onecard_schema::ids::{DepartmentId, TagId};
-use onecard_schema::model::{Department, GrantLevel, Grants, User, UserScope};
+use onecard_schema::ids::{DepartmentId, TagId, TenantId, UserId};
+use onecard_schema::model::{Department, GrantLevel, Grants, PageReq, User, UserFilter, UserScope};
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
@@ -205,6 +205,39 @@ impl DirectoryScope {
     }
 
     /// The store filter that limits a user list to what the caller sees.
+    /// The users of `ids` (deduplicated) the caller sees, read at once; 422 on `field`
+    /// (`exists`) unless they see every one (another scope's users are as unknown as
+    /// another tenant's).
+    pub async fn visible_users(
+        &self,
+        state: &AppState,
+        tenant: TenantId,
+        field: &str,
+        ids: &[UserId],
+    ) -> Result<Vec<User>, ApiError> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let filter = UserFilter {
+            within: self.user_filter(),
+            ids: Some(ids.clone()),
+            ..UserFilter::default()
+        };
+        let page = PageReq {
+            limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            after: None,
+        };
+        let users = state.store.list_users(tenant, filter, page).await?.items;
+        if users.len() != ids.len() {
+            return Err(ApiError::invalid_field(
+                field,
+                "exists",
+                "one or more user_ids do not exist",
+            ));
+        }
+        Ok(users)
+    }
+
     pub fn user_filter(&self) -> Option<UserScope> {
         match self {
             DirectoryScope::All => None,

@@ -22,8 +22,8 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use onecard_actors::realtime::hub::{Deliver, Lagged, Leave, Subscribe, Unsubscribe};
 use onecard_actors::realtime::{History, Published, TopicKey};
-use onecard_schema::ids::TenantId;
-use onecard_schema::model::{Feature, GrantLevel, ScenarioApp, TokenKind};
+use onecard_schema::ids::{NoticeId, TenantId};
+use onecard_schema::model::{AdminRole, Feature, GrantLevel, ScenarioApp, TokenKind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -46,10 +46,20 @@ enum Viewer {
     Admin {
         payments: bool,
         checkin: bool,
-        notices: bool,
+        notices: NoticeAccess,
     },
     Terminal(uuid::Uuid),
     Cardholder(uuid::Uuid),
+}
+
+/// Which notices' delivery topics an admin may follow: every one (super admins, who see
+/// every notice), or those they made (admins granted `notifications`, as over REST). A
+/// cardholder may follow the notices they made as a department head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoticeAccess {
+    None,
+    All,
+    Own(uuid::Uuid),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +124,14 @@ fn viewer(caller: &Caller) -> Result<(TenantId, Viewer), ApiError> {
         TokenKind::Admin => Viewer::Admin {
             payments: caller.admin_may(Feature::Payments, GrantLevel::View),
             checkin: caller.admin_has_app(ScenarioApp::Checkin),
-            notices: caller.admin_may(Feature::Notifications, GrantLevel::View),
+            notices: match (caller.role, caller.subject) {
+                _ if !caller.admin_may(Feature::Notifications, GrantLevel::View) => {
+                    NoticeAccess::None
+                }
+                (Some(AdminRole::SuperAdmin), _) => NoticeAccess::All,
+                (_, Some(id)) => NoticeAccess::Own(id),
+                (_, None) => NoticeAccess::None,
+            },
         },
         TokenKind::Terminal => Viewer::Terminal(caller.subject.ok_or_else(forbidden)?),
         TokenKind::Cardholder => Viewer::Cardholder(caller.subject.ok_or_else(forbidden)?),
@@ -147,11 +164,25 @@ fn may_see(viewer: Viewer, topic: &str) -> bool {
             notices,
         } => match topic.split_once(':').map_or(topic, |(kind, _)| kind) {
             "event" => checkin,
-            "notice" => notices,
+            "notice" => notices != NoticeAccess::None,
             _ => payments,
         },
         Viewer::Terminal(id) => topic == format!("terminal:{id}"),
-        Viewer::Cardholder(id) => topic == format!("user:{id}"),
+        Viewer::Cardholder(id) => topic == format!("user:{id}") || topic.starts_with("notice:"),
+    }
+}
+
+/// For a notice's topic a viewer may follow only if they made the notice: its id and the
+/// author it must have (`created_by`).
+fn notice_owner(viewer: Viewer, topic: &str) -> Option<(NoticeId, String)> {
+    let id = topic.strip_prefix("notice:")?.parse().ok()?;
+    match viewer {
+        Viewer::Admin {
+            notices: NoticeAccess::Own(admin),
+            ..
+        } => Some((id, format!("admin:{admin}"))),
+        Viewer::Cardholder(user) => Some((id, format!("user:{user}"))),
+        _ => None,
     }
 }
 
@@ -265,6 +296,34 @@ impl WsSession {
             );
             return self.error(ctx, "too_many_topics", Some(&topic), &detail);
         }
+        let Some((notice, author)) = notice_owner(self.viewer, &topic) else {
+            return self.open(topic, since, epoch, ctx);
+        };
+        let (store, tenant) = (self.state.store.clone(), self.tenant);
+        let fut = async move { store.get_notice(tenant, notice).await };
+        ctx.spawn(fut.into_actor(self).map(move |found, act, ctx| {
+            if found.is_ok_and(|n| n.created_by == author) {
+                act.open(topic, since, epoch, ctx);
+            } else {
+                act.error(
+                    ctx,
+                    "forbidden_topic",
+                    Some(&topic),
+                    "only the notice's author (or a super admin) may follow it",
+                );
+            }
+        }));
+    }
+
+    /// Subscribes to a topic the viewer may see: live events, after the history since
+    /// `since`.
+    fn open(
+        &mut self,
+        topic: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(topic.as_str());
         self.topics.insert(
@@ -546,7 +605,7 @@ mod tests {
         let everything = Viewer::Admin {
             payments: true,
             checkin: true,
-            notices: true,
+            notices: NoticeAccess::All,
         };
         for topic in ["tenant", "merchant", "terminal", "user", "event", "notice"].map(|k| {
             if k == "tenant" {
@@ -560,7 +619,7 @@ mod tests {
         let finance = Viewer::Admin {
             payments: true,
             checkin: false,
-            notices: false,
+            notices: NoticeAccess::None,
         };
         assert!(may_see(finance, "tenant") && may_see(finance, &format!("merchant:{id}")));
         assert!(!may_see(finance, &format!("event:{id}")));
@@ -568,11 +627,29 @@ mod tests {
         let checkin_only = Viewer::Admin {
             payments: false,
             checkin: true,
-            notices: false,
+            notices: NoticeAccess::None,
         };
         assert!(!may_see(checkin_only, "tenant"));
         assert!(!may_see(checkin_only, &format!("user:{id}")));
         assert!(may_see(checkin_only, &format!("event:{id}")));
+        // Notices: a super admin follows any; a sub-admin or a head only their own (the
+        // session checks the author before it subscribes).
+        assert_eq!(notice_owner(everything, &format!("notice:{id}")), None);
+        let author = uuid::Uuid::new_v4();
+        let sender = Viewer::Admin {
+            payments: false,
+            checkin: false,
+            notices: NoticeAccess::Own(author),
+        };
+        assert!(may_see(sender, &format!("notice:{id}")));
+        assert_eq!(
+            notice_owner(sender, &format!("notice:{id}")),
+            Some((NoticeId(id), format!("admin:{author}")))
+        );
+        assert_eq!(
+            notice_owner(Viewer::Cardholder(author), &format!("notice:{id}")),
+            Some((NoticeId(id), format!("user:{author}")))
+        );
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub struct Notice {
     pub body: String,
     pub audience: NoticeAudience,
     pub status: NoticeStatus,
-    /// When a scheduled notice goes.
+    /// When it goes: the time set, or when it was written for one sent at once.
     pub send_at: Option<Timestamp>,
     /// Counts edits; a send or an edit names the revision it was made on.
     pub revision: i64,

@@ -12,9 +12,7 @@ use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{NoticeDeliveryId, NoticeId, TenantId};
-use onecard_schema::model::{
-    AdminRole, NoticeChannel, NoticeDeliveryStatus, NoticeStatus, PageReq, UserFilter,
-};
+use onecard_schema::model::{AdminRole, NoticeChannel, NoticeDeliveryStatus, NoticeStatus};
 use onecard_schema::notice_store::{
     ChannelSetting, Notice, NoticeAudience, NoticeDelivery, NoticeFilter, NoticeSettings,
 };
@@ -333,31 +331,14 @@ async fn check_audience(
         ));
     }
     if !audience.user_ids.is_empty() {
-        let mut ids = audience.user_ids.clone();
-        ids.sort();
-        ids.dedup();
-        let filter = UserFilter {
-            within: scope.user_filter(),
-            ids: Some(ids.clone()),
-            ..UserFilter::default()
-        };
-        let page = PageReq {
-            limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
-            after: None,
-        };
-        let seen = state
-            .store
-            .list_users(caller.tenant()?, filter, page)
-            .await?
-            .items
-            .len();
-        if seen != ids.len() {
-            return Err(ApiError::invalid_field(
+        scope
+            .visible_users(
+                state,
+                caller.tenant()?,
                 "audience.user_ids",
-                "exists",
-                "one or more user_ids do not exist",
-            ));
-        }
+                &audience.user_ids,
+            )
+            .await?;
     }
     Ok(())
 }
@@ -423,7 +404,9 @@ pub async fn create_notice(
         body: body.body,
         audience: body.audience,
         status: NoticeStatus::Scheduled,
-        send_at: body.send_at,
+        // Due now when sent at once: should the send below fail, the scheduler sends it
+        // within a second.
+        send_at: Some(body.send_at.unwrap_or(now)),
         revision: 1,
         round: 0,
         created_by: caller.actor().as_string(),
@@ -445,8 +428,13 @@ pub async fn create_notice(
         .store
         .create_notice(tenant, notice.clone(), audit)
         .await?;
-    let notice = if notice.send_at.is_none() {
-        crate::notify::send(&state, tenant, &notice, None).await?
+    let notice = if body.send_at.is_none() {
+        match crate::notify::send(&state, tenant, &notice, None).await {
+            Ok(sent) => sent,
+            // The scheduler took it first.
+            Err(ApiError::Conflict { .. }) => state.store.get_notice(tenant, notice.id).await?,
+            Err(e) => return Err(e),
+        }
     } else {
         notice
     };

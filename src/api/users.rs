@@ -9,8 +9,8 @@ use onecard_actors::domain::directory::{self as rules, mask_id_number};
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{DepartmentId, TagId, UserId};
 use onecard_schema::model::{
-    BatchUserUpdate, IdNumber, Memberships, NewToken, NewUser, PageReq, TokenKind, User,
-    UserFilter, UserPatch, UserStatus,
+    BatchUserUpdate, IdNumber, Memberships, NewToken, NewUser, TokenKind, User, UserFilter,
+    UserPatch, UserStatus,
 };
 use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
@@ -519,30 +519,9 @@ async fn check_batch_scope(
     body: &BatchUserUpdate,
 ) -> Result<Vec<(UserId, Memberships)>, ApiError> {
     // One read of the batch's users, as far as the caller sees them.
-    let mut ids = body.user_ids.clone();
-    ids.sort();
-    ids.dedup();
-    let filter = UserFilter {
-        within: scope.user_filter(),
-        ids: Some(ids.clone()),
-        ..UserFilter::default()
-    };
-    let page = PageReq {
-        limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
-        after: None,
-    };
-    let users = state
-        .store
-        .list_users(caller.tenant()?, filter, page)
-        .await?
-        .items;
-    if users.len() != ids.len() {
-        return Err(ApiError::invalid_field(
-            "user_ids",
-            "exists",
-            "one or more user_ids do not exist",
-        ));
-    }
+    let users = scope
+        .visible_users(state, caller.tenant()?, "user_ids", &body.user_ids)
+        .await?;
     for user in &users {
         scope.check_manages(user)?;
         let tags = (!body.add_tag_ids.is_empty() || !body.remove_tag_ids.is_empty()).then(|| {

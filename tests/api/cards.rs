@@ -144,16 +144,8 @@ async fn send_code(app: &TestApp, tenant: &str, itype: &Value, phone: &str) -> (
 
 /// The codes the sandbox texted to `phone`, newest first.
 async fn texted(app: &TestApp, admin: &str, phone: &str) -> Vec<String> {
-    let (s, texts) = app
-        .get(&format!("/api/v1/sandbox/texts?phone={phone}"), admin)
-        .await;
-    assert_eq!(s, 200, "{texts}");
-    texts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["body"].as_str().unwrap()[..6].to_string())
-        .collect()
+    let texts = app.sandbox_texts(admin, phone).await;
+    texts.into_iter().map(|t| t[..6].to_string()).collect()
 }
 
 async fn identity_types_name_who_people_are_and_stay_while_held(engine: Engine) {

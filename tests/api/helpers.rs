@@ -255,6 +255,20 @@ impl TestApp {
 
     /// Creates a tenant; returns (tenant id, admin token).
     /// The tenant a token belongs to, as the server resolves it.
+    /// The texts the sandbox gateway took for `phone`, newest first.
+    pub async fn sandbox_texts(&self, admin: &str, phone: &str) -> Vec<String> {
+        let (s, texts) = self
+            .get(&format!("/api/v1/sandbox/texts?phone={phone}"), admin)
+            .await;
+        assert_eq!(s, 200, "{texts}");
+        texts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["body"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub async fn tenant_of(&self, token: &str) -> onecard_schema::ids::TenantId {
         onecard::auth::resolve(&self.state, onecard::auth::hash_token(token), "test".into())
             .await

@@ -59,18 +59,15 @@ async fn notice_until(
     panic!("the notice never got there: {n}");
 }
 
-/// The texts the sandbox gateway took for `phone`, newest first.
-async fn texts_to(app: &TestApp, admin: &str, phone: &str) -> Vec<String> {
-    let (s, texts) = app
-        .get(&format!("/api/v1/sandbox/texts?phone={phone}"), admin)
-        .await;
-    assert_eq!(s, 200, "{texts}");
-    texts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["body"].as_str().unwrap().to_string())
-        .collect()
+/// Saves the tenant's channels: (status, body).
+async fn put_channels(app: &TestApp, admin: &str, channels: Value) -> (u16, Value) {
+    app.send(
+        reqwest::Method::PUT,
+        "/api/v1/notification-settings",
+        Some(admin),
+        Some(json!({ "channels": channels })),
+    )
+    .await
 }
 
 fn deliveries_by_number(list: &Value) -> std::collections::BTreeMap<String, Value> {
@@ -137,19 +134,17 @@ async fn a_notice_falls_back_along_the_channels_and_shows_live(engine: Engine) {
         .await;
     assert_eq!(s, 200, "{secret}");
     *shared.secret.lock().unwrap() = secret["secret"].as_str().unwrap().to_string();
-    let (s, saved) = app
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/notification-settings",
-            Some(&admin),
-            Some(json!({"channels": [
-                {"channel": "official_account", "enabled": true,
-                 "address": format!("{base}/oa"), "per_minute": 1000},
-                {"channel": "messenger", "enabled": false, "per_minute": 1000},
-                {"channel": "sms", "enabled": true, "per_minute": 1000},
-            ]})),
-        )
-        .await;
+    let (s, saved) = put_channels(
+        &app,
+        &admin,
+        json!([
+            {"channel": "official_account", "enabled": true,
+             "address": format!("{base}/oa"), "per_minute": 1000},
+            {"channel": "messenger", "enabled": false, "per_minute": 1000},
+            {"channel": "sms", "enabled": true, "per_minute": 1000},
+        ]),
+    )
+    .await;
     assert_eq!(s, 200, "{saved}");
 
     let (s, notice) = app
@@ -201,9 +196,9 @@ async fn a_notice_falls_back_along_the_channels_and_shows_live(engine: Engine) {
     assert_eq!(failed["items"].as_array().unwrap().len(), 1);
 
     // The text went only to the person the official account could not reach.
-    let texts = texts_to(&app, &admin, "13800000002").await;
+    let texts = app.sandbox_texts(&admin, "13800000002").await;
     assert_eq!(texts, ["Library closed: Closed on Friday for inventory."]);
-    assert!(texts_to(&app, &admin, "13800000001").await.is_empty());
+    assert!(app.sandbox_texts(&admin, "13800000001").await.is_empty());
     // The adapter got every official-account delivery, signed, with the notice.
     assert_eq!(*shared.unsigned.lock().unwrap(), 0);
     let got = shared.got.lock().unwrap().clone();
@@ -309,14 +304,14 @@ async fn a_scheduled_notice_is_edited_sent_recalled_and_sent_again(engine: Engin
         .await;
     assert_problem(s, &past, 422, "invalid");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    assert!(texts_to(&app, &admin, "13900000001").await.is_empty());
+    assert!(app.sandbox_texts(&admin, "13900000001").await.is_empty());
 
     // Its time comes: the scheduler sends it as edited.
     app.clock.advance(SignedDuration::from_hours(2));
     let sent = notice_until(&app, &admin, &nid, |n| n["status"] == "sent").await;
     assert_eq!(sent["counts"]["sent"], 2, "{sent}");
     assert_eq!(
-        texts_to(&app, &admin, "13900000001").await,
+        app.sandbox_texts(&admin, "13900000001").await,
         ["Water off (Dorm 3): From 14:00."]
     );
     let (s, refused) = app
@@ -354,7 +349,7 @@ async fn a_scheduled_notice_is_edited_sent_recalled_and_sent_again(engine: Engin
     let sent = notice_until(&app, &admin, &nid, |n| n["status"] == "sent").await;
     assert_eq!(sent["counts"]["sent"], 2, "{sent}");
     assert_eq!(
-        texts_to(&app, &admin, "13900000002").await[0],
+        app.sandbox_texts(&admin, "13900000002").await[0],
         "Water off (Dorm 3): From 16:00 instead."
     );
 
@@ -410,18 +405,16 @@ async fn a_channels_rate_limit_holds_deliveries_back_and_a_recall_stops_them(eng
     let (_, admin) = app.tenant("enterprise", "standard").await;
     person(&app, &admin, "R1", Some("13700000001")).await;
     person(&app, &admin, "R2", Some("13700000002")).await;
-    let (s, saved) = app
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/notification-settings",
-            Some(&admin),
-            Some(json!({"channels": [
-                {"channel": "sms", "enabled": true, "per_minute": 1},
-                {"channel": "official_account", "enabled": false, "per_minute": 1000},
-                {"channel": "messenger", "enabled": false, "per_minute": 1000},
-            ]})),
-        )
-        .await;
+    let (s, saved) = put_channels(
+        &app,
+        &admin,
+        json!([
+            {"channel": "sms", "enabled": true, "per_minute": 1},
+            {"channel": "official_account", "enabled": false, "per_minute": 1000},
+            {"channel": "messenger", "enabled": false, "per_minute": 1000},
+        ]),
+    )
+    .await;
     assert_eq!(s, 200, "{saved}");
     let (s, notice) = app
         .post(
@@ -449,8 +442,8 @@ async fn a_channels_rate_limit_holds_deliveries_back_and_a_recall_stops_them(eng
     // Past the minute, the held one still never goes.
     app.clock.advance(SignedDuration::from_mins(2));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let texts = texts_to(&app, &admin, "13700000001").await.len()
-        + texts_to(&app, &admin, "13700000002").await.len();
+    let texts = app.sandbox_texts(&admin, "13700000001").await.len()
+        + app.sandbox_texts(&admin, "13700000002").await.len();
     assert_eq!(texts, 1);
 }
 
@@ -578,6 +571,17 @@ async fn senders_reach_only_whom_they_may_see(engine: Engine) {
         .await;
     assert_eq!(s, 404);
 
+    // Live status: the head follows their own notice; another's is refused.
+    let mut ws = Ws::connect(&app.base, &boss_token).await;
+    let frames = ws.subscribe(&format!("notice:{}", id(&own)), Some(0)).await;
+    assert_eq!(frames.last().unwrap()["op"], "subscribed", "{frames:?}");
+    let frames = ws.subscribe(&format!("notice:{}", id(&theirs)), None).await;
+    assert_eq!(
+        frames.last().unwrap()["code"],
+        "forbidden_topic",
+        "{frames:?}"
+    );
+
     // A sub-admin needs the notifications feature: to read (view) and to send (manage).
     let (_, viewer_user) = app
         .post(
@@ -596,6 +600,25 @@ async fn senders_reach_only_whom_they_may_see(engine: Engine) {
     let viewer = sub_admin(&app, &admin, &viewer_user, &viewers).await;
     let (s, list) = app.get("/api/v1/notices", &viewer).await;
     assert_eq!(s, 200, "{list}");
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "a sub-admin sees their own notices only"
+    );
+    let mut ws = Ws::connect(&app.base, &viewer).await;
+    let frames = ws.subscribe(&format!("notice:{}", id(&theirs)), None).await;
+    assert_eq!(
+        frames.last().unwrap()["code"],
+        "forbidden_topic",
+        "{frames:?}"
+    );
+    let mut ws = Ws::connect(&app.base, &admin).await;
+    let frames = ws.subscribe(&format!("notice:{}", id(&own)), None).await;
+    assert_eq!(
+        frames.last().unwrap()["op"],
+        "subscribed",
+        "super admins follow any notice"
+    );
     let (s, refused) = app
         .post(
             "/api/v1/notices",
@@ -611,19 +634,7 @@ async fn channel_settings_are_checked(engine: Engine) {
         return;
     };
     let (_, admin) = app.tenant("enterprise", "standard").await;
-    let put = |channels: Value| {
-        let app = &app;
-        let admin = admin.clone();
-        async move {
-            app.send(
-                reqwest::Method::PUT,
-                "/api/v1/notification-settings",
-                Some(&admin),
-                Some(json!({ "channels": channels })),
-            )
-            .await
-        }
-    };
+    let put = |channels: Value| put_channels(&app, &admin, channels);
     let sms = json!({"channel": "sms", "enabled": true, "per_minute": 10});
     let off = |c: &str| json!({"channel": c, "enabled": false, "per_minute": 10});
     for (channels, field) in [
