@@ -17,8 +17,10 @@
 //!   timeout or a person with no phone falls back to the next usable channel; with none
 //!   left the delivery is `failed`.
 //! - **Rate limits.** Each tenant's channel sends at most its `per_minute` a minute per
-//!   node (governor). A delivery over the limit is not sent: it waits, queued, until the
-//!   limiter has room, so a big notice never holds a lease it cannot use.
+//!   node (governor). A delivery over the limit is not sent: it waits, queued, for a slot
+//!   of its own in the channel's backlog (one per `60 s / per_minute`), so a big notice
+//!   never holds a lease it cannot use and each delivery is put off once, not claimed
+//!   and put off again every second.
 //! - **Live status.** Every recorded change writes a `notice.delivery` event (with the
 //!   round's counts) for the notice's topic in the same transaction; the relay delivers
 //!   it to dashboards.
@@ -64,12 +66,17 @@ const ADAPTER_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_BYTES_MAX: usize = 16 * 1024;
 
 type Limiters = HashMap<(TenantId, NoticeChannel), (u32, Arc<DefaultDirectRateLimiter>)>;
+type Backlogs = HashMap<(TenantId, NoticeChannel), jiff::Timestamp>;
 
 /// The node's notifier: what wakes its loop, its channels' rate limiters and its client
 /// for channel adapters.
 pub struct Notifier {
     wake: Notify,
     limiters: Mutex<Limiters>,
+    /// Per channel, the first free send slot after the deliveries already put off: each
+    /// one over the limit gets a slot of its own, so a big notice is put off once per
+    /// delivery, not claimed and put off again every second.
+    backlogs: Mutex<Backlogs>,
     client: reqwest::Client,
 }
 
@@ -78,6 +85,7 @@ impl Notifier {
         Ok(Notifier {
             wake: Notify::new(),
             limiters: Mutex::new(HashMap::new()),
+            backlogs: Mutex::new(HashMap::new()),
             client: reqwest::Client::builder()
                 .timeout(ADAPTER_TIMEOUT)
                 .connect_timeout(ADAPTER_TIMEOUT)
@@ -108,6 +116,27 @@ impl Notifier {
         limiter
             .check()
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+impl Notifier {
+    /// When a delivery over the channel's limit is next tried: its own slot in the
+    /// channel's backlog, no earlier than `earliest`.
+    fn slot(
+        &self,
+        tenant: TenantId,
+        setting: &ChannelSetting,
+        earliest: jiff::Timestamp,
+    ) -> jiff::Timestamp {
+        let interval =
+            SignedDuration::from_millis((60_000 / i64::from(setting.per_minute.max(1))).max(1));
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|p| p.into_inner());
+        let next = backlogs
+            .entry((tenant, setting.channel))
+            .or_insert(earliest);
+        let at = (*next).max(earliest);
+        *next = at + interval;
+        at
     }
 }
 
@@ -245,7 +274,10 @@ async fn deliver(
         Some(setting) => {
             if let Err(wait) = state.notifier.admit(d.tenant, setting) {
                 let wait = SignedDuration::try_from(wait).unwrap_or(SignedDuration::from_secs(60));
-                return (d.id, NoticeOutcome::Later(state.clock.now() + wait));
+                let at = state
+                    .notifier
+                    .slot(d.tenant, setting, state.clock.now() + wait);
+                return (d.id, NoticeOutcome::Later(at));
             }
             match d.channel {
                 NoticeChannel::Sms => text(state, &d).await,
@@ -399,4 +431,38 @@ pub fn withdraw(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_over_the_limit_get_a_slot_each() {
+        crate::startup::install_tls();
+        let notifier = Notifier::new().unwrap();
+        let tenant = TenantId::new();
+        let sms = ChannelSetting {
+            channel: NoticeChannel::Sms,
+            enabled: true,
+            address: None,
+            per_minute: 60,
+        };
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let secs = |n| t0 + SignedDuration::from_secs(n);
+        // Put off in one claim, or in the next ones: one second apart, none shared.
+        assert_eq!(notifier.slot(tenant, &sms, t0), t0);
+        assert_eq!(notifier.slot(tenant, &sms, t0), secs(1));
+        assert_eq!(notifier.slot(tenant, &sms, secs(1)), secs(2));
+        // Another channel, or another tenant, has a backlog of its own.
+        let oa = ChannelSetting {
+            channel: NoticeChannel::OfficialAccount,
+            ..sms.clone()
+        };
+        assert_eq!(notifier.slot(tenant, &oa, t0), t0);
+        assert_eq!(notifier.slot(TenantId::new(), &sms, t0), t0);
+        // Once the backlog has passed, the next slot is the earliest asked for.
+        assert_eq!(notifier.slot(tenant, &sms, secs(100)), secs(100));
+        assert_eq!(notifier.slot(tenant, &sms, secs(100)), secs(101));
+    }
 }

@@ -59,6 +59,17 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time a notice to everyone: a fresh tenant per run with --people imported (each with
+    /// a phone), texts through the sandbox gateway at a limit above the run's rate, from
+    /// the send to the last delivery recorded; median of --runs.
+    Notify {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// End-to-end payments over HTTP: tills paying with prefetched codes of random
     /// cardholders. `--hot` puts every till at one stall.
     Pay {
@@ -635,6 +646,76 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+async fn notify(target: Target, people: usize, runs: usize) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let csv = students_csv(people);
+    println!(
+        "notify: one notice to {people} people by text, {runs} runs against {}",
+        server.base
+    );
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let admin = new_tenant(&server, &client, &format!("Notify {run}"), "standard").await?;
+        import_csv(&server, &client, &admin, &csv).await?;
+        let channels = json!({"channels": [
+            {"channel": "sms", "enabled": true, "per_minute": 100_000},
+            {"channel": "official_account", "enabled": false, "per_minute": 1},
+            {"channel": "messenger", "enabled": false, "per_minute": 1},
+        ]});
+        client
+            .put(server.url("/api/v1/notification-settings")?)
+            .bearer_auth(&admin)
+            .json(&channels)
+            .send()
+            .await?
+            .error_for_status()?;
+        let start = Instant::now();
+        let notice = pay::post(
+            &client,
+            server.url("/api/v1/notices")?.to_string(),
+            &admin,
+            json!({"title": "Drill", "body": "Fire drill at 10:00.", "audience": {"all": true}}),
+            None,
+        )
+        .await?;
+        let accepted_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let url = server.url(&format!(
+            "/api/v1/notices/{}",
+            notice["id"].as_str().context("notice id")?
+        ))?;
+        let done = loop {
+            let n: Value = client
+                .get(url.clone())
+                .bearer_auth(&admin)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if n["status"] == "sent" {
+                break n;
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                bail!("the notice was not sent within 10 minutes: {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if done["counts"]["sent"].as_u64() != Some(people as u64) {
+            bail!("sent to {} of {people}: {done}", done["counts"]["sent"]);
+        }
+        println!(
+            "  run {run}: accepted in {accepted_ms:.0} ms, all {people} sent in {ms:.0} ms \
+             ({:.0} deliveries/s)",
+            people as f64 / (ms / 1000.0)
+        );
+        times.push(ms);
+    }
+    summary("notify", people, "people", times);
+    Ok(())
+}
+
 /// Prints the median, min and max of `times` (ms).
 fn summary(what: &str, n: usize, unit: &str, times: Vec<f64>) {
     let runs = times.len();
@@ -722,6 +803,11 @@ async fn main() -> Result<()> {
             people,
             runs,
         } => grant(target, people, runs).await,
+        Cmd::Notify {
+            target,
+            people,
+            runs,
+        } => notify(target, people, runs).await,
         Cmd::Healthz {
             target,
             connections,
