@@ -204,7 +204,6 @@ impl DirectoryScope {
         Ok(())
     }
 
-    /// The store filter that limits a user list to what the caller sees.
     /// The users of `ids` (deduplicated) the caller sees, read at once; 422 on `field`
     /// (`exists`) unless they see every one (another scope's users are as unknown as
     /// another tenant's).
@@ -238,6 +237,7 @@ impl DirectoryScope {
         Ok(users)
     }
 
+    /// The store filter that limits a user list to what the caller sees.
     pub fn user_filter(&self) -> Option<UserScope> {
         match self {
             DirectoryScope::All => None,
