@@ -211,7 +211,8 @@ async fn start_due(state: &AppState) -> Result<(), ApiError> {
         if notice.revision != revision {
             continue;
         }
-        match send(state, tenant, &notice, None).await {
+        let recipients = recipients(state, tenant, &notice.audience).await?;
+        match send(state, tenant, &notice, recipients, None).await {
             Ok(_) => {}
             // Changed, recalled or started by another node meanwhile.
             Err(ApiError::Conflict { .. }) => {}
@@ -237,15 +238,16 @@ pub async fn recipients(
     })
 }
 
-/// Sends `notice` (as read, at its revision) to its audience as it stands now: a new
-/// round of queued deliveries, on the tenant's first usable channel.
+/// Sends `notice` (as read, at its revision) to `recipients`, its audience as resolved
+/// now (`recipients()`): a new round of queued deliveries, on the tenant's first usable
+/// channel.
 pub async fn send(
     state: &AppState,
     tenant: TenantId,
     notice: &Notice,
+    recipients: Vec<UserId>,
     audit: Option<Audit>,
 ) -> Result<Notice, ApiError> {
-    let recipients = recipients(state, tenant, &notice.audience).await?;
     let settings = state.store.notice_settings(tenant).await?;
     let at = state.clock.now();
     let round = NoticeRound {

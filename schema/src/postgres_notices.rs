@@ -48,30 +48,33 @@ fn notice_row(r: &Row) -> StoreResult<Notice> {
     })
 }
 
-async fn counts<C: GenericClient>(c: &C, id: NoticeId, round: i32) -> StoreResult<DeliveryCounts> {
-    let mut counts = DeliveryCounts::default();
+/// The notices of `rows`, each with its current round's counts: one read for all.
+async fn complete<C: GenericClient>(c: &C, rows: &[Row]) -> StoreResult<Vec<Notice>> {
+    let mut notices = rows
+        .iter()
+        .map(notice_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let ids: Vec<Uuid> = notices.iter().map(|n| n.id.0).collect();
     let st = c
         .prepare_cached(
-            "SELECT status, count(*), count(*) FILTER (WHERE tried <> '[]') \
-             FROM notice_deliveries WHERE notice_id = $1 AND round = $2 GROUP BY status",
+            "SELECT d.notice_id, d.status, count(*), count(*) FILTER (WHERE d.tried <> '[]') \
+             FROM notice_deliveries d JOIN notices n ON n.id = d.notice_id AND n.round = d.round \
+             WHERE d.notice_id = ANY($1) GROUP BY d.notice_id, d.status",
         )
         .await
         .map_err(pg)?;
-    for r in c.query(&st, &[&id.0, &round]).await.map_err(pg)? {
-        let status = enum_col(&r, 0, NoticeDeliveryStatus::parse)?;
-        counts.add(
-            status,
-            r.get::<_, i64>(1).max(0) as u64,
-            r.get::<_, i64>(2).max(0) as u64,
-        );
+    for r in c.query(&st, &[&ids]).await.map_err(pg)? {
+        let id = NoticeId(r.get(0));
+        let status = enum_col(&r, 1, NoticeDeliveryStatus::parse)?;
+        if let Some(n) = notices.iter_mut().find(|n| n.id == id) {
+            n.counts.add(
+                status,
+                r.get::<_, i64>(2).max(0) as u64,
+                r.get::<_, i64>(3).max(0) as u64,
+            );
+        }
     }
-    Ok(counts)
-}
-
-async fn complete<C: GenericClient>(c: &C, r: &Row) -> StoreResult<Notice> {
-    let mut n = notice_row(r)?;
-    n.counts = counts(c, n.id, n.round).await?;
-    Ok(n)
+    Ok(notices)
 }
 
 /// The notice, its row locked until the transaction ends when `lock`.
@@ -90,7 +93,7 @@ async fn find<C: GenericClient>(
         .await
         .map_err(pg)?
         .ok_or(StoreError::NotFound)?;
-    complete(c, &row).await
+    complete(c, &[row]).await?.pop().ok_or(StoreError::NotFound)
 }
 
 async fn outbox<C: GenericClient>(
@@ -103,12 +106,8 @@ async fn outbox<C: GenericClient>(
     insert_outbox(c, page.as_ref()).await.map_err(pg)
 }
 
-/// The notice is `sent` once nothing of its round is queued.
-async fn finish_if_done<C: GenericClient>(
-    c: &C,
-    n: &Notice,
-    at: Timestamp,
-) -> StoreResult<NoticeStatus> {
+/// The notice is `sent` once nothing of its round is queued (`n` as well as its row).
+async fn finish_if_done<C: GenericClient>(c: &C, n: &mut Notice, at: Timestamp) -> StoreResult<()> {
     if n.status == NoticeStatus::Sending && n.counts.queued == 0 {
         c.execute(
             "UPDATE notices SET status = 'sent', finished_at = $2 WHERE id = $1",
@@ -116,9 +115,10 @@ async fn finish_if_done<C: GenericClient>(
         )
         .await
         .map_err(pg)?;
-        return Ok(NoticeStatus::Sent);
+        n.status = NoticeStatus::Sent;
+        n.finished_at = Some(at);
     }
-    Ok(n.status)
+    Ok(())
 }
 
 #[async_trait]
@@ -238,11 +238,7 @@ impl NoticeStore for PgStore {
             )
             .await
             .map_err(pg)?;
-        let mut notices = Vec::with_capacity(rows.len());
-        for r in &rows {
-            notices.push(complete(&c, r).await?);
-        }
-        Ok(paginate(notices, page.limit, |n| n.id))
+        Ok(paginate(complete(&c, &rows).await?, page.limit, |n| n.id))
     }
 
     async fn edit_notice(
@@ -373,14 +369,19 @@ impl NoticeStore for PgStore {
         )
         .await
         .map_err(pg)?;
-        let started = find(&tx, tenant, id, false).await?;
-        let status = finish_if_done(&tx, &started, at).await?;
+        let mut started = find(&tx, tenant, id, false).await?;
+        finish_if_done(&tx, &mut started, at).await?;
         if let Some(audit) = &audit {
             insert_audit(&tx, audit).await?;
         }
-        let events = vec![delivery_event(id, number, status, &started.counts, &[])];
+        let events = vec![delivery_event(
+            id,
+            number,
+            started.status,
+            &started.counts,
+            &[],
+        )];
         outbox(&tx, tenant, &events, at).await?;
-        let started = find(&tx, tenant, id, false).await?;
         tx.commit().await.map_err(pg)?;
         Ok((started, events))
     }
@@ -509,10 +510,10 @@ impl NoticeStore for PgStore {
         }
         let mut events = Vec::new();
         for (notice, changes) in touched {
-            let n = find(&tx, tenant, notice, false).await?;
-            let status = finish_if_done(&tx, &n, at).await?;
+            let mut n = find(&tx, tenant, notice, false).await?;
+            finish_if_done(&tx, &mut n, at).await?;
             for part in changes.chunks(CHANGES_PER_EVENT) {
-                events.push(delivery_event(notice, n.round, status, &n.counts, part));
+                events.push(delivery_event(notice, n.round, n.status, &n.counts, part));
             }
         }
         outbox(&tx, tenant, &events, at).await?;

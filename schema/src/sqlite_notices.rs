@@ -46,35 +46,41 @@ fn notice_row(r: &Row) -> rusqlite::Result<(Notice, String)> {
     ))
 }
 
-fn counts(c: &Connection, id: NoticeId, round: i32) -> StoreResult<DeliveryCounts> {
-    let mut counts = DeliveryCounts::default();
+/// Fills in each notice's audience and its current round's counts: one read for all.
+fn complete(c: &Connection, rows: Vec<(Notice, String)>) -> StoreResult<Vec<Notice>> {
+    let mut notices = rows
+        .into_iter()
+        .map(|(mut n, audience)| {
+            n.audience = from_json_text(&audience)?;
+            Ok(n)
+        })
+        .collect::<StoreResult<Vec<Notice>>>()?;
+    let ids: Vec<NoticeId> = notices.iter().map(|n| n.id).collect();
     let mut st = c
         .prepare_cached(
-            "SELECT status, count(*), sum(tried <> '[]') FROM notice_deliveries \
-             WHERE notice_id = ? AND round = ? GROUP BY status",
+            "SELECT d.notice_id, d.status, count(*), sum(d.tried <> '[]') \
+             FROM notice_deliveries d JOIN notices n ON n.id = d.notice_id AND n.round = d.round \
+             WHERE d.notice_id IN (SELECT value FROM json_each(?)) \
+             GROUP BY d.notice_id, d.status",
         )
         .map_err(db)?;
     let rows = st
-        .query_map(params![id.to_string(), round], |r| {
+        .query_map([to_json_text(&ids)?], |r| {
             Ok((
-                parse_enum(r, 0, NoticeDeliveryStatus::parse)?,
-                r.get::<_, i64>(1)?.max(0) as u64,
+                NoticeId(uuid_col(r, 0)?),
+                parse_enum(r, 1, NoticeDeliveryStatus::parse)?,
                 r.get::<_, i64>(2)?.max(0) as u64,
+                r.get::<_, i64>(3)?.max(0) as u64,
             ))
         })
         .map_err(db)?;
     for row in rows {
-        let (status, n, fell_back) = row.map_err(db)?;
-        counts.add(status, n, fell_back);
+        let (id, status, count, fell_back) = row.map_err(db)?;
+        if let Some(n) = notices.iter_mut().find(|n| n.id == id) {
+            n.counts.add(status, count, fell_back);
+        }
     }
-    Ok(counts)
-}
-
-/// A notice read whole: its row, audience and the current round's counts.
-fn complete(c: &Connection, (mut n, audience): (Notice, String)) -> StoreResult<Notice> {
-    n.audience = from_json_text(&audience)?;
-    n.counts = counts(c, n.id, n.round)?;
-    Ok(n)
+    Ok(notices)
 }
 
 fn find(c: &Connection, tenant: TenantId, id: NoticeId) -> StoreResult<Notice> {
@@ -88,7 +94,7 @@ fn find(c: &Connection, tenant: TenantId, id: NoticeId) -> StoreResult<Notice> {
         })
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-    complete(c, row)
+    complete(c, vec![row])?.pop().ok_or(StoreError::NotFound)
 }
 
 fn outbox(
@@ -101,17 +107,18 @@ fn outbox(
     insert_outbox(c, page.as_ref()).map_err(db)
 }
 
-/// The notice is `sent` once nothing of its round is queued.
-fn finish_if_done(c: &Connection, n: &Notice, at: Timestamp) -> StoreResult<NoticeStatus> {
+/// The notice is `sent` once nothing of its round is queued (`n` as well as its row).
+fn finish_if_done(c: &Connection, n: &mut Notice, at: Timestamp) -> StoreResult<()> {
     if n.status == NoticeStatus::Sending && n.counts.queued == 0 {
         c.execute(
             "UPDATE notices SET status = 'sent', finished_at = ? WHERE id = ?",
             params![ms(at), n.id.to_string()],
         )
         .map_err(db)?;
-        return Ok(NoticeStatus::Sent);
+        n.status = NoticeStatus::Sent;
+        n.finished_at = Some(at);
     }
-    Ok(n.status)
+    Ok(())
 }
 
 #[async_trait]
@@ -239,11 +246,7 @@ impl NoticeStore for SqliteStore {
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db)?;
-            let rows = rows
-                .into_iter()
-                .map(|row| complete(c, row))
-                .collect::<StoreResult<Vec<_>>>()?;
-            Ok(paginate(rows, page.limit, |n| n.id))
+            Ok(paginate(complete(c, rows)?, page.limit, |n| n.id))
         })
         .await
     }
@@ -375,14 +378,20 @@ impl NoticeStore for SqliteStore {
                 params![number, ms(at), ms(at), id.to_string()],
             )
             .map_err(db)?;
-            let started = find(c, tenant, id)?;
-            let status = finish_if_done(c, &started, at)?;
+            let mut started = find(c, tenant, id)?;
+            finish_if_done(c, &mut started, at)?;
             if let Some(audit) = &audit {
                 insert_audit(c, audit)?;
             }
-            let events = vec![delivery_event(id, number, status, &started.counts, &[])];
+            let events = vec![delivery_event(
+                id,
+                number,
+                started.status,
+                &started.counts,
+                &[],
+            )];
             outbox(c, tenant, &events, at)?;
-            Ok((find(c, tenant, id)?, events))
+            Ok((started, events))
         })
         .await
     }
@@ -500,10 +509,10 @@ impl NoticeStore for SqliteStore {
             }
             let mut events = Vec::new();
             for (notice, changes) in touched {
-                let n = find(c, tenant, notice)?;
-                let status = finish_if_done(c, &n, at)?;
+                let mut n = find(c, tenant, notice)?;
+                finish_if_done(c, &mut n, at)?;
                 for part in changes.chunks(CHANGES_PER_EVENT) {
-                    events.push(delivery_event(notice, n.round, status, &n.counts, part));
+                    events.push(delivery_event(notice, n.round, n.status, &n.counts, part));
                 }
             }
             outbox(c, tenant, &events, at)?;

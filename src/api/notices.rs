@@ -357,22 +357,20 @@ async fn visible(state: &AppState, caller: &Caller, id: NoticeId) -> Result<Noti
     Ok(notice)
 }
 
-/// Nobody to send to: refused before anything is written.
-async fn check_reaches_someone(
+/// Everyone the audience reaches now; nobody is refused before anything is written.
+async fn reached(
     state: &AppState,
     tenant: TenantId,
     audience: &NoticeAudience,
-) -> Result<(), ApiError> {
-    if crate::notify::recipients(state, tenant, audience)
-        .await?
-        .is_empty()
-    {
+) -> Result<Vec<onecard_schema::ids::UserId>, ApiError> {
+    let recipients = crate::notify::recipients(state, tenant, audience).await?;
+    if recipients.is_empty() {
         return Err(ApiError::refused(
             "audience_empty",
             "the audience names nobody who is active now",
         ));
     }
-    Ok(())
+    Ok(recipients)
 }
 
 /// Write a notice: sent at once (201, `sending`), or kept until `send_at` (`scheduled`).
@@ -397,7 +395,7 @@ pub async fn create_notice(
     );
     checked(c)?;
     check_audience(&state, &caller, &body.audience).await?;
-    check_reaches_someone(&state, tenant, &body.audience).await?;
+    let recipients = reached(&state, tenant, &body.audience).await?;
     let notice = Notice {
         id: NoticeId::new(),
         title: body.title,
@@ -429,7 +427,7 @@ pub async fn create_notice(
         .create_notice(tenant, notice.clone(), audit)
         .await?;
     let notice = if body.send_at.is_none() {
-        match crate::notify::send(&state, tenant, &notice, None).await {
+        match crate::notify::send(&state, tenant, &notice, recipients, None).await {
             Ok(sent) => sent,
             // The scheduler took it first.
             Err(ApiError::Conflict { .. }) => state.store.get_notice(tenant, notice.id).await?,
@@ -506,7 +504,7 @@ pub async fn edit_notice(
     checked(c)?;
     if let Some(audience) = &body.audience {
         check_audience(&state, &caller, audience).await?;
-        check_reaches_someone(&state, tenant, audience).await?;
+        reached(&state, tenant, audience).await?;
     }
     notice.revision = body.revision;
     notice.title = body.title.unwrap_or(notice.title);
@@ -563,7 +561,7 @@ pub async fn send_notice(
     let tenant = caller.tenant()?;
     let mut notice = visible(&state, &caller, path_id(&id)?).await?;
     check_audience(&state, &caller, &notice.audience).await?;
-    check_reaches_someone(&state, tenant, &notice.audience).await?;
+    let recipients = reached(&state, tenant, &notice.audience).await?;
     notice.revision = body.revision;
     let audit = caller.audit(
         &state,
@@ -573,7 +571,7 @@ pub async fn send_notice(
         serde_json::json!({ "revision": body.revision, "round": notice.round + 1 }),
     );
     Ok(web::Json(
-        crate::notify::send(&state, tenant, &notice, Some(audit)).await?,
+        crate::notify::send(&state, tenant, &notice, recipients, Some(audit)).await?,
     ))
 }
 
