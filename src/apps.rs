@@ -216,6 +216,7 @@ async fn authenticate(req: &mut ServiceRequest) -> Result<Caller, ApiError> {
         scopes: Some(Arc::new(found.scopes.clone())),
         edition: Some(*edition),
         request_id: request_id(req.request()),
+        via_group: None,
     })
 }
 

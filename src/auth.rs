@@ -63,6 +63,9 @@ pub struct Caller {
     pub scopes: Option<Arc<Vec<AppScope>>>,
     pub edition: Option<Edition>,
     pub request_id: String,
+    /// A tenant group's admin acting in a member tenant (`OneCard-Tenant`): their own
+    /// tenant, the group's head. `tenant` is then the member's.
+    pub via_group: Option<TenantId>,
 }
 
 impl Caller {
@@ -102,15 +105,26 @@ impl Caller {
 
     /// Who this caller is, for scoping idempotency keys: `<kind>:<subject>`.
     pub fn scope(&self) -> String {
-        match self.subject {
+        let who = match self.subject {
             Some(s) => format!("{}:{s}", self.kind.as_str()),
             None => self.kind.as_str().to_string(),
+        };
+        match (self.via_group, self.tenant) {
+            // A group admin's keys are their own in each member tenant.
+            (Some(_), Some(member)) => format!("{who}@{member}"),
+            _ => who,
         }
     }
 
     pub fn actor(&self) -> Actor {
         match (self.kind, self.subject) {
-            (TokenKind::Admin, Some(id)) => Actor::Admin(AdminId(id)),
+            (TokenKind::Admin, Some(id)) => match self.via_group {
+                Some(home) => Actor::GroupAdmin {
+                    tenant: home,
+                    admin: AdminId(id),
+                },
+                None => Actor::Admin(AdminId(id)),
+            },
             (TokenKind::App, Some(id)) => Actor::App(AppId(id)),
             (TokenKind::Cardholder, Some(id)) => Actor::Member(UserId(id)),
             _ => Actor::Root,
@@ -454,6 +468,14 @@ impl Access for AnalyticsAdmin {
     const CAPABILITY: Capability = Capability::Analytics;
 }
 
+/// A tenant group's admin: a super admin of a tenant, in an edition with group management
+/// (the handler checks that the tenant heads a group).
+pub struct GroupAdmin;
+impl Access for GroupAdmin {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const CAPABILITY: Capability = Capability::GroupManagement;
+}
+
 /// A super admin, in an edition that includes analytics (tenant-wide directory figures).
 pub struct AnalyticsSuperAdmin;
 impl Access for AnalyticsSuperAdmin {
@@ -475,8 +497,12 @@ impl<A: Access + 'static> FromRequest for Auth<A> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let member = member_tenant(req);
         let app = req.extensions().get::<AppCaller>().map(|a| a.0.clone());
         if let Some(caller) = app {
+            if member.is_some() {
+                return Box::pin(async { Err(only_group_admins()) });
+            }
             let result = check::<A>(&caller).map(|()| Auth(caller, PhantomData));
             return Box::pin(async move { result });
         }
@@ -485,11 +511,74 @@ impl<A: Access + 'static> FromRequest for Auth<A> {
         let request_id = request_id(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let caller = resolve(&state, hash.ok_or(ApiError::Unauthorized)?, request_id).await?;
+            let mut caller =
+                resolve(&state, hash.ok_or(ApiError::Unauthorized)?, request_id).await?;
+            if let Some(member) = member {
+                caller = in_member_tenant(&state, caller, member?).await?;
+            }
             check::<A>(&caller)?;
             Ok(Auth(caller, PhantomData))
         })
     }
+}
+
+/// The request header with which a tenant group's admin acts in a member tenant.
+pub const MEMBER_TENANT_HEADER: &str = "onecard-tenant";
+
+/// The member tenant a request names in `OneCard-Tenant`, if it names one; a value that is
+/// not a tenant id is not found (as an id in a path would be).
+fn member_tenant(req: &HttpRequest) -> Option<Result<TenantId, ApiError>> {
+    let raw = req.headers().get(MEMBER_TENANT_HEADER)?;
+    Some(
+        raw.to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or(ApiError::NotFound),
+    )
+}
+
+fn only_group_admins() -> ApiError {
+    ApiError::forbidden(
+        "forbidden",
+        "only a tenant group's admins (super admins of its head tenant) may act in another \
+         tenant with OneCard-Tenant",
+    )
+}
+
+/// A group admin's caller, moved into the member tenant `member`: a super admin there, under
+/// the member's edition. The caller must be a super admin of a group's head tenant whose
+/// edition has group management; a tenant outside that group is not found.
+async fn in_member_tenant(
+    state: &AppState,
+    caller: Caller,
+    member: TenantId,
+) -> Result<Caller, ApiError> {
+    if caller.tenant == Some(member) {
+        return Ok(caller);
+    }
+    if caller.kind != TokenKind::Admin || caller.role != Some(AdminRole::SuperAdmin) {
+        return Err(only_group_admins());
+    }
+    let home = caller.tenant()?;
+    let group = state
+        .group_headed_by(home)
+        .await?
+        .ok_or_else(only_group_admins)?;
+    let edition = caller.edition.ok_or(ApiError::Unauthorized)?;
+    if !has_capability(edition, Capability::GroupManagement) {
+        return Err(ApiError::Edition(Capability::GroupManagement));
+    }
+    let tenant = match state.tenant(member).await {
+        Ok(t) if t.group_id == Some(group.id) => t,
+        Ok(_) | Err(ApiError::NotFound) => return Err(ApiError::NotFound),
+        Err(e) => return Err(e),
+    };
+    Ok(Caller {
+        tenant: Some(member),
+        edition: Some(tenant.edition),
+        via_group: Some(home),
+        ..caller
+    })
 }
 
 /// Looks a token up. With `ONECARD_ROOT_TOKEN` set, that is the only root token.
@@ -511,6 +600,7 @@ pub async fn resolve(
             scopes: None,
             edition: None,
             request_id,
+            via_group: None,
         });
     }
     if let Some(mut cached) = state.tokens.get(&hash) {
@@ -534,6 +624,7 @@ pub async fn resolve(
         scopes: None,
         edition: record.edition,
         request_id,
+        via_group: None,
     };
     state.tokens.put(hash, caller.clone());
     Ok(caller)
@@ -627,6 +718,7 @@ mod tests {
             scopes: None,
             edition,
             request_id: String::new(),
+            via_group: None,
         }
     }
 

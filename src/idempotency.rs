@@ -1,6 +1,7 @@
 //! `Idempotency-Key` on POST (API.md): the same key with the same body answers the
 //! original response again (200 in place of 201, same body); with another body, 409.
-//! Keys are scoped per caller (by token hash), so two callers never collide.
+//! Keys are scoped per caller (by token hash, and the member tenant a group admin acts in),
+//! so two callers never collide.
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -195,11 +196,18 @@ pub async fn idempotency(
         .extensions()
         .get::<crate::auth::AppCaller>()
         .and_then(|a| a.0.subject);
-    let scope = match (app, crate::auth::bearer(req.request())) {
+    let mut scope = match (app, crate::auth::bearer(req.request())) {
         (Some(app), _) => format!("app:{app}"),
         (None, Some(token)) => hex::encode(crate::auth::hash_token(token)),
         (None, None) => "anonymous".to_string(),
     };
+    // A group admin's keys are their own in each member tenant they act in (a value that
+    // is not a tenant id fails in the handler's access check).
+    if let Some(member) = req.headers().get(crate::auth::MEMBER_TENANT_HEADER) {
+        let member = member.as_bytes();
+        scope.push('@');
+        scope.push_str(&hex::encode(&member[..member.len().min(64)]));
+    }
     let now = state.clock.now();
     let begin = state
         .store

@@ -55,6 +55,10 @@ pub const IDEMPOTENCY_PURGE_BATCH: usize = 2_000;
 pub const ADMIN_BINDING_TTL_S: i64 = 24 * 3600;
 /// Longest tenant name, in characters.
 pub const TENANT_NAME_CHARS_MAX: usize = 64;
+/// A tenant group's name.
+pub const TENANT_GROUP_NAME_CHARS_MAX: usize = 64;
+/// Member tenants one group report reads (each is a read of the member's own facts).
+pub const GROUP_REPORT_TENANTS_MAX: usize = 1_000;
 /// Longest admin group name, in characters, and most departments (or tags, or apps) one
 /// group may grant: each of a sub-admin's requests checks against them.
 pub const ADMIN_GROUP_NAME_CHARS_MAX: usize = 32;

@@ -10,7 +10,7 @@ use crate::problem::Problem;
 #[openapi(
     info(
         title = "OneCard API",
-        description = "Campus and enterprise e-card platform. Amounts are integer fen; ids are opaque strings; errors are application/problem+json.",
+        description = "Campus and enterprise e-card platform. Amounts are integer fen; ids are opaque strings; errors are application/problem+json. A tenant group's admin (a super admin of its head tenant) acts in a member tenant as its super admin by sending the member's id in the OneCard-Tenant header.",
         license(name = "Apache-2.0"),
     ),
     components(schemas(Problem)),
@@ -21,7 +21,7 @@ use crate::problem::Problem;
         (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
         (name = "apps"), (name = "checkin"), (name = "booking"), (name = "collection"),
         (name = "shuttle"), (name = "maintenance"), (name = "visitors"), (name = "identity"),
-        (name = "cards"), (name = "notifications"),
+        (name = "cards"), (name = "notifications"), (name = "tenant groups"),
     )
 )]
 pub struct ApiDoc;

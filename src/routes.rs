@@ -16,7 +16,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::api::{
     admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
     identity, import, ledger, maintenance, merchants, notices, payments, reports, shuttle, stats,
-    subsidies, tenants, users, visitors, wallets,
+    subsidies, tenant_groups, tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -50,6 +50,19 @@ where
                 .service(tenants::create_tenant)
                 .service(tenants::get_tenant)
                 .service(tenants::patch_tenant)
+                .service(tenant_groups::list_tenants)
+                .service(tenant_groups::get_tenant_by_id)
+                .service(tenant_groups::patch_tenant_by_operator)
+                .service(tenant_groups::create_tenant_group)
+                .service(tenant_groups::list_tenant_groups)
+                .service(tenant_groups::get_tenant_group)
+                .service(tenant_groups::patch_tenant_group)
+                .service(tenant_groups::delete_tenant_group)
+                .service(tenant_groups::add_group_member)
+                .service(tenant_groups::remove_group_member)
+                .service(tenant_groups::get_group)
+                .service(tenant_groups::list_group_tenants)
+                .service(tenant_groups::group_income_summary)
                 .service(admins::create_admin)
                 .service(admins::bind_admin)
                 .service(admins::get_admin_self)

@@ -160,6 +160,7 @@ impl Application {
             tokens: Default::default(),
             apps: Default::default(),
             tenants: Default::default(),
+            heads: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),
             collection_codes: Default::default(),

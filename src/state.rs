@@ -9,6 +9,7 @@ use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
 use onecard_actors::realtime::{Hub, Relay, TopicLog};
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
+use onecard_schema::group_store::TenantGroup;
 use onecard_schema::ids::{AppId, MerchantId, TenantId, TerminalId};
 use onecard_schema::model::{App, Edition, Tenant};
 use onecard_schema::wallet::{Merchant, Terminal};
@@ -36,6 +37,8 @@ pub struct AppState {
     /// Apps by key, with their tenant and its edition, for signed requests.
     pub apps: TtlCache<AppId, Arc<(TenantId, Edition, App)>>,
     pub tenants: TtlCache<TenantId, Tenant>,
+    /// The tenant group each tenant heads (`None`: it heads none).
+    pub heads: TtlCache<TenantId, Option<TenantGroup>>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
     pub terminals: TtlCache<TerminalId, Terminal>,
     /// Collection codes as scanned, with their tenant (a code never changes hands).
@@ -79,6 +82,16 @@ impl AppState {
         let t = self.store.get_tenant(id).await?;
         self.tenants.put(id, t.clone());
         Ok(t)
+    }
+
+    /// The tenant group `tenant` heads, if it heads one.
+    pub async fn group_headed_by(&self, tenant: TenantId) -> Result<Option<TenantGroup>, ApiError> {
+        if let Some(g) = self.heads.get(&tenant) {
+            return Ok(g);
+        }
+        let g = self.store.group_headed_by(tenant).await?;
+        self.heads.put(tenant, g.clone());
+        Ok(g)
     }
 
     pub async fn policy(&self, id: TenantId) -> Result<Policy, ApiError> {

@@ -211,6 +211,7 @@ impl World {
                         timezone: "Asia/Shanghai".into(),
                         settings: TenantSettings::default(),
                         created_at: w.now,
+                        group_id: None,
                     },
                     admin,
                     NewToken {

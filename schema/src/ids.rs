@@ -52,6 +52,10 @@ id_type!(
     TenantId
 );
 id_type!(
+    /// A group of tenants (a school district, a corporate group).
+    TenantGroupId
+);
+id_type!(
     /// An administrator of a tenant (bound or still pending binding).
     AdminId
 );

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 use crate::ids::{
     AdminGroupId, AdminId, AppId, AuditId, BookingId, BusId, CardClaimId, CardId, CheckInId,
     CheckinEventId, DeliveryId, DepartmentId, DeviceId, DeviceTypeId, IdentityTypeId,
-    MaintenanceId, MerchantId, RideId, RoomId, ShuttleRouteId, TagId, TenantId, TerminalId, UserId,
-    VisitId, VisitorRequestId,
+    MaintenanceId, MerchantId, RideId, RoomId, ShuttleRouteId, TagId, TenantGroupId, TenantId,
+    TerminalId, UserId, VisitId, VisitorRequestId,
 };
 
 macro_rules! string_enum {
@@ -198,6 +198,8 @@ pub struct Tenant {
     pub timezone: String,
     pub settings: TenantSettings,
     pub created_at: Timestamp,
+    /// The tenant group it belongs to, if any.
+    pub group_id: Option<TenantGroupId>,
 }
 
 /// What the store knows of a presented token (looked up by its SHA-256).
@@ -629,6 +631,12 @@ pub enum Actor {
     Link,
     /// A member acting with their card's token (a holder of a managing identity).
     Member(UserId),
+    /// A tenant group's admin (a super admin of the group's head tenant) acting in a
+    /// member tenant.
+    GroupAdmin {
+        tenant: TenantId,
+        admin: AdminId,
+    },
 }
 
 impl Actor {
@@ -639,6 +647,7 @@ impl Actor {
             Actor::App(id) => format!("app:{id}"),
             Actor::Link => "link".into(),
             Actor::Member(id) => format!("user:{id}"),
+            Actor::GroupAdmin { tenant, admin } => format!("group_admin:{tenant}/{admin}"),
         }
     }
 }
@@ -661,7 +670,8 @@ pub struct Audit {
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub id: AuditId,
-    /// `root`, `admin:<id>` or `link`.
+    /// `root`, `admin:<id>`, `app:<id>`, `user:<id>` (a department head), `link`, or
+    /// `group_admin:<tenant id>/<admin id>` (a tenant group's admin from its head tenant).
     pub actor: String,
     pub action: String,
     pub target_type: String,

@@ -468,9 +468,10 @@ async fn check_user_refs<C: GenericClient>(
     check_refs(c, "tags", tenant, &t, "tag_ids").await
 }
 
-const TENANT_COLS: &str = "id, name, kind, edition, timezone, settings, created_at";
+pub(crate) const TENANT_COLS: &str =
+    "id, name, kind, edition, timezone, settings, created_at, group_id";
 
-fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
+pub(crate) fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
     let settings: serde_json::Value = row.try_get(5).map_err(pg)?;
     Ok(Tenant {
         id: TenantId(row.try_get(0).map_err(pg)?),
@@ -480,10 +481,14 @@ fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
         timezone: row.try_get(4).map_err(pg)?,
         settings: serde_json::from_value(settings).map_err(StoreError::backend)?,
         created_at: row.try_get(6).map_err(pg)?,
+        group_id: row
+            .try_get::<_, Option<Uuid>>(7)
+            .map_err(pg)?
+            .map(TenantGroupId),
     })
 }
 
-async fn load_tenant<C: GenericClient>(c: &C, id: TenantId) -> StoreResult<Tenant> {
+pub(crate) async fn load_tenant<C: GenericClient>(c: &C, id: TenantId) -> StoreResult<Tenant> {
     let st = c
         .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
         .await
@@ -726,7 +731,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         let settings = serde_json::to_value(&tenant.settings).map_err(StoreError::backend)?;
         tx.execute(
-            &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"),
+            &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"),
             &[
                 &tenant.id.0,
                 &tenant.name,
@@ -735,6 +740,7 @@ impl Store for PgStore {
                 &tenant.timezone,
                 &settings,
                 &tenant.created_at,
+                &tenant.group_id.map(|g| g.0),
             ],
         )
         .await

@@ -795,9 +795,10 @@ pub(crate) fn check_refs(
     Ok(())
 }
 
-const TENANT_COLS: &str = "id, name, kind, edition, timezone, settings, created_at";
+pub(crate) const TENANT_COLS: &str =
+    "id, name, kind, edition, timezone, settings, created_at, group_id";
 
-fn tenant_from_row(row: &Row) -> rusqlite::Result<Tenant> {
+pub(crate) fn tenant_from_row(row: &Row) -> rusqlite::Result<Tenant> {
     let settings: String = row.get(5)?;
     Ok(Tenant {
         id: TenantId(uuid_col(row, 0)?),
@@ -809,10 +810,22 @@ fn tenant_from_row(row: &Row) -> rusqlite::Result<Tenant> {
             rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
         })?,
         created_at: ts(row.get(6)?),
+        group_id: row
+            .get::<_, Option<String>>(7)?
+            .map(|g| {
+                g.parse().map(TenantGroupId).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        7,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+            })
+            .transpose()?,
     })
 }
 
-fn load_tenant(conn: &Connection, id: TenantId) -> StoreResult<Tenant> {
+pub(crate) fn load_tenant(conn: &Connection, id: TenantId) -> StoreResult<Tenant> {
     conn.prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?"))
         .and_then(|mut st| st.query_row([id.to_string()], tenant_from_row).optional())
         .map_err(db)?
@@ -1048,7 +1061,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?,?,?,?,?,?,?)"),
+                &format!("INSERT INTO tenants ({TENANT_COLS}) VALUES (?,?,?,?,?,?,?,?)"),
                 params![
                     tenant.id.to_string(),
                     tenant.name,
@@ -1057,6 +1070,7 @@ impl Store for SqliteStore {
                     tenant.timezone,
                     serde_json::to_string(&tenant.settings).map_err(StoreError::backend)?,
                     ms(tenant.created_at),
+                    tenant.group_id.map(|g| g.to_string()),
                 ],
             )
             .map_err(db)?;

@@ -20,6 +20,7 @@ pub trait Store:
     + crate::visitor_store::VisitorStore
     + crate::card_store::CardStore
     + crate::notice_store::NoticeStore
+    + crate::group_store::TenantGroupStore
     + Send
     + Sync
     + 'static

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use onecard_schema::card_store::{ClaimWrite, Review};
+use onecard_schema::group_store::{TenantGroup, TenantGroupPatch, TenantPatch};
 use onecard_schema::ids::*;
 use onecard_schema::model::*;
 use onecard_schema::notice_store::{Notice, NoticeAudience, NoticeOutcome, NoticeRound};
@@ -175,6 +176,7 @@ conformance!(
     a_card_is_approved_as_seen_and_a_claim_ticket_is_spent_once,
     identity_types_stay_while_held_and_phone_codes_wear_out,
     a_notice_goes_out_once_a_round_and_each_delivery_is_claimed_once,
+    a_tenant_joins_one_group_and_its_head_stays_a_member,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -218,6 +220,7 @@ async fn tenant(store: &Arc<dyn Store>, name: &str) -> (TenantId, AdminId) {
         timezone: "Asia/Shanghai".into(),
         settings: TenantSettings::default(),
         created_at: now(),
+        group_id: None,
     };
     let admin = AdminId::new();
     let token = NewToken {
@@ -3948,4 +3951,244 @@ async fn a_notice_goes_out_once_a_round_and_each_delivery_is_claimed_once(store:
         store.get_notice(t, draft.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn a_tenant_joins_one_group_and_its_head_stays_a_member(store: Arc<dyn Store>) {
+    let (head, _) = tenant(&store, "District office").await;
+    let (school, _) = tenant(&store, "School").await;
+    let (other_head, _) = tenant(&store, "Other office").await;
+    let group = |name: &str, head: TenantId| TenantGroup {
+        id: TenantGroupId::new(),
+        name: name.into(),
+        head_tenant_id: head,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let g = group("East district", head);
+    store
+        .create_tenant_group(g.clone(), audit(None, "group.create"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_tenant(head).await.unwrap().group_id, Some(g.id));
+    assert_eq!(
+        store.group_headed_by(head).await.unwrap().map(|x| x.id),
+        Some(g.id)
+    );
+    assert_eq!(store.group_headed_by(school).await.unwrap(), None);
+    // A head already in a group cannot head another; an unknown head is not found.
+    assert_eq!(
+        conflict_code(
+            store
+                .create_tenant_group(group("Twice", head), audit(None, "group.create"))
+                .await
+        ),
+        "tenant_in_group"
+    );
+    assert!(matches!(
+        store
+            .create_tenant_group(group("Nobody", TenantId::new()), audit(None, "x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let g2 = group("West district", other_head);
+    store
+        .create_tenant_group(g2.clone(), audit(None, "group.create"))
+        .await
+        .unwrap();
+
+    // Operators add schools to the two groups at once: for each school exactly one wins.
+    let mut schools = vec![school];
+    for n in 0..7 {
+        schools.push(tenant(&store, &format!("School {n}")).await.0);
+    }
+    let races = schools.iter().flat_map(|s| {
+        [g.id, g2.id].map(|to| store.add_group_member(to, *s, audit(Some(*s), "group.join")))
+    });
+    let answers = futures_util::future::join_all(races).await;
+    for (pair, s) in answers.chunks(2).zip(&schools) {
+        let won: Vec<bool> = pair.iter().map(|r| matches!(r, Ok(true))).collect();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{pair:?}");
+        let lost = pair.iter().find(|r| !matches!(r, Ok(true))).unwrap();
+        assert!(
+            matches!(
+                lost,
+                Err(StoreError::Conflict {
+                    code: "tenant_in_group",
+                    ..
+                })
+            ),
+            "{lost:?}"
+        );
+        let to = if won[0] { g.id } else { g2.id };
+        assert_eq!(store.get_tenant(*s).await.unwrap().group_id, Some(to));
+    }
+    for s in &schools[1..] {
+        let to = store.get_tenant(*s).await.unwrap().group_id.unwrap();
+        store
+            .remove_group_member(to, *s, audit(Some(*s), "group.leave"))
+            .await
+            .unwrap();
+    }
+    let joined = store.get_tenant(school).await.unwrap().group_id.unwrap();
+    // Adding it again to its own group changes nothing.
+    assert!(!store
+        .add_group_member(joined, school, audit(Some(school), "group.join"))
+        .await
+        .unwrap());
+    store
+        .remove_group_member(joined, school, audit(Some(school), "group.leave"))
+        .await
+        .unwrap();
+    assert!(store
+        .add_group_member(g.id, school, audit(Some(school), "group.join"))
+        .await
+        .unwrap());
+
+    // Members, paged in id order; every tenant without the filter.
+    let first = store
+        .list_tenants(
+            Some(g.id),
+            PageReq {
+                limit: 1,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 1);
+    let rest = store
+        .list_tenants(
+            Some(g.id),
+            PageReq {
+                limit: 10,
+                after: first.next,
+            },
+        )
+        .await
+        .unwrap();
+    let mut members: Vec<TenantId> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|t| t.id)
+        .collect();
+    members.sort();
+    let mut want = vec![head, school];
+    want.sort();
+    assert_eq!(members, want);
+    assert_eq!(rest.next, None);
+    let all = store
+        .list_tenants(
+            None,
+            PageReq {
+                limit: 500,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(all.items.iter().any(|t| t.id == other_head));
+
+    // The head cannot leave, nor can the group go while it has other members.
+    assert_eq!(
+        conflict_code(
+            store
+                .remove_group_member(g.id, head, audit(Some(head), "group.leave"))
+                .await
+        ),
+        "group_head"
+    );
+    assert_eq!(
+        conflict_code(
+            store
+                .delete_tenant_group(g.id, audit(None, "group.delete"))
+                .await
+        ),
+        "group_not_empty"
+    );
+    // A non-member cannot become head; a member can, and then the old head may leave.
+    let e = store
+        .update_tenant_group(
+            g.id,
+            TenantGroupPatch {
+                name: None,
+                head_tenant_id: Some(other_head),
+            },
+            now(),
+            audit(None, "group.update"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        StoreError::InvalidReference {
+            field: "head_tenant_id",
+            ..
+        }
+    ));
+    let moved = store
+        .update_tenant_group(
+            g.id,
+            TenantGroupPatch {
+                name: Some("East".into()),
+                head_tenant_id: Some(school),
+            },
+            now(),
+            audit(None, "group.update"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.name.as_str(), moved.head_tenant_id),
+        ("East", school)
+    );
+    assert_eq!(store.get_tenant_group(g.id).await.unwrap(), moved);
+    assert_eq!(store.group_headed_by(head).await.unwrap(), None);
+    store
+        .remove_group_member(g.id, head, audit(Some(head), "group.leave"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .remove_group_member(g.id, head, audit(Some(head), "group.leave"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // With only its head left the group may go; the head is then in no group.
+    store
+        .delete_tenant_group(g.id, audit(None, "group.delete"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_tenant(school).await.unwrap().group_id, None);
+    assert!(matches!(
+        store.get_tenant_group(g.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let groups = store
+        .list_tenant_groups(PageReq {
+            limit: 500,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert!(groups.items.iter().any(|x| x.id == g2.id));
+    assert!(!groups.items.iter().any(|x| x.id == g.id));
+
+    // The operator renames a tenant and changes its edition.
+    let t = store
+        .patch_tenant(
+            school,
+            TenantPatch {
+                name: Some("No. 2 School".into()),
+                edition: Some(Edition::Advanced),
+            },
+            audit(Some(school), "tenant.patch"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.name.as_str(), t.edition),
+        ("No. 2 School", Edition::Advanced)
+    );
+    assert_eq!(store.get_tenant(school).await.unwrap(), t);
 }

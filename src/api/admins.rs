@@ -4,7 +4,7 @@
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use jiff::{SignedDuration, Timestamp};
-use onecard_schema::ids::{AdminGroupId, AdminId, UserId};
+use onecard_schema::ids::{AdminGroupId, AdminId, TenantId, UserId};
 use onecard_schema::model::{
     Actor, Admin as AdminRecord, AdminRole, Audit, Grants, NewAdmin, NewToken, TokenKind,
 };
@@ -35,6 +35,9 @@ pub struct AdminSelf {
     pub role: AdminRole,
     /// A sub-admin's grants; null for a super admin, who may do everything.
     pub grants: Option<Grants>,
+    /// Set when a tenant group's admin acts in a member tenant (`OneCard-Tenant`): their
+    /// own tenant, the group's head, where `id` is an admin. Null otherwise.
+    pub group_tenant_id: Option<TenantId>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -173,6 +176,7 @@ pub async fn get_admin_self(caller: Auth<Admin>) -> Result<web::Json<AdminSelf>,
         id: AdminId(caller.subject()?),
         role: caller.role.ok_or(ApiError::Unauthorized)?,
         grants: caller.grants.as_deref().cloned(),
+        group_tenant_id: caller.via_group,
     }))
 }
 

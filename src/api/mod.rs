@@ -26,6 +26,7 @@ pub mod sheet;
 pub mod shuttle;
 pub mod stats;
 pub mod subsidies;
+pub mod tenant_groups;
 pub mod tenants;
 pub mod users;
 pub mod visitors;

@@ -12,6 +12,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use onecard_schema::ids::{MerchantId, TerminalId};
+use onecard_schema::model::Tenant;
 use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -66,6 +67,9 @@ pub enum ReportKind {
     MerchantSummary,
     MerchantSplit,
     MerchantReceipts,
+    /// A tenant group's income summary, one line per member tenant (`GET /group/reports/…`);
+    /// not one of a tenant's own reports, so not in `ALL`.
+    GroupIncomeSummary,
 }
 
 impl ReportKind {
@@ -84,6 +88,7 @@ impl ReportKind {
             ReportKind::MerchantSummary => "merchant-summary",
             ReportKind::MerchantSplit => "merchant-split",
             ReportKind::MerchantReceipts => "merchant-receipts",
+            ReportKind::GroupIncomeSummary => "group-income-summary",
         }
     }
 
@@ -94,6 +99,7 @@ impl ReportKind {
             ReportKind::MerchantSummary => "Merchant summary, rolled up the merchant tree",
             ReportKind::MerchantSplit => "Merchant split by funding source",
             ReportKind::MerchantReceipts => "Merchant receipts by terminal and hour",
+            ReportKind::GroupIncomeSummary => "Income and expense summary by member tenant",
         }
     }
 }
@@ -158,19 +164,7 @@ pub async fn get_report(
     let tenant = caller.tenant()?;
     let policy = state.policy(tenant).await?;
     let now = state.clock.now();
-    let today = now.to_zoned(policy.tz.clone()).date();
-    let from = parse_date("from", q.from.as_deref())?.unwrap_or(today);
-    let to = parse_date("to", q.to.as_deref())?.unwrap_or(from);
-    if to < from {
-        return Err(ApiError::invalid_field("to", "range", "not before from"));
-    }
-    if from.until(to).map_err(ApiError::internal)?.get_days() >= MAX_DAYS {
-        return Err(ApiError::invalid_field(
-            "to",
-            "range",
-            format!("a report covers at most {MAX_DAYS} days"),
-        ));
-    }
+    let (from, to) = period(&q, now.to_zoned(policy.tz.clone()).date())?;
     let start = state.local_day(&policy, from).0;
     let end = state.local_day(&policy, to).1;
     let facts = state.store.report_facts(tenant, start, end).await?;
@@ -199,8 +193,36 @@ pub async fn get_report(
         time_zone: policy.tz.iana_name().unwrap_or("UTC").to_string(),
         generated_at: now,
     };
-    let format = q.format.unwrap_or(ReportFormat::Json);
-    let (body, mime, ext) = match format {
+    respond(table, head, q.format).await
+}
+
+/// The period a query asks for: `from` (default `today`) to `to` (default `from`), at most
+/// `MAX_DAYS` days.
+pub fn period(q: &ReportQuery, today: Date) -> Result<(Date, Date), ApiError> {
+    let from = parse_date("from", q.from.as_deref())?.unwrap_or(today);
+    let to = parse_date("to", q.to.as_deref())?.unwrap_or(from);
+    if to < from {
+        return Err(ApiError::invalid_field("to", "range", "not before from"));
+    }
+    if from.until(to).map_err(ApiError::internal)?.get_days() >= MAX_DAYS {
+        return Err(ApiError::invalid_field(
+            "to",
+            "range",
+            format!("a report covers at most {MAX_DAYS} days"),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// A report's answer in the format asked for (JSON by default, or a CSV or XLSX file).
+pub async fn respond(
+    table: Table,
+    head: Head,
+    format: Option<ReportFormat>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = head.kind;
+    let (from, to) = (head.from, head.to);
+    let (body, mime, ext) = match format.unwrap_or(ReportFormat::Json) {
         ReportFormat::Json => {
             return Ok(HttpResponse::Ok().json(table.to_json(head)));
         }
@@ -271,12 +293,13 @@ fn parse_date(field: &str, s: Option<&str>) -> Result<Option<Date>, ApiError> {
     .transpose()
 }
 
-struct Head {
-    kind: ReportKind,
-    from: Date,
-    to: Date,
-    time_zone: String,
-    generated_at: Timestamp,
+pub struct Head {
+    pub kind: ReportKind,
+    pub from: Date,
+    pub to: Date,
+    /// The zone whose days `from` and `to` are.
+    pub time_zone: String,
+    pub generated_at: Timestamp,
 }
 
 /// What a report is built from.
@@ -377,6 +400,21 @@ static INCOME: [Column; 9] = [
     col("arrears_written_off", "Arrears written off", Kind::Money),
 ];
 
+static GROUP_INCOME: [Column; 12] = [
+    col("tenant_id", "Tenant id", Kind::Text),
+    col("tenant_name", "Tenant", Kind::Text),
+    col("time_zone", "Time zone", Kind::Text),
+    INCOME[1],
+    INCOME[2],
+    INCOME[3],
+    INCOME[4],
+    INCOME[5],
+    INCOME[6],
+    INCOME[7],
+    INCOME[8],
+    col("payments", "Payments", Kind::Count),
+];
+
 static CLEARING: [Column; 7] = [
     MERCHANT[0],
     MERCHANT[1],
@@ -475,22 +513,68 @@ fn merchant_cells(m: &Merchant) -> [Cell; 3] {
 }
 
 pub fn build(kind: ReportKind, input: &Input) -> Table {
-    let columns: &'static [Column] = match kind {
-        ReportKind::IncomeSummary => &INCOME,
-        ReportKind::MerchantClearing => &CLEARING,
-        ReportKind::MerchantSummary => &SUMMARY,
-        ReportKind::MerchantSplit => &SPLIT,
-        ReportKind::MerchantReceipts => &RECEIPTS,
-    };
-    let rows = match kind {
-        ReportKind::IncomeSummary => income(input),
-        ReportKind::MerchantReceipts => receipts(input),
-        _ => per_merchant(kind, input),
+    let (columns, rows): (&'static [Column], _) = match kind {
+        ReportKind::IncomeSummary => (&INCOME, income(input)),
+        ReportKind::MerchantClearing => (&CLEARING, per_merchant(kind, input)),
+        ReportKind::MerchantSummary => (&SUMMARY, per_merchant(kind, input)),
+        ReportKind::MerchantSplit => (&SPLIT, per_merchant(kind, input)),
+        ReportKind::MerchantReceipts => (&RECEIPTS, receipts(input)),
+        // Its lines are whole tenants' (`group_income`), not built from one tenant's facts.
+        ReportKind::GroupIncomeSummary => (&GROUP_INCOME, Vec::new()),
     };
     Table {
         kind,
         columns,
         rows,
+    }
+}
+
+/// One member tenant's line of a group's income summary: the tenant's own income summary
+/// over its own local days `from..=to`, summed, and its number of payments.
+pub async fn group_income_line(
+    state: &AppState,
+    tenant: &Tenant,
+    from: Date,
+    to: Date,
+) -> Result<Vec<Cell>, ApiError> {
+    let policy = state.policy(tenant.id).await?;
+    let start = state.local_day(&policy, from).0;
+    let end = state.local_day(&policy, to).1;
+    let facts = state.store.report_facts(tenant.id, start, end).await?;
+    let input = Input {
+        facts: &facts,
+        merchants: &[],
+        terminals: &HashMap::new(),
+        tz: &policy.tz,
+        from,
+        to,
+    };
+    let mut sums = [0i64; 8];
+    for row in income(&input) {
+        // Past the date: the eight money columns, in `INCOME`'s order.
+        for (sum, cell) in sums.iter_mut().zip(&row[1..]) {
+            if let Cell::Int(v) = cell {
+                *sum += v;
+            }
+        }
+    }
+    let payments: i64 = facts.sales.iter().map(|s| s.count as i64).sum();
+    let mut line = vec![
+        Cell::Text(tenant.id.to_string()),
+        Cell::Text(tenant.name.clone()),
+        Cell::Text(tenant.timezone.clone()),
+    ];
+    line.extend(sums.map(Cell::Int));
+    line.push(Cell::Int(payments));
+    Ok(line)
+}
+
+/// A tenant group's income summary from its members' lines.
+pub fn group_income(lines: Vec<Vec<Cell>>) -> Table {
+    Table {
+        kind: ReportKind::GroupIncomeSummary,
+        columns: &GROUP_INCOME,
+        rows: lines,
     }
 }
 
@@ -687,7 +771,7 @@ impl Table {
             .collect()
     }
 
-    fn to_json(&self, head: Head) -> Report {
+    pub fn to_json(&self, head: Head) -> Report {
         let value = |c: &Cell| match c {
             Cell::Text(s) => serde_json::Value::from(s.as_str()),
             Cell::Int(v) => serde_json::Value::from(*v),

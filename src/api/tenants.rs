@@ -4,7 +4,7 @@ use actix_web::{get, patch, post, web, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::edition::{capabilities, edition_allowed, Capability};
 use onecard_actors::domain::validate::Checks;
-use onecard_schema::ids::{AdminId, TenantId};
+use onecard_schema::ids::{AdminId, TenantGroupId, TenantId};
 use onecard_schema::model::{
     ArrearsPolicy, Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind,
 };
@@ -57,6 +57,8 @@ pub struct TenantView {
     pub capabilities: Vec<Capability>,
     pub settings: TenantSettings,
     pub created_at: Timestamp,
+    /// The tenant group it belongs to, if any.
+    pub group_id: Option<TenantGroupId>,
 }
 
 impl From<Tenant> for TenantView {
@@ -70,6 +72,7 @@ impl From<Tenant> for TenantView {
             timezone: t.timezone,
             settings: t.settings,
             created_at: t.created_at,
+            group_id: t.group_id,
         }
     }
 }
@@ -132,6 +135,7 @@ pub async fn create_tenant(
         timezone,
         settings: TenantSettings::default(),
         created_at: now,
+        group_id: None,
     };
     let admin_id = AdminId::new();
     let token = new_token();

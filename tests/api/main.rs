@@ -23,6 +23,7 @@ mod process;
 mod realtime;
 mod reports;
 mod shuttle;
+mod tenant_groups;
 mod tenants;
 mod users;
 mod visitors;
