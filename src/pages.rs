@@ -3,8 +3,8 @@
 //! `/event-screen` (an event's door: its QR code and the check-ins as they come) and `/pay`
 //! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted)
 //! `/verify` (a shuttle bus's phone, a device's scanner or a visitor gate: it verifies
-//! the codes shown to it), `/visit` (a visitor's request and pass) and `/claim` (claiming
-//! and activating a card).
+//! the codes shown to it), `/visit` (a visitor's request and pass), `/claim` (claiming
+//! and activating a card) and `/bind` (a new admin binding themselves).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -29,6 +29,8 @@ const VISIT: &str = include_str!("pages/visit.html");
 const CLAIM: &str = include_str!("pages/claim.html");
 const CLAIM_JS: &str = include_str!("pages/claim.js");
 const VISIT_JS: &str = include_str!("pages/visit.js");
+const BIND: &str = include_str!("pages/bind.html");
+const BIND_JS: &str = include_str!("pages/bind.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -74,6 +76,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/assets/me.js", web::get().to(|| async { page(ME_JS, JS) }))
         .route("/pay", web::get().to(|| async { page(PAY, HTML) }))
+        .route("/bind", web::get().to(|| async { page(BIND, HTML) }))
+        .route(
+            "/assets/bind.js",
+            web::get().to(|| async { page(BIND_JS, JS) }),
+        )
         .route(
             "/assets/pay.js",
             web::get().to(|| async { page(PAY_JS, JS) }),

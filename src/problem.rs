@@ -27,6 +27,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("nonce_reused", 401),
     ("forbidden", 403),
     ("not_granted", 403),
+    ("binding_not_yours", 403),
     ("out_of_scope", 403),
     ("not_a_member", 403),
     ("not_designated", 403),

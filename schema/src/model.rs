@@ -652,6 +652,15 @@ impl Actor {
     }
 }
 
+/// 409 `binding_not_yours`: an admin binding opened with another person's card.
+pub fn binding_not_yours() -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "binding_not_yours",
+        None,
+        "this binding link names someone else: the person named opens it themselves",
+    )
+}
+
 /// An audit-log entry to write in the same transaction as the change it records.
 #[derive(Clone, Debug)]
 pub struct Audit {

@@ -851,14 +851,16 @@ impl Store for PgStore {
         binding_hash: [u8; 32],
         mut token: NewToken,
         now: Timestamp,
+        opener: Option<(TenantId, UserId)>,
         mut audit: Audit,
     ) -> StoreResult<(TenantId, AdminId)> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         let row = tx
             .query_opt(
-                "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id FROM admin_bindings b \
-                 JOIN admins a ON a.id = b.admin_id WHERE b.hash = $1 FOR UPDATE OF b",
+                "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id, a.user_id \
+                 FROM admin_bindings b JOIN admins a ON a.id = b.admin_id WHERE b.hash = $1 \
+                 FOR UPDATE OF b",
                 &[&&binding_hash[..]],
             )
             .await
@@ -870,6 +872,11 @@ impl Store for PgStore {
             return Err(StoreError::Gone);
         }
         let (admin, tenant) = (AdminId(row.get(0)), TenantId(row.get(3)));
+        if let Some((t, u)) = opener {
+            if t != tenant || row.get::<_, Option<Uuid>>(4) != Some(u.0) {
+                return Err(binding_not_yours());
+            }
+        }
         tx.execute(
             "UPDATE admin_bindings SET used_at = $1 WHERE hash = $2",
             &[&now, &&binding_hash[..]],

@@ -1177,13 +1177,14 @@ impl Store for SqliteStore {
         binding_hash: [u8; 32],
         mut token: NewToken,
         now: Timestamp,
+        opener: Option<(TenantId, UserId)>,
         mut audit: Audit,
     ) -> StoreResult<(TenantId, AdminId)> {
         self.write(move |c| {
             let found = c
                 .query_row(
-                    "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id FROM admin_bindings b \
-                     JOIN admins a ON a.id = b.admin_id WHERE b.hash = ?",
+                    "SELECT b.admin_id, b.expires_at, b.used_at, a.tenant_id, a.user_id \
+                     FROM admin_bindings b JOIN admins a ON a.id = b.admin_id WHERE b.hash = ?",
                     [&binding_hash[..]],
                     |r| {
                         Ok((
@@ -1191,16 +1192,22 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(1)?,
                             r.get::<_, Option<i64>>(2)?,
                             uuid_col(r, 3)?,
+                            r.get::<_, Option<String>>(4)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(db)?;
-            let (admin, expires, used, tenant) = found.ok_or(StoreError::NotFound)?;
+            let (admin, expires, used, tenant, user) = found.ok_or(StoreError::NotFound)?;
             if used.is_some() || ms(now) >= expires {
                 return Err(StoreError::Gone);
             }
             let (admin, tenant) = (AdminId(admin), TenantId(tenant));
+            if let Some((t, u)) = opener {
+                if t != tenant || user.as_deref() != Some(u.to_string().as_str()) {
+                    return Err(binding_not_yours());
+                }
+            }
             c.execute(
                 "UPDATE admin_bindings SET used_at = ? WHERE hash = ?",
                 params![ms(now), &binding_hash[..]],

@@ -59,12 +59,15 @@ pub trait Store:
     /// A pending admin with a one-time binding. The user must exist in the tenant.
     async fn create_admin(&self, admin: NewAdmin, audit: Audit) -> StoreResult<()>;
     /// Uses a binding: 404 unknown, `Gone` if used or expired; otherwise activates the
-    /// admin, stores its token and returns it.
+    /// admin, stores its token and returns it. `opener`, the member whose card opened the
+    /// link (when one did), must be the user named: anyone else gets 409
+    /// `binding_not_yours` and the binding stays unused.
     async fn bind_admin(
         &self,
         binding_hash: [u8; 32],
         token: NewToken,
         now: Timestamp,
+        opener: Option<(TenantId, UserId)>,
         audit: Audit,
     ) -> StoreResult<(TenantId, AdminId)>;
     async fn list_admins(

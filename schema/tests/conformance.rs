@@ -803,11 +803,33 @@ async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
         "{again:?}"
     );
 
+    // Opened with another member's card, the binding is refused and stays unused.
+    let theirs = store
+        .bind_admin(
+            hash("bind1"),
+            token("tok0"),
+            now(),
+            Some((t, u2.id)),
+            audit(None, "admin.bind"),
+        )
+        .await;
+    assert!(
+        matches!(
+            theirs,
+            Err(StoreError::Conflict {
+                code: "binding_not_yours",
+                ..
+            })
+        ),
+        "{theirs:?}"
+    );
+    assert_eq!(store.lookup_token(hash("tok0")).await.unwrap(), None);
     let (bt, ba) = store
         .bind_admin(
             hash("bind1"),
             token("tok1"),
             now(),
+            Some((t, u1.id)),
             audit(None, "admin.bind"),
         )
         .await
@@ -823,6 +845,7 @@ async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
             hash("bind1"),
             token("tok1b"),
             now(),
+            None,
             audit(None, "admin.bind"),
         )
         .await;
@@ -840,6 +863,7 @@ async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
             hash("bind2"),
             token("tok2"),
             now(),
+            None,
             audit(None, "admin.bind"),
         )
         .await;
@@ -849,6 +873,7 @@ async fn admin_binding_is_one_time_and_expires(store: Arc<dyn Store>) {
             hash("nope"),
             token("tok3"),
             now(),
+            None,
             audit(None, "admin.bind"),
         )
         .await;
@@ -914,7 +939,7 @@ async fn last_super_admin_cannot_be_deleted(store: Arc<dyn Store>) {
         created_at: now(),
     };
     store
-        .bind_admin(hash("b"), tok, now(), audit(None, "admin.bind"))
+        .bind_admin(hash("b"), tok, now(), None, audit(None, "admin.bind"))
         .await
         .unwrap();
     store

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ListParams, Paged};
-use crate::auth::{hash_token, new_token, request_id, Admin, Auth, SuperAdmin};
+use crate::auth::{bearer, hash_token, new_token, request_id, resolve, Admin, Auth, SuperAdmin};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::ADMIN_BINDING_TTL_S;
 use crate::problem::{ApiError, Problems};
@@ -45,8 +45,10 @@ pub struct AdminBinding {
     pub id: AdminId,
     /// One-time; shown once.
     pub binding_token: String,
-    /// The link the person opens themselves.
+    /// The link the person opens themselves (the `/bind` page).
     pub binding_url: String,
+    /// The same link as a QR code (SVG) for the person to scan with their phone.
+    pub binding_qr_svg: String,
     pub expires_at: Timestamp,
 }
 
@@ -111,16 +113,22 @@ pub async fn create_admin(
             "user_id": body.user_id, "role": body.role, "group_id": body.group_id,
         }),
     );
+    let binding_url = format!("{}/bind#{binding}", state.public_url);
+    let binding_qr_svg = super::qr_svg(&binding_url, 240)?;
     state.store.create_admin(admin, audit).await?;
     Ok(HttpResponse::Created().json(AdminBinding {
         id,
-        binding_url: format!("{}/bind#{binding}", state.public_url),
+        binding_url,
+        binding_qr_svg,
         binding_token: binding,
         expires_at,
     }))
 }
 
-/// Open a binding (no token needed: the binding token is the proof).
+/// Open a binding (no token needed: the binding token is the proof). A cardholder's token
+/// sent with it (the `/bind` page sends the card kept on the phone) must be the named
+/// person's: anyone else's card is refused (403 `binding_not_yours`) and the link stays
+/// unused.
 #[utoipa::path(tag = "admins", request_body = BindAdmin,
     responses((status = 201, body = AdminBound), Problems))]
 #[post("/admins/bind")]
@@ -152,11 +160,24 @@ pub async fn bind_admin(
         at: now,
         detail: serde_json::json!({}),
     };
+    let opener = match bearer(&req) {
+        Some(card) => match resolve(&state, hash_token(card), request_id(&req)).await {
+            Ok(c) if c.kind == TokenKind::Cardholder => Some((c.tenant()?, UserId(c.subject()?))),
+            // Not a card (or one no longer valid): the binding token alone decides.
+            _ => None,
+        },
+        None => None,
+    };
     let (_, admin_id) = state
         .store
-        .bind_admin(hash_token(&body.binding_token), stored, now, audit)
+        .bind_admin(hash_token(&body.binding_token), stored, now, opener, audit)
         .await
         .map_err(|e| match e {
+            onecard_schema::StoreError::Conflict {
+                code: "binding_not_yours",
+                detail,
+                ..
+            } => ApiError::forbidden("binding_not_yours", detail),
             onecard_schema::StoreError::Gone => ApiError::Gone {
                 code: "binding_used_or_expired",
                 detail: "this binding link was already used or has expired; ask for a new one"

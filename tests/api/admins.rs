@@ -4,12 +4,14 @@ use jiff::SignedDuration;
 use serde_json::json;
 
 use crate::helpers::{assert_problem, spawn_app, Engine, ROOT_TOKEN};
+use crate::money::person;
 use crate::on_both_engines;
 
 on_both_engines!(
     a_binding_link_works_once_and_then_answers_410,
     the_last_super_admin_cannot_be_removed,
     every_admin_write_is_audited_with_who_what_target_and_request_id,
+    a_binding_opened_with_someone_elses_card_is_refused_and_stays_unused,
 );
 
 async fn a_binding_link_works_once_and_then_answers_410(engine: Engine) {
@@ -224,4 +226,72 @@ async fn every_admin_write_is_audited_with_who_what_target_and_request_id(engine
     assert_eq!(s, 200);
     assert_eq!(platform["items"][0]["action"], "tenant.create");
     assert_eq!(platform["items"][0]["actor"], "root");
+}
+
+async fn a_binding_opened_with_someone_elses_card_is_refused_and_stays_unused(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (_, admin) = app.tenant("university", "standard").await;
+    let (named, own_card) = person(&app, &admin, "T-01").await;
+    let (_, colleague) = person(&app, &admin, "T-02").await;
+    let (_, other_admin) = app.tenant("university", "standard").await;
+    let (_, stranger) = person(&app, &other_admin, "T-01").await;
+    let (s, binding) = app
+        .post(
+            "/api/v1/admins",
+            &admin,
+            json!({"user_id": named, "role": "super_admin"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{binding}");
+    // The link as a QR code to scan: an SVG image.
+    assert!(binding["binding_qr_svg"].as_str().unwrap().contains("<svg"));
+    let body = json!({"binding_token": binding["binding_token"]});
+    let bind = |card: Option<String>| {
+        let body = body.clone();
+        let app = &app;
+        async move {
+            app.send(
+                reqwest::Method::POST,
+                "/api/v1/admins/bind",
+                card.as_deref(),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // A colleague's card, or the same number's card in another tenant, is not the person.
+    for card in [&colleague, &stranger] {
+        let (s, refused) = bind(Some(card.clone())).await;
+        assert_problem(s, &refused, 403, "binding_not_yours");
+    }
+    // An admin's token or a stale card says nothing about who opened it.
+    let (s, bound) = bind(Some("not-a-token".into())).await;
+    assert_eq!(s, 201, "{bound}");
+    let (s, body) = bind(Some(own_card.clone())).await;
+    assert_problem(s, &body, 410, "binding_used_or_expired");
+
+    // The person's own card binds.
+    let (second, second_card) = person(&app, &admin, "T-03").await;
+    let (_, binding) = app
+        .post(
+            "/api/v1/admins",
+            &admin,
+            json!({"user_id": second, "role": "super_admin"}),
+        )
+        .await;
+    let (s, bound) = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admins/bind",
+            Some(&second_card),
+            Some(json!({"binding_token": binding["binding_token"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{bound}");
+    let (s, me) = app
+        .get("/api/v1/admins/me", bound["token"].as_str().unwrap())
+        .await;
+    assert_eq!((s, me["role"].as_str()), (200, Some("super_admin")));
 }

@@ -437,6 +437,31 @@ try {
     await claimer.waitForSelector("[data-testid=qr] svg", { timeout: 5_000 });
     assert.ok(await claimer.locator("[data-testid=agreement]").isHidden());
     results.push("claim: a teacher claimed an approved card by a texted code; /me opened with it, and offered the agreement before the code");
+
+    // /bind: Li Xiaoming is named super admin. Opened on Zhang Wei's phone (his card is
+    // kept there) the link is refused and stays unused; on Li's own browser it binds.
+    const named = await api(admin, "POST", "/admins", { user_id: user.id, role: "super_admin" });
+    assert.ok(named.binding_qr_svg.startsWith("<?xml") || named.binding_qr_svg.includes("<svg"));
+    const link = new URL(named.binding_url);
+    const wrong = await phones.newPage();
+    await wrong.goto(`${base}${link.pathname}${link.hash}`);
+    await wrong.click("[data-testid=bind]");
+    await wrong.waitForSelector("#problem:has-text('names someone else')", { timeout: 5_000 });
+    assert.equal(new URL(wrong.url()).hash, "", "the binding token left the address bar");
+    const own = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const right = await own.newPage();
+    await right.goto(`${base}${link.pathname}${link.hash}`);
+    await right.click("[data-testid=bind]");
+    await right.waitForSelector("[data-testid=done]:visible", { timeout: 5_000 });
+    await right.waitForFunction(() => document.getElementById("who").textContent.includes("Riverside"),
+      null, { timeout: 5_000 });
+    assert.equal(await right.locator("#who").innerText(), "Super admin of Riverside University");
+    const bound = await right.locator("[data-testid=token]").innerText();
+    assert.equal((await api(bound, "GET", "/admins/me")).role, "super_admin");
+    await right.click("#open");
+    await right.waitForSelector("#status.live", { timeout: 10_000 });
+    results.push("bind: a binding opened with another person's card was refused; its own person bound and reached the dashboard");
+    await own.close();
     await phones.close();
   }
 } finally {
