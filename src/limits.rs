@@ -51,6 +51,13 @@ pub const READY_PING_MS: u64 = 1_500;
 /// statement (a short write each, between payments).
 pub const IDEMPOTENCY_PURGE_S: u64 = 600;
 pub const IDEMPOTENCY_PURGE_BATCH: usize = 2_000;
+/// How often each node purges personal records past their tenant's retention.
+pub const RETENTION_EVERY_S: u64 = 3_600;
+/// Records one retention statement deletes.
+pub const RETENTION_BATCH: usize = 2_000;
+/// The shortest and longest retention a tenant may set, in days.
+pub const RETENTION_DAYS_MIN: u32 = 30;
+pub const RETENTION_DAYS_MAX: u32 = 3_650;
 /// How long an admin binding link stays usable (API.md: 24 h).
 pub const ADMIN_BINDING_TTL_S: i64 = 24 * 3600;
 /// Longest tenant name, in characters.

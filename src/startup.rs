@@ -220,6 +220,7 @@ impl Application {
             .context("starting the webhook deliverer")?;
         crate::webhooks::spawn_purge(state.clone().into_inner());
         crate::notify::spawn(state.clone().into_inner());
+        crate::retention::spawn(state.clone().into_inner());
         crate::webhooks::spawn_backlog_gauges(state.clone().into_inner());
         let prometheus = web::Data::new(crate::metrics::install());
         let limiter = Limiter::new(config.rate_limit_per_s, config.rate_limit_burst);

@@ -176,6 +176,13 @@ pub struct TenantSettings {
     /// first cut-off after it is the first that writes off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrears_write_off_since: Option<Timestamp>,
+    /// How long the scenario apps' personal records are kept (absent: all kept). Only
+    /// written once a tenant sets it, so that nodes of earlier releases read the others.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::retention::Retention::keeps_all"
+    )]
+    pub retention: crate::retention::Retention,
 }
 
 impl Default for TenantSettings {
@@ -185,6 +192,7 @@ impl Default for TenantSettings {
             refund_expired_to_cash: false,
             arrears_at_month_end: ArrearsPolicy::CarryOver,
             arrears_write_off_since: None,
+            retention: Default::default(),
         }
     }
 }
@@ -637,6 +645,8 @@ pub enum Actor {
         tenant: TenantId,
         admin: AdminId,
     },
+    /// The server itself (a purge past the tenant's retention).
+    System,
 }
 
 impl Actor {
@@ -648,6 +658,7 @@ impl Actor {
             Actor::Link => "link".into(),
             Actor::Member(id) => format!("user:{id}"),
             Actor::GroupAdmin { tenant, admin } => format!("group_admin:{tenant}/{admin}"),
+            Actor::System => "system".into(),
         }
     }
 }
@@ -680,7 +691,8 @@ pub struct Audit {
 pub struct AuditEntry {
     pub id: AuditId,
     /// `root`, `admin:<id>`, `app:<id>`, `user:<id>` (a department head), `link`, or
-    /// `group_admin:<tenant id>/<admin id>` (a tenant group's admin from its head tenant).
+    /// `group_admin:<tenant id>/<admin id>` (a tenant group's admin from its head tenant), or
+    /// `system` (the server's own work, such as a retention purge).
     pub actor: String,
     pub action: String,
     pub target_type: String,

@@ -8,13 +8,14 @@ use onecard_schema::ids::{AdminId, TenantGroupId, TenantId};
 use onecard_schema::model::{
     ArrearsPolicy, Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind,
 };
+use onecard_schema::retention::{RecordKind, Retention};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::checked;
+use super::{checked, nullable};
 use crate::auth::{hash_token, new_token, Admin, Auth, Root, SuperAdmin};
 use crate::extract::Json;
-use crate::limits::TENANT_NAME_CHARS_MAX;
+use crate::limits::{RETENTION_DAYS_MAX, RETENTION_DAYS_MIN, TENANT_NAME_CHARS_MAX};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -85,6 +86,60 @@ pub struct SettingsPatch {
     /// `carry_over` (default) or `write_off`: what the month-end cut-off does with
     /// arrears still owed. `write_off` takes effect at the next cut-off.
     pub arrears_at_month_end: Option<ArrearsPolicy>,
+    /// How long the scenario apps' personal records are kept: each field given sets that
+    /// kind's days (30 to 3650) or, `null`, keeps it for good; absent fields stay.
+    pub retention: Option<RetentionPatch>,
+}
+
+/// Days per kind of record; absent stays, `null` keeps for good.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 30, maximum = 3650)]
+    pub visitor_requests_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 30, maximum = 3650)]
+    pub shuttle_rides_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 30, maximum = 3650)]
+    pub check_ins_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 30, maximum = 3650)]
+    pub maintenance_records_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 30, maximum = 3650)]
+    pub collection_visits_days: Option<Option<u32>>,
+}
+
+impl RetentionPatch {
+    fn given(&self, kind: RecordKind) -> Option<Option<u32>> {
+        match kind {
+            RecordKind::VisitorRequests => self.visitor_requests_days,
+            RecordKind::ShuttleRides => self.shuttle_rides_days,
+            RecordKind::CheckIns => self.check_ins_days,
+            RecordKind::MaintenanceRecords => self.maintenance_records_days,
+            RecordKind::CollectionVisits => self.collection_visits_days,
+        }
+    }
+
+    /// Checks each day count given, then applies it to `r`.
+    fn apply(&self, c: &mut Checks, r: &mut Retention) {
+        for kind in RecordKind::ALL {
+            let Some(days) = self.given(kind) else {
+                continue;
+            };
+            if days.is_some_and(|d| !(RETENTION_DAYS_MIN..=RETENTION_DAYS_MAX).contains(&d)) {
+                c.fail(
+                    &format!("settings.retention.{}_days", kind.as_str()),
+                    "range",
+                    format!("{RETENTION_DAYS_MIN} to {RETENTION_DAYS_MAX} days, or null"),
+                );
+                continue;
+            }
+            *r.days_mut(kind) = days;
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -198,11 +253,13 @@ pub async fn patch_tenant(
     if let Some(tz) = &body.timezone {
         check_timezone(&mut c, tz);
     }
-    checked(c)?;
     let settings = match body.settings {
         None => None,
         Some(patch) => {
             let mut s = state.store.get_tenant(tenant_id).await?.settings;
+            if let Some(retention) = &patch.retention {
+                retention.apply(&mut c, &mut s.retention);
+            }
             if let Some(v) = patch.require_agreement {
                 s.require_agreement = v;
             }
@@ -223,6 +280,7 @@ pub async fn patch_tenant(
             Some(s)
         }
     };
+    checked(c)?;
     let audit = caller.audit(
         &state,
         "tenant.update",

@@ -22,6 +22,7 @@ mod notices;
 mod process;
 mod realtime;
 mod reports;
+mod retention;
 mod shuttle;
 mod tenant_groups;
 mod tenants;
