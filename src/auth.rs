@@ -548,7 +548,7 @@ fn only_group_admins() -> ApiError {
 /// A group admin's caller, moved into the member tenant `member`: a super admin there, under
 /// the member's edition. The caller must be a super admin of a group's head tenant whose
 /// edition has group management; a tenant outside that group is not found.
-async fn in_member_tenant(
+pub(crate) async fn in_member_tenant(
     state: &AppState,
     caller: Caller,
     member: TenantId,

@@ -27,7 +27,9 @@ use onecard_schema::model::{AdminRole, Feature, GrantLevel, ScenarioApp, TokenKi
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{bearer, hash_token, request_id, resolve, Caller};
+use crate::auth::{
+    bearer, hash_token, in_member_tenant, request_id, resolve, Caller, MEMBER_TENANT_HEADER,
+};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -77,7 +79,8 @@ pub struct WsLimits {
 /// Open a websocket for live events. Authenticate with the bearer header or
 /// `?token=` (browsers cannot set headers on a websocket). See the protocol in the
 /// README ("Real time").
-#[utoipa::path(tag = "realtime", params(("token" = Option<String>, Query, description = "the bearer token, for browsers")),
+#[utoipa::path(tag = "realtime", params(("token" = Option<String>, Query, description = "the bearer token, for browsers"),
+    ("tenant" = Option<String>, Query, description = "a member tenant a tenant group's admin follows (as the OneCard-Tenant header)")),
     responses((status = 101, description = "switching to the websocket protocol"),
         (status = 401, description = "no valid token"),
         (status = 400, description = "not a websocket handshake")),
@@ -93,11 +96,25 @@ pub async fn connect(
         .or_else(|| query_token(req.query_string()))
         .ok_or(ApiError::Unauthorized)?;
     let token_hash = hash_token(&token);
-    let caller = resolve(&state, token_hash, request_id(&req)).await?;
+    // A tenant group's admin follows a member tenant's topics: `?tenant=` (browsers) or
+    // the `OneCard-Tenant` header, as on REST.
+    let member = req
+        .headers()
+        .get(MEMBER_TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query_param(req.query_string(), "tenant"))
+        .map(|m| m.trim().parse::<TenantId>().map_err(|_| ApiError::NotFound))
+        .transpose()?;
+    let mut caller = resolve(&state, token_hash, request_id(&req)).await?;
+    if let Some(m) = member {
+        caller = in_member_tenant(&state, caller, m).await?;
+    }
     let (tenant, viewer) = viewer(&caller)?;
     let session = WsSession {
         state: state.clone(),
         token_hash,
+        member,
         id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
         tenant,
         viewer,
@@ -112,8 +129,12 @@ pub async fn connect(
 }
 
 fn query_token(query: &str) -> Option<String> {
+    query_param(query, "token")
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
@@ -214,6 +235,8 @@ enum TopicState {
 pub struct WsSession {
     state: web::Data<AppState>,
     token_hash: [u8; 32],
+    /// The member tenant a group's admin follows (`?tenant=`), checked again with the token.
+    member: Option<TenantId>,
     id: u64,
     tenant: TenantId,
     viewer: Viewer,
@@ -452,14 +475,37 @@ impl Actor for WsSession {
         // connection at the next check; an admin whose group lost a grant loses the
         // topics it opened, each with a `forbidden_topic` error.
         ctx.run_interval(self.state.ws_limits.revalidate, |act, ctx| {
-            let (state, hash) = (act.state.clone(), act.token_hash);
-            let check = async move { resolve(&state, hash, String::new()).await };
+            let (state, hash, member) = (act.state.clone(), act.token_hash, act.member);
+            let check = async move {
+                let caller = resolve(&state, hash, String::new()).await?;
+                match member {
+                    None => Ok(caller),
+                    // Out of the group (or no longer its admin): the session ends.
+                    Some(m) => in_member_tenant(&state, caller, m)
+                        .await
+                        .map_err(|e| match e {
+                            ApiError::Unavailable(_) | ApiError::Internal(_) => e,
+                            _ => ApiError::Gone {
+                                code: "not_in_group",
+                                detail: String::new(),
+                            },
+                        }),
+                }
+            };
             ctx.spawn(check.into_actor(act).map(|result, act, ctx| match result {
                 Err(ApiError::Unauthorized) => {
                     act.closing = true;
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Policy,
                         description: Some("token revoked".into()),
+                    }));
+                    ctx.stop();
+                }
+                Err(ApiError::Gone { .. }) => {
+                    act.closing = true;
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Policy,
+                        description: Some("no longer acting in that tenant".into()),
                     }));
                     ctx.stop();
                 }

@@ -771,7 +771,7 @@ impl Table {
             .collect()
     }
 
-    pub fn to_json(&self, head: Head) -> Report {
+    fn to_json(&self, head: Head) -> Report {
         let value = |c: &Cell| match c {
             Cell::Text(s) => serde_json::Value::from(s.as_str()),
             Cell::Int(v) => serde_json::Value::from(*v),

@@ -129,6 +129,21 @@ async fn check_head(state: &AppState, head: TenantId) -> Result<Tenant, ApiError
     Ok(tenant)
 }
 
+/// The operator's audit entry for a change to group `id`: in the platform's log, or in the
+/// member tenant's own when the change is its joining or leaving.
+fn operator_audit(
+    state: &AppState,
+    caller: &Caller,
+    action: &'static str,
+    id: TenantGroupId,
+    member: Option<TenantId>,
+    detail: serde_json::Value,
+) -> onecard_schema::model::Audit {
+    let mut audit = caller.audit(state, action, "tenant_group", id, detail);
+    audit.tenant_id = member;
+    audit
+}
+
 /// After a change to groups or memberships: who heads what and who belongs where is read
 /// again (at once on this node, within the caches' seconds on the others).
 fn forget_groups(state: &AppState) {
@@ -157,14 +172,14 @@ pub async fn create_tenant_group(
         created_at: now,
         updated_at: now,
     };
-    let mut audit = caller.audit(
+    let audit = operator_audit(
         &state,
+        &caller,
         "tenant_group.create",
-        "tenant_group",
         group.id,
+        None,
         serde_json::json!({ "head_tenant_id": group.head_tenant_id }),
     );
-    audit.tenant_id = None;
     state
         .store
         .create_tenant_group(group.clone(), audit)
@@ -222,14 +237,14 @@ pub async fn patch_tenant_group(
     if let Some(head) = body.head_tenant_id {
         check_head(&state, head).await?;
     }
-    let mut audit = caller.audit(
+    let audit = operator_audit(
         &state,
+        &caller,
         "tenant_group.update",
-        "tenant_group",
         id,
+        None,
         serde_json::json!({ "name": body.name, "head_tenant_id": body.head_tenant_id }),
     );
-    audit.tenant_id = None;
     let patch = TenantGroupPatch {
         name: body.name,
         head_tenant_id: body.head_tenant_id,
@@ -252,14 +267,14 @@ pub async fn delete_tenant_group(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: TenantGroupId = path_id(&id)?;
-    let mut audit = caller.audit(
+    let audit = operator_audit(
         &state,
+        &caller,
         "tenant_group.delete",
-        "tenant_group",
         id,
+        None,
         serde_json::json!({}),
     );
-    audit.tenant_id = None;
     state.store.delete_tenant_group(id, audit).await?;
     forget_groups(&state);
     Ok(HttpResponse::NoContent().finish())
@@ -277,14 +292,14 @@ pub async fn add_group_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, tenant): (TenantGroupId, TenantId) = (path_id(&path.0)?, path_id(&path.1)?);
-    let mut audit = caller.audit(
+    let audit = operator_audit(
         &state,
+        &caller,
         "tenant_group.join",
-        "tenant_group",
         id,
+        Some(tenant),
         serde_json::json!({}),
     );
-    audit.tenant_id = Some(tenant);
     let joined = state.store.add_group_member(id, tenant, audit).await?;
     forget_groups(&state);
     let view = TenantView::from(state.store.get_tenant(tenant).await?);
@@ -305,14 +320,14 @@ pub async fn remove_group_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, tenant): (TenantGroupId, TenantId) = (path_id(&path.0)?, path_id(&path.1)?);
-    let mut audit = caller.audit(
+    let audit = operator_audit(
         &state,
+        &caller,
         "tenant_group.leave",
-        "tenant_group",
         id,
+        Some(tenant),
         serde_json::json!({}),
     );
-    audit.tenant_id = Some(tenant);
     state.store.remove_group_member(id, tenant, audit).await?;
     forget_groups(&state);
     Ok(HttpResponse::NoContent().finish())
@@ -485,7 +500,7 @@ pub async fn group_income_summary(
         kind: ReportKind::GroupIncomeSummary,
         from,
         to,
-        time_zone: "each tenant's own (column time_zone)".into(),
+        time_zone: "each tenant's own".into(),
         generated_at: now,
     };
     respond(group_income(lines), head, q.format).await

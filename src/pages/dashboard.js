@@ -7,6 +7,22 @@
   const $ = (id) => document.getElementById(id);
   const merchants = session.data.items || session.data;
   $("main").classList.remove("hidden");
+
+  // Whose dashboard this is. A tenant group's admin sees its members, each a link to that
+  // member's own dashboard (`?member=`, which live.js turns into acting in it).
+  const acting = new URLSearchParams(location.search).get("member");
+  OneCard.api(tok, "GET", "/tenant").then((t) => {
+    $("who").textContent = acting ? `${t.name} · as its group's admin` : t.name;
+  }).catch(() => {});
+  if (!acting) {
+    OneCard.api(tok, "GET", "/group/tenants?limit=500").then((page) => {
+      $("members").innerHTML = page.items.filter((t) => !t.head).map((t) =>
+        `<li><a href="/dashboard?member=${encodeURIComponent(t.id)}" data-member="${OneCard.esc(t.id)}">${OneCard.esc(t.name)}</a>` +
+        `<span class="muted">${OneCard.esc(t.edition)}</span></li>`).join("") ||
+        `<li class="muted">no member tenants yet</li>`;
+      $("group-panel").classList.remove("hidden");
+    }).catch(() => {}); // not a group's admin: the panel stays hidden
+  }
   const byId = new Map(merchants.map((m) => [m.id, m]));
   const totals = new Map(); // merchant id -> {gross, count} (roll-up)
 

@@ -53,11 +53,16 @@ const OneCard = (() => {
     }
   }
 
+  // A tenant group's admin opens a member's page with `?member=<tenant id>`: every call
+  // and the websocket then act in that member (the OneCard-Tenant header, `&tenant=`).
+  const member = new URLSearchParams(location.search).get("member");
+
   async function api(tok, method, path, body, headers = {}) {
     const res = await fetch(`/api/v1${path}`, {
       method,
       headers: {
         Authorization: `Bearer ${tok}`,
+        ...(member ? { "OneCard-Tenant": member } : {}),
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
         ...headers,
       },
@@ -120,7 +125,8 @@ const OneCard = (() => {
 
     connect() {
       const proto = location.protocol === "https:" ? "wss" : "ws";
-      const ws = new WebSocket(`${proto}://${location.host}/api/v1/ws?token=${encodeURIComponent(this.tok)}`);
+      const acting = member ? `&tenant=${encodeURIComponent(member)}` : "";
+      const ws = new WebSocket(`${proto}://${location.host}/api/v1/ws?token=${encodeURIComponent(this.tok)}${acting}`);
       this.ws = ws;
       ws.onopen = () => {
         this.delay = 500;

@@ -78,6 +78,20 @@ impl Ws {
         Ws { inner }
     }
 
+    /// As a tenant group's admin following the member tenant `tenant` (`&tenant=`): the
+    /// connection, or the handshake's HTTP status when it is refused.
+    pub async fn connect_in(base: &str, token: &str, tenant: &str) -> Result<Ws, u16> {
+        let url = format!(
+            "{}/api/v1/ws?token={token}&tenant={tenant}",
+            base.replacen("http", "ws", 1)
+        );
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((inner, _)) => Ok(Ws { inner }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("websocket handshake: {e}"),
+        }
+    }
+
     /// With the bearer header instead of `?token=` (what non-browser clients use).
     pub async fn connect_with_header(base: &str, token: &str) -> Ws {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp, ROOT_TOKEN};
+use crate::helpers::{assert_problem, spawn_app, spawn_with, Engine, TestApp, ROOT_TOKEN};
 use crate::money::{code, pay, person, shop_in, top_up};
 use crate::on_both_engines;
 
@@ -12,6 +12,7 @@ on_both_engines!(
     a_group_admin_sees_the_members_and_acts_in_them_as_their_super_admin,
     the_group_report_has_a_line_per_member_that_agrees_with_its_own_report,
     the_operator_keeps_groups_whole_and_tenants_editions_hold_at_once,
+    a_group_admin_follows_a_members_live_topics_until_it_leaves,
 );
 
 /// A request as `token`, in the member tenant `member` when given, with an optional
@@ -562,4 +563,52 @@ async fn the_operator_keeps_groups_whole_and_tenants_editions_hold_at_once(engin
         .await;
     assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
     let _ = g2;
+}
+
+async fn a_group_admin_follows_a_members_live_topics_until_it_leaves(engine: Engine) {
+    let Some(app) = spawn_with(engine, |c| {
+        c.ws_revalidate = std::time::Duration::from_millis(200)
+    })
+    .await
+    else {
+        return;
+    };
+    let (district, office) = app.tenant("k12", "advanced").await;
+    let school = shop_in(&app, "standard", 5000).await;
+    let ts = app.tenant_of(&school.admin).await.to_string();
+    let (outsider, _) = app.tenant("k12", "standard").await;
+    let g = group(&app, "East District", &district).await;
+    join(&app, &g, &ts).await;
+
+    // Outside the group, or not a tenant: the handshake is refused as REST would be.
+    for other in [outsider.as_str(), "nope"] {
+        let refused = crate::realtime::Ws::connect_in(&app.base, &office, other).await;
+        assert_eq!(refused.err(), Some(404), "{other}");
+    }
+    // In the school, the office hears its dashboard topic.
+    let mut ws = crate::realtime::Ws::connect_in(&app.base, &office, &ts)
+        .await
+        .expect("a member's topics");
+    let frames = ws.subscribe("tenant", None).await;
+    assert_eq!(frames.last().unwrap()["op"], "subscribed", "{frames:?}");
+    let (user, holder) = person(&app, &school.admin, "S-1").await;
+    top_up(&app, &school, &user, 1000).await;
+    let paid = pay(&app, &school, &code(&app, &holder).await, 250).await;
+    loop {
+        let e = ws.next_event().await;
+        if e["type"] == "payment.succeeded" {
+            assert_eq!(e["data"]["id"], paid["id"], "{e}");
+            break;
+        }
+    }
+    // Once the school leaves the group, the connection ends at the next check.
+    let (s, _) = app
+        .delete(
+            &format!("/api/v1/tenant-groups/{g}/tenants/{ts}"),
+            ROOT_TOKEN,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, reason) = ws.closed(std::time::Duration::from_secs(5)).await;
+    assert_eq!(reason, "no longer acting in that tenant");
 }

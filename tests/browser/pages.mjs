@@ -106,6 +106,41 @@ try {
     await page.close();
   }
 
+  // /dashboard for a tenant group's admin: the members panel links to each member's own
+  // dashboard, which then counts that member's payments live.
+  {
+    const district = await api(root, "POST", "/tenants", { name: "East District Bureau", kind: "k12", edition: "advanced" });
+    const group = await api(root, "POST", "/tenant-groups", { name: "East District", head_tenant_id: district.id });
+    const joined = await fetch(`${base}/api/v1/tenant-groups/${group.id}/tenants/${tenant.id}`,
+      { method: "PUT", headers: { Authorization: `Bearer ${root}` } });
+    assert.equal(joined.status, 201);
+    const page = await context.newPage();
+    await page.goto(`${base}/dashboard#token=${district.admin_token}`);
+    const link = page.locator(`[data-member="${tenant.id}"]`);
+    await link.waitFor({ timeout: 10_000 });
+    assert.equal(await link.innerText(), "Riverside University");
+    await link.click();
+    await page.waitForSelector("#status.live", { timeout: 10_000 });
+    await page.waitForFunction(() => document.getElementById("who").textContent.includes("group"),
+      null, { timeout: 5_000 });
+    assert.equal(await page.locator("#who").innerText(), "Riverside University · as its group's admin");
+    const count = page.locator("[data-testid=count]");
+    await page.waitForFunction(() => Number(document.querySelector("[data-testid=count]").textContent) > 0,
+      null, { timeout: 5_000 });
+    const before = Number(await count.innerText());
+    // Another cardholder pays (by deferred debit), so that the first card's balance stays
+    // what the later scenarios expect.
+    const other = await api(admin, "POST", "/users", { name: "Qian Feng", number: "S2026077" });
+    const otherCard = (await api(admin, "POST", `/users/${other.id}/tokens`, {})).token;
+    await api(otherCard, "POST", "/me/agreement", {});
+    const paid = await pay((await api(otherCard, "POST", "/me/payment-codes", {})).code, 420);
+    assert.ok(!paid.decline_reason, JSON.stringify(paid));
+    await page.waitForFunction((n) => Number(document.querySelector("[data-testid=count]").textContent) === n,
+      before + 1, { timeout: 3_000 });
+    results.push(`group dashboard: the bureau opened Riverside's dashboard from its members panel; counter ${before} -> ${before + 1}`);
+    await page.close();
+  }
+
   // /event-screen: the door's code and QR; a check-in and a refusal appear as they happen.
   {
     const start = new Date(Date.now() - 60_000).toISOString();
