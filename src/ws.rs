@@ -480,16 +480,7 @@ impl Actor for WsSession {
                 let caller = resolve(&state, hash, String::new()).await?;
                 match member {
                     None => Ok(caller),
-                    // Out of the group (or no longer its admin): the session ends.
-                    Some(m) => in_member_tenant(&state, caller, m)
-                        .await
-                        .map_err(|e| match e {
-                            ApiError::Unavailable(_) | ApiError::Internal(_) => e,
-                            _ => ApiError::Gone {
-                                code: "not_in_group",
-                                detail: String::new(),
-                            },
-                        }),
+                    Some(m) => in_member_tenant(&state, caller, m).await,
                 }
             };
             ctx.spawn(check.into_actor(act).map(|result, act, ctx| match result {
@@ -501,7 +492,8 @@ impl Actor for WsSession {
                     }));
                     ctx.stop();
                 }
-                Err(ApiError::Gone { .. }) => {
+                // Out of the group, or no longer its admin: the session ends.
+                Err(ApiError::Forbidden { .. } | ApiError::Edition(_) | ApiError::NotFound) => {
                     act.closing = true;
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Policy,
