@@ -30,6 +30,8 @@ pub struct Config {
     pub provider: String,
     /// Where the texts that prove a phone go (`ONECARD_TEXT_GATEWAY`).
     pub text_gateway: TextGateway,
+    /// Who answers a visitor form's real-name check (`ONECARD_REAL_NAME`).
+    pub real_name: RealName,
     /// How long a node waits for the payment provider's answer to a deferred debit before
     /// it counts the provider as unavailable (the payment stays `accepted`, asked again).
     pub provider_timeout: std::time::Duration,
@@ -79,6 +81,15 @@ pub enum TextGateway {
     Http { url: String, secret: SecretString },
 }
 
+/// Who answers a real-name check (a visitor's name and resident ID number).
+#[derive(Clone, Debug)]
+pub enum RealName {
+    /// The ID number's form and check character only (the default): no registry is asked.
+    Format,
+    /// POSTed, signed with `secret`, to the operator's adapter for a real-name registry.
+    Http { url: String, secret: SecretString },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unknown setting {0} (known: {known})", known = KNOWN.join(", "))]
@@ -99,6 +110,8 @@ const KNOWN: &[&str] = &[
     "ONECARD_PROVIDER_TIMEOUT_MS",
     "ONECARD_TEXT_GATEWAY",
     "ONECARD_TEXT_GATEWAY_SECRET",
+    "ONECARD_REAL_NAME",
+    "ONECARD_REAL_NAME_SECRET",
     "ONECARD_REQUEST_TIMEOUT_MS",
     "ONECARD_LOG_FORMAT",
     "ONECARD_DB_POOL_SIZE",
@@ -168,27 +181,23 @@ impl Config {
                 message: format!("unknown provider {provider:?} (available: sandbox)"),
             });
         }
-        let text_gateway = match get("ONECARD_TEXT_GATEWAY").as_deref() {
-            None | Some("sandbox") => TextGateway::Sandbox,
-            Some(url) => {
-                if !crate::api::apps::webhook_address(url) {
-                    return Err(ConfigError::Invalid {
-                        key: "ONECARD_TEXT_GATEWAY",
-                        message: "sandbox, or the http(s):// address of an SMS gateway adapter"
-                            .into(),
-                    });
-                }
-                let secret = get("ONECARD_TEXT_GATEWAY_SECRET")
-                    .filter(|s| s.len() >= 32)
-                    .ok_or(ConfigError::Invalid {
-                        key: "ONECARD_TEXT_GATEWAY_SECRET",
-                        message: "at least 32 characters, to sign what goes to the gateway".into(),
-                    })?;
-                TextGateway::Http {
-                    url: url.to_string(),
-                    secret: secret.into(),
-                }
-            }
+        let text_gateway = match adapter(
+            &get,
+            ("ONECARD_TEXT_GATEWAY", "sandbox"),
+            "ONECARD_TEXT_GATEWAY_SECRET",
+            "an SMS gateway adapter",
+        )? {
+            None => TextGateway::Sandbox,
+            Some((url, secret)) => TextGateway::Http { url, secret },
+        };
+        let real_name = match adapter(
+            &get,
+            ("ONECARD_REAL_NAME", "format"),
+            "ONECARD_REAL_NAME_SECRET",
+            "a real-name registry adapter",
+        )? {
+            None => RealName::Format,
+            Some((url, secret)) => RealName::Http { url, secret },
         };
         let log_format = match get("ONECARD_LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -229,6 +238,7 @@ impl Config {
             master_key: master_key.map(Into::into),
             provider,
             text_gateway,
+            real_name,
             provider_timeout: timeout_ms(
                 &get,
                 "ONECARD_PROVIDER_TIMEOUT_MS",
@@ -333,6 +343,13 @@ impl Config {
                 },
             ),
             (
+                "real_name",
+                match &self.real_name {
+                    RealName::Format => "format".to_string(),
+                    RealName::Http { url, .. } => url.clone(),
+                },
+            ),
+            (
                 "provider_timeout",
                 format!("{} ms", self.provider_timeout.as_millis()),
             ),
@@ -414,6 +431,35 @@ fn timeout_ms(
     Ok(std::time::Duration::from_millis(ms as u64))
 }
 
+/// An adapter setting: `(key, its built-in default's name)`. Unset or the default's name:
+/// `None`. Otherwise an `http(s)://` address, which needs `secret_key` (32 or more
+/// characters) to sign what goes to it.
+fn adapter(
+    get: &impl Fn(&str) -> Option<String>,
+    (key, builtin): (&'static str, &str),
+    secret_key: &'static str,
+    what: &str,
+) -> Result<Option<(String, SecretString)>, ConfigError> {
+    let url = match get(key) {
+        None => return Ok(None),
+        Some(v) if v == builtin => return Ok(None),
+        Some(url) => url,
+    };
+    if !crate::api::apps::webhook_address(&url) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("{builtin}, or the http(s):// address of {what}"),
+        });
+    }
+    let secret = get(secret_key)
+        .filter(|s| s.len() >= 32)
+        .ok_or(ConfigError::Invalid {
+            key: secret_key,
+            message: format!("at least 32 characters, to sign what goes to {what}"),
+        })?;
+    Ok(Some((url, secret.into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +485,28 @@ mod tests {
             matches!(c.text_gateway, TextGateway::Http { ref url, .. } if url.ends_with("/send"))
         );
         let bad = ("ONECARD_TEXT_GATEWAY", "sms-gateway");
+        assert!(Config::from_vars(vars(&[bad, secret])).is_err());
+    }
+
+    #[test]
+    fn a_real_name_check_is_the_format_or_a_signed_registry_adapter() {
+        let c = Config::from_vars(Vec::new()).unwrap();
+        assert!(matches!(c.real_name, RealName::Format));
+        let c = Config::from_vars(vars(&[("ONECARD_REAL_NAME", "format")])).unwrap();
+        assert!(matches!(c.real_name, RealName::Format));
+        let url = ("ONECARD_REAL_NAME", "https://idcheck.example.edu/verify");
+        let refused = Config::from_vars(vars(&[url])).unwrap_err();
+        assert!(
+            refused.to_string().contains("ONECARD_REAL_NAME_SECRET"),
+            "{refused}"
+        );
+        let secret = (
+            "ONECARD_REAL_NAME_SECRET",
+            "0123456789abcdefghijklmnopqrstuvwxyz",
+        );
+        let c = Config::from_vars(vars(&[url, secret])).unwrap();
+        assert!(matches!(c.real_name, RealName::Http { ref url, .. } if url.ends_with("/verify")));
+        let bad = ("ONECARD_REAL_NAME", "registry");
         assert!(Config::from_vars(vars(&[bad, secret])).is_err());
     }
 

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod pages;
 pub mod problem;
 pub mod ratelimit;
+pub mod realname;
 pub mod retention;
 pub mod routes;
 pub mod scope;

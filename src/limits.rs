@@ -118,3 +118,5 @@ pub const COVER_HEIGHT: usize = 600;
 pub const IDENTITY_ENDPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long OneCard waits for the SMS gateway adapter to take a text.
 pub const TEXT_GATEWAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a real-name registry adapter has to answer a check.
+pub const REAL_NAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -83,6 +83,14 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", config.bind.ip()));
+        let real_name: Option<Arc<dyn crate::realname::RealNameRegistry>> = match &config.real_name
+        {
+            crate::config::RealName::Format => None,
+            crate::config::RealName::Http { url, secret } => Some(Arc::new(
+                crate::realname::HttpRealName::new(url, secret.clone())
+                    .context("building the real-name registry client")?,
+            )),
+        };
         let sandbox = Arc::new(Sandbox::default());
         let (texts, sandbox_texts): (Arc<dyn crate::texts::TextSender>, _) =
             match &config.text_gateway {
@@ -198,6 +206,7 @@ impl Application {
             },
             texts,
             sandbox_texts,
+            real_name,
             identity_http: reqwest::Client::builder()
                 .timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)
                 .connect_timeout(crate::limits::IDENTITY_ENDPOINT_TIMEOUT)

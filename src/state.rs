@@ -68,6 +68,8 @@ pub struct AppState {
     pub texts: Arc<dyn crate::texts::TextSender>,
     /// The sandbox text gateway, when it is the active one.
     pub sandbox_texts: Option<Arc<crate::texts::SandboxTexts>>,
+    /// The registry behind visitor forms' real-name checks (`None`: the number's form only).
+    pub real_name: Option<Arc<dyn crate::realname::RealNameRegistry>>,
     /// Calls tenants' identity endpoints (the `external` method).
     pub identity_http: reqwest::Client,
     /// Sends notices' deliveries (`crate::notify`).

@@ -314,6 +314,26 @@ pub async fn create_request(
             "your host has too many requests waiting for a decision: ask them directly",
         ));
     }
+    // With a registry, the name and the number must belong together (asked last, once the
+    // request is otherwise good: each question may cost the operator).
+    if let (Some(registry), Some(id)) = (&state.real_name, &id_number) {
+        match registry.matches(tenant, &name, id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::invalid_field(
+                    "id_number",
+                    "real_name",
+                    "the name and the resident ID number do not belong together",
+                ))
+            }
+            Err(why) => {
+                tracing::warn!(%tenant, %why, "real-name registry gave no answer");
+                return Err(ApiError::Unavailable(format!(
+                    "the real-name check cannot be made now ({why}): try again shortly"
+                )));
+            }
+        }
+    }
 
     let pass = new_token();
     let request = VisitorRequest {

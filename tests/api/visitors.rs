@@ -7,7 +7,9 @@ use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::groups::{group, sub_admin};
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{
+    assert_problem, serve_local, signed_with, spawn_app, spawn_with, Engine, TestApp,
+};
 use crate::money::{person, shop};
 use crate::on_both_engines;
 use crate::realtime::Ws;
@@ -15,6 +17,7 @@ use crate::shuttle::member;
 use crate::webhooks::{hooked_app, Receiver};
 
 on_both_engines!(
+    a_real_name_registry_decides_whether_a_name_and_number_belong_together,
     a_visitor_asks_the_host_decides_and_the_gate_lets_them_in_once,
     the_form_decides_what_is_asked_and_only_visitors_admins_keep_it,
     a_turnstile_app_lets_visitors_in_and_a_reader_hears_of_them,
@@ -588,4 +591,124 @@ async fn requests_are_limited_per_address_and_per_host(engine: Engine) {
     assert_eq!(s, 200);
     let (s, _, body) = send(client.clone(), ask(&app, &tenant, 1, json!({}))).await;
     assert_eq!(s, 201, "{body}");
+}
+
+const REGISTRY_SECRET: &str = "registry-secret-registry-secret-42";
+
+/// A stand-in real-name registry adapter: knows Wang Fang by one number; answers with
+/// `status` (200: a verdict); keeps what it was asked, and whether it was signed.
+#[derive(Clone, Default)]
+struct Registry {
+    status: std::sync::Arc<std::sync::Mutex<u16>>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<(Value, bool)>>>,
+}
+
+async fn registry(
+    req: actix_web::HttpRequest,
+    body: actix_web::web::Bytes,
+    state: actix_web::web::Data<Registry>,
+) -> actix_web::HttpResponse {
+    let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let signed = signed_with(REGISTRY_SECRET, &req, &body);
+    state.asked.lock().unwrap().push((asked.clone(), signed));
+    let status = *state.status.lock().unwrap();
+    if status != 200 {
+        return actix_web::HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status).unwrap(),
+        )
+        .finish();
+    }
+    let known = asked["name"] == "Wang Fang" && asked["id_number"] == "11010519491231002X";
+    actix_web::HttpResponse::Ok().json(json!({ "match": known }))
+}
+
+async fn a_real_name_registry_decides_whether_a_name_and_number_belong_together(engine: Engine) {
+    let adapter = Registry::default();
+    *adapter.status.lock().unwrap() = 200;
+    let (base, handle) = serve_local(actix_web::web::Data::new(adapter.clone()), registry);
+    let Some(app) = spawn_with(engine, |c| {
+        c.real_name = onecard::config::RealName::Http {
+            url: format!("{base}/verify"),
+            secret: REGISTRY_SECRET.to_string().into(),
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let admin = &shop.admin;
+    let tenant = app.tenant_of(admin).await.to_string();
+    member(&app, admin, "Host H-1", "H-1", "staff").await;
+    let (s, saved) = app
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/visitors/form",
+            Some(admin),
+            Some(
+                json!({"phone": "optional", "company": "off", "purpose": "off",
+                "plate": "off", "real_name": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{saved}");
+    let count = |list: Value| list["items"].as_array().unwrap().len();
+
+    // A number that is not the person's: refused, nothing written.
+    let stranger = ask(
+        &app,
+        &tenant,
+        1,
+        json!({"name": "Li Si", "id_number": "11010519491231002x"}),
+    );
+    let (s, body) = anonymous(&app, "/api/v1/visitors/requests", stranger).await;
+    assert_problem(s, &body, 422, "invalid");
+    assert_eq!(
+        (
+            body["errors"][0]["field"].as_str(),
+            body["errors"][0]["rule"].as_str()
+        ),
+        (Some("id_number"), Some("real_name"))
+    );
+    let (asked, signed) = adapter
+        .asked
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the registry was asked");
+    assert!(signed, "the check is signed with the registry secret");
+    assert_eq!(
+        (
+            asked["tenant_id"].as_str(),
+            asked["name"].as_str(),
+            asked["id_number"].as_str()
+        ),
+        (
+            Some(tenant.as_str()),
+            Some("Li Si"),
+            Some("11010519491231002X")
+        )
+    );
+    let (_, list) = app.get("/api/v1/visitors/requests", admin).await;
+    assert_eq!(count(list), 0);
+
+    // The registry is down: 503, nothing written; the visitor tries again later.
+    *adapter.status.lock().unwrap() = 500;
+    let known = ask(&app, &tenant, 1, json!({"id_number": "11010519491231002X"}));
+    let (s, body) = anonymous(&app, "/api/v1/visitors/requests", known.clone()).await;
+    assert_problem(s, &body, 503, "unavailable");
+    let (_, list) = app.get("/api/v1/visitors/requests", admin).await;
+    assert_eq!(count(list), 0);
+
+    // The person's own number: the request is made.
+    *adapter.status.lock().unwrap() = 200;
+    let (made, _) = request(&app, known).await;
+    assert_eq!(made["status"], "pending");
+    // A malformed number never reaches the registry.
+    let before = adapter.asked.lock().unwrap().len();
+    let bad = ask(&app, &tenant, 2, json!({"id_number": "110105194912310021"}));
+    let (s, _) = anonymous(&app, "/api/v1/visitors/requests", bad).await;
+    assert_eq!(s, 422);
+    assert_eq!(adapter.asked.lock().unwrap().len(), before);
+    handle.stop(false).await;
 }
