@@ -1,6 +1,7 @@
 //! onecard: the edge. HTTP handlers, auth, problem+json, OpenAPI, config, CLI, the bus,
 //! rate limits, websocket sessions. Behaviour lives in `onecard-actors`, data in `onecard-schema`.
 
+pub mod adapter;
 pub mod api;
 pub mod apps;
 pub mod auth;

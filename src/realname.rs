@@ -4,7 +4,6 @@
 //! request also asks the operator's adapter for their real-name vendor.
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use onecard_schema::ids::TenantId;
 use serde::Deserialize;
 
@@ -18,11 +17,7 @@ pub trait RealNameRegistry: Send + Sync + 'static {
 /// The operator's adapter: each check is POSTed as `{"tenant_id","name","id_number"}`,
 /// signed like webhooks (`X-Timestamp`, `X-Nonce`, `X-Signature`), and answered 200
 /// `{"match": true|false}` within 5 seconds. Anything else is no answer.
-pub struct HttpRealName {
-    url: reqwest::Url,
-    secret: secrecy::SecretString,
-    client: reqwest::Client,
-}
+pub struct HttpRealName(crate::adapter::Adapter);
 
 #[derive(Deserialize)]
 struct Answer {
@@ -32,45 +27,24 @@ struct Answer {
 
 impl HttpRealName {
     pub fn new(url: &str, secret: secrecy::SecretString) -> anyhow::Result<Self> {
-        Ok(Self {
-            url: reqwest::Url::parse(url)?,
+        Ok(Self(crate::adapter::Adapter::new(
+            url,
             secret,
-            client: reqwest::Client::builder()
-                .timeout(crate::limits::REAL_NAME_TIMEOUT)
-                .connect_timeout(crate::limits::REAL_NAME_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("OneCard-RealName/", env!("CARGO_PKG_VERSION")))
-                .build()?,
-        })
+            crate::limits::REAL_NAME_TIMEOUT,
+            "OneCard-RealName",
+        )?))
     }
 }
 
 #[async_trait]
 impl RealNameRegistry for HttpRealName {
     async fn matches(&self, tenant: TenantId, name: &str, id_number: &str) -> Result<bool, String> {
-        use secrecy::ExposeSecret;
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "tenant_id": tenant, "name": name, "id_number": id_number,
-        }))
-        .map_err(|e| e.to_string())?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let answer = crate::apps::signed_post(
-            &self.client,
-            self.url.clone(),
-            self.secret.expose_secret(),
-            Timestamp::now().as_second(),
-            &nonce,
-            payload,
-        )
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                "unreachable".to_string()
-            }
-        })?;
+        let answer = self
+            .0
+            .post(&serde_json::json!({
+                "tenant_id": tenant, "name": name, "id_number": id_number,
+            }))
+            .await?;
         if !answer.status().is_success() {
             return Err(format!("answered {}", answer.status()));
         }

@@ -74,53 +74,28 @@ impl TextSender for SandboxTexts {
 /// `X-Signature`: the hex HMAC-SHA256, with the gateway secret, of
 /// `POST\n<path>\n<timestamp>\n<nonce>\n<hex SHA-256 of the body>`). Any 2xx answer
 /// within 5 seconds means it took the text.
-pub struct HttpTexts {
-    url: reqwest::Url,
-    secret: secrecy::SecretString,
-    client: reqwest::Client,
-}
+pub struct HttpTexts(crate::adapter::Adapter);
 
 impl HttpTexts {
     pub fn new(url: &str, secret: secrecy::SecretString) -> anyhow::Result<Self> {
-        Ok(Self {
-            url: reqwest::Url::parse(url)?,
+        Ok(Self(crate::adapter::Adapter::new(
+            url,
             secret,
-            client: reqwest::Client::builder()
-                .timeout(crate::limits::TEXT_GATEWAY_TIMEOUT)
-                .connect_timeout(crate::limits::TEXT_GATEWAY_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("OneCard-Texts/", env!("CARGO_PKG_VERSION")))
-                .build()?,
-        })
+            crate::limits::TEXT_GATEWAY_TIMEOUT,
+            "OneCard-Texts",
+        )?))
     }
 }
 
 #[async_trait]
 impl TextSender for HttpTexts {
     async fn send(&self, tenant: TenantId, phone: &str, body: &str) -> Result<(), String> {
-        use secrecy::ExposeSecret;
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "tenant_id": tenant, "phone": phone, "text": body,
-        }))
-        .map_err(|e| e.to_string())?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let answer = crate::apps::signed_post(
-            &self.client,
-            self.url.clone(),
-            self.secret.expose_secret(),
-            Timestamp::now().as_second(),
-            &nonce,
-            payload,
-        )
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                "unreachable".to_string()
-            }
-        })?;
+        let answer = self
+            .0
+            .post(&serde_json::json!({
+                "tenant_id": tenant, "phone": phone, "text": body,
+            }))
+            .await?;
         if answer.status().is_success() {
             Ok(())
         } else {
