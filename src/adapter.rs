@@ -38,22 +38,42 @@ impl Adapter {
     pub async fn post(&self, body: &serde_json::Value) -> Result<reqwest::Response, String> {
         let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        crate::apps::signed_post(
+        let request = crate::apps::signed_post(
             &self.client,
             self.url.clone(),
             self.secret.expose_secret(),
             Timestamp::now().as_second(),
             &nonce,
             payload,
-        )
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                "unreachable".to_string()
-            }
+        );
+        send(request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Why an adapter gave no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoAnswer {
+    TimedOut,
+    Unreachable,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoAnswer::TimedOut => "timed out",
+            NoAnswer::Unreachable => "unreachable",
         })
     }
+}
+
+/// Sends a request to an adapter (this module's, or a tenant's channel adapter, whose
+/// address and secret vary by tenant): its answer, or why none came.
+pub async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, NoAnswer> {
+    request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            NoAnswer::TimedOut
+        } else {
+            NoAnswer::Unreachable
+        }
+    })
 }

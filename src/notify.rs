@@ -47,6 +47,7 @@ use onecard_schema::wallet::PendingEvent;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::adapter::NoAnswer;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -366,7 +367,7 @@ async fn post(
         .notice_channel_secret(tenant.0, settings.secret_version);
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let answer = crate::apps::signed_post(
+    let request = crate::apps::signed_post(
         &state.notifier.client,
         url,
         &secret,
@@ -374,15 +375,10 @@ async fn post(
         &nonce,
         payload,
     )
-    .header(crate::apps::APP_KEY, tenant.to_string())
-    .send()
-    .await
-    .map_err(|e| {
-        if e.is_timeout() {
-            "the adapter timed out".to_string()
-        } else {
-            "the adapter is unreachable".to_string()
-        }
+    .header(crate::apps::APP_KEY, tenant.to_string());
+    let answer = crate::adapter::send(request).await.map_err(|e| match e {
+        NoAnswer::TimedOut => "the adapter timed out".to_string(),
+        NoAnswer::Unreachable => "the adapter is unreachable".to_string(),
     })?;
     if !answer.status().is_success() {
         return Err(format!("the adapter answered {}", answer.status()));

@@ -537,7 +537,8 @@ pub async fn group_income_line(
     from: Date,
     to: Date,
 ) -> Result<Vec<Cell>, ApiError> {
-    let policy = state.policy(tenant.id).await?;
+    // The tenant in hand decides its days (no second read of it).
+    let policy = crate::state::policy_of(tenant);
     let start = state.local_day(&policy, from).0;
     let end = state.local_day(&policy, to).1;
     let facts = state.store.report_facts(tenant.id, start, end).await?;
