@@ -120,3 +120,8 @@ pub const IDENTITY_ENDPOINT_TIMEOUT: std::time::Duration = std::time::Duration::
 pub const TEXT_GATEWAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a real-name registry adapter has to answer a check.
 pub const REAL_NAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a global-identity link code stays good: long enough to open the other
+/// tenant's card on the same phone or another, short enough that a code shown on a
+/// screen is not worth keeping.
+pub const LINK_CODE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);

@@ -21,7 +21,7 @@ use crate::problem::Problem;
         (name = "payments"), (name = "subsidies"), (name = "ledger"), (name = "sandbox"), (name = "operations"),
         (name = "apps"), (name = "checkin"), (name = "booking"), (name = "collection"),
         (name = "shuttle"), (name = "maintenance"), (name = "visitors"), (name = "identity"),
-        (name = "cards"), (name = "notifications"), (name = "tenant groups"),
+        (name = "cards"), (name = "notifications"), (name = "tenant groups"), (name = "global identity"),
     )
 )]
 pub struct ApiDoc;

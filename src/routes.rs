@@ -15,8 +15,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
-    identity, import, ledger, maintenance, merchants, notices, payments, reports, shuttle, stats,
-    subsidies, tenant_groups, tenants, users, visitors, wallets,
+    identity, import, ledger, maintenance, merchants, notices, payments, people, reports, shuttle,
+    stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -63,6 +63,9 @@ where
                 .service(tenant_groups::get_group)
                 .service(tenant_groups::list_group_tenants)
                 .service(tenant_groups::group_income_summary)
+                .service(people::find_group_person)
+                .service(people::get_group_person)
+                .service(people::unlink_group_person)
                 .service(admins::create_admin)
                 .service(admins::bind_admin)
                 .service(admins::get_admin_self)
@@ -166,6 +169,11 @@ where
                 .service(cards::send_phone_code)
                 .service(cards::claim_card)
                 .service(cards::list_my_cards)
+                .service(people::create_link_code)
+                .service(people::redeem_link_code)
+                .service(people::get_my_identity)
+                .service(people::unlink_my_record)
+                .service(people::open_linked_session)
                 .service(cards::list_sandbox_texts)
                 .service(notices::get_notice_settings)
                 .service(notices::put_notice_settings)

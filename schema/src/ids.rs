@@ -56,6 +56,11 @@ id_type!(
     TenantGroupId
 );
 id_type!(
+    /// One person across the member tenants of a tenant group (global identity): their
+    /// records (users) in several members, linked by the person.
+    PersonId
+);
+id_type!(
     /// An administrator of a tenant (bound or still pending binding).
     AdminId
 );

@@ -123,6 +123,9 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     )
                 }
                 Some("admin_groups_tenant_id_name_key") => return group_name_taken(),
+                Some("person_links_person_id_tenant_id_key") => {
+                    return crate::person_store::tenant_already_linked()
+                }
                 Some("apps_tenant_id_name_key") => return app_name_taken(),
                 Some("checkin_events_code_key") => return crate::store::code_taken(),
                 Some("terminals_collection_code_key") => {
@@ -1670,6 +1673,18 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg)?;
+        // The record leaves its person (a person left with one record is dissolved).
+        let people: Vec<uuid::Uuid> = tx
+            .query(
+                "DELETE FROM person_links WHERE user_id = $1 RETURNING person_id",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        crate::postgres_persons::dissolve_lonely(&tx, &people).await?;
         tx.execute("DELETE FROM users WHERE id = $1", &[&id.0])
             .await
             .map_err(pg)?;

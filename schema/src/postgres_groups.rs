@@ -238,6 +238,7 @@ impl TenantGroupStore for PgStore {
         if g.head_tenant_id == tenant {
             return Err(head_cannot_leave());
         }
+        crate::postgres_persons::take_tenant_out(&tx, tenant).await?;
         set_group(&tx, tenant, None).await?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)

@@ -2072,6 +2072,18 @@ impl Store for SqliteStore {
                 [id.to_string()],
             )
             .map_err(db)?;
+            // The record leaves its person (a person left with one record is dissolved).
+            let person: Option<String> = c
+                .query_row(
+                    "DELETE FROM person_links WHERE user_id = ? RETURNING person_id",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if let Some(p) = person.and_then(|p| p.parse().ok()) {
+                crate::sqlite_persons::dissolve_lonely(c, &[PersonId(p)])?;
+            }
             c.execute("DELETE FROM users WHERE id = ?", [id.to_string()])
                 .map_err(db)?;
             insert_audit(c, &audit)

@@ -198,6 +198,7 @@ impl TenantGroupStore for SqliteStore {
             if g.head_tenant_id == tenant {
                 return Err(head_cannot_leave());
             }
+            crate::sqlite_persons::take_tenant_out(c, tenant)?;
             set_group(c, tenant, None)?;
             insert_audit(c, &audit)
         })

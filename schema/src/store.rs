@@ -21,6 +21,7 @@ pub trait Store:
     + crate::card_store::CardStore
     + crate::notice_store::NoticeStore
     + crate::group_store::TenantGroupStore
+    + crate::person_store::PersonStore
     + crate::retention::RetentionStore
     + Send
     + Sync

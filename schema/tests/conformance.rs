@@ -12,6 +12,7 @@ use onecard_schema::group_store::{TenantGroup, TenantGroupPatch, TenantPatch};
 use onecard_schema::ids::*;
 use onecard_schema::model::*;
 use onecard_schema::notice_store::{Notice, NoticeAudience, NoticeOutcome, NoticeRound};
+use onecard_schema::person_store::{LinkRequest, NewLinkCode};
 use onecard_schema::{Store, StoreError};
 
 mod support {
@@ -177,6 +178,7 @@ conformance!(
     identity_types_stay_while_held_and_phone_codes_wear_out,
     a_notice_goes_out_once_a_round_and_each_delivery_is_claimed_once,
     a_tenant_joins_one_group_and_its_head_stays_a_member,
+    a_link_and_a_member_leaving_at_once_leave_no_record_of_a_non_member,
     every_kind_of_record_can_be_purged,
 );
 
@@ -4230,4 +4232,126 @@ async fn every_kind_of_record_can_be_purged(store: Arc<dyn Store>) {
         let n = store.purge_records(t, kind, now(), 10).await;
         assert_eq!(n.unwrap(), 0, "{}", kind.as_str());
     }
+}
+
+async fn a_link_and_a_member_leaving_at_once_leave_no_record_of_a_non_member(
+    store: Arc<dyn Store>,
+) {
+    let (head, _) = tenant(&store, "District office").await;
+    let g = TenantGroupId::new();
+    store
+        .create_tenant_group(
+            TenantGroup {
+                id: g,
+                name: "East district".into(),
+                head_tenant_id: head,
+                created_at: now(),
+                updated_at: now(),
+            },
+            audit(None, "group.create"),
+        )
+        .await
+        .unwrap();
+    let link = |tenant: TenantId, user: UserId, code: [u8; 32]| LinkRequest {
+        code_hash: code,
+        tenant_id: tenant,
+        user_id: user,
+        new_person: PersonId::new(),
+        at: now(),
+    };
+    let (mut linked, mut refused) = (0, 0);
+    for round in 0..6 {
+        let mut records = Vec::new();
+        for name in ["A", "B"] {
+            let (t, _) = tenant(&store, name).await;
+            store
+                .add_group_member(g, t, audit(Some(t), "group.join"))
+                .await
+                .unwrap();
+            let u = store
+                .create_user(t, new_user("T1"), now(), audit(Some(t), "user.create"))
+                .await
+                .unwrap();
+            records.push((t, u.id));
+        }
+        let [(a, ua), (b, ub)] = records[..] else {
+            unreachable!()
+        };
+        let code = hash(&format!("link-{round}"));
+        store
+            .put_link_code(NewLinkCode {
+                hash: code,
+                tenant_id: a,
+                user_id: ua,
+                expires_at: now() + MINUTE,
+            })
+            .await
+            .unwrap();
+        // B redeems the code while the operator takes B out of the group.
+        let (linking, leaving) = futures_util::join!(
+            store.link_person(link(b, ub, code), audit(Some(b), "identity.link")),
+            store.remove_group_member(g, b, audit(Some(b), "group.leave")),
+        );
+        leaving.unwrap();
+        match linking {
+            Ok((person, true)) => {
+                assert_eq!(person.links.len(), 2);
+                linked += 1;
+            }
+            other => {
+                assert_eq!(conflict_code(other), "link_not_allowed");
+                refused += 1;
+            }
+        }
+        // Either way B's record is in no person, and A's alone is none.
+        assert_eq!(store.person_of(b, ub).await.unwrap(), None);
+        assert_eq!(store.person_of(a, ua).await.unwrap(), None);
+    }
+    assert_eq!(linked + refused, 6);
+
+    // A code past its time is gone; a fresh one links.
+    let (c, _) = tenant(&store, "C").await;
+    let (d, _) = tenant(&store, "D").await;
+    let mut records = Vec::new();
+    for t in [c, d] {
+        store
+            .add_group_member(g, t, audit(Some(t), "group.join"))
+            .await
+            .unwrap();
+        let u = store
+            .create_user(t, new_user("T2"), now(), audit(Some(t), "user.create"))
+            .await
+            .unwrap();
+        records.push(u.id);
+    }
+    let code = NewLinkCode {
+        hash: hash("late"),
+        tenant_id: c,
+        user_id: records[0],
+        expires_at: now() - MINUTE,
+    };
+    store.put_link_code(code.clone()).await.unwrap();
+    assert!(matches!(
+        store
+            .link_person(link(d, records[1], code.hash), audit(Some(d), "x"))
+            .await,
+        Err(StoreError::Gone)
+    ));
+    store
+        .put_link_code(NewLinkCode {
+            expires_at: now() + MINUTE,
+            ..code.clone()
+        })
+        .await
+        .unwrap();
+    let (person, changed) = store
+        .link_person(link(d, records[1], code.hash), audit(Some(d), "x"))
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(store.get_person(g, person.id).await.unwrap(), person);
+    assert!(matches!(
+        store.get_person(TenantGroupId::new(), person.id).await,
+        Err(StoreError::NotFound)
+    ));
 }

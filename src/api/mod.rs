@@ -20,6 +20,7 @@ pub mod merchants;
 pub mod money;
 pub mod notices;
 pub mod payments;
+pub mod people;
 pub mod reports;
 pub mod scan;
 pub mod sheet;

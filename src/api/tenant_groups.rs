@@ -415,7 +415,7 @@ pub async fn patch_tenant_by_operator(
 }
 
 /// The group the caller's tenant heads (its admins are the group's).
-async fn own_group(state: &AppState, caller: &Caller) -> Result<TenantGroup, ApiError> {
+pub(crate) async fn own_group(state: &AppState, caller: &Caller) -> Result<TenantGroup, ApiError> {
     state
         .group_headed_by(caller.tenant()?)
         .await?

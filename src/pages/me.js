@@ -102,6 +102,62 @@
     refreshVisitors();
   });
 
+  // Global identity: my records in the group's other schools, each opened from here (its
+  // card moves to this phone), and a link made by showing one card's code to the other.
+  async function refreshSchools() {
+    const { person, linkable } = await OneCard.api(tok, "GET", "/me/identity");
+    $("schools").classList.toggle("hidden", !person && !linkable);
+    $("link").classList.toggle("hidden", !linkable);
+    const links = person ? person.links : [];
+    $("school-list").innerHTML = links.map((l) => {
+      const mine = l.user_id === me.user_id;
+      return `<li data-tenant="${OneCard.esc(l.tenant_id)}">
+        <span>${OneCard.esc(l.tenant_name)}<br><span class="muted">${OneCard.esc(l.name)} (${OneCard.esc(l.number)})</span></span>
+        <span>${mine ? `<span class="muted">this card</span>`
+          : `<button data-do="open">Open</button> <button data-do="unlink">Unlink</button>`}</span>
+      </li>`;
+    }).join("") || `<li class="muted">none linked yet</li>`;
+  }
+  $("school-list").addEventListener("click", async (ev) => {
+    const act = ev.target.dataset.do;
+    const item = ev.target.closest("[data-tenant]");
+    if (!act || !item) return;
+    try {
+      if (act === "open") {
+        const s = await OneCard.api(tok, "POST", "/me/identity/sessions", { tenant_id: item.dataset.tenant });
+        localStorage.setItem("onecard.me.token", s.token);
+        location.reload();
+        return;
+      }
+      await OneCard.api(tok, "DELETE", `/me/identity/links/${item.dataset.tenant}`);
+    } catch (e) {
+      alert(e.message);
+    }
+    refreshSchools();
+  });
+  $("make-code").addEventListener("click", async () => {
+    try {
+      const c = await OneCard.api(tok, "POST", "/me/identity/link-codes", {});
+      $("link-code").textContent = c.code;
+      $("link-problem").textContent = "";
+    } catch (e) {
+      $("link-problem").textContent = e.message;
+    }
+  });
+  $("redeem").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const code = $("code-in").value.trim();
+    if (!code) return;
+    try {
+      await OneCard.api(tok, "POST", "/me/identity/links", { code });
+      $("code-in").value = "";
+      $("link-problem").textContent = "";
+      refreshSchools();
+    } catch (e) {
+      $("link-problem").textContent = e.message;
+    }
+  });
+
   for (const m of ["pay", "ride"]) {
     $(`mode-${m}`).addEventListener("click", () => {
       mode = m;
@@ -111,7 +167,7 @@
     });
   }
 
-  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors()]);
+  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors(), refreshSchools()]);
   setInterval(refreshCode, 60_000);
 
   new OneCard.Live(tok, [me.topic], {

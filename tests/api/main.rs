@@ -19,6 +19,7 @@ mod maintenance;
 mod money;
 mod nodes;
 mod notices;
+mod people;
 mod process;
 mod realtime;
 mod reports;

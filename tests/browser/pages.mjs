@@ -499,6 +499,49 @@ try {
     await own.close();
     await phones.close();
   }
+
+  // /me, global identity: Chen Jing teaches at two schools of a district. Her North card
+  // shows a link code; her South card (another phone) redeems it; both list the two
+  // schools, and from the South phone she opens her North card, which moves there.
+  {
+    const north = await api(root, "POST", "/tenants", { name: "North Middle School", kind: "k12", edition: "advanced" });
+    const south = await api(root, "POST", "/tenants", { name: "South Middle School", kind: "k12", edition: "advanced" });
+    const district = await api(root, "POST", "/tenant-groups", { name: "East District", head_tenant_id: north.id });
+    await api(root, "PUT", `/tenant-groups/${district.id}/tenants/${south.id}`);
+    const cardOf = async (t) => {
+      const u = await api(t.admin_token, "POST", "/users", { name: "Chen Jing", number: "T88" });
+      return (await api(t.admin_token, "POST", `/users/${u.id}/tokens`, {})).token;
+    };
+    const [northCard, southCard] = [await cardOf(north), await cardOf(south)];
+    const phoneA = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const phoneB = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const a = await phoneA.newPage();
+    await a.goto(`${base}/me#token=${northCard}`);
+    await a.waitForSelector("[data-testid=schools]:visible", { timeout: 10_000 });
+    await a.click("#link summary");
+    await a.click("#make-code");
+    await a.waitForFunction(() => document.getElementById("link-code").textContent.length > 20,
+      null, { timeout: 5_000 });
+    const linkCode = await a.locator("[data-testid=link-code]").innerText();
+    const b = await phoneB.newPage();
+    await b.goto(`${base}/me#token=${southCard}`);
+    await b.waitForSelector("[data-testid=schools]:visible", { timeout: 10_000 });
+    await b.click("#link summary");
+    await b.fill("#code-in", linkCode);
+    await b.click("#redeem button");
+    await b.waitForSelector(`#school-list li[data-tenant="${north.id}"]`, { timeout: 5_000 });
+    await b.screenshot({ path: `${shots}/me-schools.png` });
+    await a.reload();
+    await a.waitForSelector(`#school-list li[data-tenant="${south.id}"]`, { timeout: 10_000 });
+    await b.click(`#school-list li[data-tenant="${north.id}"] [data-do=open]`);
+    await b.waitForSelector(`#school-list li[data-tenant="${north.id}"]:has-text('this card')`,
+      { timeout: 10_000 });
+    const old = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${northCard}` } });
+    assert.equal(old.status, 401, "the North card left phone A");
+    results.push("me: two schools' cards linked by a code shown on one and entered on the other; the North card opened from the South phone");
+    await phoneA.close();
+    await phoneB.close();
+  }
 } finally {
   await browser.close();
 }
