@@ -468,11 +468,21 @@ impl Access for AnalyticsAdmin {
     const CAPABILITY: Capability = Capability::Analytics;
 }
 
-/// A tenant group's admin: a super admin of a tenant, in an edition with group management
-/// (the handler checks that the tenant heads a group).
+/// A tenant group's admin: a super admin of a tenant, or a sub-admin granted `group`, in an
+/// edition with group management (the handler checks that the tenant heads a group).
 pub struct GroupAdmin;
 impl Access for GroupAdmin {
     const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Group, GrantLevel::View);
+    const CAPABILITY: Capability = Capability::GroupManagement;
+}
+
+/// A tenant group's admin who changes the group's people: a super admin of the head
+/// tenant, or a sub-admin granted `group` to manage.
+pub struct GroupManager;
+impl Access for GroupManager {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Group, GrantLevel::Manage);
     const CAPABILITY: Capability = Capability::GroupManagement;
 }
 
@@ -540,14 +550,16 @@ fn member_tenant(req: &HttpRequest) -> Option<Result<TenantId, ApiError>> {
 fn only_group_admins() -> ApiError {
     ApiError::forbidden(
         "forbidden",
-        "only a tenant group's admins (super admins of its head tenant) may act in another \
-         tenant with OneCard-Tenant",
+        "only a tenant group's admins (super admins of its head tenant, or its sub-admins \
+         granted group) may act in another tenant with OneCard-Tenant",
     )
 }
 
-/// A group admin's caller, moved into the member tenant `member`: a super admin there, under
-/// the member's edition. The caller must be a super admin of a group's head tenant whose
-/// edition has group management; a tenant outside that group is not found.
+/// A group admin's caller, moved into the member tenant `member`, under the member's
+/// edition: a super admin there for a super admin of the head; for a sub-admin granted
+/// `group`, a sub-admin there with the same features and apps, and no departments or tags
+/// (those are the head's tree). The head's edition must have group management; a tenant
+/// outside the group is not found.
 pub(crate) async fn in_member_tenant(
     state: &AppState,
     caller: Caller,
@@ -556,9 +568,22 @@ pub(crate) async fn in_member_tenant(
     if caller.tenant == Some(member) {
         return Ok(caller);
     }
-    if caller.kind != TokenKind::Admin || caller.role != Some(AdminRole::SuperAdmin) {
+    if caller.kind != TokenKind::Admin {
         return Err(only_group_admins());
     }
+    let grants = match caller.role {
+        Some(AdminRole::SuperAdmin) => None,
+        Some(AdminRole::SubAdmin) if caller.admin_may(Feature::Group, GrantLevel::View) => {
+            caller.grants.as_deref().map(|g| {
+                Arc::new(Grants {
+                    departments: Vec::new(),
+                    tags: Vec::new(),
+                    ..g.clone()
+                })
+            })
+        }
+        _ => return Err(only_group_admins()),
+    };
     let home = caller.tenant()?;
     let group = state
         .group_headed_by(home)
@@ -577,6 +602,7 @@ pub(crate) async fn in_member_tenant(
         tenant: Some(member),
         edition: Some(tenant.edition),
         via_group: Some(home),
+        grants,
         ..caller
     })
 }

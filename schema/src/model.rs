@@ -90,6 +90,10 @@ string_enum!(
         Payments => "payments",
         Identity => "identity",
         ApiConfig => "api_config",
+        /// A tenant group's head tenant: `view` sees the group, its members and its people,
+        /// and acts in the members with the sub-admin's other grants; `manage` also
+        /// changes the group's people (unlinks a record).
+        Group => "group",
     }
 );
 

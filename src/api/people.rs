@@ -22,7 +22,7 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{hash_token, new_token, Auth, Caller, Cardholder, GroupAdmin};
+use crate::auth::{hash_token, new_token, Auth, Caller, Cardholder, GroupAdmin, GroupManager};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::LINK_CODE_TTL;
 use crate::problem::{ApiError, Problems};
@@ -336,7 +336,7 @@ pub async fn get_group_person(
 #[delete("/group/people/{id}/links/{tenant_id}")]
 pub async fn unlink_group_person(
     state: web::Data<AppState>,
-    caller: Auth<GroupAdmin>,
+    caller: Auth<GroupManager>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let group = super::tenant_groups::own_group(&state, &caller).await?;

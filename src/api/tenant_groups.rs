@@ -10,7 +10,7 @@ use onecard_actors::domain::edition::{edition_allowed, has_capability, Capabilit
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::group_store::{TenantGroup, TenantGroupPatch, TenantPatch};
 use onecard_schema::ids::{TenantGroupId, TenantId};
-use onecard_schema::model::{Edition, Tenant};
+use onecard_schema::model::{Edition, Feature, GrantLevel, Tenant};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -484,6 +484,13 @@ pub async fn group_income_summary(
     caller: Auth<GroupAdmin>,
     Query(q): Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if !caller.admin_may(Feature::Payments, GrantLevel::View) {
+        return Err(ApiError::forbidden(
+            "not_granted",
+            "the group's income summary needs the payments feature (view) granted to your \
+             admin group",
+        ));
+    }
     let group = own_group(&state, &caller).await?;
     let head = state.policy(group.head_tenant_id).await?;
     let now = state.clock.now();

@@ -13,6 +13,7 @@ on_both_engines!(
     the_group_report_has_a_line_per_member_that_agrees_with_its_own_report,
     the_operator_keeps_groups_whole_and_tenants_editions_hold_at_once,
     a_group_admin_follows_a_members_live_topics_until_it_leaves,
+    a_sub_admin_granted_the_group_reaches_members_with_its_own_grants,
 );
 
 /// A request as `token`, in the member tenant `member` when given, with an optional
@@ -611,4 +612,114 @@ async fn a_group_admin_follows_a_members_live_topics_until_it_leaves(engine: Eng
     assert_eq!(s, 204);
     let (_, reason) = ws.closed(std::time::Duration::from_secs(5)).await;
     assert_eq!(reason, "no longer acting in that tenant");
+}
+
+async fn a_sub_admin_granted_the_group_reaches_members_with_its_own_grants(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (district, office) = app.tenant("k12", "advanced").await;
+    let (school, school_admin) = app.tenant("k12", "standard").await;
+    let g = group(&app, "East District", &district).await;
+    assert_eq!(join(&app, &g, &school).await, 201);
+    app.user(&school_admin, "S-1").await;
+    // The bureau's finance clerk: the group to view, payments to view.
+    let finance = crate::groups::group(
+        &app,
+        &office,
+        json!({"name": "District finance", "features": {"group": "view", "payments": "view"}}),
+    )
+    .await;
+    let clerk =
+        crate::groups::sub_admin(&app, &office, &app.user(&office, "C-1").await, &finance).await;
+    let payroll = crate::groups::group(
+        &app,
+        &office,
+        json!({"name": "Office payments", "features": {"payments": "manage"}}),
+    )
+    .await;
+    let plain =
+        crate::groups::sub_admin(&app, &office, &app.user(&office, "C-2").await, &payroll).await;
+
+    // The clerk sees the group, its members and its money.
+    for path in ["/api/v1/group", "/api/v1/group/tenants"] {
+        let (s, body) = app.get(path, &clerk).await;
+        assert_eq!(s, 200, "{path}: {body}");
+    }
+    let (s, report) = app
+        .get("/api/v1/group/reports/income-summary", &clerk)
+        .await;
+    assert_eq!(s, 200, "{report}");
+    // A sub-admin of the bureau without the group grant reaches none of it.
+    let (s, body) = app.get("/api/v1/group", &plain).await;
+    assert_problem(s, &body, 403, "not_granted");
+    let (s, body) = get_in(&app, "/api/v1/merchants", &plain, &school).await;
+    assert_problem(s, &body, 403, "forbidden");
+
+    // In the school the clerk has their own grants: money to read, nobody's records (their
+    // departments are the bureau's), nothing to change, nothing of a super admin's.
+    let (s, body) = get_in(&app, "/api/v1/merchants", &clerk, &school).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = get_in(&app, "/api/v1/reports/income-summary", &clerk, &school).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, users) = get_in(&app, "/api/v1/users", &clerk, &school).await;
+    assert_eq!((s, &users["items"]), (200, &json!([])), "{users}");
+    let (s, body) = post_in(
+        &app,
+        "/api/v1/merchants",
+        &clerk,
+        &school,
+        None,
+        json!({"name": "Canteen"}),
+    )
+    .await;
+    assert_problem(s, &body, 403, "not_granted");
+    let (s, body) = get_in(&app, "/api/v1/audit", &clerk, &school).await;
+    assert_problem(s, &body, 403, "forbidden");
+    let (s, body) = app
+        .delete(&format!("/api/v1/group/people/{g}/links/{school}"), &clerk)
+        .await;
+    assert_problem(s, &body, 403, "not_granted");
+
+    // Granted payments to manage, the clerk opens a canteen in the school, audited there as
+    // the group's admin; without payments, the group's money is closed.
+    let (s, body) = app
+        .patch(
+            &format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap()),
+            &office,
+            json!({"features": {"group": "view", "payments": "manage"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, m) = post_in(
+        &app,
+        "/api/v1/merchants",
+        &clerk,
+        &school,
+        None,
+        json!({"name": "Canteen"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let (_, me) = app.get("/api/v1/admins/me", &clerk).await;
+    let (s, log) = app
+        .get("/api/v1/audit?action=merchant.create", &school_admin)
+        .await;
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(
+        log["items"][0]["actor"],
+        format!("group_admin:{district}/{}", me["id"].as_str().unwrap())
+    );
+    let (s, body) = app
+        .patch(
+            &format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap()),
+            &office,
+            json!({"features": {"group": "view"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = app
+        .get("/api/v1/group/reports/income-summary", &clerk)
+        .await;
+    assert_problem(s, &body, 403, "not_granted");
 }
