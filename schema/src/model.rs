@@ -929,6 +929,9 @@ pub struct ShuttleRoute {
     pub name: String,
     /// Who may ride: people whose identity is one of these; empty, every active member.
     pub identities: Vec<String>,
+    /// One ride per trip: a rider who boarded the route less than this many minutes ago
+    /// is answered with that ride (already boarded), whichever bus. 0: no limit.
+    pub reboard_minutes: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -312,6 +312,7 @@ impl MaintenanceStore for PgStore {
             record_from_row,
             |first| first.device_id == record.device_id,
             (tenant, &event, record.at),
+            None,
         )
         .await
     }

@@ -18,13 +18,14 @@ use crate::sqlite::paginate;
 use crate::store::{from_json_text, to_json_text};
 use crate::wallet::{OutboxEvent, OutboxPage};
 
-const ROUTE_COLS: &str = "id, name, identities, created_at, updated_at";
+const ROUTE_COLS: &str = "id, name, identities, created_at, updated_at, reboard_minutes";
 
 fn route_from_row(r: &Row) -> StoreResult<ShuttleRoute> {
     Ok(ShuttleRoute {
         id: ShuttleRouteId(r.get(0)),
         name: r.get(1),
         identities: from_json_text(&r.get::<_, String>(2))?,
+        reboard_minutes: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
         created_at: r.get(3),
         updated_at: r.get(4),
     })
@@ -145,12 +146,22 @@ pub(crate) fn set_binding_sql(table: &str) -> String {
     )
 }
 
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// A check before a scan is recorded: `lock` (a statement that locks what the check
+/// reads), then `query`; a row it finds is the answer (`Repeat`), and nothing is written.
+/// Two statements, so the query's snapshot is taken once the lock is held.
+pub(crate) struct Before<'a> {
+    pub lock: (&'a str, Params<'a>),
+    pub query: (&'a str, Params<'a>),
+}
+
 /// Records something that counts once by `key` (a ride, a maintenance visit): `insert`
 /// (an `INSERT … ON CONFLICT DO NOTHING` on the key, with `params`) writes it with its
 /// outbox event; when it inserts nothing, the record `earlier` (a query by the key) finds,
 /// as `Repeat` when `same` says it was at the same place and `Used` otherwise. Of two at
 /// once with one key, the second waits on the first's key and, once it commits, inserts
-/// nothing.
+/// nothing. `before`, when given, is checked first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_once<T>(
     store: &PgStore,
@@ -161,9 +172,20 @@ pub(crate) async fn record_once<T>(
     read: fn(&Row) -> StoreResult<T>,
     same: impl FnOnce(&T) -> bool,
     event: (TenantId, &OutboxEvent, Timestamp),
+    before: Option<Before<'_>>,
 ) -> StoreResult<OnceWrite<T>> {
     let mut c = store.client().await?;
     let tx = c.transaction().await.map_err(pg)?;
+    if let Some(before) = before {
+        tx.execute(before.lock.0, before.lock.1).await.map_err(pg)?;
+        if let Some(row) = tx
+            .query_opt(before.query.0, before.query.1)
+            .await
+            .map_err(pg)?
+        {
+            return Ok(OnceWrite::Repeat(read(&row)?));
+        }
+    }
     if tx.execute(insert, params).await.map_err(pg)? == 0 {
         let first = read(&tx.query_one(earlier, &[&key]).await.map_err(pg)?)?;
         return Ok(if same(&first) {
@@ -239,7 +261,7 @@ impl ShuttleStore for PgStore {
     ) -> StoreResult<()> {
         self.change_one(
             "INSERT INTO shuttle_routes (tenant_id, id, name, identities, updated_at, \
-             created_at) VALUES ($1,$2,$3,$4,$5,$6)",
+             created_at, reboard_minutes) VALUES ($1,$2,$3,$4,$5,$6,$7)",
             &[
                 &tenant.0,
                 &route.id.0,
@@ -247,6 +269,7 @@ impl ShuttleStore for PgStore {
                 &to_json_text(&route.identities)?,
                 &route.updated_at,
                 &route.created_at,
+                &i32::try_from(route.reboard_minutes).unwrap_or(i32::MAX),
             ],
             &audit,
         )
@@ -270,14 +293,15 @@ impl ShuttleStore for PgStore {
         audit: Audit,
     ) -> StoreResult<()> {
         self.change_one(
-            "UPDATE shuttle_routes SET name = $3, identities = $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND id = $2",
+            "UPDATE shuttle_routes SET name = $3, identities = $4, updated_at = $5, \
+             reboard_minutes = $6 WHERE tenant_id = $1 AND id = $2",
             &[
                 &tenant.0,
                 &route.id.0,
                 &route.name,
                 &to_json_text(&route.identities)?,
                 &route.updated_at,
+                &i32::try_from(route.reboard_minutes).unwrap_or(i32::MAX),
             ],
             &audit,
         )
@@ -377,7 +401,23 @@ impl ShuttleStore for PgStore {
         ride: Ride,
         nonce: Vec<u8>,
         event: OutboxEvent,
+        reboard_since: Option<Timestamp>,
     ) -> StoreResult<RideWrite> {
+        let lock = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
+        let query = format!(
+            "SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.user_id = $1 AND d.route_id = $2 \
+             AND d.at >= $3 \
+             AND NOT EXISTS (SELECT 1 FROM shuttle_rides x WHERE x.code_nonce = $4) \
+             ORDER BY d.at DESC LIMIT 1"
+        );
+        let since = reboard_since.unwrap_or(Timestamp::MIN);
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ride.user_id.0];
+        let query_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&ride.user_id.0, &ride.route_id.0, &since, &nonce];
+        let before = reboard_since.map(|_| Before {
+            lock: (lock, &lock_params),
+            query: (&query, &query_params),
+        });
         record_once(
             self,
             "INSERT INTO shuttle_rides (id, tenant_id, route_id, bus_id, user_id, code_nonce, \
@@ -396,6 +436,7 @@ impl ShuttleStore for PgStore {
             |r| Ok(ride_from_row(r)),
             |first| first.bus_id == ride.bus_id,
             (tenant, &event, ride.at),
+            before,
         )
         .await
     }

@@ -91,12 +91,16 @@ pub trait ShuttleStore: Send + Sync + 'static {
     async fn unbind_bus(&self, tenant: TenantId, id: BusId, audit: Audit) -> StoreResult<Bus>;
     /// Stores a ride with its outbox event, unless the personal code (its `nonce`) boarded
     /// already: then that ride, unchanged.
+    /// With `reboard_since`, a rider who boarded the route at or after it with another code
+    /// is answered with that ride (`Repeat`), and nothing is stored: one ride per trip.
+    /// Rides of one rider are checked one at a time.
     async fn record_ride(
         &self,
         tenant: TenantId,
         ride: Ride,
         nonce: Vec<u8>,
         event: OutboxEvent,
+        reboard_since: Option<Timestamp>,
     ) -> StoreResult<RideWrite>;
     /// Oldest first, by id, with the names as they are now.
     async fn list_rides(

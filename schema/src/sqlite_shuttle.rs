@@ -17,7 +17,7 @@ use crate::sqlite_money::insert_outbox;
 use crate::store::{bus_name_taken, from_json_text, shuttle_route_name_taken, to_json_text};
 use crate::wallet::{OutboxEvent, OutboxPage};
 
-const ROUTE_COLS: &str = "id, name, identities, created_at, updated_at";
+const ROUTE_COLS: &str = "id, name, identities, created_at, updated_at, reboard_minutes";
 
 fn route_row(r: &Row) -> rusqlite::Result<(ShuttleRoute, String)> {
     Ok((
@@ -25,6 +25,7 @@ fn route_row(r: &Row) -> rusqlite::Result<(ShuttleRoute, String)> {
             id: ShuttleRouteId(uuid_col(r, 0)?),
             name: r.get(1)?,
             identities: Vec::new(),
+            reboard_minutes: r.get(5)?,
             created_at: ts(r.get(3)?),
             updated_at: ts(r.get(4)?),
         },
@@ -247,7 +248,7 @@ impl ShuttleStore for SqliteStore {
             change_one(
                 c,
                 "INSERT INTO shuttle_routes (id, tenant_id, name, identities, created_at, \
-                 updated_at) VALUES (?,?,?,?,?,?)",
+                 updated_at, reboard_minutes) VALUES (?,?,?,?,?,?,?)",
                 params![
                     route.id.to_string(),
                     tenant.to_string(),
@@ -255,6 +256,7 @@ impl ShuttleStore for SqliteStore {
                     to_json_text(&route.identities)?,
                     ms(route.created_at),
                     ms(route.updated_at),
+                    route.reboard_minutes,
                 ],
                 &audit,
             )
@@ -302,12 +304,13 @@ impl ShuttleStore for SqliteStore {
             )?;
             change_one(
                 c,
-                "UPDATE shuttle_routes SET name = ?, identities = ?, updated_at = ? \
-                 WHERE tenant_id = ? AND id = ?",
+                "UPDATE shuttle_routes SET name = ?, identities = ?, updated_at = ?, \
+                 reboard_minutes = ? WHERE tenant_id = ? AND id = ?",
                 params![
                     route.name,
                     to_json_text(&route.identities)?,
                     ms(route.updated_at),
+                    route.reboard_minutes,
                     tenant.to_string(),
                     route.id.to_string(),
                 ],
@@ -435,8 +438,36 @@ impl ShuttleStore for SqliteStore {
         ride: Ride,
         nonce: Vec<u8>,
         event: OutboxEvent,
+        reboard_since: Option<jiff::Timestamp>,
     ) -> StoreResult<RideWrite> {
         self.write(move |c| {
+            // The single writer checks one rider's rides at a time. A code that boarded
+            // already keeps its own answer (the same ride, or used elsewhere).
+            if let Some(since) = reboard_since {
+                let earlier = c
+                    .prepare_cached(&format!(
+                        "SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.user_id = ? \
+                         AND d.route_id = ? AND d.at >= ? \
+                         AND NOT EXISTS (SELECT 1 FROM shuttle_rides x WHERE x.code_nonce = ?) \
+                         ORDER BY d.at DESC LIMIT 1"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_row(
+                            params![
+                                ride.user_id.to_string(),
+                                ride.route_id.to_string(),
+                                ms(since),
+                                &nonce[..]
+                            ],
+                            ride_row,
+                        )
+                        .optional()
+                    })
+                    .map_err(db)?;
+                if let Some(earlier) = earlier {
+                    return Ok(OnceWrite::Repeat(earlier));
+                }
+            }
             record_once(
                 c,
                 &format!("SELECT {RIDE_COLS} FROM {RIDE_FROM} WHERE d.code_nonce = ?"),

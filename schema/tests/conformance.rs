@@ -2543,6 +2543,7 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
         id: ShuttleRouteId::new(),
         name: name.into(),
         identities: vec!["staff".into()],
+        reboard_minutes: 0,
         created_at: now(),
         updated_at: now(),
     };
@@ -2701,12 +2702,12 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
     };
     let boarded = ride(&bus1, at);
     let w = store
-        .record_ride(t1, boarded.clone(), b"nonce-1".to_vec(), event())
+        .record_ride(t1, boarded.clone(), b"nonce-1".to_vec(), event(), None)
         .await
         .unwrap();
     assert_eq!(w, RideWrite::Created);
     let RideWrite::Repeat(seen) = store
-        .record_ride(t1, ride(&bus1, at), b"nonce-1".to_vec(), event())
+        .record_ride(t1, ride(&bus1, at), b"nonce-1".to_vec(), event(), None)
         .await
         .unwrap()
     else {
@@ -2717,7 +2718,7 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
         (boarded.id, Some("R1"), Some("Bus 1"))
     );
     let RideWrite::Used(seen) = store
-        .record_ride(t1, ride(&bus2, at), b"nonce-1".to_vec(), event())
+        .record_ride(t1, ride(&bus2, at), b"nonce-1".to_vec(), event(), None)
         .await
         .unwrap()
     else {
@@ -2726,7 +2727,7 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
     assert_eq!(seen.id, boarded.id);
     let second = ride(&bus2, at + MINUTE);
     store
-        .record_ride(t1, second.clone(), b"nonce-2".to_vec(), event())
+        .record_ride(t1, second.clone(), b"nonce-2".to_vec(), event(), None)
         .await
         .unwrap();
 
@@ -2760,6 +2761,51 @@ async fn a_bus_has_one_phone_and_a_personal_code_boards_once(store: Arc<dyn Stor
         .unwrap()
         .items
         .is_empty());
+
+    // One ride per trip: within the window a fresh code is answered with the rider's
+    // latest ride on the route, whichever bus; the same code keeps its own answers.
+    let window = Some(at + MINUTE - 30 * MINUTE);
+    let RideWrite::Repeat(seen) = store
+        .record_ride(
+            t1,
+            ride(&bus1, at + 2 * MINUTE),
+            b"nonce-3".to_vec(),
+            event(),
+            window,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh code within the window")
+    };
+    assert_eq!(seen.id, second.id);
+    let same_code =
+        |bus| store.record_ride(t1, ride(bus, at), b"nonce-1".to_vec(), event(), window);
+    assert!(matches!(same_code(&bus1).await.unwrap(), RideWrite::Repeat(r) if r.id == boarded.id));
+    assert!(matches!(same_code(&bus2).await.unwrap(), RideWrite::Used(r) if r.id == boarded.id));
+    // Ten fresh codes of one rider at once, past the earlier rides' window: one boards,
+    // round after round.
+    for round in 1..=5 {
+        let later = at + 40 * MINUTE * round;
+        let tries = (0..10).map(|i| {
+            store.record_ride(
+                t1,
+                ride(if i % 2 == 0 { &bus1 } else { &bus2 }, later),
+                format!("burst-{round}-{i}").into_bytes(),
+                event(),
+                Some(later - 30 * MINUTE),
+            )
+        });
+        let answers = futures_util::future::join_all(tries).await;
+        let created = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(RideWrite::Created)))
+            .count();
+        assert_eq!(created, 1, "round {round}: {answers:?}");
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Ok(RideWrite::Created | RideWrite::Repeat(_)))));
+    }
 }
 
 async fn device_codes_are_unique_and_a_maintenance_record_counts_once(store: Arc<dyn Store>) {

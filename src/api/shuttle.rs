@@ -32,6 +32,8 @@ use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
 const NAME_CHARS_MAX: usize = 32;
+/// The longest reboarding window a route may set: half a day.
+const REBOARD_MINUTES_MAX: u32 = 720;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,12 @@ pub struct CreateRoute {
     #[serde(default)]
     #[schema(max_items = 32)]
     pub identities: Vec<String>,
+    /// One ride per trip: a rider who boarded this route less than this many minutes ago
+    /// is answered "already boarded" with that ride, on whichever bus. 0 (the default):
+    /// every fresh code boards.
+    #[serde(default)]
+    #[schema(maximum = 720, example = 30)]
+    pub reboard_minutes: u32,
 }
 
 /// Absent fields stay as they are.
@@ -53,6 +61,8 @@ pub struct PatchRoute {
     pub name: Option<String>,
     #[schema(max_items = 32)]
     pub identities: Option<Vec<String>>,
+    #[schema(maximum = 720)]
+    pub reboard_minutes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -118,6 +128,13 @@ fn check_route(r: &ShuttleRoute) -> Result<(), ApiError> {
     let mut c = Checks::new();
     c.text("name", &r.name, 1, NAME_CHARS_MAX);
     check_identities(&mut c, &r.identities);
+    if r.reboard_minutes > REBOARD_MINUTES_MAX {
+        c.fail(
+            "reboard_minutes",
+            "range",
+            format!("0 to {REBOARD_MINUTES_MAX} minutes"),
+        );
+    }
     checked(c)
 }
 
@@ -141,6 +158,7 @@ pub async fn create_route(
         id: ShuttleRouteId::new(),
         name: body.name,
         identities: distinct(body.identities),
+        reboard_minutes: body.reboard_minutes,
         created_at: now,
         updated_at: now,
     };
@@ -150,7 +168,10 @@ pub async fn create_route(
         "shuttle.route.create",
         "shuttle_route",
         route.id,
-        serde_json::json!({ "name": route.name, "identities": route.identities }),
+        serde_json::json!({
+            "name": route.name, "identities": route.identities,
+            "reboard_minutes": route.reboard_minutes,
+        }),
     );
     state
         .store
@@ -205,6 +226,9 @@ pub async fn patch_route(
     if let Some(identities) = body.identities {
         route.identities = distinct(identities);
     }
+    if let Some(minutes) = body.reboard_minutes {
+        route.reboard_minutes = minutes;
+    }
     route.updated_at = state.clock.now();
     check_route(&route)?;
     let audit = caller.audit(
@@ -212,7 +236,10 @@ pub async fn patch_route(
         "shuttle.route.update",
         "shuttle_route",
         route.id,
-        serde_json::json!({ "name": route.name, "identities": route.identities }),
+        serde_json::json!({
+            "name": route.name, "identities": route.identities,
+            "reboard_minutes": route.reboard_minutes,
+        }),
     );
     state
         .store
@@ -435,7 +462,9 @@ async fn phone_bus(
 }
 
 /// Verify a rider's personal code on this phone's bus (a verifier token). 201 with the
-/// ride; 200 with the same ride when the same code is scanned again on this bus. Refused
+/// ride; 200 with the same ride when the same code is scanned again on this bus, and with
+/// the rider's earlier ride when the route takes each rider once within
+/// `reboard_minutes` and they boarded it (on any bus) that recently. Refused
 /// with why: 422 `personal_code_invalid` (not a personal code, or another organisation's),
 /// 409 `personal_code_expired` (older than 2 minutes: a screenshot), 409
 /// `personal_code_used` (it boarded another bus), 403 `card_inactive`, 403 `not_on_route`
@@ -484,7 +513,14 @@ pub async fn verify_ride(
     };
     match state
         .store
-        .record_ride(tenant, ride.clone(), nonce, event.clone())
+        .record_ride(
+            tenant,
+            ride.clone(),
+            nonce,
+            event.clone(),
+            (route.reboard_minutes > 0)
+                .then(|| now - jiff::SignedDuration::from_mins(i64::from(route.reboard_minutes))),
+        )
         .await?
     {
         RideWrite::Created => {
@@ -695,6 +731,7 @@ mod tests {
             id: ShuttleRouteId::new(),
             name: "East gate".into(),
             identities: vec!["staff".into()],
+            reboard_minutes: 0,
             created_at: now,
             updated_at: now,
         };
@@ -702,6 +739,11 @@ mod tests {
         route.identities.push(String::new());
         assert!(check_route(&route).is_err());
         route.identities = (0..33).map(|i| format!("id{i}")).collect();
+        assert!(check_route(&route).is_err());
+        route.identities = vec!["staff".into()];
+        route.reboard_minutes = REBOARD_MINUTES_MAX;
+        assert!(check_route(&route).is_ok());
+        route.reboard_minutes = REBOARD_MINUTES_MAX + 1;
         assert!(check_route(&route).is_err());
     }
 }

@@ -14,6 +14,7 @@ use crate::realtime::Ws;
 on_both_engines!(
     a_bus_phone_boards_riders_by_their_personal_codes,
     one_phone_per_bus_and_only_shuttle_admins_configure,
+    a_route_with_a_reboarding_window_takes_each_rider_once_a_trip,
 );
 
 fn id(v: &Value) -> String {
@@ -529,4 +530,62 @@ async fn one_phone_per_bus_and_only_shuttle_admins_configure(engine: Engine) {
     assert_problem(s, &p, 403, "forbidden");
     let (s, p) = app.get("/api/v1/me/rides", &phone).await;
     assert_problem(s, &p, 403, "forbidden");
+}
+
+async fn a_route_with_a_reboarding_window_takes_each_rider_once_a_trip(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let admin = &shop.admin;
+    let (s, east) = app
+        .post(
+            "/api/v1/shuttle/routes",
+            admin,
+            json!({"name": "East gate", "reboard_minutes": 30}),
+        )
+        .await;
+    assert_eq!((s, &east["reboard_minutes"]), (201, &json!(30)), "{east}");
+    let (s, e) = app
+        .post(
+            "/api/v1/shuttle/routes",
+            admin,
+            json!({"name": "West gate", "reboard_minutes": 721}),
+        )
+        .await;
+    assert_problem(s, &e, 422, "invalid");
+    let bus1 = bus(&app, admin, &east, "Bus 1").await;
+    let bus2 = bus(&app, admin, &east, "Bus 2").await;
+    let (phone1, phone2) = (
+        phone(&app, admin, &bus1).await,
+        phone(&app, admin, &bus2).await,
+    );
+    let (_, rider) = member(&app, admin, "Rider T-1", "T-1", "staff").await;
+    let (_, other) = member(&app, admin, "Rider T-2", "T-2", "staff").await;
+
+    let (s, first) = scan(&app, &phone1, &personal_code(&app, &rider).await).await;
+    assert_eq!(s, 201, "{first}");
+    // A fresh code of the same rider, on either bus of the route: already boarded, the
+    // earlier ride answered and nothing recorded.
+    for phone in [&phone1, &phone2] {
+        let (s, again) = scan(&app, phone, &personal_code(&app, &rider).await).await;
+        assert_eq!((s, &again["id"]), (200, &first["id"]), "{again}");
+    }
+    // Another rider boards.
+    let (s, e) = scan(&app, &phone2, &personal_code(&app, &other).await).await;
+    assert_eq!(s, 201, "{e}");
+    let (s, rides) = app.get("/api/v1/shuttle/rides", admin).await;
+    assert_eq!((s, count(&rides)), (200, 2), "{rides}");
+
+    // Without the window every fresh code boards.
+    let (s, r) = app
+        .patch(
+            &format!("/api/v1/shuttle/routes/{}", id(&east)),
+            admin,
+            json!({"reboard_minutes": 0}),
+        )
+        .await;
+    assert_eq!((s, &r["reboard_minutes"]), (200, &json!(0)), "{r}");
+    let (s, again) = scan(&app, &phone2, &personal_code(&app, &rider).await).await;
+    assert_eq!(s, 201, "{again}");
 }
