@@ -438,6 +438,14 @@ impl Access for Verifier {
     const KINDS: &'static [TokenKind] = &[TokenKind::Verifier];
 }
 
+/// An app's server redeeming the launch tickets its page was opened with (a signed
+/// request with the `launch` scope; no token opens it).
+pub struct AppLauncher;
+impl Access for AppLauncher {
+    const KINDS: &'static [TokenKind] = &[];
+    const APP_SCOPE: Option<AppScope> = Some(AppScope::Launch);
+}
+
 /// A till (terminal token).
 pub struct Terminal;
 impl Access for Terminal {
@@ -681,6 +689,12 @@ fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
     if caller.kind == TokenKind::Cardholder && A::MANAGERS && caller.grants.is_some() {
         // A holder of a managing identity: the handler narrows them to its departments.
         return Ok(());
+    }
+    if A::KINDS.is_empty() {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "this needs an app's signed request",
+        ));
     }
     if !A::KINDS.contains(&caller.kind) {
         let wanted: Vec<&str> = A::KINDS.iter().map(|k| k.as_str()).collect();

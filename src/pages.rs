@@ -4,7 +4,8 @@
 //! (what a canteen's collection code opens on a cardholder's phone: pay it, or be counted)
 //! `/verify` (a shuttle bus's phone, a device's scanner or a visitor gate: it verifies
 //! the codes shown to it), `/visit` (a visitor's request and pass), `/claim` (claiming
-//! and activating a card) and `/bind` (a new admin binding themselves).
+//! and activating a card), `/bind` (a new admin binding themselves) and `/launch/<app>`
+//! (an H5 app's or mini-program's own link: it opens the app for the card on the phone).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -31,6 +32,8 @@ const CLAIM_JS: &str = include_str!("pages/claim.js");
 const VISIT_JS: &str = include_str!("pages/visit.js");
 const BIND: &str = include_str!("pages/bind.html");
 const BIND_JS: &str = include_str!("pages/bind.js");
+const LAUNCH: &str = include_str!("pages/launch.html");
+const LAUNCH_JS: &str = include_str!("pages/launch.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -77,6 +80,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/me.js", web::get().to(|| async { page(ME_JS, JS) }))
         .route("/pay", web::get().to(|| async { page(PAY, HTML) }))
         .route("/bind", web::get().to(|| async { page(BIND, HTML) }))
+        .route(
+            "/launch/{app}",
+            web::get().to(|| async { page(LAUNCH, HTML) }),
+        )
+        .route(
+            "/assets/launch.js",
+            web::get().to(|| async { page(LAUNCH_JS, JS) }),
+        )
         .route(
             "/assets/bind.js",
             web::get().to(|| async { page(BIND_JS, JS) }),

@@ -15,8 +15,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
-    identity, import, ledger, maintenance, merchants, notices, payments, people, reports, shuttle,
-    stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
+    identity, import, launch, ledger, maintenance, merchants, notices, payments, people, reports,
+    shuttle, stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -169,6 +169,8 @@ where
                 .service(cards::send_phone_code)
                 .service(cards::claim_card)
                 .service(cards::list_my_cards)
+                .service(launch::start_launch)
+                .service(launch::redeem_launch)
                 .service(people::create_link_code)
                 .service(people::redeem_link_code)
                 .service(people::get_my_identity)

@@ -144,6 +144,9 @@ string_enum!(
         /// Claim tickets: vouch that an account of the tenant's channel (its official
         /// account) may claim cards, and whether it follows.
         ClaimTickets => "claim_tickets",
+        /// Redeem the launch tickets with which the card's launcher opens the app's page:
+        /// who opened it (name, number, identity).
+        Launch => "launch",
     }
 );
 
@@ -485,6 +488,9 @@ pub struct App {
     pub webhook_url: Option<String>,
     /// The event types it wants there; each needs a scope that reads it.
     pub webhook_events: Vec<WebhookEvent>,
+    /// An H5 app's or mini-program's page, which the card's launcher opens with a
+    /// one-time `onecard_ticket` (the app's server redeems it for who opened it).
+    pub entry_url: Option<String>,
     /// Bumped by each secret rotation; the older secret stops working at once.
     pub secret_version: i32,
     pub created_at: Timestamp,

@@ -368,9 +368,10 @@ impl PgStore {
 }
 
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
-     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events";
+     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events, \
+     a.entry_url";
 /// Columns after `APP_COLS` start here.
-const APP_COLS_END: usize = 11;
+const APP_COLS_END: usize = 12;
 
 fn app_from_row(r: &Row) -> StoreResult<App> {
     Ok(App {
@@ -385,6 +386,7 @@ fn app_from_row(r: &Row) -> StoreResult<App> {
         updated_at: r.get(8),
         webhook_url: r.get(9),
         webhook_events: from_json_text(r.get(10))?,
+        entry_url: r.get(11),
     })
 }
 
@@ -1092,8 +1094,8 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         tx.execute(
             "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
-             secret_version, created_at, updated_at, webhook_url, webhook_events) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+             secret_version, created_at, updated_at, webhook_url, webhook_events, entry_url) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
             &[
                 &app.id.0,
                 &tenant.0,
@@ -1107,6 +1109,7 @@ impl Store for PgStore {
                 &app.updated_at,
                 &app.webhook_url,
                 &to_json_text(&app.webhook_events)?,
+                &app.entry_url,
             ],
         )
         .await
@@ -1128,8 +1131,8 @@ impl Store for PgStore {
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {
         self.change_one(
             "UPDATE apps SET name = $3, description = $4, logo_url = $5, scopes = $6, \
-             secret_version = $7, updated_at = $8, webhook_url = $9, webhook_events = $10 \
-             WHERE tenant_id = $1 AND id = $2",
+             secret_version = $7, updated_at = $8, webhook_url = $9, webhook_events = $10, \
+             entry_url = $11 WHERE tenant_id = $1 AND id = $2",
             &[
                 &tenant.0,
                 &app.id.0,
@@ -1141,6 +1144,7 @@ impl Store for PgStore {
                 &app.updated_at,
                 &app.webhook_url,
                 &to_json_text(&app.webhook_events)?,
+                &app.entry_url,
             ],
             &audit,
         )
@@ -1167,6 +1171,45 @@ impl Store for PgStore {
         }
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg)
+    }
+
+    async fn put_app_launch(
+        &self,
+        app: AppId,
+        tenant: TenantId,
+        user: UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO app_launches (hash, app_id, user_id, tenant_id, expires_at) \
+             VALUES ($1,$2,$3,$4,$5) ON CONFLICT (app_id, user_id) DO UPDATE \
+             SET hash = excluded.hash, expires_at = excluded.expires_at",
+            &[&&hash[..], &app.0, &user.0, &tenant.0, &expires_at],
+        )
+        .await
+        .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn redeem_app_launch(
+        &self,
+        app: AppId,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<(TenantId, UserId)> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM app_launches WHERE hash = $1 AND app_id = $2 AND expires_at > $3 \
+                 RETURNING tenant_id, user_id",
+                &[&&hash[..], &app.0, &now],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::Gone)?;
+        Ok((TenantId(row.get(0)), UserId(row.get(1))))
     }
 
     async fn lookup_app(&self, id: AppId) -> StoreResult<Option<(TenantId, Edition, App)>> {

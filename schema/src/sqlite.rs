@@ -642,9 +642,10 @@ impl SqliteStore {
 }
 
 const APP_COLS: &str = "a.id, a.name, a.kind, a.description, a.logo_url, a.scopes, \
-     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events";
+     a.secret_version, a.created_at, a.updated_at, a.webhook_url, a.webhook_events, \
+     a.entry_url";
 /// Columns after `APP_COLS` start here.
-const APP_COLS_END: usize = 11;
+const APP_COLS_END: usize = 12;
 
 struct AppRow {
     id: Uuid,
@@ -658,6 +659,7 @@ struct AppRow {
     updated_at: i64,
     webhook_url: Option<String>,
     webhook_events: String,
+    entry_url: Option<String>,
 }
 
 fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
@@ -673,6 +675,7 @@ fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
         updated_at: r.get(8)?,
         webhook_url: r.get(9)?,
         webhook_events: r.get(10)?,
+        entry_url: r.get(11)?,
     })
 }
 
@@ -689,6 +692,7 @@ fn app_from_row(r: AppRow) -> StoreResult<App> {
         updated_at: ts(r.updated_at),
         webhook_url: r.webhook_url,
         webhook_events: from_json_text(&r.webhook_events)?,
+        entry_url: r.entry_url,
     })
 }
 
@@ -1428,8 +1432,8 @@ impl Store for SqliteStore {
             check_name_free(c, "apps", tenant, app.id.0, &app.name, app_name_taken)?;
             c.execute(
                 "INSERT INTO apps (id, tenant_id, name, kind, description, logo_url, scopes, \
-                 secret_version, created_at, updated_at, webhook_url, webhook_events) \
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                 secret_version, created_at, updated_at, webhook_url, webhook_events, \
+                 entry_url) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 params![
                     app.id.to_string(),
                     tenant.to_string(),
@@ -1442,7 +1446,8 @@ impl Store for SqliteStore {
                     ms(app.created_at),
                     ms(app.updated_at),
                     app.webhook_url,
-                    to_json_text(&app.webhook_events)?
+                    to_json_text(&app.webhook_events)?,
+                    app.entry_url,
                 ],
             )
             .map_err(db)?;
@@ -1467,8 +1472,8 @@ impl Store for SqliteStore {
             change_one(
                 c,
                 "UPDATE apps SET name = ?, description = ?, logo_url = ?, scopes = ?, \
-                 secret_version = ?, updated_at = ?, webhook_url = ?, webhook_events = ? \
-                 WHERE tenant_id = ? AND id = ?",
+                 secret_version = ?, updated_at = ?, webhook_url = ?, webhook_events = ?, \
+                 entry_url = ? WHERE tenant_id = ? AND id = ?",
                 params![
                     app.name,
                     app.description,
@@ -1478,6 +1483,7 @@ impl Store for SqliteStore {
                     ms(app.updated_at),
                     app.webhook_url,
                     to_json_text(&app.webhook_events)?,
+                    app.entry_url,
                     tenant.to_string(),
                     app.id.to_string()
                 ],
@@ -1509,6 +1515,53 @@ impl Store for SqliteStore {
             c.execute("DELETE FROM apps WHERE id = ?", [id.to_string()])
                 .map_err(db)?;
             insert_audit(c, &audit)
+        })
+        .await
+    }
+
+    async fn put_app_launch(
+        &self,
+        app: AppId,
+        tenant: TenantId,
+        user: UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO app_launches (hash, app_id, user_id, tenant_id, expires_at) \
+                 VALUES (?,?,?,?,?) ON CONFLICT (app_id, user_id) DO UPDATE \
+                 SET hash = excluded.hash, expires_at = excluded.expires_at",
+                params![
+                    &hash[..],
+                    app.to_string(),
+                    user.to_string(),
+                    tenant.to_string(),
+                    ms(expires_at)
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_app_launch(
+        &self,
+        app: AppId,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<(TenantId, UserId)> {
+        self.write(move |c| {
+            c.query_row(
+                "DELETE FROM app_launches WHERE hash = ? AND app_id = ? AND expires_at > ? \
+                 RETURNING tenant_id, user_id",
+                params![&hash[..], app.to_string(), ms(now)],
+                |r| Ok((TenantId(uuid_col(r, 0)?), UserId(uuid_col(r, 1)?))),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or(StoreError::Gone)
         })
         .await
     }

@@ -116,6 +116,24 @@ pub trait Store:
     /// Replaces an app's fields, `secret_version` included (a rotation).
     async fn update_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()>;
     async fn delete_app(&self, tenant: TenantId, id: AppId, audit: Audit) -> StoreResult<()>;
+    /// Stores a launch ticket (its SHA-256) with which the app learns that `user` opened
+    /// it from their card; it replaces the cardholder's earlier ticket for the app.
+    async fn put_app_launch(
+        &self,
+        app: AppId,
+        tenant: TenantId,
+        user: UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Spends the app's launch ticket: who opened the app. `Gone` unless the app has an
+    /// unexpired ticket with this hash.
+    async fn redeem_app_launch(
+        &self,
+        app: AppId,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<(TenantId, UserId)>;
     /// An app by its key, with its tenant and the tenant's edition, for a signed request.
     async fn lookup_app(&self, id: AppId) -> StoreResult<Option<(TenantId, Edition, App)>>;
     /// Records a signed request's nonce; false if the app used it before (a replay).

@@ -1315,6 +1315,7 @@ async fn webhook_app(store: &Arc<dyn Store>, t: TenantId, name: &str, url: Optio
         } else {
             vec![]
         },
+        entry_url: None,
         secret_version: 1,
         created_at: now(),
         updated_at: now(),

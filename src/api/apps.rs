@@ -53,6 +53,10 @@ pub struct CreateApp {
     /// (`payments_read`).
     #[serde(default)]
     pub webhook_events: Vec<WebhookEvent>,
+    /// An H5 app's or mini-program's page (not a headless app's): the card's launcher
+    /// opens it with `?onecard_ticket=…`, which the app's server redeems (scope `launch`).
+    #[schema(max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub entry_url: Option<String>,
 }
 
 /// Absent fields stay as they are; `null` clears `description` or `logo_url`.
@@ -79,6 +83,10 @@ pub struct PatchApp {
     pub webhook_url: Option<Option<String>>,
     /// Replaces the event types whole.
     pub webhook_events: Option<Vec<WebhookEvent>>,
+    /// `null`: the launcher has nothing to open.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = r"^https?://[^\s]+$")]
+    pub entry_url: Option<Option<String>>,
 }
 
 /// An app as admins see it.
@@ -88,6 +96,11 @@ pub struct AppView {
     pub app: App,
     /// What the app sends as `X-App-Key`.
     pub app_key: AppId,
+    /// An H5 app's or mini-program's own link: the card's launcher, which opens
+    /// `entry_url` for the cardholder signed in on the phone. Null for a headless app.
+    pub launch_url: Option<String>,
+    /// A mini-program's own code: `launch_url` as an SVG QR image.
+    pub launch_qr_svg: Option<String>,
 }
 
 /// An app with its secret: shown once, at creation and at each rotation.
@@ -99,19 +112,27 @@ pub struct AppCredentials {
     pub app_secret: String,
 }
 
-fn view(app: App) -> AppView {
-    AppView {
+fn view(state: &AppState, app: App) -> Result<AppView, ApiError> {
+    let launch_url =
+        (app.kind != AppKind::Headless).then(|| format!("{}/launch/{}", state.public_url, app.id));
+    let launch_qr_svg = match (&launch_url, app.kind) {
+        (Some(url), AppKind::MiniProgram) => Some(super::qr_svg(url, 240)?),
+        _ => None,
+    };
+    Ok(AppView {
         app_key: app.id,
+        launch_url,
+        launch_qr_svg,
         app,
-    }
+    })
 }
 
-fn credentials(state: &AppState, app: App) -> AppCredentials {
+fn credentials(state: &AppState, app: App) -> Result<AppCredentials, ApiError> {
     let app_secret = state.keys.app_secret(app.id, app.secret_version);
-    AppCredentials {
-        view: view(app),
+    Ok(AppCredentials {
+        view: view(state, app)?,
         app_secret,
-    }
+    })
 }
 
 fn check_app(app: &App) -> Result<(), ApiError> {
@@ -131,6 +152,21 @@ fn check_app(app: &App) -> Result<(), ApiError> {
         if c.text("webhook_url", url, 1, WEBHOOK_URL_CHARS_MAX) && !webhook_address(url) {
             c.fail(
                 "webhook_url",
+                "pattern",
+                "an http:// or https:// address with a host, without user or password",
+            );
+        }
+    }
+    if let Some(url) = &app.entry_url {
+        if app.kind == AppKind::Headless {
+            c.fail(
+                "entry_url",
+                "kind",
+                "a headless app has no page to open: only h5 and mini_program apps",
+            );
+        } else if c.text("entry_url", url, 1, WEBHOOK_URL_CHARS_MAX) && !webhook_address(url) {
+            c.fail(
+                "entry_url",
                 "pattern",
                 "an http:// or https:// address with a host, without user or password",
             );
@@ -181,6 +217,7 @@ fn audit_detail(app: &App) -> serde_json::Value {
         "name": app.name, "kind": app.kind, "scopes": app.scopes,
         "secret_version": app.secret_version,
         "webhook_url": app.webhook_url, "webhook_events": app.webhook_events,
+        "entry_url": app.entry_url,
     })
 }
 
@@ -203,6 +240,7 @@ pub async fn create_app(
         scopes: body.scopes,
         webhook_url: body.webhook_url,
         webhook_events: body.webhook_events,
+        entry_url: body.entry_url,
         secret_version: 1,
         created_at: now,
         updated_at: now,
@@ -214,7 +252,7 @@ pub async fn create_app(
         .create_app(caller.tenant()?, app.clone(), audit)
         .await?;
     state.webhooks.forget_subscribers();
-    Ok(HttpResponse::Created().json(credentials(&state, app)))
+    Ok(HttpResponse::Created().json(credentials(&state, app)?))
 }
 
 /// The tenant's apps, by name.
@@ -226,7 +264,10 @@ pub async fn list_apps(
     caller: Auth<AppsViewer>,
 ) -> Result<web::Json<Paged<AppView>>, ApiError> {
     let apps = state.store.list_apps(caller.tenant()?).await?;
-    let items = apps.into_iter().map(view).collect();
+    let items = apps
+        .into_iter()
+        .map(|a| view(&state, a))
+        .collect::<Result<_, _>>()?;
     Ok(web::Json(Paged::new(items, None)))
 }
 
@@ -240,7 +281,7 @@ pub async fn get_app(
     id: web::Path<String>,
 ) -> Result<web::Json<AppView>, ApiError> {
     let app = state.store.get_app(caller.tenant()?, path_id(&id)?).await?;
-    Ok(web::Json(view(app)))
+    Ok(web::Json(view(&state, app)?))
 }
 
 /// Change an app's name, description, logo or scopes (scopes hold from its next request).
@@ -273,13 +314,16 @@ pub async fn patch_app(
     if let Some(events) = body.webhook_events {
         app.webhook_events = events;
     }
+    if let Some(url) = body.entry_url {
+        app.entry_url = url;
+    }
     check_app(&app)?;
     app.updated_at = state.clock.now();
     let audit = caller.audit(&state, "app.update", "app", app.id, audit_detail(&app));
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
     state.webhooks.forget_subscribers();
-    Ok(web::Json(view(app)))
+    Ok(web::Json(view(&state, app)?))
 }
 
 /// Issue a new secret; the old one stops working (on other nodes within the cache's few
@@ -309,7 +353,7 @@ pub async fn rotate_app_secret(
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
     state.webhooks.forget_subscribers();
-    Ok(HttpResponse::Created().json(credentials(&state, app)))
+    Ok(HttpResponse::Created().json(credentials(&state, app)?))
 }
 
 /// Remove an app; its signed requests stop (on other nodes within the cache's seconds).

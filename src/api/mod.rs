@@ -14,6 +14,7 @@ pub mod groups;
 pub mod health;
 pub mod identity;
 pub mod import;
+pub mod launch;
 pub mod ledger;
 pub mod maintenance;
 pub mod merchants;

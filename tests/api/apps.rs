@@ -13,6 +13,7 @@ on_both_engines!(
     an_app_calls_the_api_with_signed_requests_as_far_as_its_scopes_reach,
     bad_signatures_stale_clocks_and_replays_are_refused_and_change_nothing,
     a_replay_is_refused_with_nonces_in_the_store,
+    an_h5_app_opens_from_the_card_and_its_server_learns_who_opened_it,
 );
 
 /// Without Redis the store keeps the nonces (with it, Redis does; CI runs the tests above
@@ -465,4 +466,134 @@ async fn bad_signatures_stale_clocks_and_replays_are_refused_and_change_nothing(
 
     // Only the three good requests made users.
     assert_eq!(count().await, 3);
+}
+
+async fn an_h5_app_opens_from_the_card_and_its_server_learns_who_opened_it(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (_, admin) = app.tenant("university", "advanced").await;
+    let (s, body) = app
+        .post(
+            "/api/v1/apps",
+            &admin,
+            json!({"name": "Gate", "kind": "headless", "entry_url": "https://gate.example.edu/"}),
+        )
+        .await;
+    assert_problem(s, &body, 422, "invalid");
+    let (library, creds) = register(
+        &app,
+        &admin,
+        json!({"name": "Library", "kind": "h5", "scopes": ["launch"],
+               "entry_url": "https://library.example.edu/open?from=card"}),
+    )
+    .await;
+    let key = library["app_key"].as_str().unwrap();
+    assert!(
+        library["launch_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/launch/{key}")),
+        "{library}"
+    );
+    assert_eq!(library["launch_qr_svg"], Value::Null);
+    let (menu, menu_creds) = register(
+        &app,
+        &admin,
+        json!({"name": "Menu", "kind": "mini_program", "scopes": ["launch"],
+               "entry_url": "https://menu.example.edu/"}),
+    )
+    .await;
+    assert!(menu["launch_qr_svg"].as_str().unwrap().contains("<svg"));
+    let (gate, _) = register(&app, &admin, json!({"name": "Gate", "kind": "headless"})).await;
+    assert_eq!(gate["launch_url"], Value::Null);
+
+    let person = app.user(&admin, "L-1").await;
+    let (s, t) = app
+        .post(
+            &format!("/api/v1/users/{}/tokens", person["id"].as_str().unwrap()),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let card = t["token"].as_str().unwrap();
+    let launch =
+        |app_id: &Value| app.post("/api/v1/me/app-launches", card, json!({"app_id": app_id}));
+    let (s, body) = launch(&gate["app_key"]).await;
+    assert_problem(s, &body, 409, "app_not_launchable");
+    let (s, opened) = launch(&library["app_key"]).await;
+    assert_eq!(s, 201, "{opened}");
+    let url = reqwest::Url::parse(opened["redirect_url"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (url.host_str(), url.path()),
+        (Some("library.example.edu"), "/open")
+    );
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["from"], "card");
+    let ticket = query["onecard_ticket"].clone();
+
+    // Only the app it was made for redeems it, once; nothing else reaches the route.
+    let redeem = |ticket: &str| {
+        Signed::new(
+            &app,
+            Method::POST,
+            "/api/v1/app-launches/redeem",
+            Some(json!({ "ticket": ticket })),
+        )
+    };
+    let (s, body) = redeem(&ticket).send(&app, &menu_creds).await;
+    assert_problem(s, &body, 410, "launch_ticket_used_or_expired");
+    let (s, body) = app
+        .post(
+            "/api/v1/app-launches/redeem",
+            &admin,
+            json!({ "ticket": ticket }),
+        )
+        .await;
+    assert_problem(s, &body, 403, "forbidden");
+    let (s, who) = redeem(&ticket).send(&app, &creds).await;
+    assert_eq!(s, 200, "{who}");
+    assert_eq!(
+        (&who["user_id"], &who["number"], &who["status"]),
+        (&person["id"], &json!("L-1"), &json!("active"))
+    );
+    let (s, body) = redeem(&ticket).send(&app, &creds).await;
+    assert_problem(s, &body, 410, "launch_ticket_used_or_expired");
+    // A ticket waits a minute at most; a new one replaces the one before.
+    let (_, first) = launch(&menu["app_key"]).await;
+    let (_, second) = launch(&menu["app_key"]).await;
+    let ticket_of = |v: &Value| {
+        reqwest::Url::parse(v["redirect_url"].as_str().unwrap())
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "onecard_ticket")
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    let (s, _) = redeem(&ticket_of(&first)).send(&app, &menu_creds).await;
+    assert_eq!(s, 410);
+    app.clock.advance(SignedDuration::from_secs(61));
+    let (s, _) = redeem(&ticket_of(&second)).send(&app, &menu_creds).await;
+    assert_eq!(s, 410);
+
+    // Another organisation's app is not found.
+    let (_, other) = app.tenant("university", "advanced").await;
+    let stranger = app.user(&other, "L-2").await;
+    let (_, t) = app
+        .post(
+            &format!("/api/v1/users/{}/tokens", stranger["id"].as_str().unwrap()),
+            &other,
+            json!({}),
+        )
+        .await;
+    let (s, _) = app
+        .post(
+            "/api/v1/me/app-launches",
+            t["token"].as_str().unwrap(),
+            json!({"app_id": library["app_key"]}),
+        )
+        .await;
+    assert_eq!(s, 404);
 }

@@ -71,6 +71,19 @@ async fn record(
     (id, tok["token"].as_str().unwrap().to_string())
 }
 
+/// The operator takes the tenant out of the group.
+async fn leave(app: &TestApp, group: &str, t: &Member) {
+    let (s, body) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenant-groups/{group}/tenants/{}", t.id),
+            Some(ROOT_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{body}");
+}
+
 async fn link_code(app: &TestApp, token: &str) -> String {
     let (s, c) = app
         .post("/api/v1/me/identity/link-codes", token, json!({}))
@@ -366,30 +379,14 @@ async fn linked_records_open_sessions_and_leave_with_their_tenant(engine: Engine
     let code = link_code(&app, &tc).await;
     let (s, three) = redeem(&app, &ta, &code).await;
     assert_eq!(s, 201, "{three}");
-    let (s, _) = app
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/tenant-groups/{group}/tenants/{}", c.id),
-            Some(ROOT_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(s, 204);
+    leave(&app, &group, &c).await;
     assert_eq!(identity(&app, &tc).await, Value::Null);
     assert_eq!(records(&identity(&app, &ta).await).len(), 2);
     let (s, e) = app
         .post("/api/v1/me/identity/link-codes", &tc, json!({}))
         .await;
     assert_problem(s, &e, 409, "link_not_allowed");
-    let (s, _) = app
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/tenant-groups/{group}/tenants/{}", b.id),
-            Some(ROOT_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(s, 204);
+    leave(&app, &group, &b).await;
     assert_eq!(identity(&app, &ta).await, Value::Null);
     assert_eq!(identity(&app, &tb_new).await, Value::Null);
 

@@ -683,14 +683,17 @@ async fn a_sub_admin_granted_the_group_reaches_members_with_its_own_grants(engin
 
     // Granted payments to manage, the clerk opens a canteen in the school, audited there as
     // the group's admin; without payments, the group's money is closed.
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap()),
-            &office,
-            json!({"features": {"group": "view", "payments": "manage"}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
+    let grant = |features: Value| {
+        let (app, office) = (&app, &office);
+        let path = format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap());
+        async move {
+            let (s, body) = app
+                .patch(&path, office, json!({ "features": features }))
+                .await;
+            assert_eq!(s, 200, "{body}");
+        }
+    };
+    grant(json!({"group": "view", "payments": "manage"})).await;
     let (s, m) = post_in(
         &app,
         "/api/v1/merchants",
@@ -710,14 +713,7 @@ async fn a_sub_admin_granted_the_group_reaches_members_with_its_own_grants(engin
         log["items"][0]["actor"],
         format!("group_admin:{district}/{}", me["id"].as_str().unwrap())
     );
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/admin-groups/{}", finance["id"].as_str().unwrap()),
-            &office,
-            json!({"features": {"group": "view"}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
+    grant(json!({"group": "view"})).await;
     let (s, body) = app
         .get("/api/v1/group/reports/income-summary", &clerk)
         .await;
