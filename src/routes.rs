@@ -170,6 +170,7 @@ where
                 .service(cards::claim_card)
                 .service(cards::list_my_cards)
                 .service(launch::start_launch)
+                .service(launch::list_card_apps)
                 .service(launch::redeem_launch)
                 .service(people::create_link_code)
                 .service(people::redeem_link_code)

@@ -6,7 +6,7 @@
 //! opened it. A ticket is good for one redemption, by that app, within a minute; the page
 //! never holds the card's token, only the ticket.
 
-use actix_web::{post, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_schema::ids::{AppId, TenantId, UserId};
@@ -15,6 +15,7 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Paged;
 use crate::auth::{hash_token, new_token, AppLauncher, Auth, Cardholder};
 use crate::extract::Json;
 use crate::problem::{ApiError, Problems};
@@ -148,4 +149,48 @@ pub async fn redeem_launch(
         identity: user.identity,
         status: user.status,
     }))
+}
+
+/// An app the card opens, as its holder sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardApp {
+    pub id: AppId,
+    pub name: String,
+    pub kind: AppKind,
+    pub description: Option<String>,
+    pub logo_url: Option<String>,
+    /// The app's own link (`/launch/<id>`).
+    pub launch_url: String,
+}
+
+/// The apps this card opens (H5 apps and mini-programs with a page), by name; none in an
+/// edition without the open API.
+#[utoipa::path(tag = "apps", security(("bearer" = [])),
+    responses((status = 200, body = Paged<CardApp>), Problems))]
+#[get("/me/apps")]
+pub async fn list_card_apps(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+) -> Result<web::Json<Paged<CardApp>>, ApiError> {
+    let open = caller
+        .edition
+        .is_some_and(|e| has_capability(e, Capability::OpenApi));
+    let apps = if open {
+        state.store.list_apps(caller.tenant()?).await?
+    } else {
+        Vec::new()
+    };
+    let items = apps
+        .into_iter()
+        .filter(|a| a.kind != AppKind::Headless && a.entry_url.is_some())
+        .map(|a| CardApp {
+            launch_url: format!("{}/launch/{}", state.public_url, a.id),
+            id: a.id,
+            name: a.name,
+            kind: a.kind,
+            description: a.description,
+            logo_url: a.logo_url,
+        })
+        .collect();
+    Ok(web::Json(Paged::new(items, None)))
 }

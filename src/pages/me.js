@@ -158,6 +158,16 @@
     }
   });
 
+  // The organisation's apps this card opens (each through its own link, /launch/<app>).
+  async function refreshApps() {
+    const list = await OneCard.api(tok, "GET", "/me/apps");
+    $("apps").classList.toggle("hidden", list.items.length === 0);
+    $("app-list").innerHTML = list.items.map((a) => `<li>
+      <span>${OneCard.esc(a.name)}${a.description ? `<br><span class="muted">${OneCard.esc(a.description)}</span>` : ""}</span>
+      <a href="/launch/${encodeURIComponent(a.id)}" data-app="${OneCard.esc(a.id)}">Open</a>
+    </li>`).join("");
+  }
+
   for (const m of ["pay", "ride"]) {
     $(`mode-${m}`).addEventListener("click", () => {
       mode = m;
@@ -167,7 +177,7 @@
     });
   }
 
-  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors(), refreshSchools()]);
+  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors(), refreshSchools(), refreshApps()]);
   setInterval(refreshCode, 60_000);
 
   new OneCard.Live(tok, [me.topic], {

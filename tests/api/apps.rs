@@ -518,6 +518,17 @@ async fn an_h5_app_opens_from_the_card_and_its_server_learns_who_opened_it(engin
         .await;
     assert_eq!(s, 201, "{t}");
     let card = t["token"].as_str().unwrap();
+    // The card lists the apps it opens: pages, not the headless gate.
+    let (s, listed) = app.get("/api/v1/me/apps", card).await;
+    assert_eq!(s, 200, "{listed}");
+    let mut names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Library", "Menu"]);
     let launch =
         |app_id: &Value| app.post("/api/v1/me/app-launches", card, json!({"app_id": app_id}));
     let (s, body) = launch(&gate["app_key"]).await;

@@ -539,13 +539,15 @@ try {
     const old = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${northCard}` } });
     assert.equal(old.status, 401, "the North card left phone A");
     results.push("me: two schools' cards linked by a code shown on one and entered on the other; the North card opened from the South phone");
-    // /launch: an H5 app's own link opens its page for the card on this phone, carrying a
-    // one-time ticket (its server redeems it; tests/api/apps.rs).
+    // /launch: the card lists its apps; one opens through its own link, which goes on to
+    // the app's page for the card on this phone with a one-time ticket (its server
+    // redeems it; tests/api/apps.rs).
     const h5 = await api(north.admin_token, "POST", "/apps",
       { name: "Library", kind: "h5", scopes: ["launch"], entry_url: `${base}/healthz?from=card` });
-    await b.goto(`${base}${new URL(h5.launch_url).pathname}`);
+    await b.reload();
+    await b.click(`[data-testid=apps] a[data-app="${h5.id}"]`);
     await b.waitForURL(/\/healthz\?from=card&onecard_ticket=[\w-]{43}$/, { timeout: 10_000 });
-    results.push("launch: an H5 app's own link opened its page for the North card with a one-time ticket");
+    results.push("launch: /me listed the school's app; its own link opened its page for the North card with a one-time ticket");
     await phoneA.close();
     await phoneB.close();
   }
