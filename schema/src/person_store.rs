@@ -59,6 +59,11 @@ pub fn link_not_allowed(detail: &str) -> StoreError {
     StoreError::conflict("link_not_allowed", Some("code"), detail)
 }
 
+/// 409 `link_not_allowed`: a suspended or departed record is linked to nobody.
+pub fn inactive_record() -> StoreError {
+    link_not_allowed("a suspended or departed record cannot be linked")
+}
+
 /// 409 `tenant_already_linked`: the person has a record in that tenant already.
 pub fn tenant_already_linked() -> StoreError {
     StoreError::conflict(
@@ -112,7 +117,7 @@ pub trait PersonStore: Send + Sync + 'static {
     async fn put_link_code(&self, code: NewLinkCode) -> StoreResult<()>;
 
     /// Spends the code (`Gone` if unknown or expired) and links its record with the
-    /// redeemer's: the two must be in different tenants of one group (409
+    /// redeemer's: the two must be active records in different tenants of one group (409
     /// `link_not_allowed`), agree on the ID-document number when both carry one (409
     /// `identity_mismatch`), and the joined person may hold one record per tenant (409
     /// `tenant_already_linked`). A refusal leaves the code unspent. When anything changed,

@@ -11,8 +11,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::person_store::{
-    identity_mismatch, join, link_audits, link_not_allowed, tenant_already_linked, Join,
-    LinkRequest, NewLinkCode, Person, PersonLink, PersonStore,
+    identity_mismatch, inactive_record, join, link_audits, link_not_allowed, tenant_already_linked,
+    Join, LinkRequest, NewLinkCode, Person, PersonLink, PersonStore,
 };
 use crate::postgres::{insert_audit, insert_token, pg, PgStore};
 
@@ -207,7 +207,7 @@ impl PersonStore for PgStore {
         for (i, (_, user)) in records.iter().enumerate() {
             let row = tx
                 .query_opt(
-                    "SELECT u.id_hash, l.person_id FROM users u \
+                    "SELECT u.id_hash, l.person_id, u.status FROM users u \
                      LEFT JOIN person_links l ON l.user_id = u.id WHERE u.id = $1",
                     &[&user.0],
                 )
@@ -220,6 +220,9 @@ impl PersonStore for PgStore {
                 } else {
                     StoreError::NotFound
                 })?;
+            if row.try_get::<_, String>(2).map_err(pg)? != "active" {
+                return Err(inactive_record());
+            }
             hashes[i] = row.try_get(0).map_err(pg)?;
             people[i] = row
                 .try_get::<_, Option<uuid::Uuid>>(1)

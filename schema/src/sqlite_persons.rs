@@ -8,8 +8,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
 use crate::model::*;
 use crate::person_store::{
-    identity_mismatch, join, link_audits, link_not_allowed, tenant_already_linked, Join,
-    LinkRequest, NewLinkCode, Person, PersonLink, PersonStore,
+    identity_mismatch, inactive_record, join, link_audits, link_not_allowed, tenant_already_linked,
+    Join, LinkRequest, NewLinkCode, Person, PersonLink, PersonStore,
 };
 use crate::sqlite::{db, insert_audit, insert_token, ms, opt_uuid_col, ts, uuid_col, SqliteStore};
 
@@ -168,12 +168,18 @@ impl PersonStore for SqliteStore {
             let mut groups = [None, None];
             let mut hashes: [Option<Vec<u8>>; 2] = [None, None];
             for (i, (tenant, user)) in records.iter().enumerate() {
-                let (group, hash) = c
+                let (group, hash, status) = c
                     .query_row(
-                        "SELECT t.group_id, u.id_hash FROM users u \
+                        "SELECT t.group_id, u.id_hash, u.status FROM users u \
                          JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ? AND u.tenant_id = ?",
                         [user.to_string(), tenant.to_string()],
-                        |r| Ok((opt_uuid_col(r, 0)?.map(TenantGroupId), r.get(1)?)),
+                        |r| {
+                            Ok((
+                                opt_uuid_col(r, 0)?.map(TenantGroupId),
+                                r.get(1)?,
+                                r.get::<_, String>(2)?,
+                            ))
+                        },
                     )
                     .optional()
                     .map_err(db)?
@@ -184,6 +190,9 @@ impl PersonStore for SqliteStore {
                     } else {
                         StoreError::NotFound
                     })?;
+                if status != "active" {
+                    return Err(inactive_record());
+                }
                 groups[i] = group;
                 hashes[i] = hash;
             }

@@ -363,6 +363,10 @@ async fn linked_records_open_sessions_and_leave_with_their_tenant(engine: Engine
     assert_eq!(s, 200, "{u}");
     let (s, _) = session(ta.clone(), b.id.clone()).await;
     assert_eq!(s, 404);
+    // Nor is a suspended record linked to anyone.
+    let code = link_code(&app, &tc).await;
+    let (s, e) = redeem(&app, &tb_new, &code).await;
+    assert_problem(s, &e, 409, "link_not_allowed");
     let (s, _) = app
         .patch(
             &format!("/api/v1/users/{ub}"),
