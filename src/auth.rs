@@ -458,6 +458,22 @@ impl Access for Cardholder {
     const KINDS: &'static [TokenKind] = &[TokenKind::Cardholder];
 }
 
+/// A cardholder linking their records across a tenant group, or opening one of them: an
+/// edition with global identity (group management).
+pub struct IdentityLinker;
+impl Access for IdentityLinker {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Cardholder];
+    const CAPABILITY: Capability = Capability::GroupManagement;
+}
+
+/// A cardholder opening one of the organisation's apps from their card: an edition with
+/// the open API.
+pub struct AppOpener;
+impl Access for AppOpener {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Cardholder];
+    const CAPABILITY: Capability = Capability::OpenApi;
+}
+
 /// An admin who may read money, or a till looking at its own payments.
 pub struct PaymentsViewerOrTerminal;
 impl Access for PaymentsViewerOrTerminal {
@@ -727,6 +743,10 @@ fn check<A: Access>(caller: &Caller) -> Result<(), ApiError> {
             }
             _ => return Err(ApiError::forbidden("forbidden", "this needs a super admin")),
         }
+    }
+    // The tenant's edition decides for admins and, where a rule needs more than every
+    // edition has, for any other token of the tenant (a cardholder's).
+    if caller.kind == TokenKind::Admin || A::CAPABILITY != Capability::Core {
         let edition = caller.edition.ok_or(ApiError::Unauthorized)?;
         if !has_capability(edition, A::CAPABILITY) {
             return Err(ApiError::Edition(A::CAPABILITY));

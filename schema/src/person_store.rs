@@ -131,9 +131,15 @@ pub trait PersonStore: Send + Sync + 'static {
     /// A person of `group` (404 for another group's).
     async fn get_person(&self, group: TenantGroupId, id: PersonId) -> StoreResult<Person>;
 
-    /// Takes the person's record in `tenant` out (404 if it has none there); a person
-    /// left with one record is dissolved.
-    async fn unlink_person(&self, id: PersonId, tenant: TenantId, audit: Audit) -> StoreResult<()>;
+    /// Takes the person's record in `tenant` out (404 if it has none there, or the person
+    /// is not of `group`); a person left with one record is dissolved.
+    async fn unlink_person(
+        &self,
+        group: TenantGroupId,
+        id: PersonId,
+        tenant: TenantId,
+        audit: Audit,
+    ) -> StoreResult<()>;
 
     /// A cardholder token for the person's record in `tenant`, replacing that record's
     /// earlier tokens (its card moves to this phone, as a claim does). 404 unless the

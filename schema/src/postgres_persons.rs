@@ -320,13 +320,19 @@ impl PersonStore for PgStore {
         Ok(person)
     }
 
-    async fn unlink_person(&self, id: PersonId, tenant: TenantId, audit: Audit) -> StoreResult<()> {
+    async fn unlink_person(
+        &self,
+        group: TenantGroupId,
+        id: PersonId,
+        tenant: TenantId,
+        audit: Audit,
+    ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         tx.query_opt(
             "SELECT 1 FROM tenant_groups g JOIN persons p ON p.group_id = g.id \
-             WHERE p.id = $1 FOR UPDATE OF g",
-            &[&id.0],
+             WHERE p.id = $1 AND g.id = $2 FOR UPDATE OF g",
+            &[&id.0, &group.0],
         )
         .await
         .map_err(pg)?

@@ -287,12 +287,24 @@ impl PersonStore for SqliteStore {
         .await
     }
 
-    async fn unlink_person(&self, id: PersonId, tenant: TenantId, audit: Audit) -> StoreResult<()> {
+    async fn unlink_person(
+        &self,
+        group: TenantGroupId,
+        id: PersonId,
+        tenant: TenantId,
+        audit: Audit,
+    ) -> StoreResult<()> {
         self.write(move |c| {
             let gone = c
                 .execute(
-                    "DELETE FROM person_links WHERE person_id = ? AND tenant_id = ?",
-                    [id.to_string(), tenant.to_string()],
+                    "DELETE FROM person_links WHERE person_id = ? AND tenant_id = ? \
+                     AND EXISTS (SELECT 1 FROM persons p WHERE p.id = ? AND p.group_id = ?)",
+                    [
+                        id.to_string(),
+                        tenant.to_string(),
+                        id.to_string(),
+                        group.to_string(),
+                    ],
                 )
                 .map_err(db)?;
             if gone == 0 {

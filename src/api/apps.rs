@@ -114,7 +114,7 @@ pub struct AppCredentials {
 
 fn view(state: &AppState, app: App) -> Result<AppView, ApiError> {
     let launch_url =
-        (app.kind != AppKind::Headless).then(|| format!("{}/launch/{}", state.public_url, app.id));
+        (app.kind != AppKind::Headless).then(|| super::launch::launch_url(state, app.id));
     let launch_qr_svg = match (&launch_url, app.kind) {
         (Some(url), AppKind::MiniProgram) => Some(super::qr_svg(url, 240)?),
         _ => None,

@@ -22,7 +22,9 @@ use onecard_schema::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{hash_token, new_token, Auth, Caller, Cardholder, GroupAdmin, GroupManager};
+use crate::auth::{
+    hash_token, new_token, Auth, Caller, Cardholder, GroupAdmin, GroupManager, IdentityLinker,
+};
 use crate::extract::{path_id, Json, Query};
 use crate::limits::LINK_CODE_TTL;
 use crate::problem::{ApiError, Problems};
@@ -79,14 +81,6 @@ pub struct PersonQuery {
     pub user_id: String,
 }
 
-/// 403 `edition` unless the tenant's edition has global identity (group management).
-fn needs_global_identity(edition: Option<onecard_schema::model::Edition>) -> Result<(), ApiError> {
-    match edition {
-        Some(e) if has_capability(e, Capability::GroupManagement) => Ok(()),
-        _ => Err(ApiError::Edition(Capability::GroupManagement)),
-    }
-}
-
 fn code_spent() -> ApiError {
     ApiError::Gone {
         code: "link_code_used_or_expired",
@@ -108,9 +102,8 @@ fn me(caller: &Caller) -> Result<(TenantId, UserId), ApiError> {
 #[post("/me/identity/link-codes")]
 pub async fn create_link_code(
     state: web::Data<AppState>,
-    caller: Auth<Cardholder>,
+    caller: Auth<IdentityLinker>,
 ) -> Result<HttpResponse, ApiError> {
-    needs_global_identity(caller.edition)?;
     let (tenant, user) = me(&caller)?;
     if state.tenant(tenant).await?.group_id.is_none() {
         return Err(ApiError::conflict(
@@ -143,10 +136,9 @@ pub async fn create_link_code(
 #[post("/me/identity/links")]
 pub async fn redeem_link_code(
     state: web::Data<AppState>,
-    caller: Auth<Cardholder>,
+    caller: Auth<IdentityLinker>,
     Json(body): Json<RedeemLinkCode>,
 ) -> Result<HttpResponse, ApiError> {
-    needs_global_identity(caller.edition)?;
     if body.code.is_empty() || body.code.len() > 64 {
         return Err(ApiError::invalid_field(
             "code",
@@ -194,7 +186,9 @@ pub async fn get_my_identity(
 ) -> Result<web::Json<MyIdentity>, ApiError> {
     let (tenant, user) = me(&caller)?;
     let person = state.store.person_of(tenant, user).await?;
-    let linkable = needs_global_identity(caller.edition).is_ok()
+    let linkable = caller
+        .edition
+        .is_some_and(|e| has_capability(e, Capability::GroupManagement))
         && state.tenant(tenant).await?.group_id.is_some();
     Ok(web::Json(MyIdentity { person, linkable }))
 }
@@ -226,7 +220,10 @@ pub async fn unlink_my_record(
         serde_json::json!({ "tenant_id": target, "by_tenant_id": tenant }),
     );
     audit.tenant_id = Some(target);
-    state.store.unlink_person(person.id, target, audit).await?;
+    state
+        .store
+        .unlink_person(person.group_id, person.id, target, audit)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -239,22 +236,19 @@ pub async fn unlink_my_record(
 #[post("/me/identity/sessions")]
 pub async fn open_linked_session(
     state: web::Data<AppState>,
-    caller: Auth<Cardholder>,
+    caller: Auth<IdentityLinker>,
     Json(body): Json<OpenSession>,
 ) -> Result<HttpResponse, ApiError> {
-    needs_global_identity(caller.edition)?;
     let (tenant, user) = me(&caller)?;
     let person = state
         .store
         .person_of(tenant, user)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let target = match state.tenant(body.tenant_id).await {
-        Ok(t) => t,
-        Err(ApiError::NotFound) => return Err(ApiError::NotFound),
-        Err(e) => return Err(e),
-    };
-    needs_global_identity(Some(target.edition))?;
+    let target = state.tenant(body.tenant_id).await?;
+    if !has_capability(target.edition, Capability::GroupManagement) {
+        return Err(ApiError::Edition(Capability::GroupManagement));
+    }
     let token = new_token();
     let now = state.clock.now();
     let mut audit = caller.audit(
@@ -341,8 +335,6 @@ pub async fn unlink_group_person(
 ) -> Result<HttpResponse, ApiError> {
     let group = super::tenant_groups::own_group(&state, &caller).await?;
     let (id, tenant): (PersonId, TenantId) = (path_id(&path.0)?, path_id(&path.1)?);
-    // 404 for another group's person.
-    state.store.get_person(group.id, id).await?;
     let mut audit = caller.audit(
         &state,
         "identity.unlink",
@@ -355,6 +347,10 @@ pub async fn unlink_group_person(
         tenant: caller.tenant()?,
         admin: AdminId(caller.subject()?),
     };
-    state.store.unlink_person(id, tenant, audit).await?;
+    // 404 for another group's person.
+    state
+        .store
+        .unlink_person(group.id, id, tenant, audit)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -23,14 +23,7 @@ struct Member {
 async fn member(app: &TestApp, edition: &str, group: Option<&str>) -> Member {
     let (id, admin) = app.tenant("k12", edition).await;
     if let Some(g) = group {
-        let (s, t) = app
-            .send(
-                reqwest::Method::PUT,
-                &format!("/api/v1/tenant-groups/{g}/tenants/{id}"),
-                Some(ROOT_TOKEN),
-                None,
-            )
-            .await;
+        let (s, t) = crate::tenant_groups::put_member(app, g, &id).await;
         assert_eq!(s, 201, "{t}");
     }
     Member { id, admin }

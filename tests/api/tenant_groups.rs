@@ -93,7 +93,7 @@ async fn group(app: &TestApp, name: &str, head: &str) -> String {
     g["id"].as_str().unwrap().to_string()
 }
 
-async fn put_member(app: &TestApp, group: &str, tenant: &str) -> (u16, Value) {
+pub(crate) async fn put_member(app: &TestApp, group: &str, tenant: &str) -> (u16, Value) {
     app.send(
         reqwest::Method::PUT,
         &format!("/api/v1/tenant-groups/{group}/tenants/{tenant}"),
@@ -122,14 +122,7 @@ async fn edition(app: &TestApp, tenant: &str, edition: &str) -> (u16, Value) {
 }
 
 async fn join(app: &TestApp, group: &str, tenant: &str) -> u16 {
-    let (s, t) = app
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/tenant-groups/{group}/tenants/{tenant}"),
-            Some(ROOT_TOKEN),
-            None,
-        )
-        .await;
+    let (s, t) = put_member(app, group, tenant).await;
     assert!(s == 200 || s == 201, "{s} {t}");
     assert_eq!(t["group_id"], group);
     s
