@@ -22,6 +22,7 @@ use crate::problem::Problem;
         (name = "apps"), (name = "checkin"), (name = "booking"), (name = "collection"),
         (name = "shuttle"), (name = "maintenance"), (name = "visitors"), (name = "identity"),
         (name = "cards"), (name = "notifications"), (name = "tenant groups"), (name = "global identity"),
+        (name = "settlement"),
     )
 )]
 pub struct ApiDoc;

@@ -76,6 +76,8 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("link_not_allowed", 409),
     ("app_not_launchable", 409),
     ("identity_mismatch", 409),
+    ("settlement_entity_name_taken", 409),
+    ("settlement_entity_in_use", 409),
     ("tenant_already_linked", 409),
     ("identity_ambiguous", 409),
     ("phone_code_too_soon", 409),

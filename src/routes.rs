@@ -16,7 +16,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::api::{
     admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
     identity, import, launch, ledger, maintenance, merchants, notices, payments, people, reports,
-    shuttle, stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
+    settlement, shuttle, stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -137,6 +137,13 @@ where
                 .service(merchants::list_terminals)
                 .service(merchants::replace_terminal_token)
                 .service(merchants::retire_terminal)
+                .service(settlement::create_settlement_entity)
+                .service(settlement::list_settlement_entities)
+                .service(settlement::get_settlement_entity)
+                .service(settlement::patch_settlement_entity)
+                .service(settlement::delete_settlement_entity)
+                .service(settlement::get_merchant_settlement)
+                .service(settlement::put_merchant_settlement)
                 .service(collection::get_collection_code)
                 .service(collection::pay_collection_code)
                 .service(collection::visit_collection_code)

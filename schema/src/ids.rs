@@ -188,3 +188,8 @@ id_type!(
     /// One person's delivery of one round of a notice.
     NoticeDeliveryId
 );
+id_type!(
+    /// A body a tenant's merchants settle to: the tenant itself by default, or a catering
+    /// contractor or other legal entity (multi-merchant-entity settlement).
+    SettlementEntityId
+);

@@ -22,6 +22,7 @@ pub trait Store:
     + crate::notice_store::NoticeStore
     + crate::group_store::TenantGroupStore
     + crate::person_store::PersonStore
+    + crate::settlement_store::SettlementStore
     + crate::retention::RetentionStore
     + Send
     + Sync

@@ -180,6 +180,7 @@ conformance!(
     a_tenant_joins_one_group_and_its_head_stays_a_member,
     a_link_and_a_member_leaving_at_once_leave_no_record_of_a_non_member,
     every_kind_of_record_can_be_purged,
+    a_settlement_entity_goes_only_while_no_schedule_names_it,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -4401,4 +4402,152 @@ async fn a_link_and_a_member_leaving_at_once_leave_no_record_of_a_non_member(
         store.get_person(TenantGroupId::new(), person.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn a_settlement_entity_goes_only_while_no_schedule_names_it(store: Arc<dyn Store>) {
+    use onecard_schema::settlement_store::{Assignment, MerchantSettlement, SettlementEntity};
+    let (t, _) = tenant(&store, "Settling").await;
+    let (other, _) = tenant(&store, "Other").await;
+    let m = merchant(&store, t, "Canteen").await;
+    let foreign = merchant(&store, other, "Canteen").await;
+    let entity = |name: &str| SettlementEntity {
+        id: SettlementEntityId::new(),
+        name: name.into(),
+        legal_name: String::new(),
+        provider_sub_merchant: String::new(),
+        bank_account: String::new(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    let create = |t: TenantId, e: SettlementEntity| {
+        let store = store.clone();
+        async move {
+            store
+                .create_settlement_entity(t, e, audit(Some(t), "settlement_entity.create"))
+                .await
+        }
+    };
+    let day = |n: i16| {
+        jiff::civil::date(2026, 3, 1)
+            .checked_add(jiff::Span::new().days(n))
+            .unwrap()
+    };
+    let entry = |merchant: MerchantId, n: i16, assignment: Assignment| MerchantSettlement {
+        merchant_id: merchant,
+        effective_from: day(n),
+        assignment,
+        set_at: now(),
+    };
+    let set = |t: TenantId, e: MerchantSettlement| {
+        let store = store.clone();
+        async move {
+            store
+                .set_merchant_settlement(t, e, audit(Some(t), "merchant.settlement"))
+                .await
+        }
+    };
+
+    // A name is the tenant's once.
+    let a = entity("North");
+    create(t, a.clone()).await.unwrap();
+    assert_eq!(
+        conflict_code(create(t, entity("North")).await),
+        "settlement_entity_name_taken"
+    );
+    let theirs = entity("North");
+    create(other, theirs.clone()).await.unwrap();
+    let mut renamed = theirs.clone();
+    renamed.name = "Renamed".into();
+    store
+        .update_settlement_entity(other, renamed.clone(), audit(Some(other), "x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_settlement_entity(other, theirs.id).await.unwrap(),
+        renamed
+    );
+    assert!(matches!(
+        store.get_settlement_entity(t, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Another tenant's entity or merchant is refused; nothing is written.
+    assert!(matches!(
+        set(t, entry(m, 0, Assignment::Entity(theirs.id))).await,
+        Err(StoreError::InvalidReference {
+            field: "settles_to",
+            ..
+        })
+    ));
+    assert!(matches!(
+        set(t, entry(foreign, 0, Assignment::Own)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.merchant_settlements(t).await.unwrap(), []);
+
+    // A day's entry replaces that day's earlier one.
+    set(t, entry(m, 0, Assignment::Entity(a.id))).await.unwrap();
+    set(t, entry(m, 0, Assignment::Own)).await.unwrap();
+    set(t, entry(m, 1, Assignment::Parent)).await.unwrap();
+    let entries = store.merchant_settlements(t).await.unwrap();
+    let said: Vec<_> = entries
+        .iter()
+        .map(|e| (e.effective_from, e.assignment))
+        .collect();
+    assert_eq!(
+        said,
+        [(day(0), Assignment::Own), (day(1), Assignment::Parent)]
+    );
+    assert_eq!(store.merchant_settlements(other).await.unwrap(), []);
+
+    // Named by a schedule, an entity stays; unnamed, it goes.
+    set(t, entry(m, 2, Assignment::Entity(a.id))).await.unwrap();
+    assert_eq!(
+        conflict_code(
+            store
+                .delete_settlement_entity(t, a.id, audit(Some(t), "x"))
+                .await
+        ),
+        "settlement_entity_in_use"
+    );
+    store
+        .delete_settlement_entity(other, renamed.id, audit(Some(other), "x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_settlement_entity(other, renamed.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A merchant moved to an entity while it is deleted: either the entity stays, named by
+    // the entry, or it is gone and no entry names it.
+    let (mut kept, mut gone) = (0, 0);
+    for round in 0..6i16 {
+        let e = entity(&format!("E{round}"));
+        create(t, e.clone()).await.unwrap();
+        let (setting, deleting) = futures_util::join!(
+            set(t, entry(m, 10 + round, Assignment::Entity(e.id))),
+            store.delete_settlement_entity(t, e.id, audit(Some(t), "x")),
+        );
+        let named = store
+            .merchant_settlements(t)
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.assignment == Assignment::Entity(e.id));
+        let exists = store.get_settlement_entity(t, e.id).await.is_ok();
+        match (setting, deleting) {
+            (Ok(()), Err(StoreError::Conflict { code, .. })) => {
+                assert_eq!(code, "settlement_entity_in_use");
+                assert!(named && exists);
+                kept += 1;
+            }
+            (Err(StoreError::InvalidReference { .. }), Ok(())) => {
+                assert!(!named && !exists);
+                gone += 1;
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(kept + gone, 6);
 }

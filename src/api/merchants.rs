@@ -254,9 +254,13 @@ pub async fn list_merchants(
 /// The merchants in tree order: each root, then its subtree; siblings by name. What
 /// `GET /merchants` answers and the order of the reports' rows.
 pub fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
+    let ids: std::collections::HashSet<MerchantId> = merchants.iter().map(|m| m.id).collect();
     let mut children: HashMap<Option<MerchantId>, Vec<&Merchant>> = HashMap::new();
     for m in merchants {
-        children.entry(m.parent_id).or_default().push(m);
+        // A merchant whose parent is not in the list (a report narrowed to one settlement
+        // entity) stands as a root of it.
+        let parent = m.parent_id.filter(|p| ids.contains(p));
+        children.entry(parent).or_default().push(m);
     }
     for kids in children.values_mut() {
         kids.sort_by(|a, b| a.name.cmp(&b.name));

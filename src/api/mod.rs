@@ -24,6 +24,7 @@ pub mod payments;
 pub mod people;
 pub mod reports;
 pub mod scan;
+pub mod settlement;
 pub mod sheet;
 pub mod shuttle;
 pub mod stats;

@@ -11,8 +11,10 @@ use actix_web::{get, web, HttpResponse};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
+use onecard_actors::domain::edition::Capability;
 use onecard_schema::ids::{MerchantId, TerminalId};
 use onecard_schema::model::Tenant;
+use onecard_schema::settlement_store::{Schedule, SettlementEntity, SettlesTo};
 use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -38,6 +40,23 @@ pub const ROLLUP_LAG: SignedDuration = SignedDuration::from_hours(1);
 pub const ROLLUP_STEP: i64 = 7 * 96;
 /// How long one round goes on catching up before it leaves the rest to the next.
 const ROLLUP_ROUND: Duration = Duration::from_secs(10);
+
+/// A tenant's report: its period and format, and which merchants' sales it covers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantReportQuery {
+    /// First tenant-local day, `YYYY-MM-DD`; default today.
+    pub from: Option<String>,
+    /// Last tenant-local day (inclusive), `YYYY-MM-DD`; default `from`. At most 366 days.
+    pub to: Option<String>,
+    /// `json` (default), `csv` or `xlsx`.
+    #[param(inline)]
+    pub format: Option<ReportFormat>,
+    /// The merchant reports only: the sales of the days each merchant settled to this
+    /// settlement entity (its id), or to the tenant itself (`own`). Needs
+    /// multi-merchant-entity settlement (advanced edition and up).
+    pub settlement_entity: Option<String>,
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -67,18 +86,22 @@ pub enum ReportKind {
     MerchantSummary,
     MerchantSplit,
     MerchantReceipts,
+    /// Per settlement entity (and the tenant itself): what its merchants sold on the days
+    /// they settled to it (multi-merchant-entity settlement).
+    EntitySettlement,
     /// A tenant group's income summary, one line per member tenant (`GET /group/reports/…`);
     /// not one of a tenant's own reports, so not in `ALL`.
     GroupIncomeSummary,
 }
 
 impl ReportKind {
-    pub const ALL: [ReportKind; 5] = [
+    pub const ALL: [ReportKind; 6] = [
         ReportKind::IncomeSummary,
         ReportKind::MerchantClearing,
         ReportKind::MerchantSummary,
         ReportKind::MerchantSplit,
         ReportKind::MerchantReceipts,
+        ReportKind::EntitySettlement,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +111,7 @@ impl ReportKind {
             ReportKind::MerchantSummary => "merchant-summary",
             ReportKind::MerchantSplit => "merchant-split",
             ReportKind::MerchantReceipts => "merchant-receipts",
+            ReportKind::EntitySettlement => "entity-settlement",
             ReportKind::GroupIncomeSummary => "group-income-summary",
         }
     }
@@ -99,6 +123,7 @@ impl ReportKind {
             ReportKind::MerchantSummary => "Merchant summary, rolled up the merchant tree",
             ReportKind::MerchantSplit => "Merchant split by funding source",
             ReportKind::MerchantReceipts => "Merchant receipts by terminal and hour",
+            ReportKind::EntitySettlement => "Settlement by entity",
             ReportKind::GroupIncomeSummary => "Income and expense summary by member tenant",
         }
     }
@@ -141,10 +166,13 @@ pub struct Report {
 /// (per merchant: payments, gross, refunds, net to settle), `merchant-summary` (the same,
 /// own and rolled up the merchant tree), `merchant-split` (per merchant: gross by funding
 /// source) or `merchant-receipts` (per merchant, terminal, day and hour: what was taken,
-/// by funding source). Needs the analytics capability (standard edition and up). Closed
-/// quarter hours are read from roll-ups, the last hour or so from the payments.
+/// by funding source) or `entity-settlement` (per settlement entity and the tenant itself:
+/// what its merchants sold and refunded on the days they settled to it, by funding source).
+/// Needs the analytics capability (standard edition and up); `entity-settlement` and the
+/// `settlement_entity` filter also need multi-merchant-entity settlement (advanced and up).
+/// Closed quarter hours are read from roll-ups, the last hour or so from the payments.
 #[utoipa::path(tag = "analytics",
-    params(("kind" = String, Path, description = "income-summary, merchant-clearing, merchant-summary, merchant-split or merchant-receipts"), ReportQuery),
+    params(("kind" = String, Path, description = "income-summary, merchant-clearing, merchant-summary, merchant-split, merchant-receipts or entity-settlement"), TenantReportQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The report", content(
@@ -158,17 +186,72 @@ pub async fn get_report(
     state: web::Data<AppState>,
     caller: Auth<AnalyticsAdmin>,
     kind: web::Path<String>,
-    Query(q): Query<ReportQuery>,
+    Query(q): Query<TenantReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let kind: ReportKind = kind.parse().map_err(|_| ApiError::NotFound)?;
     let tenant = caller.tenant()?;
+    let filter = q
+        .settlement_entity
+        .as_deref()
+        .map(|s| super::settlement::parse_settles_to("settlement_entity", s))
+        .transpose()?;
+    if filter.is_some()
+        && matches!(
+            kind,
+            ReportKind::IncomeSummary | ReportKind::EntitySettlement
+        )
+    {
+        return Err(ApiError::invalid_field(
+            "settlement_entity",
+            "merchant_reports_only",
+            "only the merchant reports cover one settlement entity",
+        ));
+    }
+    let settled = kind == ReportKind::EntitySettlement || filter.is_some();
+    if settled {
+        caller.require(Capability::MultiMerchantSettlement)?;
+    }
     let policy = state.policy(tenant).await?;
     let now = state.clock.now();
-    let (from, to) = period(&q, now.to_zoned(policy.tz.clone()).date())?;
+    let (from, to) = period(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        now.to_zoned(policy.tz.clone()).date(),
+    )?;
     let start = state.local_day(&policy, from).0;
     let end = state.local_day(&policy, to).1;
-    let facts = state.store.report_facts(tenant, start, end).await?;
-    let merchants = state.merchants_of(tenant).await?;
+    let mut facts = state.store.report_facts(tenant, start, end).await?;
+    let all = state.merchants_of(tenant).await?;
+    let mut narrowed = None;
+    let mut settlement = None;
+    if settled {
+        let schedule = Schedule::new(&all, &state.store.merchant_settlements(tenant).await?);
+        let entities = state.store.list_settlement_entities(tenant).await?;
+        if let Some(f) = filter {
+            if let SettlesTo::Entity(id) = f {
+                if !entities.iter().any(|e| e.id == id) {
+                    return Err(ApiError::invalid_field(
+                        "settlement_entity",
+                        "exists",
+                        "no such settlement entity",
+                    ));
+                }
+            }
+            let mut merchants = all.to_vec();
+            keep_settled_to(
+                &mut facts,
+                &mut merchants,
+                &schedule,
+                &policy.tz,
+                f,
+                from,
+                to,
+            );
+            narrowed = Some(merchants);
+        }
+        let tenant_name = state.tenant(tenant).await?.name;
+        settlement = Some((schedule, entities, tenant_name));
+    }
     let mut terminals = HashMap::new();
     if kind == ReportKind::MerchantReceipts {
         for s in &facts.sales {
@@ -179,11 +262,18 @@ pub async fn get_report(
     }
     let input = Input {
         facts: &facts,
-        merchants: &merchants,
+        merchants: narrowed.as_deref().unwrap_or(&all),
         terminals: &terminals,
         tz: &policy.tz,
         from,
         to,
+        settlement: settlement
+            .as_ref()
+            .map(|(schedule, entities, tenant_name)| Settlement {
+                schedule,
+                entities,
+                tenant_name,
+            }),
     };
     let table = build(kind, &input);
     let head = Head {
@@ -196,11 +286,33 @@ pub async fn get_report(
     respond(table, head, q.format).await
 }
 
+/// Narrows a report to one settlement entity's sales: the facts of the days each merchant
+/// settled to it, and the merchants that did on any day of the period.
+fn keep_settled_to(
+    facts: &mut ReportFacts,
+    merchants: &mut Vec<Merchant>,
+    schedule: &Schedule,
+    tz: &TimeZone,
+    to_whom: SettlesTo,
+    from: Date,
+    to: Date,
+) {
+    let day = |bucket: i64| local_of(tz, bucket).0;
+    facts
+        .sales
+        .retain(|s| schedule.on(s.merchant_id, day(s.bucket)).0 == to_whom);
+    facts
+        .refunds
+        .retain(|r| schedule.on(r.merchant_id, day(r.bucket)).0 == to_whom);
+    let days = days_of(from, to);
+    merchants.retain(|m| days.iter().any(|d| schedule.on(m.id, *d).0 == to_whom));
+}
+
 /// The period a query asks for: `from` (default `today`) to `to` (default `from`), at most
 /// `MAX_DAYS` days.
-pub fn period(q: &ReportQuery, today: Date) -> Result<(Date, Date), ApiError> {
-    let from = parse_date("from", q.from.as_deref())?.unwrap_or(today);
-    let to = parse_date("to", q.to.as_deref())?.unwrap_or(from);
+pub fn period(from: Option<&str>, to: Option<&str>, today: Date) -> Result<(Date, Date), ApiError> {
+    let from = parse_date("from", from)?.unwrap_or(today);
+    let to = parse_date("to", to)?.unwrap_or(from);
     if to < from {
         return Err(ApiError::invalid_field("to", "range", "not before from"));
     }
@@ -281,7 +393,7 @@ pub async fn roll_up(state: &AppState) -> Result<u64, ApiError> {
     Ok(added)
 }
 
-fn parse_date(field: &str, s: Option<&str>) -> Result<Option<Date>, ApiError> {
+pub fn parse_date(field: &str, s: Option<&str>) -> Result<Option<Date>, ApiError> {
     s.map(|s| {
         s.parse::<Date>()
             .ok()
@@ -310,28 +422,48 @@ pub struct Input<'a> {
     pub tz: &'a TimeZone,
     pub from: Date,
     pub to: Date,
+    /// Whom each merchant settled to, for `entity-settlement`.
+    pub settlement: Option<Settlement<'a>>,
+}
+
+/// The tenant's settlement entities and its merchants' schedule of them.
+pub struct Settlement<'a> {
+    pub schedule: &'a Schedule,
+    /// By name.
+    pub entities: &'a [SettlementEntity],
+    /// The name the tenant's own line carries.
+    pub tenant_name: &'a str,
+}
+
+/// The tenant-local day and hour a bucket lies in.
+fn local_of(tz: &TimeZone, bucket: i64) -> (Date, i8) {
+    let t = Timestamp::from_millisecond(bucket * REPORT_BUCKET_MS).unwrap_or(Timestamp::UNIX_EPOCH);
+    let z = t.to_zoned(tz.clone());
+    (z.date(), z.hour())
+}
+
+/// Every day from `from` to `to`, both included.
+fn days_of(from: Date, to: Date) -> Vec<Date> {
+    let mut out = Vec::new();
+    let mut d = from;
+    while d <= to {
+        out.push(d);
+        match d.checked_add(1.day()) {
+            Ok(next) => d = next,
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 impl Input<'_> {
     /// The tenant-local day and hour a bucket lies in.
     fn local(&self, bucket: i64) -> (Date, i8) {
-        let t =
-            Timestamp::from_millisecond(bucket * REPORT_BUCKET_MS).unwrap_or(Timestamp::UNIX_EPOCH);
-        let z = t.to_zoned(self.tz.clone());
-        (z.date(), z.hour())
+        local_of(self.tz, bucket)
     }
 
     fn days(&self) -> Vec<Date> {
-        let mut out = Vec::new();
-        let mut d = self.from;
-        while d <= self.to {
-            out.push(d);
-            match d.checked_add(1.day()) {
-                Ok(next) => d = next,
-                Err(_) => break,
-            }
-        }
-        out
+        days_of(self.from, self.to)
     }
 }
 
@@ -453,6 +585,22 @@ static SUMMARY: [Column; 13] = [
     col("subtree_net", "Net with sub-merchants", Kind::MoneyNoTotal),
 ];
 
+static ENTITY_SETTLEMENT: [Column; 13] = [
+    col("settlement_entity_id", "Settlement entity id", Kind::Text),
+    col("settlement_entity", "Settlement entity", Kind::Text),
+    col("legal_name", "Legal name", Kind::Text),
+    col("provider_sub_merchant", "Provider sub-merchant", Kind::Text),
+    col("bank_account", "Bank account", Kind::Text),
+    col("payments", "Payments", Kind::Count),
+    col("gross", "Gross", Kind::Money),
+    col("refunds", "Refunds", Kind::Money),
+    col("net", "Net to settle", Kind::Money),
+    col("coupon", "Coupons", Kind::Money),
+    col("subsidy", "Subsidies", Kind::Money),
+    col("balance", "Balance", Kind::Money),
+    col("deferred", "Deferred debit", Kind::Money),
+];
+
 static SPLIT: [Column; 8] = [
     MERCHANT[0],
     MERCHANT[1],
@@ -519,6 +667,7 @@ pub fn build(kind: ReportKind, input: &Input) -> Table {
         ReportKind::MerchantSummary => (&SUMMARY, per_merchant(kind, input)),
         ReportKind::MerchantSplit => (&SPLIT, per_merchant(kind, input)),
         ReportKind::MerchantReceipts => (&RECEIPTS, receipts(input)),
+        ReportKind::EntitySettlement => (&ENTITY_SETTLEMENT, by_entity(input)),
         // Its lines are whole tenants' (`group_income`), not built from one tenant's facts.
         ReportKind::GroupIncomeSummary => (&GROUP_INCOME, Vec::new()),
     };
@@ -549,6 +698,7 @@ pub async fn group_income_line(
         tz: &policy.tz,
         from,
         to,
+        settlement: None,
     };
     let mut sums = [0i64; 8];
     for row in income(&input) {
@@ -690,6 +840,64 @@ fn per_merchant(kind: ReportKind, input: &Input) -> Vec<Vec<Cell>> {
                     row.extend(o.split.map(Cell::Int));
                 }
             }
+            row
+        })
+        .collect()
+}
+
+/// One line for the tenant itself, then one per settlement entity by name: what the
+/// merchants sold and refunded on the days they settled to it.
+fn by_entity(input: &Input) -> Vec<Vec<Cell>> {
+    let Some(settlement) = &input.settlement else {
+        return Vec::new();
+    };
+    let mut sums: HashMap<SettlesTo, Sums> = HashMap::new();
+    let to_whom = |merchant: MerchantId, bucket: i64| {
+        settlement.schedule.on(merchant, input.local(bucket).0).0
+    };
+    for s in &input.facts.sales {
+        let e = sums.entry(to_whom(s.merchant_id, s.bucket)).or_default();
+        e.payments += s.count as i64;
+        e.gross += s.amount.0;
+        for (a, b) in e.split.iter_mut().zip(split_of(&s.by_source)) {
+            *a += b;
+        }
+    }
+    for r in &input.facts.refunds {
+        sums.entry(to_whom(r.merchant_id, r.bucket))
+            .or_default()
+            .refunds += r.amount.0;
+    }
+    let own = [
+        Cell::Text("own".into()),
+        Cell::Text(settlement.tenant_name.to_string()),
+        Cell::Text(String::new()),
+        Cell::Text(String::new()),
+        Cell::Text(String::new()),
+    ];
+    let lines = std::iter::once((SettlesTo::Own, own)).chain(settlement.entities.iter().map(|e| {
+        (
+            SettlesTo::Entity(e.id),
+            [
+                Cell::Text(e.id.to_string()),
+                Cell::Text(e.name.clone()),
+                Cell::Text(e.legal_name.clone()),
+                Cell::Text(e.provider_sub_merchant.clone()),
+                Cell::Text(e.bank_account.clone()),
+            ],
+        )
+    }));
+    lines
+        .map(|(whom, head)| {
+            let o = sums.get(&whom).copied().unwrap_or_default();
+            let mut row: Vec<Cell> = head.into();
+            row.extend([
+                Cell::Int(o.payments),
+                Cell::Int(o.gross),
+                Cell::Int(o.refunds),
+                Cell::Int(o.gross - o.refunds),
+            ]);
+            row.extend(o.split.map(Cell::Int));
             row
         })
         .collect()
@@ -1004,6 +1212,7 @@ mod tests {
             tz: &tz,
             from: "2026-03-01".parse().unwrap(),
             to: "2026-03-02".parse().unwrap(),
+            settlement: None,
         };
         let income = build(ReportKind::IncomeSummary, &input).rows;
         // receivable, received, refunds, top-ups, subsidies, opened, recovered, written off
@@ -1047,6 +1256,7 @@ mod tests {
             tz: &tz,
             from: "2026-03-01".parse().unwrap(),
             to: "2026-03-01".parse().unwrap(),
+            settlement: None,
         };
         let summary = build(ReportKind::MerchantSummary, &input);
         let rows: Vec<Vec<i64>> = summary.rows.iter().map(|r| ints(r)).collect();

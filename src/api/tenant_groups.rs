@@ -494,7 +494,11 @@ pub async fn group_income_summary(
     let group = own_group(&state, &caller).await?;
     let head = state.policy(group.head_tenant_id).await?;
     let now = state.clock.now();
-    let (from, to) = period(&q, now.to_zoned(head.tz.clone()).date())?;
+    let (from, to) = period(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        now.to_zoned(head.tz.clone()).date(),
+    )?;
     let members = super::pages_up_to(GROUP_REPORT_TENANTS_MAX, |page| {
         state.store.list_tenants(Some(group.id), page)
     })

@@ -24,6 +24,7 @@ mod process;
 mod realtime;
 mod reports;
 mod retention;
+mod settlement;
 mod shuttle;
 mod tenant_groups;
 mod tenants;

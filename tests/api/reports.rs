@@ -67,13 +67,18 @@ const KINDS: [&str; 5] = [
     "merchant-receipts",
 ];
 
-async fn merchant(app: &TestApp, admin: &str, body: Value) -> String {
+pub(crate) async fn merchant(app: &TestApp, admin: &str, body: Value) -> String {
     let (s, m) = app.post("/api/v1/merchants", admin, body).await;
     assert_eq!(s, 201, "{m}");
     m["id"].as_str().unwrap().to_string()
 }
 
-async fn till(app: &TestApp, admin: &str, merchant: &str, name: &str) -> (String, String) {
+pub(crate) async fn till(
+    app: &TestApp,
+    admin: &str,
+    merchant: &str,
+    name: &str,
+) -> (String, String) {
     let (s, t) = app
         .post(
             &format!("/api/v1/merchants/{merchant}/terminals"),
@@ -88,7 +93,7 @@ async fn till(app: &TestApp, admin: &str, merchant: &str, name: &str) -> (String
     )
 }
 
-async fn report(app: &TestApp, admin: &str, kind: &str, from: &str, to: &str) -> Value {
+pub(crate) async fn report(app: &TestApp, admin: &str, kind: &str, from: &str, to: &str) -> Value {
     let (s, r) = app
         .get(
             &format!("/api/v1/reports/{kind}?from={from}&to={to}"),
@@ -103,7 +108,7 @@ async fn report(app: &TestApp, admin: &str, kind: &str, from: &str, to: &str) ->
     r
 }
 
-async fn download(app: &TestApp, admin: &str, path: &str) -> (String, Vec<u8>) {
+pub(crate) async fn download(app: &TestApp, admin: &str, path: &str) -> (String, Vec<u8>) {
     let res = app
         .client
         .get(app.url(path))
@@ -125,7 +130,7 @@ async fn download(app: &TestApp, admin: &str, path: &str) -> (String, Vec<u8>) {
 }
 
 /// `(number, field)` of each row of a per-merchant report.
-fn by_merchant(r: &Value, field: &str) -> Vec<(String, i64)> {
+pub(crate) fn by_merchant(r: &Value, field: &str) -> Vec<(String, i64)> {
     r["rows"]
         .as_array()
         .unwrap()
@@ -139,15 +144,13 @@ fn by_merchant(r: &Value, field: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+pub(crate) fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
     v.iter().map(|(n, x)| (n.to_string(), *x)).collect()
 }
 
-async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else {
-        return;
-    };
-    // Day 1 starts at 09:00 Shanghai time, the tenant's default zone.
+/// Moves the clock to the next 09:00 in Shanghai, the tenant's default zone; answers that
+/// day and the next, `YYYY-MM-DD`.
+pub(crate) fn to_nine(app: &TestApp) -> (String, String) {
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
     let now = app.clock.now().to_zoned(tz.clone());
     let nine = now.date().at(9, 0, 0, 0).to_zoned(tz.clone()).unwrap();
@@ -158,8 +161,17 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
     };
     app.clock
         .advance(now.timestamp().duration_until(nine.timestamp()));
-    let day1 = nine.date().to_string();
-    let day2 = nine.date().tomorrow().unwrap().to_string();
+    (
+        nine.date().to_string(),
+        nine.date().tomorrow().unwrap().to_string(),
+    )
+}
+
+async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (day1, day2) = to_nine(&app);
 
     let (_, admin) = app.tenant("university", "standard").await;
     let root = merchant(&app, &admin, json!({"name": "Catering", "number": "C"})).await;
@@ -452,11 +464,10 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
         all
     };
     let before = five().await;
-    let midnight = nine
-        .date()
-        .tomorrow()
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+    let midnight = jiff::civil::Date::strptime("%Y-%m-%d", &day2)
         .unwrap()
-        .to_zoned(tz.clone())
+        .to_zoned(tz)
         .unwrap();
     let mut added = 0;
     loop {
