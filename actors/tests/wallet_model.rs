@@ -78,14 +78,14 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1..3_000i64, 0..3usize, 0..20u8).prop_map(|(amount, merchant, code)| Step::Pay { amount, merchant, code }),
-        3 => (1..800i64).prop_map(|amount| Step::TopUp { amount }),
+        3 => (1..500i64).prop_map(|amount| Step::TopUp { amount }),
         2 => (any::<usize>(), proptest::option::of(1..1_500i64)).prop_map(|(pick, amount)| Step::Refund { pick, amount }),
         1 => (1..1_000i64, proptest::option::of(1..96i64), proptest::option::of(0..3usize))
             .prop_map(|(amount, expires_h, merchant)| Step::Grant { amount, expires_h, merchant }),
         1 => (1..800i64, 0..2_000i64, 1..96i64, proptest::option::of(0..3usize))
             .prop_map(|(discount, threshold, expires_h, merchant)| Step::Coupon { discount, threshold, expires_h, merchant }),
         1 => Just(Step::Freeze),
-        1 => Just(Step::Unfreeze),
+        2 => Just(Step::Unfreeze),
         1 => Just(Step::Agreement),
         2 => (any::<usize>(), proptest::bool::weighted(0.7)).prop_map(|(pick, ok)| Step::Provider { pick, ok }),
         1 => Just(Step::Repay),
@@ -852,11 +852,18 @@ proptest! {
         prop_assert!(world.payments.len() > 100);
         prop_assert!(world.entries > 1_000);
         // And reached the end of the deduction order, and arrears, again and again. How
-        // often varies widely from run to run: it hangs on when the agreement is signed
-        // and how long arrears block payments (37 to 254 in 40 runs of 10,000 steps, and
-        // 18 once in CI), so the bar is "several", not a typical count.
+        // often varies from run to run: it hangs on when the agreement is signed, how long
+        // arrears block payments and how long the code stays frozen. With top-ups of up to
+        // 8.00 and admins unfreezing one step in 22 it was 37 to 254 in 40 runs, once 18
+        // and once 1 in CI (the wallet frozen for most of that run, and cash left over);
+        // with top-ups of up to 5.00 and an unfreeze one step in 11.5 (these weights),
+        // 401 to 617 in 40 runs. The bar stays "several", not a typical count.
         let deferred = world.payments.values().filter(|p| p.breakdown.deferred.0 > 0).count();
-        prop_assert!(deferred > 5, "{} deferred debits", deferred);
+        let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+        for p in world.payments.values() {
+            *outcomes.entry(format!("{:?}/{:?}", p.status, p.decline_reason)).or_default() += 1;
+        }
+        prop_assert!(deferred > 5, "{} deferred debits; {:?}", deferred, outcomes);
         // And refunded payments all through the run, wholly and in part.
         let refunded = |s: PaymentStatus| world.payments.values().filter(|p| p.status == s).count();
         prop_assert!(refunded(PaymentStatus::Refunded) > 20);
