@@ -492,6 +492,15 @@ impl Access for PaymentsViewerOrTerminal {
     const APP_SCOPE: Option<AppScope> = Some(AppScope::PaymentsRead);
 }
 
+/// An admin reading what cardholders spent (personal data: no app scope opens it), in an
+/// edition with enhanced analytics.
+pub struct SpendingAnalyst;
+impl Access for SpendingAnalyst {
+    const KINDS: &'static [TokenKind] = &[TokenKind::Admin];
+    const SUB_ADMINS: SubAdmins = SubAdmins::Granted(Feature::Payments, GrantLevel::View);
+    const CAPABILITY: Capability = Capability::EnhancedAnalytics;
+}
+
 /// An admin reading the tenant's settlement entities and merchants' schedules, in an
 /// edition with multi-merchant-entity settlement.
 pub struct SettlementViewer;

@@ -14,9 +14,10 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, apps, arrears, audit, booking, cards, checkin, collection, directory, groups, health,
-    identity, import, launch, ledger, maintenance, merchants, notices, payments, people, reports,
-    settlement, shuttle, stats, subsidies, tenant_groups, tenants, users, visitors, wallets,
+    admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
+    groups, health, identity, import, launch, ledger, maintenance, merchants, notices, payments,
+    people, reports, settlement, shuttle, stats, subsidies, tenant_groups, tenants, users,
+    visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -127,6 +128,7 @@ where
                 .service(stats::get_directory_stats)
                 .service(stats::get_wallet_stats)
                 .service(reports::get_report)
+                .service(analytics::get_spending)
                 .service(merchants::create_merchant)
                 .service(merchants::list_merchants)
                 .service(merchants::get_merchant)

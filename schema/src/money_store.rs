@@ -151,6 +151,15 @@ pub trait MoneyStore: Send + Sync + 'static {
     /// for the quarter hours they hold, and for the rest from payments (through the
     /// merchants' index), refunds (through the merchant refunds' index) and the other
     /// movements (through an index of their own): never a scan of the ledger.
+    /// Per cardholder, their payments not declined made between the two times (through the
+    /// merchants' index, as the reports' live sums): how many, what they came to, and how
+    /// much of them has been refunded up to now.
+    async fn spending_by_user(
+        &self,
+        tenant: TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UserSpending>>;
     async fn report_facts(
         &self,
         tenant: TenantId,

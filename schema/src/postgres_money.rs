@@ -1705,6 +1705,36 @@ impl MoneyStore for PgStore {
         Ok(paginate(payments, page.limit, |p| p.id))
     }
 
+    async fn spending_by_user(
+        &self,
+        tenant: TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UserSpending>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT p.user_id, count(*), sum(p.amount)::int8, sum(p.refunded)::int8 \
+                 FROM merchants m JOIN payments p ON p.merchant_id = m.id \
+                 WHERE m.tenant_id = $1 AND p.tenant_id = $1 AND p.status <> 'declined' \
+                 AND p.created_at >= $2 AND p.created_at < $3 AND p.user_id IS NOT NULL \
+                 GROUP BY p.user_id",
+                &[&tenant.0, &from, &to],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserSpending {
+                    user_id: UserId(r.try_get(0).map_err(pg)?),
+                    payments: r.try_get::<_, i64>(1).map_err(pg)? as u64,
+                    amount: Money(r.try_get(2).map_err(pg)?),
+                    refunded: Money(r.try_get(3).map_err(pg)?),
+                })
+            })
+            .collect()
+    }
+
     async fn report_facts(
         &self,
         tenant: TenantId,

@@ -983,6 +983,35 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn spending_by_user(
+        &self,
+        tenant: TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UserSpending>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT user_id, count(*), sum(amount), sum(refunded) FROM payments \
+                 WHERE merchant_id IN (SELECT id FROM merchants WHERE tenant_id = ?1) \
+                 AND status <> 'declined' AND created_at >= ?2 AND created_at < ?3 \
+                 AND user_id IS NOT NULL GROUP BY user_id",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![tenant.to_string(), ms(from), ms(to)], |r| {
+                    Ok(UserSpending {
+                        user_id: UserId(uuid_col(r, 0)?),
+                        payments: r.get::<_, i64>(1)? as u64,
+                        amount: Money(r.get(2)?),
+                        refunded: Money(r.get(3)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn report_facts(
         &self,
         tenant: TenantId,

@@ -731,6 +731,16 @@ pub struct SalesBucket {
     pub by_source: Breakdown,
 }
 
+/// One cardholder's payments over a period (enhanced analytics): those not declined, made
+/// in it, and how much of them has been refunded since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserSpending {
+    pub user_id: UserId,
+    pub payments: u64,
+    pub amount: Money,
+    pub refunded: Money,
+}
+
 /// The refunds of one merchant in one quarter hour, by when they were made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefundBucket {

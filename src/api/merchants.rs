@@ -1,7 +1,5 @@
 //! Merchants (a tree: root → site → stall), their terminals, and daily totals.
 
-use std::collections::HashMap;
-
 use actix_web::{get, patch, post, web, HttpResponse};
 use jiff::civil::Date;
 use onecard_actors::domain::collection;
@@ -252,34 +250,10 @@ pub async fn list_merchants(
 }
 
 /// The merchants in tree order: each root, then its subtree; siblings by name. What
-/// `GET /merchants` answers and the order of the reports' rows.
+/// `GET /merchants` answers and the order of the reports' rows. A merchant whose parent is
+/// not in the list (a report narrowed to one settlement entity) stands as a root of it.
 pub fn tree_order(merchants: &[Merchant]) -> Vec<&Merchant> {
-    let ids: std::collections::HashSet<MerchantId> = merchants.iter().map(|m| m.id).collect();
-    let mut children: HashMap<Option<MerchantId>, Vec<&Merchant>> = HashMap::new();
-    for m in merchants {
-        // A merchant whose parent is not in the list (a report narrowed to one settlement
-        // entity) stands as a root of it.
-        let parent = m.parent_id.filter(|p| ids.contains(p));
-        children.entry(parent).or_default().push(m);
-    }
-    for kids in children.values_mut() {
-        kids.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let mut out = Vec::with_capacity(merchants.len());
-    let mut stack: Vec<&Merchant> = children
-        .get(&None)
-        .into_iter()
-        .flatten()
-        .rev()
-        .copied()
-        .collect();
-    while let Some(m) = stack.pop() {
-        out.push(m);
-        if let Some(kids) = children.get(&Some(m.id)) {
-            stack.extend(kids.iter().rev().copied());
-        }
-    }
-    out
+    super::tree_order_by(merchants, |m| m.id, |m| m.parent_id, |m| &m.name)
 }
 
 /// One merchant.

@@ -2,6 +2,7 @@
 //! Handlers parse, call the store (or an actor), and map the reply.
 
 pub mod admins;
+pub mod analytics;
 pub mod apps;
 pub mod arrears;
 pub mod audit;
@@ -231,6 +232,41 @@ where
             None => return Ok(all),
         }
     }
+}
+
+/// Items of a tree in tree order: each root, then its subtree, depth first; siblings by
+/// name. An item whose parent is not in the list stands as a root.
+pub fn tree_order_by<T, K: Copy + Eq + std::hash::Hash>(
+    items: &[T],
+    id: impl Fn(&T) -> K,
+    parent: impl Fn(&T) -> Option<K>,
+    name: impl Fn(&T) -> &str,
+) -> Vec<&T> {
+    use std::collections::{HashMap, HashSet};
+    let ids: HashSet<K> = items.iter().map(&id).collect();
+    let mut children: HashMap<Option<K>, Vec<&T>> = HashMap::new();
+    for item in items {
+        let p = parent(item).filter(|p| ids.contains(p));
+        children.entry(p).or_default().push(item);
+    }
+    for kids in children.values_mut() {
+        kids.sort_by(|a, b| name(a).cmp(name(b)));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut stack: Vec<&T> = children
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .rev()
+        .copied()
+        .collect();
+    while let Some(item) = stack.pop() {
+        out.push(item);
+        if let Some(kids) = children.get(&Some(id(item))) {
+            stack.extend(kids.iter().rev().copied());
+        }
+    }
+    out
 }
 
 /// An SVG image that is not to be cached (a code that may be rotated).

@@ -92,6 +92,11 @@ pub enum ReportKind {
     /// A tenant group's income summary, one line per member tenant (`GET /group/reports/…`);
     /// not one of a tenant's own reports, so not in `ALL`.
     GroupIncomeSummary,
+    /// Cardholders' spending by department, identity or person (`GET /analytics/spending`,
+    /// enhanced analytics); not in `ALL` either.
+    SpendingByDepartment,
+    SpendingByIdentity,
+    SpendingByUser,
 }
 
 impl ReportKind {
@@ -113,6 +118,9 @@ impl ReportKind {
             ReportKind::MerchantReceipts => "merchant-receipts",
             ReportKind::EntitySettlement => "entity-settlement",
             ReportKind::GroupIncomeSummary => "group-income-summary",
+            ReportKind::SpendingByDepartment => "spending-by-department",
+            ReportKind::SpendingByIdentity => "spending-by-identity",
+            ReportKind::SpendingByUser => "spending-by-user",
         }
     }
 
@@ -125,6 +133,9 @@ impl ReportKind {
             ReportKind::MerchantReceipts => "Merchant receipts by terminal and hour",
             ReportKind::EntitySettlement => "Settlement by entity",
             ReportKind::GroupIncomeSummary => "Income and expense summary by member tenant",
+            ReportKind::SpendingByDepartment => "Cardholders' spending by department",
+            ReportKind::SpendingByIdentity => "Cardholders' spending by identity",
+            ReportKind::SpendingByUser => "Cardholders' spending, person by person",
         }
     }
 }
@@ -468,7 +479,7 @@ impl Input<'_> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Text,
     /// A whole number that is summed in the totals (a count).
     Count,
@@ -492,13 +503,13 @@ impl Kind {
 }
 
 #[derive(Clone, Copy)]
-struct Column {
+pub(crate) struct Column {
     key: &'static str,
     title: &'static str,
     kind: Kind,
 }
 
-const fn col(key: &'static str, title: &'static str, kind: Kind) -> Column {
+pub(crate) const fn col(key: &'static str, title: &'static str, kind: Kind) -> Column {
     Column { key, title, kind }
 }
 
@@ -670,6 +681,10 @@ pub fn build(kind: ReportKind, input: &Input) -> Table {
         ReportKind::EntitySettlement => (&ENTITY_SETTLEMENT, by_entity(input)),
         // Its lines are whole tenants' (`group_income`), not built from one tenant's facts.
         ReportKind::GroupIncomeSummary => (&GROUP_INCOME, Vec::new()),
+        // Built from the cardholders' spending (`analytics.rs`), not from a tenant's facts.
+        ReportKind::SpendingByDepartment
+        | ReportKind::SpendingByIdentity
+        | ReportKind::SpendingByUser => (&[], Vec::new()),
     };
     Table {
         kind,
@@ -720,13 +735,18 @@ pub async fn group_income_line(
     Ok(line)
 }
 
+/// A table built elsewhere from its columns and rows.
+pub(crate) fn table(kind: ReportKind, columns: &'static [Column], rows: Vec<Vec<Cell>>) -> Table {
+    Table {
+        kind,
+        columns,
+        rows,
+    }
+}
+
 /// A tenant group's income summary from its members' lines.
 pub fn group_income(lines: Vec<Vec<Cell>>) -> Table {
-    Table {
-        kind: ReportKind::GroupIncomeSummary,
-        columns: &GROUP_INCOME,
-        rows: lines,
-    }
+    table(ReportKind::GroupIncomeSummary, &GROUP_INCOME, lines)
 }
 
 fn income(input: &Input) -> Vec<Vec<Cell>> {

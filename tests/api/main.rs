@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admins;
+mod analytics;
 mod apps;
 mod booking;
 mod browser;
