@@ -397,6 +397,10 @@ pub async fn run(
         "{}",
         time_reports(&client, &server, &setup.admin, taken).await?
     );
+    println!(
+        "{}",
+        time_spending(&client, &server, &setup.admin, taken).await?
+    );
     if let Some(path) = latency_log {
         write_latency_log(path, &times)
             .with_context(|| format!("writing the latency log {}", path.display()))?;
@@ -468,6 +472,81 @@ async fn time_reports(
     let agree = totals.iter().all(|t| *t == taken);
     line.push_str(&format!(
         " every report's sales = what the tills took ({taken} fen): {agree}"
+    ));
+    Ok(line)
+}
+
+/// Moves the run's tenant to the advanced edition and times the spending analysis over
+/// the run (by person, department and identity; one as CSV), checking that the
+/// cardholders' gross by identity is what the tills took.
+async fn time_spending(
+    client: &reqwest::Client,
+    server: &Server,
+    admin: &str,
+    taken: i64,
+) -> Result<String> {
+    let tenant: Value = client
+        .get(format!("{}/api/v1/tenant", server.base))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = tenant["id"].as_str().context("tenant id")?;
+    let res = client
+        .patch(format!("{}/api/v1/tenants/{id}", server.base))
+        .bearer_auth(&server.root)
+        .json(&json!({"edition": "advanced"}))
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        bail!("edition: {}", res.status());
+    }
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let (from, to) = (today.yesterday()?, today.tomorrow()?);
+    let mut line = String::from("spending:");
+    let mut gross = -1;
+    for (by, format) in [
+        ("user", "json"),
+        ("department", "json"),
+        ("identity", "json"),
+        ("user", "csv"),
+    ] {
+        let url = format!(
+            "{}/api/v1/analytics/spending?from={from}&to={to}&by={by}&format={format}",
+            server.base
+        );
+        // The admin's token carries the tenant's edition for a few seconds (its cache).
+        let started = Instant::now();
+        let (res, t) = loop {
+            let t = Instant::now();
+            let res = client.get(&url).bearer_auth(admin).send().await?;
+            if res.status() != reqwest::StatusCode::FORBIDDEN
+                || started.elapsed() > Duration::from_secs(10)
+            {
+                break (res, t);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if !res.status().is_success() {
+            bail!("spending by {by}: {}", res.status());
+        }
+        let body = res.bytes().await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        line.push_str(&format!(
+            " by {by} ({format}, {} KiB) {ms:.0} ms;",
+            body.len() / 1024
+        ));
+        if by == "identity" {
+            let r: Value = serde_json::from_slice(&body)?;
+            gross = r["totals"]["gross"].as_i64().unwrap_or(-1);
+        }
+    }
+    line.push_str(&format!(
+        " cardholders' gross = what the tills took ({taken} fen): {}",
+        gross == taken
     ));
     Ok(line)
 }
