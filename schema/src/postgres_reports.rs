@@ -44,11 +44,14 @@ async fn live<C: GenericClient>(
         .map_err(pg)?;
     let refunds = c
         .query(
-            "SELECT ref_id, (extract(epoch FROM date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')) / 900)::int8, \
-             count(*), (-sum(amount))::int8 \
-             FROM ledger_entries WHERE tenant_id = $1 AND account = 'merchant_receivable' AND amount < 0 \
-             AND created_at >= $2 AND created_at < $3 \
-             GROUP BY ref_id, date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')",
+            "SELECT l.ref_id, (extract(epoch FROM date_bin('15 minutes', l.created_at, TIMESTAMPTZ 'epoch')) / 900)::int8, \
+             count(*), (-sum(l.amount))::int8, \
+             (extract(epoch FROM date_bin('15 minutes', p.created_at, TIMESTAMPTZ 'epoch')) / 900)::int8 \
+             FROM ledger_entries l LEFT JOIN payments p ON p.id = l.payment_id \
+             WHERE l.tenant_id = $1 AND l.account = 'merchant_receivable' AND l.amount < 0 \
+             AND l.created_at >= $2 AND l.created_at < $3 \
+             GROUP BY l.ref_id, date_bin('15 minutes', l.created_at, TIMESTAMPTZ 'epoch'), \
+             date_bin('15 minutes', p.created_at, TIMESTAMPTZ 'epoch')",
             &range,
         )
         .await
@@ -90,7 +93,7 @@ async fn rolled<C: GenericClient>(
         .map_err(pg)?;
     let refunds = c
         .query(
-            "SELECT merchant_id, bucket, refunds, amount FROM report_refunds \
+            "SELECT merchant_id, bucket, refunds, amount, NULLIF(sale_bucket, -1) FROM report_refunds \
              WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3",
             &range,
         )
@@ -138,6 +141,7 @@ fn facts_from(
                 bucket: r.get(1),
                 count: r.get::<_, i64>(2) as u64,
                 amount: Money(r.get(3)),
+                sale_bucket: r.get(4),
             })
             .collect(),
         movements: movements
@@ -304,10 +308,15 @@ async fn store<C: GenericClient>(c: &C, tenant: Uuid, f: &ReportFacts) -> StoreR
     let merchants: Vec<Uuid> = f.refunds.iter().map(|r| r.merchant_id.0).collect();
     let counts: Vec<i64> = f.refunds.iter().map(|r| r.count as i64).collect();
     let amounts: Vec<i64> = f.refunds.iter().map(|r| r.amount.0).collect();
+    let sales: Vec<i64> = f
+        .refunds
+        .iter()
+        .map(|r| r.sale_bucket.unwrap_or(-1))
+        .collect();
     c.execute(
-        "INSERT INTO report_refunds (tenant_id, bucket, merchant_id, refunds, amount) \
-         SELECT $1, * FROM unnest($2::int8[], $3::uuid[], $4::int8[], $5::int8[])",
-        &[&tenant, &buckets, &merchants, &counts, &amounts],
+        "INSERT INTO report_refunds (tenant_id, bucket, merchant_id, refunds, amount, sale_bucket) \
+         SELECT $1, * FROM unnest($2::int8[], $3::uuid[], $4::int8[], $5::int8[], $6::int8[])",
+        &[&tenant, &buckets, &merchants, &counts, &amounts, &sales],
     )
     .await
     .map_err(pg)?;

@@ -29,9 +29,11 @@ fn live(c: &Connection, tenant: &str, from: i64, to: i64) -> rusqlite::Result<Re
         .collect::<Result<Vec<_>, _>>()?;
     let refunds = c
         .prepare_cached(
-            "SELECT ref_id, created_at / ?4, count(*), -sum(amount) FROM ledger_entries \
-             WHERE tenant_id = ?1 AND account = 'merchant_receivable' AND amount < 0 \
-             AND created_at >= ?2 AND created_at < ?3 GROUP BY 1, 2",
+            "SELECT l.ref_id, l.created_at / ?4, count(*), -sum(l.amount), p.created_at / ?4 \
+             FROM ledger_entries l LEFT JOIN payments p ON p.tenant_id = l.tenant_id \
+             AND p.id = l.payment_id \
+             WHERE l.tenant_id = ?1 AND l.account = 'merchant_receivable' AND l.amount < 0 \
+             AND l.created_at >= ?2 AND l.created_at < ?3 GROUP BY 1, 2, 5",
         )?
         .query_map(range, refund_row)?
         .collect::<Result<Vec<_>, _>>()?;
@@ -70,7 +72,7 @@ fn rolled(c: &Connection, tenant: &str, from: i64, to: i64) -> rusqlite::Result<
         .collect::<Result<Vec<_>, _>>()?;
     let refunds = c
         .prepare_cached(
-            "SELECT merchant_id, bucket, refunds, amount FROM report_refunds \
+            "SELECT merchant_id, bucket, refunds, amount, nullif(sale_bucket, -1) FROM report_refunds \
              WHERE tenant_id = ?1 AND bucket >= ?2 AND bucket < ?3",
         )?
         .query_map(range, refund_row)?
@@ -111,6 +113,7 @@ fn refund_row(r: &rusqlite::Row) -> rusqlite::Result<RefundBucket> {
         bucket: r.get(1)?,
         count: r.get::<_, i64>(2)? as u64,
         amount: Money(r.get(3)?),
+        sale_bucket: r.get(4)?,
     })
 }
 
@@ -254,7 +257,8 @@ fn store(c: &Connection, tenant: &str, f: &ReportFacts) -> rusqlite::Result<()> 
         ])?;
     }
     let mut st = c.prepare_cached(
-        "INSERT INTO report_refunds (tenant_id, bucket, merchant_id, refunds, amount) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO report_refunds (tenant_id, bucket, merchant_id, refunds, amount, sale_bucket) \
+         VALUES (?, ?, ?, ?, ?, ?)",
     )?;
     for r in &f.refunds {
         st.execute(params![
@@ -262,7 +266,8 @@ fn store(c: &Connection, tenant: &str, f: &ReportFacts) -> rusqlite::Result<()> 
             r.bucket,
             r.merchant_id.to_string(),
             r.count as i64,
-            r.amount.0
+            r.amount.0,
+            r.sale_bucket.unwrap_or(-1)
         ])?;
     }
     let mut st = c.prepare_cached(

@@ -746,6 +746,10 @@ pub struct UserSpending {
 pub struct RefundBucket {
     pub merchant_id: MerchantId,
     pub bucket: i64,
+    /// The quarter hour of the payments refunded (a settlement entity's statement counts a
+    /// refund against the entity of its sale's day); `None` in roll-ups written before
+    /// it was kept (PostgreSQL V34, SQLite V32), all of days before any settlement entity.
+    pub sale_bucket: Option<i64>,
     pub count: u64,
     pub amount: Money,
 }

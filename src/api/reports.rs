@@ -15,7 +15,7 @@ use onecard_actors::domain::edition::Capability;
 use onecard_schema::ids::{MerchantId, TerminalId};
 use onecard_schema::model::Tenant;
 use onecard_schema::settlement_store::{Schedule, SettlementEntity, SettlesTo};
-use onecard_schema::wallet::{Breakdown, Merchant, ReportFacts, REPORT_BUCKET_MS};
+use onecard_schema::wallet::{Breakdown, Merchant, RefundBucket, ReportFacts, REPORT_BUCKET_MS};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -314,9 +314,21 @@ fn keep_settled_to(
         .retain(|s| schedule.on(s.merchant_id, day(s.bucket)).0 == to_whom);
     facts
         .refunds
-        .retain(|r| schedule.on(r.merchant_id, day(r.bucket)).0 == to_whom);
+        .retain(|r| schedule.on(r.merchant_id, day(refund_sale_bucket(r))).0 == to_whom);
+    // Its merchants on some day of the period, and any with a refund counted against it
+    // (of a sale from before the period).
     let days = days_of(from, to);
-    merchants.retain(|m| days.iter().any(|d| schedule.on(m.id, *d).0 == to_whom));
+    let refunded: std::collections::HashSet<MerchantId> =
+        facts.refunds.iter().map(|r| r.merchant_id).collect();
+    merchants.retain(|m| {
+        refunded.contains(&m.id) || days.iter().any(|d| schedule.on(m.id, *d).0 == to_whom)
+    });
+}
+
+/// The quarter hour whose day decides whom a refund is counted against: its sale's, or
+/// its own where the sale's was not kept (roll-ups of days before settlement entities).
+fn refund_sale_bucket(r: &RefundBucket) -> i64 {
+    r.sale_bucket.unwrap_or(r.bucket)
 }
 
 /// The period a query asks for: `from` (default `today`) to `to` (default `from`), at most
@@ -884,7 +896,7 @@ fn by_entity(input: &Input) -> Vec<Vec<Cell>> {
         }
     }
     for r in &input.facts.refunds {
-        sums.entry(to_whom(r.merchant_id, r.bucket))
+        sums.entry(to_whom(r.merchant_id, refund_sale_bucket(r)))
             .or_default()
             .refunds += r.amount.0;
     }
@@ -1214,6 +1226,7 @@ mod tests {
                 bucket: bucket("2026-03-01T18:45:00Z"),
                 count: 1,
                 amount: Money(50),
+                sale_bucket: None,
             }],
             movements: vec![MovementBucket {
                 bucket: bucket("2026-03-01T18:00:00Z"),
@@ -1263,6 +1276,7 @@ mod tests {
                 bucket: bucket("2026-03-01T04:00:00Z"),
                 count: 1,
                 amount: Money(70),
+                sale_bucket: None,
             }],
             movements: vec![],
         };

@@ -3,6 +3,7 @@
 //! sales by them and agree with the merchant clearing.
 
 use jiff::SignedDuration;
+use onecard_actors::clock::Clock;
 use serde_json::{json, Value};
 
 use crate::groups::{group, sub_admin};
@@ -294,7 +295,9 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
     .await;
     assert_eq!(s, 201, "{r}");
 
-    // Day 2: the moves take effect. Noodles 500, South 600.
+    // Day 2: the moves take effect. Noodles 500, South 600; and 100 more of Noodles' day-1
+    // sale refunded, which North Catering took: it is counted against them, not against
+    // South Foods, who runs Noodles now.
     app.clock.advance(SignedDuration::from_hours(24));
     assert_eq!(settles_to(&app, &admin, &n1).await.0, south);
     assert_eq!(settles_to(&app, &admin, &n2).await.0, "own");
@@ -307,6 +310,15 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
     );
     sale("noodles", 500).await;
     sale("south", 600).await;
+    let (s, r) = keyed(
+        &app,
+        &format!("/api/v1/payments/{first}/refunds"),
+        &admin,
+        "refund-2",
+        json!({"amount": 100}),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
     ledger_balances(&app, &admin).await;
 
     // Settlement by entity: the school, then the entities by name.
@@ -322,7 +334,7 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
         lines,
         [
             ("own".to_string(), [3, 800, 0, 800]),
-            (north.clone(), [2, 1_400, 200, 1_200]),
+            (north.clone(), [2, 1_400, 300, 1_100]),
             (south.clone(), [1, 500, 0, 500]),
         ],
         "{r}"
@@ -336,6 +348,28 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
             .sum();
         assert_eq!(row["gross"].as_i64(), Some(parts), "{row}");
     }
+    // The same once the period's quarter hours are closed and rolled up (the refunds'
+    // roll-ups keep their sales' quarter hours).
+    app.clock.advance(SignedDuration::from_mins(20));
+    let mut rolled = 0;
+    loop {
+        let n = app
+            .state
+            .store
+            .roll_up_reports(app.clock.now(), SignedDuration::ZERO, 1_000)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        rolled += n;
+    }
+    assert!(
+        rolled > 96,
+        "day 1 and day 2's first quarter hour rolled up: {rolled}"
+    );
+    let again = report(&app, &admin, "entity-settlement", &day1, &day2).await;
+    assert_eq!(again["rows"], r["rows"]);
     let clearing = report(&app, &admin, "merchant-clearing", &day1, &day2).await;
     for k in ["payments", "gross", "refunds", "net"] {
         assert_eq!(r["totals"][k], clearing["totals"][k], "{k}");
@@ -351,29 +385,30 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
         lines,
         [
             ("own".to_string(), [0, 0, 0, 0]),
-            (north.clone(), [1, 600, 0, 600]),
+            (north.clone(), [1, 600, 100, 500]),
             (south.clone(), [1, 500, 0, 500]),
         ]
     );
 
     // A merchant report narrowed to one entity: its merchants on its days only.
-    let narrowed = |to_whom: &str| {
+    let narrowed_from = |from: &str, to_whom: &str, field: &'static str| {
         let (app, admin, to_whom) = (&app, &admin, to_whom.to_string());
-        let (day1, day2) = (day1.clone(), day2.clone());
+        let (from, day2) = (from.to_string(), day2.clone());
         async move {
             let (s, r) = app
                 .get(
                     &format!(
-                        "/api/v1/reports/merchant-clearing?from={day1}&to={day2}\
+                        "/api/v1/reports/merchant-clearing?from={from}&to={day2}\
                          &settlement_entity={to_whom}"
                     ),
                     admin,
                 )
                 .await;
             assert_eq!(s, 200, "{r}");
-            by_merchant(&r, "gross")
+            by_merchant(&r, field)
         }
     };
+    let narrowed = |to_whom: &str| narrowed_from(&day1, to_whom, "gross");
     assert_eq!(
         narrowed(&north).await,
         pairs(&[("N", 0), ("N1", 800), ("S", 600)])
@@ -382,6 +417,20 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
     assert_eq!(
         narrowed("own").await,
         pairs(&[("C", 300), ("S", 400), ("N2", 100)])
+    );
+    assert_eq!(
+        narrowed_from(&day1, &north, "refunds").await,
+        pairs(&[("N", 0), ("N1", 300), ("S", 0)])
+    );
+    // On day 2 alone Noodles settles to South Foods, but the refund of its day-1 sale
+    // still shows on North Catering's statement.
+    assert_eq!(
+        narrowed_from(&day2, &north, "refunds").await,
+        pairs(&[("N1", 100), ("S", 0)])
+    );
+    assert_eq!(
+        narrowed_from(&day2, &south, "refunds").await,
+        pairs(&[("N", 0), ("N1", 0)])
     );
     for (query, field, rule) in [
         (
