@@ -346,6 +346,39 @@ impl PgStore {
         tx.commit().await.map_err(pg)
     }
 
+    /// Deletes the tenant's row `id` of `table` unless `used` (a query of the id, `$1`)
+    /// finds something naming it (`in_use`). The row is locked first and `used` read after
+    /// the lock, so a writer naming the row (holding its lock, or a foreign key's) either
+    /// finished before and is seen, or waits and then finds the row gone.
+    pub(crate) async fn delete_unused(
+        &self,
+        table: &str,
+        tenant: TenantId,
+        id: Uuid,
+        used: &str,
+        in_use: fn() -> StoreError,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.query_opt(
+            &format!("SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"),
+            &[&tenant.0, &id],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+        let used: bool = tx.query_one(used, &[&id]).await.map_err(pg)?.get(0);
+        if used {
+            return Err(in_use());
+        }
+        tx.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
+            .await
+            .map_err(pg)?;
+        insert_audit(&tx, audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
     /// Every row of one of a tenant's small named tables (groups, apps), by name.
     pub(crate) async fn tenant_rows_by_name<T>(
         &self,
@@ -1063,33 +1096,17 @@ impl Store for PgStore {
         id: AdminGroupId,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
         // The row lock makes an admin being added to the group wait for this to finish
         // (its foreign key check locks the group's key), then fail on the missing group.
-        tx.query_opt(
-            "SELECT 1 FROM admin_groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-            &[&tenant.0, &id.0],
+        self.delete_unused(
+            "admin_groups",
+            tenant,
+            id.0,
+            "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = $1)",
+            group_in_use,
+            &audit,
         )
         .await
-        .map_err(pg)?
-        .ok_or(StoreError::NotFound)?;
-        let used: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = $1)",
-                &[&id.0],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if used {
-            return Err(group_in_use());
-        }
-        tx.execute("DELETE FROM admin_groups WHERE id = $1", &[&id.0])
-            .await
-            .map_err(pg)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn create_app(&self, tenant: TenantId, app: App, audit: Audit) -> StoreResult<()> {

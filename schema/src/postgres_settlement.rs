@@ -117,33 +117,16 @@ impl SettlementStore for PgStore {
         id: SettlementEntityId,
         audit: Audit,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Waits for any schedule entry being written with it (they share its lock), then
-        // reads the entries in a statement of its own, after the lock.
-        tx.query_opt(
-            "SELECT 1 FROM settlement_entities WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-            &[&tenant.0, &id.0],
+        // Waits for any schedule entry being written with it (they share its lock).
+        self.delete_unused(
+            "settlement_entities",
+            tenant,
+            id.0,
+            "SELECT EXISTS (SELECT 1 FROM merchant_settlements WHERE entity_id = $1)",
+            settlement_entity_in_use,
+            &audit,
         )
         .await
-        .map_err(pg)?
-        .ok_or(StoreError::NotFound)?;
-        let used: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM merchant_settlements WHERE entity_id = $1)",
-                &[&id.0],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if used {
-            return Err(settlement_entity_in_use());
-        }
-        tx.execute("DELETE FROM settlement_entities WHERE id = $1", &[&id.0])
-            .await
-            .map_err(pg)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn set_merchant_settlement(
