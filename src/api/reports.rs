@@ -201,6 +201,10 @@ pub async fn get_report(
 ) -> Result<HttpResponse, ApiError> {
     let kind: ReportKind = kind.parse().map_err(|_| ApiError::NotFound)?;
     let tenant = caller.tenant()?;
+    let settled = kind == ReportKind::EntitySettlement || q.settlement_entity.is_some();
+    if settled {
+        caller.require(Capability::MultiMerchantSettlement)?;
+    }
     let filter = q
         .settlement_entity
         .as_deref()
@@ -217,10 +221,6 @@ pub async fn get_report(
             "merchant_reports_only",
             "only the merchant reports cover one settlement entity",
         ));
-    }
-    let settled = kind == ReportKind::EntitySettlement || filter.is_some();
-    if settled {
-        caller.require(Capability::MultiMerchantSettlement)?;
     }
     let policy = state.policy(tenant).await?;
     let now = state.clock.now();

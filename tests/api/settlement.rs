@@ -91,6 +91,7 @@ async fn merchants_settle_to_entities_day_by_day_and_the_reports_split_by_them(e
     for path in [
         "/api/v1/reports/entity-settlement".to_string(),
         "/api/v1/reports/merchant-clearing?settlement_entity=own".to_string(),
+        "/api/v1/reports/income-summary?settlement_entity=nobody".to_string(),
     ] {
         let (s, p) = app.get(&path, &standard).await;
         assert_problem(s, &p, 403, "edition");
