@@ -446,20 +446,14 @@ async fn time_reports(
         ("merchant-receipts", "amount", "json"),
         ("merchant-receipts", "", "xlsx"),
     ] {
-        let t = Instant::now();
-        let res = client
-            .get(format!(
-                "{}/api/v1/reports/{kind}?from={from}&to={to}&format={format}",
-                server.base
-            ))
-            .bearer_auth(admin)
-            .send()
-            .await?;
-        if !res.status().is_success() {
-            bail!("report {kind}: {}", res.status());
+        let url = format!(
+            "{}/api/v1/reports/{kind}?from={from}&to={to}&format={format}",
+            server.base
+        );
+        let (status, body, ms) = timed_get(client, &url, admin).await?;
+        if !status.is_success() {
+            bail!("report {kind}: {status}");
         }
-        let body = res.bytes().await?;
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
         line.push_str(&format!(
             " {kind} ({format}, {} KiB) {ms:.0} ms;",
             body.len() / 1024
@@ -474,6 +468,19 @@ async fn time_reports(
         " every report's sales = what the tills took ({taken} fen): {agree}"
     ));
     Ok(line)
+}
+
+/// A GET as `token`: its status, its body and the milliseconds until the body was in.
+async fn timed_get(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>, f64)> {
+    let t = Instant::now();
+    let res = client.get(url).bearer_auth(token).send().await?;
+    let status = res.status();
+    let body = res.bytes().await?.to_vec();
+    Ok((status, body, t.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// Moves the run's tenant to the advanced edition and times the spending analysis over
@@ -520,21 +527,18 @@ async fn time_spending(
         );
         // The admin's token carries the tenant's edition for a few seconds (its cache).
         let started = Instant::now();
-        let (res, t) = loop {
-            let t = Instant::now();
-            let res = client.get(&url).bearer_auth(admin).send().await?;
-            if res.status() != reqwest::StatusCode::FORBIDDEN
+        let (status, body, ms) = loop {
+            let got = timed_get(client, &url, admin).await?;
+            if got.0 != reqwest::StatusCode::FORBIDDEN
                 || started.elapsed() > Duration::from_secs(10)
             {
-                break (res, t);
+                break got;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        if !res.status().is_success() {
-            bail!("spending by {by}: {}", res.status());
+        if !status.is_success() {
+            bail!("spending by {by}: {status}");
         }
-        let body = res.bytes().await?;
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
         line.push_str(&format!(
             " by {by} ({format}, {} KiB) {ms:.0} ms;",
             body.len() / 1024

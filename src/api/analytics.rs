@@ -174,14 +174,8 @@ pub async fn get_spending(
         q.from.as_deref(),
         q.to.as_deref(),
         now.to_zoned(policy.tz.clone()).date(),
+        SPENDING_DAYS_MAX,
     )?;
-    if from.until(to).map_err(ApiError::internal)?.get_days() >= SPENDING_DAYS_MAX {
-        return Err(ApiError::invalid_field(
-            "to",
-            "range",
-            format!("an analysis covers at most {SPENDING_DAYS_MAX} days"),
-        ));
-    }
     let start = state.local_day(&policy, from).0;
     let end = state.local_day(&policy, to).1;
     let departments = state.store.list_departments(tenant).await?;

@@ -222,12 +222,14 @@ pub async fn get_report(
             "only the merchant reports cover one settlement entity",
         ));
     }
-    let policy = state.policy(tenant).await?;
+    let tenant_row = state.tenant(tenant).await?;
+    let policy = crate::state::policy_of(&tenant_row);
     let now = state.clock.now();
     let (from, to) = period(
         q.from.as_deref(),
         q.to.as_deref(),
         now.to_zoned(policy.tz.clone()).date(),
+        MAX_DAYS,
     )?;
     let start = state.local_day(&policy, from).0;
     let end = state.local_day(&policy, to).1;
@@ -260,8 +262,7 @@ pub async fn get_report(
             );
             narrowed = Some(merchants);
         }
-        let tenant_name = state.tenant(tenant).await?.name;
-        settlement = Some((schedule, entities, tenant_name));
+        settlement = Some((schedule, entities));
     }
     let mut terminals = HashMap::new();
     if kind == ReportKind::MerchantReceipts {
@@ -278,13 +279,11 @@ pub async fn get_report(
         tz: &policy.tz,
         from,
         to,
-        settlement: settlement
-            .as_ref()
-            .map(|(schedule, entities, tenant_name)| Settlement {
-                schedule,
-                entities,
-                tenant_name,
-            }),
+        settlement: settlement.as_ref().map(|(schedule, entities)| Settlement {
+            schedule,
+            entities,
+            tenant_name: &tenant_row.name,
+        }),
     };
     let table = build(kind, &input);
     let head = Head {
@@ -332,18 +331,23 @@ fn refund_sale_bucket(r: &RefundBucket) -> i64 {
 }
 
 /// The period a query asks for: `from` (default `today`) to `to` (default `from`), at most
-/// `MAX_DAYS` days.
-pub fn period(from: Option<&str>, to: Option<&str>, today: Date) -> Result<(Date, Date), ApiError> {
+/// `max_days` days (`MAX_DAYS` for a report).
+pub fn period(
+    from: Option<&str>,
+    to: Option<&str>,
+    today: Date,
+    max_days: i32,
+) -> Result<(Date, Date), ApiError> {
     let from = parse_date("from", from)?.unwrap_or(today);
     let to = parse_date("to", to)?.unwrap_or(from);
     if to < from {
         return Err(ApiError::invalid_field("to", "range", "not before from"));
     }
-    if from.until(to).map_err(ApiError::internal)?.get_days() >= MAX_DAYS {
+    if from.until(to).map_err(ApiError::internal)?.get_days() >= max_days {
         return Err(ApiError::invalid_field(
             "to",
             "range",
-            format!("a report covers at most {MAX_DAYS} days"),
+            format!("at most {max_days} days"),
         ));
     }
     Ok((from, to))

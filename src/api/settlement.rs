@@ -404,16 +404,14 @@ pub async fn put_merchant_settlement(
     let merchant: MerchantId = path_id(&id)?;
     let assignment = match body.settles_to.as_str() {
         "parent" => Assignment::Parent,
-        other => match parse_settles_to("settles_to", other).map_err(|_| {
+        "own" => Assignment::Own,
+        other => Assignment::Entity(other.parse().map_err(|_| {
             ApiError::invalid_field(
                 "settles_to",
                 "one_of",
                 "parent, own or a settlement entity's id",
             )
-        })? {
-            SettlesTo::Own => Assignment::Own,
-            SettlesTo::Entity(e) => Assignment::Entity(e),
-        },
+        })?),
     };
     let policy = state.policy(tenant).await?;
     let now = state.clock.now();

@@ -498,6 +498,7 @@ pub async fn group_income_summary(
         q.from.as_deref(),
         q.to.as_deref(),
         now.to_zoned(head.tz.clone()).date(),
+        super::reports::MAX_DAYS,
     )?;
     let members = super::pages_up_to(GROUP_REPORT_TENANTS_MAX, |page| {
         state.store.list_tenants(Some(group.id), page)
