@@ -114,6 +114,14 @@ pub const CLAIM_TICKET_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mi
 pub const COVER_BYTES_MAX: usize = 1024 * 1024;
 pub const COVER_WIDTH: usize = 1000;
 pub const COVER_HEIGHT: usize = 600;
+/// A front end's logo: at most 256 KiB, square, 64 to 1024 px a side.
+pub const LOGO_BYTES_MAX: usize = 256 * 1024;
+pub const LOGO_PX_MIN: usize = 64;
+pub const LOGO_PX_MAX: usize = 1024;
+/// The name a front end's pages show, in characters.
+pub const FRONT_END_TITLE_CHARS_MAX: usize = 20;
+/// A front end's address, in characters.
+pub const PUBLIC_URL_CHARS_MAX: usize = 200;
 /// How long OneCard waits for a tenant's identity endpoint.
 pub const IDENTITY_ENDPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long OneCard waits for the SMS gateway adapter to take a text.

@@ -6,6 +6,8 @@
 //! the codes shown to it), `/visit` (a visitor's request and pass), `/claim` (claiming
 //! and activating a card), `/bind` (a new admin binding themselves) and `/launch/<app>`
 //! (an H5 app's or mini-program's own link: it opens the app for the card on the phone).
+//! The cardholder's and visitor's pages load `brand.js`, which gives them the organisation's
+//! look at its own address (`GET /api/v1/brand`).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.
@@ -34,6 +36,7 @@ const BIND: &str = include_str!("pages/bind.html");
 const BIND_JS: &str = include_str!("pages/bind.js");
 const LAUNCH: &str = include_str!("pages/launch.html");
 const LAUNCH_JS: &str = include_str!("pages/launch.js");
+const BRAND_JS: &str = include_str!("pages/brand.js");
 const CSS: &str = include_str!("pages/pages.css");
 
 /// Scripts from this server only (no inline script); style attributes are allowed (the
@@ -114,6 +117,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/assets/dashboard.js",
             web::get().to(|| async { page(DASHBOARD_JS, JS) }),
+        )
+        .route(
+            "/assets/brand.js",
+            web::get().to(|| async { page(BRAND_JS, JS) }),
         )
         .route(
             "/assets/pages.css",

@@ -110,6 +110,8 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("unknown_host", 422),
     ("pass_invalid", 422),
     ("cover_invalid", 422),
+    ("logo_invalid", 422),
+    ("address_taken", 409),
     ("identity_not_eligible", 422),
     ("verification_failed", 422),
     ("audience_empty", 422),

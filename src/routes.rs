@@ -15,9 +15,9 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
     admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
-    groups, health, identity, import, launch, ledger, maintenance, merchants, notices, payments,
-    people, reports, settlement, shuttle, stats, subsidies, tenant_groups, tenants, users,
-    visitors, wallets,
+    front_end, groups, health, identity, import, launch, ledger, maintenance, merchants, notices,
+    payments, people, reports, settlement, shuttle, stats, subsidies, tenant_groups, tenants,
+    users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -51,6 +51,12 @@ where
                 .service(tenants::create_tenant)
                 .service(tenants::get_tenant)
                 .service(tenants::patch_tenant)
+                .service(front_end::get_front_end)
+                .service(front_end::put_front_end)
+                .service(front_end::put_logo)
+                .service(front_end::delete_logo)
+                .service(front_end::get_brand)
+                .service(front_end::get_logo)
                 .service(tenant_groups::list_tenants)
                 .service(tenant_groups::get_tenant_by_id)
                 .service(tenant_groups::patch_tenant_by_operator)

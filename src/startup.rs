@@ -169,6 +169,8 @@ impl Application {
             apps: Default::default(),
             tenants: Default::default(),
             heads: Default::default(),
+            front_ends: Default::default(),
+            hosts: Default::default(),
             merchants: Default::default(),
             terminals: Default::default(),
             collection_codes: Default::default(),

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use onecard_actors::clock::Clock;
+use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_actors::keys::Keys;
 use onecard_actors::provider::Sandbox;
 use onecard_actors::realtime::{Hub, Relay, TopicLog};
 use onecard_actors::wallet::{MerchantInfo, Policy, Wallets};
+use onecard_schema::front_end_store::FrontEnd;
 use onecard_schema::group_store::TenantGroup;
 use onecard_schema::ids::{AppId, MerchantId, TenantId, TerminalId};
 use onecard_schema::model::{App, Edition, Tenant};
@@ -37,6 +39,9 @@ pub struct AppState {
     /// Apps by key, with their tenant and its edition, for signed requests.
     pub apps: TtlCache<AppId, Arc<(TenantId, Edition, App)>>,
     pub tenants: TtlCache<TenantId, Tenant>,
+    /// Tenants' front ends (their own address and look), and which tenant is at a host.
+    pub front_ends: TtlCache<TenantId, Arc<FrontEnd>>,
+    pub hosts: TtlCache<String, Option<TenantId>>,
     /// The tenant group each tenant heads (`None`: it heads none).
     pub heads: TtlCache<TenantId, Option<TenantGroup>>,
     pub merchants: TtlCache<TenantId, Arc<Vec<Merchant>>>,
@@ -84,6 +89,49 @@ impl AppState {
         let t = self.store.get_tenant(id).await?;
         self.tenants.put(id, t.clone());
         Ok(t)
+    }
+
+    /// The tenant's front end as set (whether its edition puts it in force is the
+    /// caller's to ask).
+    pub async fn front_end(&self, tenant: TenantId) -> Result<Arc<FrontEnd>, ApiError> {
+        if let Some(f) = self.front_ends.get(&tenant) {
+            return Ok(f);
+        }
+        let f = Arc::new(self.store.get_front_end(tenant).await?);
+        self.front_ends.put(tenant, f.clone());
+        Ok(f)
+    }
+
+    /// The tenant whose front end is served at `host`.
+    pub async fn tenant_at_host(&self, host: String) -> Result<Option<TenantId>, ApiError> {
+        if let Some(t) = self.hosts.get(&host) {
+            return Ok(t);
+        }
+        let t = self.store.tenant_at_host(host.clone()).await?;
+        self.hosts.put(host, t);
+        Ok(t)
+    }
+
+    /// After a change to `tenant`'s front end: its entry, and every host's (its old one
+    /// may have gone), are read afresh.
+    pub fn forget_front_end(&self, tenant: TenantId) {
+        self.front_ends.remove(&tenant);
+        self.hosts.clear();
+    }
+
+    /// The base of every link made for `tenant`: its own address when its edition has
+    /// `dedicated_mini_program` and it set one, else the platform's (`ONECARD_PUBLIC_URL`).
+    pub async fn public_url_of(&self, tenant: TenantId) -> Result<String, ApiError> {
+        let t = self.tenant(tenant).await?;
+        if !has_capability(t.edition, Capability::DedicatedMiniProgram) {
+            return Ok(self.public_url.clone());
+        }
+        Ok(self
+            .front_end(tenant)
+            .await?
+            .public_url
+            .clone()
+            .unwrap_or_else(|| self.public_url.clone()))
     }
 
     /// The tenant group `tenant` heads, if it heads one.

@@ -144,6 +144,9 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                     return crate::store::identity_type_name_taken()
                 }
                 Some("booking_slots_pkey") => return crate::store::slot_taken(),
+                Some("tenant_front_ends_host_key") => {
+                    return crate::front_end_store::address_taken()
+                }
                 Some("settlement_entities_tenant_id_name_key") => {
                     return crate::settlement_store::settlement_entity_name_taken()
                 }

@@ -23,6 +23,7 @@ pub trait Store:
     + crate::group_store::TenantGroupStore
     + crate::person_store::PersonStore
     + crate::settlement_store::SettlementStore
+    + crate::front_end_store::FrontEndStore
     + crate::retention::RetentionStore
     + Send
     + Sync

@@ -181,6 +181,7 @@ conformance!(
     a_link_and_a_member_leaving_at_once_leave_no_record_of_a_non_member,
     every_kind_of_record_can_be_purged,
     a_settlement_entity_goes_only_while_no_schedule_names_it,
+    an_address_is_one_tenants_and_a_logo_outlives_a_new_address,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -4550,4 +4551,118 @@ async fn a_settlement_entity_goes_only_while_no_schedule_names_it(store: Arc<dyn
         }
     }
     assert_eq!(kept + gone, 6);
+}
+
+async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<dyn Store>) {
+    use onecard_schema::front_end_store::{FrontEnd, Logo};
+    let (a, _) = tenant(&store, "A").await;
+    let (b, _) = tenant(&store, "B").await;
+    let at = |host: &str| FrontEnd {
+        public_url: Some(format!("https://{host}")),
+        host: Some(host.into()),
+        title: Some("Card".into()),
+        accent_color: Some("#123456".into()),
+        ..FrontEnd::default()
+    };
+    let set = |t: TenantId, f: FrontEnd| {
+        let store = store.clone();
+        async move {
+            store
+                .set_front_end(t, f, now(), audit(Some(t), "tenant.front_end"))
+                .await
+        }
+    };
+
+    // Nothing set reads as the default; an address is found by its host.
+    assert_eq!(store.get_front_end(a).await.unwrap(), FrontEnd::default());
+    assert_eq!(
+        store.tenant_at_host("card.a.edu".into()).await.unwrap(),
+        None
+    );
+    set(a, at("card.a.edu")).await.unwrap();
+    let read = store.get_front_end(a).await.unwrap();
+    assert_eq!(
+        (read.host.as_deref(), read.title.as_deref()),
+        (Some("card.a.edu"), Some("Card"))
+    );
+    assert_eq!(
+        store.tenant_at_host("card.a.edu".into()).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        conflict_code(set(b, at("card.a.edu")).await),
+        "address_taken"
+    );
+    assert_eq!(store.get_front_end(b).await.unwrap(), FrontEnd::default());
+
+    // A logo stays through a new address, and the old address is free.
+    let logo = Logo {
+        bytes: vec![1, 2, 3],
+        content_type: "image/png".into(),
+        sha256: [7; 32],
+    };
+    store
+        .set_front_end_logo(a, Some(logo.clone()), now(), audit(Some(a), "tenant.logo"))
+        .await
+        .unwrap();
+    set(a, at("card2.a.edu")).await.unwrap();
+    assert_eq!(
+        store.get_front_end(a).await.unwrap().logo_sha256,
+        Some([7; 32])
+    );
+    assert_eq!(store.get_logo([7; 32]).await.unwrap(), logo);
+    set(b, at("card.a.edu")).await.unwrap();
+    assert_eq!(
+        store.tenant_at_host("card.a.edu".into()).await.unwrap(),
+        Some(b)
+    );
+    // A logo before any address makes the front end; taking it away keeps the rest.
+    let (c, _) = tenant(&store, "C").await;
+    store
+        .set_front_end_logo(
+            c,
+            Some(Logo {
+                sha256: [8; 32],
+                ..logo.clone()
+            }),
+            now(),
+            audit(Some(c), "tenant.logo"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_front_end(c).await.unwrap().host, None);
+    store
+        .set_front_end_logo(a, None, now(), audit(Some(a), "tenant.logo"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_logo([7; 32]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.get_front_end(a).await.unwrap().host.as_deref(),
+        Some("card2.a.edu")
+    );
+
+    // Tenants racing for one address: exactly one has it, the others hear it is taken.
+    for round in 0..5 {
+        let host = format!("race{round}.example.edu");
+        let mut tenants = Vec::new();
+        for i in 0..4 {
+            tenants.push(tenant(&store, &format!("Racer {round}-{i}")).await.0);
+        }
+        let results =
+            futures_util::future::join_all(tenants.iter().map(|t| set(*t, at(&host)))).await;
+        let won: Vec<TenantId> = tenants
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        for r in results.into_iter().filter(|r| r.is_err()) {
+            assert_eq!(conflict_code(r), "address_taken");
+        }
+        assert_eq!(store.tenant_at_host(host).await.unwrap(), Some(won[0]));
+    }
 }

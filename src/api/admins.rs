@@ -113,7 +113,8 @@ pub async fn create_admin(
             "user_id": body.user_id, "role": body.role, "group_id": body.group_id,
         }),
     );
-    let binding_url = format!("{}/bind#{binding}", state.public_url);
+    let base = state.public_url_of(caller.tenant()?).await?;
+    let binding_url = format!("{base}/bind#{binding}");
     let binding_qr_svg = super::qr_svg(&binding_url, 240)?;
     state.store.create_admin(admin, audit).await?;
     Ok(HttpResponse::Created().json(AdminBinding {

@@ -112,9 +112,9 @@ pub struct AppCredentials {
     pub app_secret: String,
 }
 
-fn view(state: &AppState, app: App) -> Result<AppView, ApiError> {
+fn view(base: &str, app: App) -> Result<AppView, ApiError> {
     let launch_url =
-        (app.kind != AppKind::Headless).then(|| super::launch::launch_url(state, app.id));
+        (app.kind != AppKind::Headless).then(|| super::launch::launch_url(base, app.id));
     let launch_qr_svg = match (&launch_url, app.kind) {
         (Some(url), AppKind::MiniProgram) => Some(super::qr_svg(url, 240)?),
         _ => None,
@@ -127,10 +127,10 @@ fn view(state: &AppState, app: App) -> Result<AppView, ApiError> {
     })
 }
 
-fn credentials(state: &AppState, app: App) -> Result<AppCredentials, ApiError> {
+fn credentials(state: &AppState, base: &str, app: App) -> Result<AppCredentials, ApiError> {
     let app_secret = state.keys.app_secret(app.id, app.secret_version);
     Ok(AppCredentials {
-        view: view(state, app)?,
+        view: view(base, app)?,
         app_secret,
     })
 }
@@ -252,7 +252,11 @@ pub async fn create_app(
         .create_app(caller.tenant()?, app.clone(), audit)
         .await?;
     state.webhooks.forget_subscribers();
-    Ok(HttpResponse::Created().json(credentials(&state, app)?))
+    Ok(HttpResponse::Created().json(credentials(
+        &state,
+        &state.public_url_of(caller.tenant()?).await?,
+        app,
+    )?))
 }
 
 /// The tenant's apps, by name.
@@ -264,9 +268,10 @@ pub async fn list_apps(
     caller: Auth<AppsViewer>,
 ) -> Result<web::Json<Paged<AppView>>, ApiError> {
     let apps = state.store.list_apps(caller.tenant()?).await?;
+    let base = state.public_url_of(caller.tenant()?).await?;
     let items = apps
         .into_iter()
-        .map(|a| view(&state, a))
+        .map(|a| view(&base, a))
         .collect::<Result<_, _>>()?;
     Ok(web::Json(Paged::new(items, None)))
 }
@@ -281,7 +286,10 @@ pub async fn get_app(
     id: web::Path<String>,
 ) -> Result<web::Json<AppView>, ApiError> {
     let app = state.store.get_app(caller.tenant()?, path_id(&id)?).await?;
-    Ok(web::Json(view(&state, app)?))
+    Ok(web::Json(view(
+        &state.public_url_of(caller.tenant()?).await?,
+        app,
+    )?))
 }
 
 /// Change an app's name, description, logo or scopes (scopes hold from its next request).
@@ -323,7 +331,10 @@ pub async fn patch_app(
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
     state.webhooks.forget_subscribers();
-    Ok(web::Json(view(&state, app)?))
+    Ok(web::Json(view(
+        &state.public_url_of(caller.tenant()?).await?,
+        app,
+    )?))
 }
 
 /// Issue a new secret; the old one stops working (on other nodes within the cache's few
@@ -353,7 +364,11 @@ pub async fn rotate_app_secret(
     state.store.update_app(tenant, app.clone(), audit).await?;
     state.apps.remove(&app.id);
     state.webhooks.forget_subscribers();
-    Ok(HttpResponse::Created().json(credentials(&state, app)?))
+    Ok(HttpResponse::Created().json(credentials(
+        &state,
+        &state.public_url_of(caller.tenant()?).await?,
+        app,
+    )?))
 }
 
 /// Remove an app; its signed requests stop (on other nodes within the cache's seconds).

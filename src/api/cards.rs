@@ -490,10 +490,10 @@ pub async fn get_cover(
         .body(cover.bytes))
 }
 
-fn claim_url(state: &AppState, tenant: TenantId, card: Option<CardId>) -> String {
+fn claim_url(base: &str, tenant: TenantId, card: Option<CardId>) -> String {
     match card {
-        Some(card) => format!("{}/claim?tenant={tenant}&card={card}", state.public_url),
-        None => format!("{}/claim?tenant={tenant}", state.public_url),
+        Some(card) => format!("{base}/claim?tenant={tenant}&card={card}"),
+        None => format!("{base}/claim?tenant={tenant}"),
     }
 }
 
@@ -528,7 +528,11 @@ pub async fn get_card_claim_link(
     if card.status != CardStatus::Approved {
         return Err(not_approved(&card));
     }
-    claim_link(claim_url(&state, tenant, Some(card.id)))
+    claim_link(claim_url(
+        &state.public_url_of(tenant).await?,
+        tenant,
+        Some(card.id),
+    ))
 }
 
 /// Who holds a card (has claimed and activated it), in the order they first claimed it,
@@ -559,7 +563,8 @@ pub async fn get_claim_link(
     state: web::Data<AppState>,
     caller: Auth<CardsViewer>,
 ) -> Result<web::Json<ClaimLink>, ApiError> {
-    claim_link(claim_url(&state, caller.tenant()?, None))
+    let tenant = caller.tenant()?;
+    claim_link(claim_url(&state.public_url_of(tenant).await?, tenant, None))
 }
 
 /// Every tenant's cards waiting for review, oldest change first (the platform operator).
@@ -689,7 +694,10 @@ pub async fn create_claim_ticket(
         )
         .await?;
     Ok(HttpResponse::Created().json(ClaimTicket {
-        url: format!("{}#ticket={ticket}", claim_url(&state, tenant, None)),
+        url: format!(
+            "{}#ticket={ticket}",
+            claim_url(&state.public_url_of(tenant).await?, tenant, None)
+        ),
         ticket,
         expires_at,
     }))
@@ -704,12 +712,12 @@ fn fields_of(method: Verification) -> Vec<&'static str> {
     }
 }
 
-fn claimable(state: &AppState, card: Card, types: &[IdentityType]) -> ClaimableCard {
+fn claimable(base: &str, card: Card, types: &[IdentityType]) -> ClaimableCard {
     ClaimableCard {
         cover_url: card
             .cover_sha256
             .as_ref()
-            .map(|h| format!("{}/api/v1/covers/{h}", state.public_url)),
+            .map(|h| format!("{base}/api/v1/covers/{h}")),
         identity_types: card
             .identity_type_ids
             .iter()
@@ -743,10 +751,11 @@ pub async fn get_claim_offer(
         state.store.list_cards(tenant.id),
         state.store.list_identity_types(tenant.id)
     )?;
+    let base = state.public_url_of(tenant.id).await?;
     let cards = cards
         .into_iter()
         .filter(|c| c.status == CardStatus::Approved)
-        .map(|c| claimable(&state, c, &types))
+        .map(|c| claimable(&base, c, &types))
         .collect();
     Ok(web::Json(ClaimOffer {
         tenant_id: tenant.id,
@@ -769,7 +778,11 @@ pub async fn get_claimable_card(
         return Err(ApiError::NotFound);
     }
     let types = state.store.list_identity_types(tenant).await?;
-    Ok(web::Json(claimable(&state, card, &types)))
+    Ok(web::Json(claimable(
+        &state.public_url_of(tenant).await?,
+        card,
+        &types,
+    )))
 }
 
 fn limit_claims(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {

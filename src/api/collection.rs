@@ -238,7 +238,7 @@ pub async fn get_terminal_qr(
         ));
     };
     Ok(svg_response(qr_svg(
-        &qr_text(&state.public_url, &c.code),
+        &qr_text(&state.public_url_of(caller.tenant()?).await?, &c.code),
         320,
     )?))
 }

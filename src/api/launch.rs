@@ -60,8 +60,8 @@ pub struct Launcher {
 }
 
 /// An app's own link: the launcher page for it.
-pub(crate) fn launch_url(state: &AppState, app: AppId) -> String {
-    format!("{}/launch/{app}", state.public_url)
+pub(crate) fn launch_url(base: &str, app: AppId) -> String {
+    format!("{base}/launch/{app}")
 }
 
 fn ticket_spent() -> ApiError {
@@ -176,11 +176,12 @@ pub async fn list_card_apps(
     } else {
         Vec::new()
     };
+    let base = state.public_url_of(caller.tenant()?).await?;
     let items = apps
         .into_iter()
         .filter(|a| a.kind != AppKind::Headless && a.entry_url.is_some())
         .map(|a| CardApp {
-            launch_url: launch_url(&state, a.id),
+            launch_url: launch_url(&base, a.id),
             id: a.id,
             name: a.name,
             kind: a.kind,

@@ -411,7 +411,11 @@ pub async fn create_device_binding(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let device: DeviceId = path_id(&id)?;
-    let link = Link::new(&state, "/verify?app=maintenance")?;
+    let link = Link::new(
+        &state,
+        &state.public_url_of(caller.tenant()?).await?,
+        "/verify?app=maintenance",
+    )?;
     let audit = caller.audit(
         &state,
         "maintenance.device.binding",

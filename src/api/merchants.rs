@@ -83,11 +83,11 @@ pub struct CollectionView {
 }
 
 impl CollectionView {
-    pub fn of(c: &Collection, public_url: &str) -> Self {
+    pub fn of(c: &Collection, base: &str) -> Self {
         CollectionView {
             code: c.code.clone(),
             mode: c.mode,
-            pay_url: collection::qr_text(public_url, &c.code),
+            pay_url: collection::qr_text(base, &c.code),
         }
     }
 }
@@ -106,7 +106,7 @@ pub struct TerminalView {
 }
 
 impl TerminalView {
-    pub fn of(t: &Terminal, public_url: &str) -> Self {
+    pub fn of(t: &Terminal, base: &str) -> Self {
         TerminalView {
             id: t.id,
             merchant_id: t.merchant_id,
@@ -116,10 +116,7 @@ impl TerminalView {
             } else {
                 TerminalKind::Till
             },
-            collection: t
-                .collection
-                .as_ref()
-                .map(|c| CollectionView::of(c, public_url)),
+            collection: t.collection.as_ref().map(|c| CollectionView::of(c, base)),
             created_at: t.created_at,
             retired_at: t.retired_at,
         }
@@ -450,7 +447,7 @@ pub async fn create_terminal(
         terminal
     };
     Ok(HttpResponse::Created().json(TerminalCreated {
-        terminal: TerminalView::of(&terminal, &state.public_url),
+        terminal: TerminalView::of(&terminal, &state.public_url_of(caller.tenant()?).await?),
         token,
     }))
 }
@@ -530,7 +527,10 @@ pub async fn retire_terminal(
     state.tokens.clear();
     state.terminals.remove(&id);
     state.collection_codes.clear();
-    Ok(web::Json(TerminalView::of(&t, &state.public_url)))
+    Ok(web::Json(TerminalView::of(
+        &t,
+        &state.public_url_of(tenant).await?,
+    )))
 }
 
 /// A merchant's terminals: its tills and its collection codes, oldest first.
@@ -553,10 +553,11 @@ pub async fn list_terminals(
         return Err(ApiError::NotFound);
     }
     let terminals = state.store.list_terminals(tenant, vec![merchant]).await?;
+    let base = state.public_url_of(tenant).await?;
     Ok(web::Json(
         terminals
             .iter()
-            .map(|t| TerminalView::of(t, &state.public_url))
+            .map(|t| TerminalView::of(t, &base))
             .collect(),
     ))
 }
@@ -644,15 +645,13 @@ pub async fn get_terminal_self(
     let id = onecard_schema::ids::TerminalId(caller.subject()?);
     let t = state.terminal(tenant, id).await?;
     let merchant_name = state.merchant_name(tenant, t.merchant_id).await?;
+    let base = state.public_url_of(tenant).await?;
     Ok(web::Json(TerminalSelf {
         id: t.id.to_string(),
         name: t.name.clone(),
         merchant_id: t.merchant_id.to_string(),
         merchant_name,
         topic: format!("terminal:{}", t.id),
-        collection: t
-            .collection
-            .as_ref()
-            .map(|c| CollectionView::of(c, &state.public_url)),
+        collection: t.collection.as_ref().map(|c| CollectionView::of(c, &base)),
     }))
 }

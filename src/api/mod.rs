@@ -11,6 +11,7 @@ pub mod cards;
 pub mod checkin;
 pub mod collection;
 pub mod directory;
+pub mod front_end;
 pub mod groups;
 pub mod health;
 pub mod identity;

@@ -36,10 +36,11 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link to `page` (a path with any query, on this server's public address).
-    pub fn new(state: &AppState, page: &str) -> Result<Self, ApiError> {
+    /// A link to `page` (a path with any query) at `base`, the tenant's address
+    /// (`AppState::public_url_of`).
+    pub fn new(state: &AppState, base: &str, page: &str) -> Result<Self, ApiError> {
         let token = new_token();
-        let url = format!("{}{page}#{token}", state.public_url);
+        let url = format!("{base}{page}#{token}");
         Ok(Link {
             hash: hash_token(&token),
             svg: qr_svg(&url, 320)?,

@@ -361,7 +361,11 @@ pub async fn create_bus_binding(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let bus: BusId = path_id(&id)?;
-    let link = Link::new(&state, "/verify")?;
+    let link = Link::new(
+        &state,
+        &state.public_url_of(caller.tenant()?).await?,
+        "/verify",
+    )?;
     let audit = caller.audit(
         &state,
         "shuttle.bus.binding",

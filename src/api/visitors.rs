@@ -371,7 +371,7 @@ pub async fn create_request(
         .relay
         .submit(PendingEvent::of_page(tenant, vec![event], now));
     Ok(HttpResponse::Created().json(VisitorRequestMade {
-        pass_url: format!("{}/visit#{pass}", state.public_url),
+        pass_url: format!("{}/visit#{pass}", state.public_url_of(tenant).await?),
         pass,
         request,
     }))

@@ -1,13 +1,16 @@
 // The claim page (see claim.html). A tenant publishes /claim?tenant=<id> (every card a
-// person may claim) or /claim?tenant=<id>&card=<id> (one card's own link and QR); its
-// official account adds a claim ticket in the fragment (#ticket=…), which this page keeps
-// for the claim. The person picks a card and who they are, fills in what that identity's
-// method asks, and claims: the card is activated and its token kept where /me finds it.
+// person may claim; at the tenant's own address /claim alone) or /claim?tenant=<id>&card=<id>
+// (one card's own link and QR); its official account adds a claim ticket in the fragment
+// (#ticket=…), which this page keeps for the claim. The person picks a card and who they
+// are, fills in what that identity's method asks, and claims: the card is activated and
+// its token kept where /me finds it.
 "use strict";
 (async () => {
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  const tenant = params.get("tenant");
+  // At an organisation's own address /claim alone is its unified claim page.
+  const brand = await window.onecardBrand;
+  const tenant = params.get("tenant") || (brand && brand.tenant_id);
   const only = params.get("card");
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get("ticket")) {

@@ -51,7 +51,7 @@ pub(crate) async fn identity_type(
 }
 
 /// A 1000×600 PNG (or of the size given).
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
@@ -66,7 +66,7 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 
 /// The head of a baseline JPEG of `width`×`height` (start of image, JFIF, frame header):
 /// what a cover check reads.
-fn jpeg(width: u16, height: u16) -> Vec<u8> {
+pub(crate) fn jpeg(width: u16, height: u16) -> Vec<u8> {
     let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
     b.extend_from_slice(b"JFIF\0");
     b.extend_from_slice(&[1, 1, 0, 0, 1, 0, 1, 0, 0]);

@@ -14,6 +14,7 @@ mod collection;
 mod crash;
 mod edge;
 mod faults;
+mod front_end;
 mod groups;
 mod import;
 mod maintenance;

@@ -112,7 +112,7 @@ async fn new_head(app: &TestApp, group: &str, head: &str) -> (u16, Value) {
     .await
 }
 
-async fn edition(app: &TestApp, tenant: &str, edition: &str) -> (u16, Value) {
+pub(crate) async fn edition(app: &TestApp, tenant: &str, edition: &str) -> (u16, Value) {
     app.patch(
         &format!("/api/v1/tenants/{tenant}"),
         ROOT_TOKEN,

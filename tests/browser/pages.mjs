@@ -551,6 +551,60 @@ try {
     await phoneA.close();
     await phoneB.close();
   }
+
+  // A school's own front end: at its own address (here localhost, against the platform's
+  // 127.0.0.1) /claim alone is its claim page, in its colour with its logo; at the
+  // platform's address the same page looks the platform's.
+  {
+    const lakeside = await api(root, "POST", "/tenants",
+      { name: "Lakeside School", kind: "k12", edition: "professional" });
+    const own = `https://localhost:${new URL(base).port}`;
+    const fe = await api(lakeside.admin_token, "PUT", "/tenant/front-end",
+      { public_url: own, title: "Lakeside Card", accent_color: "#8A1538" });
+    assert.equal(fe.public_url, own);
+    const painter = await context.newPage();
+    const logo = await painter.evaluate(async () => {
+      const c = Object.assign(document.createElement("canvas"), { width: 128, height: 128 });
+      const g = c.getContext("2d");
+      g.fillStyle = "#8a1538";
+      g.fillRect(0, 0, 128, 128);
+      g.fillStyle = "#fff";
+      g.font = "bold 80px sans-serif";
+      g.fillText("L", 38, 95);
+      const blob = await new Promise((ok) => c.toBlob(ok, "image/png"));
+      return Array.from(new Uint8Array(await blob.arrayBuffer()));
+    });
+    await painter.close();
+    const put = await fetch(`${base}/api/v1/tenant/front-end/logo`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${lakeside.admin_token}`, "Content-Type": "image/png" },
+      body: new Uint8Array(logo),
+    });
+    assert.equal(put.status, 200, await put.text());
+    const link = await api(lakeside.admin_token, "GET", "/claim-link");
+    assert.ok(link.url.startsWith(`${own}/claim?tenant=${lakeside.id}`), link.url);
+
+    const phones = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const phone = await phones.newPage();
+    await phone.goto(`http://localhost:${new URL(base).port}/claim`);
+    await phone.waitForFunction(() => document.getElementById("title").textContent === "Lakeside School",
+      null, { timeout: 10_000 });
+    await phone.waitForSelector("[data-testid=brand-logo]:visible", { timeout: 5_000 });
+    assert.ok(await phone.locator("[data-testid=brand-logo]").evaluate((img) => img.naturalWidth === 128),
+      "the logo loaded from the school's address");
+    assert.equal(await phone.title(), "Lakeside Card · claim your card");
+    assert.equal(await phone.evaluate(() =>
+      getComputedStyle(document.documentElement).getPropertyValue("--accent").trim()), "#8a1538");
+    await phone.screenshot({ path: `${shots}/claim-own-address.png` });
+    const plain = await phones.newPage();
+    await plain.goto(`${base}/claim?tenant=${lakeside.id}`);
+    await plain.waitForFunction(() => document.getElementById("title").textContent === "Lakeside School",
+      null, { timeout: 10_000 });
+    assert.equal(await plain.locator("[data-testid=brand-logo]").count(), 0);
+    assert.equal(await plain.title(), "OneCard · claim your card");
+    results.push("front end: /claim at the school's own address found the school by its host and wore its colour and logo; at the platform's it did not");
+    await phones.close();
+  }
 } finally {
   await browser.close();
 }
