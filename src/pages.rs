@@ -6,8 +6,8 @@
 //! the codes shown to it), `/visit` (a visitor's request and pass), `/claim` (claiming
 //! and activating a card), `/bind` (a new admin binding themselves) and `/launch/<app>`
 //! (an H5 app's or mini-program's own link: it opens the app for the card on the phone).
-//! The cardholder's and visitor's pages load `brand.js`, which gives them the organisation's
-//! look at its own address (`GET /api/v1/brand`).
+//! Every page loads `brand.js`, which gives it the organisation's look at its own address
+//! (`GET /api/v1/brand`).
 //! Plain HTML, CSS and JavaScript with nothing loaded from elsewhere, so they work on a
 //! closed campus network. Tokens go in the URL fragment (`/screen#token=…`), which
 //! browsers never send to the server.

@@ -2,7 +2,8 @@
 //! and up). A school gives its card its own address (`https://card.example.edu`, a name its
 //! DNS points at this server), name, colour and logo. Every link the server makes for the
 //! tenant then carries that address (`AppState::public_url_of`), and the card pages opened
-//! there ask `GET /brand`, which answers by the request's host, for the look to wear.
+//! there ask `GET /brand`, which answers by the request's host, for the look to wear; a
+//! mini-program of the school's own asks it with `?tenant=`.
 //! Without the capability (an edition moved down) the settings stay but nothing uses
 //! them: links carry the platform's address again and the pages its look.
 
@@ -15,11 +16,11 @@ use onecard_schema::front_end_store::{FrontEnd, Logo};
 use onecard_schema::ids::TenantId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::checked;
 use crate::auth::{Admin, Auth, SuperAdmin};
-use crate::extract::{read_file, Json};
+use crate::extract::{read_file, Json, Query};
 use crate::limits::{
     FRONT_END_TITLE_CHARS_MAX, LOGO_BYTES_MAX, LOGO_PX_MAX, LOGO_PX_MIN, PUBLIC_URL_CHARS_MAX,
 };
@@ -59,10 +60,10 @@ pub struct FrontEndView {
     pub updated_at: Option<Timestamp>,
 }
 
-/// The look of the pages at the address asked at (no token).
+/// The look of the card pages: an organisation's, or the platform's.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Brand {
-    /// The organisation whose address this is; null at the platform's own.
+    /// The organisation whose look this is; null for the platform's.
     pub tenant_id: Option<TenantId>,
     /// The name to show: the front end's title, else the organisation's name.
     pub name: String,
@@ -362,39 +363,50 @@ pub async fn delete_logo(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The look of the card pages at the address this request came to (no token): the
-/// organisation's name, colour and logo at its own address (with the capability), the
-/// platform's anywhere else.
-#[utoipa::path(tag = "tenants", responses((status = 200, body = Brand), Problems))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BrandQuery {
+    /// The organisation to answer for, wherever the request came to: what a mini-program
+    /// of the organisation's own asks (it has no address of its own). Absent: by host.
+    #[param(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+}
+
+/// The look of the card pages (no token): the organisation's name, colour and logo at
+/// its own address (or for `tenant`), with the capability; the platform's otherwise. 404
+/// for a `tenant` that does not exist.
+#[utoipa::path(tag = "tenants", params(BrandQuery),
+    responses((status = 200, body = Brand), Problems))]
 #[get("/brand")]
 pub async fn get_brand(
     state: web::Data<AppState>,
     req: HttpRequest,
+    Query(q): Query<BrandQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let platform = Brand {
-        tenant_id: None,
-        name: PLATFORM_NAME.into(),
-        accent_color: None,
-        logo_url: None,
+    let tenant = match (q.tenant, host_of(&req)) {
+        (Some(id), _) => Some(state.tenant(id).await?),
+        (None, Some(host)) => match state.tenant_at_host(host).await? {
+            Some(id) => Some(state.tenant(id).await?),
+            None => None,
+        },
+        (None, None) => None,
     };
-    let brand = match host_of(&req) {
-        None => platform,
-        Some(host) => match state.tenant_at_host(host).await? {
-            None => platform,
-            Some(tenant) => {
-                let t = state.tenant(tenant).await?;
-                if has_capability(t.edition, Capability::DedicatedMiniProgram) {
-                    let f = state.front_end(tenant).await?;
-                    Brand {
-                        tenant_id: Some(tenant),
-                        name: f.title.clone().unwrap_or(t.name),
-                        accent_color: f.accent_color.clone(),
-                        logo_url: f.logo_sha256.as_ref().map(logo_url),
-                    }
-                } else {
-                    platform
-                }
+    let brand = match tenant {
+        Some(t) if has_capability(t.edition, Capability::DedicatedMiniProgram) => {
+            let f = state.front_end(t.id).await?;
+            Brand {
+                tenant_id: Some(t.id),
+                name: f.title.clone().unwrap_or(t.name),
+                accent_color: f.accent_color.clone(),
+                logo_url: f.logo_sha256.as_ref().map(logo_url),
             }
+        }
+        _ => Brand {
+            tenant_id: None,
+            name: PLATFORM_NAME.into(),
+            accent_color: None,
+            logo_url: None,
         },
     };
     Ok(HttpResponse::Ok()

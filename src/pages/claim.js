@@ -91,7 +91,9 @@
     tile.dataset.id = c.id;
     if (c.cover_url) {
       const img = document.createElement("img");
-      img.src = c.cover_url;
+      // From the address this page is at, whichever the organisation's links now carry
+      // (the pages load nothing from elsewhere).
+      img.src = new URL(c.cover_url, location.href).pathname;
       img.alt = "";
       tile.append(img);
     }

@@ -257,6 +257,48 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
         a_id.as_str()
     );
     assert_eq!(brand_at(&app, "card.b.edu").await["tenant_id"], Value::Null);
+    // A mini-program of the school's own names it, wherever it asks.
+    let (s, by_id) = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/brand?tenant={a_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, by_id), (200, brand.clone()));
+    let (s, p) = app
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/brand?tenant=not-an-id",
+            None,
+            None,
+        )
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+    let (s, p) = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/brand?tenant={}", uuid::Uuid::now_v7()),
+            None,
+            None,
+        )
+        .await;
+    assert_problem(s, &p, 404, "not_found");
+    let advanced_id = app.tenant_of(&advanced).await.to_string();
+    let (s, theirs) = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/brand?tenant={advanced_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, theirs["tenant_id"].clone()),
+        (200, Value::Null),
+        "below the edition"
+    );
 
     // An address is one organisation's.
     let (s, p) = put_front_end(&app, &b, json!({"public_url": "https://card.A.edu"})).await;

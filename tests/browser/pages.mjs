@@ -22,6 +22,39 @@ async function api(token, method, path, body, key) {
   return json;
 }
 
+// A PNG of `width`×`height` painted in the browser: a gradient of two colours, and a word.
+async function paint(context, width, height, [from, to], text, size, x, y) {
+  const painter = await context.newPage();
+  const png = await painter.evaluate(async ({ width, height, from, to, text, size, x, y }) => {
+    const c = Object.assign(document.createElement("canvas"), { width, height });
+    const g = c.getContext("2d");
+    const fill = g.createLinearGradient(0, 0, width, height);
+    fill.addColorStop(0, from);
+    fill.addColorStop(1, to);
+    g.fillStyle = fill;
+    g.fillRect(0, 0, width, height);
+    g.fillStyle = "#fff";
+    g.font = `bold ${size}px sans-serif`;
+    g.fillText(text, x, y);
+    const blob = await new Promise((ok) => c.toBlob(ok, "image/png"));
+    return Array.from(new Uint8Array(await blob.arrayBuffer()));
+  }, { width, height, from, to, text, size, x, y });
+  await painter.close();
+  return png;
+}
+
+// PUT an image; the answer's JSON.
+async function upload(token, path, png) {
+  const res = await fetch(`${base}/api/v1${path}`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "image/png" },
+    body: new Uint8Array(png),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `PUT ${path}: ${text}`);
+  return JSON.parse(text);
+}
+
 // A tenant with a canteen, one of its stalls, a till and a cardholder with money.
 const tenant = await api(root, "POST", "/tenants", { name: "Riverside University", kind: "university", edition: "standard" });
 const admin = tenant.admin_token;
@@ -420,30 +453,8 @@ try {
       title: "Riverside staff card", subtitle: "staff_card",
       identity_type_ids: [teacher.id], claim_mode: "open_link",
     });
-    const painter = await context.newPage();
-    const png = await painter.evaluate(async () => {
-      const c = Object.assign(document.createElement("canvas"), { width: 1000, height: 600 });
-      const g = c.getContext("2d");
-      const fill = g.createLinearGradient(0, 0, 1000, 600);
-      fill.addColorStop(0, "#0b5cad");
-      fill.addColorStop(1, "#12a37f");
-      g.fillStyle = fill;
-      g.fillRect(0, 0, 1000, 600);
-      g.fillStyle = "#fff";
-      g.font = "bold 72px sans-serif";
-      g.fillText("Riverside University", 60, 300);
-      const blob = await new Promise((ok) => c.toBlob(ok, "image/png"));
-      return Array.from(new Uint8Array(await blob.arrayBuffer()));
-    });
-    await painter.close();
-    const put = await fetch(`${base}/api/v1/cards/${staffCard.id}/cover`, {
-      method: "PUT",
-      headers: { Authorization: `Bearer ${admin}`, "Content-Type": "image/png" },
-      body: new Uint8Array(png),
-    });
-    const putText = await put.text();
-    assert.equal(put.status, 200, putText);
-    staffCard = JSON.parse(putText);
+    const cover = await paint(context, 1000, 600, ["#0b5cad", "#12a37f"], "Riverside University", 72, 60, 300);
+    staffCard = await upload(admin, `/cards/${staffCard.id}/cover`, cover);
     await api(root, "POST", `/card-reviews/${staffCard.id}/approve`, { revision: staffCard.revision });
 
     const phones = await browser.newContext({ viewport: { width: 390, height: 844 } });
@@ -562,25 +573,17 @@ try {
     const fe = await api(lakeside.admin_token, "PUT", "/tenant/front-end",
       { public_url: own, title: "Lakeside Card", accent_color: "#8A1538" });
     assert.equal(fe.public_url, own);
-    const painter = await context.newPage();
-    const logo = await painter.evaluate(async () => {
-      const c = Object.assign(document.createElement("canvas"), { width: 128, height: 128 });
-      const g = c.getContext("2d");
-      g.fillStyle = "#8a1538";
-      g.fillRect(0, 0, 128, 128);
-      g.fillStyle = "#fff";
-      g.font = "bold 80px sans-serif";
-      g.fillText("L", 38, 95);
-      const blob = await new Promise((ok) => c.toBlob(ok, "image/png"));
-      return Array.from(new Uint8Array(await blob.arrayBuffer()));
+    const logo = await paint(context, 128, 128, ["#8a1538", "#8a1538"], "L", 80, 38, 95);
+    await upload(lakeside.admin_token, "/tenant/front-end/logo", logo);
+    const types = await api(lakeside.admin_token, "POST", "/identity-types",
+      { name: "student", category: "student", verification: "registration" });
+    let lakeCard = await api(lakeside.admin_token, "POST", "/cards", {
+      title: "Lakeside card", subtitle: "student_card",
+      identity_type_ids: [types.id], claim_mode: "open_link",
     });
-    await painter.close();
-    const put = await fetch(`${base}/api/v1/tenant/front-end/logo`, {
-      method: "PUT",
-      headers: { Authorization: `Bearer ${lakeside.admin_token}`, "Content-Type": "image/png" },
-      body: new Uint8Array(logo),
-    });
-    assert.equal(put.status, 200, await put.text());
+    const lakeCover = await paint(context, 1000, 600, ["#8a1538", "#3b0a18"], "Lakeside School", 72, 60, 300);
+    lakeCard = await upload(lakeside.admin_token, `/cards/${lakeCard.id}/cover`, lakeCover);
+    await api(root, "POST", `/card-reviews/${lakeCard.id}/approve`, { revision: lakeCard.revision });
     const link = await api(lakeside.admin_token, "GET", "/claim-link");
     assert.ok(link.url.startsWith(`${own}/claim?tenant=${lakeside.id}`), link.url);
 
@@ -590,6 +593,9 @@ try {
     await phone.waitForFunction(() => document.getElementById("title").textContent === "Lakeside School",
       null, { timeout: 10_000 });
     await phone.waitForSelector("[data-testid=brand-logo]:visible", { timeout: 5_000 });
+    await phone.waitForSelector("[data-testid=claim]:visible", { timeout: 5_000 });
+    await phone.waitForFunction(() => document.querySelector(".card-tile img").naturalWidth === 1000,
+      null, { timeout: 5_000 });
     assert.ok(await phone.locator("[data-testid=brand-logo]").evaluate((img) => img.naturalWidth === 128),
       "the logo loaded from the school's address");
     assert.equal(await phone.title(), "Lakeside Card · claim your card");
@@ -600,6 +606,9 @@ try {
     await plain.goto(`${base}/claim?tenant=${lakeside.id}`);
     await plain.waitForFunction(() => document.getElementById("title").textContent === "Lakeside School",
       null, { timeout: 10_000 });
+    // Its cover's link carries the school's address; the page loads it from its own.
+    await plain.waitForFunction(() => document.querySelector(".card-tile img").naturalWidth === 1000,
+      null, { timeout: 5_000 });
     assert.equal(await plain.locator("[data-testid=brand-logo]").count(), 0);
     assert.equal(await plain.title(), "OneCard · claim your card");
     results.push("front end: /claim at the school's own address found the school by its host and wore its colour and logo; at the platform's it did not");
