@@ -112,6 +112,8 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("cover_invalid", 422),
     ("logo_invalid", 422),
     ("address_taken", 409),
+    ("department_in_use", 409),
+    ("tag_in_use", 409),
     ("identity_not_eligible", 422),
     ("verification_failed", 422),
     ("audience_empty", 422),
@@ -428,6 +430,11 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidReference { field, detail } => {
                 ApiError::invalid_field(field, "exists", detail)
             }
+            StoreError::Invalid {
+                field,
+                rule,
+                detail,
+            } => ApiError::invalid_field(field, rule, detail),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             e @ StoreError::Backend(_) => ApiError::Internal(e.into()),
         }

@@ -19,6 +19,14 @@ pub enum StoreError {
     /// A referenced row does not exist or is not the caller's tenant's.
     #[error("invalid reference in {field}")]
     InvalidReference { field: &'static str, detail: String },
+    /// A field's value breaks a rule only the data as it stands in the write can judge
+    /// (a department moved under itself).
+    #[error("{field} breaks {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+        detail: String,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store failure")]

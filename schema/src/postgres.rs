@@ -160,6 +160,22 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
                 _ => {}
             }
         }
+        // A department or tag deleted while someone was being put in it, or a department
+        // moved under it.
+        if *db.code() == SqlState::FOREIGN_KEY_VIOLATION {
+            let field = match db.constraint() {
+                Some("user_departments_department_id_fkey") => Some("department_ids"),
+                Some("user_tags_tag_id_fkey") => Some("tag_ids"),
+                Some("departments_parent_id_fkey") => Some("parent_id"),
+                _ => None,
+            };
+            if let Some(field) = field {
+                return StoreError::InvalidReference {
+                    field,
+                    detail: "it was deleted meanwhile".into(),
+                };
+            }
+        }
         // An event deleted while someone was being checked in to it.
         if *db.code() == SqlState::FOREIGN_KEY_VIOLATION
             && matches!(
@@ -349,17 +365,18 @@ impl PgStore {
         tx.commit().await.map_err(pg)
     }
 
-    /// Deletes the tenant's row `id` of `table` unless `used` (a query of the id, `$1`)
-    /// finds something naming it (`in_use`). The row is locked first and `used` read after
-    /// the lock, so a writer naming the row (holding its lock, or a foreign key's) either
+    /// Deletes the tenant's row `id` of `table` unless one of `holders` (a query of the
+    /// id, `$1`, answering whether something holds the row, and what to say) finds
+    /// something (`in_use(why)`). The row is locked first and the holders read after the
+    /// lock, so a writer naming the row (holding its lock, or a foreign key's) either
     /// finished before and is seen, or waits and then finds the row gone.
-    pub(crate) async fn delete_unused(
+    pub(crate) async fn delete_unheld(
         &self,
         table: &str,
         tenant: TenantId,
         id: Uuid,
-        used: &str,
-        in_use: fn() -> StoreError,
+        holders: &[(&str, &str)],
+        in_use: fn(&str) -> StoreError,
         audit: &Audit,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
@@ -371,9 +388,11 @@ impl PgStore {
         .await
         .map_err(pg)?
         .ok_or(StoreError::NotFound)?;
-        let used: bool = tx.query_one(used, &[&id]).await.map_err(pg)?.get(0);
-        if used {
-            return Err(in_use());
+        for (sql, why) in holders {
+            let held: bool = tx.query_one(*sql, &[&id]).await.map_err(pg)?.get(0);
+            if held {
+                return Err(in_use(why));
+            }
         }
         tx.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
             .await
@@ -472,6 +491,28 @@ async fn check_group_refs<C: GenericClient>(
     let (departments, tags) = granted_ids(grants);
     check_refs(c, "departments", tenant, &departments, "departments").await?;
     check_refs(c, "tags", tenant, &tags, "tags").await
+}
+
+/// The tenant's departments, by id.
+async fn departments_of<C: GenericClient>(c: &C, tenant: TenantId) -> StoreResult<Vec<Department>> {
+    let st = c
+        .prepare_cached(
+            "SELECT id, name, parent_id, created_at FROM departments WHERE tenant_id = $1 \
+             ORDER BY id",
+        )
+        .await
+        .map_err(pg)?;
+    Ok(c.query(&st, &[&tenant.0])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| Department {
+            id: DepartmentId(r.get(0)),
+            name: r.get(1),
+            parent_id: r.get::<_, Option<Uuid>>(2).map(DepartmentId),
+            created_at: r.get(3),
+        })
+        .collect())
 }
 
 pub(crate) async fn check_refs<C: GenericClient>(
@@ -1101,12 +1142,15 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         // The row lock makes an admin being added to the group wait for this to finish
         // (its foreign key check locks the group's key), then fail on the missing group.
-        self.delete_unused(
+        self.delete_unheld(
             "admin_groups",
             tenant,
             id.0,
-            "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = $1)",
-            group_in_use,
+            &[(
+                "SELECT EXISTS (SELECT 1 FROM admins WHERE group_id = $1)",
+                "",
+            )],
+            |_| group_in_use(),
             &audit,
         )
         .await
@@ -1571,24 +1615,81 @@ impl Store for PgStore {
 
     async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT id, name, parent_id, created_at FROM departments WHERE tenant_id = $1 \
-                 ORDER BY id",
+        departments_of(&c, tenant).await
+    }
+
+    async fn update_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        name: String,
+        parent: Option<DepartmentId>,
+        max_depth: usize,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Moves in one tenant take turns, so two crossing moves cannot make a cycle.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('departments:' || $1::uuid::text, 0))",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg)?;
+        let all = departments_of(&tx, tenant).await?;
+        crate::store::department_move_allowed(&all, id, parent, max_depth)?;
+        if tx
+            .execute(
+                "UPDATE departments SET name = $3, parent_id = $4 WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.0, &id.0, &name, &parent.map(|p| p.0)],
             )
             .await
-            .map_err(pg)?;
-        Ok(c.query(&st, &[&tenant.0])
-            .await
             .map_err(pg)?
-            .iter()
-            .map(|r| Department {
-                id: DepartmentId(r.get(0)),
-                name: r.get(1),
-                parent_id: r.get::<_, Option<Uuid>>(2).map(DepartmentId),
-                created_at: r.get(3),
-            })
-            .collect())
+            == 0
+        {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn delete_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let holders = [
+            (
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE parent_id = $1)",
+                "it has sub-departments",
+            ),
+            (
+                "SELECT EXISTS (SELECT 1 FROM user_departments WHERE department_id = $1)",
+                "people belong to it",
+            ),
+            (
+                "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = \
+                 (SELECT tenant_id FROM departments WHERE id = $1) \
+                 AND strpos(grants, $1::uuid::text) > 0)",
+                "an admin group grants it",
+            ),
+            (
+                "SELECT EXISTS (SELECT 1 FROM identity_types WHERE tenant_id = \
+                 (SELECT tenant_id FROM departments WHERE id = $1) \
+                 AND strpos(manages, $1::uuid::text) > 0)",
+                "an identity type manages it",
+            ),
+        ];
+        self.delete_unheld(
+            "departments",
+            tenant,
+            id.0,
+            &holders,
+            crate::store::department_in_use,
+            &audit,
+        )
+        .await
     }
 
     async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()> {
@@ -1622,6 +1723,44 @@ impl Store for PgStore {
                 created_at: r.get(2),
             })
             .collect())
+    }
+
+    async fn rename_tag(
+        &self,
+        tenant: TenantId,
+        id: TagId,
+        name: String,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE tags SET name = $3 WHERE tenant_id = $1 AND id = $2",
+            &[&tenant.0, &id.0, &name],
+            &audit,
+        )
+        .await
+    }
+
+    async fn delete_tag(&self, tenant: TenantId, id: TagId, audit: Audit) -> StoreResult<()> {
+        let holders = [
+            (
+                "SELECT EXISTS (SELECT 1 FROM user_tags WHERE tag_id = $1)",
+                "people carry it",
+            ),
+            (
+                "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = \
+                 (SELECT tenant_id FROM tags WHERE id = $1) AND strpos(grants, $1::uuid::text) > 0)",
+                "an admin group grants it",
+            ),
+        ];
+        self.delete_unheld(
+            "tags",
+            tenant,
+            id.0,
+            &holders,
+            crate::store::tag_in_use,
+            &audit,
+        )
+        .await
     }
 
     async fn create_user(

@@ -118,12 +118,15 @@ impl SettlementStore for PgStore {
         audit: Audit,
     ) -> StoreResult<()> {
         // Waits for any schedule entry being written with it (they share its lock).
-        self.delete_unused(
+        self.delete_unheld(
             "settlement_entities",
             tenant,
             id.0,
-            "SELECT EXISTS (SELECT 1 FROM merchant_settlements WHERE entity_id = $1)",
-            settlement_entity_in_use,
+            &[(
+                "SELECT EXISTS (SELECT 1 FROM merchant_settlements WHERE entity_id = $1)",
+                "",
+            )],
+            |_| settlement_entity_in_use(),
             &audit,
         )
         .await

@@ -570,6 +570,57 @@ pub(crate) fn change_one(
     insert_audit(conn, audit)
 }
 
+/// The tenant's departments, by id.
+fn departments_of(c: &Connection, tenant: TenantId) -> StoreResult<Vec<Department>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT id, name, parent_id, created_at FROM departments \
+             WHERE tenant_id = ? ORDER BY id",
+        )
+        .map_err(db)?;
+    st.query_map([tenant.to_string()], |r| {
+        Ok(Department {
+            id: DepartmentId(uuid_col(r, 0)?),
+            name: r.get(1)?,
+            parent_id: opt_uuid_col(r, 2)?.map(DepartmentId),
+            created_at: ts(r.get(3)?),
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(db)
+}
+
+/// `NotFound` unless row `id` of `table` is the tenant's; then `in_use(why)` for the
+/// first of `holders` (a query of the id, `?1`, answering whether something holds the
+/// row, and what to say) that finds something.
+fn refuse_if_held(
+    c: &Connection,
+    table: &str,
+    tenant: TenantId,
+    id: Uuid,
+    holders: &[(&str, &str)],
+    in_use: fn(&str) -> StoreError,
+) -> StoreResult<()> {
+    let (id, tenant) = (id.to_string(), tenant.to_string());
+    let ours: bool = c
+        .query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1 AND tenant_id = ?2)"),
+            params![id, tenant],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !ours {
+        return Err(StoreError::NotFound);
+    }
+    for (sql, why) in holders {
+        let held: bool = c.query_row(sql, [&id], |r| r.get(0)).map_err(db)?;
+        if held {
+            return Err(in_use(why));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn insert_token(conn: &Connection, t: &NewToken) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO tokens (hash, kind, tenant_id, subject_id, created_at) VALUES (?,?,?,?,?)",
@@ -1926,23 +1977,89 @@ impl Store for SqliteStore {
     }
 
     async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>> {
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT id, name, parent_id, created_at FROM departments \
-                     WHERE tenant_id = ? ORDER BY id",
-                )
-                .map_err(db)?;
-            st.query_map([tenant.to_string()], |r| {
-                Ok(Department {
-                    id: DepartmentId(uuid_col(r, 0)?),
-                    name: r.get(1)?,
-                    parent_id: opt_uuid_col(r, 2)?.map(DepartmentId),
-                    created_at: ts(r.get(3)?),
-                })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(db)
+        self.read(move |c| departments_of(c, tenant)).await
+    }
+
+    async fn update_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        name: String,
+        parent: Option<DepartmentId>,
+        max_depth: usize,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let all = departments_of(c, tenant)?;
+            crate::store::department_move_allowed(&all, id, parent, max_depth)?;
+            if all
+                .iter()
+                .any(|d| d.id != id && d.parent_id == parent && d.name == name)
+            {
+                return Err(StoreError::conflict(
+                    "department_name_taken",
+                    Some("name"),
+                    "a sibling department already has this name",
+                ));
+            }
+            change_one(
+                c,
+                "UPDATE departments SET name = ?, parent_id = ? WHERE tenant_id = ? AND id = ?",
+                params![
+                    name,
+                    parent.map(|p| p.to_string()),
+                    tenant.to_string(),
+                    id.to_string()
+                ],
+                &audit,
+            )
+        })
+        .await
+    }
+
+    async fn delete_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let holders = [
+                (
+                    "SELECT EXISTS (SELECT 1 FROM departments WHERE parent_id = ?1)",
+                    "it has sub-departments",
+                ),
+                (
+                    "SELECT EXISTS (SELECT 1 FROM user_departments WHERE department_id = ?1)",
+                    "people belong to it",
+                ),
+                (
+                    "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = \
+                     (SELECT tenant_id FROM departments WHERE id = ?1) \
+                     AND instr(grants, ?1) > 0)",
+                    "an admin group grants it",
+                ),
+                (
+                    "SELECT EXISTS (SELECT 1 FROM identity_types WHERE tenant_id = \
+                     (SELECT tenant_id FROM departments WHERE id = ?1) \
+                     AND instr(manages, ?1) > 0)",
+                    "an identity type manages it",
+                ),
+            ];
+            refuse_if_held(
+                c,
+                "departments",
+                tenant,
+                id.0,
+                &holders,
+                crate::store::department_in_use,
+            )?;
+            change_one(
+                c,
+                "DELETE FROM departments WHERE tenant_id = ? AND id = ?",
+                params![tenant.to_string(), id.to_string()],
+                &audit,
+            )
         })
         .await
     }
@@ -1994,6 +2111,55 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect())
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn rename_tag(
+        &self,
+        tenant: TenantId,
+        id: TagId,
+        name: String,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            check_name_free(c, "tags", tenant, id.0, &name, || {
+                StoreError::conflict(
+                    "tag_name_taken",
+                    Some("name"),
+                    "a tag with this name exists",
+                )
+            })?;
+            change_one(
+                c,
+                "UPDATE tags SET name = ? WHERE tenant_id = ? AND id = ?",
+                params![name, tenant.to_string(), id.to_string()],
+                &audit,
+            )
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, tenant: TenantId, id: TagId, audit: Audit) -> StoreResult<()> {
+        self.write(move |c| {
+            let holders = [
+                (
+                    "SELECT EXISTS (SELECT 1 FROM user_tags WHERE tag_id = ?1)",
+                    "people carry it",
+                ),
+                (
+                    "SELECT EXISTS (SELECT 1 FROM admin_groups WHERE tenant_id = \
+                     (SELECT tenant_id FROM tags WHERE id = ?1) AND instr(grants, ?1) > 0)",
+                    "an admin group grants it",
+                ),
+            ];
+            refuse_if_held(c, "tags", tenant, id.0, &holders, crate::store::tag_in_use)?;
+            change_one(
+                c,
+                "DELETE FROM tags WHERE tenant_id = ? AND id = ?",
+                params![tenant.to_string(), id.to_string()],
+                &audit,
+            )
         })
         .await
     }

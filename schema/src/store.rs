@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::error::StoreResult;
-use crate::ids::{AdminGroupId, AdminId, AppId, AuditId, DeliveryId, TenantId, UserId};
+use crate::ids::{
+    AdminGroupId, AdminId, AppId, AuditId, DeliveryId, DepartmentId, TagId, TenantId, UserId,
+};
 use crate::model::*;
 
 #[async_trait]
@@ -208,8 +210,39 @@ pub trait Store:
     ) -> StoreResult<()>;
     /// Every department of the tenant (trees are small: a few thousand nodes at most).
     async fn list_departments(&self, tenant: TenantId) -> StoreResult<Vec<Department>>;
+    /// Renames a department and puts it under `parent` (`None`: at the top), judged
+    /// against the tree as it stands in the write (`department_move_allowed`); 409
+    /// `department_name_taken` for a sibling's name.
+    async fn update_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        name: String,
+        parent: Option<DepartmentId>,
+        max_depth: usize,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    /// Deletes a department nothing holds: 409 `department_in_use` while it has
+    /// sub-departments or members, or an admin group or identity type names it.
+    async fn delete_department(
+        &self,
+        tenant: TenantId,
+        id: DepartmentId,
+        audit: Audit,
+    ) -> StoreResult<()>;
     async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()>;
     async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>>;
+    /// 409 `tag_name_taken` for another tag's name.
+    async fn rename_tag(
+        &self,
+        tenant: TenantId,
+        id: TagId,
+        name: String,
+        audit: Audit,
+    ) -> StoreResult<()>;
+    /// Deletes a tag nobody carries: 409 `tag_in_use` while someone does or an admin
+    /// group grants it.
+    async fn delete_tag(&self, tenant: TenantId, id: TagId, audit: Audit) -> StoreResult<()>;
 
     async fn create_user(
         &self,
@@ -325,6 +358,90 @@ pub(crate) fn from_json_text<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> crate::error::StoreResult<T> {
     serde_json::from_str(text).map_err(crate::error::StoreError::backend)
+}
+
+/// Whether department `id` may sit under `parent` among `all` (the tenant's departments):
+/// the parent is the tenant's (422 `exists`), neither `id` nor below it (422 `cycle`), and
+/// the deepest department of `id`'s subtree ends at most `max_depth` levels down (422
+/// `max_depth`). `NotFound` when `id` is not the tenant's.
+pub fn department_move_allowed(
+    all: &[Department],
+    id: DepartmentId,
+    parent: Option<DepartmentId>,
+    max_depth: usize,
+) -> crate::error::StoreResult<()> {
+    use crate::error::StoreError;
+    use std::collections::HashMap;
+    let parent_of: HashMap<DepartmentId, Option<DepartmentId>> =
+        all.iter().map(|d| (d.id, d.parent_id)).collect();
+    if !parent_of.contains_key(&id) {
+        return Err(StoreError::NotFound);
+    }
+    // The new parent's depth, walking up from it; meeting `id` on the way is a cycle.
+    let mut depth = 0;
+    let mut at = parent;
+    while let Some(p) = at {
+        if p == id {
+            return Err(StoreError::Invalid {
+                field: "parent_id",
+                rule: "cycle",
+                detail: "a department cannot go under itself or one of its own".into(),
+            });
+        }
+        let Some(up) = parent_of.get(&p) else {
+            return Err(StoreError::InvalidReference {
+                field: "parent_id",
+                detail: "no such department".into(),
+            });
+        };
+        depth += 1;
+        if depth > all.len() {
+            return Err(StoreError::backend(std::io::Error::other(
+                "the department tree has a cycle",
+            )));
+        }
+        at = *up;
+    }
+    // How many levels `id`'s subtree spans (1: no sub-departments).
+    let mut children: HashMap<DepartmentId, Vec<DepartmentId>> = HashMap::new();
+    for d in all {
+        if let Some(p) = d.parent_id {
+            children.entry(p).or_default().push(d.id);
+        }
+    }
+    let (mut height, mut level) = (0, vec![id]);
+    while !level.is_empty() && height <= all.len() {
+        height += 1;
+        level = level
+            .iter()
+            .flat_map(|d| children.get(d).into_iter().flatten().copied())
+            .collect();
+    }
+    if depth + height > max_depth {
+        return Err(StoreError::Invalid {
+            field: "parent_id",
+            rule: "max_depth",
+            detail: format!(
+                "there it would reach {} levels down; department trees are at most {max_depth}",
+                depth + height
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// 409 `department_in_use`, saying what holds it.
+pub fn department_in_use(what: &str) -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "department_in_use",
+        None,
+        format!("{what}: move or remove that first"),
+    )
+}
+
+/// 409 `tag_in_use`, saying what holds it.
+pub fn tag_in_use(what: &str) -> crate::error::StoreError {
+    crate::error::StoreError::conflict("tag_in_use", None, format!("{what}: remove that first"))
 }
 
 /// The departments and tags a group's grants name, deduplicated, for reference checks.

@@ -182,6 +182,7 @@ conformance!(
     every_kind_of_record_can_be_purged,
     a_settlement_entity_goes_only_while_no_schedule_names_it,
     an_address_is_one_tenants_and_a_logo_outlives_a_new_address,
+    departments_move_without_cycles_and_go_only_when_nothing_holds_them,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -4664,5 +4665,138 @@ async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<
             assert_eq!(conflict_code(r), "address_taken");
         }
         assert_eq!(store.tenant_at_host(host).await.unwrap(), Some(won[0]));
+    }
+}
+
+async fn departments_move_without_cycles_and_go_only_when_nothing_holds_them(
+    store: Arc<dyn Store>,
+) {
+    let (t, _) = tenant(&store, "Moves").await;
+    let moved = |id: DepartmentId, name: &str, parent: Option<DepartmentId>| {
+        let (store, name) = (store.clone(), name.to_string());
+        async move {
+            store
+                .update_department(t, id, name, parent, 10, audit(Some(t), "department.update"))
+                .await
+        }
+    };
+    let rule = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Invalid { field, rule, .. }) => format!("{field}:{rule}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // Crossing moves (A under B while B goes under A) at once: one lands, the other is a
+    // cycle, and the tree stays a tree.
+    for round in 0..6 {
+        let a = dept(&store, t, &format!("A{round}"), None).await;
+        let b = dept(&store, t, &format!("B{round}"), None).await;
+        let (x, y) = tokio::join!(
+            moved(a, &format!("A{round}"), Some(b)),
+            moved(b, &format!("B{round}"), Some(a))
+        );
+        let results = [x, y];
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        for r in results.into_iter().filter(|r| r.is_err()) {
+            assert_eq!(rule(r), "parent_id:cycle");
+        }
+        let all = store.list_departments(t).await.unwrap();
+        let tops = all
+            .iter()
+            .filter(|d| (d.id == a || d.id == b) && d.parent_id.is_none())
+            .count();
+        assert_eq!(tops, 1, "round {round}: one of the two stays at the top");
+    }
+
+    // Depth counts the whole subtree moved; a sibling's name is taken.
+    let mut chain = vec![dept(&store, t, "D1", None).await];
+    for level in 2..=8 {
+        let below = dept(&store, t, &format!("D{level}"), chain.last().copied()).await;
+        chain.push(below);
+    }
+    let top = dept(&store, t, "T1", None).await;
+    let mid = dept(&store, t, "T2", Some(top)).await;
+    dept(&store, t, "T3", Some(mid)).await;
+    assert_eq!(
+        rule(moved(top, "T1", Some(chain[7])).await),
+        "parent_id:max_depth"
+    );
+    moved(top, "T1", Some(chain[6])).await.unwrap();
+    assert!(matches!(
+        moved(mid, "D8", Some(chain[6])).await,
+        Err(StoreError::Conflict {
+            code: "department_name_taken",
+            ..
+        })
+    ));
+    assert!(matches!(
+        moved(top, "T1", Some(DepartmentId::new())).await,
+        Err(StoreError::InvalidReference {
+            field: "parent_id",
+            ..
+        })
+    ));
+    let (other, _) = tenant(&store, "Other").await;
+    let theirs = dept(&store, other, "Theirs", None).await;
+    assert!(matches!(
+        moved(top, "T1", Some(theirs)).await,
+        Err(StoreError::InvalidReference {
+            field: "parent_id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        moved(theirs, "Mine", None).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Deleting: not while a sub-department or a member holds it, nor another tenant's.
+    let delete = |id: DepartmentId| {
+        let store = store.clone();
+        async move {
+            store
+                .delete_department(t, id, audit(Some(t), "department.delete"))
+                .await
+        }
+    };
+    assert_eq!(conflict_code(delete(chain[0]).await), "department_in_use");
+    assert!(matches!(
+        store
+            .delete_department(other, chain[7], audit(Some(other), "x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // A member joining as the department goes: either they are in it and it stays, or it
+    // is gone and they were refused.
+    for round in 0..6 {
+        let d = dept(&store, t, &format!("Brief{round}"), None).await;
+        let mut joiner = new_user(&format!("J{round}"));
+        joiner.department_ids = vec![d];
+        let (gone, joined) = tokio::join!(
+            delete(d),
+            store.create_user(t, joiner, now(), audit(Some(t), "user.create"))
+        );
+        let exists = store
+            .list_departments(t)
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.id == d);
+        match (gone, joined) {
+            (Ok(()), Err(StoreError::InvalidReference { .. })) => assert!(!exists),
+            (
+                Err(StoreError::Conflict {
+                    code: "department_in_use",
+                    ..
+                }),
+                Ok(_),
+            ) => {
+                assert!(exists)
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::directory::{
     DEPARTMENT_DEPTH_MAX, DEPARTMENT_NAME_CHARS_MAX, TAG_NAME_CHARS_MAX,
@@ -13,9 +13,9 @@ use onecard_schema::model::{Department, Tag};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{checked, Paged};
+use super::{checked, nullable, Paged};
 use crate::auth::{Auth, DirectoryReader, DirectoryWriter, SuperAdmin};
-use crate::extract::Json;
+use crate::extract::{path_id, Json};
 use crate::problem::{ApiError, Problems};
 use crate::scope::DirectoryScope;
 use crate::state::AppState;
@@ -31,6 +31,23 @@ pub struct CreateDepartment {
     )]
     pub name: String,
     pub parent_id: Option<DepartmentId>,
+}
+
+/// A rename, a move, or both; absent fields stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDepartment {
+    /// 1 to 64 characters, no `/`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^/\s\x00-\x1f\x7f-\x9f](?:[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f])?$"
+    )]
+    pub name: Option<String>,
+    /// The new parent; `null` moves it to the top (super admins only).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DepartmentId>)]
+    pub parent_id: Option<Option<DepartmentId>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -53,6 +70,22 @@ pub struct CreateTag {
         pattern = r"^[^;\s\x00-\x1f\x7f-\x9f](?:[^;\x00-\x1f\x7f-\x9f]*[^;\s\x00-\x1f\x7f-\x9f])?$"
     )]
     pub name: String,
+}
+
+fn check_department_name(c: &mut Checks, name: &str) {
+    if c.text("name", name, 1, DEPARTMENT_NAME_CHARS_MAX) && name.contains('/') {
+        c.fail("name", "no_slash", "'/' separates department paths");
+    }
+}
+
+fn check_tag_name(c: &mut Checks, name: &str) {
+    if c.text("name", name, 1, TAG_NAME_CHARS_MAX) && name.contains(';') {
+        c.fail("name", "no_semicolon", "';' separates tags in imports");
+    }
+}
+
+fn out_of_scope(what: &str) -> ApiError {
+    ApiError::forbidden("out_of_scope", what.to_string())
 }
 
 /// A department tree with each node's full path, in tree (pre-)order.
@@ -117,9 +150,7 @@ pub async fn create_department(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant()?;
     let mut c = Checks::new();
-    if c.text("name", &body.name, 1, DEPARTMENT_NAME_CHARS_MAX) && body.name.contains('/') {
-        c.fail("name", "no_slash", "'/' separates department paths");
-    }
+    check_department_name(&mut c, &body.name);
     checked(c)?;
     let departments = state.store.list_departments(tenant).await?;
     let scope = DirectoryScope::over(&caller, &departments);
@@ -211,9 +242,7 @@ pub async fn create_tag(
     Json(body): Json<CreateTag>,
 ) -> Result<HttpResponse, ApiError> {
     let mut c = Checks::new();
-    if c.text("name", &body.name, 1, TAG_NAME_CHARS_MAX) && body.name.contains(';') {
-        c.fail("name", "no_semicolon", "';' separates tags in imports");
-    }
+    check_tag_name(&mut c, &body.name);
     checked(c)?;
     let tag = Tag {
         id: TagId::new(),
@@ -246,6 +275,171 @@ pub async fn list_tags(
     let mut tags = state.store.list_tags(caller.tenant()?).await?;
     tags.retain(|t| scope.sees_tag(t.id));
     Ok(web::Json(Paged::new(tags, None)))
+}
+
+/// Rename a department, move it under another (with everything under it), or both. The
+/// caller manages it and the new parent (a move to the top: super admins only); 422
+/// `parent_id` `cycle` under itself or its own, `max_depth` past the tree's depth; 409
+/// `department_name_taken` for a sibling's name. People keep their departments; a
+/// sub-admin's scope follows the tree as it now is.
+#[utoipa::path(tag = "directory", params(("id" = String, Path)), request_body = PatchDepartment,
+    security(("bearer" = [])), responses((status = 200, body = DepartmentView), Problems))]
+#[patch("/departments/{id}")]
+pub async fn patch_department(
+    state: web::Data<AppState>,
+    caller: Auth<DirectoryWriter>,
+    id: web::Path<String>,
+    Json(body): Json<PatchDepartment>,
+) -> Result<web::Json<DepartmentView>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: DepartmentId = path_id(&id)?;
+    let mut c = Checks::new();
+    if let Some(name) = &body.name {
+        check_department_name(&mut c, name);
+    }
+    checked(c)?;
+    let departments = state.store.list_departments(tenant).await?;
+    let scope = DirectoryScope::over(&caller, &departments);
+    let current = departments
+        .iter()
+        .find(|d| d.id == id && scope.sees_department(d.id))
+        .ok_or(ApiError::NotFound)?
+        .clone();
+    if !scope.manages_department(id) {
+        return Err(out_of_scope(
+            "your admin group may view this department but not change it",
+        ));
+    }
+    let parent = body.parent_id.unwrap_or(current.parent_id);
+    if parent != current.parent_id {
+        match parent {
+            None if scope.is_limited() => {
+                return Err(out_of_scope(
+                    "parent_id: only a super admin moves a department to the top",
+                ))
+            }
+            Some(p) if !scope.sees_department(p) => {
+                return Err(ApiError::invalid_field(
+                    "parent_id",
+                    "exists",
+                    "no such department",
+                ))
+            }
+            Some(p) if !scope.manages_department(p) => {
+                return Err(out_of_scope(
+                    "parent_id: your admin group may view that department but not change it",
+                ))
+            }
+            _ => {}
+        }
+    }
+    let name = body.name.unwrap_or_else(|| current.name.clone());
+    let audit = caller.audit(
+        &state,
+        "department.update",
+        "department",
+        id,
+        serde_json::json!({
+            "name": name, "parent_id": parent,
+            "was": { "name": current.name, "parent_id": current.parent_id },
+        }),
+    );
+    state
+        .store
+        .update_department(tenant, id, name, parent, DEPARTMENT_DEPTH_MAX, audit)
+        .await?;
+    let tree = Tree::build(state.store.list_departments(tenant).await?);
+    let view = tree
+        .nodes
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or(ApiError::NotFound)?;
+    Ok(web::Json(view))
+}
+
+/// Delete a department nothing holds (the caller manages it): 409 `department_in_use`
+/// while it has sub-departments or members, or an admin group or identity type names it.
+/// Notices, subsidy rules and events that named it keep its id, which names nobody.
+#[utoipa::path(tag = "directory", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), Problems))]
+#[delete("/departments/{id}")]
+pub async fn delete_department(
+    state: web::Data<AppState>,
+    caller: Auth<DirectoryWriter>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: DepartmentId = path_id(&id)?;
+    let departments = state.store.list_departments(tenant).await?;
+    let scope = DirectoryScope::over(&caller, &departments);
+    let current = departments
+        .iter()
+        .find(|d| d.id == id && scope.sees_department(d.id))
+        .ok_or(ApiError::NotFound)?;
+    if !scope.manages_department(id) {
+        return Err(out_of_scope(
+            "your admin group may view this department but not change it",
+        ));
+    }
+    let audit = caller.audit(
+        &state,
+        "department.delete",
+        "department",
+        id,
+        serde_json::json!({ "name": current.name, "parent_id": current.parent_id }),
+    );
+    state.store.delete_department(tenant, id, audit).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Rename a tag (super admin); 409 `tag_name_taken` for another tag's name.
+#[utoipa::path(tag = "directory", params(("id" = String, Path)), request_body = CreateTag,
+    security(("bearer" = [])), responses((status = 200, body = Tag), Problems))]
+#[patch("/tags/{id}")]
+pub async fn patch_tag(
+    state: web::Data<AppState>,
+    caller: Auth<SuperAdmin>,
+    id: web::Path<String>,
+    Json(body): Json<CreateTag>,
+) -> Result<web::Json<Tag>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: TagId = path_id(&id)?;
+    let mut c = Checks::new();
+    check_tag_name(&mut c, &body.name);
+    checked(c)?;
+    let audit = caller.audit(
+        &state,
+        "tag.update",
+        "tag",
+        id,
+        serde_json::json!({ "name": body.name }),
+    );
+    state.store.rename_tag(tenant, id, body.name, audit).await?;
+    let tag = state
+        .store
+        .list_tags(tenant)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or(ApiError::NotFound)?;
+    Ok(web::Json(tag))
+}
+
+/// Delete a tag nobody carries (super admin): 409 `tag_in_use` while someone does (take
+/// it off them with a batch update first) or an admin group grants it.
+#[utoipa::path(tag = "directory", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), Problems))]
+#[delete("/tags/{id}")]
+pub async fn delete_tag(
+    state: web::Data<AppState>,
+    caller: Auth<SuperAdmin>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: TagId = path_id(&id)?;
+    let audit = caller.audit(&state, "tag.delete", "tag", id, serde_json::json!({}));
+    state.store.delete_tag(tenant, id, audit).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[cfg(test)]

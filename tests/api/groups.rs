@@ -34,13 +34,19 @@ pub(crate) async fn department(
     body
 }
 
-async fn tag(app: &TestApp, admin: &str, name: &str) -> Value {
+pub(crate) async fn tag(app: &TestApp, admin: &str, name: &str) -> Value {
     let (s, body) = app.post("/api/v1/tags", admin, json!({"name": name})).await;
     assert_eq!(s, 201, "{body}");
     body
 }
 
-async fn member(app: &TestApp, admin: &str, number: &str, depts: &[&str], tags: &[&str]) -> Value {
+pub(crate) async fn member(
+    app: &TestApp,
+    admin: &str,
+    number: &str,
+    depts: &[&str],
+    tags: &[&str],
+) -> Value {
     let (s, body) = app
         .post(
             "/api/v1/users",

@@ -12,6 +12,7 @@ mod cards;
 mod checkin;
 mod collection;
 mod crash;
+mod directory;
 mod edge;
 mod faults;
 mod front_end;
