@@ -267,6 +267,8 @@ where
                 .service(subsidies::create_subsidy_rule)
                 .service(subsidies::approve_subsidy_rule)
                 .service(subsidies::get_subsidy_rule)
+                .service(subsidies::reject_subsidy_rule)
+                .service(subsidies::list_subsidy_rules)
                 .service(payments::get_payment)
                 .service(payments::get_payment_holder)
                 .service(payments::list_payments)

@@ -328,6 +328,9 @@ impl World {
             credited_users: 0,
             created_at: self.now,
             approved_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            reject_reason: None,
         };
         let audit = |action: &'static str| onecard_schema::model::Audit {
             tenant_id: Some(tenant),

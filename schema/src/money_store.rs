@@ -203,6 +203,24 @@ pub trait MoneyStore: Send + Sync + 'static {
         tenant: TenantId,
         id: SubsidyRuleId,
     ) -> StoreResult<SubsidyRule>;
+    /// The tenant's rules, newest first, of one state or all.
+    async fn list_subsidy_rules(
+        &self,
+        tenant: TenantId,
+        state: Option<RuleState>,
+        page: PageReq<SubsidyRuleId>,
+    ) -> StoreResult<Page<SubsidyRule, SubsidyRuleId>>;
+    /// Rejects a pending rule (or its maker withdraws it), with the reason its maker reads;
+    /// 409 `not_pending` unless it is pending.
+    async fn reject_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        by: AdminId,
+        reason: String,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<SubsidyRule>;
     /// Active users matched by the targets (departments include their sub-departments).
     async fn resolve_targets(
         &self,

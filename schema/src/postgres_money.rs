@@ -1837,6 +1837,68 @@ impl MoneyStore for PgStore {
         load_rule(&c, tenant, id, false).await
     }
 
+    async fn list_subsidy_rules(
+        &self,
+        tenant: TenantId,
+        state: Option<RuleState>,
+        page: PageReq<SubsidyRuleId>,
+    ) -> StoreResult<Page<SubsidyRule, SubsidyRuleId>> {
+        let c = self.client().await?;
+        let cond = state.map_or("true", RuleState::condition);
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RULE_COLS} FROM subsidy_rules WHERE tenant_id = $1 \
+                 AND ($2::uuid IS NULL OR id < $2) AND {cond} ORDER BY id DESC LIMIT $3"
+            ))
+            .await
+            .map_err(pg)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &tenant.0,
+                    &page.after.map(|a| a.0),
+                    &(page.limit as i64 + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let rules = rows
+            .iter()
+            .map(rule_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(rules, page.limit, |r| r.id))
+    }
+
+    async fn reject_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        by: AdminId,
+        reason: String,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<SubsidyRule> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The row lock orders this with an approval of the same rule.
+        let rule = load_rule(&tx, tenant, id, true).await?;
+        if rule.status != "pending" {
+            return Err(not_pending(&rule));
+        }
+        tx.execute(
+            "UPDATE subsidy_rules SET rejected_by = $3, rejected_at = $4, reject_reason = $5 \
+             WHERE tenant_id = $1 AND id = $2",
+            &[&tenant.0, &id.0, &by.0, &now, &reason],
+        )
+        .await
+        .map_err(pg)?;
+        insert_audit(&tx, &audit).await?;
+        let rule = load_rule(&tx, tenant, id, false).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rule)
+    }
+
     async fn resolve_targets(
         &self,
         tenant: TenantId,
@@ -1877,11 +1939,7 @@ impl MoneyStore for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         let rule = load_rule(&tx, tenant, id, true).await?;
         if rule.status != "pending" {
-            return Err(StoreError::conflict(
-                "not_pending",
-                None,
-                "this rule was already approved",
-            ));
+            return Err(not_pending(&rule));
         }
         let user_ids: Vec<Uuid> = users.iter().map(|u| u.0).collect();
         let subsidy_ids: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
@@ -2107,22 +2165,12 @@ impl PgStore {
     }
 }
 
-async fn load_rule<C: GenericClient>(
-    c: &C,
-    tenant: TenantId,
-    id: SubsidyRuleId,
-    lock: bool,
-) -> StoreResult<SubsidyRule> {
-    let sql = format!(
-        "SELECT id, name, amount, targets, merchant_ids, expires_at, status, created_by, approved_by, \
-         credited_users, created_at, approved_at FROM subsidy_rules WHERE tenant_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let r = c
-        .query_opt(sql.as_str(), &[&tenant.0, &id.0])
-        .await
-        .map_err(pg)?
-        .ok_or(StoreError::NotFound)?;
+const RULE_COLS: &str = "id, name, amount, targets, merchant_ids, expires_at, status, \
+     created_by, approved_by, credited_users, created_at, approved_at, rejected_by, rejected_at, \
+     reject_reason";
+
+fn rule_from_row(r: &Row) -> StoreResult<SubsidyRule> {
+    let rejected_at: Option<Timestamp> = r.get(13);
     Ok(SubsidyRule {
         id: SubsidyRuleId(r.get(0)),
         name: r.get(1),
@@ -2134,11 +2182,32 @@ async fn load_rule<C: GenericClient>(
             .map(MerchantId)
             .collect(),
         expires_at: r.get(5),
-        status: r.get(6),
+        status: rule_status(r.get(6), rejected_at.is_some()),
         created_by: AdminId(r.get(7)),
         approved_by: r.get::<_, Option<Uuid>>(8).map(AdminId),
         credited_users: r.get::<_, i64>(9) as u64,
         created_at: r.get(10),
         approved_at: r.get(11),
+        rejected_by: r.get::<_, Option<Uuid>>(12).map(AdminId),
+        rejected_at,
+        reject_reason: r.get(14),
     })
+}
+
+async fn load_rule<C: GenericClient>(
+    c: &C,
+    tenant: TenantId,
+    id: SubsidyRuleId,
+    lock: bool,
+) -> StoreResult<SubsidyRule> {
+    let sql = format!(
+        "SELECT {RULE_COLS} FROM subsidy_rules WHERE tenant_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let r = c
+        .query_opt(sql.as_str(), &[&tenant.0, &id.0])
+        .await
+        .map_err(pg)?
+        .ok_or(StoreError::NotFound)?;
+    rule_from_row(&r)
 }

@@ -1116,6 +1116,68 @@ impl MoneyStore for SqliteStore {
         self.read(move |c| load_rule(c, tenant, id)).await
     }
 
+    async fn list_subsidy_rules(
+        &self,
+        tenant: TenantId,
+        state: Option<RuleState>,
+        page: PageReq<SubsidyRuleId>,
+    ) -> StoreResult<Page<SubsidyRule, SubsidyRuleId>> {
+        self.read(move |c| {
+            let cond = state.map_or("1", RuleState::condition);
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {RULE_COLS} FROM subsidy_rules WHERE tenant_id = ?1 \
+                     AND (?2 IS NULL OR id < ?2) AND {cond} ORDER BY id DESC LIMIT ?3"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        page.after.map(|a| a.to_string()),
+                        page.limit + 1
+                    ],
+                    rule_row,
+                )
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |r| r.id))
+        })
+        .await
+    }
+
+    async fn reject_subsidy_rule(
+        &self,
+        tenant: TenantId,
+        id: SubsidyRuleId,
+        by: AdminId,
+        reason: String,
+        now: Timestamp,
+        audit: Audit,
+    ) -> StoreResult<SubsidyRule> {
+        self.write(move |c| {
+            let rule = load_rule(c, tenant, id)?;
+            if rule.status != "pending" {
+                return Err(not_pending(&rule));
+            }
+            c.execute(
+                "UPDATE subsidy_rules SET rejected_by = ?, rejected_at = ?, reject_reason = ? \
+                 WHERE tenant_id = ? AND id = ?",
+                params![
+                    by.to_string(),
+                    ms(now),
+                    reason,
+                    tenant.to_string(),
+                    id.to_string()
+                ],
+            )
+            .map_err(db)?;
+            insert_audit(c, &audit)?;
+            load_rule(c, tenant, id)
+        })
+        .await
+    }
+
     async fn resolve_targets(
         &self,
         tenant: TenantId,
@@ -1160,7 +1222,7 @@ impl MoneyStore for SqliteStore {
         self.write(move |c| {
             let rule = load_rule(c, tenant, id)?;
             if rule.status != "pending" {
-                return Err(StoreError::conflict("not_pending", None, "this rule was already approved"));
+                return Err(not_pending(&rule));
             }
             let mut wallet = c
                 .prepare_cached(
@@ -1401,30 +1463,39 @@ fn mismatched_wallets_sql(tenant_col: &str) -> String {
     )
 }
 
+const RULE_COLS: &str = "id, name, amount, targets, merchant_ids, expires_at, status, \
+     created_by, approved_by, credited_users, created_at, approved_at, rejected_by, rejected_at, \
+     reject_reason";
+
+fn rule_row(r: &rusqlite::Row) -> rusqlite::Result<SubsidyRule> {
+    let targets: String = r.get(3)?;
+    let rejected_at = r.get::<_, Option<i64>>(13)?.map(ts);
+    Ok(SubsidyRule {
+        id: SubsidyRuleId(uuid_col(r, 0)?),
+        name: r.get(1)?,
+        amount: Money(r.get(2)?),
+        targets: serde_json::from_str(&targets).map_err(|e| conv(3, e))?,
+        merchant_ids: ids_from_json(&r.get::<_, String>(4)?, MerchantId),
+        expires_at: r.get::<_, Option<i64>>(5)?.map(ts),
+        status: rule_status(r.get(6)?, rejected_at.is_some()),
+        created_by: AdminId(uuid_col(r, 7)?),
+        approved_by: opt_uuid_col(r, 8)?.map(AdminId),
+        credited_users: r.get::<_, i64>(9)? as u64,
+        created_at: ts(r.get(10)?),
+        approved_at: r.get::<_, Option<i64>>(11)?.map(ts),
+        rejected_by: opt_uuid_col(r, 12)?.map(AdminId),
+        rejected_at,
+        reject_reason: r.get(14)?,
+    })
+}
+
 fn load_rule(c: &Connection, tenant: TenantId, id: SubsidyRuleId) -> StoreResult<SubsidyRule> {
-    c.prepare_cached(
-        "SELECT id, name, amount, targets, merchant_ids, expires_at, status, created_by, approved_by, \
-         credited_users, created_at, approved_at FROM subsidy_rules WHERE tenant_id = ? AND id = ?",
-    )
+    c.prepare_cached(&format!(
+        "SELECT {RULE_COLS} FROM subsidy_rules WHERE tenant_id = ? AND id = ?"
+    ))
     .and_then(|mut st| {
-        st.query_row([tenant.to_string(), id.to_string()], |r| {
-            let targets: String = r.get(3)?;
-            Ok(SubsidyRule {
-                id: SubsidyRuleId(uuid_col(r, 0)?),
-                name: r.get(1)?,
-                amount: Money(r.get(2)?),
-                targets: serde_json::from_str(&targets).map_err(|e| conv(3, e))?,
-                merchant_ids: ids_from_json(&r.get::<_, String>(4)?, MerchantId),
-                expires_at: r.get::<_, Option<i64>>(5)?.map(ts),
-                status: r.get(6)?,
-                created_by: AdminId(uuid_col(r, 7)?),
-                approved_by: opt_uuid_col(r, 8)?.map(AdminId),
-                credited_users: r.get::<_, i64>(9)? as u64,
-                created_at: ts(r.get(10)?),
-                approved_at: r.get::<_, Option<i64>>(11)?.map(ts),
-            })
-        })
-        .optional()
+        st.query_row([tenant.to_string(), id.to_string()], rule_row)
+            .optional()
     })
     .map_err(db)?
     .ok_or(StoreError::NotFound)

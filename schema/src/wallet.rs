@@ -664,13 +664,60 @@ pub struct SubsidyRule {
     pub targets: SubsidyTargets,
     pub merchant_ids: Vec<MerchantId>,
     pub expires_at: Option<Timestamp>,
-    /// `pending` until a second admin approves it, then `effective`.
+    /// `pending` until a second admin approves it (`effective`) or an admin rejects it
+    /// (`rejected`).
     pub status: String,
     pub created_by: AdminId,
     pub approved_by: Option<AdminId>,
     pub credited_users: u64,
     pub created_at: Timestamp,
     pub approved_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<AdminId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_at: Option<Timestamp>,
+    /// Why it was rejected, for its maker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_reason: Option<String>,
+}
+
+/// Which subsidy rules a list holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleState {
+    Pending,
+    Effective,
+    Rejected,
+}
+
+impl RuleState {
+    /// The SQL condition on `subsidy_rules` that holds the rules in this state (a rejected
+    /// rule keeps `status` 'pending' and has `rejected_at`).
+    pub fn condition(self) -> &'static str {
+        match self {
+            RuleState::Pending => "status = 'pending' AND rejected_at IS NULL",
+            RuleState::Effective => "status = 'effective'",
+            RuleState::Rejected => "rejected_at IS NOT NULL",
+        }
+    }
+}
+
+/// 409 `not_pending`: the rule was approved or rejected already.
+pub fn not_pending(rule: &SubsidyRule) -> crate::error::StoreError {
+    crate::error::StoreError::conflict(
+        "not_pending",
+        None,
+        format!("this rule is {} already", rule.status),
+    )
+}
+
+/// A rule's status as shown: `rejected` for a pending one with a rejection.
+pub fn rule_status(stored: String, rejected: bool) -> String {
+    if rejected {
+        "rejected".into()
+    } else {
+        stored
+    }
 }
 
 /// Per merchant and funding source, what was sold and refunded on one day.

@@ -183,6 +183,7 @@ conformance!(
     a_settlement_entity_goes_only_while_no_schedule_names_it,
     an_address_is_one_tenants_and_a_logo_outlives_a_new_address,
     departments_move_without_cycles_and_go_only_when_nothing_holds_them,
+    a_subsidy_rule_is_approved_or_rejected_once,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -4799,4 +4800,111 @@ async fn departments_move_without_cycles_and_go_only_when_nothing_holds_them(
             other => panic!("round {round}: {other:?}"),
         }
     }
+}
+
+async fn a_subsidy_rule_is_approved_or_rejected_once(store: Arc<dyn Store>) {
+    use onecard_schema::money::Money;
+    use onecard_schema::wallet::{RuleState, SubsidyRule, SubsidyTargets};
+    let (t, maker) = tenant(&store, "Subsidies").await;
+    let checker = AdminId::new();
+    let mut users = Vec::new();
+    for i in 0..200 {
+        let u = new_user(&format!("S{i:03}"));
+        users.push(u.id);
+        store
+            .create_user(t, u, now(), audit(Some(t), "user.create"))
+            .await
+            .unwrap();
+    }
+    let rule = |name: &str| SubsidyRule {
+        id: SubsidyRuleId::new(),
+        name: name.into(),
+        amount: Money(100),
+        targets: SubsidyTargets {
+            user_ids: users.clone(),
+            department_ids: vec![],
+            tag_ids: vec![],
+            identities: vec![],
+        },
+        merchant_ids: vec![],
+        expires_at: None,
+        status: "pending".into(),
+        created_by: maker,
+        approved_by: None,
+        credited_users: 0,
+        created_at: now(),
+        approved_at: None,
+        rejected_by: None,
+        rejected_at: None,
+        reject_reason: None,
+    };
+    let (mut approvals, mut rejections) = (0, 0);
+    for round in 0..8 {
+        let r = rule(&format!("R{round}"));
+        let id = r.id;
+        store
+            .create_subsidy_rule(t, r, audit(Some(t), "subsidy_rule.create"))
+            .await
+            .unwrap();
+        let (approved, rejected) = tokio::join!(
+            store.approve_subsidy_rule(
+                t,
+                id,
+                checker,
+                users.clone(),
+                now(),
+                audit(Some(t), "subsidy_rule.approve")
+            ),
+            store.reject_subsidy_rule(
+                t,
+                id,
+                maker,
+                "withdrawn".into(),
+                now(),
+                audit(Some(t), "subsidy_rule.reject")
+            )
+        );
+        let stored = store.get_subsidy_rule(t, id).await.unwrap();
+        match (approved, rejected) {
+            (Ok(200), Err(e)) => {
+                assert_eq!(conflict_code::<()>(Err(e)), "not_pending");
+                assert_eq!(stored.status, "effective", "round {round}");
+                assert_eq!(stored.rejected_at, None, "round {round}");
+                approvals += 1;
+            }
+            (Err(e), Ok(r)) => {
+                assert_eq!(conflict_code::<()>(Err(e)), "not_pending");
+                assert_eq!((r.status.as_str(), stored.credited_users), ("rejected", 0));
+                assert_eq!(stored.reject_reason.as_deref(), Some("withdrawn"));
+                rejections += 1;
+            }
+            (approved, rejected) => panic!(
+                "round {round}: approval {:?}, rejection {:?}",
+                approved.map(|_| "made"),
+                rejected.map(|r| r.status)
+            ),
+        }
+    }
+    // The lists by state agree with what happened.
+    let count = |state| {
+        let store = store.clone();
+        async move {
+            store
+                .list_subsidy_rules(
+                    t,
+                    Some(state),
+                    PageReq {
+                        limit: 50,
+                        after: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    assert_eq!(count(RuleState::Effective).await, approvals);
+    assert_eq!(count(RuleState::Rejected).await, rejections);
+    assert_eq!(count(RuleState::Pending).await, 0);
 }

@@ -6,14 +6,14 @@ use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{AdminId, MerchantId, SubsidyRuleId};
 
-use onecard_schema::wallet::{SubsidyRule, SubsidyTargets};
+use onecard_schema::wallet::{RuleState, SubsidyRule, SubsidyTargets};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::checked;
 use super::wallets::amount;
+use super::{checked, ListParams, Paged};
 use crate::auth::{Auth, PaymentsViewer, SubsidyManager};
-use crate::extract::{path_id, Json};
+use crate::extract::{path_id, Json, Query};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ pub struct CreateSubsidyRule {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleStatus {
     pub id: SubsidyRuleId,
-    /// `pending` or `effective`.
+    /// `pending`, `effective` or `rejected`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credited_users: Option<u64>,
@@ -100,6 +100,9 @@ pub async fn create_subsidy_rule(
         credited_users: 0,
         created_at: now,
         approved_at: None,
+        rejected_by: None,
+        rejected_at: None,
+        reject_reason: None,
     };
     let audit = caller.audit(
         &state,
@@ -179,4 +182,87 @@ pub async fn get_subsidy_rule(
             .get_subsidy_rule(caller.tenant()?, path_id(&id)?)
             .await?,
     ))
+}
+
+/// Why a rule is turned down.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSubsidyRule {
+    /// What its maker reads: 1 to 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "Amount is per term, not per month"
+    )]
+    pub reason: String,
+}
+
+/// Reject a pending rule, with a reason its maker reads; its maker may withdraw it the
+/// same way. Nobody is credited; 409 `not_pending` once it was approved or rejected.
+#[utoipa::path(tag = "subsidies", params(("id" = String, Path)), request_body = RejectSubsidyRule,
+    security(("bearer" = [])), responses((status = 200, body = SubsidyRule), Problems))]
+#[post("/subsidy-rules/{id}/reject")]
+pub async fn reject_subsidy_rule(
+    state: web::Data<AppState>,
+    caller: Auth<SubsidyManager>,
+    id: web::Path<String>,
+    Json(body): Json<RejectSubsidyRule>,
+) -> Result<web::Json<SubsidyRule>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id: SubsidyRuleId = path_id(&id)?;
+    let mut c = Checks::new();
+    c.text("reason", &body.reason, 1, 200);
+    checked(c)?;
+    let audit = caller.audit(
+        &state,
+        "subsidy_rule.reject",
+        "subsidy_rule",
+        id,
+        serde_json::json!({ "reason": body.reason }),
+    );
+    let rule = state
+        .store
+        .reject_subsidy_rule(
+            tenant,
+            id,
+            AdminId(caller.subject()?),
+            body.reason,
+            state.clock.now(),
+            audit,
+        )
+        .await?;
+    Ok(web::Json(rule))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RuleParams {
+    /// `pending` (what waits for a checker), `effective` or `rejected`; absent: all.
+    #[param(inline)]
+    pub status: Option<RuleState>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The tenant's subsidy rules, newest first: the checker's queue with `status=pending`.
+#[utoipa::path(tag = "subsidies", params(RuleParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<SubsidyRule>), Problems))]
+#[get("/subsidy-rules")]
+pub async fn list_subsidy_rules(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    Query(params): Query<RuleParams>,
+) -> Result<web::Json<Paged<SubsidyRule>>, ApiError> {
+    let page = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .page(SubsidyRuleId)?;
+    let found = state
+        .store
+        .list_subsidy_rules(caller.tenant()?, params.status, page)
+        .await?;
+    Ok(web::Json(Paged::new(found.items, found.next.map(|i| i.0))))
 }

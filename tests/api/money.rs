@@ -159,6 +159,7 @@ on_both_engines!(
     arrears_block_payments_are_reminded_daily_and_lift_on_repayment,
     the_month_end_writes_off_earlier_arrears_only_where_the_tenant_says_so,
     subsidy_rules_need_a_second_admin_and_credit_every_target,
+    a_checker_lists_pending_rules_and_rejects_one_with_a_reason,
     three_risk_events_freeze_until_local_midnight_and_a_second_freeze_waits_for_an_admin,
     a_full_wallet_mailbox_answers_503_and_loses_nothing,
     merchant_actors_keep_todays_totals_equal_to_the_ledger_up_the_tree,
@@ -1473,6 +1474,209 @@ async fn subsidy_rules_need_a_second_admin_and_credit_every_target(engine: Engin
         )
         .await;
     assert_problem(s, &body, 409, "not_pending");
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn a_checker_lists_pending_rules_and_rejects_one_with_a_reason(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 5_000).await;
+    let person = app.user(&shop.admin, "SUB-1").await;
+    let checker = second_admin(&app, &shop.admin).await;
+    let propose = |name: &'static str| {
+        let (app, admin, user) = (&app, shop.admin.clone(), person["id"].clone());
+        async move {
+            let (s, r) = app
+                .post(
+                    "/api/v1/subsidy-rules",
+                    &admin,
+                    json!({"name": name, "amount": 300, "targets": {"user_ids": [user]}}),
+                )
+                .await;
+            assert_eq!(s, 201, "{r}");
+            r["id"].as_str().unwrap().to_string()
+        }
+    };
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r["name"].as_str().unwrap(),
+                    r["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (a, b, c) = (propose("A").await, propose("B").await, propose("C").await);
+
+    // The checker's queue, newest first.
+    let (s, list) = app
+        .get("/api/v1/subsidy-rules?status=pending", &checker)
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(names(&list), ["C:pending", "B:pending", "A:pending"]);
+
+    // A checker rejects with a reason; the maker withdraws another the same way.
+    let reject = |id: String, token: String, reason: &'static str| {
+        let app = &app;
+        async move {
+            app.post(
+                &format!("/api/v1/subsidy-rules/{id}/reject"),
+                &token,
+                json!({"reason": reason}),
+            )
+            .await
+        }
+    };
+    let (s, r) = reject(a.clone(), checker.clone(), "300 is per term, not per month").await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["reject_reason"].as_str(),
+            r["credited_users"].as_u64()
+        ),
+        (
+            Some("rejected"),
+            Some("300 is per term, not per month"),
+            Some(0)
+        ),
+        "{r}"
+    );
+    assert!(
+        r["rejected_by"].is_string() && r["rejected_at"].is_string(),
+        "{r}"
+    );
+    let (s, r) = reject(b.clone(), shop.admin.clone(), "proposed twice").await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("rejected")), "{r}");
+    let (s, r) = app
+        .get(&format!("/api/v1/subsidy-rules/{a}"), &shop.admin)
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("rejected")), "{r}");
+
+    // A rejected rule is never approved, nor rejected again; bad input changes nothing.
+    let (s, p) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{a}/approve"),
+            &checker,
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &p, 409, "not_pending");
+    let (s, p) = reject(a.clone(), checker.clone(), "again").await;
+    assert_problem(s, &p, 409, "not_pending");
+    let (s, p) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{c}/reject"),
+            &checker,
+            json!({"reason": ""}),
+        )
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+    let (s, p) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{c}/reject"),
+            &checker,
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &p, 422, "invalid");
+    let (s, _) = reject(uuid::Uuid::now_v7().to_string(), checker.clone(), "no such").await;
+    assert_eq!(s, 404);
+    let (s, p) = app.get("/api/v1/subsidy-rules?status=lost", &checker).await;
+    assert_problem(s, &p, 422, "invalid");
+
+    // C is approved; the lists by state, and all of them a page at a time.
+    let (s, done) = app
+        .post(
+            &format!("/api/v1/subsidy-rules/{c}/approve"),
+            &checker,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, done["credited_users"].as_u64()),
+        (200, Some(1)),
+        "{done}"
+    );
+    for (status, want) in [
+        ("pending", vec![]),
+        ("effective", vec!["C:effective"]),
+        ("rejected", vec!["B:rejected", "A:rejected"]),
+    ] {
+        let (_, list) = app
+            .get(&format!("/api/v1/subsidy-rules?status={status}"), &checker)
+            .await;
+        assert_eq!(names(&list), want, "{status}");
+    }
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (s, page) = app
+            .get(&format!("/api/v1/subsidy-rules?limit=1{cursor}"), &checker)
+            .await;
+        assert_eq!(s, 200, "{page}");
+        all.extend(names(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(all, ["C:effective", "B:rejected", "A:rejected"]);
+    let (_, wallet) = app
+        .get(
+            &format!("/api/v1/users/{}/wallet", person["id"].as_str().unwrap()),
+            &shop.admin,
+        )
+        .await;
+    assert_eq!(
+        wallet["subsidies"].as_array().map(Vec::len),
+        Some(1),
+        "only C credited: {wallet}"
+    );
+
+    // An approval and a rejection at once: exactly one of them happens.
+    let mut rejections = 2;
+    for round in 0..4 {
+        let id = propose("Race").await;
+        let approve_path = format!("/api/v1/subsidy-rules/{id}/approve");
+        let (approved, rejected) = tokio::join!(
+            app.post(&approve_path, &checker, json!({})),
+            reject(id.clone(), shop.admin.clone(), "withdrawn")
+        );
+        let statuses = (approved.0, rejected.0);
+        assert!(
+            statuses == (200, 409) || statuses == (409, 200),
+            "round {round}: {approved:?} {rejected:?}"
+        );
+        let (_, r) = app
+            .get(&format!("/api/v1/subsidy-rules/{id}"), &checker)
+            .await;
+        let want = if approved.0 == 200 {
+            "effective"
+        } else {
+            rejections += 1;
+            "rejected"
+        };
+        assert_eq!(r["status"], want, "round {round}: {r}");
+    }
+    let (s, audit) = app
+        .get(
+            "/api/v1/audit?action=subsidy_rule.reject&limit=50",
+            &shop.admin,
+        )
+        .await;
+    assert_eq!(s, 200, "{audit}");
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        rejections,
+        "{audit}"
+    );
     ledger_balances(&app, &shop.admin).await;
 }
 
