@@ -79,10 +79,26 @@ pub(crate) fn jpeg(width: u16, height: u16) -> Vec<u8> {
 }
 
 async fn put_cover(app: &TestApp, admin: &str, card: &Value, bytes: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("cover.png");
+    put_image(
+        app,
+        admin,
+        &format!("/api/v1/cards/{}/cover", id(card)),
+        bytes,
+    )
+    .await
+}
+
+/// PUTs an image to `path` as a multipart field `file`: the status and the JSON answer.
+pub(crate) async fn put_image(
+    app: &TestApp,
+    admin: &str,
+    path: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("image.png");
     let res = app
         .client
-        .put(app.url(&format!("/api/v1/cards/{}/cover", id(card))))
+        .put(app.url(path))
         .bearer_auth(admin)
         .multipart(reqwest::multipart::Form::new().part("file", part))
         .send()

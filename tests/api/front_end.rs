@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::cards::{approved_card, identity_type, jpeg, png};
+use crate::cards::{approved_card, identity_type, jpeg, png, put_image};
 use crate::groups::{group, sub_admin};
 use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
 use crate::on_both_engines;
@@ -24,17 +24,7 @@ async fn put_front_end(app: &TestApp, admin: &str, body: Value) -> (u16, Value) 
 }
 
 async fn put_logo(app: &TestApp, admin: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("logo.png");
-    let res = app
-        .client
-        .put(app.url("/api/v1/tenant/front-end/logo"))
-        .bearer_auth(admin)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    put_image(app, admin, "/api/v1/tenant/front-end/logo", bytes).await
 }
 
 /// `GET /brand` as a page opened at `host` asks it.
