@@ -53,6 +53,7 @@ where
                 .service(tenants::patch_tenant)
                 .service(front_end::get_front_end)
                 .service(front_end::put_front_end)
+                .service(front_end::put_address)
                 .service(front_end::put_logo)
                 .service(front_end::delete_logo)
                 .service(front_end::get_brand)

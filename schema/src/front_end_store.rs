@@ -29,6 +29,20 @@ pub struct FrontEnd {
     pub updated_at: Option<Timestamp>,
 }
 
+/// One part of a front end, set on its own: the look is the tenant's super admin's, the
+/// address the platform operator's (who points the name at the server first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrontEndChange {
+    Look {
+        title: Option<String>,
+        accent_color: Option<String>,
+    },
+    Address {
+        public_url: Option<String>,
+        host: Option<String>,
+    },
+}
+
 /// A front end's logo: square PNG or JPEG, served by its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logo {
@@ -51,12 +65,12 @@ pub trait FrontEndStore {
     /// The tenant's front end; the default (nothing set) when it never set one.
     async fn get_front_end(&self, tenant: TenantId) -> StoreResult<FrontEnd>;
 
-    /// Sets the address, title and colour as given (absent clears); the logo stays.
-    /// 409 `address_taken` when another tenant has the host.
+    /// Sets the look (title and colour) or the address as given (absent clears); the
+    /// rest stays. 409 `address_taken` when another tenant has the host.
     async fn set_front_end(
         &self,
         tenant: TenantId,
-        front_end: FrontEnd,
+        change: FrontEndChange,
         now: Timestamp,
         audit: Audit,
     ) -> StoreResult<()>;

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use crate::error::{StoreError, StoreResult};
-use crate::front_end_store::{FrontEnd, FrontEndStore, Logo};
+use crate::front_end_store::{FrontEnd, FrontEndChange, FrontEndStore, Logo};
 use crate::ids::TenantId;
 use crate::model::Audit;
 use crate::postgres::{pg, PgStore};
@@ -48,28 +48,33 @@ impl FrontEndStore for PgStore {
     async fn set_front_end(
         &self,
         tenant: TenantId,
-        f: FrontEnd,
+        change: FrontEndChange,
         now: Timestamp,
         audit: Audit,
     ) -> StoreResult<()> {
-        self.change_one(
-            "INSERT INTO tenant_front_ends \
-             (tenant_id, public_url, host, title, accent_color, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (tenant_id) DO UPDATE SET \
-             public_url = excluded.public_url, host = excluded.host, \
-             title = excluded.title, accent_color = excluded.accent_color, \
-             updated_at = excluded.updated_at",
-            &[
-                &tenant.0,
-                &f.public_url,
-                &f.host,
-                &f.title,
-                &f.accent_color,
-                &now,
-            ],
-            &audit,
-        )
-        .await
+        let (sql, a, b) = match change {
+            FrontEndChange::Look {
+                title,
+                accent_color,
+            } => (
+                "INSERT INTO tenant_front_ends (tenant_id, title, accent_color, updated_at) \
+                 VALUES ($1,$2,$3,$4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 title = excluded.title, accent_color = excluded.accent_color, \
+                 updated_at = excluded.updated_at",
+                title,
+                accent_color,
+            ),
+            FrontEndChange::Address { public_url, host } => (
+                "INSERT INTO tenant_front_ends (tenant_id, public_url, host, updated_at) \
+                 VALUES ($1,$2,$3,$4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 public_url = excluded.public_url, host = excluded.host, \
+                 updated_at = excluded.updated_at",
+                public_url,
+                host,
+            ),
+        };
+        self.change_one(sql, &[&tenant.0, &a, &b, &now], &audit)
+            .await
     }
 
     async fn set_front_end_logo(

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::error::StoreResult;
-use crate::front_end_store::{address_taken, FrontEnd, FrontEndStore, Logo};
+use crate::front_end_store::{address_taken, FrontEnd, FrontEndChange, FrontEndStore, Logo};
 use crate::ids::TenantId;
 use crate::model::Audit;
 use crate::sqlite::{change_one, db, ms, ts, uuid_col, SqliteStore};
@@ -56,42 +56,48 @@ impl FrontEndStore for SqliteStore {
     async fn set_front_end(
         &self,
         tenant: TenantId,
-        f: FrontEnd,
+        change: FrontEndChange,
         now: Timestamp,
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            if let Some(host) = &f.host {
-                let taken: bool = c
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM tenant_front_ends \
-                         WHERE host = ? AND tenant_id <> ?)",
-                        params![host, tenant.to_string()],
-                        |r| r.get(0),
+            let (sql, a, b) = match change {
+                FrontEndChange::Look {
+                    title,
+                    accent_color,
+                } => (
+                    "INSERT INTO tenant_front_ends (tenant_id, title, accent_color, updated_at) \
+                     VALUES (?,?,?,?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                     title = excluded.title, accent_color = excluded.accent_color, \
+                     updated_at = excluded.updated_at",
+                    title,
+                    accent_color,
+                ),
+                FrontEndChange::Address { public_url, host } => {
+                    if let Some(host) = &host {
+                        let taken: bool = c
+                            .query_row(
+                                "SELECT EXISTS (SELECT 1 FROM tenant_front_ends \
+                                 WHERE host = ? AND tenant_id <> ?)",
+                                params![host, tenant.to_string()],
+                                |r| r.get(0),
+                            )
+                            .map_err(db)?;
+                        if taken {
+                            return Err(address_taken());
+                        }
+                    }
+                    (
+                        "INSERT INTO tenant_front_ends (tenant_id, public_url, host, updated_at) \
+                         VALUES (?,?,?,?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                         public_url = excluded.public_url, host = excluded.host, \
+                         updated_at = excluded.updated_at",
+                        public_url,
+                        host,
                     )
-                    .map_err(db)?;
-                if taken {
-                    return Err(address_taken());
                 }
-            }
-            change_one(
-                c,
-                "INSERT INTO tenant_front_ends \
-                 (tenant_id, public_url, host, title, accent_color, updated_at) \
-                 VALUES (?,?,?,?,?,?) ON CONFLICT (tenant_id) DO UPDATE SET \
-                 public_url = excluded.public_url, host = excluded.host, \
-                 title = excluded.title, accent_color = excluded.accent_color, \
-                 updated_at = excluded.updated_at",
-                params![
-                    tenant.to_string(),
-                    f.public_url,
-                    f.host,
-                    f.title,
-                    f.accent_color,
-                    ms(now)
-                ],
-                &audit,
-            )
+            };
+            change_one(c, sql, params![tenant.to_string(), a, b, ms(now)], &audit)
         })
         .await
     }

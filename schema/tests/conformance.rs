@@ -4556,17 +4556,14 @@ async fn a_settlement_entity_goes_only_while_no_schedule_names_it(store: Arc<dyn
 }
 
 async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<dyn Store>) {
-    use onecard_schema::front_end_store::{FrontEnd, Logo};
+    use onecard_schema::front_end_store::{FrontEnd, FrontEndChange, Logo};
     let (a, _) = tenant(&store, "A").await;
     let (b, _) = tenant(&store, "B").await;
-    let at = |host: &str| FrontEnd {
+    let at = |host: &str| FrontEndChange::Address {
         public_url: Some(format!("https://{host}")),
         host: Some(host.into()),
-        title: Some("Card".into()),
-        accent_color: Some("#123456".into()),
-        ..FrontEnd::default()
     };
-    let set = |t: TenantId, f: FrontEnd| {
+    let set = |t: TenantId, f: FrontEndChange| {
         let store = store.clone();
         async move {
             store
@@ -4581,6 +4578,11 @@ async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<
         store.tenant_at_host("card.a.edu".into()).await.unwrap(),
         None
     );
+    let look = FrontEndChange::Look {
+        title: Some("Card".into()),
+        accent_color: Some("#123456".into()),
+    };
+    set(a, look).await.unwrap();
     set(a, at("card.a.edu")).await.unwrap();
     let read = store.get_front_end(a).await.unwrap();
     assert_eq!(

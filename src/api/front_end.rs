@@ -1,6 +1,8 @@
 //! The tenant's own front end (SPEC §1 "dedicated mini-program", the professional edition
-//! and up). A school gives its card its own address (`https://card.example.edu`, a name its
-//! DNS points at this server), name, colour and logo. Every link the server makes for the
+//! and up). A school gives its card its own name, colour and logo; the platform operator,
+//! who points the school's name (`https://card.example.edu`) at this server and gives it a
+//! certificate, then gives the school that address (so no link carries an address before
+//! it works, and nobody claims another's name). Every link the server makes for the
 //! tenant then carries that address (`AppState::public_url_of`), and the card pages opened
 //! there ask `GET /brand`, which answers by the request's host, for the look to wear; a
 //! mini-program of the school's own asks it with `?tenant=`.
@@ -12,15 +14,15 @@ use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::edition::{has_capability, Capability};
 use onecard_actors::domain::validate::Checks;
-use onecard_schema::front_end_store::{FrontEnd, Logo};
+use onecard_schema::front_end_store::{FrontEnd, FrontEndChange, Logo};
 use onecard_schema::ids::TenantId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::checked;
-use crate::auth::{Admin, Auth, SuperAdmin};
-use crate::extract::{read_file, Json, Query};
+use crate::auth::{Admin, Auth, Root, SuperAdmin};
+use crate::extract::{path_id, read_file, Json, Query};
 use crate::limits::{
     FRONT_END_TITLE_CHARS_MAX, LOGO_BYTES_MAX, LOGO_PX_MAX, LOGO_PX_MIN, PUBLIC_URL_CHARS_MAX,
 };
@@ -30,20 +32,26 @@ use crate::state::AppState;
 /// The name the platform's own pages show.
 const PLATFORM_NAME: &str = "OneCard";
 
-/// What the tenant's card pages are to look like, and where they live.
+/// What the tenant's card pages are to look like.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutFrontEnd {
-    /// Where the card pages are served: `https://` and a host (a port if not 443), no
-    /// path. Absent or null: the platform's address. One organisation's per address.
-    #[schema(example = "https://card.example.edu", max_length = 200)]
-    pub public_url: Option<String>,
     /// The name the pages show (absent: the organisation's name); 1–20 characters.
     #[schema(example = "Riverside Card", max_length = 20)]
     pub title: Option<String>,
     /// `#rrggbb`: the pages' buttons and highlights (absent: the platform's blue).
     #[schema(example = "#8a1538", pattern = "^#[0-9a-fA-F]{6}$")]
     pub accent_color: Option<String>,
+}
+
+/// Where a tenant's card pages are served (the platform operator's to set).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutAddress {
+    /// `https://` and a host (a port if not 443), no path; null: the platform's address.
+    /// One organisation's per address.
+    #[schema(example = "https://card.example.edu", max_length = 200)]
+    pub public_url: Option<String>,
 }
 
 /// The tenant's front end as set.
@@ -237,9 +245,9 @@ pub async fn get_front_end(
     Ok(web::Json(view(f, in_force)))
 }
 
-/// Set the front end's address, name and colour (super admin; the professional edition
-/// and up). Fields absent or null go back to the platform's; the logo stays. 409
-/// `address_taken` when another organisation has the address.
+/// Set the name and colour the card pages show (super admin; the professional edition
+/// and up). Fields absent or null go back to the platform's; the address and the logo
+/// stay.
 #[utoipa::path(tag = "tenants", request_body = PutFrontEnd, security(("bearer" = [])),
     responses((status = 200, body = FrontEndView), Problems))]
 #[put("/tenant/front-end")]
@@ -251,10 +259,6 @@ pub async fn put_front_end(
     caller.require(Capability::DedicatedMiniProgram)?;
     let tenant = caller.tenant()?;
     let mut c = Checks::new();
-    let address = body
-        .public_url
-        .as_deref()
-        .and_then(|u| parse_public_url(&mut c, &state.public_url, u.trim()));
     if let Some(title) = &body.title {
         c.text("title", title, 1, FRONT_END_TITLE_CHARS_MAX);
     }
@@ -263,31 +267,66 @@ pub async fn put_front_end(
         .as_deref()
         .and_then(|a| check_accent(&mut c, a));
     checked(c)?;
-    let (public_url, host) = address.unzip();
-    let front_end = FrontEnd {
-        public_url,
-        host,
-        title: body.title,
-        accent_color,
-        ..FrontEnd::default()
-    };
     let audit = caller.audit(
         &state,
         "tenant.front_end",
         "tenant",
         tenant,
-        serde_json::json!({
-            "public_url": front_end.public_url, "title": front_end.title,
-            "accent_color": front_end.accent_color,
-        }),
+        serde_json::json!({ "title": body.title, "accent_color": accent_color }),
     );
-    let now = state.clock.now();
+    let change = FrontEndChange::Look {
+        title: body.title,
+        accent_color,
+    };
     state
         .store
-        .set_front_end(tenant, front_end, now, audit)
+        .set_front_end(tenant, change, state.clock.now(), audit)
         .await?;
     state.forget_front_end(tenant);
     let f = state.store.get_front_end(tenant).await?;
+    Ok(web::Json(view(f, true)))
+}
+
+/// Serve a tenant's card pages at its own address, or (null) at the platform's again
+/// (platform operator). Set it once the name points at the server and its certificate
+/// is in place: from then on every link made for the tenant carries it. The tenant's
+/// edition needs `dedicated_mini_program` (403 `edition`); 409 `address_taken` when
+/// another organisation has it.
+#[utoipa::path(tag = "tenants", params(("id" = String, Path)), request_body = PutAddress,
+    security(("bearer" = [])), responses((status = 200, body = FrontEndView), Problems))]
+#[put("/tenants/{id}/front-end/address")]
+pub async fn put_address(
+    state: web::Data<AppState>,
+    caller: Auth<Root>,
+    id: web::Path<String>,
+    Json(body): Json<PutAddress>,
+) -> Result<web::Json<FrontEndView>, ApiError> {
+    let tenant = state.tenant(path_id(&id)?).await?;
+    if !has_capability(tenant.edition, Capability::DedicatedMiniProgram) {
+        return Err(ApiError::Edition(Capability::DedicatedMiniProgram));
+    }
+    let mut c = Checks::new();
+    let address = body
+        .public_url
+        .as_deref()
+        .and_then(|u| parse_public_url(&mut c, &state.public_url, u.trim()));
+    checked(c)?;
+    let (public_url, host) = address.unzip();
+    let mut audit = caller.audit(
+        &state,
+        "tenant.front_end_address",
+        "tenant",
+        tenant.id,
+        serde_json::json!({ "public_url": public_url }),
+    );
+    audit.tenant_id = Some(tenant.id);
+    let change = FrontEndChange::Address { public_url, host };
+    state
+        .store
+        .set_front_end(tenant.id, change, state.clock.now(), audit)
+        .await?;
+    state.forget_front_end(tenant.id);
+    let f = state.store.get_front_end(tenant.id).await?;
     Ok(web::Json(view(f, true)))
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::cards::{approved_card, identity_type, jpeg, png, put_image};
 use crate::groups::{group, sub_admin};
-use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
+use crate::helpers::{assert_problem, spawn_app, Engine, TestApp, ROOT_TOKEN};
 use crate::on_both_engines;
 use crate::reports::merchant;
 use crate::tenant_groups::edition;
@@ -19,6 +19,17 @@ async fn put_front_end(app: &TestApp, admin: &str, body: Value) -> (u16, Value) 
         "/api/v1/tenant/front-end",
         Some(admin),
         Some(body),
+    )
+    .await
+}
+
+/// The platform operator serves `tenant`'s pages at `url` (or, null, no longer).
+async fn put_address(app: &TestApp, tenant: &str, url: Value) -> (u16, Value) {
+    app.send(
+        reqwest::Method::PUT,
+        &format!("/api/v1/tenants/{tenant}/front-end/address"),
+        Some(ROOT_TOKEN),
+        Some(json!({ "public_url": url })),
     )
     .await
 }
@@ -125,10 +136,12 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
     let platform_host = platform.trim_start_matches("http://").to_string();
 
     // Below the professional edition it is refused, by name; reading it is not.
-    let (_, advanced) = app.tenant("university", "advanced").await;
+    let (advanced_id, advanced) = app.tenant("university", "advanced").await;
     let (s, p) = put_front_end(&app, &advanced, json!({"title": "Ours"})).await;
     assert_problem(s, &p, 403, "edition");
     assert_eq!(p["capability"], "dedicated_mini_program", "{p}");
+    let (s, p) = put_address(&app, &advanced_id, json!("https://card.adv.edu")).await;
+    assert_problem(s, &p, 403, "edition");
     let (s, p) = put_logo(&app, &advanced, png(128, 128)).await;
     assert_problem(s, &p, 403, "edition");
     let (s, f) = app.get("/api/v1/tenant/front-end", &advanced).await;
@@ -155,7 +168,7 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
                              "logo_url": null})
     );
 
-    // Only a super admin sets it.
+    // Only a super admin sets its look, and only the platform operator its address.
     let clerk = app.user(&a, "CLERK-1").await;
     let office = group(
         &app,
@@ -167,13 +180,26 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
     let clerk = sub_admin(&app, &a, &clerk, &office).await;
     let (s, p) = put_front_end(&app, &clerk, json!({"title": "Ours"})).await;
     assert_eq!(s, 403, "{p}");
+    let (s, p) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenants/{a_id}/front-end/address"),
+            Some(&a),
+            Some(json!({"public_url": "https://card.a.edu"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{p}");
+    let (s, p) = put_front_end(&app, &a, json!({"public_url": "https://card.a.edu"})).await;
+    assert_problem(s, &p, 422, "invalid");
+    assert_eq!(p["errors"][0]["rule"], "unknown_field", "{p}");
+    let (s, _) = put_address(&app, &uuid::Uuid::now_v7().to_string(), json!(null)).await;
+    assert_eq!(s, 404);
 
     // Bad input names each field and rule, and changes nothing.
     let (s, p) = put_front_end(
         &app,
         &a,
-        json!({"public_url": "http://card.a.edu", "title": "A title far longer than twenty",
-               "accent_color": "red"}),
+        json!({"title": "A title far longer than twenty", "accent_color": "red"}),
     )
     .await;
     assert_problem(s, &p, 422, "invalid");
@@ -185,14 +211,11 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
         .collect();
     assert_eq!(
         rules,
-        [
-            ("public_url", "https"),
-            ("title", "max_length"),
-            ("accent_color", "hex_color")
-        ],
+        [("title", "max_length"), ("accent_color", "hex_color")],
         "{p}"
     );
     for (url, rule) in [
+        ("http://card.a.edu", "https"),
         ("https://card.a.edu/claim", "origin_only"),
         ("https://card.a.edu?x=1", "origin_only"),
         ("card.a.edu", "url"),
@@ -201,11 +224,11 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
             "platform_address",
         ),
     ] {
-        let (s, p) = put_front_end(&app, &a, json!({"public_url": url})).await;
+        let (s, p) = put_address(&app, &a_id, json!(url)).await;
         assert_problem(s, &p, 422, "invalid");
         assert_eq!(p["errors"][0]["rule"], rule, "{url}: {p}");
     }
-    let (s, p) = put_front_end(&app, &a, json!({"public_url": "https://x.edu", "logo": 1})).await;
+    let (s, p) = put_front_end(&app, &a, json!({"title": "X", "logo": 1})).await;
     assert_problem(s, &p, 422, "invalid");
     assert_eq!(p["errors"][0]["rule"], "unknown_field", "{p}");
     let (_, f) = app.get("/api/v1/tenant/front-end", &a).await;
@@ -214,14 +237,19 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
         (Value::Null, Value::Null)
     );
 
-    // Its address, name and colour, kept in their plain form.
+    // Its name and colour, then its address, kept in their plain form.
     let (s, f) = put_front_end(
         &app,
         &a,
-        json!({"public_url": "https://Card.A.edu/", "title": "A Card", "accent_color": "#8A1538"}),
+        json!({"title": "A Card", "accent_color": "#8A1538"}),
     )
     .await;
     assert_eq!(s, 200, "{f}");
+    assert_eq!(f["public_url"], Value::Null, "{f}");
+    all_start_with(&links(&app, &a, &a_id, &card, &shop).await, &platform);
+    let (s, f) = put_address(&app, &a_id, json!("https://Card.A.edu/")).await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["title"], "A Card", "the look stays: {f}");
     assert_eq!(f["public_url"], "https://card.a.edu", "{f}");
     assert_eq!(f["accent_color"], "#8a1538", "{f}");
     assert_eq!(f["in_force"], true, "{f}");
@@ -291,7 +319,7 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
     );
 
     // An address is one organisation's.
-    let (s, p) = put_front_end(&app, &b, json!({"public_url": "https://card.A.edu"})).await;
+    let (s, p) = put_address(&app, &b_id, json!("https://card.A.edu")).await;
     assert_problem(s, &p, 409, "address_taken");
     let (_, f) = app.get("/api/v1/tenant/front-end", &b).await;
     assert_eq!(f["public_url"], Value::Null, "{f}");
@@ -330,18 +358,28 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
         brand_at(&app, "card.a.edu").await["logo_url"],
         logo_url.as_str()
     );
-    // Changing the address keeps the logo.
-    let (s, f) = put_front_end(&app, &a, json!({"public_url": "https://card.a.edu:8443"})).await;
+    // A new address keeps the logo and the look; a look cleared keeps the address.
+    let (s, f) = put_address(&app, &a_id, json!("https://card.a.edu:8443")).await;
     assert_eq!(s, 200, "{f}");
     assert_eq!(
-        (f["logo_url"].as_str(), f["title"].clone()),
-        (Some(logo_url.as_str()), Value::Null)
+        (f["logo_url"].as_str(), f["title"].as_str()),
+        (Some(logo_url.as_str()), Some("A Card"))
     );
     assert_eq!(brand_at(&app, "card.a.edu").await["tenant_id"], Value::Null);
+    let (s, f) = put_front_end(&app, &a, json!({})).await;
+    assert_eq!(
+        (s, f["public_url"].as_str()),
+        (200, Some("https://card.a.edu:8443")),
+        "{f}"
+    );
     let brand = brand_at(&app, "card.a.edu:8443").await;
     assert_eq!(
-        (brand["tenant_id"].as_str(), brand["name"].as_str()),
-        (Some(a_id.as_str()), Some("Test School"))
+        (
+            brand["tenant_id"].as_str(),
+            brand["name"].as_str(),
+            brand["accent_color"].clone()
+        ),
+        (Some(a_id.as_str()), Some("Test School"), Value::Null)
     );
     all_start_with(
         &links(&app, &a, &a_id, &card, &shop).await,
@@ -349,7 +387,7 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
     );
 
     // The old address is free again.
-    let (s, f) = put_front_end(&app, &b, json!({"public_url": "https://card.a.edu"})).await;
+    let (s, f) = put_address(&app, &b_id, json!("https://card.a.edu")).await;
     assert_eq!(s, 200, "{f}");
     assert_eq!(
         brand_at(&app, "card.a.edu").await["tenant_id"],
@@ -384,7 +422,7 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
     assert_eq!(res.status(), 404, "a logo no front end has is gone");
 
     // Clearing the address brings the platform's back.
-    let (s, f) = put_front_end(&app, &a, json!({})).await;
+    let (s, f) = put_address(&app, &a_id, json!(null)).await;
     assert_eq!(s, 200, "{f}");
     assert_eq!(f["public_url"], Value::Null, "{f}");
     all_start_with(&links(&app, &a, &a_id, &card, &shop).await, &platform);
@@ -394,7 +432,14 @@ async fn a_tenants_own_front_end_carries_its_links_and_its_look(engine: Engine) 
         .get("/api/v1/audit?action=tenant.front_end&limit=10", &a)
         .await;
     assert_eq!(s, 200, "{audit}");
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+    // The operator's changes of its address are in its log too.
+    let (s, audit) = app
+        .get("/api/v1/audit?action=tenant.front_end_address&limit=10", &a)
+        .await;
+    assert_eq!(s, 200, "{audit}");
     assert_eq!(audit["items"].as_array().unwrap().len(), 3, "{audit}");
+    assert_eq!(audit["items"][0]["actor"], "root", "{audit}");
     let (s, audit) = app
         .get("/api/v1/audit?action=tenant.logo&limit=10", &a)
         .await;
