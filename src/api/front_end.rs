@@ -105,7 +105,7 @@ fn view(f: FrontEnd, in_force: bool) -> FrontEndView {
 
 /// A request's host as a front end's is kept: lower case, with its port unless default.
 /// `None` for what no address can be.
-pub(crate) fn host_of(req: &HttpRequest) -> Option<String> {
+fn host_of(req: &HttpRequest) -> Option<String> {
     let host = req.connection_info().host().to_ascii_lowercase();
     let fits = !host.is_empty()
         && host.len() <= PUBLIC_URL_CHARS_MAX
