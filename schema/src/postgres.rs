@@ -493,6 +493,19 @@ async fn check_group_refs<C: GenericClient>(
     check_refs(c, "tags", tenant, &tags, "tags").await
 }
 
+/// Makes changes to the shape of one tenant's department tree take turns (until the
+/// transaction ends): two crossing moves cannot make a cycle, and a department added
+/// under one being moved deeper is judged against where it ends up.
+async fn lock_departments<C: GenericClient>(c: &C, tenant: TenantId) -> StoreResult<()> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('departments:' || $1::uuid::text, 0))",
+        &[&tenant.0],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
 /// The tenant's departments, by id.
 async fn departments_of<C: GenericClient>(c: &C, tenant: TenantId) -> StoreResult<Vec<Department>> {
     let st = c
@@ -1589,12 +1602,15 @@ impl Store for PgStore {
         &self,
         tenant: TenantId,
         dept: Department,
+        max_depth: usize,
         audit: Audit,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        if let Some(parent) = dept.parent_id {
-            check_refs(&tx, "departments", tenant, &[parent.0], "parent_id").await?;
+        if dept.parent_id.is_some() {
+            lock_departments(&tx, tenant).await?;
+            let all = departments_of(&tx, tenant).await?;
+            crate::store::department_fits(&all, dept.id, dept.parent_id, max_depth)?;
         }
         tx.execute(
             "INSERT INTO departments (id, tenant_id, parent_id, name, created_at) \
@@ -1629,13 +1645,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        // Moves in one tenant take turns, so two crossing moves cannot make a cycle.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('departments:' || $1::uuid::text, 0))",
-            &[&tenant.0],
-        )
-        .await
-        .map_err(pg)?;
+        lock_departments(&tx, tenant).await?;
         let all = departments_of(&tx, tenant).await?;
         crate::store::department_move_allowed(&all, id, parent, max_depth)?;
         if tx

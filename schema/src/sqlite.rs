@@ -1934,11 +1934,13 @@ impl Store for SqliteStore {
         &self,
         tenant: TenantId,
         dept: Department,
+        max_depth: usize,
         audit: Audit,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            if let Some(parent) = dept.parent_id {
-                check_refs(c, "departments", tenant, &[parent.0], "parent_id")?;
+            if dept.parent_id.is_some() {
+                let all = departments_of(c, tenant)?;
+                crate::store::department_fits(&all, dept.id, dept.parent_id, max_depth)?;
             }
             let taken: bool = c
                 .query_row(

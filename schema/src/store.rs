@@ -202,10 +202,13 @@ pub trait Store:
     async fn purge_deliveries(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 
     // --- directory ----------------------------------------------------------------
+    /// Adds a department under its parent, at most `max_depth` levels down, judged
+    /// against the tree as it stands in the write (`department_fits`).
     async fn create_department(
         &self,
         tenant: TenantId,
         dept: Department,
+        max_depth: usize,
         audit: Audit,
     ) -> StoreResult<()>;
     /// Every department of the tenant (trees are small: a few thousand nodes at most).
@@ -370,13 +373,24 @@ pub fn department_move_allowed(
     parent: Option<DepartmentId>,
     max_depth: usize,
 ) -> crate::error::StoreResult<()> {
+    if !all.iter().any(|d| d.id == id) {
+        return Err(crate::error::StoreError::NotFound);
+    }
+    department_fits(all, id, parent, max_depth)
+}
+
+/// Whether department `id`, new (not among `all`) or moved, may sit under `parent`: the
+/// rules of `department_move_allowed` but for the existence of `id`.
+pub fn department_fits(
+    all: &[Department],
+    id: DepartmentId,
+    parent: Option<DepartmentId>,
+    max_depth: usize,
+) -> crate::error::StoreResult<()> {
     use crate::error::StoreError;
     use std::collections::HashMap;
     let parent_of: HashMap<DepartmentId, Option<DepartmentId>> =
         all.iter().map(|d| (d.id, d.parent_id)).collect();
-    if !parent_of.contains_key(&id) {
-        return Err(StoreError::NotFound);
-    }
     // The new parent's depth, walking up from it; meeting `id` on the way is a cycle.
     let mut depth = 0;
     let mut at = parent;

@@ -272,7 +272,7 @@ async fn dept(
     };
     let id = d.id;
     store
-        .create_department(t, d, audit(Some(t), "department.create"))
+        .create_department(t, d, 10, audit(Some(t), "department.create"))
         .await
         .unwrap();
     id
@@ -496,7 +496,7 @@ async fn another_tenants_ids_are_invalid_references(store: Arc<dyn Store>) {
         created_at: now(),
     };
     let res = store
-        .create_department(a, sub, audit(Some(a), "department.create"))
+        .create_department(a, sub, 10, audit(Some(a), "department.create"))
         .await;
     assert!(
         matches!(
@@ -1233,7 +1233,7 @@ async fn sibling_departments_cannot_share_a_name(store: Arc<dyn Store>) {
         created_at: now(),
     };
     let res = store
-        .create_department(t, dup, audit(Some(t), "department.create"))
+        .create_department(t, dup, 10, audit(Some(t), "department.create"))
         .await;
     assert!(
         matches!(
@@ -1252,7 +1252,7 @@ async fn sibling_departments_cannot_share_a_name(store: Arc<dyn Store>) {
         created_at: now(),
     };
     let res = store
-        .create_department(t, top_dup, audit(Some(t), "department.create"))
+        .create_department(t, top_dup, 10, audit(Some(t), "department.create"))
         .await;
     assert!(
         matches!(
@@ -4722,12 +4722,53 @@ async fn departments_move_without_cycles_and_go_only_when_nothing_holds_them(
     }
     let top = dept(&store, t, "T1", None).await;
     let mid = dept(&store, t, "T2", Some(top)).await;
-    dept(&store, t, "T3", Some(mid)).await;
+    let bottom = dept(&store, t, "T3", Some(mid)).await;
     assert_eq!(
         rule(moved(top, "T1", Some(chain[7])).await),
         "parent_id:max_depth"
     );
     moved(top, "T1", Some(chain[6])).await.unwrap();
+    let below_bottom = Department {
+        id: DepartmentId::new(),
+        name: "T4".into(),
+        parent_id: Some(bottom),
+        created_at: now(),
+    };
+    assert_eq!(
+        rule(
+            store
+                .create_department(t, below_bottom, 10, audit(Some(t), "department.create"))
+                .await
+        ),
+        "parent_id:max_depth"
+    );
+    // A department added under one that is moving deeper at the same moment: one of the
+    // two happens, and nothing ends past the tenth level.
+    let mut deep = vec![dept(&store, t, "C1", None).await];
+    for level in 2..=9 {
+        let below = dept(&store, t, &format!("C{level}"), deep.last().copied()).await;
+        deep.push(below);
+    }
+    for round in 0..6 {
+        let x = dept(&store, t, &format!("X{round}"), None).await;
+        let y = Department {
+            id: DepartmentId::new(),
+            name: "Y".into(),
+            parent_id: Some(x),
+            created_at: now(),
+        };
+        let (move_x, add_y) = tokio::join!(
+            moved(x, &format!("X{round}"), Some(deep[8])),
+            store.create_department(t, y, 10, audit(Some(t), "department.create"))
+        );
+        assert!(
+            move_x.is_ok() != add_y.is_ok(),
+            "round {round}: {move_x:?} {add_y:?}"
+        );
+        for r in [move_x, add_y].into_iter().filter(|r| r.is_err()) {
+            assert_eq!(rule(r), "parent_id:max_depth", "round {round}");
+        }
+    }
     assert!(matches!(
         moved(mid, "D8", Some(chain[6])).await,
         Err(StoreError::Conflict {

@@ -204,7 +204,7 @@ pub async fn create_department(
     );
     state
         .store
-        .create_department(tenant, dept.clone(), audit)
+        .create_department(tenant, dept.clone(), DEPARTMENT_DEPTH_MAX, audit)
         .await?;
     Ok(HttpResponse::Created().json(DepartmentView {
         id: dept.id,
