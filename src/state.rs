@@ -119,19 +119,27 @@ impl AppState {
         self.hosts.clear();
     }
 
-    /// The base of every link made for `tenant`: its own address when its edition has
-    /// `dedicated_mini_program` and it set one, else the platform's (`ONECARD_PUBLIC_URL`).
-    pub async fn public_url_of(&self, tenant: TenantId) -> Result<String, ApiError> {
-        let t = self.tenant(tenant).await?;
+    /// The tenant's front end when its edition puts it in force (`dedicated_mini_program`).
+    pub async fn front_end_in_force(&self, t: &Tenant) -> Result<Option<Arc<FrontEnd>>, ApiError> {
         if !has_capability(t.edition, Capability::DedicatedMiniProgram) {
-            return Ok(self.public_url.clone());
+            return Ok(None);
         }
+        Ok(Some(self.front_end(t.id).await?))
+    }
+
+    /// The base of every link made for `t`: its own address when its front end is in
+    /// force and has one, else the platform's (`ONECARD_PUBLIC_URL`).
+    pub async fn public_url_for(&self, t: &Tenant) -> Result<String, ApiError> {
         Ok(self
-            .front_end(tenant)
+            .front_end_in_force(t)
             .await?
-            .public_url
-            .clone()
+            .and_then(|f| f.public_url.clone())
             .unwrap_or_else(|| self.public_url.clone()))
+    }
+
+    /// `public_url_for` the tenant with this id.
+    pub async fn public_url_of(&self, tenant: TenantId) -> Result<String, ApiError> {
+        self.public_url_for(&self.tenant(tenant).await?).await
     }
 
     /// The tenant group `tenant` heads, if it heads one.

@@ -17,9 +17,6 @@ use crate::model::Audit;
 pub struct FrontEnd {
     /// Where its pages are served: scheme and host (and port), no path.
     pub public_url: Option<String>,
-    /// The address's host (and port), lower case, matched with a request's `Host`; set
-    /// with `public_url` and only with it.
-    pub host: Option<String>,
     /// The name its pages show (absent: the tenant's name).
     pub title: Option<String>,
     /// `#rrggbb`, the pages' buttons and highlights.
@@ -39,6 +36,8 @@ pub enum FrontEndChange {
     },
     Address {
         public_url: Option<String>,
+        /// The address's host (and port), lower case, matched with a request's `Host`;
+        /// set with `public_url` and only with it.
         host: Option<String>,
     },
 }

@@ -1741,13 +1741,24 @@ impl Store for PgStore {
         id: TagId,
         name: String,
         audit: Audit,
-    ) -> StoreResult<()> {
-        self.change_one(
-            "UPDATE tags SET name = $3 WHERE tenant_id = $1 AND id = $2",
-            &[&tenant.0, &id.0, &name],
-            &audit,
-        )
-        .await
+    ) -> StoreResult<Tag> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "UPDATE tags SET name = $3 WHERE tenant_id = $1 AND id = $2 RETURNING created_at",
+                &[&tenant.0, &id.0, &name],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Tag {
+            id,
+            name,
+            created_at: row.get(0),
+        })
     }
 
     async fn delete_tag(&self, tenant: TenantId, id: TagId, audit: Audit) -> StoreResult<()> {

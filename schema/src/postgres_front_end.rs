@@ -20,11 +20,10 @@ fn sha256_of(bytes: Option<Vec<u8>>) -> StoreResult<Option<[u8; 32]>> {
 fn front_end_from_row(r: &Row) -> StoreResult<FrontEnd> {
     Ok(FrontEnd {
         public_url: r.try_get(0).map_err(pg)?,
-        host: r.try_get(1).map_err(pg)?,
-        title: r.try_get(2).map_err(pg)?,
-        accent_color: r.try_get(3).map_err(pg)?,
-        logo_sha256: sha256_of(r.try_get(4).map_err(pg)?)?,
-        updated_at: Some(r.try_get(5).map_err(pg)?),
+        title: r.try_get(1).map_err(pg)?,
+        accent_color: r.try_get(2).map_err(pg)?,
+        logo_sha256: sha256_of(r.try_get(3).map_err(pg)?)?,
+        updated_at: Some(r.try_get(4).map_err(pg)?),
     })
 }
 
@@ -34,7 +33,7 @@ impl FrontEndStore for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT public_url, host, title, accent_color, logo_sha256, updated_at \
+                "SELECT public_url, title, accent_color, logo_sha256, updated_at \
                  FROM tenant_front_ends WHERE tenant_id = $1",
             )
             .await

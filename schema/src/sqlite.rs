@@ -2123,7 +2123,7 @@ impl Store for SqliteStore {
         id: TagId,
         name: String,
         audit: Audit,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Tag> {
         self.write(move |c| {
             check_name_free(c, "tags", tenant, id.0, &name, || {
                 StoreError::conflict(
@@ -2137,7 +2137,19 @@ impl Store for SqliteStore {
                 "UPDATE tags SET name = ? WHERE tenant_id = ? AND id = ?",
                 params![name, tenant.to_string(), id.to_string()],
                 &audit,
-            )
+            )?;
+            let created_at: i64 = c
+                .query_row(
+                    "SELECT created_at FROM tags WHERE id = ?",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            Ok(Tag {
+                id,
+                name,
+                created_at: ts(created_at),
+            })
         })
         .await
     }

@@ -30,11 +30,10 @@ fn sha256_col(r: &Row, idx: usize) -> rusqlite::Result<Option<[u8; 32]>> {
 fn front_end_row(r: &Row) -> rusqlite::Result<FrontEnd> {
     Ok(FrontEnd {
         public_url: r.get(0)?,
-        host: r.get(1)?,
-        title: r.get(2)?,
-        accent_color: r.get(3)?,
-        logo_sha256: sha256_col(r, 4)?,
-        updated_at: Some(ts(r.get(5)?)),
+        title: r.get(1)?,
+        accent_color: r.get(2)?,
+        logo_sha256: sha256_col(r, 3)?,
+        updated_at: Some(ts(r.get(4)?)),
     })
 }
 
@@ -43,7 +42,7 @@ impl FrontEndStore for SqliteStore {
     async fn get_front_end(&self, tenant: TenantId) -> StoreResult<FrontEnd> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT public_url, host, title, accent_color, logo_sha256, updated_at \
+                "SELECT public_url, title, accent_color, logo_sha256, updated_at \
                  FROM tenant_front_ends WHERE tenant_id = ?",
             )
             .and_then(|mut st| st.query_row([tenant.to_string()], front_end_row).optional())

@@ -235,14 +235,14 @@ pub trait Store:
     ) -> StoreResult<()>;
     async fn create_tag(&self, tenant: TenantId, tag: Tag, audit: Audit) -> StoreResult<()>;
     async fn list_tags(&self, tenant: TenantId) -> StoreResult<Vec<Tag>>;
-    /// 409 `tag_name_taken` for another tag's name.
+    /// The tag renamed; 409 `tag_name_taken` for another tag's name.
     async fn rename_tag(
         &self,
         tenant: TenantId,
         id: TagId,
         name: String,
         audit: Audit,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Tag>;
     /// Deletes a tag nobody carries: 409 `tag_in_use` while someone does or an admin
     /// group grants it.
     async fn delete_tag(&self, tenant: TenantId, id: TagId, audit: Audit) -> StoreResult<()>;

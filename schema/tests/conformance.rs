@@ -4586,8 +4586,8 @@ async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<
     set(a, at("card.a.edu")).await.unwrap();
     let read = store.get_front_end(a).await.unwrap();
     assert_eq!(
-        (read.host.as_deref(), read.title.as_deref()),
-        (Some("card.a.edu"), Some("Card"))
+        (read.public_url.as_deref(), read.title.as_deref()),
+        (Some("https://card.a.edu"), Some("Card"))
     );
     assert_eq!(
         store.tenant_at_host("card.a.edu".into()).await.unwrap(),
@@ -4634,7 +4634,7 @@ async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<
         )
         .await
         .unwrap();
-    assert_eq!(store.get_front_end(c).await.unwrap().host, None);
+    assert_eq!(store.get_front_end(c).await.unwrap().public_url, None);
     store
         .set_front_end_logo(a, None, now(), audit(Some(a), "tenant.logo"))
         .await
@@ -4644,8 +4644,8 @@ async fn an_address_is_one_tenants_and_a_logo_outlives_a_new_address(store: Arc<
         Err(StoreError::NotFound)
     ));
     assert_eq!(
-        store.get_front_end(a).await.unwrap().host.as_deref(),
-        Some("card2.a.edu")
+        store.get_front_end(a).await.unwrap().public_url.as_deref(),
+        Some("https://card2.a.edu")
     );
 
     // Tenants racing for one address: exactly one has it, the others hear it is taken.

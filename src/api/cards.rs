@@ -751,7 +751,7 @@ pub async fn get_claim_offer(
         state.store.list_cards(tenant.id),
         state.store.list_identity_types(tenant.id)
     )?;
-    let base = state.public_url_of(tenant.id).await?;
+    let base = state.public_url_for(&tenant).await?;
     let cards = cards
         .into_iter()
         .filter(|c| c.status == CardStatus::Approved)

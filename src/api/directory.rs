@@ -414,14 +414,7 @@ pub async fn patch_tag(
         id,
         serde_json::json!({ "name": body.name }),
     );
-    state.store.rename_tag(tenant, id, body.name, audit).await?;
-    let tag = state
-        .store
-        .list_tags(tenant)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or(ApiError::NotFound)?;
+    let tag = state.store.rename_tag(tenant, id, body.name, audit).await?;
     Ok(web::Json(tag))
 }
 

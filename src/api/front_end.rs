@@ -431,16 +431,17 @@ pub async fn get_brand(
         },
         (None, None) => None,
     };
-    let brand = match tenant {
-        Some(t) if has_capability(t.edition, Capability::DedicatedMiniProgram) => {
-            let f = state.front_end(t.id).await?;
-            Brand {
-                tenant_id: Some(t.id),
-                name: f.title.clone().unwrap_or(t.name),
-                accent_color: f.accent_color.clone(),
-                logo_url: f.logo_sha256.as_ref().map(logo_url),
-            }
-        }
+    let in_force = match &tenant {
+        Some(t) => state.front_end_in_force(t).await?,
+        None => None,
+    };
+    let brand = match (tenant, in_force) {
+        (Some(t), Some(f)) => Brand {
+            tenant_id: Some(t.id),
+            name: f.title.clone().unwrap_or(t.name),
+            accent_color: f.accent_color.clone(),
+            logo_url: f.logo_sha256.as_ref().map(logo_url),
+        },
         _ => Brand {
             tenant_id: None,
             name: PLATFORM_NAME.into(),
