@@ -223,7 +223,7 @@ try {
     await page.waitForFunction((old) => {
       const el = document.querySelector("[data-testid=qr]");
       return el.dataset.code && el.dataset.code !== old;
-    }, first, { timeout: 5_000 });
+    }, first, { timeout: 10_000 }); // as long as the page's other waits: CI runs it under load
     const second = await page.locator("[data-testid=qr]").getAttribute("data-code");
     await page.waitForSelector("#status.live", { timeout: 10_000 });
     await pay(second, 420);
