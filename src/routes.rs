@@ -16,8 +16,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::api::{
     admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
     front_end, groups, health, identity, import, launch, ledger, maintenance, merchants, notices,
-    payments, people, reports, settlement, shuttle, stats, subsidies, tenant_groups, tenants,
-    users, visitors, wallets,
+    payments, people, reports, settlement, shuttle, statements, stats, subsidies, tenant_groups,
+    tenants, users, visitors, wallets,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -257,6 +257,8 @@ where
                 .service(visitors::stats)
                 .service(wallets::get_wallet)
                 .service(wallets::get_my_wallet)
+                .service(statements::get_my_statement)
+                .service(statements::get_statement)
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
                 .service(wallets::create_coupon)

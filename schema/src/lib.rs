@@ -51,6 +51,7 @@ mod sqlite_settlement;
 mod sqlite_shuttle;
 mod sqlite_vfs;
 mod sqlite_visitors;
+pub mod statement;
 pub mod store;
 pub mod visitor_store;
 pub mod wallet;

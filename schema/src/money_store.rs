@@ -9,6 +9,7 @@ use crate::error::StoreResult;
 use crate::ids::*;
 use crate::model::{Audit, NewToken, Page, PageReq};
 use crate::money::Money;
+use crate::statement::{statement_page, StatementLine, StatementSources};
 use crate::wallet::*;
 
 #[derive(Clone, Debug, Default)]
@@ -137,6 +138,29 @@ pub trait MoneyStore: Send + Sync + 'static {
         filter: PaymentFilter,
         page: PageReq<PaymentId>,
     ) -> StoreResult<Page<Payment, PaymentId>>;
+    /// What one page of a cardholder's statement is made of (`StatementSources`), read
+    /// at one moment: lines before `before` (a line's id), at most `limit` payments and
+    /// `limit + 1` of each other kind of movement, through indexes no payment writes.
+    async fn statement_sources(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        before: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> StoreResult<StatementSources>;
+    /// One page of a cardholder's statement, newest first (`statement`).
+    async fn statement(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        page: PageReq<uuid::Uuid>,
+    ) -> StoreResult<Page<StatementLine, uuid::Uuid>> {
+        let sources = self
+            .statement_sources(tenant, user, page.after, page.limit)
+            .await?;
+        let (items, next) = statement_page(sources, page.limit);
+        Ok(Page { items, next })
+    }
     /// Per funding source, what the merchant sold and refunded between the two times
     /// (computed from payments, the record of truth).
     async fn merchant_totals(

@@ -27,6 +27,7 @@ use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::postgres::{check_refs, insert_audit, insert_token, pg, unreachable, PgStore, PgTime};
 use crate::postgres_collection::{terminal_from_row, TERMINAL_COLS};
 use crate::sqlite::paginate;
+use crate::statement::{StatementEntry, StatementSources};
 use crate::wallet::*;
 
 fn ids_json<T: std::fmt::Display>(ids: &[T]) -> String {
@@ -161,6 +162,22 @@ fn payment_from_row(r: &Row) -> StoreResult<Payment> {
         refunded: Money(r.get(14)),
         created_at: r.get(15),
         updated_at: r.get(16),
+    })
+}
+
+const STATEMENT_ENTRY_COLS: &str = "tx_id, account, ref_id, amount, payment_id, created_at";
+
+fn statement_entry(r: &Row) -> StoreResult<StatementEntry> {
+    let account: &str = r.get(1);
+    Ok(StatementEntry {
+        tx_id: r.get(0),
+        account: Account::parse(account).ok_or_else(|| {
+            StoreError::Backend(format!("unknown stored account {account:?}").into())
+        })?,
+        ref_id: r.get(2),
+        amount: r.get(3),
+        payment_id: r.get::<_, Option<Uuid>>(4).map(PaymentId),
+        at: r.get(5),
     })
 }
 
@@ -1703,6 +1720,90 @@ impl MoneyStore for PgStore {
             .map(payment_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(payments, page.limit, |p| p.id))
+    }
+
+    async fn statement_sources(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<StatementSources> {
+        let mut c = self.client().await?;
+        // One snapshot for the three sources.
+        let tx = c
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(pg)?;
+        let take = limit as i64 + 1;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = $1 AND user_id = $2 \
+                     AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+                ),
+                &[&tenant.0, &user.0, &before, &take],
+            )
+            .await
+            .map_err(pg)?;
+        let mut payments = rows
+            .iter()
+            .map(payment_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let more_payments = payments.len() > limit as usize;
+        payments.truncate(limit as usize);
+        let subsidy_accounts = tx
+            .query(
+                "SELECT id, name FROM subsidy_accounts WHERE user_id = $2 AND tenant_id = $1",
+                &[&tenant.0, &user.0],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (SubsidyId(r.get(0)), r.get(1)))
+            .collect();
+        // The conditions of the partial indexes `ledger_holder_movements`,
+        // `ledger_after_sale` and `payments_user_refunded` (V37), word for word.
+        let holder = format!(
+            "WITH movements AS (SELECT * FROM ledger_entries WHERE ref_id = ANY(ARRAY[$2::uuid] || \
+               ARRAY(SELECT id FROM subsidy_accounts WHERE user_id = $2 AND tenant_id = $1)) AND tenant_id = $1 \
+               AND ((account IN ('cash', 'subsidy') AND payment_id IS NULL) OR account = 'arrears')), \
+             txs AS (SELECT DISTINCT tx_id FROM movements WHERE $3::uuid IS NULL OR tx_id < $3 \
+               ORDER BY tx_id DESC LIMIT $4) \
+             SELECT {STATEMENT_ENTRY_COLS} FROM movements WHERE tx_id IN (SELECT tx_id FROM txs)"
+        );
+        let refunds = format!(
+            "WITH after_sale AS (SELECT * FROM ledger_entries WHERE payment_id = ANY(ARRAY( \
+               SELECT id FROM payments WHERE user_id = $2 AND refunded > 0 AND tenant_id = $1)) \
+               AND payment_id IS NOT NULL AND tx_id <> payment_id AND tenant_id = $1), \
+             txs AS (SELECT tx_id FROM after_sale WHERE account = 'merchant_receivable' \
+               AND ($3::uuid IS NULL OR tx_id < $3) ORDER BY tx_id DESC LIMIT $4) \
+             SELECT {STATEMENT_ENTRY_COLS} FROM after_sale WHERE tx_id IN (SELECT tx_id FROM txs)"
+        );
+        let mut sources = StatementSources {
+            payments,
+            more_payments,
+            subsidy_accounts,
+            ..Default::default()
+        };
+        for (sql, out) in [
+            (holder, &mut sources.holder),
+            (refunds, &mut sources.refunds),
+        ] {
+            let rows = tx
+                .query(&sql, &[&tenant.0, &user.0, &before, &take])
+                .await
+                .map_err(pg)?;
+            *out = rows
+                .iter()
+                .map(statement_entry)
+                .collect::<StoreResult<Vec<_>>>()?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(sources)
     }
 
     async fn spending_by_user(

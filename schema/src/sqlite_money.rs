@@ -16,6 +16,7 @@ use crate::sqlite::{
     SqliteStore, TextUuid,
 };
 use crate::sqlite_collection::{terminal_row, TERMINAL_COLS};
+use crate::statement::{StatementEntry, StatementSources};
 use crate::wallet::*;
 
 fn ids_json<T: std::fmt::Display>(ids: &[T]) -> String {
@@ -141,6 +142,25 @@ fn payment_from_row(r: &Row) -> rusqlite::Result<Payment> {
         refunded: Money(r.get(14)?),
         created_at: ts(r.get(15)?),
         updated_at: ts(r.get(16)?),
+    })
+}
+
+const STATEMENT_ENTRY_COLS: &str = "tx_id, account, ref_id, amount, payment_id, created_at";
+
+fn statement_entry(r: &Row) -> rusqlite::Result<StatementEntry> {
+    let account: String = r.get(1)?;
+    Ok(StatementEntry {
+        tx_id: uuid_col(r, 0)?,
+        account: Account::parse(&account).ok_or_else(|| {
+            conv(
+                1,
+                StoreError::Unavailable(format!("unknown account {account}")),
+            )
+        })?,
+        ref_id: opt_uuid_col(r, 2)?,
+        amount: r.get(3)?,
+        payment_id: opt_uuid_col(r, 4)?.map(PaymentId),
+        at: ts(r.get(5)?),
     })
 }
 
@@ -979,6 +999,80 @@ impl MoneyStore for SqliteStore {
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(db)?;
             Ok(paginate(rows, page.limit, |p| p.id))
+        })
+        .await
+    }
+
+    async fn statement_sources(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<StatementSources> {
+        self.read(move |c| {
+            // One snapshot for the three sources.
+            let c = c.unchecked_transaction().map_err(db)?;
+            let (t, u) = (tenant.to_string(), user.to_string());
+            let cursor = before.map(|b| b.to_string());
+            let below = |col: &str| match cursor {
+                Some(_) => format!(" AND {col} < ?3"),
+                None => " AND ?3 IS NULL".into(),
+            };
+            let mut payments = c
+                .prepare_cached(&format!(
+                    "SELECT {PAYMENT_COLS} FROM payments WHERE tenant_id = ?1 AND user_id = ?2{} \
+                     ORDER BY id DESC LIMIT ?4",
+                    below("id")
+                ))
+                .and_then(|mut st| {
+                    st.query_map(params![t, u, cursor, limit + 1], payment_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            let more_payments = payments.len() > limit as usize;
+            payments.truncate(limit as usize);
+            let subsidy_accounts = c
+                .prepare_cached("SELECT id, name FROM subsidy_accounts WHERE user_id = ?2 AND tenant_id = ?1")
+                .and_then(|mut st| {
+                    st.query_map(params![t, u], |r| Ok((SubsidyId(uuid_col(r, 0)?), r.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            // The conditions of the partial indexes `ledger_holder_movements`,
+            // `ledger_after_sale` and `payments_user_refunded` (V35), word for word.
+            let holder = format!(
+                "WITH refs(id) AS (SELECT ?2 UNION ALL SELECT id FROM subsidy_accounts WHERE user_id = ?2 AND tenant_id = ?1), \
+                 movements AS (SELECT * FROM ledger_entries WHERE ref_id IN (SELECT id FROM refs) AND tenant_id = ?1 \
+                   AND ((account IN ('cash', 'subsidy') AND payment_id IS NULL) OR account = 'arrears')), \
+                 txs AS (SELECT DISTINCT tx_id FROM movements WHERE 1{} ORDER BY tx_id DESC LIMIT ?4) \
+                 SELECT {STATEMENT_ENTRY_COLS} FROM movements WHERE tx_id IN (SELECT tx_id FROM txs)",
+                below("tx_id")
+            );
+            let refunds = format!(
+                "WITH after_sale AS (SELECT * FROM ledger_entries WHERE payment_id IN \
+                   (SELECT id FROM payments WHERE user_id = ?2 AND refunded > 0 AND tenant_id = ?1) \
+                   AND payment_id IS NOT NULL AND tx_id <> payment_id AND tenant_id = ?1), \
+                 txs AS (SELECT tx_id FROM after_sale WHERE account = 'merchant_receivable'{} \
+                   ORDER BY tx_id DESC LIMIT ?4) \
+                 SELECT {STATEMENT_ENTRY_COLS} FROM after_sale WHERE tx_id IN (SELECT tx_id FROM txs)",
+                below("tx_id")
+            );
+            let entries = |sql: &str| {
+                c.prepare_cached(sql)
+                    .and_then(|mut st| {
+                        st.query_map(params![t, u, cursor, limit + 1], statement_entry)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(db)
+            };
+            Ok(StatementSources {
+                payments,
+                more_payments,
+                holder: entries(&holder)?,
+                refunds: entries(&refunds)?,
+                subsidy_accounts,
+            })
         })
         .await
     }

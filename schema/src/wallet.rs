@@ -276,6 +276,22 @@ impl Account {
             Account::ArrearsWrittenOff => "arrears_written_off",
         }
     }
+    /// The account an entry names, as stored.
+    pub fn parse(name: &str) -> Option<Account> {
+        Some(match name {
+            "cash" => Account::Cash,
+            "subsidy" => Account::Subsidy,
+            "arrears" => Account::Arrears,
+            "merchant_receivable" => Account::MerchantReceivable,
+            "coupon_funding" => Account::CouponFunding,
+            "subsidy_funding" => Account::SubsidyFunding,
+            "topup_clearing" => Account::TopupClearing,
+            "provider_clearing" => Account::ProviderClearing,
+            "repayment_clearing" => Account::RepaymentClearing,
+            "arrears_written_off" => Account::ArrearsWrittenOff,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

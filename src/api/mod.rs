@@ -29,6 +29,7 @@ pub mod scan;
 pub mod settlement;
 pub mod sheet;
 pub mod shuttle;
+pub mod statements;
 pub mod stats;
 pub mod subsidies;
 pub mod tenant_groups;

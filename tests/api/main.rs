@@ -29,6 +29,7 @@ mod reports;
 mod retention;
 mod settlement;
 mod shuttle;
+mod statements;
 mod tenant_groups;
 mod tenants;
 mod users;
