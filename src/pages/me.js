@@ -64,11 +64,62 @@
       : "";
   }
 
+  // The statement: every movement of my money, newest first, a page at a time.
+  const SOURCES = { balance: "balance", subsidy: "subsidy", deferred: "bank", coupon: "coupon" };
+  function statementLine(l) {
+    const when = new Date(l.at).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+    const where = l.merchant ? OneCard.esc(l.merchant.name) : "";
+    let what, sum, note = "";
+    switch (l.kind) {
+      case "payment": {
+        const p = l.payment;
+        what = where || "Payment";
+        if (p.status === "declined") {
+          sum = `<span class="muted">${OneCard.yuan(l.amount)}</span>`;
+          note = `declined: ${OneCard.esc(OneCard.REASONS[p.decline_reason] || p.decline_reason)}`;
+        } else {
+          sum = `−${OneCard.yuan(l.amount)}`;
+          const paid = Object.entries(SOURCES).filter(([k]) => p.breakdown[k] > 0)
+            .map(([k, name]) => `${name} ${OneCard.yuan(p.breakdown[k])}`).join(", ");
+          note = paid + (p.refunded > 0 ? ` · ${OneCard.yuan(p.refunded)} refunded` : "")
+            + (p.status === "unsettled" ? " · unsettled" : "");
+        }
+        break;
+      }
+      case "refund":
+        what = `Refund${where ? ` · ${where}` : ""}`;
+        sum = `+${OneCard.yuan(l.amount)}`;
+        note = "back to " + Object.entries(SOURCES).filter(([k]) => l.returned[k] > 0)
+          .map(([k, name]) => `${name} ${OneCard.yuan(l.returned[k])}`).join(", ");
+        break;
+      case "top_up": what = "Top-up"; sum = `+${OneCard.yuan(l.amount)}`; break;
+      case "subsidy": what = `Subsidy · ${OneCard.esc(l.subsidy_account.name)}`; sum = `+${OneCard.yuan(l.amount)}`; break;
+      case "arrears_opened": what = "Owed: the bank declined a payment"; sum = OneCard.yuan(l.amount); break;
+      case "arrears_repaid": what = "Repaid what I owed"; sum = OneCard.yuan(l.amount); break;
+      case "arrears_written_off": what = "Owed, written off"; sum = OneCard.yuan(l.amount); break;
+      default: what = "Adjustment"; sum = (l.amount < 0 ? "−" : "+") + OneCard.yuan(Math.abs(l.amount));
+    }
+    return `<li data-kind="${OneCard.esc(l.kind)}" data-line="${OneCard.esc(l.id)}">
+      <span>${what}<br><span class="muted">${when}${note ? ` · ${note}` : ""}</span></span>
+      <span class="money">${sum}</span></li>`;
+  }
+  let nextLines = null;
+  async function refreshStatement(more = false) {
+    const q = more && nextLines ? `?limit=20&cursor=${encodeURIComponent(nextLines)}` : "?limit=20";
+    const page = await OneCard.api(tok, "GET", `/me/statement${q}`);
+    const html = page.items.map(statementLine).join("");
+    if (more) $("lines").insertAdjacentHTML("beforeend", html);
+    else $("lines").innerHTML = html || `<li class="muted">nothing yet</li>`;
+    nextLines = page.next_cursor;
+    $("more").classList.toggle("hidden", !nextLines);
+  }
+  $("more").addEventListener("click", () => refreshStatement(true));
+
   $("repay").addEventListener("click", async () => {
     $("repay").disabled = true;
     try {
       await OneCard.api(tok, "POST", "/me/arrears/repay", {}, { "Idempotency-Key": OneCard.uuid() });
-      await refreshWallet();
+      await Promise.all([refreshWallet(), refreshStatement()]);
     } catch (e) {
       alert(e.message);
     } finally {
@@ -177,7 +228,8 @@
     });
   }
 
-  await Promise.all([refreshCode(), refreshWallet(), refreshVisitors(), refreshSchools(), refreshApps()]);
+  await Promise.all([refreshCode(), refreshWallet(), refreshStatement(), refreshVisitors(), refreshSchools(),
+    refreshApps()]);
   setInterval(refreshCode, 60_000);
 
   new OneCard.Live(tok, [me.topic], {
@@ -217,8 +269,9 @@
         n.classList.remove("hidden");
       }
       refreshWallet();
+      refreshStatement();
     },
     onStatus: OneCard.status,
-    onExpired: refreshWallet,
+    onExpired: () => Promise.all([refreshWallet(), refreshStatement()]),
   });
 })();

@@ -234,8 +234,15 @@ try {
     assert.ok((await page.locator("[data-testid=notice]").innerText()).includes("just scanned"));
     await page.waitForFunction(() => document.querySelector("[data-testid=balance]").textContent === "¥53.80",
       null, { timeout: 10_000 });
-    await page.screenshot({ path: `${shots}/me.png` });
-    results.push("me: QR changed after 60 s of page time; scan notice shown");
+    // The statement puts the payment first, with what paid for it; the top-up is below.
+    await page.waitForFunction(() => {
+      const first = document.querySelector("[data-testid=statement] li[data-kind]");
+      return first && first.dataset.kind === "payment" && first.textContent.includes("−¥4.20");
+    }, null, { timeout: 10_000 });
+    const statement = await page.locator("[data-testid=statement]").innerText();
+    assert.ok(statement.includes("balance ¥4.20") && statement.includes("Top-up"), statement);
+    await page.screenshot({ path: `${shots}/me.png`, fullPage: true });
+    results.push("me: QR changed after 60 s of page time; scan notice shown; the statement lists the payment");
     await page.close();
   }
 
@@ -272,6 +279,8 @@ try {
       `a repayment is not announced as a scan: ${await page.locator("[data-testid=notice]").innerText()}`);
     // Repayment is a payment of its own (through the provider), not from the balance.
     assert.equal(await page.locator("[data-testid=balance]").innerText(), "¥10.00");
+    await page.waitForSelector("[data-testid=statement] li[data-kind=arrears_repaid]", { timeout: 10_000 });
+    assert.ok((await page.locator("[data-testid=statement] li[data-kind=arrears_opened]").innerText()).includes("¥3.00"));
     assert.equal((await api(admin, "GET", `/users/${debtor.id}/arrears`)).arrears, 0);
     results.push("me: arrears banner shown and repaid with its button");
     await page.close();
