@@ -132,6 +132,8 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("not_pending", 409),
     ("not_refundable", 409),
     ("no_arrears", 409),
+    ("in_arrears", 409),
+    ("insufficient_balance", 409),
     ("not_websocket", 400),
 ];
 

@@ -40,6 +40,10 @@ enum Step {
     TopUp {
         amount: i64,
     },
+    /// Pays out cash: `amount`, or the whole balance.
+    Withdraw {
+        amount: Option<i64>,
+    },
     Refund {
         pick: usize,
         amount: Option<i64>,
@@ -79,6 +83,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1..3_000i64, 0..3usize, 0..20u8).prop_map(|(amount, merchant, code)| Step::Pay { amount, merchant, code }),
         3 => (1..500i64).prop_map(|amount| Step::TopUp { amount }),
+        1 => proptest::option::of(1..400i64).prop_map(|amount| Step::Withdraw { amount }),
         2 => (any::<usize>(), proptest::option::of(1..1_500i64)).prop_map(|(pick, amount)| Step::Refund { pick, amount }),
         1 => (1..1_000i64, proptest::option::of(1..96i64), proptest::option::of(0..3usize))
             .prop_map(|(amount, expires_h, merchant)| Step::Grant { amount, expires_h, merchant }),
@@ -581,6 +586,9 @@ impl World {
             Step::TopUp { amount } => Op::TopUp {
                 amount: Money(*amount),
             },
+            Step::Withdraw { amount } => Op::Withdraw {
+                amount: amount.map(Money),
+            },
             Step::Refund { pick, amount } => {
                 if self.order.is_empty() {
                     return;
@@ -652,6 +660,15 @@ impl World {
         match decide(&self.snap, &op, &self.policy, self.now) {
             Err(_) => {
                 assert_eq!(self.entries, before_ledger);
+                if let Op::Withdraw { amount } = &op {
+                    let wanted = amount.unwrap_or(before.wallet.balance);
+                    assert!(
+                        before.wallet.arrears.0 > 0
+                            || wanted.0 < 1
+                            || wanted > before.wallet.balance,
+                        "a withdrawal is refused only while owing or past the balance"
+                    );
+                }
             }
             Ok(d) => {
                 if let Some(c) = &d.commit {
@@ -697,6 +714,19 @@ impl World {
                         d.state.wallet.arrears < before.wallet.arrears,
                         "a write-off writes entries exactly when it lowers the arrears"
                     );
+                }
+                if let Op::Withdraw { amount } = &op {
+                    let wanted = amount.unwrap_or(before.wallet.balance);
+                    assert_eq!(
+                        before.wallet.arrears.0, 0,
+                        "nothing is paid out while owing"
+                    );
+                    assert_eq!(
+                        d.state.wallet.balance.0,
+                        before.wallet.balance.0 - wanted.0,
+                        "a withdrawal takes what it says from cash, and only from cash"
+                    );
+                    assert_eq!(d.state.subsidies, before.subsidies);
                 }
                 if matches!(op, Op::DeferredResult { .. }) && d.commit.is_none() {
                     assert_eq!(

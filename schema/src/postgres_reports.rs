@@ -58,15 +58,20 @@ async fn live<C: GenericClient>(
         .map_err(pg)?;
     let movements = c
         .query(
+            // Each half is read through its own partial index (`ledger_tenant_movements`,
+            // `ledger_tenant_withdrawals`).
             "SELECT (extract(epoch FROM date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')) / 900)::int8, \
              coalesce(-sum(amount) FILTER (WHERE account = 'topup_clearing'), 0)::int8, \
              coalesce(-sum(amount) FILTER (WHERE account = 'subsidy_funding' AND amount < 0), 0)::int8, \
              coalesce(-sum(amount) FILTER (WHERE account = 'arrears' AND amount < 0), 0)::int8, \
              coalesce(-sum(amount) FILTER (WHERE account = 'repayment_clearing'), 0)::int8, \
-             coalesce(-sum(amount) FILTER (WHERE account = 'arrears_written_off'), 0)::int8 \
-             FROM ledger_entries WHERE tenant_id = $1 AND account IN ('topup_clearing', 'subsidy_funding', \
-             'arrears', 'repayment_clearing', 'arrears_written_off') \
-             AND created_at >= $2 AND created_at < $3 \
+             coalesce(-sum(amount) FILTER (WHERE account = 'arrears_written_off'), 0)::int8, \
+             coalesce(sum(amount) FILTER (WHERE account = 'withdrawal_clearing'), 0)::int8 \
+             FROM (SELECT created_at, account, amount FROM ledger_entries WHERE tenant_id = $1 \
+               AND account IN ('topup_clearing', 'subsidy_funding', 'arrears', 'repayment_clearing', \
+               'arrears_written_off') AND created_at >= $2 AND created_at < $3 \
+             UNION ALL SELECT created_at, account, amount FROM ledger_entries WHERE tenant_id = $1 \
+               AND account = 'withdrawal_clearing' AND created_at >= $2 AND created_at < $3) m \
              GROUP BY date_bin('15 minutes', created_at, TIMESTAMPTZ 'epoch')",
             &range,
         )
@@ -101,8 +106,8 @@ async fn rolled<C: GenericClient>(
         .map_err(pg)?;
     let movements = c
         .query(
-            "SELECT bucket, top_ups, subsidies_issued, arrears_opened, arrears_recovered, arrears_written_off \
-             FROM report_movements WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3",
+            "SELECT bucket, top_ups, subsidies_issued, arrears_opened, arrears_recovered, arrears_written_off, \
+             withdrawals FROM report_movements WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3",
             &range,
         )
         .await
@@ -111,7 +116,7 @@ async fn rolled<C: GenericClient>(
 }
 
 /// Rows of (merchant, terminal, bucket, count, amount, coupon, subsidy, balance, deferred),
-/// (merchant, bucket, count, amount) and (bucket, five movements), live or rolled up.
+/// (merchant, bucket, count, amount) and (bucket, six movements), live or rolled up.
 fn facts_from(
     sales: &[tokio_postgres::Row],
     refunds: &[tokio_postgres::Row],
@@ -153,6 +158,7 @@ fn facts_from(
                 arrears_opened: Money(r.get(3)),
                 arrears_recovered: Money(r.get(4)),
                 arrears_written_off: Money(r.get(5)),
+                withdrawals: Money(r.get(6)),
             })
             .collect(),
     }
@@ -324,8 +330,9 @@ async fn store<C: GenericClient>(c: &C, tenant: Uuid, f: &ReportFacts) -> StoreR
         |get: &dyn Fn(&MovementBucket) -> i64| f.movements.iter().map(get).collect::<Vec<i64>>();
     c.execute(
         "INSERT INTO report_movements (tenant_id, bucket, top_ups, subsidies_issued, arrears_opened, \
-         arrears_recovered, arrears_written_off) \
-         SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])",
+         arrears_recovered, arrears_written_off, withdrawals) \
+         SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], \
+         $8::int8[])",
         &[
             &tenant,
             &col(&|m| m.bucket),
@@ -334,6 +341,7 @@ async fn store<C: GenericClient>(c: &C, tenant: Uuid, f: &ReportFacts) -> StoreR
             &col(&|m| m.arrears_opened.0),
             &col(&|m| m.arrears_recovered.0),
             &col(&|m| m.arrears_written_off.0),
+            &col(&|m| m.withdrawals.0),
         ],
     )
     .await

@@ -37,19 +37,27 @@ fn live(c: &Connection, tenant: &str, from: i64, to: i64) -> rusqlite::Result<Re
         )?
         .query_map(range, refund_row)?
         .collect::<Result<Vec<_>, _>>()?;
-    // The `account IN (…)` repeats the index's condition word for word, so that SQLite
-    // knows the partial index covers the query.
+    // The `account IN (…)` and `account = 'withdrawal_clearing'` repeat the indexes'
+    // conditions word for word (`ledger_tenant_movements`, `ledger_tenant_withdrawals`),
+    // so that SQLite knows each partial index covers its half of the query.
     let movements = c
         .prepare_cached(
-            "SELECT created_at / ?4, \
-             coalesce(-sum(CASE WHEN account = 'topup_clearing' THEN amount END), 0), \
-             coalesce(-sum(CASE WHEN account = 'subsidy_funding' AND amount < 0 THEN amount END), 0), \
-             coalesce(-sum(CASE WHEN account = 'arrears' AND amount < 0 THEN amount END), 0), \
-             coalesce(-sum(CASE WHEN account = 'repayment_clearing' THEN amount END), 0), \
-             coalesce(-sum(CASE WHEN account = 'arrears_written_off' THEN amount END), 0) \
+            "SELECT bucket, sum(top_ups), sum(subsidies), sum(opened), sum(recovered), sum(written_off), \
+             sum(withdrawals) FROM ( \
+             SELECT created_at / ?4 AS bucket, \
+             coalesce(-sum(CASE WHEN account = 'topup_clearing' THEN amount END), 0) AS top_ups, \
+             coalesce(-sum(CASE WHEN account = 'subsidy_funding' AND amount < 0 THEN amount END), 0) AS subsidies, \
+             coalesce(-sum(CASE WHEN account = 'arrears' AND amount < 0 THEN amount END), 0) AS opened, \
+             coalesce(-sum(CASE WHEN account = 'repayment_clearing' THEN amount END), 0) AS recovered, \
+             coalesce(-sum(CASE WHEN account = 'arrears_written_off' THEN amount END), 0) AS written_off, \
+             0 AS withdrawals \
              FROM ledger_entries WHERE tenant_id = ?1 AND account IN ('topup_clearing', 'subsidy_funding', \
              'arrears', 'repayment_clearing', 'arrears_written_off') \
-             AND created_at >= ?2 AND created_at < ?3 GROUP BY 1",
+             AND created_at >= ?2 AND created_at < ?3 GROUP BY 1 \
+             UNION ALL \
+             SELECT created_at / ?4, 0, 0, 0, 0, 0, sum(amount) FROM ledger_entries \
+             WHERE tenant_id = ?1 AND account = 'withdrawal_clearing' \
+             AND created_at >= ?2 AND created_at < ?3 GROUP BY 1) GROUP BY bucket",
         )?
         .query_map(range, movement_row)?
         .collect::<Result<Vec<_>, _>>()?;
@@ -79,8 +87,8 @@ fn rolled(c: &Connection, tenant: &str, from: i64, to: i64) -> rusqlite::Result<
         .collect::<Result<Vec<_>, _>>()?;
     let movements = c
         .prepare_cached(
-            "SELECT bucket, top_ups, subsidies_issued, arrears_opened, arrears_recovered, arrears_written_off \
-             FROM report_movements WHERE tenant_id = ?1 AND bucket >= ?2 AND bucket < ?3",
+            "SELECT bucket, top_ups, subsidies_issued, arrears_opened, arrears_recovered, arrears_written_off, \
+             withdrawals FROM report_movements WHERE tenant_id = ?1 AND bucket >= ?2 AND bucket < ?3",
         )?
         .query_map(range, movement_row)?
         .collect::<Result<Vec<_>, _>>()?;
@@ -125,6 +133,7 @@ fn movement_row(r: &rusqlite::Row) -> rusqlite::Result<MovementBucket> {
         arrears_opened: Money(r.get(3)?),
         arrears_recovered: Money(r.get(4)?),
         arrears_written_off: Money(r.get(5)?),
+        withdrawals: Money(r.get(6)?),
     })
 }
 
@@ -272,7 +281,7 @@ fn store(c: &Connection, tenant: &str, f: &ReportFacts) -> rusqlite::Result<()> 
     }
     let mut st = c.prepare_cached(
         "INSERT INTO report_movements (tenant_id, bucket, top_ups, subsidies_issued, arrears_opened, \
-         arrears_recovered, arrears_written_off) VALUES (?, ?, ?, ?, ?, ?, ?)",
+         arrears_recovered, arrears_written_off, withdrawals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for m in &f.movements {
         st.execute(params![
@@ -282,7 +291,8 @@ fn store(c: &Connection, tenant: &str, f: &ReportFacts) -> rusqlite::Result<()> 
             m.subsidies_issued.0,
             m.arrears_opened.0,
             m.arrears_recovered.0,
-            m.arrears_written_off.0
+            m.arrears_written_off.0,
+            m.withdrawals.0
         ])?;
     }
     Ok(())

@@ -50,6 +50,8 @@ pub enum StatementKind {
     /// Money given back for a payment.
     Refund,
     TopUp,
+    /// Cash balance paid out to the cardholder by the finance office.
+    Withdrawal,
     /// A subsidy credited by an approved rule.
     Subsidy,
     /// A deferred debit the provider declined: the person now owes it.
@@ -69,6 +71,7 @@ impl StatementKind {
             StatementKind::Payment => "payment",
             StatementKind::Refund => "refund",
             StatementKind::TopUp => "top_up",
+            StatementKind::Withdrawal => "withdrawal",
             StatementKind::Subsidy => "subsidy",
             StatementKind::ArrearsOpened => "arrears_opened",
             StatementKind::ArrearsRepaid => "arrears_repaid",
@@ -155,6 +158,8 @@ fn holder_line(group: &[StatementEntry], accounts: &[(SubsidyId, String)]) -> St
     let paid_for = group.iter().find_map(|e| e.payment_id);
     let (kind, amount) = if same(Account::Cash) && paid_for.is_none() && sum > 0 {
         (StatementKind::TopUp, sum)
+    } else if same(Account::Cash) && paid_for.is_none() && sum < 0 {
+        (StatementKind::Withdrawal, -sum)
     } else if same(Account::Subsidy) && paid_for.is_none() && sum > 0 {
         (StatementKind::Subsidy, sum)
     } else if same(Account::Arrears) && sum < 0 && paid_for.is_some() {
@@ -307,7 +312,12 @@ mod tests {
             (written_off.kind, written_off.amount),
             (StatementKind::ArrearsWrittenOff, Money(900))
         );
-        let odd = one(Account::Cash, user, -50, None);
+        let withdrawal = one(Account::Cash, user, -50, None);
+        assert_eq!(
+            (withdrawal.kind, withdrawal.amount),
+            (StatementKind::Withdrawal, Money(50))
+        );
+        let odd = one(Account::Subsidy, Some(sid.0), -50, None);
         assert_eq!(
             (odd.kind, odd.amount),
             (StatementKind::Adjustment, Money(-50))

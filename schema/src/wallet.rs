@@ -259,6 +259,8 @@ pub enum Account {
     RepaymentClearing,
     /// The tenant's loss on arrears written off at a month-end cut-off.
     ArrearsWrittenOff,
+    /// Cash balances paid out to their cardholders (withdrawals).
+    WithdrawalClearing,
 }
 
 impl Account {
@@ -274,6 +276,7 @@ impl Account {
             Account::ProviderClearing => "provider_clearing",
             Account::RepaymentClearing => "repayment_clearing",
             Account::ArrearsWrittenOff => "arrears_written_off",
+            Account::WithdrawalClearing => "withdrawal_clearing",
         }
     }
     /// The account an entry names, as stored.
@@ -289,6 +292,7 @@ impl Account {
             "provider_clearing" => Account::ProviderClearing,
             "repayment_clearing" => Account::RepaymentClearing,
             "arrears_written_off" => Account::ArrearsWrittenOff,
+            "withdrawal_clearing" => Account::WithdrawalClearing,
             _ => return None,
         })
     }
@@ -831,6 +835,8 @@ pub struct MovementBucket {
     pub arrears_recovered: Money,
     /// Arrears written off at a month-end cut-off (`arrears_written_off`).
     pub arrears_written_off: Money,
+    /// Cash balances paid out to cardholders (`withdrawal_clearing`).
+    pub withdrawals: Money,
 }
 
 #[cfg(test)]

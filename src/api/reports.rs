@@ -547,7 +547,7 @@ const MERCHANT: [Column; 3] = [
     col("merchant_name", "Merchant", Kind::Text),
 ];
 
-static INCOME: [Column; 9] = [
+static INCOME: [Column; 10] = [
     col("date", "Date", Kind::Text),
     col("receivable", "Receivable", Kind::Money),
     col("received", "Received", Kind::Money),
@@ -557,9 +557,10 @@ static INCOME: [Column; 9] = [
     col("arrears_opened", "Arrears opened", Kind::Money),
     col("arrears_recovered", "Arrears recovered", Kind::Money),
     col("arrears_written_off", "Arrears written off", Kind::Money),
+    col("withdrawals", "Withdrawals", Kind::Money),
 ];
 
-static GROUP_INCOME: [Column; 12] = [
+static GROUP_INCOME: [Column; 13] = [
     col("tenant_id", "Tenant id", Kind::Text),
     col("tenant_name", "Tenant", Kind::Text),
     col("time_zone", "Time zone", Kind::Text),
@@ -571,6 +572,7 @@ static GROUP_INCOME: [Column; 12] = [
     INCOME[6],
     INCOME[7],
     INCOME[8],
+    INCOME[9],
     col("payments", "Payments", Kind::Count),
 ];
 
@@ -731,9 +733,9 @@ pub async fn group_income_line(
         to,
         settlement: None,
     };
-    let mut sums = [0i64; 8];
+    let mut sums = [0i64; 9];
     for row in income(&input) {
-        // Past the date: the eight money columns, in `INCOME`'s order.
+        // Past the date: the nine money columns, in `INCOME`'s order.
         for (sum, cell) in sums.iter_mut().zip(&row[1..]) {
             if let Cell::Int(v) = cell {
                 *sum += v;
@@ -766,9 +768,9 @@ pub fn group_income(lines: Vec<Vec<Cell>>) -> Table {
 }
 
 fn income(input: &Input) -> Vec<Vec<Cell>> {
-    // receivable, refunds, top-ups, subsidies, opened, recovered, written off
-    let mut days: BTreeMap<Date, [i64; 7]> =
-        input.days().into_iter().map(|d| (d, [0; 7])).collect();
+    // receivable, refunds, top-ups, subsidies, opened, recovered, written off, withdrawals
+    let mut days: BTreeMap<Date, [i64; 8]> =
+        input.days().into_iter().map(|d| (d, [0; 8])).collect();
     let mut at = |bucket: i64, i: usize, v: i64| {
         if let Some(day) = days.get_mut(&input.local(bucket).0) {
             day[i] += v;
@@ -786,10 +788,11 @@ fn income(input: &Input) -> Vec<Vec<Cell>> {
         at(m.bucket, 4, m.arrears_opened.0);
         at(m.bucket, 5, m.arrears_recovered.0);
         at(m.bucket, 6, m.arrears_written_off.0);
+        at(m.bucket, 7, m.withdrawals.0);
     }
     days.into_iter()
         .map(
-            |(date, [receivable, refunds, top_ups, subsidies, opened, recovered, written_off])| {
+            |(date, [receivable, refunds, top_ups, subsidies, opened, recovered, written_off, withdrawals])| {
                 // SPEC §7: what a deferred debit the provider declined leaves unreceived on its
                 // day, a repayment brings in on the day it is made.
                 let received = receivable - opened + recovered;
@@ -803,6 +806,7 @@ fn income(input: &Input) -> Vec<Vec<Cell>> {
                     Cell::Int(opened),
                     Cell::Int(recovered),
                     Cell::Int(written_off),
+                    Cell::Int(withdrawals),
                 ]
             },
         )

@@ -136,6 +136,65 @@ pub async fn create_topup(
     respond(outcome, StatusCode::CREATED)
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withdrawal {
+    /// Fen to pay out; the whole cash balance when absent.
+    #[schema(minimum = 1)]
+    pub amount: Option<i64>,
+    /// How the office paid it (a bank transfer's reference, a receipt's number), 1–64
+    /// characters; kept in the audit log.
+    #[schema(min_length = 1, max_length = 64)]
+    pub reference: Option<String>,
+}
+
+/// Pay out a cardholder's cash balance, or part of it (Idempotency-Key required): the
+/// finance office hands the money over outside the platform, when a person leaves, say.
+/// Subsidies and coupons are never paid out; nothing is while arrears are owed (409
+/// `in_arrears`); more than the balance holds is 409 `insufficient_balance`.
+#[utoipa::path(tag = "wallets", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    request_body = Withdrawal, security(("bearer" = [])), responses((status = 201, body = WalletView), Problems))]
+#[post("/users/{id}/wallet/withdrawals")]
+pub async fn create_withdrawal(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsManager>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    HashedJson(body, hash): HashedJson<Withdrawal>,
+) -> Result<HttpResponse, ApiError> {
+    let key = required_idempotency_key(&req)?;
+    let (tenant, user): (TenantId, UserId) = (caller.tenant()?, path_id(&id)?);
+    let mut c = Checks::new();
+    let amount = body.amount.map(|a| amount(&mut c, "amount", a));
+    if let Some(r) = &body.reference {
+        c.text("reference", r, 1, 64);
+    }
+    checked(c)?;
+    // Only the tenant's own people: a wallet is made on its first write.
+    state.store.get_user(tenant, user).await?;
+    let policy = state.policy(tenant).await?;
+    let outcome = state
+        .wallets
+        .call(
+            tenant,
+            user,
+            Op::Withdraw { amount },
+            policy,
+            Some(idem(&caller, key, hash)),
+        )
+        .await?;
+    let res = respond(outcome, StatusCode::CREATED)?;
+    let audit = caller.audit(
+        &state,
+        "wallet.withdraw",
+        "user",
+        user,
+        serde_json::json!({ "amount": amount.map(|m| m.0), "reference": body.reference }),
+    );
+    state.record_audit(audit).await;
+    Ok(res)
+}
+
 /// Give a cardholder a coupon.
 #[utoipa::path(tag = "wallets", params(("id" = String, Path)), request_body = NewCoupon,
     security(("bearer" = [])), responses((status = 201, body = WalletView), Problems))]

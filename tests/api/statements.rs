@@ -1,6 +1,6 @@
 //! Statements: a cardholder's every movement of money, newest first, for themselves and
 //! for the finance office; pages that neither skip nor repeat a line; and a statement
-//! that adds up to the wallet.
+//! that adds up to the wallet. Withdrawals: a leaving person's balance paid out.
 
 use jiff::SignedDuration;
 use serde_json::{json, Value};
@@ -10,8 +10,12 @@ use crate::money::{
     approved_rule, code, keyed, ledger_balances, pay, person, set_sandbox, shop, top_up,
 };
 use crate::on_both_engines;
+use crate::reports::report;
 
-on_both_engines!(a_statement_lists_every_movement_and_adds_up_to_the_wallet);
+on_both_engines!(
+    a_statement_lists_every_movement_and_adds_up_to_the_wallet,
+    a_leaving_persons_balance_is_paid_out_once_and_never_past_what_is_owed,
+);
 
 /// Every line of `path`, page by page (`limit` a page), and the pages' sizes.
 async fn all_lines(app: &TestApp, path: &str, token: &str, limit: u32) -> (Vec<Value>, Vec<usize>) {
@@ -252,5 +256,190 @@ async fn a_statement_lists_every_movement_and_adds_up_to_the_wallet(engine: Engi
             .collect::<Vec<_>>(),
         [77]
     );
+    ledger_balances(&app, &shop.admin).await;
+}
+
+async fn withdraw(app: &TestApp, token: &str, user: &str, key: &str, body: Value) -> (u16, Value) {
+    keyed(
+        app,
+        &format!("/api/v1/users/{user}/wallet/withdrawals"),
+        token,
+        key,
+        body,
+    )
+    .await
+}
+
+/// SPEC §6 keeps a cardholder's cash theirs: when they leave, the finance office pays out
+/// what their balance holds (never subsidies, which are the tenant's), and the income
+/// summary, the statement, the audit log and the ledger all say so.
+async fn a_leaving_persons_balance_is_paid_out_once_and_never_past_what_is_owed(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let (user, me) = person(&app, &shop.admin, "L-1").await;
+    let day = app
+        .clock_now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .date()
+        .to_string();
+    top_up(&app, &shop, &user, 1_000).await;
+    let rule = json!({"name": "Meal", "amount": 400, "targets": {"user_ids": [user]}});
+    assert_eq!(approved_rule(&app, &shop.admin, rule).await, 1);
+    // 1,500 = subsidy 400 + cash 1,000 + deferred 100, which the provider declines.
+    set_sandbox(&app, &shop.admin, &user, json!({"available": 0})).await;
+    let p = pay(&app, &shop, &code(&app, &me).await, 1_500).await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    app.wait_for(&format!("/api/v1/payments/{pid}"), &shop.admin, |p| {
+        p["status"] == "unsettled"
+    })
+    .await;
+    top_up(&app, &shop, &user, 900).await;
+    let (s, w) = app
+        .patch(
+            &format!("/api/v1/users/{user}"),
+            &shop.admin,
+            json!({"status": "left"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{w}");
+
+    // Nothing while something is owed.
+    let (s, body) = withdraw(&app, &shop.admin, &user, "w-0", json!({})).await;
+    assert_problem(s, &body, 409, "in_arrears");
+    let (s, w) = keyed(&app, "/api/v1/me/arrears/repay", &me, "repay-1", json!({})).await;
+    assert_eq!((s, w["arrears"].as_i64()), (200, Some(0)), "{w}");
+
+    // Bad input is refused and changes nothing.
+    for (body, status) in [
+        (json!({"amount": 0}), 422),
+        (json!({"amount": -5}), 422),
+        (json!({"amount": "all"}), 422),
+        (json!({"reference": ""}), 422),
+        (json!({"reference": "x".repeat(65)}), 422),
+        (json!({"amount": 10, "why": "leaving"}), 422),
+    ] {
+        let (s, answer) = withdraw(
+            &app,
+            &shop.admin,
+            &user,
+            &uuid::Uuid::new_v4().to_string(),
+            body.clone(),
+        )
+        .await;
+        assert!(
+            s == status || (s == 400 && status == 422),
+            "{body}: {s} {answer}"
+        );
+    }
+    let (s, body) = withdraw(&app, &shop.admin, &user, "w-1", json!({"amount": 901})).await;
+    assert_problem(s, &body, 409, "insufficient_balance");
+    assert!(body["detail"].as_str().unwrap().contains("900"), "{body}");
+    // Who may: a payments manager of this tenant, not a cardholder, not another tenant.
+    let (s, _) = withdraw(&app, &me, &user, "w-2", json!({"amount": 1})).await;
+    assert_eq!(s, 403);
+    let (_, stranger) = app.tenant("university", "standard").await;
+    let (s, body) = withdraw(&app, &stranger, &user, "w-3", json!({"amount": 1})).await;
+    assert_problem(s, &body, 404, "not_found");
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{user}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 900, "nothing moved: {w}");
+
+    // Part of it, then the rest; a replay answers the same and pays nothing more.
+    let (s, w) = withdraw(
+        &app,
+        &shop.admin,
+        &user,
+        "w-4",
+        json!({"amount": 300, "reference": "BT-2026-0042"}),
+    )
+    .await;
+    assert_eq!((s, w["balance"].as_i64()), (201, Some(600)), "{w}");
+    let (s, again) = withdraw(
+        &app,
+        &shop.admin,
+        &user,
+        "w-4",
+        json!({"amount": 300, "reference": "BT-2026-0042"}),
+    )
+    .await;
+    assert_eq!(
+        (s, again),
+        (200, w),
+        "a replay (API.md: 200, the first answer)"
+    );
+    let (s, body) = withdraw(&app, &shop.admin, &user, "w-4", json!({"amount": 200})).await;
+    assert_problem(s, &body, 409, "idempotency_conflict");
+    let (s, w) = withdraw(&app, &shop.admin, &user, "w-5", json!({})).await;
+    assert_eq!((s, w["balance"].as_i64()), (201, Some(0)), "{w}");
+    let live: i64 = w["subsidies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["balance"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        live, 0,
+        "the subsidy was spent, and is never paid out anyway: {w}"
+    );
+    let (s, body) = withdraw(&app, &shop.admin, &user, "w-6", json!({})).await;
+    assert_problem(s, &body, 409, "insufficient_balance");
+
+    // The statement, the income summary (live, then from its roll-ups), the audit log.
+    let (_, st) = app.get("/api/v1/me/statement", &me).await;
+    let lines: Vec<(&str, i64)> = st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["amount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("withdrawal", 600),
+            ("withdrawal", 300),
+            ("arrears_repaid", 100),
+            ("top_up", 900),
+            ("arrears_opened", 100),
+            ("payment", 1_500),
+            ("subsidy", 400),
+            ("top_up", 1_000),
+        ],
+        "{st}"
+    );
+    let income = report(&app, &shop.admin, "income-summary", &day, &day).await;
+    assert_eq!(
+        (
+            income["totals"]["top_ups"].as_i64(),
+            income["totals"]["withdrawals"].as_i64()
+        ),
+        (Some(1_900), Some(900)),
+        "{income}"
+    );
+    app.clock.advance(SignedDuration::from_hours(2));
+    let rolled = app
+        .state
+        .store
+        .roll_up_reports(app.clock_now(), SignedDuration::from_hours(1), 1_000)
+        .await
+        .unwrap();
+    assert!(rolled > 0);
+    let again = report(&app, &shop.admin, "income-summary", &day, &day).await;
+    assert_eq!(
+        again["totals"], income["totals"],
+        "the roll-ups keep withdrawals"
+    );
+    let (_, audit) = app
+        .get("/api/v1/audit?action=wallet.withdraw", &shop.admin)
+        .await;
+    let references: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["detail"]["reference"])
+        .collect();
+    assert!(references.contains(&&json!("BT-2026-0042")), "{audit}");
     ledger_balances(&app, &shop.admin).await;
 }

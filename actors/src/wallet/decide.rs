@@ -59,6 +59,12 @@ pub enum Op {
     TopUp {
         amount: Money,
     },
+    /// Pays out cash balance (`amount`, or all of it): the finance office hands it to the
+    /// cardholder outside the platform (a person leaving, say). Never subsidies or coupons,
+    /// which are the tenant's to give; never while anything is owed.
+    Withdraw {
+        amount: Option<Money>,
+    },
     AddCoupon {
         coupon: Coupon,
     },
@@ -522,6 +528,40 @@ pub fn decide(
             b.event(
                 format!("user:{user}"),
                 "wallet.topped_up",
+                serde_json::json!({ "amount": amount.0 }),
+            );
+            Ok(wallet_answer(b))
+        }
+        Op::Withdraw { amount } => {
+            let w = &b.state.wallet;
+            if w.arrears.0 > 0 {
+                return Err(refuse(
+                    409,
+                    "in_arrears",
+                    None,
+                    format!(
+                        "{} fen is owed: it is repaid or written off first",
+                        w.arrears.0
+                    ),
+                ));
+            }
+            let balance = w.balance;
+            let amount = amount.unwrap_or(balance);
+            if amount.0 < 1 || amount > balance {
+                return Err(refuse(
+                    409,
+                    "insufficient_balance",
+                    Some("amount"),
+                    format!("the balance holds {} fen", balance.0),
+                ));
+            }
+            b.state.wallet.balance = Money(balance.0 - amount.0);
+            let tx = Uuid::now_v7();
+            b.entry(tx, Account::Cash, Some(user.0), -amount.0, None);
+            b.entry(tx, Account::WithdrawalClearing, None, amount.0, None);
+            b.event(
+                format!("user:{user}"),
+                "wallet.withdrawn",
                 serde_json::json!({ "amount": amount.0 }),
             );
             Ok(wallet_answer(b))
