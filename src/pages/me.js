@@ -93,6 +93,7 @@
           .map(([k, name]) => `${name} ${OneCard.yuan(l.returned[k])}`).join(", ");
         break;
       case "top_up": what = "Top-up"; sum = `+${OneCard.yuan(l.amount)}`; break;
+      case "withdrawal": what = "Paid out to me"; sum = `−${OneCard.yuan(l.amount)}`; break;
       case "subsidy": what = `Subsidy · ${OneCard.esc(l.subsidy_account.name)}`; sum = `+${OneCard.yuan(l.amount)}`; break;
       case "arrears_opened": what = "Owed: the bank declined a payment"; sum = OneCard.yuan(l.amount); break;
       case "arrears_repaid": what = "Repaid what I owed"; sum = OneCard.yuan(l.amount); break;
