@@ -165,6 +165,19 @@ fn payment_from_row(r: &Row) -> StoreResult<Payment> {
     })
 }
 
+/// A read-only transaction that sees one moment (repeatable read), for reads that ask
+/// several questions whose answers must agree.
+async fn snapshot(
+    c: &mut deadpool_postgres::Object,
+) -> StoreResult<deadpool_postgres::Transaction<'_>> {
+    c.build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(pg)
+}
+
 const STATEMENT_ENTRY_COLS: &str = "tx_id, account, ref_id, amount, payment_id, created_at";
 
 fn statement_entry(r: &Row) -> StoreResult<StatementEntry> {
@@ -1731,13 +1744,7 @@ impl MoneyStore for PgStore {
     ) -> StoreResult<StatementSources> {
         let mut c = self.client().await?;
         // One snapshot for the three sources.
-        let tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(pg)?;
+        let tx = snapshot(&mut c).await?;
         let take = limit as i64 + 1;
         let rows = tx
             .query(
@@ -2190,13 +2197,7 @@ impl PgStore {
         // or behind) the planner can take the grouped sums for a few rows and rescan them
         // once per wallet, which made the check of 10,000 wallets take 12 s instead of
         // 0.1 s.
-        let tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(pg)?;
+        let tx = snapshot(&mut c).await?;
         tx.batch_execute("SET LOCAL enable_nestloop = off")
             .await
             .map_err(pg)?;

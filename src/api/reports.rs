@@ -1236,12 +1236,19 @@ mod tests {
                 amount: Money(50),
                 sale_bucket: None,
             }],
-            movements: vec![MovementBucket {
-                bucket: bucket("2026-03-01T18:00:00Z"),
-                top_ups: Money(1000),
-                arrears_opened: Money(30),
-                ..Default::default()
-            }],
+            movements: vec![
+                MovementBucket {
+                    bucket: bucket("2026-03-01T18:00:00Z"),
+                    top_ups: Money(1000),
+                    arrears_opened: Money(30),
+                    ..Default::default()
+                },
+                MovementBucket {
+                    bucket: bucket("2026-03-01T18:30:00Z"),
+                    withdrawals: Money(400),
+                    ..Default::default()
+                },
+            ],
         };
         let tz = TimeZone::get("Asia/Kolkata").unwrap();
         let merchants = [m.clone()];
@@ -1256,9 +1263,10 @@ mod tests {
             settlement: None,
         };
         let income = build(ReportKind::IncomeSummary, &input).rows;
-        // receivable, received, refunds, top-ups, subsidies, opened, recovered, written off
-        assert_eq!(ints(&income[0]), [100, 70, 0, 1000, 0, 30, 0, 0]);
-        assert_eq!(ints(&income[1]), [250, 250, 50, 0, 0, 0, 0, 0]);
+        // receivable, received, refunds, top-ups, subsidies, opened, recovered, written off,
+        // withdrawals
+        assert_eq!(ints(&income[0]), [100, 70, 0, 1000, 0, 30, 0, 0, 0]);
+        assert_eq!(ints(&income[1]), [250, 250, 50, 0, 0, 0, 0, 0, 400]);
         let receipts = build(ReportKind::MerchantReceipts, &input).rows;
         assert_eq!(receipts.len(), 2);
         assert_eq!(receipts[0][5], Cell::Text("2026-03-01".into()));
