@@ -229,9 +229,12 @@
     });
   }
 
+  // The code's refresh is scheduled with the first code, not after every other part of the
+  // page has loaded: a slow part must not hold up the refresh (the browser test found a
+  // code that never changed when the interval started after its clock had moved on).
+  setInterval(refreshCode, 60_000);
   await Promise.all([refreshCode(), refreshWallet(), refreshStatement(), refreshVisitors(), refreshSchools(),
     refreshApps()]);
-  setInterval(refreshCode, 60_000);
 
   new OneCard.Live(tok, [me.topic], {
     onEvent: async (e) => {
