@@ -262,6 +262,7 @@ where
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
                 .service(wallets::create_withdrawal)
+                .service(wallets::create_batch_withdrawal)
                 .service(wallets::create_coupon)
                 .service(wallets::sign_agreement)
                 .service(wallets::create_payment_code_qr)

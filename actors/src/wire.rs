@@ -59,6 +59,16 @@ pub struct CouponView {
     pub used: bool,
 }
 
+/// A withdrawal's answer: what was paid out, and the wallet after it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WithdrawalView {
+    /// Fen paid out.
+    #[schema(value_type = i64)]
+    pub withdrawn: Money,
+    #[serde(flatten)]
+    pub wallet: WalletView,
+}
+
 /// A wallet as its holder and admins see it (API.md "Wallet").
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct WalletView {

@@ -43,21 +43,9 @@ pub struct RuleStatus {
     pub credited_users: Option<u64>,
 }
 
-/// Propose a subsidy rule; it takes effect when another admin approves it.
-#[utoipa::path(tag = "subsidies", request_body = CreateSubsidyRule, security(("bearer" = [])),
-    responses((status = 201, body = RuleStatus), Problems))]
-#[post("/subsidy-rules")]
-pub async fn create_subsidy_rule(
-    state: web::Data<AppState>,
-    caller: Auth<SubsidyManager>,
-    Json(body): Json<CreateSubsidyRule>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant()?;
-    let now = state.clock.now();
-    let mut c = Checks::new();
-    c.text("name", &body.name, 1, 64);
-    let amount = amount(&mut c, "amount", body.amount);
-    let t = &body.targets;
+/// Targets name someone, and no list is longer than `SUBSIDY_TARGETS_MAX` (subsidy rules
+/// and batch withdrawals).
+pub fn check_targets(c: &mut Checks, t: &SubsidyTargets) {
     if t.user_ids.is_empty()
         && t.department_ids.is_empty()
         && t.tag_ids.is_empty()
@@ -82,6 +70,23 @@ pub async fn create_subsidy_rule(
     for identity in &t.identities {
         c.text("targets.identities", identity, 1, 32);
     }
+}
+
+/// Propose a subsidy rule; it takes effect when another admin approves it.
+#[utoipa::path(tag = "subsidies", request_body = CreateSubsidyRule, security(("bearer" = [])),
+    responses((status = 201, body = RuleStatus), Problems))]
+#[post("/subsidy-rules")]
+pub async fn create_subsidy_rule(
+    state: web::Data<AppState>,
+    caller: Auth<SubsidyManager>,
+    Json(body): Json<CreateSubsidyRule>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let now = state.clock.now();
+    let mut c = Checks::new();
+    c.text("name", &body.name, 1, 64);
+    let amount = amount(&mut c, "amount", body.amount);
+    check_targets(&mut c, &body.targets);
     if body.expires_at.is_some_and(|e| e <= now) {
         c.fail("expires_at", "future", "must be in the future");
     }

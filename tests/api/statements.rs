@@ -5,6 +5,7 @@
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 
+use crate::groups::{department, member};
 use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
 use crate::money::{
     approved_rule, code, keyed, ledger_balances, pay, person, set_sandbox, shop, top_up,
@@ -15,6 +16,7 @@ use crate::reports::report;
 on_both_engines!(
     a_statement_lists_every_movement_and_adds_up_to_the_wallet,
     a_leaving_persons_balance_is_paid_out_once_and_never_past_what_is_owed,
+    a_class_is_paid_out_in_one_batch_and_a_batch_sent_again_pays_no_one_twice,
 );
 
 /// Every line of `path`, page by page (`limit` a page), and the pages' sizes.
@@ -441,5 +443,203 @@ async fn a_leaving_persons_balance_is_paid_out_once_and_never_past_what_is_owed(
         .map(|a| &a["detail"]["reference"])
         .collect();
     assert!(references.contains(&&json!("BT-2026-0042")), "{audit}");
+    ledger_balances(&app, &shop.admin).await;
+}
+
+/// The summer's graduates: one batch pays out everyone in their department (never the
+/// rest of the school), leaves out whoever owes, and sent again with its key pays no one
+/// twice.
+async fn a_class_is_paid_out_in_one_batch_and_a_batch_sent_again_pays_no_one_twice(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let class = department(&app, &shop.admin, "Class of 2026", None).await;
+    let class_id = class["id"].as_str().unwrap();
+    let mut people = Vec::new();
+    for (number, amount) in [("G-1", 100), ("G-2", 200), ("G-3", 300), ("G-4", 0)] {
+        let m = member(&app, &shop.admin, number, &[class_id], &[]).await;
+        let id = m["id"].as_str().unwrap().to_string();
+        if amount > 0 {
+            top_up(&app, &shop, &id, amount).await;
+        }
+        people.push(id);
+    }
+    // G-5 owes 300 from a deferred debit the provider declined, and holds 50.
+    let debtor = member(&app, &shop.admin, "G-5", &[class_id], &[]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, t) = app
+        .post(
+            &format!("/api/v1/users/{debtor}/tokens"),
+            &shop.admin,
+            json!({}),
+        )
+        .await;
+    let debtor_me = t["token"].as_str().unwrap().to_string();
+    app.post("/api/v1/me/agreement", &debtor_me, json!({}))
+        .await;
+    set_sandbox(&app, &shop.admin, &debtor, json!({"available": 0})).await;
+    let p = pay(&app, &shop, &code(&app, &debtor_me).await, 300).await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    app.wait_for(&format!("/api/v1/payments/{pid}"), &shop.admin, |p| {
+        p["status"] == "unsettled"
+    })
+    .await;
+    top_up(&app, &shop, &debtor, 50).await;
+    // Someone staying, outside the class.
+    let (staying, staying_me) = person(&app, &shop.admin, "S-9").await;
+    top_up(&app, &shop, &staying, 500).await;
+
+    let batch = |key: &'static str, body: Value| {
+        let app = &app;
+        let admin = shop.admin.clone();
+        async move { keyed(app, "/api/v1/wallets/withdrawals", &admin, key, body).await }
+    };
+    let body = json!({"targets": {"department_ids": [class_id]}, "reference": "GRAD-2026"});
+    for bad in [
+        json!({"targets": {}}),
+        json!({"targets": {"department_ids": [class_id]}, "reference": ""}),
+        json!({"targets": {"department_ids": [class_id]}, "extra": 1}),
+    ] {
+        let key = uuid::Uuid::new_v4().to_string();
+        let (s, answer) = keyed(
+            &app,
+            "/api/v1/wallets/withdrawals",
+            &shop.admin,
+            &key,
+            bad.clone(),
+        )
+        .await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {answer}");
+    }
+    let (s, answer) = app
+        .post("/api/v1/wallets/withdrawals", &shop.admin, body.clone())
+        .await;
+    assert_problem(s, &answer, 400, "idempotency_key_required");
+    let (s, answer) = keyed(
+        &app,
+        "/api/v1/wallets/withdrawals",
+        &staying_me,
+        "b-me",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(s, 403, "{answer}");
+
+    let (s, first) = batch("b-1", body.clone()).await;
+    assert_eq!(s, 200, "{first}");
+    let paid = |r: &Value| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = r["paid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["user_id"].as_str().unwrap().to_string(),
+                    p["amount"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut expected = vec![
+        (people[0].clone(), 100),
+        (people[1].clone(), 200),
+        (people[2].clone(), 300),
+    ];
+    expected.sort();
+    assert_eq!(paid(&first), expected, "{first}");
+    assert_eq!(
+        (
+            first["people"].as_u64(),
+            first["total"].as_i64(),
+            first["empty"].as_u64()
+        ),
+        (Some(5), Some(600), Some(1)),
+        "{first}"
+    );
+    assert_eq!(first["in_arrears"], json!([debtor]));
+    for id in &people[..3] {
+        let (_, w) = app
+            .get(&format!("/api/v1/users/{id}/wallet"), &shop.admin)
+            .await;
+        assert_eq!(w["balance"], 0, "{w}");
+    }
+    let (_, w) = app
+        .get(&format!("/api/v1/users/{staying}/wallet"), &shop.admin)
+        .await;
+    assert_eq!(w["balance"], 500, "outside the class: {w}");
+
+    // Sent again with its key: the same payouts, answered from what was stored.
+    let (s, again) = batch("b-1", body.clone()).await;
+    assert_eq!(
+        (s, paid(&again), again["total"].as_i64()),
+        (200, expected.clone(), Some(600)),
+        "{again}"
+    );
+    // A batch cut short leaves no answer of its own: with that record gone, the batch runs
+    // again, and each person's payout is answered from their own key, not paid twice.
+    let forgotten = app
+        .state
+        .store
+        .purge_idempotency(app.clock_now() + SignedDuration::from_hours(1), 1_000)
+        .await
+        .unwrap();
+    assert!(forgotten >= 1, "the batch's own record");
+    let (s, rerun) = batch("b-1", body.clone()).await;
+    assert_eq!(
+        (s, paid(&rerun), rerun["total"].as_i64()),
+        (200, expected.clone(), Some(600)),
+        "{rerun}"
+    );
+    for id in &people[..3] {
+        let (_, w) = app
+            .get(&format!("/api/v1/users/{id}/wallet"), &shop.admin)
+            .await;
+        assert_eq!(w["balance"], 0, "paid once: {w}");
+    }
+    let (s, answer) = batch("b-1", json!({"targets": {"department_ids": [class_id]}})).await;
+    assert_problem(s, &answer, 409, "idempotency_conflict");
+
+    // The debtor repays; the next batch pays out their 50 and finds the rest empty.
+    let (s, w) = keyed(
+        &app,
+        "/api/v1/me/arrears/repay",
+        &debtor_me,
+        "repay-g5",
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{w}");
+    let (s, second) = batch("b-2", body.clone()).await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(paid(&second), [(debtor.clone(), 50)]);
+    assert_eq!(
+        (
+            second["empty"].as_u64(),
+            second["in_arrears"].as_array().map(Vec::len)
+        ),
+        (Some(4), Some(0))
+    );
+
+    let day = app
+        .clock_now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .date()
+        .to_string();
+    let income = report(&app, &shop.admin, "income-summary", &day, &day).await;
+    assert_eq!(income["totals"]["withdrawals"], 650, "{income}");
+    let (_, audit) = app
+        .get("/api/v1/audit?action=wallet.withdraw_batch", &shop.admin)
+        .await;
+    assert_eq!(
+        audit["items"].as_array().map(Vec::len),
+        Some(3),
+        "two batches, and the first run again once its record was gone (a replay from the \
+         record is not audited again): {audit}"
+    );
     ledger_balances(&app, &shop.admin).await;
 }

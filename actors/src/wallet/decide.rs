@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::funding::{fund, Purse};
 use crate::domain::risk::{counted, freeze, is_frozen, unfreeze, RISK_EVENTS_TO_FREEZE};
-use crate::wire::{to_json_bytes, PaymentView, WalletView};
+use crate::wire::{to_json_bytes, PaymentView, WalletView, WithdrawalView};
 
 /// The tenant's rules that bear on a wallet.
 #[derive(Clone, Debug)]
@@ -564,7 +564,13 @@ pub fn decide(
                 "wallet.withdrawn",
                 serde_json::json!({ "amount": amount.0 }),
             );
-            Ok(wallet_answer(b))
+            // The answer says what was paid out, so that a replay (a batch retried with
+            // its key) still knows.
+            let body = to_json_bytes(&WithdrawalView {
+                withdrawn: amount,
+                wallet: WalletView::of(&b.state, b.now),
+            });
+            Ok(b.finish(Answer::Wallet, body))
         }
         Op::AddCoupon { coupon } => {
             b.coupons.push(coupon.id);
