@@ -59,6 +59,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time a batch withdrawal: a fresh tenant per run with --people students imported and
+    /// topped up, then the whole class's balances paid out in one request; median of --runs.
+    Withdraw {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Time a notice to everyone: a fresh tenant per run with --people imported (each with
     /// a phone), texts through the sandbox gateway at a limit above the run's rate, from
     /// the send to the last delivery recorded; median of --runs.
@@ -646,6 +656,94 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    const TOP_UP: i64 = 1_234;
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let csv = students_csv(people);
+    println!(
+        "withdraw: {people} students' balances paid out in one batch, {runs} runs against {}",
+        server.base
+    );
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let admin = new_tenant(&server, &client, &format!("Withdraw {run}"), "standard").await?;
+        import_csv(&server, &client, &admin, &csv).await?;
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = server.url("/api/v1/users")?;
+            url.query_pairs_mut().append_pair("limit", "500");
+            if let Some(c) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", c);
+            }
+            let page: Value = client
+                .get(url)
+                .bearer_auth(&admin)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            for u in page["items"].as_array().context("users")? {
+                ids.push(u["id"].as_str().context("user id")?.to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        futures::stream::iter(ids.iter().map(|id| {
+            let url = server.url(&format!("/api/v1/users/{id}/wallet/topups"));
+            let (client, admin) = (&client, &admin);
+            async move {
+                let key = uuid::Uuid::new_v4().to_string();
+                pay::post(
+                    client,
+                    url?.to_string(),
+                    admin,
+                    json!({"amount": TOP_UP}),
+                    Some(key),
+                )
+                .await
+            }
+        }))
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+        let start = Instant::now();
+        let done = pay::post(
+            &client,
+            server.url("/api/v1/wallets/withdrawals")?.to_string(),
+            &admin,
+            json!({"targets": {"identities": ["student"]}, "reference": format!("RUN-{run}")}),
+            Some(format!("withdraw-{run}")),
+        )
+        .await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let paid = done["paid"].as_array().map_or(0, Vec::len);
+        if paid != people || done["total"].as_i64() != Some(TOP_UP * people as i64) {
+            bail!("the batch paid {paid} of {people}, {} fen", done["total"]);
+        }
+        let check: Value = client
+            .get(server.url("/api/v1/ledger/check")?)
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
+            bail!("the ledger check failed after the batch: {check}");
+        }
+        println!("  run {run}: {ms:.0} ms, {paid} paid out, ledger balanced");
+        times.push(ms);
+    }
+    summary("withdraw", people, "people", times);
+    Ok(())
+}
+
 async fn notify(target: Target, people: usize, runs: usize) -> Result<()> {
     let server = connect(&target)?;
     let client = reqwest::Client::new();
@@ -808,6 +906,11 @@ async fn main() -> Result<()> {
             people,
             runs,
         } => notify(target, people, runs).await,
+        Cmd::Withdraw {
+            target,
+            people,
+            runs,
+        } => withdraw(target, people, runs).await,
         Cmd::Healthz {
             target,
             connections,
