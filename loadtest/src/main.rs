@@ -570,6 +570,28 @@ async fn import_csv(
     Ok(body)
 }
 
+/// The tenant's ledger check, once it says the ledger balances and every wallet equals its
+/// entries; `after` names what was just done, for the error otherwise.
+async fn ledger_balances(
+    server: &Server,
+    client: &reqwest::Client,
+    admin: &str,
+    after: &str,
+) -> Result<Value> {
+    let check: Value = client
+        .get(server.url("/api/v1/ledger/check")?)
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
+        bail!("the ledger check failed after {after}: {check}");
+    }
+    Ok(check)
+}
+
 async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     let server = connect(&target)?;
     let client = reqwest::Client::new();
@@ -635,17 +657,7 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
                 done["credited_users"]
             );
         }
-        let check: Value = client
-            .get(server.url("/api/v1/ledger/check")?)
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
-            bail!("the ledger check failed after the grant: {check}");
-        }
+        let check = ledger_balances(&server, &client, &admin, "the grant").await?;
         println!(
             "  run {run}: {ms:.0} ms, ledger balanced ({} entries)",
             check["entries"]
@@ -726,17 +738,7 @@ async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
         if paid != people || done["total"].as_i64() != Some(TOP_UP * people as i64) {
             bail!("the batch paid {paid} of {people}, {} fen", done["total"]);
         }
-        let check: Value = client
-            .get(server.url("/api/v1/ledger/check")?)
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
-            bail!("the ledger check failed after the batch: {check}");
-        }
+        ledger_balances(&server, &client, &admin, "the batch").await?;
         println!("  run {run}: {ms:.0} ms, {paid} paid out, ledger balanced");
         times.push(ms);
     }
