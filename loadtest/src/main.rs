@@ -545,6 +545,18 @@ async fn new_tenant(
         .to_string())
 }
 
+/// A fresh standard tenant with the students of `csv` imported: its admin's token.
+async fn students_tenant(
+    server: &Server,
+    client: &reqwest::Client,
+    name: &str,
+    csv: &str,
+) -> Result<String> {
+    let admin = new_tenant(server, client, name, "standard").await?;
+    import_csv(server, client, &admin, csv).await?;
+    Ok(admin)
+}
+
 /// Imports `csv` as `admin`: the answer's body, once it says 201.
 async fn import_csv(
     server: &Server,
@@ -602,8 +614,7 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let admin = new_tenant(&server, &client, &format!("Grant {run}"), "standard").await?;
-        import_csv(&server, &client, &admin, &csv).await?;
+        let admin = students_tenant(&server, &client, &format!("Grant {run}"), &csv).await?;
         // Maker–checker: the rule's creator may not approve it.
         let staff = pay::post(
             &client,
@@ -680,8 +691,7 @@ async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let admin = new_tenant(&server, &client, &format!("Withdraw {run}"), "standard").await?;
-        import_csv(&server, &client, &admin, &csv).await?;
+        let admin = students_tenant(&server, &client, &format!("Withdraw {run}"), &csv).await?;
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -756,8 +766,7 @@ async fn notify(target: Target, people: usize, runs: usize) -> Result<()> {
     );
     let mut times = Vec::new();
     for run in 1..=runs {
-        let admin = new_tenant(&server, &client, &format!("Notify {run}"), "standard").await?;
-        import_csv(&server, &client, &admin, &csv).await?;
+        let admin = students_tenant(&server, &client, &format!("Notify {run}"), &csv).await?;
         let channels = json!({"channels": [
             {"channel": "sms", "enabled": true, "per_minute": 100_000},
             {"channel": "official_account", "enabled": false, "per_minute": 1},

@@ -65,22 +65,6 @@ pub enum StatementKind {
     Adjustment,
 }
 
-impl StatementKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatementKind::Payment => "payment",
-            StatementKind::Refund => "refund",
-            StatementKind::TopUp => "top_up",
-            StatementKind::Withdrawal => "withdrawal",
-            StatementKind::Subsidy => "subsidy",
-            StatementKind::ArrearsOpened => "arrears_opened",
-            StatementKind::ArrearsRepaid => "arrears_repaid",
-            StatementKind::ArrearsWrittenOff => "arrears_written_off",
-            StatementKind::Adjustment => "adjustment",
-        }
-    }
-}
-
 /// One line of a statement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatementLine {
@@ -95,7 +79,8 @@ pub struct StatementLine {
     pub amount: Money,
     /// The payment itself, for a payment line.
     pub payment: Option<Payment>,
-    /// The payment a refund, or a provider's decline, belongs to.
+    /// The payment a refund, or a provider's decline, belongs to (a payment line is its
+    /// payment: `id`).
     pub payment_id: Option<PaymentId>,
     /// Where a payment was made, or a refunded one had been.
     pub merchant_id: Option<MerchantId>,
@@ -129,7 +114,6 @@ impl StatementLine {
 
     fn of_payment(p: Payment) -> Self {
         let mut line = StatementLine::new(p.id.0, StatementKind::Payment, p.created_at, p.amount.0);
-        line.payment_id = Some(p.id);
         line.merchant_id = Some(p.merchant_id);
         line.payment = Some(p);
         line

@@ -6,7 +6,7 @@ use actix_web::{get, web};
 use jiff::Timestamp;
 use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::{MerchantId, PaymentId, SubsidyId, TenantId, UserId};
-use onecard_schema::statement::{StatementKind, StatementLine};
+use onecard_schema::statement::StatementKind;
 use onecard_schema::wallet::Breakdown;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -70,31 +70,29 @@ async fn page(
 ) -> Result<web::Json<Paged<StatementLineView>>, ApiError> {
     let req = params.page(|id| id)?;
     let page = state.store.statement(tenant, user, req).await?;
-    let merchants = state.merchants_of(tenant).await?;
-    let merchant = |id: MerchantId| NamedRef {
-        id,
-        name: merchants
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.name.clone())
-            .unwrap_or_default(),
-    };
-    let items = page
-        .items
-        .into_iter()
-        .map(|l: StatementLine| StatementLineView {
+    let mut items = Vec::with_capacity(page.items.len());
+    for l in page.items {
+        let merchant = match l.merchant_id {
+            // The tenant's merchants are cached: a lookup, not a read.
+            Some(id) => Some(NamedRef {
+                id,
+                name: state.merchant_name(tenant, id).await?,
+            }),
+            None => None,
+        };
+        items.push(StatementLineView {
             id: l.id,
             kind: l.kind,
             at: l.at,
             amount: l.amount.0,
             payment: l.payment.as_ref().map(PaymentView::from),
-            payment_id: l.payment_id.filter(|_| l.kind != StatementKind::Payment),
-            merchant: l.merchant_id.map(merchant),
+            payment_id: l.payment_id,
+            merchant,
             not_revived: l.returned.map(|_| l.not_revived.0),
             returned: l.returned,
             subsidy_account: l.subsidy_account.map(|(id, name)| NamedRef { id, name }),
-        })
-        .collect();
+        });
+    }
     Ok(web::Json(Paged::new(items, page.next)))
 }
 
