@@ -17,7 +17,7 @@ use crate::api::{
     admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
     front_end, groups, health, identity, import, launch, ledger, maintenance, merchants, notices,
     payments, people, reports, settlement, shuttle, statements, stats, subsidies, tenant_groups,
-    tenants, users, visitors, wallets,
+    tenants, users, visitors, wallets, withdrawals,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -261,8 +261,10 @@ where
                 .service(statements::get_statement)
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
-                .service(wallets::create_withdrawal)
-                .service(wallets::create_batch_withdrawal)
+                .service(withdrawals::create_withdrawal)
+                .service(withdrawals::create_batch_withdrawal)
+                .service(withdrawals::list_withdrawals)
+                .service(withdrawals::export_withdrawals)
                 .service(wallets::create_coupon)
                 .service(wallets::sign_agreement)
                 .service(wallets::create_payment_code_qr)

@@ -62,6 +62,8 @@ pub struct CouponView {
 /// A withdrawal's answer: what was paid out, and the wallet after it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct WithdrawalView {
+    /// The withdrawal's id in the register (`GET /wallets/withdrawals`).
+    pub id: uuid::Uuid,
     /// Fen paid out.
     #[schema(value_type = i64)]
     pub withdrawn: Money,

@@ -467,6 +467,29 @@ impl World {
             "as many entries as the model"
         );
         assert_eq!(full.sealed_entries, 0, "a full check reads every entry");
+        let mut registered = 0;
+        let mut after = None;
+        loop {
+            let filter = WithdrawalFilter::default();
+            let page = onecard_schema::model::PageReq { after, limit: 500 };
+            let page = ctx
+                .rt
+                .block_on(ctx.store.list_withdrawals(tenant, filter, page))
+                .unwrap();
+            registered += page.items.iter().map(|w| w.amount.0).sum::<i64>();
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            registered,
+            self.sums
+                .get(&(Account::WithdrawalClearing, None))
+                .copied()
+                .unwrap_or(0),
+            "the withdrawal register holds what the ledger paid out"
+        );
         assert_eq!(
             (check.balanced, check.entries, &check.mismatched_wallets),
             (full.balanced, full.entries, &full.mismatched_wallets),
@@ -588,6 +611,8 @@ impl World {
             },
             Step::Withdraw { amount } => Op::Withdraw {
                 amount: amount.map(Money),
+                reference: Some(format!("model-{}", self.steps)),
+                paid_by: "admin:model".into(),
             },
             Step::Refund { pick, amount } => {
                 if self.order.is_empty() {
@@ -660,7 +685,7 @@ impl World {
         match decide(&self.snap, &op, &self.policy, self.now) {
             Err(_) => {
                 assert_eq!(self.entries, before_ledger);
-                if let Op::Withdraw { amount } = &op {
+                if let Op::Withdraw { amount, .. } = &op {
                     let wanted = amount.unwrap_or(before.wallet.balance);
                     assert!(
                         before.wallet.arrears.0 > 0
@@ -715,11 +740,20 @@ impl World {
                         "a write-off writes entries exactly when it lowers the arrears"
                     );
                 }
-                if let Op::Withdraw { amount } = &op {
+                if let Op::Withdraw {
+                    amount, reference, ..
+                } = &op
+                {
                     let wanted = amount.unwrap_or(before.wallet.balance);
                     assert_eq!(
                         before.wallet.arrears.0, 0,
                         "nothing is paid out while owing"
+                    );
+                    let record = d.commit.as_ref().and_then(|c| c.withdrawal.as_ref());
+                    assert_eq!(
+                        record.map(|r| (r.user_id, r.amount, &r.reference)),
+                        Some((before.wallet.user_id, wanted, reference)),
+                        "the register's line is the withdrawal"
                     );
                     assert_eq!(
                         d.state.wallet.balance.0,
@@ -1017,6 +1051,7 @@ fn tampered_run(url: Option<String>) {
         risk_events: vec![],
         outbox: vec![],
         request: None,
+        withdrawal: None,
         at: world.now,
         require_active: false,
     };
@@ -1532,6 +1567,7 @@ fn keyed_commit(
             status: 201,
             body: b"{}".to_vec(),
         }),
+        withdrawal: None,
         at,
         require_active: false,
     }

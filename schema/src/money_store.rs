@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::error::StoreResult;
 use crate::ids::*;
-use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::model::{Audit, NewToken, Page, PageReq, UserStatus};
 use crate::money::Money;
 use crate::statement::{statement_page, StatementLine, StatementSources};
 use crate::wallet::*;
@@ -250,7 +250,28 @@ pub trait MoneyStore: Send + Sync + 'static {
         &self,
         tenant: TenantId,
         targets: SubsidyTargets,
-    ) -> StoreResult<Vec<UserId>>;
+    ) -> StoreResult<Vec<UserId>> {
+        let holders = self
+            .target_holders(tenant, targets, Some(UserStatus::Active))
+            .await?;
+        Ok(holders.into_iter().map(|h| h.id).collect())
+    }
+    /// The users the targets name (departments include their sub-departments) whose
+    /// status is `status`, or of any status when `None`, in id order, with their names
+    /// and numbers.
+    async fn target_holders(
+        &self,
+        tenant: TenantId,
+        targets: SubsidyTargets,
+        status: Option<UserStatus>,
+    ) -> StoreResult<Vec<Holder>>;
+    /// One page of the withdrawal register, oldest first.
+    async fn list_withdrawals(
+        &self,
+        tenant: TenantId,
+        filter: WithdrawalFilter,
+        page: PageReq<uuid::Uuid>,
+    ) -> StoreResult<Page<Withdrawal, uuid::Uuid>>;
     /// Marks the rule effective and credits every user in one transaction: a subsidy
     /// account and its entries each, and a wallet version bump (so any cached wallet
     /// reloads). Refused (409 `not_pending`) unless the rule is pending.

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
-use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::model::{Audit, NewToken, Page, PageReq, UserStatus};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::postgres::{check_refs, insert_audit, insert_token, pg, unreachable, PgStore, PgTime};
@@ -751,6 +751,10 @@ const UPSERT_COUPONS: &str = "INSERT INTO coupons (id, tenant_id, user_id, name,
       ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment";
 const INSERT_RISKS: &str = "INSERT INTO risk_events (id, user_id, kind, at) \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])";
+const INSERT_WITHDRAWALS: &str = "INSERT INTO withdrawals \
+       (id, tenant_id, user_id, amount, reference, paid_by, created_at) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::text[], \
+                          $7::timestamptz[])";
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
 /// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
@@ -784,6 +788,10 @@ async fn write_rest<C: GenericClient>(
                 .iter()
                 .map(move |(k, at)| (c.wallet.user_id.0, k.as_str(), *at))
         })
+        .collect();
+    let withdrawals: Vec<(TenantId, &WithdrawalRecord, Timestamp)> = ok
+        .iter()
+        .filter_map(|c| c.withdrawal.as_ref().map(|w| (c.wallet.tenant_id, w, c.at)))
         .collect();
     let subsidies_fut = async {
         if subsidies.is_empty() {
@@ -874,13 +882,39 @@ async fn write_rest<C: GenericClient>(
             .await
             .map(|_| ())
     };
+    let withdrawals_fut = async {
+        if withdrawals.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = withdrawals.iter().map(|(_, w, _)| w.id).collect();
+        let tenants: Vec<Uuid> = withdrawals.iter().map(|(t, _, _)| t.0).collect();
+        let users: Vec<Uuid> = withdrawals.iter().map(|(_, w, _)| w.user_id.0).collect();
+        let amounts: Vec<i64> = withdrawals.iter().map(|(_, w, _)| w.amount.0).collect();
+        let references: Vec<Option<&str>> = withdrawals
+            .iter()
+            .map(|(_, w, _)| w.reference.as_deref())
+            .collect();
+        let by: Vec<&str> = withdrawals
+            .iter()
+            .map(|(_, w, _)| w.paid_by.as_str())
+            .collect();
+        let at: Vec<PgTime> = withdrawals.iter().map(|(_, _, at)| PgTime(*at)).collect();
+        let st = c.prepare_cached(INSERT_WITHDRAWALS).await?;
+        c.execute(
+            &st,
+            &[&ids, &tenants, &users, &amounts, &references, &by, &at],
+        )
+        .await
+        .map(|_| ())
+    };
     tokio::try_join!(
         subsidies_fut,
         coupons_fut,
         upsert_payments(c, &payments, on_conflict),
         insert_entries(c, &entries),
         insert_outbox(c, outbox.as_ref()),
-        risks_fut
+        risks_fut,
+        withdrawals_fut
     )?;
     Ok(())
 }
@@ -899,7 +933,7 @@ const EXPECT_ACTIVE_CARDS: &str =
 /// Every statement a batch sent whole may hold. They are prepared before the batch is
 /// sent (`commit_at_once`), so that none of its statements waits for a `PREPARE` round
 /// trip, which would send it after the batch's `COMMIT`, outside the transaction.
-static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 13]> = std::sync::LazyLock::new(|| {
+static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 14]> = std::sync::LazyLock::new(|| {
     let [insert_payments, upsert_payments] = &*PAYMENT_WRITES;
     let [insert_wallets, update_wallets] = &*CHECKED_WALLET_WRITES;
     [
@@ -916,6 +950,7 @@ static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 13]> = std::sync::LazyLoc
         UPSERT_SUBSIDIES,
         UPSERT_COUPONS,
         INSERT_RISKS,
+        INSERT_WITHDRAWALS,
     ]
 });
 
@@ -2007,11 +2042,12 @@ impl MoneyStore for PgStore {
         Ok(rule)
     }
 
-    async fn resolve_targets(
+    async fn target_holders(
         &self,
         tenant: TenantId,
         targets: SubsidyTargets,
-    ) -> StoreResult<Vec<UserId>> {
+        status: Option<UserStatus>,
+    ) -> StoreResult<Vec<Holder>> {
         let c = self.client().await?;
         let users: Vec<Uuid> = targets.user_ids.iter().map(|u| u.0).collect();
         let depts: Vec<Uuid> = targets.department_ids.iter().map(|d| d.0).collect();
@@ -2021,17 +2057,77 @@ impl MoneyStore for PgStore {
                 "WITH RECURSIVE tree(id) AS ( \
                    SELECT id FROM departments WHERE tenant_id = $1 AND id = ANY($3) \
                    UNION SELECT d.id FROM departments d JOIN tree ON d.parent_id = tree.id) \
-                 SELECT u.id FROM users u WHERE u.tenant_id = $1 AND u.status = 'active' AND ( \
+                 SELECT u.id, u.name, u.number FROM users u \
+                 WHERE u.tenant_id = $1 AND ($6::text IS NULL OR u.status = $6) AND ( \
                    u.id = ANY($2) \
                    OR EXISTS (SELECT 1 FROM user_departments m JOIN tree ON m.department_id = tree.id \
                               WHERE m.user_id = u.id) \
                    OR EXISTS (SELECT 1 FROM user_tags g WHERE g.user_id = u.id AND g.tag_id = ANY($4)) \
                    OR u.identity = ANY($5)) ORDER BY u.id",
-                &[&tenant.0, &users, &depts, &tags, &targets.identities],
+                &[
+                    &tenant.0,
+                    &users,
+                    &depts,
+                    &tags,
+                    &targets.identities,
+                    &status.map(|s| s.as_str()),
+                ],
             )
             .await
             .map_err(pg)?;
-        Ok(rows.iter().map(|r| UserId(r.get(0))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Holder {
+                id: UserId(r.get(0)),
+                name: r.get(1),
+                number: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn list_withdrawals(
+        &self,
+        tenant: TenantId,
+        filter: WithdrawalFilter,
+        page: PageReq<Uuid>,
+    ) -> StoreResult<Page<Withdrawal, Uuid>> {
+        let c = self.client().await?;
+        let after = page.after.unwrap_or(Uuid::nil());
+        let rows = c
+            .query(
+                "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, \
+                   w.reference, w.paid_by, w.created_at \
+                 FROM withdrawals w LEFT JOIN users u ON u.id = w.user_id \
+                 WHERE w.tenant_id = $1 AND w.id > $2 \
+                 AND ($3::uuid IS NULL OR w.user_id = $3) \
+                 AND ($4::timestamptz IS NULL OR w.created_at >= $4) \
+                 AND ($5::timestamptz IS NULL OR w.created_at < $5) \
+                 ORDER BY w.id LIMIT $6",
+                &[
+                    &tenant.0,
+                    &after,
+                    &filter.user.map(|u| u.0),
+                    &filter.from,
+                    &filter.to,
+                    &(i64::from(page.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let items = rows
+            .iter()
+            .map(|r| Withdrawal {
+                id: r.get(0),
+                user_id: UserId(r.get(1)),
+                name: r.get(2),
+                number: r.get(3),
+                amount: Money(r.get(4)),
+                reference: r.get(5),
+                paid_by: r.get(6),
+                at: r.get(7),
+            })
+            .collect();
+        Ok(paginate(items, page.limit, |w| w.id))
     }
 
     async fn approve_subsidy_rule(

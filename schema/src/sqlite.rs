@@ -3374,4 +3374,91 @@ mod tests {
         assert!(refused.is_err(), "the kind is still checked");
         assert!(store.lookup_token([4u8; 32]).await.unwrap().is_some());
     }
+
+    /// Migration V37 fills the withdrawal register with the payouts made before it, from
+    /// their ledger entries (the holder from the cash entry), and nothing else: a top-up's
+    /// entries stay out.
+    #[tokio::test]
+    async fn migration_v37_registers_the_withdrawals_made_before_it() {
+        use crate::money_store::MoneyStore;
+        use crate::wallet::WithdrawalFilter;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v36.db");
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        let (paid_out, topped_up) = (Uuid::now_v7(), Uuid::now_v7());
+        {
+            let mut c = migration_conn(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(36))
+                .run(&mut c)
+                .unwrap();
+            c.execute(
+                "INSERT INTO tenants (id, name, kind, edition, timezone, settings, created_at) \
+                 VALUES (?, 't', 'university', 'standard', 'Asia/Shanghai', '{}', 0)",
+                params![tenant.0.to_string()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO users (id, tenant_id, name, number, status, created_at, updated_at) \
+                 VALUES (?, ?, 'Graduate', 'G-1', 'left', 0, 0)",
+                params![user.0.to_string(), tenant.0.to_string()],
+            )
+            .unwrap();
+            let entries = [
+                (topped_up, "cash", Some(user.0), 800),
+                (topped_up, "topup_clearing", None, -800),
+                (paid_out, "cash", Some(user.0), -500),
+                (paid_out, "withdrawal_clearing", None, 500),
+            ];
+            for (tx, account, ref_id, amount) in entries {
+                c.execute(
+                    "INSERT INTO ledger_entries (tenant_id, tx_id, account, ref_id, amount, created_at) \
+                     VALUES (?, ?, ?, ?, ?, 86400000)",
+                    params![
+                        tenant.0.to_string(),
+                        tx.to_string(),
+                        account,
+                        ref_id.map(|r| r.to_string()),
+                        amount
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        let page = PageReq {
+            limit: 10,
+            after: None,
+        };
+        let found = store
+            .list_withdrawals(tenant, WithdrawalFilter::default(), page)
+            .await
+            .unwrap();
+        let seen: Vec<_> = found
+            .items
+            .iter()
+            .map(|w| {
+                let who = (w.user_id, w.name.as_str(), w.number.as_str());
+                (
+                    w.id,
+                    who,
+                    w.amount.0,
+                    w.reference.clone(),
+                    w.paid_by.clone(),
+                    w.at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [(
+                paid_out,
+                (user, "Graduate", "G-1"),
+                500,
+                None,
+                None,
+                Timestamp::from_second(86_400).unwrap()
+            )]
+        );
+    }
 }

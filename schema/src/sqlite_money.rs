@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::ids::*;
-use crate::model::{Audit, NewToken, Page, PageReq};
+use crate::model::{Audit, NewToken, Page, PageReq, UserStatus};
 use crate::money::Money;
 use crate::money_store::{MoneyStore, PaymentFilter};
 use crate::sqlite::{
@@ -435,6 +435,21 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
             upsert_payment(c, p)?;
         }
         insert_entries(c, tenant, &w.entries, w.at)?;
+        if let Some(r) = &w.withdrawal {
+            c.prepare_cached(
+                "INSERT INTO withdrawals (id, tenant_id, user_id, amount, reference, paid_by, created_at) \
+                 VALUES (?,?,?,?,?,?,?)",
+            )?
+            .execute(params![
+                TextUuid::new(r.id),
+                TextUuid::new(tenant.0),
+                TextUuid::new(r.user_id.0),
+                r.amount.0,
+                r.reference,
+                r.paid_by,
+                ms(w.at)
+            ])?;
+        }
         let mut risk =
             c.prepare_cached("INSERT INTO risk_events (id, user_id, kind, at) VALUES (?,?,?,?)")?;
         for (kind, at) in &w.risk_events {
@@ -1272,11 +1287,12 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
-    async fn resolve_targets(
+    async fn target_holders(
         &self,
         tenant: TenantId,
         targets: SubsidyTargets,
-    ) -> StoreResult<Vec<UserId>> {
+        status: Option<UserStatus>,
+    ) -> StoreResult<Vec<Holder>> {
         self.read(move |c| {
             let t = tenant.to_string();
             let users = ids_json(&targets.user_ids);
@@ -1288,7 +1304,8 @@ impl MoneyStore for SqliteStore {
                     "WITH RECURSIVE tree(id) AS ( \
                        SELECT id FROM departments WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?3)) \
                        UNION SELECT d.id FROM departments d JOIN tree ON d.parent_id = tree.id) \
-                     SELECT u.id FROM users u WHERE u.tenant_id = ?1 AND u.status = 'active' AND ( \
+                     SELECT u.id, u.name, u.number FROM users u \
+                     WHERE u.tenant_id = ?1 AND (?6 IS NULL OR u.status = ?6) AND ( \
                        u.id IN (SELECT value FROM json_each(?2)) \
                        OR EXISTS (SELECT 1 FROM user_departments m JOIN tree ON m.department_id = tree.id \
                                   WHERE m.user_id = u.id) \
@@ -1297,9 +1314,70 @@ impl MoneyStore for SqliteStore {
                        OR u.identity IN (SELECT value FROM json_each(?5))) ORDER BY u.id",
                 )
                 .map_err(db)?;
-            st.query_map(params![t, users, depts, tags, identities], |r| Ok(UserId(uuid_col(r, 0)?)))
-                .and_then(|r| r.collect())
-                .map_err(db)
+            let status = status.map(|s| s.as_str());
+            st.query_map(params![t, users, depts, tags, identities, status], |r| {
+                Ok(Holder {
+                    id: UserId(uuid_col(r, 0)?),
+                    name: r.get(1)?,
+                    number: r.get(2)?,
+                })
+            })
+            .and_then(|r| r.collect())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn list_withdrawals(
+        &self,
+        tenant: TenantId,
+        filter: WithdrawalFilter,
+        page: PageReq<Uuid>,
+    ) -> StoreResult<Page<Withdrawal, Uuid>> {
+        self.read(move |c| {
+            let mut sql = String::from(
+                "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, w.reference, \
+                   w.paid_by, w.created_at \
+                 FROM withdrawals w LEFT JOIN users u ON u.id = w.user_id WHERE w.tenant_id = ?",
+            );
+            let mut values: Vec<rusqlite::types::Value> = vec![tenant.to_string().into()];
+            if let Some(after) = page.after {
+                sql.push_str(" AND w.id > ?");
+                values.push(after.to_string().into());
+            }
+            if let Some(user) = filter.user {
+                sql.push_str(" AND w.user_id = ?");
+                values.push(user.to_string().into());
+            }
+            if let Some(t) = filter.from {
+                sql.push_str(" AND w.created_at >= ?");
+                values.push(ms(t).into());
+            }
+            if let Some(t) = filter.to {
+                sql.push_str(" AND w.created_at < ?");
+                values.push(ms(t).into());
+            }
+            sql.push_str(" ORDER BY w.id LIMIT ?");
+            values.push((i64::from(page.limit) + 1).into());
+            let rows = c
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_map(rusqlite::params_from_iter(values), |r| {
+                        Ok(Withdrawal {
+                            id: uuid_col(r, 0)?,
+                            user_id: UserId(uuid_col(r, 1)?),
+                            name: r.get(2)?,
+                            number: r.get(3)?,
+                            amount: Money(r.get(4)?),
+                            reference: r.get(5)?,
+                            paid_by: r.get(6)?,
+                            at: ts(r.get(7)?),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            Ok(paginate(rows, page.limit, |w| w.id))
         })
         .await
     }

@@ -553,6 +553,52 @@ pub struct MoneyRequest {
     pub body: Vec<u8>,
 }
 
+/// A payout of cash to its holder (docs/OPERATIONS.md "Withdrawals"), as the register
+/// keeps it: written in the commit of its ledger entries, under their transaction's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalRecord {
+    /// The ledger transaction's id (UUIDv7).
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub amount: Money,
+    /// How the office paid it (a bank transfer's reference, a receipt's number).
+    pub reference: Option<String>,
+    /// Who paid it out (`Actor::as_string`: `admin:<id>`, `app:<id>`, ...).
+    pub paid_by: String,
+}
+
+/// A withdrawal as the register lists it, with its holder's name and number now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub name: String,
+    pub number: String,
+    pub amount: Money,
+    pub reference: Option<String>,
+    /// `None` for a withdrawal made before the register (PostgreSQL V39, SQLite V37).
+    pub paid_by: Option<String>,
+    pub at: Timestamp,
+}
+
+/// Which withdrawals the register lists.
+#[derive(Clone, Debug, Default)]
+pub struct WithdrawalFilter {
+    pub user: Option<UserId>,
+    /// At or after this.
+    pub from: Option<Timestamp>,
+    /// Before this.
+    pub to: Option<Timestamp>,
+}
+
+/// A person a batch names, as its answer lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub id: UserId,
+    pub name: String,
+    pub number: String,
+}
+
 /// Everything one wallet operation writes. Applied all-or-nothing, and only if the
 /// stored wallet version still equals `wallet.version - 1` (fencing).
 #[derive(Clone, Debug)]
@@ -571,6 +617,8 @@ pub struct WalletCommit {
     pub risk_events: Vec<(String, Timestamp)>,
     pub outbox: Vec<OutboxEvent>,
     pub request: Option<MoneyRequest>,
+    /// A withdrawal's line in the register.
+    pub withdrawal: Option<WithdrawalRecord>,
     pub at: Timestamp,
     /// The decision took the card to be active (a payment's card check): the store applies
     /// the commit only if the cardholder is still active, in the same transaction, and

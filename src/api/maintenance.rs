@@ -889,6 +889,7 @@ pub async fn export_records(
         ),
         name: "maintenance",
         columns: RECORD_COLUMNS,
+        money_columns: &[],
         rows,
         noun: "visits",
     };

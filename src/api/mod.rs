@@ -37,6 +37,7 @@ pub mod tenants;
 pub mod users;
 pub mod visitors;
 pub mod wallets;
+pub mod withdrawals;
 
 use base64::Engine;
 use onecard_actors::domain::validate::Checks;

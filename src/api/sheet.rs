@@ -51,6 +51,9 @@ pub struct Sheet {
     /// The XLSX worksheet's name.
     pub name: &'static str,
     pub columns: &'static [&'static str],
+    /// Columns of money, in fen: the CSV keeps fen (as the reports' CSVs do), the XLSX
+    /// shows yuan as numbers and their total beneath.
+    pub money_columns: &'static [usize],
     pub rows: Vec<Vec<String>>,
     /// What one row is, for the XLSX's count line ("rides").
     pub noun: &'static str,
@@ -94,15 +97,31 @@ impl Sheet {
             sheet.write_string_with_format(2, i as u16, *c, &bold)?;
             sheet.set_column_width(i as u16, 20)?;
         }
+        let yuan = Format::new().set_num_format("#,##0.00");
+        let mut totals = vec![0i64; self.columns.len()];
         // Strings, never formulas: a cell that starts with "=" stays text.
         for (r, row) in self.rows.iter().enumerate() {
             for (c, cell) in row.iter().enumerate() {
-                sheet.write_string(3 + r as u32, c as u16, cell)?;
+                let (r, col) = (3 + r as u32, c as u16);
+                match cell.parse::<i64>() {
+                    Ok(fen) if self.money_columns.contains(&c) => {
+                        totals[c] += fen;
+                        sheet.write_number_with_format(r, col, fen as f64 / 100.0, &yuan)?;
+                    }
+                    _ => {
+                        sheet.write_string(r, col, cell)?;
+                    }
+                }
             }
         }
         let r = 3 + self.rows.len() as u32;
         let count = format!("{} {}", self.rows.len(), self.noun);
         sheet.write_string_with_format(r, 0, count, &bold)?;
+        let yuan_bold = Format::new().set_num_format("#,##0.00").set_bold();
+        for &c in self.money_columns {
+            let total = totals.get(c).copied().unwrap_or(0) as f64 / 100.0;
+            sheet.write_number_with_format(r, c as u16, total, &yuan_bold)?;
+        }
         wb.save_to_buffer()
     }
 }
@@ -116,6 +135,7 @@ mod tests {
             title: "Rides".into(),
             name: "rides",
             columns: &["at", "name"],
+            money_columns: &[],
             rows: vec![vec!["2026-12-07 08:00:00".into(), "=cmd()".into()]],
             noun: "rides",
         }
@@ -130,5 +150,33 @@ mod tests {
     #[test]
     fn an_xlsx_is_a_workbook() {
         assert!(sheet().xlsx().unwrap().starts_with(b"PK"));
+    }
+
+    #[test]
+    fn money_stays_fen_in_a_csv_and_is_yuan_with_a_total_in_an_xlsx() {
+        use calamine::{Data, Reader, Xlsx};
+        let money = Sheet {
+            title: "Withdrawals".into(),
+            name: "withdrawals",
+            columns: &["number", "amount"],
+            money_columns: &[1],
+            rows: vec![
+                vec!["G-1".into(), "1234".into()],
+                vec!["G-2".into(), "66".into()],
+            ],
+            noun: "withdrawals",
+        };
+        let text = String::from_utf8(money.csv()).unwrap();
+        assert_eq!(text, "number,amount\nG-1,1234\nG-2,66\n");
+        let bytes = money.xlsx().unwrap();
+        let mut book: Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+        let range = book.worksheet_range("withdrawals").unwrap();
+        let cell = |r: u32, c: u32| range.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+        assert_eq!(cell(3, 0), Data::String("G-1".into()), "not money: text");
+        assert_eq!(cell(3, 1), Data::Float(12.34));
+        assert_eq!(cell(4, 1), Data::Float(0.66));
+        assert_eq!(cell(5, 0), Data::String("2 withdrawals".into()));
+        assert_eq!(cell(5, 1), Data::Float(13.0), "the total");
     }
 }

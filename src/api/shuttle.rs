@@ -687,6 +687,7 @@ pub async fn export_rides(
         ),
         name: "rides",
         columns: RIDE_COLUMNS,
+        money_columns: &[],
         rows,
         noun: "rides",
     };

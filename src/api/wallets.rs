@@ -3,23 +3,20 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use jiff::Timestamp;
 use onecard_actors::domain::code;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::provider::SandboxAccount;
-use onecard_actors::wallet::{Answer, Op, Outcome, WalletError};
-use onecard_actors::wire::{WalletView, WithdrawalView};
+use onecard_actors::wallet::{Answer, Op, Outcome};
+use onecard_actors::wire::WalletView;
 use onecard_schema::ids::{CouponId, MerchantId, TenantId, UserId};
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
-use onecard_schema::wallet::{Coupon, SubsidyTargets};
+use onecard_schema::wallet::Coupon;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::checked;
 use super::money::{idem, respond};
-use super::subsidies::check_targets;
 use crate::auth::{Auth, Cardholder, PaymentsManager, PaymentsViewer, SuperAdmin};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Json};
 use crate::problem::{ApiError, Problems};
@@ -137,210 +134,6 @@ pub async fn create_topup(
         )
         .await?;
     respond(outcome, StatusCode::CREATED)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Withdrawal {
-    /// Fen to pay out; the whole cash balance when absent.
-    #[schema(minimum = 1)]
-    pub amount: Option<i64>,
-    /// How the office paid it (a bank transfer's reference, a receipt's number), 1–64
-    /// characters; kept in the audit log.
-    #[schema(min_length = 1, max_length = 64)]
-    pub reference: Option<String>,
-}
-
-/// Pay out a cardholder's cash balance, or part of it (Idempotency-Key required): the
-/// finance office hands the money over outside the platform, when a person leaves, say.
-/// Subsidies and coupons are never paid out; nothing is while arrears are owed (409
-/// `in_arrears`); more than the balance holds is 409 `insufficient_balance`.
-#[utoipa::path(tag = "wallets", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    request_body = Withdrawal, security(("bearer" = [])), responses((status = 201, body = WithdrawalView), Problems))]
-#[post("/users/{id}/wallet/withdrawals")]
-pub async fn create_withdrawal(
-    state: web::Data<AppState>,
-    caller: Auth<PaymentsManager>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    HashedJson(body, hash): HashedJson<Withdrawal>,
-) -> Result<HttpResponse, ApiError> {
-    let key = required_idempotency_key(&req)?;
-    let (tenant, user): (TenantId, UserId) = (caller.tenant()?, path_id(&id)?);
-    let mut c = Checks::new();
-    let amount = body.amount.map(|a| amount(&mut c, "amount", a));
-    if let Some(r) = &body.reference {
-        c.text("reference", r, 1, 64);
-    }
-    checked(c)?;
-    let policy = state.policy(tenant).await?;
-    let outcome = state
-        .wallets
-        .call(
-            tenant,
-            user,
-            Op::Withdraw { amount },
-            policy,
-            Some(idem(&caller, key, hash)),
-        )
-        .await?;
-    let res = respond(outcome, StatusCode::CREATED)?;
-    let audit = caller.audit(
-        &state,
-        "wallet.withdraw",
-        "user",
-        user,
-        serde_json::json!({ "amount": amount.map(|m| m.0), "reference": body.reference }),
-    );
-    state.record_audit(audit).await;
-    Ok(res)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchWithdrawal {
-    /// Whose balances: users, departments (with everything under them), tags or
-    /// identities; at most 10,000 people.
-    pub targets: SubsidyTargets,
-    /// As for one withdrawal; kept in the audit log.
-    #[schema(min_length = 1, max_length = 64)]
-    pub reference: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PaidOut {
-    pub user_id: UserId,
-    /// Fen paid out.
-    pub amount: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchWithdrawalResult {
-    /// People the targets name.
-    pub people: u64,
-    /// Each person paid out, and how much, by user id: the office's transfer list.
-    pub paid: Vec<PaidOut>,
-    /// Fen paid out in all.
-    pub total: i64,
-    /// People not paid out because they owe arrears (each repays, or a month-end cut-off
-    /// writes it off, first).
-    pub in_arrears: Vec<UserId>,
-    /// People whose cash balance was empty.
-    pub empty: u64,
-}
-
-/// People a batch withdrawal pays out at most.
-pub const BATCH_WITHDRAWAL_MAX: usize = 10_000;
-
-/// Pay out the whole cash balance of everyone the targets name (a graduating class, say;
-/// Idempotency-Key required). Each person's payout goes through their wallet actor under
-/// a key made from the batch's, so a batch cut short (a 503, a lost answer) is sent again
-/// with the same key: those already paid are answered as they were, never paid twice.
-#[utoipa::path(tag = "wallets", params(("Idempotency-Key" = String, Header)),
-    request_body = BatchWithdrawal, security(("bearer" = [])),
-    responses((status = 200, body = BatchWithdrawalResult), Problems))]
-#[post("/wallets/withdrawals")]
-pub async fn create_batch_withdrawal(
-    state: web::Data<AppState>,
-    caller: Auth<PaymentsManager>,
-    req: HttpRequest,
-    HashedJson(body, hash): HashedJson<BatchWithdrawal>,
-) -> Result<web::Json<BatchWithdrawalResult>, ApiError> {
-    let key = required_idempotency_key(&req)?;
-    let tenant = caller.tenant()?;
-    let mut c = Checks::new();
-    check_targets(&mut c, &body.targets);
-    if let Some(r) = &body.reference {
-        c.text("reference", r, 1, 64);
-    }
-    checked(c)?;
-    let users = state
-        .store
-        .resolve_targets(tenant, body.targets.clone())
-        .await?;
-    if users.len() > BATCH_WITHDRAWAL_MAX {
-        return Err(ApiError::invalid_field(
-            "targets",
-            "max_people",
-            format!(
-                "the targets name {} people; at most {BATCH_WITHDRAWAL_MAX} a batch",
-                users.len()
-            ),
-        ));
-    }
-    let policy = state.policy(tenant).await?;
-    // Each person's own key and request hash, the same whenever the batch is sent again.
-    let one = |user: UserId| {
-        let (state, policy) = (state.clone(), policy.clone());
-        let key = format!("{key}/{user}");
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(hash)
-            .chain_update(user.0.as_bytes())
-            .finalize()
-            .into();
-        let idem = idem(&caller, key, hash);
-        async move {
-            let op = Op::Withdraw { amount: None };
-            let outcome = state
-                .wallets
-                .call(tenant, user, op, policy, Some(idem))
-                .await;
-            (user, outcome)
-        }
-    };
-    // Wallets in parallel, so that their commits share the group commit's batches.
-    let outcomes: Vec<(UserId, Result<Outcome, WalletError>)> =
-        futures_util::stream::iter(users.iter().copied().map(one))
-            .buffer_unordered(32)
-            .collect()
-            .await;
-    let mut result = BatchWithdrawalResult {
-        people: users.len() as u64,
-        paid: Vec::new(),
-        total: 0,
-        in_arrears: Vec::new(),
-        empty: 0,
-    };
-    let mut failed = None;
-    for (user, outcome) in outcomes {
-        match outcome {
-            Ok(Outcome::Decided { body, .. }) | Ok(Outcome::Replay { body, .. }) => {
-                #[derive(Deserialize)]
-                struct Withdrawn {
-                    withdrawn: i64,
-                }
-                let amount = serde_json::from_slice::<Withdrawn>(&body)
-                    .map(|w| w.withdrawn)
-                    .unwrap_or(0);
-                result.total += amount;
-                result.paid.push(PaidOut {
-                    user_id: user,
-                    amount,
-                });
-            }
-            Err(WalletError::Refused(r)) if r.code == "in_arrears" => result.in_arrears.push(user),
-            Err(WalletError::Refused(r)) if r.code == "insufficient_balance" => result.empty += 1,
-            Err(e) => failed = failed.or(Some(e)),
-        }
-    }
-    // Whoever was paid stays paid; the batch sent again with its key finishes the rest.
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    result.paid.sort_by_key(|p| p.user_id);
-    result.in_arrears.sort();
-    let audit = caller.audit(
-        &state,
-        "wallet.withdraw_batch",
-        "tenant",
-        tenant,
-        serde_json::json!({
-            "people": result.people, "paid": result.paid.len(), "total": result.total,
-            "reference": body.reference,
-        }),
-    );
-    state.record_audit(audit).await;
-    Ok(web::Json(result))
 }
 
 /// Give a cardholder a coupon.

@@ -35,3 +35,4 @@ mod tenants;
 mod users;
 mod visitors;
 mod webhooks;
+mod withdrawals;

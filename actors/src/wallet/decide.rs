@@ -64,6 +64,10 @@ pub enum Op {
     /// which are the tenant's to give; never while anything is owed.
     Withdraw {
         amount: Option<Money>,
+        /// How the office paid it; kept in the withdrawal register.
+        reference: Option<String>,
+        /// Who pays it out (`Actor::as_string`).
+        paid_by: String,
     },
     AddCoupon {
         coupon: Coupon,
@@ -173,6 +177,7 @@ struct Builder {
     nonce: Option<Vec<u8>>,
     /// The decision took the card to be active; the store checks it at commit.
     require_active: bool,
+    withdrawal: Option<WithdrawalRecord>,
     now: Timestamp,
 }
 
@@ -189,6 +194,7 @@ impl Builder {
             risk: Vec::new(),
             nonce: None,
             require_active: false,
+            withdrawal: None,
             now,
         }
     }
@@ -335,6 +341,7 @@ impl Builder {
             risk_events: self.risk,
             outbox: self.outbox,
             request: None,
+            withdrawal: self.withdrawal,
             at: self.now,
             require_active: self.require_active,
         };
@@ -532,7 +539,11 @@ pub fn decide(
             );
             Ok(wallet_answer(b))
         }
-        Op::Withdraw { amount } => {
+        Op::Withdraw {
+            amount,
+            reference,
+            paid_by,
+        } => {
             let w = &b.state.wallet;
             if w.arrears.0 > 0 {
                 return Err(refuse(
@@ -559,6 +570,13 @@ pub fn decide(
             let tx = Uuid::now_v7();
             b.entry(tx, Account::Cash, Some(user.0), -amount.0, None);
             b.entry(tx, Account::WithdrawalClearing, None, amount.0, None);
+            b.withdrawal = Some(WithdrawalRecord {
+                id: tx,
+                user_id: user,
+                amount,
+                reference: reference.clone(),
+                paid_by: paid_by.clone(),
+            });
             b.event(
                 format!("user:{user}"),
                 "wallet.withdrawn",
@@ -567,6 +585,7 @@ pub fn decide(
             // The answer says what was paid out, so that a replay (a batch retried with
             // its key) still knows.
             let body = to_json_bytes(&WithdrawalView {
+                id: tx,
                 withdrawn: amount,
                 wallet: WalletView::of(&b.state, b.now),
             });
