@@ -259,6 +259,8 @@ where
                 .service(wallets::get_my_wallet)
                 .service(statements::get_my_statement)
                 .service(statements::get_statement)
+                .service(statements::export_my_statement)
+                .service(statements::export_statement)
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
                 .service(withdrawals::create_withdrawal)

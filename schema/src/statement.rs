@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::ids::*;
 use crate::money::Money;
-use crate::wallet::{Account, Breakdown, Payment};
+use crate::wallet::{Account, Breakdown, Payment, PaymentStatus};
 
 /// One ledger entry as a statement reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +94,12 @@ pub struct StatementLine {
     pub not_revived: Money,
     /// For a subsidy: the account credited and its name.
     pub subsidy_account: Option<(SubsidyId, String)>,
+    /// What the line did to the cardholder's cash balance, signed fen: a payment's cash
+    /// share out, a refund's back, a top-up in, a withdrawal out; 0 for arrears, which
+    /// are owed beside the balance, and for a declined payment.
+    pub cash: i64,
+    /// What it did to their subsidy accounts, signed fen, as `cash` does to the balance.
+    pub subsidy: i64,
 }
 
 impl StatementLine {
@@ -109,12 +115,18 @@ impl StatementLine {
             returned: None,
             not_revived: Money::ZERO,
             subsidy_account: None,
+            cash: 0,
+            subsidy: 0,
         }
     }
 
     fn of_payment(p: Payment) -> Self {
         let mut line = StatementLine::new(p.id.0, StatementKind::Payment, p.created_at, p.amount.0);
         line.merchant_id = Some(p.merchant_id);
+        if p.status != PaymentStatus::Declined {
+            line.cash = -p.breakdown.balance.0;
+            line.subsidy = -p.breakdown.subsidy.0;
+        }
         line.payment = Some(p);
         line
     }
@@ -156,6 +168,15 @@ fn holder_line(group: &[StatementEntry], accounts: &[(SubsidyId, String)]) -> St
         (StatementKind::Adjustment, sum)
     };
     let mut line = StatementLine::new(first.tx_id, kind, first.at, amount);
+    let on = |a: Account| -> i64 {
+        group
+            .iter()
+            .filter(|e| e.account == a)
+            .map(|e| e.amount)
+            .sum()
+    };
+    line.cash = on(Account::Cash);
+    line.subsidy = on(Account::Subsidy);
     if kind == StatementKind::ArrearsOpened {
         line.payment_id = paid_for;
     }
@@ -198,6 +219,8 @@ fn refund_line(group: &[StatementEntry]) -> Option<StatementLine> {
         };
         *share = Money(share.0 + e.amount);
     }
+    line.cash = returned.balance.0;
+    line.subsidy = returned.subsidy.0;
     line.returned = Some(returned);
     Some(line)
 }
@@ -270,11 +293,14 @@ mod tests {
         };
         let top_up = one(Account::Cash, user, 500, None);
         assert_eq!(
-            (top_up.kind, top_up.amount),
-            (StatementKind::TopUp, Money(500))
+            (top_up.kind, top_up.amount, top_up.cash, top_up.subsidy),
+            (StatementKind::TopUp, Money(500), 500, 0)
         );
         let subsidy = one(Account::Subsidy, Some(sid.0), 300, None);
-        assert_eq!(subsidy.kind, StatementKind::Subsidy);
+        assert_eq!(
+            (subsidy.kind, subsidy.cash, subsidy.subsidy),
+            (StatementKind::Subsidy, 0, 300)
+        );
         assert_eq!(subsidy.subsidy_account, Some((sid, "Meals".into())));
         let opened = one(Account::Arrears, user, -700, pid);
         assert_eq!(
@@ -282,7 +308,11 @@ mod tests {
             (StatementKind::ArrearsOpened, Money(700), pid)
         );
         let repaid = one(Account::Arrears, user, 700, None);
-        assert_eq!(repaid.kind, StatementKind::ArrearsRepaid);
+        assert_eq!(
+            (repaid.kind, repaid.cash, repaid.subsidy),
+            (StatementKind::ArrearsRepaid, 0, 0),
+            "arrears are owed beside the balance"
+        );
         let tx = Uuid::now_v7();
         let other = Some(PaymentId(Uuid::now_v7()));
         let written_off = holder_line(
@@ -298,13 +328,13 @@ mod tests {
         );
         let withdrawal = one(Account::Cash, user, -50, None);
         assert_eq!(
-            (withdrawal.kind, withdrawal.amount),
-            (StatementKind::Withdrawal, Money(50))
+            (withdrawal.kind, withdrawal.amount, withdrawal.cash),
+            (StatementKind::Withdrawal, Money(50), -50)
         );
         let odd = one(Account::Subsidy, Some(sid.0), -50, None);
         assert_eq!(
-            (odd.kind, odd.amount),
-            (StatementKind::Adjustment, Money(-50))
+            (odd.kind, odd.amount, odd.cash, odd.subsidy),
+            (StatementKind::Adjustment, Money(-50), 0, -50)
         );
     }
 
@@ -330,6 +360,11 @@ mod tests {
             (Money(100), Money(400), Money(250), Money(200))
         );
         assert_eq!(line.not_revived, Money(50));
+        assert_eq!(
+            (line.cash, line.subsidy),
+            (400, 250),
+            "back to the balance and the subsidy accounts; the provider's share is not theirs"
+        );
         let declined = [
             entry(tx, Account::ProviderClearing, None, 700, pid),
             entry(tx, Account::Arrears, Some(Uuid::now_v7()), -700, pid),

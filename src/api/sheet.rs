@@ -75,13 +75,21 @@ impl Sheet {
         Ok(attachment(body, mime, &format!("{stem}.{ext}")))
     }
 
-    /// Text a spreadsheet would run as a formula is quoted as text.
+    /// Text a spreadsheet would run as a formula is quoted as text; a money column's
+    /// number, negative ones too, stays a number.
     fn csv(&self) -> Vec<u8> {
         let mut w = csv::Writer::from_writer(Vec::new());
         // Writing to a Vec cannot fail.
         let _ = w.write_record(self.columns);
         for r in &self.rows {
-            let _ = w.write_record(r.iter().map(|cell| csv_text(cell)));
+            let cells = r.iter().enumerate().map(|(c, cell)| {
+                if self.money_columns.contains(&c) && cell.parse::<i64>().is_ok() {
+                    cell.clone()
+                } else {
+                    csv_text(cell)
+                }
+            });
+            let _ = w.write_record(cells);
         }
         w.into_inner().unwrap_or_default()
     }
@@ -163,11 +171,15 @@ mod tests {
             rows: vec![
                 vec!["G-1".into(), "1234".into()],
                 vec!["G-2".into(), "66".into()],
+                vec!["-G".into(), "-300".into()],
             ],
             noun: "withdrawals",
         };
         let text = String::from_utf8(money.csv()).unwrap();
-        assert_eq!(text, "number,amount\nG-1,1234\nG-2,66\n");
+        assert_eq!(
+            text, "number,amount\nG-1,1234\nG-2,66\n'-G,-300\n",
+            "a negative amount stays a number; text that starts with '-' does not"
+        );
         let bytes = money.xlsx().unwrap();
         let mut book: Xlsx<_> =
             calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
@@ -176,7 +188,8 @@ mod tests {
         assert_eq!(cell(3, 0), Data::String("G-1".into()), "not money: text");
         assert_eq!(cell(3, 1), Data::Float(12.34));
         assert_eq!(cell(4, 1), Data::Float(0.66));
-        assert_eq!(cell(5, 0), Data::String("2 withdrawals".into()));
-        assert_eq!(cell(5, 1), Data::Float(13.0), "the total");
+        assert_eq!(cell(5, 1), Data::Float(-3.0));
+        assert_eq!(cell(6, 0), Data::String("3 withdrawals".into()));
+        assert_eq!(cell(6, 1), Data::Float(10.0), "the total");
     }
 }

@@ -2,19 +2,22 @@
 //! OPERATIONS.md "Statements"): payments, refunds, top-ups, subsidies, arrears. The
 //! cardholder reads their own; an admin who may read payments reads anyone's.
 
-use actix_web::{get, web};
+use actix_web::{get, web, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::{MerchantId, PaymentId, SubsidyId, TenantId, UserId};
-use onecard_schema::statement::StatementKind;
+use onecard_schema::model::{PageReq, User};
+use onecard_schema::statement::{StatementKind, StatementLine};
 use onecard_schema::wallet::Breakdown;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::sheet::{check_period, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{ListParams, Paged};
 use crate::auth::{Auth, Cardholder, PaymentsViewer};
 use crate::extract::{path_id, Query};
+use crate::limits::LIST_LIMIT_MAX;
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -60,18 +63,21 @@ pub struct StatementLineView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<NamedRef<Uuid>>)]
     pub subsidy_account: Option<NamedRef<SubsidyId>>,
+    /// What the line did to the cash balance, signed fen (0 for arrears, owed beside it,
+    /// and for a declined payment). The lines' sum is the balance.
+    pub cash: i64,
+    /// What it did to the subsidy accounts, signed fen.
+    pub subsidy: i64,
 }
 
-async fn page(
+/// Lines as the API shows them, with their merchants' names.
+async fn views(
     state: &AppState,
     tenant: TenantId,
-    user: UserId,
-    params: ListParams,
-) -> Result<web::Json<Paged<StatementLineView>>, ApiError> {
-    let req = params.page(|id| id)?;
-    let page = state.store.statement(tenant, user, req).await?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for l in page.items {
+    lines: Vec<StatementLine>,
+) -> Result<Vec<StatementLineView>, ApiError> {
+    let mut items = Vec::with_capacity(lines.len());
+    for l in lines {
         let merchant = match l.merchant_id {
             // The tenant's merchants are cached: a lookup, not a read.
             Some(id) => Some(NamedRef {
@@ -91,8 +97,22 @@ async fn page(
             not_revived: l.returned.map(|_| l.not_revived.0),
             returned: l.returned,
             subsidy_account: l.subsidy_account.map(|(id, name)| NamedRef { id, name }),
+            cash: l.cash,
+            subsidy: l.subsidy,
         });
     }
+    Ok(items)
+}
+
+async fn page(
+    state: &AppState,
+    tenant: TenantId,
+    user: UserId,
+    params: ListParams,
+) -> Result<web::Json<Paged<StatementLineView>>, ApiError> {
+    let req = params.page(|id| id)?;
+    let page = state.store.statement(tenant, user, req).await?;
+    let items = views(state, tenant, page.items).await?;
     Ok(web::Json(Paged::new(items, page.next)))
 }
 
@@ -121,4 +141,175 @@ pub async fn get_statement(
     let tenant = caller.tenant()?;
     let user = state.store.get_user(tenant, path_id(&id)?).await?;
     page(&state, tenant, user.id, params).await
+}
+
+/// The longest window one statement file covers: a year (an academic year, a tax year).
+pub const STATEMENT_EXPORT_DAYS_MAX: i64 = 366;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StatementExportParams {
+    /// At or after this.
+    pub from: Timestamp,
+    /// Before this; at most 366 days after `from`.
+    pub to: Timestamp,
+    /// `csv` (default; money in fen) or `xlsx` (money in yuan, with totals).
+    pub format: Option<SheetFormat>,
+}
+
+const STATEMENT_COLUMNS: &[&str] = &[
+    "at", "kind", "amount", "cash", "subsidy", "merchant", "detail", "id",
+];
+
+/// What a line says beyond its kind and amounts, for a file.
+fn detail(view: &StatementLineView) -> String {
+    if let Some(p) = &view.payment {
+        let status = p.status.as_str();
+        return match &p.decline_reason {
+            Some(reason) => {
+                let reason = serde_json::to_value(reason).unwrap_or_default();
+                format!("{status}: {}", reason.as_str().unwrap_or_default())
+            }
+            None => format!(
+                "{status}; coupon {}, subsidy {}, balance {}, deferred {}",
+                p.breakdown.coupon.0,
+                p.breakdown.subsidy.0,
+                p.breakdown.balance.0,
+                p.breakdown.deferred.0
+            ),
+        };
+    }
+    if let Some(r) = &view.returned {
+        return format!(
+            "to coupon {}, subsidy {}, balance {}, deferred {}; not revived {}",
+            r.coupon.0,
+            r.subsidy.0,
+            r.balance.0,
+            r.deferred.0,
+            view.not_revived.unwrap_or(0)
+        );
+    }
+    if let Some(a) = &view.subsidy_account {
+        return a.name.clone();
+    }
+    view.payment_id
+        .map(|p| format!("payment {p}"))
+        .unwrap_or_default()
+}
+
+/// A statement's window as a file, oldest first, times in the tenant's zone.
+async fn export(
+    state: &AppState,
+    tenant: TenantId,
+    user: &User,
+    params: StatementExportParams,
+) -> Result<HttpResponse, ApiError> {
+    check_period(params.from, params.to, STATEMENT_EXPORT_DAYS_MAX)?;
+    let (from, to) = (params.from, params.to);
+    // Newest first, page by page, until a page reaches back past `from`.
+    let mut lines = Vec::new();
+    let mut after = None;
+    loop {
+        let page = PageReq {
+            limit: LIST_LIMIT_MAX,
+            after,
+        };
+        let page = state.store.statement(tenant, user.id, page).await?;
+        let past = page.items.last().is_some_and(|l| l.at < from);
+        lines.extend(page.items.into_iter().filter(|l| from <= l.at && l.at < to));
+        if lines.len() > EXPORT_ROWS_MAX {
+            return Err(ApiError::Invalid {
+                code: "too_many_rows",
+                detail: format!("more than {EXPORT_ROWS_MAX} rows: narrow the window"),
+                errors: Vec::new(),
+            });
+        }
+        match page.next {
+            Some(next) if !past => after = Some(next),
+            _ => break,
+        }
+    }
+    lines.reverse();
+    let tz = state.policy(tenant).await?.tz;
+    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let rows = views(state, tenant, lines)
+        .await?
+        .iter()
+        .map(|v| {
+            let kind = serde_json::to_value(v.kind).unwrap_or_default();
+            vec![
+                local(v.at, "%Y-%m-%d %H:%M:%S"),
+                kind.as_str().unwrap_or_default().to_string(),
+                v.amount.to_string(),
+                v.cash.to_string(),
+                v.subsidy.to_string(),
+                v.merchant
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                detail(v),
+                v.id.to_string(),
+            ]
+        })
+        .collect();
+    let sheet = Sheet {
+        title: format!(
+            "Statement of {} ({}), {} to {} ({})",
+            user.name,
+            user.number,
+            local(from, "%Y-%m-%d %H:%M"),
+            local(to, "%Y-%m-%d %H:%M"),
+            tz.iana_name().unwrap_or("UTC")
+        ),
+        name: "statement",
+        columns: STATEMENT_COLUMNS,
+        money_columns: &[3, 4],
+        rows,
+        noun: "lines",
+    };
+    let stem = format!(
+        "onecard-statement-{}-{}",
+        user.number,
+        local(from, "%Y%m%d")
+    );
+    sheet
+        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .await
+}
+
+/// The caller's own statement over a window of at most 366 days, as CSV or XLSX, oldest
+/// first: `cash` and `subsidy` say what each line did to the balance and the subsidy
+/// accounts.
+#[utoipa::path(tag = "me", params(StatementExportParams), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String), Problems))]
+#[get("/me/statement/export")]
+pub async fn export_my_statement(
+    state: web::Data<AppState>,
+    caller: Auth<Cardholder>,
+    Query(params): Query<StatementExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let user = state
+        .store
+        .get_user(tenant, UserId(caller.subject()?))
+        .await?;
+    export(&state, tenant, &user, params).await
+}
+
+/// A cardholder's statement as a file (admins who may read payments), as the cardholder
+/// downloads their own: for the card office's counter, or a person who asks by letter.
+#[utoipa::path(tag = "wallets", params(("id" = String, Path), StatementExportParams),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String), Problems))]
+#[get("/users/{id}/statement/export")]
+pub async fn export_statement(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    id: web::Path<String>,
+    Query(params): Query<StatementExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    let user = state.store.get_user(tenant, path_id(&id)?).await?;
+    export(&state, tenant, &user, params).await
 }

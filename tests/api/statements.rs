@@ -2,6 +2,9 @@
 //! for the finance office; pages that neither skip nor repeat a line; and a statement
 //! that adds up to the wallet.
 
+use std::io::Cursor;
+
+use calamine::{Data, Reader, Xlsx};
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 
@@ -10,6 +13,7 @@ use crate::money::{
     approved_rule, code, keyed, ledger_balances, pay, person, set_sandbox, shop, top_up,
 };
 use crate::on_both_engines;
+use crate::reports::download;
 
 on_both_engines!(a_statement_lists_every_movement_and_adds_up_to_the_wallet,);
 
@@ -210,6 +214,95 @@ async fn a_statement_lists_every_movement_and_adds_up_to_the_wallet(engine: Engi
         (live, 0, Some(0)),
         "{w}"
     );
+    // Each line says what it did to the balance and the subsidies: their sums are the wallet.
+    let sum_of = |field: &str| -> i64 { lines.iter().map(|l| l[field].as_i64().unwrap()).sum() };
+    assert_eq!(
+        (sum_of("cash"), sum_of("subsidy")),
+        (800, live),
+        "{lines:#?}"
+    );
+
+    // As a file: the same lines, oldest first, with what each did to the balance.
+    let now = app.clock_now();
+    let window = format!(
+        "from={}&to={}",
+        now - SignedDuration::from_hours(1),
+        now + SignedDuration::from_secs(1)
+    );
+    let (mime, csv) = download(&app, &me, &format!("/api/v1/me/statement/export?{window}")).await;
+    assert!(mime.starts_with("text/csv"), "{mime}");
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["at", "kind", "amount", "cash", "subsidy", "merchant", "detail", "id"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let kinds_in_file: Vec<(&str, i64)> = rows
+        .iter()
+        .map(|r| (&r[1], r[2].parse().unwrap()))
+        .collect();
+    let mut oldest_first = kinds.clone();
+    oldest_first.reverse();
+    assert_eq!(kinds_in_file, oldest_first);
+    let column_sum = |c: usize| -> i64 { rows.iter().map(|r| r[c].parse::<i64>().unwrap()).sum() };
+    assert_eq!((column_sum(3), column_sum(4)), (800, live));
+    let declined_row = rows.iter().find(|r| &r[2] == "10").unwrap();
+    assert_eq!(&declined_row[6], "declined: code_reused");
+    assert_eq!(&declined_row[5], "North Hall");
+    // The office downloads the same file; the XLSX shows yuan with totals.
+    let (_, theirs) = download(
+        &app,
+        &shop.admin,
+        &format!("/api/v1/users/{user}/statement/export?{window}"),
+    )
+    .await;
+    assert_eq!(theirs, csv);
+    let (_, xlsx) = download(
+        &app,
+        &me,
+        &format!("/api/v1/me/statement/export?{window}&format=xlsx"),
+    )
+    .await;
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(xlsx)).unwrap();
+    let sheet = book.worksheet_range("statement").unwrap();
+    let cell = |r: u32, c: u32| sheet.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+    let title = cell(0, 0).to_string();
+    assert!(title.contains("(S-1)"), "{title}");
+    assert_eq!(cell(3, 1), Data::String("top_up".into()));
+    assert_eq!(cell(3, 3), Data::Float(10.0), "1,000 fen in, in yuan");
+    assert_eq!(cell(13, 0), Data::String("10 lines".into()));
+    assert_eq!(
+        cell(13, 3),
+        Data::Float(8.0),
+        "the balance's change over the window"
+    );
+    // A window before it all is empty; bad windows and other people's are refused.
+    let before = format!(
+        "from={}&to={}",
+        now - SignedDuration::from_hours(2),
+        now - SignedDuration::from_hours(1)
+    );
+    let (_, empty) = download(&app, &me, &format!("/api/v1/me/statement/export?{before}")).await;
+    assert_eq!(
+        String::from_utf8(empty).unwrap().lines().count(),
+        1,
+        "the header alone"
+    );
+    for bad in [
+        format!("from={}&to={}", now, now - SignedDuration::from_hours(1)),
+        format!(
+            "from={}&to={}",
+            now - SignedDuration::from_hours(24 * 367),
+            now
+        ),
+        format!("{window}&format=pdf"),
+        format!("to={now}"),
+    ] {
+        let (s, body) = app
+            .get(&format!("/api/v1/me/statement/export?{bad}"), &me)
+            .await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {body}");
+    }
 
     // Pages of 3 neither skip nor repeat a line, and the last says nothing follows.
     let (paged, sizes) = all_lines(&app, "/api/v1/me/statement", &me, 3).await;
@@ -246,6 +339,20 @@ async fn a_statement_lists_every_movement_and_adds_up_to_the_wallet(engine: Engi
         let (s, body) = app.get(&format!("/api/v1/me/statement?{bad}"), &me).await;
         assert_eq!(s, 422, "{bad}: {body}");
     }
+    let (s, body) = app
+        .get(
+            &format!("/api/v1/users/{user}/statement/export?{window}"),
+            &stranger,
+        )
+        .await;
+    assert_problem(s, &body, 404, "not_found");
+    let (s, _) = app
+        .get(
+            &format!("/api/v1/users/{user}/statement/export?{window}"),
+            &me,
+        )
+        .await;
+    assert_eq!(s, 403);
     let (_, other_lines) = app
         .get(&format!("/api/v1/users/{other}/statement"), &shop.admin)
         .await;
