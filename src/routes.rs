@@ -278,6 +278,7 @@ where
                 .service(subsidies::get_subsidy_rule)
                 .service(subsidies::reject_subsidy_rule)
                 .service(subsidies::list_subsidy_rules)
+                .service(payments::export_payments)
                 .service(payments::get_payment)
                 .service(payments::get_payment_holder)
                 .service(payments::list_payments)

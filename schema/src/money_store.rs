@@ -138,6 +138,17 @@ pub trait MoneyStore: Send + Sync + 'static {
         filter: PaymentFilter,
         page: PageReq<PaymentId>,
     ) -> StoreResult<Page<Payment, PaymentId>>;
+    /// The payments made at `merchants` at or after `from` and before `to` that moved
+    /// money (every status but `declined`), oldest first (by time, then id), at most
+    /// `limit`, read through the merchants' index.
+    async fn payments_in_window(
+        &self,
+        tenant: TenantId,
+        merchants: Vec<MerchantId>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<PaymentLine>>;
     /// What one page of a cardholder's statement is made of (`StatementSources`), read
     /// at one moment: lines before `before` (a line's id), at most `limit` payments and
     /// `limit + 1` of each other kind of movement, through indexes no payment writes.

@@ -1770,6 +1770,41 @@ impl MoneyStore for PgStore {
         Ok(paginate(payments, page.limit, |p| p.id))
     }
 
+    async fn payments_in_window(
+        &self,
+        tenant: TenantId,
+        merchants: Vec<MerchantId>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<PaymentLine>> {
+        let c = self.client().await?;
+        let merchants: Vec<Uuid> = merchants.iter().map(|m| m.0).collect();
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT q.*, coalesce(u.name, ''), coalesce(u.number, '') FROM ( \
+                       SELECT {PAYMENT_COLS} FROM payments WHERE merchant_id = ANY($2) \
+                       AND created_at >= $3 AND created_at < $4 AND tenant_id = $1 \
+                       AND status <> 'declined') q \
+                     LEFT JOIN users u ON u.id = q.user_id \
+                     ORDER BY q.created_at, q.id LIMIT $5"
+                ),
+                &[&tenant.0, &merchants, &from, &to, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(PaymentLine {
+                    payment: payment_from_row(r)?,
+                    name: r.get(17),
+                    number: r.get(18),
+                })
+            })
+            .collect()
+    }
+
     async fn statement_sources(
         &self,
         tenant: TenantId,

@@ -1018,6 +1018,50 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn payments_in_window(
+        &self,
+        tenant: TenantId,
+        merchants: Vec<MerchantId>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<PaymentLine>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT q.*, coalesce(u.name, ''), coalesce(u.number, '') FROM ( \
+                       SELECT {PAYMENT_COLS} FROM payments \
+                       WHERE merchant_id IN (SELECT value FROM json_each(?2)) \
+                       AND created_at >= ?3 AND created_at < ?4 AND tenant_id = ?1 \
+                       AND status <> 'declined') q \
+                     LEFT JOIN users u ON u.id = q.user_id \
+                     ORDER BY q.created_at, q.id LIMIT ?5"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        ids_json(&merchants),
+                        ms(from),
+                        ms(to),
+                        limit as i64
+                    ],
+                    |r| {
+                        Ok(PaymentLine {
+                            payment: payment_from_row(r)?,
+                            name: r.get(17)?,
+                            number: r.get(18)?,
+                        })
+                    },
+                )
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(db)?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn statement_sources(
         &self,
         tenant: TenantId,

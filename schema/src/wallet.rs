@@ -591,6 +591,15 @@ pub struct WithdrawalFilter {
     pub to: Option<Timestamp>,
 }
 
+/// A payment as the transaction detail lists it, with its payer's name and number now
+/// (empty for a payment without a cardholder's record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaymentLine {
+    pub payment: Payment,
+    pub name: String,
+    pub number: String,
+}
+
 /// A person a batch names, as its answer lists them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {

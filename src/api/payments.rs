@@ -1,7 +1,10 @@
 //! Paying at the till, reading payments, refunds.
 
+use std::collections::HashMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use jiff::Timestamp;
 use onecard_actors::domain::code::{self, CodeError};
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::{CodeCheck, Op, Outcome, WalletError};
@@ -17,6 +20,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::money::{idem, respond};
+use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::wallets::amount;
 use super::{checked, query_id, ListParams, Paged};
 use crate::auth::{Auth, PaymentsManager, PaymentsViewer, PaymentsViewerOrTerminal, Terminal};
@@ -277,6 +281,149 @@ pub async fn list_payments(
         .await?;
     let items = result.items.iter().map(PaymentView::from).collect();
     Ok(web::Json(Paged::new(items, result.next.map(|p| p.0))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentExportParams {
+    /// A merchant, with everything under it; every merchant when absent.
+    pub merchant_id: Option<MerchantId>,
+    /// At or after this.
+    pub from: Timestamp,
+    /// Before this; at most 31 days after `from`.
+    pub to: Timestamp,
+    /// `csv` (default; money in fen) or `xlsx` (money in yuan, with totals).
+    pub format: Option<SheetFormat>,
+}
+
+const PAYMENT_COLUMNS: &[&str] = &[
+    "at",
+    "merchant",
+    "terminal",
+    "number",
+    "name",
+    "amount",
+    "coupon",
+    "subsidy",
+    "balance",
+    "deferred",
+    "refunded",
+    "status",
+    "payment_id",
+    "terminal_id",
+];
+
+/// The transaction detail: every payment that moved money (all but the declined, which
+/// `GET /payments?status=declined` lists) in a window of at most 31 days, oldest first,
+/// as CSV or XLSX, times in the tenant's zone, with where it was paid, by whom and from
+/// which funds. Its `amount` total is the window's sales, as the reports count them. 422
+/// `too_many_rows` past 200,000 payments: narrow it.
+#[utoipa::path(tag = "payments", params(PaymentExportParams), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String), Problems))]
+#[get("/payments/export")]
+pub async fn export_payments(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    Query(params): Query<PaymentExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant()?;
+    check_export_window(params.from, params.to)?;
+    let all = state.merchants_of(tenant).await?;
+    let merchants: Vec<MerchantId> = match params.merchant_id {
+        None => all.iter().map(|m| m.id).collect(),
+        Some(root) => {
+            state.check_merchants(tenant, &[root]).await?;
+            // The merchant and everything under it (a tree at most three deep).
+            let mut within = vec![root];
+            let mut grew = true;
+            while grew {
+                let more: Vec<MerchantId> = all
+                    .iter()
+                    .filter(|m| !within.contains(&m.id))
+                    .filter(|m| m.parent_id.is_some_and(|p| within.contains(&p)))
+                    .map(|m| m.id)
+                    .collect();
+                grew = !more.is_empty();
+                within.extend(more);
+            }
+            within
+        }
+    };
+    let lines = state
+        .store
+        .payments_in_window(
+            tenant,
+            merchants.clone(),
+            params.from,
+            params.to,
+            EXPORT_ROWS_MAX + 1,
+        )
+        .await?;
+    if lines.len() > EXPORT_ROWS_MAX {
+        return Err(ApiError::Invalid {
+            code: "too_many_rows",
+            detail: format!("more than {EXPORT_ROWS_MAX} rows: narrow the window or filter"),
+            errors: Vec::new(),
+        });
+    }
+    let terminals: HashMap<TerminalId, String> = state
+        .store
+        .list_terminals(tenant, merchants)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let names: HashMap<MerchantId, &str> = all.iter().map(|m| (m.id, m.name.as_str())).collect();
+    let tz = state.policy(tenant).await?.tz;
+    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let rows = lines
+        .into_iter()
+        .map(|l| {
+            let p = l.payment;
+            vec![
+                local(p.created_at, "%Y-%m-%d %H:%M:%S"),
+                names
+                    .get(&p.merchant_id)
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
+                terminals.get(&p.terminal_id).cloned().unwrap_or_default(),
+                l.number,
+                l.name,
+                p.amount.0.to_string(),
+                p.breakdown.coupon.0.to_string(),
+                p.breakdown.subsidy.0.to_string(),
+                p.breakdown.balance.0.to_string(),
+                p.breakdown.deferred.0.to_string(),
+                p.refunded.0.to_string(),
+                p.status.as_str().to_string(),
+                p.id.to_string(),
+                p.terminal_id.to_string(),
+            ]
+        })
+        .collect();
+    let of = params
+        .merchant_id
+        .and_then(|m| names.get(&m).map(|n| format!(" at {n}")))
+        .unwrap_or_default();
+    let sheet = Sheet {
+        title: format!(
+            "Payments{of} {} to {} ({})",
+            local(params.from, "%Y-%m-%d %H:%M"),
+            local(params.to, "%Y-%m-%d %H:%M"),
+            tz.iana_name().unwrap_or("UTC")
+        ),
+        name: "payments",
+        columns: PAYMENT_COLUMNS,
+        money_columns: &[5, 6, 7, 8, 9, 10],
+        rows,
+        noun: "payments",
+    };
+    let stem = format!("onecard-payments-{}", local(params.from, "%Y%m%d"));
+    sheet
+        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .await
 }
 
 /// Refund a payment, whole or in part, back to where its money came from (admin;

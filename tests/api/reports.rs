@@ -172,6 +172,7 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
         return;
     };
     let (day1, day2) = to_nine(&app);
+    let start = app.clock.now();
 
     let (_, admin) = app.tenant("university", "standard").await;
     let root = merchant(&app, &admin, json!({"name": "Catering", "number": "C"})).await;
@@ -530,4 +531,103 @@ async fn the_five_reports_tell_what_happened_and_agree_with_one_another(engine: 
         after["totals"]["receivable"], 4_050,
         "the open hour is read live"
     );
+
+    // The transaction detail: every sale, oldest first, adding up to the reports.
+    let late_code = code(&app, &alice_me).await;
+    assert_eq!(
+        pay(&app, &root_shop, &late_code, 60).await["status"],
+        "succeeded"
+    );
+    let replay = pay(&app, &root_shop, &late_code, 70).await;
+    assert_eq!(replay["decline_reason"], "code_reused", "{replay}");
+    let window = format!(
+        "from={start}&to={}",
+        app.clock.now() + SignedDuration::from_secs(1)
+    );
+    let (mime, csv) = download(&app, &admin, &format!("/api/v1/payments/export?{window}")).await;
+    assert!(mime.starts_with("text/csv"), "{mime}");
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let seen: Vec<(&str, &str, &str, i64, i64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                &r[1],
+                &r[2],
+                &r[3],
+                r[5].parse().unwrap(),
+                r[10].parse().unwrap(),
+                &r[11],
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Noodles", "Till A", "A-1", 800, 200, "partially_refunded"),
+            ("Catering", "Till B", "B-1", 400, 0, "succeeded"),
+            ("Noodles", "Till A", "B-1", 2_500, 0, "succeeded"),
+            ("Catering", "Till B", "A-1", 300, 0, "succeeded"),
+            ("Catering", "Till B", "A-1", 50, 0, "succeeded"),
+            ("Catering", "Till B", "A-1", 60, 0, "succeeded"),
+        ],
+        "the declined attempt is not a sale: {}",
+        String::from_utf8_lossy(&csv)
+    );
+    assert_eq!(
+        (&rows[2][8], &rows[2][9]),
+        ("1900", "600"),
+        "Bob's 2,500: his balance, then the deferred debit"
+    );
+    let sales: i64 = seen.iter().map(|r| r.3).sum();
+    let income = report(&app, &admin, "income-summary", &day1, &day2).await;
+    assert_eq!(
+        Some(sales),
+        income["totals"]["receivable"].as_i64(),
+        "{income}"
+    );
+    // Under North: its stall's sales, as the clearing report counts them.
+    let (_, north) = download(
+        &app,
+        &admin,
+        &format!("/api/v1/payments/export?{window}&merchant_id={site}"),
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(&north[..]);
+    let amounts: Vec<i64> = reader
+        .records()
+        .map(|r| r.unwrap()[5].parse().unwrap())
+        .collect();
+    assert_eq!(amounts, [800, 2_500]);
+    let (_, xlsx) = download(
+        &app,
+        &admin,
+        &format!("/api/v1/payments/export?{window}&format=xlsx"),
+    )
+    .await;
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(xlsx)).unwrap();
+    let sheet = book.worksheet_range("payments").unwrap();
+    let cell = |r: u32, c: u32| sheet.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+    assert_eq!(cell(3, 5), Data::Float(8.0), "800 fen, in yuan");
+    assert_eq!(cell(9, 0), Data::String("6 payments".into()));
+    assert_eq!(cell(9, 5), Data::Float(41.1), "the window's sales");
+    assert_eq!(cell(9, 10), Data::Float(2.0), "refunded");
+    for bad in [
+        format!("{window}&merchant_id={}", uuid::Uuid::now_v7()),
+        format!(
+            "from={start}&to={}",
+            start + SignedDuration::from_hours(24 * 32)
+        ),
+        format!("from={}&to={start}", app.clock.now()),
+        format!("{window}&status=declined"),
+    ] {
+        let (s, p) = app
+            .get(&format!("/api/v1/payments/export?{bad}"), &admin)
+            .await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {p}");
+    }
+    let (s, _) = app
+        .get(&format!("/api/v1/payments/export?{window}"), &alice_me)
+        .await;
+    assert_eq!(s, 403);
 }
