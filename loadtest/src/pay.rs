@@ -401,6 +401,10 @@ pub async fn run(
         "{}",
         time_spending(&client, &server, &setup.admin, taken).await?
     );
+    println!(
+        "{}",
+        time_detail(&client, &server, &setup.admin, taken).await?
+    );
     if let Some(path) = latency_log {
         write_latency_log(path, &times)
             .with_context(|| format!("writing the latency log {}", path.display()))?;
@@ -467,6 +471,50 @@ async fn time_reports(
     line.push_str(&format!(
         " every report's sales = what the tills took ({taken} fen): {agree}"
     ));
+    Ok(line)
+}
+
+/// Times the transaction detail of the run (every payment of the last hour, as CSV and
+/// XLSX) and checks that the CSV lists a payment a row adding up to what the tills took.
+async fn time_detail(
+    client: &reqwest::Client,
+    server: &Server,
+    admin: &str,
+    taken: i64,
+) -> Result<String> {
+    let now = jiff::Timestamp::now();
+    let (from, to) = (
+        now - jiff::SignedDuration::from_hours(1),
+        now + jiff::SignedDuration::from_mins(1),
+    );
+    let mut line = String::from("transaction detail:");
+    for format in ["csv", "xlsx"] {
+        let url = format!(
+            "{}/api/v1/payments/export?from={from}&to={to}&format={format}",
+            server.base
+        );
+        let (status, body, ms) = timed_get(client, &url, admin).await?;
+        if !status.is_success() {
+            bail!("transaction detail ({format}): {status}");
+        }
+        line.push_str(&format!(
+            " {format} ({} KiB) {ms:.0} ms;",
+            body.len() / 1024
+        ));
+        if format == "csv" {
+            let mut rows = 0;
+            let mut sum = 0i64;
+            for r in csv::Reader::from_reader(&body[..]).records() {
+                let r = r?;
+                rows += 1;
+                sum += r.get(5).context("amount")?.parse::<i64>()?;
+            }
+            line.push_str(&format!(
+                " {rows} payments, their amounts = what the tills took ({taken} fen): {};",
+                sum == taken
+            ));
+        }
+    }
     Ok(line)
 }
 

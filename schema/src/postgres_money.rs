@@ -757,7 +757,8 @@ const INSERT_WITHDRAWALS: &str = "INSERT INTO withdrawals \
                           $7::timestamptz[])";
 
 /// Everything of the given commits but their idempotency keys, nonces and wallet rows:
-/// subsidy accounts, coupons, payments, ledger entries, outbox events and risk events,
+/// subsidy accounts, coupons, payments, ledger entries, outbox events, risk events and
+/// withdrawals' register lines,
 /// as pipelined statements. A batch sent whole (`commit_at_once`) runs it too, so each
 /// statement here must be one of `PIPELINE_STATEMENTS` and be sent with nothing awaited
 /// before it but its `prepare_cached`; otherwise it could go after the batch's `COMMIT`

@@ -29,7 +29,7 @@ use super::scan::{
     active_member, admits, check_identities, distinct, link_refused, person_of_code, verifier_of,
     BindVerifier, Link, Opening,
 };
-use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, svg_response, with_fresh_code, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, MaintenanceAdmin, MaintenanceViewer, Verifier};
 use crate::extract::{path_id, Json, Query};
@@ -863,13 +863,16 @@ pub async fn export_records(
         store.list_maintenance(tenant, filter.clone(), page)
     })
     .await?;
-    let tz = state.policy(tenant).await?.tz;
-    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let window = ExportWindow {
+        from: params.from,
+        to: params.to,
+        tz: state.policy(tenant).await?.tz,
+    };
     let rows = records
         .into_iter()
         .map(|r| {
             vec![
-                local(r.at, "%Y-%m-%d %H:%M:%S"),
+                window.at(r.at),
                 r.device_name.unwrap_or_default(),
                 r.location.unwrap_or_default(),
                 r.type_name.unwrap_or_default(),
@@ -881,20 +884,17 @@ pub async fn export_records(
         })
         .collect();
     let sheet = Sheet {
-        title: format!(
-            "Maintenance {} to {} ({})",
-            local(params.from, "%Y-%m-%d %H:%M"),
-            local(params.to, "%Y-%m-%d %H:%M"),
-            tz.iana_name().unwrap_or("UTC")
-        ),
+        title: window.title("Maintenance"),
         name: "maintenance",
         columns: RECORD_COLUMNS,
         money_columns: &[],
         rows,
         noun: "visits",
     };
-    let stem = format!("onecard-maintenance-{}", local(params.from, "%Y%m%d"));
     sheet
-        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .download(
+            params.format.unwrap_or(SheetFormat::Csv),
+            &window.stem("maintenance"),
+        )
         .await
 }

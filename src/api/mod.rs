@@ -205,6 +205,15 @@ where
     pages_up_to(usize::MAX, list).await
 }
 
+/// 422 `too_many_rows`: a list or file would hold more than `max` rows.
+pub fn too_many_rows(max: usize) -> ApiError {
+    ApiError::Invalid {
+        code: "too_many_rows",
+        detail: format!("more than {max} rows: narrow the window or filter"),
+        errors: Vec::new(),
+    }
+}
+
 /// As `all_pages`, but 422 `too_many_rows` as soon as there are more than `max` items (an
 /// export that would not fit in memory, or in a spreadsheet anyone could open).
 pub async fn pages_up_to<T, Id, F, Fut>(max: usize, mut list: F) -> Result<Vec<T>, ApiError>
@@ -224,11 +233,7 @@ where
         .await?;
         all.extend(page.items);
         if all.len() > max {
-            return Err(ApiError::Invalid {
-                code: "too_many_rows",
-                detail: format!("more than {max} rows: narrow the window or filter"),
-                errors: Vec::new(),
-            });
+            return Err(too_many_rows(max));
         }
         match page.next {
             Some(next) => after = Some(next),

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::money::{idem, respond};
-use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::wallets::amount;
-use super::{checked, query_id, ListParams, Paged};
+use super::{checked, query_id, too_many_rows, ListParams, Paged};
 use crate::auth::{Auth, PaymentsManager, PaymentsViewer, PaymentsViewerOrTerminal, Terminal};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Query};
 use crate::problem::{ApiError, Problems};
@@ -361,11 +361,7 @@ pub async fn export_payments(
         )
         .await?;
     if lines.len() > EXPORT_ROWS_MAX {
-        return Err(ApiError::Invalid {
-            code: "too_many_rows",
-            detail: format!("more than {EXPORT_ROWS_MAX} rows: narrow the window or filter"),
-            errors: Vec::new(),
-        });
+        return Err(too_many_rows(EXPORT_ROWS_MAX));
     }
     let terminals: HashMap<TerminalId, String> = state
         .store
@@ -375,14 +371,17 @@ pub async fn export_payments(
         .map(|t| (t.id, t.name))
         .collect();
     let names: HashMap<MerchantId, &str> = all.iter().map(|m| (m.id, m.name.as_str())).collect();
-    let tz = state.policy(tenant).await?.tz;
-    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let window = ExportWindow {
+        from: params.from,
+        to: params.to,
+        tz: state.policy(tenant).await?.tz,
+    };
     let rows = lines
         .into_iter()
         .map(|l| {
             let p = l.payment;
             vec![
-                local(p.created_at, "%Y-%m-%d %H:%M:%S"),
+                window.at(p.created_at),
                 names
                     .get(&p.merchant_id)
                     .copied()
@@ -408,21 +407,18 @@ pub async fn export_payments(
         .and_then(|m| names.get(&m).map(|n| format!(" at {n}")))
         .unwrap_or_default();
     let sheet = Sheet {
-        title: format!(
-            "Payments{of} {} to {} ({})",
-            local(params.from, "%Y-%m-%d %H:%M"),
-            local(params.to, "%Y-%m-%d %H:%M"),
-            tz.iana_name().unwrap_or("UTC")
-        ),
+        title: window.title(&format!("Payments{of}")),
         name: "payments",
         columns: PAYMENT_COLUMNS,
         money_columns: &[5, 6, 7, 8, 9, 10],
         rows,
         noun: "payments",
     };
-    let stem = format!("onecard-payments-{}", local(params.from, "%Y%m%d"));
     sheet
-        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .download(
+            params.format.unwrap_or(SheetFormat::Csv),
+            &window.stem("payments"),
+        )
         .await
 }
 

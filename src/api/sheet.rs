@@ -2,6 +2,7 @@
 //! workbook with a title line, the column names and a count beneath.
 
 use actix_web::{web, HttpResponse};
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -34,6 +35,39 @@ pub fn check_period(from: Timestamp, to: Timestamp, days_max: i64) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// The window a file covers, and the zone its times are shown in (the tenant's).
+pub struct ExportWindow {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub tz: TimeZone,
+}
+
+impl ExportWindow {
+    fn local(&self, t: Timestamp, format: &str) -> String {
+        t.to_zoned(self.tz.clone()).strftime(format).to_string()
+    }
+
+    /// A row's time: `YYYY-MM-DD HH:MM:SS` in the window's zone.
+    pub fn at(&self, t: Timestamp) -> String {
+        self.local(t, "%Y-%m-%d %H:%M:%S")
+    }
+
+    /// A file's title line: `{what} {from} to {to} ({zone})`.
+    pub fn title(&self, what: &str) -> String {
+        format!(
+            "{what} {} to {} ({})",
+            self.local(self.from, "%Y-%m-%d %H:%M"),
+            self.local(self.to, "%Y-%m-%d %H:%M"),
+            self.tz.iana_name().unwrap_or("UTC")
+        )
+    }
+
+    /// A file's name without its extension: `onecard-{what}-{from's YYYYMMDD}`.
+    pub fn stem(&self, what: &str) -> String {
+        format!("onecard-{what}-{}", self.local(self.from, "%Y%m%d"))
+    }
 }
 
 /// How a sheet is downloaded.

@@ -24,7 +24,7 @@ use super::scan::{
     active_member, admits, check_identities, distinct, link_refused, person_of_code, verifier_of,
     BindVerifier, Link, Opening,
 };
-use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::{checked, pages_up_to, qr_svg, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, ShuttleAdmin, ShuttleViewer, Verifier};
 use crate::extract::{path_id, Json, Query};
@@ -657,19 +657,16 @@ pub async fn export_rides(
         store.list_rides(tenant, filter.clone(), page)
     })
     .await?;
-    let tz = state.policy(tenant).await?.tz;
-    let local = |t: Timestamp| {
-        t.to_zoned(tz.clone())
-            .strftime("%Y-%m-%d %H:%M")
-            .to_string()
+    let window = ExportWindow {
+        from: params.from,
+        to: params.to,
+        tz: state.policy(tenant).await?.tz,
     };
     let rows = rides
         .into_iter()
         .map(|r| {
             vec![
-                r.at.to_zoned(tz.clone())
-                    .strftime("%Y-%m-%d %H:%M:%S")
-                    .to_string(),
+                window.at(r.at),
                 r.number.unwrap_or_default(),
                 r.name.unwrap_or_default(),
                 r.route_name.unwrap_or_default(),
@@ -679,24 +676,18 @@ pub async fn export_rides(
         })
         .collect();
     let sheet = Sheet {
-        title: format!(
-            "Rides {} to {} ({})",
-            local(params.from),
-            local(params.to),
-            tz.iana_name().unwrap_or("UTC")
-        ),
+        title: window.title("Rides"),
         name: "rides",
         columns: RIDE_COLUMNS,
         money_columns: &[],
         rows,
         noun: "rides",
     };
-    let stem = format!(
-        "onecard-rides-{}",
-        params.from.to_zoned(tz.clone()).strftime("%Y%m%d")
-    );
     sheet
-        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .download(
+            params.format.unwrap_or(SheetFormat::Csv),
+            &window.stem("rides"),
+        )
         .await
 }
 

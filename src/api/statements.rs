@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::sheet::{check_period, Sheet, SheetFormat, EXPORT_ROWS_MAX};
-use super::{ListParams, Paged};
+use super::sheet::{check_period, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::{too_many_rows, ListParams, Paged};
 use crate::auth::{Auth, Cardholder, PaymentsViewer};
 use crate::extract::{path_id, Query};
 use crate::limits::LIST_LIMIT_MAX;
@@ -219,11 +219,7 @@ async fn export(
         let past = page.items.last().is_some_and(|l| l.at < from);
         lines.extend(page.items.into_iter().filter(|l| from <= l.at && l.at < to));
         if lines.len() > EXPORT_ROWS_MAX {
-            return Err(ApiError::Invalid {
-                code: "too_many_rows",
-                detail: format!("more than {EXPORT_ROWS_MAX} rows: narrow the window"),
-                errors: Vec::new(),
-            });
+            return Err(too_many_rows(EXPORT_ROWS_MAX));
         }
         match page.next {
             Some(next) if !past => after = Some(next),
@@ -231,15 +227,18 @@ async fn export(
         }
     }
     lines.reverse();
-    let tz = state.policy(tenant).await?.tz;
-    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let window = ExportWindow {
+        from,
+        to,
+        tz: state.policy(tenant).await?.tz,
+    };
     let rows = views(state, tenant, lines)
         .await?
         .iter()
         .map(|v| {
             let kind = serde_json::to_value(v.kind).unwrap_or_default();
             vec![
-                local(v.at, "%Y-%m-%d %H:%M:%S"),
+                window.at(v.at),
                 kind.as_str().unwrap_or_default().to_string(),
                 v.amount.to_string(),
                 v.cash.to_string(),
@@ -254,25 +253,24 @@ async fn export(
         })
         .collect();
     let sheet = Sheet {
-        title: format!(
-            "Statement of {} ({}), {} to {} ({})",
-            user.name,
-            user.number,
-            local(from, "%Y-%m-%d %H:%M"),
-            local(to, "%Y-%m-%d %H:%M"),
-            tz.iana_name().unwrap_or("UTC")
-        ),
+        title: window.title(&format!("Statement of {} ({}),", user.name, user.number)),
         name: "statement",
         columns: STATEMENT_COLUMNS,
         money_columns: &[3, 4],
         rows,
         noun: "lines",
     };
-    let stem = format!(
-        "onecard-statement-{}-{}",
-        user.number,
-        local(from, "%Y%m%d")
-    );
+    // The number in the file's name as letters, digits, `-` and `_` alone (a header's
+    // quoted string).
+    let number: String = user
+        .number
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    let stem = window.stem(&format!("statement-{number}"));
     sheet
         .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
         .await

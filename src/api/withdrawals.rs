@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::checked;
 use super::money::{idem, respond};
-use super::sheet::{check_export_window, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::subsidies::check_targets;
 use super::wallets::amount;
 use super::{pages_up_to, ListParams, Paged};
@@ -127,8 +127,9 @@ pub struct PaidOut {
     pub person: Person,
     /// Fen paid out.
     pub amount: i64,
-    /// The payout's id in the register.
-    pub withdrawal_id: Uuid,
+    /// The payout's id in the register (null only for a payout made before the register
+    /// and answered again from its record).
+    pub withdrawal_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,7 +230,7 @@ pub async fn create_batch_withdrawal(
             Ok(Outcome::Decided { body, .. }) | Ok(Outcome::Replay { body, .. }) => {
                 #[derive(Deserialize)]
                 struct Withdrawn {
-                    id: Uuid,
+                    id: Option<Uuid>,
                     withdrawn: i64,
                 }
                 // The wallet's own answer, which a replay keeps as it was.
@@ -392,13 +393,16 @@ pub async fn export_withdrawals(
         store.list_withdrawals(tenant, filter.clone(), page)
     })
     .await?;
-    let tz = state.policy(tenant).await?.tz;
-    let local = |t: Timestamp, f: &str| t.to_zoned(tz.clone()).strftime(f).to_string();
+    let window = ExportWindow {
+        from: params.from,
+        to: params.to,
+        tz: state.policy(tenant).await?.tz,
+    };
     let rows = found
         .into_iter()
         .map(|w| {
             vec![
-                local(w.at, "%Y-%m-%d %H:%M:%S"),
+                window.at(w.at),
                 w.number,
                 w.name,
                 w.amount.0.to_string(),
@@ -410,20 +414,17 @@ pub async fn export_withdrawals(
         })
         .collect();
     let sheet = Sheet {
-        title: format!(
-            "Withdrawals {} to {} ({})",
-            local(params.from, "%Y-%m-%d %H:%M"),
-            local(params.to, "%Y-%m-%d %H:%M"),
-            tz.iana_name().unwrap_or("UTC")
-        ),
+        title: window.title("Withdrawals"),
         name: "withdrawals",
         columns: WITHDRAWAL_COLUMNS,
         money_columns: &[3],
         rows,
         noun: "withdrawals",
     };
-    let stem = format!("onecard-withdrawals-{}", local(params.from, "%Y%m%d"));
     sheet
-        .download(params.format.unwrap_or(SheetFormat::Csv), &stem)
+        .download(
+            params.format.unwrap_or(SheetFormat::Csv),
+            &window.stem("withdrawals"),
+        )
         .await
 }
