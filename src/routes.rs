@@ -17,7 +17,7 @@ use crate::api::{
     admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
     front_end, groups, health, identity, import, launch, ledger, maintenance, merchants, notices,
     payments, people, reports, settlement, shuttle, statements, stats, subsidies, tenant_groups,
-    tenants, users, visitors, wallets, withdrawals,
+    tenants, topups, users, visitors, wallets, withdrawals,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -263,6 +263,7 @@ where
                 .service(statements::export_statement)
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
+                .service(topups::create_topups)
                 .service(withdrawals::create_withdrawal)
                 .service(withdrawals::create_batch_withdrawal)
                 .service(withdrawals::list_withdrawals)

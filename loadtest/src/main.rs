@@ -69,6 +69,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time top-ups from a file: a fresh tenant per run with --people students imported,
+    /// then one file crediting each of them; median of --runs.
+    Topups {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Time a notice to everyone: a fresh tenant per run with --people imported (each with
     /// a phone), texts through the sandbox gateway at a limit above the run's rate, from
     /// the send to the last delivery recorded; median of --runs.
@@ -679,8 +689,79 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Credits `amount` fen to each of the first `people` students (`students_csv`) with one
+/// file (`POST /wallets/topups`): the milliseconds it took and its answer.
+async fn top_up_file(
+    server: &Server,
+    client: &reqwest::Client,
+    admin: &str,
+    people: usize,
+    amount: i64,
+    key: &str,
+) -> Result<(f64, Value)> {
+    let mut file = String::from("number,amount_fen\n");
+    for i in 0..people {
+        file.push_str(&format!("S{i:07},{amount}\n"));
+    }
+    let start = Instant::now();
+    let res = client
+        .post(server.url("/api/v1/wallets/topups")?)
+        .bearer_auth(admin)
+        .header("content-type", "text/csv")
+        .header("idempotency-key", key)
+        .body(file)
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status != 200 {
+        bail!("top-up file: {status} {body}");
+    }
+    if body["rows"].as_u64() != Some(people as u64)
+        || body["total"].as_i64() != Some(amount * people as i64)
+    {
+        bail!(
+            "the file credited {} rows, {} fen",
+            body["rows"],
+            body["total"]
+        );
+    }
+    Ok((ms, body))
+}
+
+async fn topups(target: Target, people: usize, runs: usize) -> Result<()> {
+    let server = connect(&target)?;
+    let client = reqwest::Client::new();
+    let csv = students_csv(people);
+    println!(
+        "topups: a file crediting {people} students, {runs} runs against {}",
+        server.base
+    );
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let admin = students_tenant(&server, &client, &format!("Top-ups {run}"), &csv).await?;
+        let (ms, _) = top_up_file(
+            &server,
+            &client,
+            &admin,
+            people,
+            1_234,
+            &format!("file-{run}"),
+        )
+        .await?;
+        let check = ledger_balances(&server, &client, &admin, "the file").await?;
+        println!(
+            "  run {run}: {ms:.0} ms, {people} credited, ledger balanced ({} entries)",
+            check["entries"]
+        );
+        times.push(ms);
+    }
+    summary("topups", people, "rows", times);
+    Ok(())
+}
+
 async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
-    use futures::{StreamExt, TryStreamExt};
     const TOP_UP: i64 = 1_234;
     let server = connect(&target)?;
     let client = reqwest::Client::new();
@@ -692,47 +773,14 @@ async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
     let mut times = Vec::new();
     for run in 1..=runs {
         let admin = students_tenant(&server, &client, &format!("Withdraw {run}"), &csv).await?;
-        let mut ids = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = server.url("/api/v1/users")?;
-            url.query_pairs_mut().append_pair("limit", "500");
-            if let Some(c) = &cursor {
-                url.query_pairs_mut().append_pair("cursor", c);
-            }
-            let page: Value = client
-                .get(url)
-                .bearer_auth(&admin)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            for u in page["items"].as_array().context("users")? {
-                ids.push(u["id"].as_str().context("user id")?.to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
-        futures::stream::iter(ids.iter().map(|id| {
-            let url = server.url(&format!("/api/v1/users/{id}/wallet/topups"));
-            let (client, admin) = (&client, &admin);
-            async move {
-                let key = uuid::Uuid::new_v4().to_string();
-                pay::post(
-                    client,
-                    url?.to_string(),
-                    admin,
-                    json!({"amount": TOP_UP}),
-                    Some(key),
-                )
-                .await
-            }
-        }))
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
+        top_up_file(
+            &server,
+            &client,
+            &admin,
+            people,
+            TOP_UP,
+            &format!("file-{run}"),
+        )
         .await?;
         let start = Instant::now();
         let done = pay::post(
@@ -922,6 +970,11 @@ async fn main() -> Result<()> {
             people,
             runs,
         } => withdraw(target, people, runs).await,
+        Cmd::Topups {
+            target,
+            people,
+            runs,
+        } => topups(target, people, runs).await,
         Cmd::Healthz {
             target,
             connections,

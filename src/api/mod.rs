@@ -34,6 +34,7 @@ pub mod stats;
 pub mod subsidies;
 pub mod tenant_groups;
 pub mod tenants;
+pub mod topups;
 pub mod users;
 pub mod visitors;
 pub mod wallets;

@@ -32,6 +32,7 @@ mod shuttle;
 mod statements;
 mod tenant_groups;
 mod tenants;
+mod topups;
 mod users;
 mod visitors;
 mod webhooks;
