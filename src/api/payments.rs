@@ -19,6 +19,7 @@ use onecard_schema::wallet::{
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::merchants::subtree;
 use super::money::{idem, respond};
 use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::wallets::amount;
@@ -334,20 +335,7 @@ pub async fn export_payments(
         None => all.iter().map(|m| m.id).collect(),
         Some(root) => {
             state.check_merchants(tenant, &[root]).await?;
-            // The merchant and everything under it (a tree at most three deep).
-            let mut within = vec![root];
-            let mut grew = true;
-            while grew {
-                let more: Vec<MerchantId> = all
-                    .iter()
-                    .filter(|m| !within.contains(&m.id))
-                    .filter(|m| m.parent_id.is_some_and(|p| within.contains(&p)))
-                    .map(|m| m.id)
-                    .collect();
-                grew = !more.is_empty();
-                within.extend(more);
-            }
-            within
+            subtree(&all, root).unwrap_or_default()
         }
     };
     let lines = state

@@ -167,10 +167,7 @@ fn detail(view: &StatementLineView) -> String {
     if let Some(p) = &view.payment {
         let status = p.status.as_str();
         return match &p.decline_reason {
-            Some(reason) => {
-                let reason = serde_json::to_value(reason).unwrap_or_default();
-                format!("{status}: {}", reason.as_str().unwrap_or_default())
-            }
+            Some(reason) => format!("{status}: {}", reason.as_str()),
             None => format!(
                 "{status}; coupon {}, subsidy {}, balance {}, deferred {}",
                 p.breakdown.coupon.0,

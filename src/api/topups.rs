@@ -7,16 +7,16 @@
 use std::collections::HashMap;
 
 use actix_web::{post, web, HttpRequest};
-use futures_util::StreamExt;
-use onecard_actors::domain::validate::Violation;
-use onecard_actors::wallet::{Op, Outcome, WalletError};
+use onecard_actors::domain::validate::Checks;
+use onecard_actors::wallet::Op;
 use onecard_schema::ids::UserId;
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::money::idem;
+use super::checked;
+use super::money::{batch_calls, item_idem};
 use crate::auth::{Auth, PaymentsManager};
 use crate::extract::{read_file, required_idempotency_key};
 use crate::import::{self, Row, XLSX_MIME};
@@ -64,35 +64,15 @@ pub struct TopUpBatchResult {
     pub topped_up: Vec<ToppedUp>,
 }
 
-fn violation(row: Option<u32>, field: &str, rule: &str, message: impl Into<String>) -> Violation {
-    Violation {
-        field: field.into(),
-        rule: rule.into(),
-        message: message.into(),
-        row,
-    }
-}
-
-fn refused(errors: Vec<Violation>) -> ApiError {
-    ApiError::Invalid {
-        code: "invalid",
-        detail: "rows break their rules; nothing was credited".into(),
-        errors,
-    }
-}
-
 /// The rows of a top-up file, or every reason it is refused: a missing column, too many
 /// rows, a row without a number or with an amount that is not a whole number of fen from
 /// 1 up.
 pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
+    let mut c = Checks::new();
     let mut rows = rows.into_iter();
     let Some((_, header)) = rows.next() else {
-        return Err(refused(vec![violation(
-            None,
-            "file",
-            "empty",
-            "the file has no header row",
-        )]));
+        c.fail("file", "empty", "the file has no header row");
+        return Err(ApiError::invalid(c.violations));
     };
     let column = |name: &str| {
         header
@@ -100,12 +80,13 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
             .position(|h| h.trim().eq_ignore_ascii_case(name))
     };
     let (Some(number_at), Some(amount_at)) = (column("number"), column("amount_fen")) else {
-        return Err(refused(vec![violation(
-            Some(1),
+        c.at_row(Some(1));
+        c.fail(
             "header",
             "column_missing",
             "the header row names the columns number and amount_fen",
-        )]));
+        );
+        return Err(ApiError::invalid(c.violations));
     };
     let rows: Vec<Row> = rows.collect();
     if rows.len() > TOPUP_ROWS_MAX {
@@ -116,39 +97,31 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
         });
     }
     let mut out = Vec::with_capacity(rows.len());
-    let mut errors = Vec::new();
     for (row, cells) in rows {
+        c.at_row(Some(row));
         let cell = |i: usize| cells.get(i).map(|c| c.trim()).unwrap_or("");
         let number = cell(number_at);
         if number.is_empty() || number.chars().count() > 64 {
-            errors.push(violation(
-                Some(row),
+            c.fail(
                 "number",
                 "required",
                 "a cardholder's number, 1 to 64 characters",
-            ));
+            );
         }
-        let amount = cell(amount_at).parse::<i64>().ok();
-        match amount {
-            Some(a) if (1..=MONEY_JSON_MAX).contains(&a) => {}
-            _ => errors.push(violation(
-                Some(row),
-                "amount_fen",
-                "range",
-                format!("a whole number of fen, 1 to {MONEY_JSON_MAX}"),
-            )),
-        }
-        if let Some(amount) = amount {
-            out.push(TopUpRow {
+        match cell(amount_at).parse::<i64>() {
+            Ok(amount) if (1..=MONEY_JSON_MAX).contains(&amount) => out.push(TopUpRow {
                 row,
                 number: number.to_string(),
                 amount,
-            });
+            }),
+            _ => c.fail(
+                "amount_fen",
+                "range",
+                format!("a whole number of fen, 1 to {MONEY_JSON_MAX}"),
+            ),
         }
     }
-    if !errors.is_empty() {
-        return Err(refused(errors));
-    }
+    checked(c)?;
     Ok(out)
 }
 
@@ -204,48 +177,32 @@ pub async fn create_topups(
         .await?
         .into_iter()
         .collect();
-    let unknown: Vec<Violation> = rows
+    let mut c = Checks::new();
+    for r in rows.iter().filter(|r| !found.contains_key(&r.number)) {
+        c.at_row(Some(r.row));
+        let message = format!("no active cardholder has the number {}", r.number);
+        c.fail("number", "unknown", message);
+    }
+    checked(c)?;
+    let policy = state.policy(tenant).await?;
+    let calls = rows
         .iter()
-        .filter(|r| !found.contains_key(&r.number))
         .map(|r| {
-            violation(
-                Some(r.row),
-                "number",
-                "unknown",
-                format!("no active cardholder has the number {}", r.number),
-            )
+            let op = Op::TopUp {
+                amount: Money(r.amount),
+            };
+            let idem = item_idem(
+                &caller,
+                &key,
+                file_hash,
+                format_args!("row-{}", r.row),
+                &r.row.to_be_bytes(),
+            );
+            (found[&r.number], op, idem)
         })
         .collect();
-    if !unknown.is_empty() {
-        return Err(refused(unknown));
-    }
-    let policy = state.policy(tenant).await?;
-    let one = |r: &TopUpRow| {
-        let (state, policy) = (state.clone(), policy.clone());
-        let user = found[&r.number];
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(file_hash)
-            .chain_update(r.row.to_be_bytes())
-            .finalize()
-            .into();
-        let idem = idem(&caller, format!("{key}/row-{}", r.row), hash);
-        let op = Op::TopUp {
-            amount: Money(r.amount),
-        };
-        async move {
-            state
-                .wallets
-                .call(tenant, user, op, policy, Some(idem))
-                .await
-        }
-    };
-    // Wallets in parallel, so that their commits share the group commit's batches; the
-    // answers in the file's order (a person in two rows is credited twice).
-    let outcomes: Vec<Result<Outcome, WalletError>> =
-        futures_util::stream::iter(rows.iter().map(one))
-            .buffered(32)
-            .collect()
-            .await;
+    // The answers in the file's order (a person in two rows is credited twice).
+    let outcomes = batch_calls(&state, tenant, policy, calls).await;
     let mut result = TopUpBatchResult {
         rows: rows.len() as u64,
         total: 0,

@@ -4,7 +4,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::{Op, Outcome, WalletError};
@@ -13,12 +12,11 @@ use onecard_schema::ids::{TenantId, UserId};
 use onecard_schema::model::UserStatus;
 use onecard_schema::wallet::{Holder, SubsidyTargets, Withdrawal, WithdrawalFilter};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::checked;
-use super::money::{idem, respond};
+use super::money::{batch_calls, idem, item_idem, respond};
 use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::subsidies::check_targets;
 use super::wallets::amount;
@@ -187,45 +185,28 @@ pub async fn create_batch_withdrawal(
     }
     let policy = state.policy(tenant).await?;
     let paid_by = caller.actor().as_string();
-    // Each person's own key and request hash, the same whenever the batch is sent again.
-    let one = |person: Holder| {
-        let (state, policy) = (state.clone(), policy.clone());
-        let key = format!("{key}/{}", person.id);
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(hash)
-            .chain_update(person.id.0.as_bytes())
-            .finalize()
-            .into();
-        let idem = idem(&caller, key, hash);
-        let op = Op::Withdraw {
-            amount: None,
-            reference: body.reference.clone(),
-            paid_by: paid_by.clone(),
-        };
-        async move {
-            let outcome = state
-                .wallets
-                .call(tenant, person.id, op, policy, Some(idem))
-                .await;
-            (person, outcome)
-        }
-    };
-    let count = people.len() as u64;
-    // Wallets in parallel, so that their commits share the group commit's batches.
-    let outcomes: Vec<(Holder, Result<Outcome, WalletError>)> =
-        futures_util::stream::iter(people.into_iter().map(one))
-            .buffer_unordered(32)
-            .collect()
-            .await;
+    let calls = people
+        .iter()
+        .map(|person| {
+            let op = Op::Withdraw {
+                amount: None,
+                reference: body.reference.clone(),
+                paid_by: paid_by.clone(),
+            };
+            let idem = item_idem(&caller, &key, hash, person.id, person.id.0.as_bytes());
+            (person.id, op, idem)
+        })
+        .collect();
+    let outcomes = batch_calls(&state, tenant, policy, calls).await;
     let mut result = BatchWithdrawalResult {
-        people: count,
+        people: people.len() as u64,
         paid: Vec::new(),
         total: 0,
         in_arrears: Vec::new(),
         empty: 0,
     };
     let mut failed = None;
-    for (person, outcome) in outcomes {
+    for (person, outcome) in people.into_iter().zip(outcomes) {
         match outcome {
             Ok(Outcome::Decided { body, .. }) | Ok(Outcome::Replay { body, .. }) => {
                 #[derive(Deserialize)]
