@@ -134,6 +134,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("no_arrears", 409),
     ("in_arrears", 409),
     ("insufficient_balance", 409),
+    ("reference_used", 409),
     ("not_websocket", 400),
 ];
 

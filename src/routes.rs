@@ -264,6 +264,8 @@ where
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
                 .service(topups::create_topups)
+                .service(topups::list_topups)
+                .service(topups::export_topups)
                 .service(withdrawals::create_withdrawal)
                 .service(withdrawals::create_batch_withdrawal)
                 .service(withdrawals::list_withdrawals)

@@ -467,29 +467,31 @@ impl World {
             "as many entries as the model"
         );
         assert_eq!(full.sealed_entries, 0, "a full check reads every entry");
-        let mut registered = 0;
-        let mut after = None;
-        loop {
-            let filter = WithdrawalFilter::default();
-            let page = onecard_schema::model::PageReq { after, limit: 500 };
-            let page = ctx
-                .rt
-                .block_on(ctx.store.list_withdrawals(tenant, filter, page))
-                .unwrap();
-            registered += page.items.iter().map(|w| w.amount.0).sum::<i64>();
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
+        for (kind, account, sign) in [
+            (RegisterKind::Withdrawal, Account::WithdrawalClearing, 1),
+            (RegisterKind::TopUp, Account::TopupClearing, -1),
+        ] {
+            let mut registered = 0;
+            let mut after = None;
+            loop {
+                let filter = RegisterFilter::default();
+                let page = onecard_schema::model::PageReq { after, limit: 500 };
+                let page = ctx
+                    .rt
+                    .block_on(ctx.store.list_register(tenant, kind, filter, page))
+                    .unwrap();
+                registered += page.items.iter().map(|w| w.amount.0).sum::<i64>();
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
+            assert_eq!(
+                registered,
+                sign * self.sums.get(&(account, None)).copied().unwrap_or(0),
+                "the {kind:?} register holds what the ledger moved"
+            );
         }
-        assert_eq!(
-            registered,
-            self.sums
-                .get(&(Account::WithdrawalClearing, None))
-                .copied()
-                .unwrap_or(0),
-            "the withdrawal register holds what the ledger paid out"
-        );
         assert_eq!(
             (check.balanced, check.entries, &check.mismatched_wallets),
             (full.balanced, full.entries, &full.mismatched_wallets),
@@ -608,6 +610,9 @@ impl World {
             }
             Step::TopUp { amount } => Op::TopUp {
                 amount: Money(*amount),
+                // Every other top-up carries a bank reference, each its own.
+                reference: self.steps.is_multiple_of(2).then(|| format!("bank-{}", self.steps)),
+                credited_by: "admin:model".into(),
             },
             Step::Withdraw { amount } => Op::Withdraw {
                 amount: amount.map(Money),
@@ -740,6 +745,22 @@ impl World {
                         "a write-off writes entries exactly when it lowers the arrears"
                     );
                 }
+                if let Op::TopUp {
+                    amount, reference, ..
+                } = &op
+                {
+                    let record = d.commit.as_ref().and_then(|c| c.register.as_ref());
+                    assert_eq!(
+                        record.map(|r| (r.kind, r.user_id, r.amount, &r.reference)),
+                        Some((
+                            RegisterKind::TopUp,
+                            before.wallet.user_id,
+                            *amount,
+                            reference
+                        )),
+                        "the register's line is the top-up"
+                    );
+                }
                 if let Op::Withdraw {
                     amount, reference, ..
                 } = &op
@@ -749,10 +770,15 @@ impl World {
                         before.wallet.arrears.0, 0,
                         "nothing is paid out while owing"
                     );
-                    let record = d.commit.as_ref().and_then(|c| c.withdrawal.as_ref());
+                    let record = d.commit.as_ref().and_then(|c| c.register.as_ref());
                     assert_eq!(
-                        record.map(|r| (r.user_id, r.amount, &r.reference)),
-                        Some((before.wallet.user_id, wanted, reference)),
+                        record.map(|r| (r.kind, r.user_id, r.amount, &r.reference)),
+                        Some((
+                            RegisterKind::Withdrawal,
+                            before.wallet.user_id,
+                            wanted,
+                            reference
+                        )),
                         "the register's line is the withdrawal"
                     );
                     assert_eq!(
@@ -1051,7 +1077,7 @@ fn tampered_run(url: Option<String>) {
         risk_events: vec![],
         outbox: vec![],
         request: None,
-        withdrawal: None,
+        register: None,
         at: world.now,
         require_active: false,
     };
@@ -1429,6 +1455,105 @@ fn a_stale_commit_is_fenced_alone_and_keeps_nothing() {
     on_both_engines("the fencing test", fenced_run);
 }
 
+/// A top-up's bank reference in the store: taken once in a tenant, as a payment code's
+/// nonce is. A commit whose reference is taken is refused alone and keeps nothing (not
+/// its key either); a fenced commit keeps no reference, so that its retry (a fresh
+/// decision with a new id) takes it; top-ups without a reference never clash.
+fn reference_run(url: Option<String>) {
+    let (world, stored) = stored_wallet(url);
+    let ctx = world.store.as_ref().expect("a store");
+    let v = stored.version;
+    let commit = |version: i64, key: &str, reference: Option<&str>| {
+        let mut c = keyed_commit(&stored, version, key, 0, world.now);
+        c.used_nonce = None;
+        c.register = Some(RegisterRecord {
+            kind: RegisterKind::TopUp,
+            id: uuid::Uuid::now_v7(),
+            user_id: stored.user_id,
+            amount: Money(1),
+            reference: reference.map(str::to_string),
+            by: "admin:test".into(),
+        });
+        c
+    };
+    let run = |commits| ctx.rt.block_on(ctx.store.commit_wallets(commits));
+    let done = run(vec![commit(v, "stale", Some("R-1"))]);
+    assert_eq!(done, vec![Err(CommitError::Fenced)]);
+    let done = run(vec![commit(v + 1, "fresh", Some("R-2"))]);
+    assert_eq!(done, vec![Ok(())]);
+    let done = run(vec![commit(v + 2, "retry", Some("R-1"))]);
+    assert_eq!(done, vec![Ok(())], "a fenced commit keeps no reference");
+    for reference in ["R-1", "R-2"] {
+        let done = run(vec![commit(v + 3, "again", Some(reference))]);
+        assert_eq!(done, vec![Err(CommitError::ReferenceUsed)], "{reference}");
+    }
+    assert!(
+        !key_kept(ctx, "again"),
+        "a commit refused for its reference keeps no idempotency key"
+    );
+    let done = run(vec![commit(v + 3, "none-1", None)]);
+    assert_eq!(done, vec![Ok(())]);
+    let done = run(vec![commit(v + 4, "none-2", None)]);
+    assert_eq!(
+        done,
+        vec![Ok(())],
+        "top-ups without a reference never clash"
+    );
+
+    let page = onecard_schema::model::PageReq {
+        after: None,
+        limit: 50,
+    };
+    let lines = ctx
+        .rt
+        .block_on(ctx.store.list_register(
+            stored.tenant_id,
+            RegisterKind::TopUp,
+            RegisterFilter::default(),
+            page,
+        ))
+        .unwrap()
+        .items;
+    let count = |r: Option<&str>| lines.iter().filter(|l| l.reference.as_deref() == r).count();
+    assert_eq!(
+        (count(Some("R-1")), count(Some("R-2"))),
+        (1, 1),
+        "each reference once"
+    );
+    assert_eq!(
+        lines.len(),
+        5,
+        "the world's own top-up and the four applied here"
+    );
+    let found = ctx
+        .rt
+        .block_on(
+            ctx.store
+                .topups_by_reference(stored.tenant_id, vec!["R-2".into(), "R-9".into()]),
+        )
+        .unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|l| l.reference.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("R-2")]
+    );
+    let loaded = ctx
+        .rt
+        .block_on(
+            ctx.store
+                .load_wallet(stored.tenant_id, stored.user_id, world.now),
+        )
+        .unwrap();
+    assert_eq!(loaded.wallet.version, v + 4);
+}
+
+#[test]
+fn a_top_up_reference_is_taken_once_and_a_fenced_commit_keeps_none() {
+    on_both_engines("the reference test", reference_run);
+}
+
 /// A batch is one transaction even when its first attempt fails: in a batch that creates
 /// one wallet and changes another, a commit refused (a taken key, a stale version) drops
 /// alone, and the others land once, whole. Were any statement of the failed attempt to
@@ -1567,7 +1692,7 @@ fn keyed_commit(
             status: 201,
             body: b"{}".to_vec(),
         }),
-        withdrawal: None,
+        register: None,
         at,
         require_active: false,
     }

@@ -276,13 +276,20 @@ pub trait MoneyStore: Send + Sync + 'static {
         targets: SubsidyTargets,
         status: Option<UserStatus>,
     ) -> StoreResult<Vec<Holder>>;
-    /// One page of the withdrawal register, oldest first.
-    async fn list_withdrawals(
+    /// One page of a register (withdrawals or top-ups), oldest first.
+    async fn list_register(
         &self,
         tenant: TenantId,
-        filter: WithdrawalFilter,
+        kind: RegisterKind,
+        filter: RegisterFilter,
         page: PageReq<uuid::Uuid>,
-    ) -> StoreResult<Page<Withdrawal, uuid::Uuid>>;
+    ) -> StoreResult<Page<RegisterLine, uuid::Uuid>>;
+    /// The top-ups of the tenant that carry one of `references`, in any order.
+    async fn topups_by_reference(
+        &self,
+        tenant: TenantId,
+        references: Vec<String>,
+    ) -> StoreResult<Vec<RegisterLine>>;
     /// Marks the rule effective and credits every user in one transaction: a subsidy
     /// account and its entries each, and a wallet version bump (so any cached wallet
     /// reloads). Refused (409 `not_pending`) unless the rule is pending.

@@ -731,6 +731,61 @@ async fn insert_nonces<C: GenericClient>(
     .await
 }
 
+const INSERT_TOPUPS: &str = "INSERT INTO topups \
+       (id, tenant_id, user_id, amount, reference, credited_by, created_at) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::text[], \
+                          $7::timestamptz[])";
+
+/// Inserts the top-ups' register lines of `idx` (commits that carry one) and answers,
+/// for each, whether its reference was free in its tenant (`insert_unique`; a line
+/// without a reference always is).
+async fn insert_topups<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+    idx: &[usize],
+    on_conflict: OnConflict,
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    let lines: Vec<(TenantId, &RegisterRecord, Timestamp)> = idx
+        .iter()
+        .filter_map(|i| {
+            let c = &commits[*i];
+            c.register.as_ref().map(|r| (c.wallet.tenant_id, r, c.at))
+        })
+        .collect();
+    let ids: Vec<Uuid> = lines.iter().map(|(_, r, _)| r.id).collect();
+    let tenants: Vec<Uuid> = lines.iter().map(|(t, _, _)| t.0).collect();
+    let users: Vec<Uuid> = lines.iter().map(|(_, r, _)| r.user_id.0).collect();
+    let amounts: Vec<i64> = lines.iter().map(|(_, r, _)| r.amount.0).collect();
+    let references: Vec<Option<&str>> = lines
+        .iter()
+        .map(|(_, r, _)| r.reference.as_deref())
+        .collect();
+    let by: Vec<&str> = lines.iter().map(|(_, r, _)| r.by.as_str()).collect();
+    let at: Vec<PgTime> = lines.iter().map(|(_, _, at)| PgTime(*at)).collect();
+    insert_unique(
+        c,
+        INSERT_TOPUPS,
+        &[&ids, &tenants, &users, &amounts, &references, &by, &at],
+        lines.len(),
+        ("id", |r| r.get::<_, Uuid>(0), || ids.clone()),
+        on_conflict,
+    )
+    .await
+}
+
+/// The commits of `commits` (by index) whose register line is a top-up's.
+fn with_topup(commits: &[WalletCommit], live: impl Fn(usize) -> bool) -> Vec<usize> {
+    (0..commits.len())
+        .filter(|i| live(*i))
+        .filter(|i| {
+            commits[*i]
+                .register
+                .as_ref()
+                .is_some_and(|r| r.kind == RegisterKind::TopUp)
+        })
+        .collect()
+}
+
 const UPSERT_SUBSIDIES: &str = "INSERT INTO subsidy_accounts (id, tenant_id, user_id, rule_id, name, balance, merchant_ids, \
         expires_at, created_at) \
       SELECT id, tenant_id, user_id, rule_id, name, balance, \
@@ -756,9 +811,9 @@ const INSERT_WITHDRAWALS: &str = "INSERT INTO withdrawals \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::text[], \
                           $7::timestamptz[])";
 
-/// Everything of the given commits but their idempotency keys, nonces and wallet rows:
-/// subsidy accounts, coupons, payments, ledger entries, outbox events, risk events and
-/// withdrawals' register lines,
+/// Everything of the given commits but their idempotency keys, nonces, top-ups' register
+/// lines and wallet rows: subsidy accounts, coupons, payments, ledger entries, outbox
+/// events, risk events and withdrawals' register lines,
 /// as pipelined statements. A batch sent whole (`commit_at_once`) runs it too, so each
 /// statement here must be one of `PIPELINE_STATEMENTS` and be sent with nothing awaited
 /// before it but its `prepare_cached`; otherwise it could go after the batch's `COMMIT`
@@ -790,9 +845,10 @@ async fn write_rest<C: GenericClient>(
                 .map(move |(k, at)| (c.wallet.user_id.0, k.as_str(), *at))
         })
         .collect();
-    let withdrawals: Vec<(TenantId, &WithdrawalRecord, Timestamp)> = ok
+    let withdrawals: Vec<(TenantId, &RegisterRecord, Timestamp)> = ok
         .iter()
-        .filter_map(|c| c.withdrawal.as_ref().map(|w| (c.wallet.tenant_id, w, c.at)))
+        .filter_map(|c| c.register.as_ref().map(|w| (c.wallet.tenant_id, w, c.at)))
+        .filter(|(_, w, _)| w.kind == RegisterKind::Withdrawal)
         .collect();
     let subsidies_fut = async {
         if subsidies.is_empty() {
@@ -895,10 +951,7 @@ async fn write_rest<C: GenericClient>(
             .iter()
             .map(|(_, w, _)| w.reference.as_deref())
             .collect();
-        let by: Vec<&str> = withdrawals
-            .iter()
-            .map(|(_, w, _)| w.paid_by.as_str())
-            .collect();
+        let by: Vec<&str> = withdrawals.iter().map(|(_, w, _)| w.by.as_str()).collect();
         let at: Vec<PgTime> = withdrawals.iter().map(|(_, _, at)| PgTime(*at)).collect();
         let st = c.prepare_cached(INSERT_WITHDRAWALS).await?;
         c.execute(
@@ -934,7 +987,7 @@ const EXPECT_ACTIVE_CARDS: &str =
 /// Every statement a batch sent whole may hold. They are prepared before the batch is
 /// sent (`commit_at_once`), so that none of its statements waits for a `PREPARE` round
 /// trip, which would send it after the batch's `COMMIT`, outside the transaction.
-static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 14]> = std::sync::LazyLock::new(|| {
+static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 15]> = std::sync::LazyLock::new(|| {
     let [insert_payments, upsert_payments] = &*PAYMENT_WRITES;
     let [insert_wallets, update_wallets] = &*CHECKED_WALLET_WRITES;
     [
@@ -952,6 +1005,7 @@ static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 14]> = std::sync::LazyLoc
         UPSERT_COUPONS,
         INSERT_RISKS,
         INSERT_WITHDRAWALS,
+        INSERT_TOPUPS,
     ]
 });
 
@@ -1024,6 +1078,7 @@ async fn commit_at_once(
     let with_nonce: Vec<usize> = (0..commits.len())
         .filter(|i| commits[*i].used_nonce.is_some())
         .collect();
+    let topups = with_topup(commits, |_| true);
     let wallets: Vec<&WalletRow> = commits.iter().map(|c| &c.wallet).collect();
     let every: Vec<&WalletCommit> = commits.iter().collect();
     let (begin, attempt, commit) = tokio::join!(
@@ -1036,6 +1091,7 @@ async fn commit_at_once(
                 expect_active_cards(client, commits),
                 insert_requests(client, commits, &with_req, OnConflict::Fail),
                 insert_nonces(client, commits, &with_nonce, OnConflict::Fail),
+                insert_topups(client, commits, &topups, OnConflict::Fail),
                 write_wallets_checked(client, &wallets),
                 write_rest(client, &every, OnConflict::Fail),
             )
@@ -1113,7 +1169,18 @@ async fn commit_batch(
         }
     }
 
-    // 3. Payments the commits change, fenced by their status and refunded sum, then
+    // 3. Top-ups' references: one credited before drops its commit.
+    let topups = with_topup(commits, |i| results[i].is_ok());
+    for (i, free) in topups
+        .iter()
+        .zip(insert_topups(&tx, commits, &topups, OnConflict::Resolve).await?)
+    {
+        if !free {
+            results[*i] = Err(CommitError::ReferenceUsed);
+        }
+    }
+
+    // 4. Payments the commits change, fenced by their status and refunded sum, then
     // wallets, fenced by version.
     let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
     for i in changed_payments(&tx, commits, &live).await? {
@@ -1129,13 +1196,18 @@ async fn commit_batch(
         }
     }
 
-    // A dropped commit keeps nothing. A fenced one loses its key and its nonce; one
-    // dropped for a used nonce loses its key (the wallet answers the request again, as a
-    // declined payment, under that key). A duplicate inserted neither.
+    // A dropped commit keeps nothing. A fenced one loses its key, its nonce and its
+    // top-up's line; one dropped for a used nonce or reference loses its key (the wallet
+    // answers the request again, as a declined payment or a refusal, under that key). A
+    // duplicate inserted none of them.
     let mut undo_requests: (Vec<&str>, Vec<&str>) = Default::default();
     let mut undo_nonces: Vec<&[u8]> = Vec::new();
+    let mut undo_topups: Vec<Uuid> = Vec::new();
     for (c, r) in commits.iter().zip(&results) {
-        if matches!(r, Err(CommitError::Fenced | CommitError::NonceUsed)) {
+        if matches!(
+            r,
+            Err(CommitError::Fenced | CommitError::NonceUsed | CommitError::ReferenceUsed)
+        ) {
             if let Some(r) = &c.request {
                 undo_requests.0.push(&r.scope);
                 undo_requests.1.push(&r.key);
@@ -1144,6 +1216,13 @@ async fn commit_batch(
         if matches!(r, Err(CommitError::Fenced)) {
             if let Some(n) = &c.used_nonce {
                 undo_nonces.push(n);
+            }
+            if let Some(t) = c
+                .register
+                .as_ref()
+                .filter(|t| t.kind == RegisterKind::TopUp)
+            {
+                undo_topups.push(t.id);
             }
         }
     }
@@ -1161,8 +1240,12 @@ async fn commit_batch(
         )
         .await?;
     }
+    if !undo_topups.is_empty() {
+        tx.execute("DELETE FROM topups WHERE id = ANY($1)", &[&undo_topups])
+            .await?;
+    }
 
-    // 4. Everything else of the surviving commits.
+    // 5. Everything else of the surviving commits.
     let ok: Vec<&WalletCommit> = commits
         .iter()
         .zip(&results)
@@ -1172,6 +1255,19 @@ async fn commit_batch(
     write_rest(&tx, &ok, OnConflict::Resolve).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+fn register_line(r: &Row) -> RegisterLine {
+    RegisterLine {
+        id: r.get(0),
+        user_id: UserId(r.get(1)),
+        name: r.get(2),
+        number: r.get(3),
+        amount: Money(r.get(4)),
+        reference: r.get(5),
+        by: r.get(6),
+        at: r.get(7),
+    }
 }
 
 #[async_trait]
@@ -2121,49 +2217,59 @@ impl MoneyStore for PgStore {
             .collect())
     }
 
-    async fn list_withdrawals(
+    async fn list_register(
         &self,
         tenant: TenantId,
-        filter: WithdrawalFilter,
+        kind: RegisterKind,
+        filter: RegisterFilter,
         page: PageReq<Uuid>,
-    ) -> StoreResult<Page<Withdrawal, Uuid>> {
+    ) -> StoreResult<Page<RegisterLine, Uuid>> {
         let c = self.client().await?;
         let after = page.after.unwrap_or(Uuid::nil());
         let rows = c
             .query(
-                "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, \
-                   w.reference, w.paid_by, w.created_at \
-                 FROM withdrawals w LEFT JOIN users u ON u.id = w.user_id \
-                 WHERE w.tenant_id = $1 AND w.id > $2 \
-                 AND ($3::uuid IS NULL OR w.user_id = $3) \
-                 AND ($4::timestamptz IS NULL OR w.created_at >= $4) \
-                 AND ($5::timestamptz IS NULL OR w.created_at < $5) \
-                 ORDER BY w.id LIMIT $6",
+                &format!(
+                    "{} WHERE w.tenant_id = $1 AND w.id > $2 \
+                     AND ($3::uuid IS NULL OR w.user_id = $3) \
+                     AND ($4::timestamptz IS NULL OR w.created_at >= $4) \
+                     AND ($5::timestamptz IS NULL OR w.created_at < $5) \
+                     AND ($6::text IS NULL OR w.reference = $6) \
+                     ORDER BY w.id LIMIT $7",
+                    kind.select_lines()
+                ),
                 &[
                     &tenant.0,
                     &after,
                     &filter.user.map(|u| u.0),
                     &filter.from,
                     &filter.to,
+                    &filter.reference,
                     &(i64::from(page.limit) + 1),
                 ],
             )
             .await
             .map_err(pg)?;
-        let items = rows
-            .iter()
-            .map(|r| Withdrawal {
-                id: r.get(0),
-                user_id: UserId(r.get(1)),
-                name: r.get(2),
-                number: r.get(3),
-                amount: Money(r.get(4)),
-                reference: r.get(5),
-                paid_by: r.get(6),
-                at: r.get(7),
-            })
-            .collect();
+        let items = rows.iter().map(register_line).collect();
         Ok(paginate(items, page.limit, |w| w.id))
+    }
+
+    async fn topups_by_reference(
+        &self,
+        tenant: TenantId,
+        references: Vec<String>,
+    ) -> StoreResult<Vec<RegisterLine>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "{} WHERE w.tenant_id = $1 AND w.reference = ANY($2)",
+                    RegisterKind::TopUp.select_lines()
+                ),
+                &[&tenant.0, &references],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(register_line).collect())
     }
 
     async fn approve_subsidy_rule(

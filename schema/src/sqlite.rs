@@ -3375,13 +3375,13 @@ mod tests {
         assert!(store.lookup_token([4u8; 32]).await.unwrap().is_some());
     }
 
-    /// Migration V37 fills the withdrawal register with the payouts made before it, from
-    /// their ledger entries (the holder from the cash entry), and nothing else: a top-up's
-    /// entries stay out.
+    /// Migrations V37 and V38 fill the withdrawal and top-up registers with the payouts
+    /// and credits made before them, from their ledger entries (the holder from the cash
+    /// entry), each register with its own kind alone.
     #[tokio::test]
-    async fn migration_v37_registers_the_withdrawals_made_before_it() {
+    async fn migrations_v37_and_v38_register_the_movements_made_before_them() {
         use crate::money_store::MoneyStore;
-        use crate::wallet::WithdrawalFilter;
+        use crate::wallet::{RegisterFilter, RegisterKind};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v36.db");
         let (tenant, user) = (TenantId::new(), UserId::new());
@@ -3430,35 +3430,29 @@ mod tests {
             limit: 10,
             after: None,
         };
-        let found = store
-            .list_withdrawals(tenant, WithdrawalFilter::default(), page)
-            .await
-            .unwrap();
-        let seen: Vec<_> = found
-            .items
-            .iter()
-            .map(|w| {
-                let who = (w.user_id, w.name.as_str(), w.number.as_str());
-                (
-                    w.id,
-                    who,
-                    w.amount.0,
-                    w.reference.clone(),
-                    w.paid_by.clone(),
-                    w.at,
-                )
-            })
-            .collect();
-        assert_eq!(
-            seen,
-            [(
-                paid_out,
-                (user, "Graduate", "G-1"),
-                500,
-                None,
-                None,
-                Timestamp::from_second(86_400).unwrap()
-            )]
-        );
+        let at = Timestamp::from_second(86_400).unwrap();
+        let who = (user, "Graduate".to_string(), "G-1".to_string());
+        for (kind, tx, amount) in [
+            (RegisterKind::Withdrawal, paid_out, 500),
+            (RegisterKind::TopUp, topped_up, 800),
+        ] {
+            let found = store
+                .list_register(tenant, kind, RegisterFilter::default(), page)
+                .await
+                .unwrap();
+            let seen: Vec<_> = found
+                .items
+                .into_iter()
+                .map(|w| {
+                    let who = (w.user_id, w.name, w.number);
+                    (w.id, who, w.amount.0, w.reference, w.by, w.at)
+                })
+                .collect();
+            assert_eq!(
+                seen,
+                [(tx, who.clone(), amount, None, None, at)],
+                "{kind:?}"
+            );
+        }
     }
 }

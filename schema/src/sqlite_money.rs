@@ -388,6 +388,31 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
             return Err(CommitError::NonceUsed);
         }
     }
+    if let Some(r) = &w.register {
+        // A top-up's reference is taken once in a tenant (`topups_reference`).
+        let n = c
+            .prepare_cached(&format!(
+                "INSERT INTO {} (id, tenant_id, user_id, amount, reference, {}, created_at) \
+                 VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                r.kind.table(),
+                r.kind.by_column()
+            ))
+            .and_then(|mut st| {
+                st.execute(params![
+                    TextUuid::new(r.id),
+                    TextUuid::new(tenant.0),
+                    TextUuid::new(r.user_id.0),
+                    r.amount.0,
+                    r.reference,
+                    r.by,
+                    ms(w.at)
+                ])
+            })
+            .map_err(fail)?;
+        if n == 0 {
+            return Err(CommitError::ReferenceUsed);
+        }
+    }
     if !payments_unchanged(c, tenant, &w.payment_fences).map_err(fail)? {
         return Err(CommitError::Fenced);
     }
@@ -435,21 +460,6 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
             upsert_payment(c, p)?;
         }
         insert_entries(c, tenant, &w.entries, w.at)?;
-        if let Some(r) = &w.withdrawal {
-            c.prepare_cached(
-                "INSERT INTO withdrawals (id, tenant_id, user_id, amount, reference, paid_by, created_at) \
-                 VALUES (?,?,?,?,?,?,?)",
-            )?
-            .execute(params![
-                TextUuid::new(r.id),
-                TextUuid::new(tenant.0),
-                TextUuid::new(r.user_id.0),
-                r.amount.0,
-                r.reference,
-                r.paid_by,
-                ms(w.at)
-            ])?;
-        }
         let mut risk =
             c.prepare_cached("INSERT INTO risk_events (id, user_id, kind, at) VALUES (?,?,?,?)")?;
         for (kind, at) in &w.risk_events {
@@ -463,6 +473,19 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
         Ok(())
     };
     write_rest().map_err(fail)
+}
+
+fn register_line(r: &Row) -> rusqlite::Result<RegisterLine> {
+    Ok(RegisterLine {
+        id: uuid_col(r, 0)?,
+        user_id: UserId(uuid_col(r, 1)?),
+        name: r.get(2)?,
+        number: r.get(3)?,
+        amount: Money(r.get(4)?),
+        reference: r.get(5)?,
+        by: r.get(6)?,
+        at: ts(r.get(7)?),
+    })
 }
 
 #[async_trait]
@@ -1372,18 +1395,15 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
-    async fn list_withdrawals(
+    async fn list_register(
         &self,
         tenant: TenantId,
-        filter: WithdrawalFilter,
+        kind: RegisterKind,
+        filter: RegisterFilter,
         page: PageReq<Uuid>,
-    ) -> StoreResult<Page<Withdrawal, Uuid>> {
+    ) -> StoreResult<Page<RegisterLine, Uuid>> {
         self.read(move |c| {
-            let mut sql = String::from(
-                "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, w.reference, \
-                   w.paid_by, w.created_at \
-                 FROM withdrawals w LEFT JOIN users u ON u.id = w.user_id WHERE w.tenant_id = ?",
-            );
+            let mut sql = format!("{} WHERE w.tenant_id = ?", kind.select_lines());
             let mut values: Vec<rusqlite::types::Value> = vec![tenant.to_string().into()];
             if let Some(after) = page.after {
                 sql.push_str(" AND w.id > ?");
@@ -1401,27 +1421,45 @@ impl MoneyStore for SqliteStore {
                 sql.push_str(" AND w.created_at < ?");
                 values.push(ms(t).into());
             }
+            if let Some(r) = filter.reference {
+                sql.push_str(" AND w.reference = ?");
+                values.push(r.into());
+            }
             sql.push_str(" ORDER BY w.id LIMIT ?");
             values.push((i64::from(page.limit) + 1).into());
             let rows = c
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
-                    st.query_map(rusqlite::params_from_iter(values), |r| {
-                        Ok(Withdrawal {
-                            id: uuid_col(r, 0)?,
-                            user_id: UserId(uuid_col(r, 1)?),
-                            name: r.get(2)?,
-                            number: r.get(3)?,
-                            amount: Money(r.get(4)?),
-                            reference: r.get(5)?,
-                            paid_by: r.get(6)?,
-                            at: ts(r.get(7)?),
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    st.query_map(rusqlite::params_from_iter(values), register_line)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db)?;
             Ok(paginate(rows, page.limit, |w| w.id))
+        })
+        .await
+    }
+
+    async fn topups_by_reference(
+        &self,
+        tenant: TenantId,
+        references: Vec<String>,
+    ) -> StoreResult<Vec<RegisterLine>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "{} WHERE w.tenant_id = ? AND w.reference = ?",
+                    RegisterKind::TopUp.select_lines()
+                ))
+                .map_err(db)?;
+            let mut found = Vec::new();
+            for r in &references {
+                let rows = st
+                    .query_map(params![TextUuid::new(tenant.0), r], register_line)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db)?;
+                found.extend(rows);
+            }
+            Ok(found)
         })
         .await
     }

@@ -553,42 +553,88 @@ pub struct MoneyRequest {
     pub body: Vec<u8>,
 }
 
-/// A payout of cash to its holder (docs/OPERATIONS.md "Withdrawals"), as the register
-/// keeps it: written in the commit of its ledger entries, under their transaction's id.
+/// The two registers of cash that leaves or enters the platform outside a payment
+/// (docs/OPERATIONS.md "Withdrawals", "The top-up register"): what the finance office
+/// reconciles its bank account with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterKind {
+    /// Cash paid out to its holder.
+    Withdrawal,
+    /// Cash credited to a holder (a bank transfer, a counter deposit).
+    TopUp,
+}
+
+impl RegisterKind {
+    /// The register's table.
+    pub fn table(self) -> &'static str {
+        match self {
+            RegisterKind::Withdrawal => "withdrawals",
+            RegisterKind::TopUp => "topups",
+        }
+    }
+
+    /// The table's column for who made the movement.
+    pub fn by_column(self) -> &'static str {
+        match self {
+            RegisterKind::Withdrawal => "paid_by",
+            RegisterKind::TopUp => "credited_by",
+        }
+    }
+
+    /// The register's lines with their holders' names and numbers, as `RegisterLine`'s
+    /// fields in order, for both engines (the caller adds `WHERE`, on `w.` and `u.`).
+    pub fn select_lines(self) -> String {
+        format!(
+            "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, \
+               w.reference, w.{}, w.created_at \
+             FROM {} w LEFT JOIN users u ON u.id = w.user_id",
+            self.by_column(),
+            self.table()
+        )
+    }
+}
+
+/// A line of a register as a wallet commit writes it, under its ledger transaction's id,
+/// in the commit of its entries. A top-up's reference is credited once in a tenant: a
+/// commit whose reference is taken is not applied (`CommitError::ReferenceUsed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WithdrawalRecord {
+pub struct RegisterRecord {
+    pub kind: RegisterKind,
     /// The ledger transaction's id (UUIDv7).
     pub id: uuid::Uuid,
     pub user_id: UserId,
     pub amount: Money,
-    /// How the office paid it (a bank transfer's reference, a receipt's number).
+    /// How the money moved (a bank transfer's reference, a receipt's number).
     pub reference: Option<String>,
-    /// Who paid it out (`Actor::as_string`: `admin:<id>`, `app:<id>`, ...).
-    pub paid_by: String,
+    /// Who moved it (`Actor::as_string`: `admin:<id>`, `app:<id>`, ...).
+    pub by: String,
 }
 
-/// A withdrawal as the register lists it, with its holder's name and number now.
+/// A register's line as it is listed, with its holder's name and number now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Withdrawal {
+pub struct RegisterLine {
     pub id: uuid::Uuid,
     pub user_id: UserId,
     pub name: String,
     pub number: String,
     pub amount: Money,
     pub reference: Option<String>,
-    /// `None` for a withdrawal made before the register (PostgreSQL V39, SQLite V37).
-    pub paid_by: Option<String>,
+    /// `None` for a movement made before its register (withdrawals: PostgreSQL V39,
+    /// SQLite V37; top-ups: V40 and V38).
+    pub by: Option<String>,
     pub at: Timestamp,
 }
 
-/// Which withdrawals the register lists.
+/// Which lines a register lists.
 #[derive(Clone, Debug, Default)]
-pub struct WithdrawalFilter {
+pub struct RegisterFilter {
     pub user: Option<UserId>,
     /// At or after this.
     pub from: Option<Timestamp>,
     /// Before this.
     pub to: Option<Timestamp>,
+    /// Exactly this reference.
+    pub reference: Option<String>,
 }
 
 /// A payment as the transaction detail lists it, with its payer's name and number now
@@ -626,8 +672,8 @@ pub struct WalletCommit {
     pub risk_events: Vec<(String, Timestamp)>,
     pub outbox: Vec<OutboxEvent>,
     pub request: Option<MoneyRequest>,
-    /// A withdrawal's line in the register.
-    pub withdrawal: Option<WithdrawalRecord>,
+    /// A withdrawal's or a top-up's line in its register.
+    pub register: Option<RegisterRecord>,
     pub at: Timestamp,
     /// The decision took the card to be active (a payment's card check): the store applies
     /// the commit only if the cardholder is still active, in the same transaction, and
@@ -668,6 +714,9 @@ pub enum CommitError {
     /// The idempotency key was already used; the stored answer is returned.
     #[error("idempotency key already used")]
     Duplicate,
+    /// A top-up's reference was already credited in the tenant (the register's guard).
+    #[error("top-up reference already credited")]
+    ReferenceUsed,
     /// The commit required an active card, and the cardholder is not (or no longer) active.
     #[error("card not active")]
     CardInactive,

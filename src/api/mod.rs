@@ -24,6 +24,7 @@ pub mod money;
 pub mod notices;
 pub mod payments;
 pub mod people;
+pub mod register;
 pub mod reports;
 pub mod scan;
 pub mod settlement;

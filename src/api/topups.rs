@@ -2,23 +2,31 @@
 //! credits what the bank received for each cardholder (parents' transfers, a payroll
 //! deduction) in one upload. The file is checked whole before anything moves; each row
 //! then goes through its cardholder's wallet actor under a key made from the upload's, so
-//! an upload cut short is sent again with the same key and credits no row twice.
+//! an upload cut short is sent again with the same key and credits no row twice. A row may
+//! carry the bank's reference for its transfer: a reference is credited once in the
+//! tenant, so a bank file uploaded again (or a month's file that repeats last week's
+//! lines) credits only the transfers not credited before.
 
 use std::collections::HashMap;
 
-use actix_web::{post, web, HttpRequest};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::Op;
 use onecard_schema::ids::UserId;
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
+use onecard_schema::wallet::{RegisterKind, RegisterLine};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::checked;
 use super::money::{batch_calls, item_idem};
-use crate::auth::{Auth, PaymentsManager};
-use crate::extract::{read_file, required_idempotency_key};
+use super::register::{register_export, register_page, RegisterExportParams, RegisterParams};
+use super::Paged;
+use crate::auth::{Auth, PaymentsManager, PaymentsViewer};
+use crate::extract::{read_file, required_idempotency_key, Query};
 use crate::import::{self, Row, XLSX_MIME};
 use crate::limits::IMPORT_BYTES_MAX;
 use crate::problem::{ApiError, Problems};
@@ -27,8 +35,8 @@ use crate::state::AppState;
 /// Rows one top-up file carries at most.
 pub const TOPUP_ROWS_MAX: usize = 10_000;
 
-/// The file: a header row naming the columns `number` and `amount_fen` (in any order,
-/// other columns ignored), then a row a top-up.
+/// The file: a header row naming the columns `number` and `amount_fen`, and optionally
+/// `reference` (in any order, other columns ignored), then a row a top-up.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TopUpFile {
@@ -44,6 +52,7 @@ pub struct TopUpRow {
     pub row: u32,
     pub number: String,
     pub amount: i64,
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,20 +62,38 @@ pub struct ToppedUp {
     pub user_id: UserId,
     /// Fen credited to the cash balance.
     pub amount: i64,
+    pub reference: Option<String>,
+}
+
+/// A row whose reference was credited before this request, to the same person with the
+/// same amount: not credited again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlreadyCredited {
+    pub row: u32,
+    pub number: String,
+    pub user_id: UserId,
+    pub amount: i64,
+    pub reference: String,
+    /// The top-up that credited it, in the top-up register.
+    pub topup_id: Uuid,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TopUpBatchResult {
     pub rows: u64,
-    /// Fen credited in all.
+    /// Fen credited by this request.
     pub total: i64,
-    /// Each row, in the file's order.
+    /// Each row credited by this request, in the file's order.
     pub topped_up: Vec<ToppedUp>,
+    /// Each row whose reference had been credited before (an earlier upload of the same
+    /// transfers, or this upload's own first attempt, cut short), in the file's order.
+    pub already_credited: Vec<AlreadyCredited>,
 }
 
 /// The rows of a top-up file, or every reason it is refused: a missing column, too many
 /// rows, a row without a number or with an amount that is not a whole number of fen from
-/// 1 up.
+/// 1 up, a reference longer than 64 characters or given in two rows.
 pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
     let mut c = Checks::new();
     let mut rows = rows.into_iter();
@@ -88,6 +115,7 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
         );
         return Err(ApiError::invalid(c.violations));
     };
+    let reference_at = column("reference");
     let rows: Vec<Row> = rows.collect();
     if rows.len() > TOPUP_ROWS_MAX {
         return Err(ApiError::Invalid {
@@ -97,10 +125,25 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
         });
     }
     let mut out = Vec::with_capacity(rows.len());
+    // Each reference's first row.
+    let mut seen: HashMap<String, u32> = HashMap::new();
     for (row, cells) in rows {
         c.at_row(Some(row));
         let cell = |i: usize| cells.get(i).map(|c| c.trim()).unwrap_or("");
         let number = cell(number_at);
+        let reference = reference_at.map(cell).filter(|r| !r.is_empty());
+        if let Some(r) = reference {
+            if r.chars().count() > 64 {
+                c.fail(
+                    "reference",
+                    "max_length",
+                    "a reference has at most 64 characters",
+                );
+            } else if let Some(first) = seen.insert(r.to_string(), row) {
+                let message = format!("the reference {r} is also in row {first}");
+                c.fail("reference", "unique", message);
+            }
+        }
         if number.is_empty() || number.chars().count() > 64 {
             c.fail(
                 "number",
@@ -113,6 +156,7 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
                 row,
                 number: number.to_string(),
                 amount,
+                reference: reference.map(str::to_string),
             }),
             _ => c.fail(
                 "amount_fen",
@@ -127,8 +171,12 @@ pub fn parse_topups(rows: Vec<Row>) -> Result<Vec<TopUpRow>, ApiError> {
 
 /// Credit the cash balances a file lists (Idempotency-Key required; the file as the
 /// body, `text/csv` or the XLSX type, so that a retry sends the same bytes). Its header
-/// row names `number` and `amount_fen`. The whole file is checked first: a bad row, or a
-/// number no active cardholder has, refuses it whole (422, every reason with its row).
+/// row names `number` and `amount_fen`, and optionally `reference`: the bank's reference
+/// for each transfer. The whole file is checked first: a bad row, a number no active
+/// cardholder has, or a reference credited before to someone else or with another amount,
+/// refuses it whole (422, every reason with its row). A row whose reference was credited
+/// before, to the same person with the same amount, is not credited again: the answer
+/// lists it under `already_credited`.
 /// Each row is then its own top-up through the cardholder's wallet actor, under a key
 /// made from the upload's and the row's: an upload cut short (a 503, a lost answer) is
 /// sent again with its key, and rows already credited are answered as they were.
@@ -184,12 +232,60 @@ pub async fn create_topups(
         c.fail("number", "unknown", message);
     }
     checked(c)?;
+    let references: Vec<String> = rows.iter().filter_map(|r| r.reference.clone()).collect();
+    let credited: HashMap<String, RegisterLine> = if references.is_empty() {
+        HashMap::new()
+    } else {
+        let lines = state.store.topups_by_reference(tenant, references).await?;
+        lines
+            .into_iter()
+            .filter_map(|l| Some((l.reference.clone()?, l)))
+            .collect()
+    };
+    let mut result = TopUpBatchResult {
+        rows: rows.len() as u64,
+        total: 0,
+        topped_up: Vec::with_capacity(rows.len()),
+        already_credited: Vec::new(),
+    };
+    let mut fresh = Vec::with_capacity(rows.len());
+    let mut c = Checks::new();
+    for r in rows {
+        let before = r.reference.as_ref().and_then(|x| credited.get(x));
+        match before {
+            None => fresh.push(r),
+            Some(l) if l.user_id == found[&r.number] && l.amount.0 == r.amount => {
+                result.already_credited.push(AlreadyCredited {
+                    row: r.row,
+                    user_id: l.user_id,
+                    amount: r.amount,
+                    reference: r.reference.unwrap_or_default(),
+                    topup_id: l.id,
+                    at: l.at,
+                    number: r.number,
+                });
+            }
+            Some(l) => {
+                c.at_row(Some(r.row));
+                let message = format!(
+                    "the reference was credited on {} to {} ({} fen), not to this row",
+                    l.at, l.number, l.amount.0
+                );
+                c.fail("reference", "reference_used", message);
+            }
+        }
+    }
+    checked(c)?;
+    let rows = fresh;
     let policy = state.policy(tenant).await?;
+    let credited_by = caller.actor().as_string();
     let calls = rows
         .iter()
         .map(|r| {
             let op = Op::TopUp {
                 amount: Money(r.amount),
+                reference: r.reference.clone(),
+                credited_by: credited_by.clone(),
             };
             let idem = item_idem(
                 &caller,
@@ -203,11 +299,6 @@ pub async fn create_topups(
         .collect();
     // The answers in the file's order (a person in two rows is credited twice).
     let outcomes = batch_calls(&state, tenant, policy, calls).await;
-    let mut result = TopUpBatchResult {
-        rows: rows.len() as u64,
-        total: 0,
-        topped_up: Vec::with_capacity(rows.len()),
-    };
     let mut failed = None;
     for (r, outcome) in rows.iter().zip(outcomes) {
         match outcome {
@@ -218,6 +309,7 @@ pub async fn create_topups(
                     number: r.number.clone(),
                     user_id: found[&r.number],
                     amount: r.amount,
+                    reference: r.reference.clone(),
                 });
             }
             Err(e) => failed = failed.or(Some(e)),
@@ -232,10 +324,76 @@ pub async fn create_topups(
         "wallet.topup_batch",
         "tenant",
         tenant,
-        serde_json::json!({ "rows": result.rows, "total": result.total, "bytes": upload_bytes }),
+        serde_json::json!({
+            "rows": result.rows, "total": result.total, "bytes": upload_bytes,
+            "already_credited": result.already_credited.len(),
+        }),
     );
     state.record_audit(audit).await;
     Ok(web::Json(result))
+}
+
+/// A top-up in the register.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopUpLine {
+    /// Its id (UUIDv7), also its ledger transaction's: the register is in its order.
+    pub id: Uuid,
+    pub user_id: UserId,
+    /// The person's name and number now.
+    pub name: String,
+    pub number: String,
+    /// Fen credited.
+    pub amount: i64,
+    /// The bank's reference, as given.
+    pub reference: Option<String>,
+    /// Who credited it (`admin:<id>`, `app:<id>`, ...); null for a top-up made before
+    /// the register.
+    pub credited_by: Option<String>,
+    pub at: Timestamp,
+}
+
+impl From<RegisterLine> for TopUpLine {
+    fn from(l: RegisterLine) -> Self {
+        TopUpLine {
+            id: l.id,
+            user_id: l.user_id,
+            name: l.name,
+            number: l.number,
+            amount: l.amount.0,
+            reference: l.reference,
+            credited_by: l.by,
+            at: l.at,
+        }
+    }
+}
+
+/// The top-up register, oldest first, by person, time and reference: was this transfer
+/// credited, and to whom? (Admins who may read payments.)
+#[utoipa::path(tag = "wallets", params(RegisterParams), security(("bearer" = [])),
+    responses((status = 200, body = Paged<TopUpLine>), Problems))]
+#[get("/wallets/topups")]
+pub async fn list_topups(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    Query(params): Query<RegisterParams>,
+) -> Result<web::Json<Paged<TopUpLine>>, ApiError> {
+    let kind = RegisterKind::TopUp;
+    let page = register_page(&state, caller.tenant()?, kind, params, TopUpLine::from);
+    Ok(web::Json(page.await?))
+}
+
+/// The top-up register of a window of at most 31 days as CSV or XLSX, times in the
+/// tenant's zone: what the office reconciles the bank's statement with. 422
+/// `too_many_rows` past 200,000 top-ups: narrow it.
+#[utoipa::path(tag = "wallets", params(RegisterExportParams), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String), Problems))]
+#[get("/wallets/topups/export")]
+pub async fn export_topups(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsViewer>,
+    Query(params): Query<RegisterExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    register_export(&state, caller.tenant()?, RegisterKind::TopUp, params).await
 }
 
 #[cfg(test)]
@@ -274,12 +432,14 @@ mod tests {
                 TopUpRow {
                     row: 2,
                     number: "S-1".into(),
-                    amount: 1500
+                    amount: 1500,
+                    reference: None,
                 },
                 TopUpRow {
                     row: 3,
                     number: "S-2".into(),
-                    amount: 20
+                    amount: 20,
+                    reference: None,
                 },
             ]
         );
@@ -303,6 +463,34 @@ mod tests {
                 (Some(3), "number".into(), "required".into()),
                 (Some(4), "amount_fen".into(), "range".into()),
                 (Some(5), "amount_fen".into(), "range".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn references_are_kept_and_one_given_twice_or_too_long_is_named() {
+        let parsed = parse_topups(rows(&[
+            &["number", "amount_fen", "Reference"],
+            &["S-1", "100", " TX-1 "],
+            &["S-2", "200", ""],
+        ]))
+        .unwrap();
+        let refs: Vec<_> = parsed.iter().map(|r| r.reference.as_deref()).collect();
+        assert_eq!(refs, [Some("TX-1"), None]);
+        let long = "X".repeat(65);
+        let e = parse_topups(rows(&[
+            &["number", "amount_fen", "reference"],
+            &["S-1", "100", "TX-1"],
+            &["S-2", "200", "TX-2"],
+            &["S-3", "300", "TX-1"],
+            &["S-4", "400", &long],
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            rules(e),
+            [
+                (Some(4), "reference".into(), "unique".into()),
+                (Some(5), "reference".into(), "max_length".into()),
             ]
         );
     }

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use super::checked;
 use super::money::{idem, respond};
+use super::register::check_reference;
 use crate::auth::{Auth, Cardholder, PaymentsManager, PaymentsViewer, SuperAdmin};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Json};
 use crate::problem::{ApiError, Problems};
@@ -28,6 +29,11 @@ pub struct TopUp {
     /// Fen, at least 1.
     #[schema(minimum = 1)]
     pub amount: i64,
+    /// The bank's reference for the money (a transfer's serial number, a receipt's),
+    /// 1–64 characters: kept in the top-up register, and credited once in the tenant (409
+    /// `reference_used` the second time, whoever sends it).
+    #[schema(min_length = 1, max_length = 64)]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -106,7 +112,9 @@ pub async fn get_my_wallet(
     wallet_op(&state, caller.tenant()?, UserId(caller.subject()?), Op::Get).await
 }
 
-/// Top up a wallet's cash balance (Idempotency-Key required).
+/// Top up a wallet's cash balance (Idempotency-Key required), with the bank's reference
+/// for the money if it has one: a reference already credited in the tenant is 409
+/// `reference_used`, so one transfer is never credited twice.
 #[utoipa::path(tag = "wallets", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
     request_body = TopUp, security(("bearer" = [])), responses((status = 201, body = WalletView), Problems))]
 #[post("/users/{id}/wallet/topups")]
@@ -121,17 +129,17 @@ pub async fn create_topup(
     let (tenant, user): (TenantId, UserId) = (caller.tenant()?, path_id(&id)?);
     let mut c = Checks::new();
     let amount = amount(&mut c, "amount", body.amount);
+    check_reference(&mut c, &body.reference);
     checked(c)?;
     let policy = state.policy(tenant).await?;
+    let op = Op::TopUp {
+        amount,
+        reference: body.reference,
+        credited_by: caller.actor().as_string(),
+    };
     let outcome = state
         .wallets
-        .call(
-            tenant,
-            user,
-            Op::TopUp { amount },
-            policy,
-            Some(idem(&caller, key, hash)),
-        )
+        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
         .await?;
     respond(outcome, StatusCode::CREATED)
 }

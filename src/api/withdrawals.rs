@@ -10,17 +10,19 @@ use onecard_actors::wallet::{Op, Outcome, WalletError};
 use onecard_actors::wire::WithdrawalView;
 use onecard_schema::ids::{TenantId, UserId};
 use onecard_schema::model::UserStatus;
-use onecard_schema::wallet::{Holder, SubsidyTargets, Withdrawal, WithdrawalFilter};
+use onecard_schema::wallet::{Holder, RegisterKind, RegisterLine, SubsidyTargets};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::checked;
 use super::money::{batch_calls, idem, item_idem, respond};
-use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
+use super::register::{
+    check_reference, register_export, register_page, RegisterExportParams, RegisterParams,
+};
 use super::subsidies::check_targets;
 use super::wallets::amount;
-use super::{pages_up_to, ListParams, Paged};
+use super::Paged;
 use crate::auth::{Auth, PaymentsManager, PaymentsViewer};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Query};
 use crate::problem::{ApiError, Problems};
@@ -36,12 +38,6 @@ pub struct NewWithdrawal {
     /// characters; kept in the withdrawal register.
     #[schema(min_length = 1, max_length = 64)]
     pub reference: Option<String>,
-}
-
-fn check_reference(c: &mut Checks, reference: &Option<String>) {
-    if let Some(r) = reference {
-        c.text("reference", r, 1, 64);
-    }
 }
 
 /// Pay out a cardholder's cash balance, or part of it (Idempotency-Key required): the
@@ -271,8 +267,8 @@ pub struct WithdrawalLine {
     pub at: Timestamp,
 }
 
-impl From<Withdrawal> for WithdrawalLine {
-    fn from(w: Withdrawal) -> Self {
+impl From<RegisterLine> for WithdrawalLine {
+    fn from(w: RegisterLine) -> Self {
         WithdrawalLine {
             id: w.id,
             user_id: w.user_id,
@@ -280,132 +276,37 @@ impl From<Withdrawal> for WithdrawalLine {
             number: w.number,
             amount: w.amount.0,
             reference: w.reference,
-            paid_by: w.paid_by,
+            paid_by: w.by,
             at: w.at,
         }
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct WithdrawalParams {
-    pub user_id: Option<UserId>,
-    /// At or after this.
-    pub from: Option<Timestamp>,
-    /// Before this.
-    pub to: Option<Timestamp>,
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
-/// The withdrawal register, oldest first, by person and time (admins who may read
-/// payments).
-#[utoipa::path(tag = "wallets", params(WithdrawalParams), security(("bearer" = [])),
+/// The withdrawal register, oldest first, by person, time and reference (admins who may
+/// read payments).
+#[utoipa::path(tag = "wallets", params(RegisterParams), security(("bearer" = [])),
     responses((status = 200, body = Paged<WithdrawalLine>), Problems))]
 #[get("/wallets/withdrawals")]
 pub async fn list_withdrawals(
     state: web::Data<AppState>,
     caller: Auth<PaymentsViewer>,
-    Query(params): Query<WithdrawalParams>,
+    Query(params): Query<RegisterParams>,
 ) -> Result<web::Json<Paged<WithdrawalLine>>, ApiError> {
-    let page = ListParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    }
-    .page(|id| id)?;
-    let filter = WithdrawalFilter {
-        user: params.user_id,
-        from: params.from,
-        to: params.to,
-    };
-    let found = state
-        .store
-        .list_withdrawals(caller.tenant()?, filter, page)
-        .await?;
-    let items = found.items.into_iter().map(WithdrawalLine::from).collect();
-    Ok(web::Json(Paged::new(items, found.next)))
+    let kind = RegisterKind::Withdrawal;
+    let page = register_page(&state, caller.tenant()?, kind, params, WithdrawalLine::from);
+    Ok(web::Json(page.await?))
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct WithdrawalExportParams {
-    /// At or after this.
-    pub from: Timestamp,
-    /// Before this; at most 31 days after `from`.
-    pub to: Timestamp,
-    /// `csv` (default; money in fen) or `xlsx` (money in yuan, with a total).
-    pub format: Option<SheetFormat>,
-}
-
-const WITHDRAWAL_COLUMNS: &[&str] = &[
-    "at",
-    "number",
-    "name",
-    "amount",
-    "reference",
-    "paid_by",
-    "withdrawal_id",
-    "user_id",
-];
 
 /// The register of a window of at most 31 days as CSV or XLSX, times in the tenant's
 /// zone: what the office reconciles its transfers with. 422 `too_many_rows` past 200,000
 /// payouts: narrow it.
-#[utoipa::path(tag = "wallets", params(WithdrawalExportParams), security(("bearer" = [])),
+#[utoipa::path(tag = "wallets", params(RegisterExportParams), security(("bearer" = [])),
     responses((status = 200, content_type = "text/csv", body = String), Problems))]
 #[get("/wallets/withdrawals/export")]
 pub async fn export_withdrawals(
     state: web::Data<AppState>,
     caller: Auth<PaymentsViewer>,
-    Query(params): Query<WithdrawalExportParams>,
+    Query(params): Query<RegisterExportParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant()?;
-    check_export_window(params.from, params.to)?;
-    let filter = WithdrawalFilter {
-        user: None,
-        from: Some(params.from),
-        to: Some(params.to),
-    };
-    let store = &state.store;
-    let found = pages_up_to(EXPORT_ROWS_MAX, |page| {
-        store.list_withdrawals(tenant, filter.clone(), page)
-    })
-    .await?;
-    let window = ExportWindow {
-        from: params.from,
-        to: params.to,
-        tz: state.policy(tenant).await?.tz,
-    };
-    let rows = found
-        .into_iter()
-        .map(|w| {
-            vec![
-                window.at(w.at),
-                w.number,
-                w.name,
-                w.amount.0.to_string(),
-                w.reference.unwrap_or_default(),
-                w.paid_by.unwrap_or_default(),
-                w.id.to_string(),
-                w.user_id.to_string(),
-            ]
-        })
-        .collect();
-    let sheet = Sheet {
-        title: window.title("Withdrawals"),
-        name: "withdrawals",
-        columns: WITHDRAWAL_COLUMNS,
-        money_columns: &[3],
-        rows,
-        noun: "withdrawals",
-    };
-    sheet
-        .download(
-            params.format.unwrap_or(SheetFormat::Csv),
-            &window.stem("withdrawals"),
-        )
-        .await
+    register_export(&state, caller.tenant()?, RegisterKind::Withdrawal, params).await
 }

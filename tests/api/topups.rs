@@ -5,12 +5,15 @@ use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
-use crate::money::{ledger_balances, person, shop};
+use crate::money::{keyed, ledger_balances, person, shop};
 use crate::on_both_engines;
-use crate::reports::report;
+use crate::reports::{download, report};
 use crate::statements::all_lines;
 
-on_both_engines!(a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one);
+on_both_engines!(
+    a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one,
+    a_bank_reference_is_credited_once_and_the_register_shows_it
+);
 
 /// POSTs `bytes` as the body of `/wallets/topups` with `content_type` and `key`.
 async fn send(
@@ -213,4 +216,289 @@ async fn a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one(engine:
         "two files, and the first sent again once its record was gone: {audit}"
     );
     ledger_balances(&app, &admin).await;
+}
+
+/// `(row, number, amount, reference)` of each row of a file's answer under `list`.
+fn answered(body: &Value, list: &str) -> Vec<(u64, String, i64, Value)> {
+    body[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|t| {
+            (
+                t["row"].as_u64().unwrap(),
+                t["number"].as_str().unwrap().to_string(),
+                t["amount"].as_i64().unwrap(),
+                t["reference"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn a_bank_reference_is_credited_once_and_the_register_shows_it(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let admin = shop.admin.clone();
+    let (s1, me1) = person(&app, &admin, "S-1").await;
+    let (s2, _) = person(&app, &admin, "S-2").await;
+    let csv = |text: &str| text.as_bytes().to_vec();
+    let top_up = |user: &str, key: &str, body: Value| {
+        let path = format!("/api/v1/users/{user}/wallet/topups");
+        let (app, admin, key) = (&app, admin.clone(), key.to_string());
+        async move { keyed(app, &path, &admin, &key, body).await }
+    };
+
+    // One top-up with the bank's reference; its retry is the same answer.
+    let (s, first) = top_up(&s1, "k-1", json!({"amount": 500, "reference": "TX-100"})).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = top_up(&s1, "k-1", json!({"amount": 500, "reference": "TX-100"})).await;
+    assert_eq!((s, &again), (200, &first));
+    // The same transfer under another key, to anyone, is refused and moves nothing.
+    for (user, key) in [(&s2, "k-2"), (&s1, "k-3")] {
+        let (s, body) = top_up(user, key, json!({"amount": 500, "reference": "TX-100"})).await;
+        assert_problem(s, &body, 409, "reference_used");
+        assert!(
+            body["detail"].as_str().unwrap().contains("TX-100"),
+            "{body}"
+        );
+    }
+    for bad in [json!(""), json!("X".repeat(65)), json!(7)] {
+        let (s, body) = top_up(&s2, "k-4", json!({"amount": 5, "reference": bad})).await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {body}");
+    }
+    assert_eq!(
+        (
+            balance(&app, &admin, &s1).await,
+            balance(&app, &admin, &s2).await
+        ),
+        (500, 0)
+    );
+
+    // Eight requests race with one reference, under their own keys, for two people: the
+    // store credits it once.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let who = if i % 2 == 0 { s1.clone() } else { s2.clone() };
+            let body = json!({"amount": 7, "reference": "TX-RACE"});
+            let key = format!("race-{i}");
+            let call = top_up(&who, &key, body);
+            async move { call.await.0 }
+        })
+        .collect();
+    let mut statuses = futures_util::future::join_all(racers).await;
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+
+    // A bank file: a row already credited (same person, same amount) is not credited
+    // again; the others are.
+    let file = csv("number,amount_fen,reference\nS-1,500,TX-100\nS-2,300,TX-101\nS-1,50,\n");
+    let (s, body) = send(&app, &admin, Some("file-1"), "text/csv", file).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        answered(&body, "topped_up"),
+        [
+            (3, "S-2".into(), 300, json!("TX-101")),
+            (4, "S-1".into(), 50, Value::Null)
+        ]
+    );
+    assert_eq!(
+        answered(&body, "already_credited"),
+        [(2, "S-1".into(), 500, json!("TX-100"))]
+    );
+    assert_eq!(
+        (body["rows"].as_u64(), body["total"].as_i64()),
+        (Some(3), Some(350))
+    );
+
+    // A reference credited to someone else, or with another amount, refuses the file;
+    // so does a reference in two rows.
+    let wrong = csv("number,amount_fen,reference\nS-2,9,NEW-1\nS-1,300,TX-101\nS-1,501,TX-100\n");
+    let (s, body) = send(&app, &admin, Some("file-2"), "text/csv", wrong).await;
+    assert_problem(s, &body, 422, "invalid");
+    let named: Vec<(u64, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        named,
+        [(3, "reference_used"), (4, "reference_used")],
+        "{body}"
+    );
+    let twice = csv("number,amount_fen,reference\nS-2,9,NEW-1\nS-1,9,NEW-1\n");
+    let (s, body) = send(&app, &admin, Some("file-3"), "text/csv", twice).await;
+    assert_problem(s, &body, 422, "invalid");
+    assert_eq!(body["errors"][0]["rule"], "unique", "{body}");
+
+    // The month's file so far, uploaded again with a new line: only the new line moves.
+    let month = csv("reference,number,amount_fen\nTX-100,S-1,500\nTX-101,S-2,300\nTX-102,S-2,40\n");
+    let (s, body) = send(&app, &admin, Some("file-4"), "text/csv", month).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        answered(&body, "topped_up"),
+        [(4, "S-2".into(), 40, json!("TX-102"))]
+    );
+    let before: Vec<u64> = answered(&body, "already_credited")
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(before, [2, 3]);
+    let race_winner = if balance(&app, &admin, &s1).await == 557 {
+        7
+    } else {
+        0
+    };
+    assert_eq!(
+        (
+            balance(&app, &admin, &s1).await,
+            balance(&app, &admin, &s2).await
+        ),
+        (550 + race_winner, 340 + 7 - race_winner),
+        "each transfer credited once"
+    );
+
+    // The register: every top-up, oldest first, with its reference and who credited it.
+    let (s, reg) = app.get("/api/v1/wallets/topups?limit=2", &admin).await;
+    assert_eq!(s, 200, "{reg}");
+    let mut lines: Vec<Value> = reg["items"].as_array().unwrap().clone();
+    let mut cursor = reg["next_cursor"].clone();
+    while let Some(c) = cursor.as_str() {
+        let (s, page) = app
+            .get(
+                &format!("/api/v1/wallets/topups?limit=2&cursor={c}"),
+                &admin,
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        lines.extend(page["items"].as_array().unwrap().iter().cloned());
+        cursor = page["next_cursor"].clone();
+    }
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    // A file's rows are credited side by side: its two lines in either order.
+    let mut seen: Vec<(&str, i64, Value)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["number"].as_str().unwrap(),
+                l["amount"].as_i64().unwrap(),
+                l["reference"].clone(),
+            )
+        })
+        .collect();
+    seen[2..4].sort_by_key(|l| l.1);
+    let racer = if race_winner == 7 { "S-1" } else { "S-2" };
+    assert_eq!(
+        seen,
+        [
+            ("S-1", 500, json!("TX-100")),
+            (racer, 7, json!("TX-RACE")),
+            ("S-1", 50, Value::Null),
+            ("S-2", 300, json!("TX-101")),
+            ("S-2", 40, json!("TX-102")),
+        ]
+    );
+    assert!(lines.iter().all(|l| l["credited_by"]
+        .as_str()
+        .is_some_and(|b| b.starts_with("admin:"))));
+    let (s, one) = app
+        .get("/api/v1/wallets/topups?reference=TX-101", &admin)
+        .await;
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one["items"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["items"][0]["user_id"], s2.as_str());
+    let (_, mine) = app
+        .get(&format!("/api/v1/wallets/topups?user_id={s1}"), &admin)
+        .await;
+    let amounts: Vec<i64> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts.iter().sum::<i64>(), 550 + race_winner, "{mine}");
+    let (s, _) = app.get("/api/v1/wallets/topups", &me1).await;
+    assert_eq!(s, 403, "a cardholder does not read the register");
+    let long = "X".repeat(65);
+    for bad in [
+        format!("reference={long}"),
+        "color=red".into(),
+        "user_id=x".into(),
+    ] {
+        let (s, body) = app
+            .get(&format!("/api/v1/wallets/topups?{bad}"), &admin)
+            .await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {body}");
+    }
+    // Another tenant's register is its own.
+    let elsewhere = shop_elsewhere(&app).await;
+    let (_, theirs) = app.get("/api/v1/wallets/topups", &elsewhere).await;
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
+
+    // As a file: CSV in fen, XLSX in yuan with a total.
+    let from = app.clock_now() - SignedDuration::from_hours(1);
+    let window = format!(
+        "from={from}&to={}",
+        app.clock_now() + SignedDuration::from_secs(1)
+    );
+    let (mime, csv_file) = download(
+        &app,
+        &admin,
+        &format!("/api/v1/wallets/topups/export?{window}"),
+    )
+    .await;
+    assert!(mime.starts_with("text/csv"), "{mime}");
+    let text = String::from_utf8(csv_file).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        rows[0],
+        "at,number,name,amount,reference,credited_by,topup_id,user_id"
+    );
+    assert_eq!(rows.len(), 6, "{text}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(",S-2,User S-2,300,TX-101,admin:")),
+        "{text}"
+    );
+    let (_, xlsx) = download(
+        &app,
+        &admin,
+        &format!("/api/v1/wallets/topups/export?{window}&format=xlsx"),
+    )
+    .await;
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx)).unwrap();
+    use calamine::Reader;
+    let sheet = book.worksheet_range("topups").unwrap();
+    let cell = |r: u32, c: u32| {
+        sheet
+            .get_value((r, c))
+            .cloned()
+            .unwrap_or(calamine::Data::Empty)
+    };
+    assert_eq!(cell(8, 0), calamine::Data::String("5 top-ups".into()));
+    assert_eq!(
+        cell(8, 3),
+        calamine::Data::Float(8.97),
+        "the total, in yuan"
+    );
+    let (s, body) = app
+        .get(
+            &format!(
+                "/api/v1/wallets/topups/export?from={from}&to={}",
+                from + SignedDuration::from_hours(24 * 32)
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    ledger_balances(&app, &admin).await;
+}
+
+/// Another tenant's payments manager.
+async fn shop_elsewhere(app: &TestApp) -> String {
+    shop(app, 100_000).await.admin
 }

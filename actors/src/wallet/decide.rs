@@ -56,8 +56,14 @@ pub enum Op {
         code: CodeCheck,
         card_active: bool,
     },
+    /// Credits cash: a bank transfer, a counter deposit.
     TopUp {
         amount: Money,
+        /// The bank's reference for it, kept in the top-up register and credited once in
+        /// the tenant (the store refuses a second: `CommitError::ReferenceUsed`).
+        reference: Option<String>,
+        /// Who credits it (`Actor::as_string`).
+        credited_by: String,
     },
     /// Pays out cash balance (`amount`, or all of it): the finance office hands it to the
     /// cardholder outside the platform (a person leaving, say). Never subsidies or coupons,
@@ -177,7 +183,7 @@ struct Builder {
     nonce: Option<Vec<u8>>,
     /// The decision took the card to be active; the store checks it at commit.
     require_active: bool,
-    withdrawal: Option<WithdrawalRecord>,
+    register: Option<RegisterRecord>,
     now: Timestamp,
 }
 
@@ -194,7 +200,7 @@ impl Builder {
             risk: Vec::new(),
             nonce: None,
             require_active: false,
-            withdrawal: None,
+            register: None,
             now,
         }
     }
@@ -341,7 +347,7 @@ impl Builder {
             risk_events: self.risk,
             outbox: self.outbox,
             request: None,
-            withdrawal: self.withdrawal,
+            register: self.register,
             at: self.now,
             require_active: self.require_active,
         };
@@ -513,7 +519,11 @@ pub fn decide(
             };
             Ok(payment_done(b, p, 201))
         }
-        Op::TopUp { amount } => {
+        Op::TopUp {
+            amount,
+            reference,
+            credited_by,
+        } => {
             let balance = b
                 .state
                 .wallet
@@ -532,6 +542,14 @@ pub fn decide(
             let tx = Uuid::now_v7();
             b.entry(tx, Account::Cash, Some(user.0), amount.0, None);
             b.entry(tx, Account::TopupClearing, None, -amount.0, None);
+            b.register = Some(RegisterRecord {
+                kind: RegisterKind::TopUp,
+                id: tx,
+                user_id: user,
+                amount: *amount,
+                reference: reference.clone(),
+                by: credited_by.clone(),
+            });
             b.event(
                 format!("user:{user}"),
                 "wallet.topped_up",
@@ -570,12 +588,13 @@ pub fn decide(
             let tx = Uuid::now_v7();
             b.entry(tx, Account::Cash, Some(user.0), -amount.0, None);
             b.entry(tx, Account::WithdrawalClearing, None, amount.0, None);
-            b.withdrawal = Some(WithdrawalRecord {
+            b.register = Some(RegisterRecord {
+                kind: RegisterKind::Withdrawal,
                 id: tx,
                 user_id: user,
                 amount,
                 reference: reference.clone(),
-                paid_by: paid_by.clone(),
+                by: paid_by.clone(),
             });
             b.event(
                 format!("user:{user}"),

@@ -185,6 +185,22 @@ fn load_failed(e: &StoreError) -> WalletError {
     }
 }
 
+/// The refusal of a top-up whose reference the tenant's register holds already.
+fn reference_used(op: &Op) -> Refusal {
+    let reference = match op {
+        Op::TopUp {
+            reference: Some(r), ..
+        } => r.as_str(),
+        _ => "",
+    };
+    Refusal {
+        status: 409,
+        code: "reference_used",
+        field: Some("reference"),
+        detail: format!("the reference {reference} was credited before: GET /wallets/topups?reference= shows it"),
+    }
+}
+
 /// A commit the store did not apply, for a reason the wallet cannot decide around.
 fn commit_failed(e: CommitError) -> WalletError {
     match e {
@@ -252,6 +268,9 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
                 body: stored.body,
             })
         }
+        // A top-up whose bank reference was credited before, by another request: nothing
+        // was written, and the wallet is as it was.
+        Err(CommitError::ReferenceUsed) => Ok(Step::Refused(reference_used(&op), None)),
         Err(e @ (CommitError::Fenced | CommitError::NonceUsed | CommitError::CardInactive)) => {
             let now = env.clock.now();
             // `NotFound`: the cardholder was removed meanwhile.
