@@ -611,7 +611,10 @@ impl World {
             Step::TopUp { amount } => Op::TopUp {
                 amount: Money(*amount),
                 // Every other top-up carries a bank reference, each its own.
-                reference: self.steps.is_multiple_of(2).then(|| format!("bank-{}", self.steps)),
+                reference: self
+                    .steps
+                    .is_multiple_of(2)
+                    .then(|| format!("bank-{}", self.steps)),
                 credited_by: "admin:model".into(),
             },
             Step::Withdraw { amount } => Op::Withdraw {

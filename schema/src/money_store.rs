@@ -284,6 +284,13 @@ pub trait MoneyStore: Send + Sync + 'static {
         filter: RegisterFilter,
         page: PageReq<uuid::Uuid>,
     ) -> StoreResult<Page<RegisterLine, uuid::Uuid>>;
+    /// The references of the registers' lines (top-ups and withdrawals) among `ids` that
+    /// have one, in any order: what a statement shows beside those lines.
+    async fn register_references(
+        &self,
+        tenant: TenantId,
+        ids: Vec<uuid::Uuid>,
+    ) -> StoreResult<Vec<(uuid::Uuid, String)>>;
     /// The top-ups of the tenant that carry one of `references`, in any order.
     async fn topups_by_reference(
         &self,

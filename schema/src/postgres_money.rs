@@ -2253,6 +2253,29 @@ impl MoneyStore for PgStore {
         Ok(paginate(items, page.limit, |w| w.id))
     }
 
+    async fn register_references(
+        &self,
+        tenant: TenantId,
+        ids: Vec<Uuid>,
+    ) -> StoreResult<Vec<(Uuid, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, reference FROM topups \
+                   WHERE id = ANY($2) AND tenant_id = $1 AND reference IS NOT NULL \
+                 UNION ALL \
+                 SELECT id, reference FROM withdrawals \
+                   WHERE id = ANY($2) AND tenant_id = $1 AND reference IS NOT NULL",
+                &[&tenant.0, &ids],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn topups_by_reference(
         &self,
         tenant: TenantId,

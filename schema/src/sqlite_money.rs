@@ -1439,6 +1439,36 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
+    async fn register_references(
+        &self,
+        tenant: TenantId,
+        ids: Vec<Uuid>,
+    ) -> StoreResult<Vec<(Uuid, String)>> {
+        self.read(move |c| {
+            let mut found = Vec::new();
+            for kind in [RegisterKind::TopUp, RegisterKind::Withdrawal] {
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT reference FROM {} WHERE id = ? AND tenant_id = ? \
+                         AND reference IS NOT NULL",
+                        kind.table()
+                    ))
+                    .map_err(db)?;
+                for id in &ids {
+                    let reference: Option<String> = st
+                        .query_row(params![TextUuid::new(*id), TextUuid::new(tenant.0)], |r| {
+                            r.get(0)
+                        })
+                        .optional()
+                        .map_err(db)?;
+                    found.extend(reference.map(|r| (*id, r)));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn topups_by_reference(
         &self,
         tenant: TenantId,

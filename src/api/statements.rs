@@ -2,6 +2,8 @@
 //! OPERATIONS.md "Statements"): payments, refunds, top-ups, subsidies, arrears. The
 //! cardholder reads their own; an admin who may read payments reads anyone's.
 
+use std::collections::HashMap;
+
 use actix_web::{get, web, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::wire::PaymentView;
@@ -68,14 +70,30 @@ pub struct StatementLineView {
     pub cash: i64,
     /// What it did to the subsidy accounts, signed fen.
     pub subsidy: i64,
+    /// `top_up` and `withdrawal`: the bank's reference the finance office gave for it (a
+    /// transfer's serial number), when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
-/// Lines as the API shows them, with their merchants' names.
+/// Lines as the API shows them, with their merchants' names and their top-ups' and
+/// withdrawals' references.
 async fn views(
     state: &AppState,
     tenant: TenantId,
     lines: Vec<StatementLine>,
 ) -> Result<Vec<StatementLineView>, ApiError> {
+    let registered: Vec<Uuid> = lines
+        .iter()
+        .filter(|l| matches!(l.kind, StatementKind::TopUp | StatementKind::Withdrawal))
+        .map(|l| l.id)
+        .collect();
+    let mut references: HashMap<Uuid, String> = if registered.is_empty() {
+        HashMap::new()
+    } else {
+        let found = state.store.register_references(tenant, registered).await?;
+        found.into_iter().collect()
+    };
     let mut items = Vec::with_capacity(lines.len());
     for l in lines {
         let merchant = match l.merchant_id {
@@ -99,6 +117,7 @@ async fn views(
             subsidy_account: l.subsidy_account.map(|(id, name)| NamedRef { id, name }),
             cash: l.cash,
             subsidy: l.subsidy,
+            reference: references.remove(&l.id),
         });
     }
     Ok(items)
@@ -189,6 +208,9 @@ fn detail(view: &StatementLineView) -> String {
     }
     if let Some(a) = &view.subsidy_account {
         return a.name.clone();
+    }
+    if let Some(r) = &view.reference {
+        return format!("reference {r}");
     }
     view.payment_id
         .map(|p| format!("payment {p}"))

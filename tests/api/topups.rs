@@ -495,6 +495,29 @@ async fn a_bank_reference_is_credited_once_and_the_register_shows_it(engine: Eng
         )
         .await;
     assert_eq!(s, 422, "{body}");
+
+    // The cardholder's statement shows each top-up's reference, the file's too.
+    let (lines, _) = all_lines(&app, "/api/v1/me/statement", &me1, 50).await;
+    let mut top_ups: Vec<(i64, Value)> = lines
+        .iter()
+        .filter(|l| l["kind"] == "top_up")
+        .map(|l| (l["amount"].as_i64().unwrap(), l["reference"].clone()))
+        .collect();
+    top_ups.sort_by_key(|t| t.0);
+    let mut expected = vec![(50, Value::Null), (500, json!("TX-100"))];
+    if race_winner == 7 {
+        expected.insert(0, (7, json!("TX-RACE")));
+    }
+    assert_eq!(top_ups, expected);
+    let (_, statement) =
+        download(&app, &me1, &format!("/api/v1/me/statement/export?{window}")).await;
+    let statement = String::from_utf8(statement).unwrap();
+    assert!(
+        statement
+            .lines()
+            .any(|l| l.contains(",top_up,500,500,0,,reference TX-100,")),
+        "{statement}"
+    );
     ledger_balances(&app, &admin).await;
 }
 

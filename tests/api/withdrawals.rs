@@ -161,6 +161,17 @@ async fn a_leaving_persons_balance_is_paid_out_once_and_never_past_what_is_owed(
         .iter()
         .map(|l| (l["kind"].as_str().unwrap(), l["amount"].as_i64().unwrap()))
         .collect();
+    let references: Vec<&Value> = st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["reference"])
+        .collect();
+    assert_eq!(
+        references[..2],
+        [&Value::Null, &json!("BT-2026-0042")],
+        "a payout shows the reference it was paid by"
+    );
     assert_eq!(
         lines,
         [
