@@ -26,6 +26,7 @@ pub const MONEY_ROUTES: &[&str] = &[
     "/api/v1/payments/{id}/refunds",
     "/api/v1/users/{id}/wallet/topups",
     "/api/v1/users/{id}/wallet/withdrawals",
+    "/api/v1/wallets/topups/{id}/reversal",
     "/api/v1/me/arrears/repay",
     "/api/v1/collection-codes/{code}/payments",
 ];

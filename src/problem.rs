@@ -135,6 +135,7 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("in_arrears", 409),
     ("insufficient_balance", 409),
     ("reference_used", 409),
+    ("already_reversed", 409),
     ("not_websocket", 400),
 ];
 

@@ -266,6 +266,7 @@ where
                 .service(topups::create_topups)
                 .service(topups::list_topups)
                 .service(topups::export_topups)
+                .service(topups::reverse_topup)
                 .service(withdrawals::create_withdrawal)
                 .service(withdrawals::create_batch_withdrawal)
                 .service(withdrawals::list_withdrawals)

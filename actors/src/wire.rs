@@ -71,6 +71,20 @@ pub struct WithdrawalView {
     pub wallet: WalletView,
 }
 
+/// A top-up reversal's answer: the top-up taken back, and the wallet after it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TopUpReversalView {
+    /// The top-up reversed (`GET /wallets/topups`).
+    pub topup_id: uuid::Uuid,
+    /// The reversal's ledger transaction (its line on the statement).
+    pub reversal_id: uuid::Uuid,
+    /// Fen taken back from the cash balance.
+    #[schema(value_type = i64)]
+    pub reversed: Money,
+    #[serde(flatten)]
+    pub wallet: WalletView,
+}
+
 /// A wallet as its holder and admins see it (API.md "Wallet").
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct WalletView {

@@ -1081,6 +1081,7 @@ fn tampered_run(url: Option<String>) {
         outbox: vec![],
         request: None,
         register: None,
+        topup_reversal: None,
         at: world.now,
         require_active: false,
     };
@@ -1542,6 +1543,36 @@ fn reference_run(url: Option<String>) {
             .collect::<Vec<_>>(),
         [Some("R-2")]
     );
+
+    // A reversal frees its top-up's reference, and is written once: a second reversal of
+    // the same top-up is fenced, as a refund of a payment that moved on is.
+    let reversal = |version: i64, key: &str, topup_id: uuid::Uuid| {
+        let mut c = keyed_commit(&stored, version, key, 0, world.now);
+        c.used_nonce = None;
+        c.topup_reversal = Some(TopUpReversal {
+            topup_id,
+            reversal_id: uuid::Uuid::now_v7(),
+            by: "admin:test".into(),
+            reason: "the wrong person".into(),
+        });
+        c
+    };
+    let r2 = found[0].id;
+    let done = run(vec![reversal(v + 5, "rev-1", r2)]);
+    assert_eq!(done, vec![Ok(())]);
+    let done = run(vec![reversal(v + 6, "rev-2", r2)]);
+    assert_eq!(done, vec![Err(CommitError::Fenced)], "reversed once");
+    assert!(!key_kept(ctx, "rev-2"));
+    let line = ctx
+        .rt
+        .block_on(ctx.store.get_topup(stored.tenant_id, r2))
+        .unwrap();
+    assert_eq!(
+        line.reversal.map(|r| (r.by, r.reason)),
+        Some(("admin:test".to_string(), "the wrong person".to_string()))
+    );
+    let done = run(vec![commit(v + 6, "r2-again", Some("R-2"))]);
+    assert_eq!(done, vec![Ok(())], "a reversed top-up's reference is free");
     let loaded = ctx
         .rt
         .block_on(
@@ -1549,7 +1580,7 @@ fn reference_run(url: Option<String>) {
                 .load_wallet(stored.tenant_id, stored.user_id, world.now),
         )
         .unwrap();
-    assert_eq!(loaded.wallet.version, v + 4);
+    assert_eq!(loaded.wallet.version, v + 6);
 }
 
 #[test]
@@ -1696,6 +1727,7 @@ fn keyed_commit(
             body: b"{}".to_vec(),
         }),
         register: None,
+        topup_reversal: None,
         at,
         require_active: false,
     }

@@ -70,7 +70,9 @@ enum Cmd {
         runs: usize,
     },
     /// Time top-ups from a file: a fresh tenant per run with --people students imported,
-    /// then one file crediting each of them; median of --runs.
+    /// then one file crediting each of them; then, side by side in another fresh tenant,
+    /// the same file with a bank reference on each row, and that file uploaded again under
+    /// a new key (every row already credited); medians of --runs.
     Topups {
         #[command(flatten)]
         target: Target,
@@ -690,7 +692,10 @@ async fn grant(target: Target, people: usize, runs: usize) -> Result<()> {
 }
 
 /// Credits `amount` fen to each of the first `people` students (`students_csv`) with one
-/// file (`POST /wallets/topups`): the milliseconds it took and its answer.
+/// file (`POST /wallets/topups`), each row with the reference `{prefix}-{i}` when
+/// `references` names a prefix: the milliseconds it took and its answer. Checks that
+/// every row was answered: credited now, or (`again`) credited before.
+#[allow(clippy::too_many_arguments)]
 async fn top_up_file(
     server: &Server,
     client: &reqwest::Client,
@@ -698,10 +703,18 @@ async fn top_up_file(
     people: usize,
     amount: i64,
     key: &str,
+    references: Option<&str>,
+    again: bool,
 ) -> Result<(f64, Value)> {
-    let mut file = String::from("number,amount_fen\n");
+    let mut file = match references {
+        Some(_) => String::from("number,amount_fen,reference\n"),
+        None => String::from("number,amount_fen\n"),
+    };
     for i in 0..people {
-        file.push_str(&format!("S{i:07},{amount}\n"));
+        match references {
+            Some(prefix) => file.push_str(&format!("S{i:07},{amount},{prefix}-{i}\n")),
+            None => file.push_str(&format!("S{i:07},{amount}\n")),
+        }
     }
     let start = Instant::now();
     let res = client
@@ -718,13 +731,19 @@ async fn top_up_file(
     if status != 200 {
         bail!("top-up file: {status} {body}");
     }
+    let (credited, before) = match again {
+        false => (amount * people as i64, 0),
+        true => (0, people),
+    };
     if body["rows"].as_u64() != Some(people as u64)
-        || body["total"].as_i64() != Some(amount * people as i64)
+        || body["total"].as_i64() != Some(credited)
+        || body["already_credited"].as_array().map(Vec::len) != Some(before)
     {
         bail!(
-            "the file credited {} rows, {} fen",
+            "the file of {people} rows answered {} rows, {} fen credited, {} credited before",
             body["rows"],
-            body["total"]
+            body["total"],
+            body["already_credited"].as_array().map_or(0, Vec::len)
         );
     }
     Ok((ms, body))
@@ -738,26 +757,34 @@ async fn topups(target: Target, people: usize, runs: usize) -> Result<()> {
         "topups: a file crediting {people} students, {runs} runs against {}",
         server.base
     );
-    let mut times = Vec::new();
+    let (mut plain, mut referenced, mut again) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let admin = students_tenant(&server, &client, &format!("Top-ups {run}"), &csv).await?;
-        let (ms, _) = top_up_file(
-            &server,
-            &client,
-            &admin,
-            people,
-            1_234,
-            &format!("file-{run}"),
-        )
-        .await?;
-        let check = ledger_balances(&server, &client, &admin, "the file").await?;
+        let key = format!("file-{run}");
+        let plain_file = top_up_file(&server, &client, &admin, people, 1_234, &key, None, false);
+        let (ms, _) = plain_file.await?;
+        ledger_balances(&server, &client, &admin, "the file").await?;
+        plain.push(ms);
+        let admin = students_tenant(&server, &client, &format!("Top-ups ref {run}"), &csv).await?;
+        let refs = Some("BANK");
+        let first = top_up_file(&server, &client, &admin, people, 1_234, &key, refs, false);
+        let (ms_ref, _) = first.await?;
+        let key = format!("file-{run}-again");
+        let second = top_up_file(&server, &client, &admin, people, 1_234, &key, refs, true);
+        let (ms_again, _) = second.await?;
+        let check = ledger_balances(&server, &client, &admin, "the files").await?;
         println!(
-            "  run {run}: {ms:.0} ms, {people} credited, ledger balanced ({} entries)",
+            "  run {run}: {ms:.0} ms without references, {ms_ref:.0} ms with them, \
+             {ms_again:.0} ms for the same file again (nothing credited); ledger balanced \
+             ({} entries)",
             check["entries"]
         );
-        times.push(ms);
+        referenced.push(ms_ref);
+        again.push(ms_again);
     }
-    summary("topups", people, "rows", times);
+    summary("topups", people, "rows", plain);
+    summary("topups with references", people, "rows", referenced);
+    summary("the referenced file again", people, "rows", again);
     Ok(())
 }
 
@@ -780,6 +807,8 @@ async fn withdraw(target: Target, people: usize, runs: usize) -> Result<()> {
             people,
             TOP_UP,
             &format!("file-{run}"),
+            None,
+            false,
         )
         .await?;
         let start = Instant::now();

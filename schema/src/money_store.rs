@@ -284,14 +284,18 @@ pub trait MoneyStore: Send + Sync + 'static {
         filter: RegisterFilter,
         page: PageReq<uuid::Uuid>,
     ) -> StoreResult<Page<RegisterLine, uuid::Uuid>>;
-    /// The references of the registers' lines (top-ups and withdrawals) among `ids` that
-    /// have one, in any order: what a statement shows beside those lines.
-    async fn register_references(
+    /// What the registers say of the ledger transactions `ids`, in any order: a top-up's
+    /// or withdrawal's reference (those with one), and each top-up reversal's top-up.
+    /// What a statement shows beside those lines.
+    async fn register_notes(
         &self,
         tenant: TenantId,
         ids: Vec<uuid::Uuid>,
-    ) -> StoreResult<Vec<(uuid::Uuid, String)>>;
-    /// The top-ups of the tenant that carry one of `references`, in any order.
+    ) -> StoreResult<Vec<RegisterNote>>;
+    /// One top-up of the register (`NotFound` if the tenant has no such top-up).
+    async fn get_topup(&self, tenant: TenantId, id: uuid::Uuid) -> StoreResult<RegisterLine>;
+    /// The top-ups of the tenant that stand (not reversed) and carry one of `references`,
+    /// in any order.
     async fn topups_by_reference(
         &self,
         tenant: TenantId,

@@ -806,6 +806,50 @@ const UPSERT_COUPONS: &str = "INSERT INTO coupons (id, tenant_id, user_id, name,
       ON CONFLICT (id) DO UPDATE SET used_payment = EXCLUDED.used_payment";
 const INSERT_RISKS: &str = "INSERT INTO risk_events (id, user_id, kind, at) \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])";
+/// Writes the reversals onto their top-ups' lines, and fails the transaction unless every
+/// one of those top-ups was still standing (a batch sent whole checks it so; the careful
+/// path has checked and locked them before: `reversed_topups`).
+const UPDATE_TOPUP_REVERSALS: &str = "WITH u AS ( \
+       UPDATE topups t \
+          SET reversal_id = r.reversal_id, reversed_at = r.at, reversed_by = r.by, \
+              reversal_reason = r.reason \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], \
+                     $6::text[]) AS r(topup_id, tenant_id, reversal_id, at, by, reason) \
+        WHERE t.id = r.topup_id AND t.tenant_id = r.tenant_id AND t.reversal_id IS NULL \
+        RETURNING 1) \
+     SELECT onecard_expect(count(*) = cardinality($1::uuid[]), 'top-up reversed') FROM u";
+
+/// The commits (by index, among `idx`) that reverse a top-up reversed since their
+/// decision saw it. The top-ups still standing are locked until the transaction ends.
+async fn reversed_topups<C: GenericClient>(
+    c: &C,
+    commits: &[WalletCommit],
+    idx: &[usize],
+) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let wanted: Vec<(usize, Uuid)> = idx
+        .iter()
+        .filter_map(|i| Some((*i, commits[*i].topup_reversal.as_ref()?.topup_id)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = wanted.iter().map(|(_, t)| *t).collect();
+    let standing: HashSet<Uuid> = c
+        .query(
+            "SELECT id FROM topups WHERE id = ANY($1) AND reversal_id IS NULL \
+             ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(wanted
+        .into_iter()
+        .filter(|(_, t)| !standing.contains(t))
+        .map(|(i, _)| i)
+        .collect())
+}
 const INSERT_WITHDRAWALS: &str = "INSERT INTO withdrawals \
        (id, tenant_id, user_id, amount, reference, paid_by, created_at) \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::text[], \
@@ -813,7 +857,7 @@ const INSERT_WITHDRAWALS: &str = "INSERT INTO withdrawals \
 
 /// Everything of the given commits but their idempotency keys, nonces, top-ups' register
 /// lines and wallet rows: subsidy accounts, coupons, payments, ledger entries, outbox
-/// events, risk events and withdrawals' register lines,
+/// events, risk events, withdrawals' register lines and top-ups' reversals,
 /// as pipelined statements. A batch sent whole (`commit_at_once`) runs it too, so each
 /// statement here must be one of `PIPELINE_STATEMENTS` and be sent with nothing awaited
 /// before it but its `prepare_cached`; otherwise it could go after the batch's `COMMIT`
@@ -850,6 +894,31 @@ async fn write_rest<C: GenericClient>(
         .filter_map(|c| c.register.as_ref().map(|w| (c.wallet.tenant_id, w, c.at)))
         .filter(|(_, w, _)| w.kind == RegisterKind::Withdrawal)
         .collect();
+    let reversals: Vec<(TenantId, &TopUpReversal, Timestamp)> = ok
+        .iter()
+        .filter_map(|c| {
+            let r = c.topup_reversal.as_ref()?;
+            Some((c.wallet.tenant_id, r, c.at))
+        })
+        .collect();
+    let reversals_fut = async {
+        if reversals.is_empty() {
+            return Ok(());
+        }
+        let topups: Vec<Uuid> = reversals.iter().map(|(_, r, _)| r.topup_id).collect();
+        let tenants: Vec<Uuid> = reversals.iter().map(|(t, _, _)| t.0).collect();
+        let ids: Vec<Uuid> = reversals.iter().map(|(_, r, _)| r.reversal_id).collect();
+        let at: Vec<PgTime> = reversals.iter().map(|(_, _, at)| PgTime(*at)).collect();
+        let by: Vec<&str> = reversals.iter().map(|(_, r, _)| r.by.as_str()).collect();
+        let reasons: Vec<&str> = reversals
+            .iter()
+            .map(|(_, r, _)| r.reason.as_str())
+            .collect();
+        let st = c.prepare_cached(UPDATE_TOPUP_REVERSALS).await?;
+        c.execute(&st, &[&topups, &tenants, &ids, &at, &by, &reasons])
+            .await
+            .map(|_| ())
+    };
     let subsidies_fut = async {
         if subsidies.is_empty() {
             return Ok(());
@@ -968,7 +1037,8 @@ async fn write_rest<C: GenericClient>(
         insert_entries(c, &entries),
         insert_outbox(c, outbox.as_ref()),
         risks_fut,
-        withdrawals_fut
+        withdrawals_fut,
+        reversals_fut
     )?;
     Ok(())
 }
@@ -987,7 +1057,7 @@ const EXPECT_ACTIVE_CARDS: &str =
 /// Every statement a batch sent whole may hold. They are prepared before the batch is
 /// sent (`commit_at_once`), so that none of its statements waits for a `PREPARE` round
 /// trip, which would send it after the batch's `COMMIT`, outside the transaction.
-static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 15]> = std::sync::LazyLock::new(|| {
+static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 16]> = std::sync::LazyLock::new(|| {
     let [insert_payments, upsert_payments] = &*PAYMENT_WRITES;
     let [insert_wallets, update_wallets] = &*CHECKED_WALLET_WRITES;
     [
@@ -1006,6 +1076,7 @@ static PIPELINE_STATEMENTS: std::sync::LazyLock<[&str; 15]> = std::sync::LazyLoc
         INSERT_RISKS,
         INSERT_WITHDRAWALS,
         INSERT_TOPUPS,
+        UPDATE_TOPUP_REVERSALS,
     ]
 });
 
@@ -1180,10 +1251,14 @@ async fn commit_batch(
         }
     }
 
-    // 4. Payments the commits change, fenced by their status and refunded sum, then
-    // wallets, fenced by version.
+    // 4. Payments the commits change, fenced by their status and refunded sum, top-ups
+    // they reverse, fenced by still standing, then wallets, fenced by version.
     let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
     for i in changed_payments(&tx, commits, &live).await? {
+        results[i] = Err(CommitError::Fenced);
+    }
+    let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
+    for i in reversed_topups(&tx, commits, &live).await? {
         results[i] = Err(CommitError::Fenced);
     }
     let live: Vec<usize> = (0..commits.len()).filter(|i| results[*i].is_ok()).collect();
@@ -1267,6 +1342,12 @@ fn register_line(r: &Row) -> RegisterLine {
         reference: r.get(5),
         by: r.get(6),
         at: r.get(7),
+        reversal: r.get::<_, Option<Uuid>>(8).map(|id| Reversal {
+            id,
+            at: r.get(9),
+            by: r.get(10),
+            reason: r.get(11),
+        }),
     }
 }
 
@@ -2253,27 +2334,53 @@ impl MoneyStore for PgStore {
         Ok(paginate(items, page.limit, |w| w.id))
     }
 
-    async fn register_references(
+    async fn register_notes(
         &self,
         tenant: TenantId,
         ids: Vec<Uuid>,
-    ) -> StoreResult<Vec<(Uuid, String)>> {
+    ) -> StoreResult<Vec<RegisterNote>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let c = self.client().await?;
+        // A top-up's or a withdrawal's reference, by the line's id; a reversal's top-up
+        // (and its reference), by the reversal's id.
         let rows = c
             .query(
-                "SELECT id, reference FROM topups \
+                "SELECT id, reference, NULL::uuid FROM topups \
                    WHERE id = ANY($2) AND tenant_id = $1 AND reference IS NOT NULL \
                  UNION ALL \
-                 SELECT id, reference FROM withdrawals \
-                   WHERE id = ANY($2) AND tenant_id = $1 AND reference IS NOT NULL",
+                 SELECT id, reference, NULL::uuid FROM withdrawals \
+                   WHERE id = ANY($2) AND tenant_id = $1 AND reference IS NOT NULL \
+                 UNION ALL \
+                 SELECT reversal_id, reference, id FROM topups \
+                   WHERE reversal_id = ANY($2) AND tenant_id = $1",
                 &[&tenant.0, &ids],
             )
             .await
             .map_err(pg)?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| RegisterNote {
+                id: r.get(0),
+                reference: r.get(1),
+                reverses: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn get_topup(&self, tenant: TenantId, id: Uuid) -> StoreResult<RegisterLine> {
+        let c = self.client().await?;
+        let sql = format!(
+            "{} WHERE w.id = $1 AND w.tenant_id = $2",
+            RegisterKind::TopUp.select_lines()
+        );
+        let row = c
+            .query_opt(&sql, &[&id, &tenant.0])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(register_line(&row))
     }
 
     async fn topups_by_reference(
@@ -2285,7 +2392,7 @@ impl MoneyStore for PgStore {
         let rows = c
             .query(
                 &format!(
-                    "{} WHERE w.tenant_id = $1 AND w.reference = ANY($2)",
+                    "{} WHERE w.tenant_id = $1 AND w.reference = ANY($2) AND w.reversal_id IS NULL",
                     RegisterKind::TopUp.select_lines()
                 ),
                 &[&tenant.0, &references],

@@ -416,6 +416,29 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
     if !payments_unchanged(c, tenant, &w.payment_fences).map_err(fail)? {
         return Err(CommitError::Fenced);
     }
+    if let Some(r) = &w.topup_reversal {
+        // A top-up is reversed once: a decision that saw it standing is fenced if it was
+        // reversed since, as a refund is by its payment.
+        let n = c
+            .prepare_cached(
+                "UPDATE topups SET reversal_id = ?, reversed_at = ?, reversed_by = ?, \
+                   reversal_reason = ? WHERE id = ? AND tenant_id = ? AND reversal_id IS NULL",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    TextUuid::new(r.reversal_id),
+                    ms(w.at),
+                    r.by,
+                    r.reason,
+                    TextUuid::new(r.topup_id),
+                    TextUuid::new(tenant.0)
+                ])
+            })
+            .map_err(fail)?;
+        if n == 0 {
+            return Err(CommitError::Fenced);
+        }
+    }
     if !upsert_wallet(c, &w.wallet).map_err(fail)? {
         return Err(CommitError::Fenced);
     }
@@ -485,6 +508,15 @@ fn register_line(r: &Row) -> rusqlite::Result<RegisterLine> {
         reference: r.get(5)?,
         by: r.get(6)?,
         at: ts(r.get(7)?),
+        reversal: match opt_uuid_col(r, 8)? {
+            Some(id) => Some(Reversal {
+                id,
+                at: ts(r.get(9)?),
+                by: r.get(10)?,
+                reason: r.get(11)?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -1439,32 +1471,59 @@ impl MoneyStore for SqliteStore {
         .await
     }
 
-    async fn register_references(
+    async fn register_notes(
         &self,
         tenant: TenantId,
         ids: Vec<Uuid>,
-    ) -> StoreResult<Vec<(Uuid, String)>> {
+    ) -> StoreResult<Vec<RegisterNote>> {
         self.read(move |c| {
             let mut found = Vec::new();
-            for kind in [RegisterKind::TopUp, RegisterKind::Withdrawal] {
-                let mut st = c
-                    .prepare_cached(&format!(
-                        "SELECT reference FROM {} WHERE id = ? AND tenant_id = ? \
-                         AND reference IS NOT NULL",
-                        kind.table()
-                    ))
-                    .map_err(db)?;
+            // A top-up's or a withdrawal's reference, by the line's id; a reversal's top-up
+            // (and its reference), by the reversal's id.
+            let questions = [
+                "SELECT id, reference, NULL FROM topups \
+                  WHERE id = ?1 AND tenant_id = ?2 AND reference IS NOT NULL",
+                "SELECT id, reference, NULL FROM withdrawals \
+                  WHERE id = ?1 AND tenant_id = ?2 AND reference IS NOT NULL",
+                "SELECT reversal_id, reference, id FROM topups \
+                  WHERE reversal_id = ?1 AND tenant_id = ?2",
+            ];
+            for sql in questions {
+                let mut st = c.prepare_cached(sql).map_err(db)?;
                 for id in &ids {
-                    let reference: Option<String> = st
+                    let note = st
                         .query_row(params![TextUuid::new(*id), TextUuid::new(tenant.0)], |r| {
-                            r.get(0)
+                            Ok(RegisterNote {
+                                id: uuid_col(r, 0)?,
+                                reference: r.get(1)?,
+                                reverses: opt_uuid_col(r, 2)?,
+                            })
                         })
                         .optional()
                         .map_err(db)?;
-                    found.extend(reference.map(|r| (*id, r)));
+                    found.extend(note);
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn get_topup(&self, tenant: TenantId, id: Uuid) -> StoreResult<RegisterLine> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "{} WHERE w.id = ? AND w.tenant_id = ?",
+                RegisterKind::TopUp.select_lines()
+            ))
+            .and_then(|mut st| {
+                st.query_row(
+                    params![TextUuid::new(id), TextUuid::new(tenant.0)],
+                    register_line,
+                )
+                .optional()
+            })
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)
         })
         .await
     }
@@ -1477,7 +1536,7 @@ impl MoneyStore for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
-                    "{} WHERE w.tenant_id = ? AND w.reference = ?",
+                    "{} WHERE w.tenant_id = ? AND w.reference = ? AND w.reversal_id IS NULL",
                     RegisterKind::TopUp.select_lines()
                 ))
                 .map_err(db)?;

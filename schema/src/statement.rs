@@ -52,6 +52,9 @@ pub enum StatementKind {
     TopUp,
     /// Cash balance paid out to the cardholder by the finance office.
     Withdrawal,
+    /// A top-up taken back, credited in error (its cash leaves the balance again). The
+    /// ledger alone reads it as a withdrawal: the top-up register names it.
+    TopUpReversal,
     /// A subsidy credited by an approved rule.
     Subsidy,
     /// A deferred debit the provider declined: the person now owes it.

@@ -582,11 +582,19 @@ impl RegisterKind {
     }
 
     /// The register's lines with their holders' names and numbers, as `RegisterLine`'s
-    /// fields in order, for both engines (the caller adds `WHERE`, on `w.` and `u.`).
+    /// fields in order (a top-up's reversal last: id, time, by whom, why), for both
+    /// engines (the caller adds `WHERE`, on `w.` and `u.`).
     pub fn select_lines(self) -> String {
+        let reversal = match self {
+            RegisterKind::TopUp => "w.reversal_id, w.reversed_at, w.reversed_by, w.reversal_reason",
+            RegisterKind::Withdrawal => {
+                "CAST(NULL AS uuid), CAST(NULL AS timestamptz), CAST(NULL AS text), \
+                 CAST(NULL AS text)"
+            }
+        };
         format!(
             "SELECT w.id, w.user_id, coalesce(u.name, ''), coalesce(u.number, ''), w.amount, \
-               w.reference, w.{}, w.created_at \
+               w.reference, w.{}, w.created_at, {reversal} \
              FROM {} w LEFT JOIN users u ON u.id = w.user_id",
             self.by_column(),
             self.table()
@@ -623,6 +631,37 @@ pub struct RegisterLine {
     /// SQLite V37; top-ups: V40 and V38).
     pub by: Option<String>,
     pub at: Timestamp,
+    /// A top-up's reversal, once it is reversed.
+    pub reversal: Option<Reversal>,
+}
+
+/// A top-up taken back: the reversal's ledger transaction, when, by whom and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    pub id: uuid::Uuid,
+    pub at: Timestamp,
+    pub by: String,
+    pub reason: String,
+}
+
+/// A top-up's reversal as a wallet commit writes it onto the top-up's line, under the
+/// reversal's ledger transaction id. The line's reference is then free again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopUpReversal {
+    pub topup_id: uuid::Uuid,
+    pub reversal_id: uuid::Uuid,
+    pub by: String,
+    pub reason: String,
+}
+
+/// What a statement shows of a register beside one of its lines: the reference, and for
+/// the ledger transaction of a top-up's reversal, the top-up it reverses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterNote {
+    /// The line's ledger transaction: a top-up's, a withdrawal's, or a reversal's.
+    pub id: uuid::Uuid,
+    pub reference: Option<String>,
+    pub reverses: Option<uuid::Uuid>,
 }
 
 /// Which lines a register lists.
@@ -674,6 +713,8 @@ pub struct WalletCommit {
     pub request: Option<MoneyRequest>,
     /// A withdrawal's or a top-up's line in its register.
     pub register: Option<RegisterRecord>,
+    /// A top-up's reversal, written onto the top-up's line.
+    pub topup_reversal: Option<TopUpReversal>,
     pub at: Timestamp,
     /// The decision took the card to be active (a payment's card check): the store applies
     /// the commit only if the cardholder is still active, in the same transaction, and

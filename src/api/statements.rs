@@ -10,7 +10,7 @@ use onecard_actors::wire::PaymentView;
 use onecard_schema::ids::{MerchantId, PaymentId, SubsidyId, TenantId, UserId};
 use onecard_schema::model::{PageReq, User};
 use onecard_schema::statement::{StatementKind, StatementLine};
-use onecard_schema::wallet::Breakdown;
+use onecard_schema::wallet::{Breakdown, RegisterNote};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -70,14 +70,18 @@ pub struct StatementLineView {
     pub cash: i64,
     /// What it did to the subsidy accounts, signed fen.
     pub subsidy: i64,
-    /// `top_up` and `withdrawal`: the bank's reference the finance office gave for it (a
-    /// transfer's serial number), when it gave one.
+    /// `top_up`, `withdrawal` and `top_up_reversal`: the bank's reference the finance
+    /// office gave for it (a transfer's serial number), when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// `top_up_reversal`: the top-up it takes back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topup_id: Option<Uuid>,
 }
 
-/// Lines as the API shows them, with their merchants' names and their top-ups' and
-/// withdrawals' references.
+/// Lines as the API shows them, with their merchants' names, their top-ups' and
+/// withdrawals' references, and top-up reversals named as such (the ledger alone reads a
+/// reversal as a withdrawal: cash out, no payment).
 async fn views(
     state: &AppState,
     tenant: TenantId,
@@ -88,11 +92,11 @@ async fn views(
         .filter(|l| matches!(l.kind, StatementKind::TopUp | StatementKind::Withdrawal))
         .map(|l| l.id)
         .collect();
-    let mut references: HashMap<Uuid, String> = if registered.is_empty() {
+    let mut notes: HashMap<Uuid, RegisterNote> = if registered.is_empty() {
         HashMap::new()
     } else {
-        let found = state.store.register_references(tenant, registered).await?;
-        found.into_iter().collect()
+        let found = state.store.register_notes(tenant, registered).await?;
+        found.into_iter().map(|n| (n.id, n)).collect()
     };
     let mut items = Vec::with_capacity(lines.len());
     for l in lines {
@@ -104,9 +108,14 @@ async fn views(
             }),
             None => None,
         };
+        let note = notes.remove(&l.id);
+        let reverses = note.as_ref().and_then(|n| n.reverses);
         items.push(StatementLineView {
             id: l.id,
-            kind: l.kind,
+            kind: match reverses {
+                Some(_) => StatementKind::TopUpReversal,
+                None => l.kind,
+            },
             at: l.at,
             amount: l.amount.0,
             payment: l.payment.as_ref().map(PaymentView::from),
@@ -117,7 +126,8 @@ async fn views(
             subsidy_account: l.subsidy_account.map(|(id, name)| NamedRef { id, name }),
             cash: l.cash,
             subsidy: l.subsidy,
-            reference: references.remove(&l.id),
+            reference: note.and_then(|n| n.reference),
+            topup_id: reverses,
         });
     }
     Ok(items)
@@ -209,8 +219,11 @@ fn detail(view: &StatementLineView) -> String {
     if let Some(a) = &view.subsidy_account {
         return a.name.clone();
     }
-    if let Some(r) = &view.reference {
-        return format!("reference {r}");
+    match (&view.topup_id, &view.reference) {
+        (Some(t), Some(r)) => return format!("reverses top-up {t}, reference {r}"),
+        (Some(t), None) => return format!("reverses top-up {t}"),
+        (None, Some(r)) => return format!("reference {r}"),
+        (None, None) => {}
     }
     view.payment_id
         .map(|p| format!("payment {p}"))

@@ -9,24 +9,26 @@
 
 use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::Op;
+use onecard_actors::wire::TopUpReversalView;
 use onecard_schema::ids::UserId;
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
 use onecard_schema::wallet::{RegisterKind, RegisterLine};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::checked;
-use super::money::{batch_calls, item_idem};
+use super::money::{batch_calls, idem, item_idem, respond};
 use super::register::{register_export, register_page, RegisterExportParams, RegisterParams};
 use super::Paged;
 use crate::auth::{Auth, PaymentsManager, PaymentsViewer};
-use crate::extract::{read_file, required_idempotency_key, Query};
+use crate::extract::{path_id, read_file, required_idempotency_key, HashedJson, Query};
 use crate::import::{self, Row, XLSX_MIME};
 use crate::limits::IMPORT_BYTES_MAX;
 use crate::problem::{ApiError, Problems};
@@ -333,6 +335,62 @@ pub async fn create_topups(
     Ok(web::Json(result))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReversal {
+    /// Why it is taken back (the wrong person, a transfer credited twice), 1–200
+    /// characters: kept on the top-up's line and in the audit log.
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+}
+
+/// Take back a top-up credited in error (Idempotency-Key required): the wrong person, or
+/// one transfer credited twice under two references. The cash it credited leaves the
+/// balance again (409 `insufficient_balance` if the balance no longer holds it: what was
+/// spent is not taken back), the top-up's line records the reversal, and its reference
+/// is free again, to be credited to the right person. Once only (409
+/// `already_reversed`). On the statement it is a `top_up_reversal` line.
+#[utoipa::path(tag = "wallets", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    request_body = NewReversal, security(("bearer" = [])),
+    responses((status = 201, body = TopUpReversalView), Problems))]
+#[post("/wallets/topups/{id}/reversal")]
+pub async fn reverse_topup(
+    state: web::Data<AppState>,
+    caller: Auth<PaymentsManager>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    HashedJson(body, hash): HashedJson<NewReversal>,
+) -> Result<HttpResponse, ApiError> {
+    let key = required_idempotency_key(&req)?;
+    let tenant = caller.tenant()?;
+    let id: Uuid = path_id(&id)?;
+    let mut c = Checks::new();
+    c.text("reason", &body.reason, 1, 200);
+    checked(c)?;
+    let topup = state.store.get_topup(tenant, id).await?;
+    let user = topup.user_id;
+    let policy = state.policy(tenant).await?;
+    let op = Op::ReverseTopUp {
+        topup: Box::new(topup),
+        by: caller.actor().as_string(),
+        reason: body.reason.clone(),
+    };
+    let outcome = state
+        .wallets
+        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
+        .await?;
+    let res = respond(outcome, StatusCode::CREATED)?;
+    let audit = caller.audit(
+        &state,
+        "wallet.topup_reverse",
+        "user",
+        user,
+        serde_json::json!({ "topup_id": id, "reason": body.reason }),
+    );
+    state.record_audit(audit).await;
+    Ok(res)
+}
+
 /// A top-up in the register.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TopUpLine {
@@ -350,6 +408,19 @@ pub struct TopUpLine {
     /// the register.
     pub credited_by: Option<String>,
     pub at: Timestamp,
+    /// Once it was taken back (`POST /wallets/topups/{id}/reversal`): when, by whom, why,
+    /// and the reversal's ledger transaction. A reversed top-up's reference may be
+    /// credited again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversal: Option<ReversalView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReversalView {
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub by: String,
+    pub reason: String,
 }
 
 impl From<RegisterLine> for TopUpLine {
@@ -363,6 +434,12 @@ impl From<RegisterLine> for TopUpLine {
             reference: l.reference,
             credited_by: l.by,
             at: l.at,
+            reversal: l.reversal.map(|r| ReversalView {
+                id: r.id,
+                at: r.at,
+                by: r.by,
+                reason: r.reason,
+            }),
         }
     }
 }

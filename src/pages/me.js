@@ -94,12 +94,15 @@
         break;
       case "top_up": what = "Top-up"; sum = `+${OneCard.yuan(l.amount)}`; break;
       case "withdrawal": what = "Paid out to me"; sum = `−${OneCard.yuan(l.amount)}`; break;
+      case "top_up_reversal": what = "Top-up taken back (credited in error)"; sum = `−${OneCard.yuan(l.amount)}`; break;
       case "subsidy": what = `Subsidy · ${OneCard.esc(l.subsidy_account.name)}`; sum = `+${OneCard.yuan(l.amount)}`; break;
       case "arrears_opened": what = "Owed: the bank declined a payment"; sum = OneCard.yuan(l.amount); break;
       case "arrears_repaid": what = "Repaid what I owed"; sum = OneCard.yuan(l.amount); break;
       case "arrears_written_off": what = "Owed, written off"; sum = OneCard.yuan(l.amount); break;
       default: what = "Adjustment"; sum = (l.amount < 0 ? "−" : "+") + OneCard.yuan(Math.abs(l.amount));
     }
+    // A top-up's, a payout's or a reversal's bank reference: what the bank statement shows.
+    if (l.reference) note = `reference ${OneCard.esc(l.reference)}`;
     return `<li data-kind="${OneCard.esc(l.kind)}" data-line="${OneCard.esc(l.id)}">
       <span>${what}<br><span class="muted">${when}${note ? ` · ${note}` : ""}</span></span>
       <span class="money">${sum}</span></li>`;

@@ -5,14 +5,15 @@ use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, spawn_app, Engine, TestApp};
-use crate::money::{keyed, ledger_balances, person, shop};
+use crate::money::{code, keyed, ledger_balances, pay, person, shop};
 use crate::on_both_engines;
 use crate::reports::{download, report};
 use crate::statements::all_lines;
 
 on_both_engines!(
     a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one,
-    a_bank_reference_is_credited_once_and_the_register_shows_it
+    a_bank_reference_is_credited_once_and_the_register_shows_it,
+    a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_credited_again
 );
 
 /// POSTs `bytes` as the body of `/wallets/topups` with `content_type` and `key`.
@@ -517,6 +518,191 @@ async fn a_bank_reference_is_credited_once_and_the_register_shows_it(engine: Eng
             .lines()
             .any(|l| l.contains(",top_up,500,500,0,,reference TX-100,")),
         "{statement}"
+    );
+    ledger_balances(&app, &admin).await;
+}
+
+/// The top-up register's line of `reference` that `user` holds.
+async fn line_of(app: &TestApp, admin: &str, reference: &str, user: &str) -> Value {
+    let (s, found) = app
+        .get(
+            &format!("/api/v1/wallets/topups?reference={reference}"),
+            admin,
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["user_id"] == user)
+        .cloned()
+        .unwrap_or_else(|| panic!("{reference} of {user}: {found}"))
+}
+
+async fn a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_credited_again(
+    engine: Engine,
+) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let admin = shop.admin.clone();
+    let (s1, me1) = person(&app, &admin, "S-1").await;
+    let (s2, _) = person(&app, &admin, "S-2").await;
+    let top_up = |user: &str, key: &str, body: Value| {
+        let path = format!("/api/v1/users/{user}/wallet/topups");
+        let (app, admin, key) = (&app, admin.clone(), key.to_string());
+        async move { keyed(app, &path, &admin, &key, body).await }
+    };
+    let reverse = |id: &str, token: &str, key: &str, body: Value| {
+        let path = format!("/api/v1/wallets/topups/{id}/reversal");
+        let (app, token, key) = (&app, token.to_string(), key.to_string());
+        async move { keyed(app, &path, &token, &key, body).await }
+    };
+
+    // S-2's parents' transfer TX-9 is credited to S-1 by mistake; S-1 spends 100 of it.
+    let (s, _) = top_up(&s1, "t-1", json!({"amount": 500, "reference": "TX-9"})).await;
+    assert_eq!(s, 201);
+    let wrong = line_of(&app, &admin, "TX-9", &s1).await;
+    let wrong_id = wrong["id"].as_str().unwrap().to_string();
+    assert!(wrong.get("reversal").is_none(), "{wrong}");
+    pay(&app, &shop, &code(&app, &me1).await, 100).await;
+
+    // Who may, and what: a payments manager, with a key and a reason.
+    let reason = json!({"reason": "credited to S-1, meant for S-2"});
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/wallets/topups/{wrong_id}/reversal")))
+        .bearer_auth(&admin)
+        .json(&reason)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400, "no key");
+    let (s, _) = reverse(&wrong_id, &me1, "r-me", reason.clone()).await;
+    assert_eq!(s, 403);
+    for bad in [
+        json!({}),
+        json!({"reason": ""}),
+        json!({"reason": "x".repeat(201)}),
+    ] {
+        let (s, body) = reverse(&wrong_id, &admin, "r-bad", bad.clone()).await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {body}");
+    }
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let (s, body) = reverse(&nobody, &admin, "r-none", reason.clone()).await;
+    assert_problem(s, &body, 404, "not_found");
+    let (s, body) = reverse("not-an-id", &admin, "r-none", reason.clone()).await;
+    assert_problem(s, &body, 404, "not_found");
+    let elsewhere = shop_elsewhere(&app).await;
+    let (s, body) = reverse(&wrong_id, &elsewhere, "r-else", reason.clone()).await;
+    assert_problem(s, &body, 404, "not_found");
+
+    // What was spent is not taken back: the balance must hold the whole top-up.
+    let (s, body) = reverse(&wrong_id, &admin, "r-1", reason.clone()).await;
+    assert_problem(s, &body, 409, "insufficient_balance");
+    assert_eq!(balance(&app, &admin, &s1).await, 400, "nothing moved");
+    let (s, _) = top_up(&s1, "t-2", json!({"amount": 100})).await;
+    assert_eq!(s, 201);
+    let (s, done) = reverse(&wrong_id, &admin, "r-2", reason.clone()).await;
+    assert_eq!(s, 201, "{done}");
+    assert_eq!(
+        (done["topup_id"].as_str(), done["reversed"].as_i64()),
+        (Some(wrong_id.as_str()), Some(500))
+    );
+    assert_eq!(done["balance"], 0, "{done}");
+    let (s, again) = reverse(&wrong_id, &admin, "r-2", reason.clone()).await;
+    assert_eq!((s, &again), (200, &done), "its retry is its answer");
+    let (s, body) = reverse(&wrong_id, &admin, "r-3", reason.clone()).await;
+    assert_problem(s, &body, 409, "already_reversed");
+    assert_eq!(balance(&app, &admin, &s1).await, 0);
+
+    // The transfer's reference is free again: credited to S-2, once.
+    let (s, body) = top_up(&s2, "t-3", json!({"amount": 500, "reference": "TX-9"})).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = top_up(&s2, "t-4", json!({"amount": 500, "reference": "TX-9"})).await;
+    assert_problem(s, &body, 409, "reference_used");
+    let reversed = line_of(&app, &admin, "TX-9", &s1).await;
+    let r = &reversed["reversal"];
+    assert_eq!(r["id"], done["reversal_id"], "{reversed}");
+    assert_eq!(r["reason"], "credited to S-1, meant for S-2");
+    assert!(r["by"].as_str().unwrap().starts_with("admin:"), "{r}");
+    let right = line_of(&app, &admin, "TX-9", &s2).await;
+    assert!(right.get("reversal").is_none(), "{right}");
+    // A bank file sees the top-up that stands, not the reversed one.
+    let file = "number,amount_fen,reference\nS-2,500,TX-9\n"
+        .as_bytes()
+        .to_vec();
+    let (s, body) = send(&app, &admin, Some("f-1"), "text/csv", file).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["already_credited"][0]["topup_id"], right["id"],
+        "{body}"
+    );
+    let file = "number,amount_fen,reference\nS-1,500,TX-9\n"
+        .as_bytes()
+        .to_vec();
+    let (s, body) = send(&app, &admin, Some("f-2"), "text/csv", file).await;
+    assert_problem(s, &body, 422, "invalid");
+    assert_eq!(body["errors"][0]["rule"], "reference_used", "{body}");
+
+    // Reversals racing on one top-up, under their own keys: one takes it back.
+    let (s, _) = top_up(&s2, "t-5", json!({"amount": 300, "reference": "TX-R"})).await;
+    assert_eq!(s, 201);
+    let race = line_of(&app, &admin, "TX-R", &s2).await;
+    let race_id = race["id"].as_str().unwrap().to_string();
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let call = reverse(&race_id, &admin, &format!("race-{i}"), reason.clone());
+            async move { call.await.0 }
+        })
+        .collect();
+    let mut statuses = futures_util::future::join_all(racers).await;
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409]);
+    assert_eq!(balance(&app, &admin, &s2).await, 500);
+
+    // S-1's statement names the reversal; its cash adds up to the balance.
+    let (lines, _) = all_lines(&app, "/api/v1/me/statement", &me1, 50).await;
+    let kinds: Vec<(&str, i64, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap(),
+                l["amount"].as_i64().unwrap(),
+                l["cash"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("top_up_reversal", 500, -500),
+            ("top_up", 100, 100),
+            ("payment", 100, -100),
+            ("top_up", 500, 500),
+        ]
+    );
+    assert_eq!(lines[0]["topup_id"], wrong_id.as_str());
+    assert_eq!(lines[0]["reference"], "TX-9");
+    let day = app
+        .clock_now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .date()
+        .to_string();
+    let income = report(&app, &admin, "income-summary", &day, &day).await;
+    assert_eq!(
+        income["totals"]["top_ups"],
+        500 + 100 - 500 + 500 + 300 - 300,
+        "top-ups net of their reversals: {income}"
+    );
+    let (_, audit) = app
+        .get("/api/v1/audit?action=wallet.topup_reverse", &admin)
+        .await;
+    assert!(
+        audit["items"].as_array().is_some_and(|a| a.len() >= 2),
+        "{audit}"
     );
     ledger_balances(&app, &admin).await;
 }

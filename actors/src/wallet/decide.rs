@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::funding::{fund, Purse};
 use crate::domain::risk::{counted, freeze, is_frozen, unfreeze, RISK_EVENTS_TO_FREEZE};
-use crate::wire::{to_json_bytes, PaymentView, WalletView, WithdrawalView};
+use crate::wire::{to_json_bytes, PaymentView, TopUpReversalView, WalletView, WithdrawalView};
 
 /// The tenant's rules that bear on a wallet.
 #[derive(Clone, Debug)]
@@ -64,6 +64,15 @@ pub enum Op {
         reference: Option<String>,
         /// Who credits it (`Actor::as_string`).
         credited_by: String,
+    },
+    /// Takes back a top-up credited in error (the wrong person, a transfer credited twice)
+    /// from the cash it credited: never more than the balance holds, never twice. The
+    /// top-up as the register holds it, read after the wallet (and again on a retry).
+    ReverseTopUp {
+        topup: Box<RegisterLine>,
+        /// Who reverses it (`Actor::as_string`).
+        by: String,
+        reason: String,
     },
     /// Pays out cash balance (`amount`, or all of it): the finance office hands it to the
     /// cardholder outside the platform (a person leaving, say). Never subsidies or coupons,
@@ -184,6 +193,7 @@ struct Builder {
     /// The decision took the card to be active; the store checks it at commit.
     require_active: bool,
     register: Option<RegisterRecord>,
+    topup_reversal: Option<TopUpReversal>,
     now: Timestamp,
 }
 
@@ -201,6 +211,7 @@ impl Builder {
             nonce: None,
             require_active: false,
             register: None,
+            topup_reversal: None,
             now,
         }
     }
@@ -348,6 +359,7 @@ impl Builder {
             outbox: self.outbox,
             request: None,
             register: self.register,
+            topup_reversal: self.topup_reversal,
             at: self.now,
             require_active: self.require_active,
         };
@@ -606,6 +618,54 @@ pub fn decide(
             let body = to_json_bytes(&WithdrawalView {
                 id: tx,
                 withdrawn: amount,
+                wallet: WalletView::of(&b.state, b.now),
+            });
+            Ok(b.finish(Answer::Wallet, body))
+        }
+        Op::ReverseTopUp { topup, by, reason } => {
+            if topup.user_id != user {
+                return Err(refuse(404, "not_found", None, "no such top-up"));
+            }
+            if let Some(r) = &topup.reversal {
+                return Err(refuse(
+                    409,
+                    "already_reversed",
+                    None,
+                    format!("the top-up was reversed at {} by {}", r.at, r.by),
+                ));
+            }
+            let (amount, balance) = (topup.amount, b.state.wallet.balance);
+            if amount > balance {
+                return Err(refuse(
+                    409,
+                    "insufficient_balance",
+                    None,
+                    format!(
+                        "the balance holds {} fen, less than the top-up's {}: what was spent \
+                         cannot be taken back",
+                        balance.0, amount.0
+                    ),
+                ));
+            }
+            b.state.wallet.balance = Money(balance.0 - amount.0);
+            let tx = Uuid::now_v7();
+            b.entry(tx, Account::Cash, Some(user.0), -amount.0, None);
+            b.entry(tx, Account::TopupClearing, None, amount.0, None);
+            b.topup_reversal = Some(TopUpReversal {
+                topup_id: topup.id,
+                reversal_id: tx,
+                by: by.clone(),
+                reason: reason.clone(),
+            });
+            b.event(
+                format!("user:{user}"),
+                "wallet.topup_reversed",
+                serde_json::json!({ "amount": amount.0, "topup_id": topup.id }),
+            );
+            let body = to_json_bytes(&TopUpReversalView {
+                topup_id: topup.id,
+                reversal_id: tx,
+                reversed: amount,
                 wallet: WalletView::of(&b.state, b.now),
             });
             Ok(b.finish(Answer::Wallet, body))

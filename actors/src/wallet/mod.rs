@@ -222,12 +222,21 @@ struct Call {
 /// A refund is decided on its payment as stored, read after the copy of the wallet it is
 /// decided with: a refund of the same payment committed in between, on this node or
 /// another, is then either in the payment read or moves the wallet on, so that the store's
-/// fence refuses this commit. (The payment the handler read may be older than either.)
-async fn reread_payment(env: &Env, tenant: TenantId, op: &mut Op) -> Result<(), WalletError> {
+/// fence refuses this commit. (The payment the handler read may be older than either.) A
+/// top-up's reversal is decided on the top-up's register line the same way.
+async fn reread_stored(env: &Env, tenant: TenantId, op: &mut Op) -> Result<(), WalletError> {
     if let Op::Refund { payment, .. } = op {
         **payment = env
             .store
             .get_payment(tenant, payment.id)
+            .await
+            .map_err(|e| load_failed(&e))?;
+    }
+    // A top-up's reversal likewise, on the top-up's line.
+    if let Op::ReverseTopUp { topup, .. } = op {
+        **topup = env
+            .store
+            .get_topup(tenant, topup.id)
             .await
             .map_err(|e| load_failed(&e))?;
     }
@@ -279,7 +288,7 @@ async fn commit_with_retry(call: Call, first: Decision) -> Result<Step, WalletEr
                 .load_wallet(tenant, user, now)
                 .await
                 .map_err(|e| load_failed(&e))?;
-            reread_payment(&env, tenant, &mut op).await?;
+            reread_stored(&env, tenant, &mut op).await?;
             match (&e, &mut op) {
                 // The store saw this code before (another node, or before a restart).
                 (
@@ -339,7 +348,7 @@ async fn answer_current(
             .load_wallet(call.tenant, call.user, now)
             .await
             .map_err(|e| load_failed(&e))?;
-        reread_payment(&env, call.tenant, &mut call.op).await?;
+        reread_stored(&env, call.tenant, &mut call.op).await?;
         match decide(&fresh, &call.op, &call.policy, now) {
             Ok(d) if d.commit.is_some() => return commit_with_retry(call, d).await,
             again => (again, Some(Box::new(fresh))),
@@ -506,8 +515,8 @@ impl Handler<Request> for WalletActor {
             idem,
         };
         let fut = async move {
-            // Only a refund awaits anything before it is decided.
-            reread_payment(&call.env, call.tenant, &mut call.op).await?;
+            // Only a refund and a top-up reversal await anything before they are decided.
+            reread_stored(&call.env, call.tenant, &mut call.op).await?;
             let first = decide(&state, &call.op, &call.policy, now);
             match first {
                 Ok(d) if d.commit.is_some() => commit_with_retry(call, d).await,
