@@ -462,6 +462,10 @@ impl World {
         }
         assert!(check.balanced, "the stored ledger balances");
         assert!(check.mismatched_wallets.is_empty(), "{check:?}");
+        assert!(
+            check.mismatched_registers.is_empty() && full.mismatched_registers.is_empty(),
+            "the registers agree with the ledger: {check:?} {full:?}"
+        );
         assert_eq!(
             check.entries as usize, self.entries,
             "as many entries as the model"
@@ -1122,6 +1126,7 @@ fn tampered_run(url: Option<String>) {
     account.balance = world.snap.subsidies[0].balance;
     let found = check(bare(wallet.clone(), vec![account]));
     assert!(found.mismatched_wallets.is_empty(), "{found:?}");
+    assert!(found.mismatched_registers.is_empty(), "{found:?}");
 
     // Sealed, the wallet off by one fen again: the check from the seal names it too.
     let tenant = world.snap.wallet.tenant_id;
@@ -1155,6 +1160,11 @@ fn tampered_run(url: Option<String>) {
     }];
     let found = check(lopsided);
     assert!(!found.balanced, "one fen out of nowhere: {found:?}");
+    assert_eq!(
+        found.mismatched_registers,
+        ["topups"],
+        "a top-up's entry without its line"
+    );
     assert_eq!(seal(), 1, "the one new entry is sealed");
     let (found, full) = ctx.rt.block_on(async {
         (
@@ -1166,6 +1176,35 @@ fn tampered_run(url: Option<String>) {
     assert!(!found.balanced && !full.balanced, "{found:?} {full:?}");
     assert!(found.mismatched_wallets.is_empty() && full.mismatched_wallets.is_empty());
     assert_eq!(seal(), 0, "nothing new to seal");
+
+    // A payout's line without its entries: the withdrawal register is named too.
+    let mut wallet = ctx
+        .rt
+        .block_on(ctx.store.load_wallet(tenant, user, world.now))
+        .unwrap()
+        .wallet;
+    wallet.version += 1;
+    let mut unbooked = bare(wallet, vec![]);
+    unbooked.register = Some(RegisterRecord {
+        kind: RegisterKind::Withdrawal,
+        id: uuid::Uuid::now_v7(),
+        user_id: user,
+        amount: Money(5),
+        reference: None,
+        by: "admin:test".into(),
+    });
+    let found = check(unbooked);
+    let full = ctx
+        .rt
+        .block_on(ctx.store.ledger_check_full(tenant))
+        .unwrap();
+    for check in [&found, &full] {
+        assert_eq!(
+            check.mismatched_registers,
+            ["topups", "withdrawals"],
+            "{check:?}"
+        );
+    }
 }
 
 #[test]

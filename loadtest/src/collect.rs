@@ -244,7 +244,10 @@ pub(crate) async fn run(target: Target, people: usize, connections: usize) -> Re
     println!("collection codes / tills: {:.2}", codes / tills);
 
     let check = get(&client, &server, &c.admin, "/ledger/check").await?;
-    if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
+    if check["balanced"] != true
+        || check["mismatched_wallets"] != json!([])
+        || check["mismatched_registers"] != json!([])
+    {
         bail!("the ledger check failed: {check}");
     }
     let visits = get(

@@ -610,7 +610,10 @@ async fn ledger_balances(
         .error_for_status()?
         .json()
         .await?;
-    if check["balanced"] != true || check["mismatched_wallets"] != json!([]) {
+    if check["balanced"] != true
+        || check["mismatched_wallets"] != json!([])
+        || check["mismatched_registers"] != json!([])
+    {
         bail!("the ledger check failed after {after}: {check}");
     }
     Ok(check)

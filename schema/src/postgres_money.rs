@@ -2625,12 +2625,28 @@ impl PgStore {
             )
             .await
             .map_err(pg)?;
+        let mut mismatched_registers = Vec::new();
+        for kind in [RegisterKind::TopUp, RegisterKind::Withdrawal] {
+            let [lines, entries] = kind.tally_sql("$1");
+            let lines = tx.query_one(&lines, &[&tenant.0]).await.map_err(pg)?;
+            let entries = tx.query_one(&entries, &[&tenant.0]).await.map_err(pg)?;
+            let tally = RegisterTally {
+                lines: lines.get(0),
+                lines_sum: lines.get(1),
+                entries: entries.get(0),
+                entries_sum: entries.get(1),
+            };
+            if !tally.agrees() {
+                mismatched_registers.push(kind.table().to_string());
+            }
+        }
         tx.commit().await.map_err(pg)?;
         Ok(LedgerCheck {
             balanced: sealed_sum + sum == 0 && !sealed_unbalanced && !unbalanced,
             entries: (sealed_entries + entries) as u64,
             mismatched_wallets: rows.iter().map(|r| UserId(r.get(0))).collect(),
             sealed_entries: sealed_entries as u64,
+            mismatched_registers,
         })
     }
 }

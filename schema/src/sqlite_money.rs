@@ -1769,12 +1769,31 @@ impl SqliteStore {
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(db)?;
             drop(st);
+            let mut mismatched_registers = Vec::new();
+            for kind in [RegisterKind::TopUp, RegisterKind::Withdrawal] {
+                let [lines, entries] = kind.tally_sql("?1");
+                let pair = |sql: &str| {
+                    c.query_row(sql, [&t], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                        .map_err(db)
+                };
+                let ((lines, lines_sum), (entries, entries_sum)) = (pair(&lines)?, pair(&entries)?);
+                let tally = RegisterTally {
+                    lines,
+                    lines_sum,
+                    entries,
+                    entries_sum,
+                };
+                if !tally.agrees() {
+                    mismatched_registers.push(kind.table().to_string());
+                }
+            }
             c.commit().map_err(db)?;
             Ok(LedgerCheck {
                 balanced: sealed_sum + sum == 0 && !sealed_unbalanced && !unbalanced_tx,
                 entries: (sealed_entries + entries) as u64,
                 mismatched_wallets,
                 sealed_entries: sealed_entries as u64,
+                mismatched_registers,
             })
         })
         .await

@@ -807,6 +807,56 @@ pub struct LedgerCheck {
     /// Of `entries`, how many the check took from the seal's sums rather than read
     /// (0 for a full check).
     pub sealed_entries: u64,
+    /// Registers (`topups`, `withdrawals`) whose lines differ from the ledger: as many
+    /// lines (a top-up's reversal counted as one more) as clearing entries, and the same
+    /// sum (the top-ups that stand, what was paid out).
+    pub mismatched_registers: Vec<String>,
+}
+
+/// A register beside the ledger's clearing account it mirrors: how many lines and their
+/// sum, how many entries and theirs (signed so that the two sums are equal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegisterTally {
+    pub lines: i64,
+    pub lines_sum: i64,
+    pub entries: i64,
+    pub entries_sum: i64,
+}
+
+impl RegisterTally {
+    pub fn agrees(&self) -> bool {
+        self.lines == self.entries && self.lines_sum == self.entries_sum
+    }
+}
+
+impl RegisterKind {
+    /// The two questions of a register's tally, for both engines, each with the tenant as
+    /// its one parameter: its lines (a top-up's reversal is a line more, and takes its
+    /// top-up out of the sum), then its clearing entries, read through the tenant's
+    /// account index (a top-up and its reversal an entry each).
+    pub fn tally_sql(self, param: &str) -> [String; 2] {
+        let (lines, account, sign) = match self {
+            RegisterKind::TopUp => (
+                "count(*) + count(reversal_id), \
+                 CAST(coalesce(sum(CASE WHEN reversal_id IS NULL THEN amount ELSE 0 END), 0) \
+                   AS BIGINT)",
+                "topup_clearing",
+                "-",
+            ),
+            RegisterKind::Withdrawal => (
+                "count(*), CAST(coalesce(sum(amount), 0) AS BIGINT)",
+                "withdrawal_clearing",
+                "",
+            ),
+        };
+        [
+            format!("SELECT {lines} FROM {} WHERE tenant_id = {param}", self.table()),
+            format!(
+                "SELECT count(*), CAST(coalesce({sign}sum(amount), 0) AS BIGINT) FROM ledger_entries \
+                 WHERE tenant_id = {param} AND account = '{account}'"
+            ),
+        ]
+    }
 }
 
 /// A subsidy rule as stored.

@@ -135,6 +135,7 @@ pub(crate) async fn ledger_balances(app: &TestApp, admin: &str) {
     assert_eq!(s, 200, "{check}");
     assert_eq!(check["balanced"], true, "{check}");
     assert_eq!(check["mismatched_wallets"], json!([]), "{check}");
+    assert_eq!(check["mismatched_registers"], json!([]), "{check}");
     // Read a moment later, so background work (a deferred debit asked again, say) may
     // have added entries: as many or more, and the same verdict.
     let (s, full) = app.get("/api/v1/ledger/check?full=true", admin).await;
@@ -142,6 +143,7 @@ pub(crate) async fn ledger_balances(app: &TestApp, admin: &str) {
     assert_eq!(full["sealed_entries"], 0, "{full}");
     assert_eq!(full["balanced"], true, "{full}");
     assert_eq!(full["mismatched_wallets"], json!([]), "{full}");
+    assert_eq!(full["mismatched_registers"], json!([]), "{full}");
     assert!(
         full["entries"].as_u64() >= check["entries"].as_u64(),
         "{full} against {check}"
