@@ -86,8 +86,8 @@ pub struct RegisterExportParams {
 
 /// A register's window of at most 31 days as CSV or XLSX, times in the tenant's zone,
 /// with the columns `at, number, name, amount, reference, {by}, {id}, user_id` (`by` and
-/// `id` the register's own names for who made the movement and its id). 422
-/// `too_many_rows` past 200,000 lines.
+/// `id` the register's own names for who made the movement and its id), and for top-ups
+/// `reversed_at, reversal_reason`. 422 `too_many_rows` past 200,000 lines.
 pub async fn register_export(
     state: &AppState,
     tenant: TenantId,
@@ -113,7 +113,7 @@ pub async fn register_export(
     let rows = found
         .into_iter()
         .map(|w| {
-            vec![
+            let mut row = vec![
                 window.at(w.at),
                 w.number,
                 w.name,
@@ -122,7 +122,16 @@ pub async fn register_export(
                 w.by.unwrap_or_default(),
                 w.id.to_string(),
                 w.user_id.to_string(),
-            ]
+            ];
+            // A top-up taken back says when and why, whenever that was.
+            if kind == RegisterKind::TopUp {
+                let (at, reason) = match w.reversal {
+                    Some(r) => (window.at(r.at), r.reason),
+                    None => Default::default(),
+                };
+                row.extend([at, reason]);
+            }
+            row
         })
         .collect();
     let (title, name, noun, columns): (_, _, _, &'static [&'static str]) = match kind {
@@ -170,4 +179,6 @@ const TOPUP_COLUMNS: &[&str] = &[
     "credited_by",
     "topup_id",
     "user_id",
+    "reversed_at",
+    "reversal_reason",
 ];

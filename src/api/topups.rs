@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
-use onecard_actors::wallet::Op;
+use onecard_actors::wallet::{Op, WalletError};
 use onecard_actors::wire::TopUpReversalView;
 use onecard_schema::ids::UserId;
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
@@ -89,7 +89,8 @@ pub struct TopUpBatchResult {
     /// Each row credited by this request, in the file's order.
     pub topped_up: Vec<ToppedUp>,
     /// Each row whose reference had been credited before (an earlier upload of the same
-    /// transfers, or this upload's own first attempt, cut short), in the file's order.
+    /// transfers, or this upload's own first attempt, cut short) or was credited by
+    /// another upload of it at the same moment, in the file's order.
     pub already_credited: Vec<AlreadyCredited>,
 }
 
@@ -302,6 +303,9 @@ pub async fn create_topups(
     // The answers in the file's order (a person in two rows is credited twice).
     let outcomes = batch_calls(&state, tenant, policy, calls).await;
     let mut failed = None;
+    // Rows whose reference another request credited meanwhile (two clerks uploading the
+    // same bank file at once): looked at again below.
+    let mut raced = Vec::new();
     for (r, outcome) in rows.iter().zip(outcomes) {
         match outcome {
             Ok(_) => {
@@ -314,8 +318,43 @@ pub async fn create_topups(
                     reference: r.reference.clone(),
                 });
             }
+            Err(WalletError::Refused(refusal)) if refusal.code == "reference_used" => {
+                raced.push((r, WalletError::Refused(refusal)))
+            }
             Err(e) => failed = failed.or(Some(e)),
         }
+    }
+    if !raced.is_empty() {
+        let references = raced
+            .iter()
+            .filter_map(|(r, _)| r.reference.clone())
+            .collect();
+        let now: HashMap<String, RegisterLine> = state
+            .store
+            .topups_by_reference(tenant, references)
+            .await?
+            .into_iter()
+            .filter_map(|l| Some((l.reference.clone()?, l)))
+            .collect();
+        for (r, refusal) in raced {
+            let line = r.reference.as_ref().and_then(|x| now.get(x));
+            match line {
+                // The same transfer, to the same person: credited once, by the other.
+                Some(l) if l.user_id == found[&r.number] && l.amount.0 == r.amount => {
+                    result.already_credited.push(AlreadyCredited {
+                        row: r.row,
+                        number: r.number.clone(),
+                        user_id: l.user_id,
+                        amount: r.amount,
+                        reference: l.reference.clone().unwrap_or_default(),
+                        topup_id: l.id,
+                        at: l.at,
+                    });
+                }
+                _ => failed = failed.or(Some(refusal)),
+            }
+        }
+        result.already_credited.sort_by_key(|a| a.row);
     }
     // Rows credited stay credited; the upload sent again with its key finishes the rest.
     if let Some(e) = failed {

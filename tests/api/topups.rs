@@ -13,7 +13,8 @@ use crate::statements::all_lines;
 on_both_engines!(
     a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one,
     a_bank_reference_is_credited_once_and_the_register_shows_it,
-    a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_credited_again
+    a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_credited_again,
+    two_uploads_of_one_bank_file_at_once_credit_each_transfer_once
 );
 
 /// POSTs `bytes` as the body of `/wallets/topups` with `content_type` and `key`.
@@ -456,7 +457,7 @@ async fn a_bank_reference_is_credited_once_and_the_register_shows_it(engine: Eng
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(
         rows[0],
-        "at,number,name,amount,reference,credited_by,topup_id,user_id"
+        "at,number,name,amount,reference,credited_by,topup_id,user_id,reversed_at,reversal_reason"
     );
     assert_eq!(rows.len(), 6, "{text}");
     assert!(
@@ -630,6 +631,30 @@ async fn a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_cre
     assert!(r["by"].as_str().unwrap().starts_with("admin:"), "{r}");
     let right = line_of(&app, &admin, "TX-9", &s2).await;
     assert!(right.get("reversal").is_none(), "{right}");
+    // The register's file says which top-up was taken back, and why.
+    let window = format!(
+        "from={}&to={}",
+        app.clock_now() - SignedDuration::from_hours(1),
+        app.clock_now() + SignedDuration::from_secs(1)
+    );
+    let (_, file) = download(
+        &app,
+        &admin,
+        &format!("/api/v1/wallets/topups/export?{window}"),
+    )
+    .await;
+    let file = String::from_utf8(file).unwrap();
+    let tx9: Vec<&str> = file.lines().filter(|l| l.contains(",TX-9,")).collect();
+    assert_eq!(tx9.len(), 2, "{file}");
+    assert!(
+        tx9.iter()
+            .any(|l| l.contains(",S-1,") && l.ends_with(",\"credited to S-1, meant for S-2\"")),
+        "{file}"
+    );
+    assert!(
+        tx9.iter().any(|l| l.contains(",S-2,") && l.ends_with(",,")),
+        "{file}"
+    );
     // A bank file sees the top-up that stands, not the reversed one.
     let file = "number,amount_fen,reference\nS-2,500,TX-9\n"
         .as_bytes()
@@ -704,6 +729,66 @@ async fn a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_cre
         audit["items"].as_array().is_some_and(|a| a.len() >= 2),
         "{audit}"
     );
+    ledger_balances(&app, &admin).await;
+}
+
+/// Two clerks upload the same bank file at the same moment, under their own keys: each
+/// transfer is credited once, by one of them, and each answer accounts for every row
+/// (credited by it, or `already_credited` by the other).
+async fn two_uploads_of_one_bank_file_at_once_credit_each_transfer_once(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let shop = shop(&app, 100_000).await;
+    let admin = shop.admin.clone();
+    let mut people = Vec::new();
+    for i in 0..8 {
+        people.push(person(&app, &admin, &format!("S-{i}")).await.0);
+    }
+    let mut file = String::from("number,amount_fen,reference\n");
+    for i in 0..200 {
+        file.push_str(&format!("S-{},{},BANK-{i}\n", i % 8, 1 + i % 3));
+    }
+    let sum: i64 = (0..200).map(|i| 1 + i % 3).sum();
+    for round in 0..3 {
+        // A fresh set of transfers each round, so that the uploads race again.
+        let file = file.replace("BANK-", &format!("BANK{round}-"));
+        let (key_a, key_b) = (format!("clerk-a-{round}"), format!("clerk-b-{round}"));
+        let bytes = file.into_bytes();
+        let (a, b) = futures_util::join!(
+            send(&app, &admin, Some(&key_a), "text/csv", bytes.clone()),
+            send(&app, &admin, Some(&key_b), "text/csv", bytes)
+        );
+        assert_eq!(
+            (a.0, b.0),
+            (200, 200),
+            "{} {}",
+            a.1["detail"],
+            b.1["detail"]
+        );
+        let count = |body: &Value, list: &str| body[list].as_array().map_or(0, Vec::len);
+        for body in [&a.1, &b.1] {
+            assert_eq!(
+                count(body, "topped_up") + count(body, "already_credited"),
+                200,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            count(&a.1, "topped_up") + count(&b.1, "topped_up"),
+            200,
+            "each transfer credited by one upload"
+        );
+        assert_eq!(
+            a.1["total"].as_i64().unwrap() + b.1["total"].as_i64().unwrap(),
+            sum
+        );
+    }
+    let mut total = 0;
+    for p in &people {
+        total += balance(&app, &admin, p).await;
+    }
+    assert_eq!(total, 3 * sum, "credited once each round");
     ledger_balances(&app, &admin).await;
 }
 
