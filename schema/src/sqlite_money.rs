@@ -389,11 +389,16 @@ fn apply_commit(c: &Connection, w: &WalletCommit) -> Result<(), CommitError> {
         }
     }
     if let Some(r) = &w.register {
-        // A top-up's reference is taken once in a tenant (`topups_reference`).
+        // A top-up's reference is taken once in a tenant (`topups_reference`); a
+        // withdrawal's line has no key but its fresh id.
+        let taken_skips = match r.kind {
+            RegisterKind::TopUp => " ON CONFLICT DO NOTHING",
+            RegisterKind::Withdrawal => "",
+        };
         let n = c
             .prepare_cached(&format!(
                 "INSERT INTO {} (id, tenant_id, user_id, amount, reference, {}, created_at) \
-                 VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                 VALUES (?,?,?,?,?,?,?){taken_skips}",
                 r.kind.table(),
                 r.kind.by_column()
             ))

@@ -39,6 +39,16 @@ async fn send(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// `(row, errors[].{key})` of each reason a refused file names.
+fn named_rows<'a>(body: &'a Value, key: &str) -> Vec<(u64, &'a str)> {
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e[key].as_str().unwrap()))
+        .collect()
+}
+
 async fn balance(app: &TestApp, admin: &str, user: &str) -> i64 {
     let (s, w) = app
         .get(&format!("/api/v1/users/{user}/wallet"), admin)
@@ -70,22 +80,12 @@ async fn a_bank_file_credits_each_row_once_and_a_bad_file_credits_no_one(engine:
     let bad = csv("number,amount_fen\nS-1,1500\nS-9,10\nS-3,10\nS-2,12.50\n");
     let (s, body) = send(&app, &admin, Some("bad-1"), "text/csv", bad).await;
     assert_problem(s, &body, 422, "invalid");
-    let named: Vec<(u64, &str)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["row"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
+    let named = named_rows(&body, "field");
     assert_eq!(named, [(5, "amount_fen")], "the rules first: {body}");
     let unknown = csv("number,amount_fen\nS-1,1500\nS-9,10\nS-3,10\n");
     let (s, body) = send(&app, &admin, Some("bad-2"), "text/csv", unknown).await;
     assert_problem(s, &body, 422, "invalid");
-    let named: Vec<(u64, &str)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["row"].as_u64().unwrap(), e["rule"].as_str().unwrap()))
-        .collect();
+    let named = named_rows(&body, "rule");
     assert_eq!(
         named,
         [(3, "unknown"), (4, "unknown")],
@@ -319,12 +319,7 @@ async fn a_bank_reference_is_credited_once_and_the_register_shows_it(engine: Eng
     let wrong = csv("number,amount_fen,reference\nS-2,9,NEW-1\nS-1,300,TX-101\nS-1,501,TX-100\n");
     let (s, body) = send(&app, &admin, Some("file-2"), "text/csv", wrong).await;
     assert_problem(s, &body, 422, "invalid");
-    let named: Vec<(u64, &str)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["row"].as_u64().unwrap(), e["rule"].as_str().unwrap()))
-        .collect();
+    let named = named_rows(&body, "rule");
     assert_eq!(
         named,
         [(3, "reference_used"), (4, "reference_used")],
