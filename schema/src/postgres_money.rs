@@ -2314,9 +2314,10 @@ impl MoneyStore for PgStore {
                      AND ($3::uuid IS NULL OR w.user_id = $3) \
                      AND ($4::timestamptz IS NULL OR w.created_at >= $4) \
                      AND ($5::timestamptz IS NULL OR w.created_at < $5) \
-                     AND ($6::text IS NULL OR w.reference = $6) \
+                     AND ($6::text IS NULL OR w.reference = $6){} \
                      ORDER BY w.id LIMIT $7",
-                    kind.select_lines()
+                    kind.select_lines(),
+                    kind.reversed_sql(filter.reversed)
                 ),
                 &[
                     &tenant.0,

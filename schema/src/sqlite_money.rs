@@ -1462,6 +1462,7 @@ impl MoneyStore for SqliteStore {
                 sql.push_str(" AND w.reference = ?");
                 values.push(r.into());
             }
+            sql.push_str(kind.reversed_sql(filter.reversed));
             sql.push_str(" ORDER BY w.id LIMIT ?");
             values.push((i64::from(page.limit) + 1).into());
             let rows = c

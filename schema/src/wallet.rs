@@ -674,6 +674,21 @@ pub struct RegisterFilter {
     pub to: Option<Timestamp>,
     /// Exactly this reference.
     pub reference: Option<String>,
+    /// Only the lines reversed (`true`) or standing (`false`); a withdrawal is never
+    /// reversed.
+    pub reversed: Option<bool>,
+}
+
+impl RegisterKind {
+    /// The condition (on `w.`, for both engines) that keeps the lines `reversed` asks for.
+    pub fn reversed_sql(self, reversed: Option<bool>) -> &'static str {
+        match (self, reversed) {
+            (_, None) | (RegisterKind::Withdrawal, Some(false)) => "",
+            (RegisterKind::TopUp, Some(true)) => " AND w.reversal_id IS NOT NULL",
+            (RegisterKind::TopUp, Some(false)) => " AND w.reversal_id IS NULL",
+            (RegisterKind::Withdrawal, Some(true)) => " AND 1 = 0",
+        }
+    }
 }
 
 /// A payment as the transaction detail lists it, with its payer's name and number now

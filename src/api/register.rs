@@ -35,6 +35,9 @@ pub struct RegisterParams {
     /// Exactly this reference (was this transfer credited, or paid?).
     #[param(min_length = 1, max_length = 64)]
     pub reference: Option<String>,
+    /// Top-ups: only those taken back (`true`) or only those that stand (`false`). No
+    /// withdrawal is ever reversed.
+    pub reversed: Option<bool>,
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -61,6 +64,7 @@ pub async fn register_page<T: ToSchema>(
         from: params.from,
         to: params.to,
         reference: params.reference,
+        reversed: params.reversed,
     };
     let found = state
         .store

@@ -682,6 +682,37 @@ async fn a_top_up_credited_to_the_wrong_person_is_reversed_and_its_reference_cre
     statuses.sort();
     assert_eq!(statuses, [201, 409, 409, 409]);
     assert_eq!(balance(&app, &admin, &s2).await, 500);
+    // The register by whether a top-up was taken back.
+    let ids = |reversed: &str| {
+        let path = format!("/api/v1/wallets/topups?reversed={reversed}");
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let (s, page) = app.get(&path, &admin).await;
+            assert_eq!(s, 200, "{page}");
+            let mut ids: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut taken_back = vec![wrong_id.clone(), race_id.clone()];
+    taken_back.sort();
+    assert_eq!(ids("true").await, taken_back);
+    let standing = ids("false").await;
+    assert_eq!(
+        standing.len(),
+        2,
+        "TX-9 to S-2, and S-1's 100: {standing:?}"
+    );
+    assert!(!standing.contains(&wrong_id) && !standing.contains(&race_id));
+    let (s, body) = app
+        .get("/api/v1/wallets/topups?reversed=maybe", &admin)
+        .await;
+    assert!(s == 400 || s == 422, "{s} {body}");
 
     // S-1's statement names the reversal; its cash adds up to the balance.
     let (lines, _) = all_lines(&app, "/api/v1/me/statement", &me1, 50).await;
