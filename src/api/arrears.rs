@@ -19,7 +19,7 @@ use onecard_schema::wallet::{InArrears, PaymentStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::money::{idem, respond};
+use super::money::{idem, wallet_call};
 use crate::auth::{Auth, Cardholder, PaymentsViewer};
 use crate::extract::{path_id, required_idempotency_key, HashedJson};
 use crate::problem::{ApiError, Problems};
@@ -97,18 +97,8 @@ pub async fn repay_arrears(
 ) -> Result<HttpResponse, ApiError> {
     let key = required_idempotency_key(&req)?;
     let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
-    let policy = state.policy(tenant).await?;
-    let outcome = state
-        .wallets
-        .call(
-            tenant,
-            user,
-            Op::Repay,
-            policy,
-            Some(idem(&caller, key, hash)),
-        )
-        .await?;
-    respond(outcome, StatusCode::OK)
+    let idem = Some(idem(&caller, key, hash));
+    wallet_call(&state, tenant, user, Op::Repay, idem, StatusCode::OK).await
 }
 
 /// The month-end cut-off that has passed last: the first instant of the current local

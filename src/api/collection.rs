@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::merchants::{subtree, MerchantDay, TotalsQuery};
-use super::money::{idem, respond};
+use super::money::{idem, wallet_call};
 use super::payments::mask_name;
 use super::wallets::amount;
 use super::{checked, qr_svg, svg_response, ListParams, Paged};
@@ -147,12 +147,8 @@ pub async fn pay_collection_code(
         code: CodeCheck::SignedIn,
         card_active: true,
     };
-    let policy = state.policy(tenant).await?;
-    let outcome = state
-        .wallets
-        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
-        .await?;
-    respond(outcome, StatusCode::CREATED)
+    let idem = Some(idem(&caller, key, hash));
+    wallet_call(&state, tenant, user, op, idem, StatusCode::CREATED).await
 }
 
 /// Be counted at a `count` collection code (a cardholder): 201 with the visit (its

@@ -67,6 +67,22 @@ pub async fn batch_calls(
     .await
 }
 
+/// One operation on `user`'s wallet under the tenant's policy (and the request's
+/// idempotency identity, if any), answered as HTTP with `fresh` for a new answer
+/// (`respond`).
+pub async fn wallet_call(
+    state: &AppState,
+    tenant: TenantId,
+    user: UserId,
+    op: Op,
+    idem: Option<IdemKey>,
+    fresh: StatusCode,
+) -> Result<HttpResponse, ApiError> {
+    let policy = state.policy(tenant).await?;
+    let outcome = state.wallets.call(tenant, user, op, policy, idem).await?;
+    respond(outcome, fresh)
+}
+
 /// A wallet answer as an HTTP response; a replay answers 200 where the original was 201.
 pub fn respond(outcome: Outcome, fresh: StatusCode) -> Result<HttpResponse, ApiError> {
     let (status, body, replayed) = match outcome {

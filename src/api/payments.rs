@@ -20,7 +20,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::merchants::subtree;
-use super::money::{idem, respond};
+use super::money::{idem, respond, wallet_call};
 use super::sheet::{check_export_window, ExportWindow, Sheet, SheetFormat, EXPORT_ROWS_MAX};
 use super::wallets::amount;
 use super::{checked, query_id, too_many_rows, ListParams, Paged};
@@ -434,16 +434,12 @@ pub async fn create_refund(
             "a declined payment cannot be refunded",
         ));
     };
-    let policy = state.policy(tenant).await?;
     let op = Op::Refund {
         payment: Box::new(payment),
         amount: refund,
     };
-    let outcome = state
-        .wallets
-        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
-        .await?;
-    let res = respond(outcome, StatusCode::CREATED)?;
+    let idem = Some(idem(&caller, key, hash));
+    let res = wallet_call(&state, tenant, user, op, idem, StatusCode::CREATED).await?;
     let audit = caller.audit(
         &state,
         "payment.refund",

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use onecard_actors::domain::validate::Checks;
 use onecard_actors::wallet::{Op, WalletError};
 use onecard_actors::wire::TopUpReversalView;
-use onecard_schema::ids::UserId;
+use onecard_schema::ids::{TenantId, UserId};
 use onecard_schema::money::{Money, MONEY_JSON_MAX};
 use onecard_schema::wallet::{RegisterKind, RegisterLine};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::checked;
-use super::money::{batch_calls, idem, item_idem, respond};
+use super::money::{batch_calls, idem, item_idem, wallet_call};
 use super::register::{register_export, register_page, RegisterExportParams, RegisterParams};
 use super::Paged;
 use crate::auth::{Auth, PaymentsManager, PaymentsViewer};
@@ -79,6 +79,42 @@ pub struct AlreadyCredited {
     /// The top-up that credited it, in the top-up register.
     pub topup_id: Uuid,
     pub at: Timestamp,
+}
+
+impl AlreadyCredited {
+    /// Whether the register's `line` is the row's transfer: the same person (`user`,
+    /// the row number's) and the same amount.
+    fn is_same(row: &TopUpRow, user: UserId, line: &RegisterLine) -> bool {
+        line.user_id == user && line.amount.0 == row.amount
+    }
+
+    fn of(row: &TopUpRow, line: &RegisterLine) -> Self {
+        AlreadyCredited {
+            row: row.row,
+            number: row.number.clone(),
+            user_id: line.user_id,
+            amount: row.amount,
+            reference: line.reference.clone().unwrap_or_default(),
+            topup_id: line.id,
+            at: line.at,
+        }
+    }
+}
+
+/// The tenant's standing top-ups that carry one of `references`, by reference.
+async fn standing_by_reference(
+    state: &AppState,
+    tenant: TenantId,
+    references: Vec<String>,
+) -> Result<HashMap<String, RegisterLine>, ApiError> {
+    if references.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let lines = state.store.topups_by_reference(tenant, references).await?;
+    Ok(lines
+        .into_iter()
+        .filter_map(|l| Some((l.reference.clone()?, l)))
+        .collect())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -236,15 +272,7 @@ pub async fn create_topups(
     }
     checked(c)?;
     let references: Vec<String> = rows.iter().filter_map(|r| r.reference.clone()).collect();
-    let credited: HashMap<String, RegisterLine> = if references.is_empty() {
-        HashMap::new()
-    } else {
-        let lines = state.store.topups_by_reference(tenant, references).await?;
-        lines
-            .into_iter()
-            .filter_map(|l| Some((l.reference.clone()?, l)))
-            .collect()
-    };
+    let credited = standing_by_reference(&state, tenant, references).await?;
     let mut result = TopUpBatchResult {
         rows: rows.len() as u64,
         total: 0,
@@ -257,16 +285,8 @@ pub async fn create_topups(
         let before = r.reference.as_ref().and_then(|x| credited.get(x));
         match before {
             None => fresh.push(r),
-            Some(l) if l.user_id == found[&r.number] && l.amount.0 == r.amount => {
-                result.already_credited.push(AlreadyCredited {
-                    row: r.row,
-                    user_id: l.user_id,
-                    amount: r.amount,
-                    reference: r.reference.unwrap_or_default(),
-                    topup_id: l.id,
-                    at: l.at,
-                    number: r.number,
-                });
+            Some(l) if AlreadyCredited::is_same(&r, found[&r.number], l) => {
+                result.already_credited.push(AlreadyCredited::of(&r, l));
             }
             Some(l) => {
                 c.at_row(Some(r.row));
@@ -329,27 +349,13 @@ pub async fn create_topups(
             .iter()
             .filter_map(|(r, _)| r.reference.clone())
             .collect();
-        let now: HashMap<String, RegisterLine> = state
-            .store
-            .topups_by_reference(tenant, references)
-            .await?
-            .into_iter()
-            .filter_map(|l| Some((l.reference.clone()?, l)))
-            .collect();
+        let now = standing_by_reference(&state, tenant, references).await?;
         for (r, refusal) in raced {
             let line = r.reference.as_ref().and_then(|x| now.get(x));
             match line {
                 // The same transfer, to the same person: credited once, by the other.
-                Some(l) if l.user_id == found[&r.number] && l.amount.0 == r.amount => {
-                    result.already_credited.push(AlreadyCredited {
-                        row: r.row,
-                        number: r.number.clone(),
-                        user_id: l.user_id,
-                        amount: r.amount,
-                        reference: l.reference.clone().unwrap_or_default(),
-                        topup_id: l.id,
-                        at: l.at,
-                    });
+                Some(l) if AlreadyCredited::is_same(r, found[&r.number], l) => {
+                    result.already_credited.push(AlreadyCredited::of(r, l));
                 }
                 _ => failed = failed.or(Some(refusal)),
             }
@@ -408,17 +414,13 @@ pub async fn reverse_topup(
     checked(c)?;
     let topup = state.store.get_topup(tenant, id).await?;
     let user = topup.user_id;
-    let policy = state.policy(tenant).await?;
     let op = Op::ReverseTopUp {
         topup: Box::new(topup),
         by: caller.actor().as_string(),
         reason: body.reason.clone(),
     };
-    let outcome = state
-        .wallets
-        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
-        .await?;
-    let res = respond(outcome, StatusCode::CREATED)?;
+    let idem = Some(idem(&caller, key, hash));
+    let res = wallet_call(&state, tenant, user, op, idem, StatusCode::CREATED).await?;
     let audit = caller.audit(
         &state,
         "wallet.topup_reverse",

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::checked;
-use super::money::{idem, respond};
+use super::money::{idem, wallet_call};
 use super::register::check_reference;
 use crate::auth::{Auth, Cardholder, PaymentsManager, PaymentsViewer, SuperAdmin};
 use crate::extract::{path_id, required_idempotency_key, HashedJson, Json};
@@ -79,15 +79,14 @@ pub fn amount(c: &mut Checks, field: &str, v: i64) -> Money {
     Money(v)
 }
 
+/// An operation that needs no idempotency key, answered 200.
 async fn wallet_op(
     state: &AppState,
     tenant: TenantId,
     user: UserId,
     op: Op,
 ) -> Result<HttpResponse, ApiError> {
-    let policy = state.policy(tenant).await?;
-    let outcome = state.wallets.call(tenant, user, op, policy, None).await?;
-    respond(outcome, StatusCode::OK)
+    wallet_call(state, tenant, user, op, None, StatusCode::OK).await
 }
 
 /// A cardholder's wallet.
@@ -131,17 +130,13 @@ pub async fn create_topup(
     let amount = amount(&mut c, "amount", body.amount);
     check_reference(&mut c, &body.reference);
     checked(c)?;
-    let policy = state.policy(tenant).await?;
     let op = Op::TopUp {
         amount,
         reference: body.reference,
         credited_by: caller.actor().as_string(),
     };
-    let outcome = state
-        .wallets
-        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
-        .await?;
-    respond(outcome, StatusCode::CREATED)
+    let idem = Some(idem(&caller, key, hash));
+    wallet_call(&state, tenant, user, op, idem, StatusCode::CREATED).await
 }
 
 /// Give a cardholder a coupon.
@@ -184,12 +179,8 @@ pub async fn create_coupon(
         used_payment: None,
         created_at: now,
     };
-    let policy = state.policy(tenant).await?;
-    let outcome = state
-        .wallets
-        .call(tenant, user, Op::AddCoupon { coupon }, policy, None)
-        .await?;
-    respond(outcome, StatusCode::CREATED)
+    let op = Op::AddCoupon { coupon };
+    wallet_call(&state, tenant, user, op, None, StatusCode::CREATED).await
 }
 
 /// Sign the deferred-debit (withholding) agreement.
@@ -200,12 +191,15 @@ pub async fn sign_agreement(
     caller: Auth<Cardholder>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, user) = (caller.tenant()?, UserId(caller.subject()?));
-    let policy = state.policy(tenant).await?;
-    let outcome = state
-        .wallets
-        .call(tenant, user, Op::SignAgreement, policy, None)
-        .await?;
-    respond(outcome, StatusCode::CREATED)
+    wallet_call(
+        &state,
+        tenant,
+        user,
+        Op::SignAgreement,
+        None,
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 /// A fresh payment code (accepted for 2 minutes, once).

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::checked;
-use super::money::{batch_calls, idem, item_idem, respond};
+use super::money::{batch_calls, idem, item_idem, wallet_call};
 use super::register::{
     check_reference, register_export, register_page, RegisterExportParams, RegisterParams,
 };
@@ -61,17 +61,13 @@ pub async fn create_withdrawal(
     let amount = body.amount.map(|a| amount(&mut c, "amount", a));
     check_reference(&mut c, &body.reference);
     checked(c)?;
-    let policy = state.policy(tenant).await?;
     let op = Op::Withdraw {
         amount,
         reference: body.reference.clone(),
         paid_by: caller.actor().as_string(),
     };
-    let outcome = state
-        .wallets
-        .call(tenant, user, op, policy, Some(idem(&caller, key, hash)))
-        .await?;
-    let res = respond(outcome, StatusCode::CREATED)?;
+    let idem = Some(idem(&caller, key, hash));
+    let res = wallet_call(&state, tenant, user, op, idem, StatusCode::CREATED).await?;
     let audit = caller.audit(
         &state,
         "wallet.withdraw",
