@@ -7,6 +7,7 @@ pub mod apps;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod charges;
 pub mod cli;
 pub mod config;
 pub mod deadline;

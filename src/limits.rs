@@ -133,3 +133,16 @@ pub const REAL_NAME_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// tenant's card on the same phone or another, short enough that a code shown on a
 /// screen is not worth keeping.
 pub const LINK_CODE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
+/// The most a tenant may let one online top-up be: 10,000 yuan.
+pub const ONLINE_TOPUP_MAX_FEN: i64 = 1_000_000;
+/// How long a cardholder has to pay an online top-up at the provider before it is closed.
+pub const CHARGE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
+/// Online top-ups a cardholder may have open (unpaid) at once.
+pub const CHARGES_PENDING_MAX: u32 = 3;
+/// How often each node asks the provider about charges still open, and how old one must be
+/// before it does (the provider's own notice usually comes first).
+pub const CHARGE_SCAN_S: u64 = 30;
+pub const CHARGE_ASK_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
+/// Charges one round asks about at most.
+pub const CHARGE_SCAN_BATCH: u32 = 500;

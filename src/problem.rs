@@ -136,6 +136,9 @@ pub const CATALOGUE: &[(&str, u16)] = &[
     ("insufficient_balance", 409),
     ("reference_used", 409),
     ("already_reversed", 409),
+    ("online_topups_disabled", 403),
+    ("too_many_pending_charges", 409),
+    ("charge_closed", 409),
     ("not_websocket", 400),
 ];
 

@@ -14,10 +14,10 @@ use utoipa_actix_web::{scope, AppExt};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{
-    admins, analytics, apps, arrears, audit, booking, cards, checkin, collection, directory,
-    front_end, groups, health, identity, import, launch, ledger, maintenance, merchants, notices,
-    payments, people, reports, settlement, shuttle, statements, stats, subsidies, tenant_groups,
-    tenants, topups, users, visitors, wallets, withdrawals,
+    admins, analytics, apps, arrears, audit, booking, cards, charges, checkin, collection,
+    directory, front_end, groups, health, identity, import, launch, ledger, maintenance, merchants,
+    notices, payments, people, reports, settlement, shuttle, statements, stats, subsidies,
+    tenant_groups, tenants, topups, users, visitors, wallets, withdrawals,
 };
 use crate::deadline::deadline;
 use crate::idempotency::idempotency;
@@ -263,6 +263,12 @@ where
                 .service(statements::export_statement)
                 .service(wallets::get_me)
                 .service(wallets::create_topup)
+                .service(charges::get_online_topups)
+                .service(charges::create_charge)
+                .service(charges::list_my_charges)
+                .service(charges::get_my_charge)
+                .service(charges::list_charges)
+                .service(charges::sandbox_pay)
                 .service(topups::create_topups)
                 .service(topups::list_topups)
                 .service(topups::export_topups)

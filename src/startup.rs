@@ -164,6 +164,8 @@ impl Application {
             env_root_hash,
             public_url,
             wallets,
+            provider: sandbox.clone(),
+            provider_name: config.provider.clone(),
             sandbox: Some(sandbox),
             tokens: Default::default(),
             apps: Default::default(),
@@ -225,6 +227,7 @@ impl Application {
         crate::idempotency::spawn_purge(state.clone().into_inner());
         crate::apps::spawn_nonce_purge(state.clone().into_inner());
         crate::deferred::spawn_sweep(state.clone().into_inner());
+        crate::charges::spawn_sweep(state.clone().into_inner());
         crate::api::ledger::spawn_seal(state.clone().into_inner());
         crate::api::reports::spawn_rollups(state.clone().into_inner());
         crate::webhooks::spawn_deliverer(state.clone().into_inner())

@@ -33,6 +33,10 @@ pub struct AppState {
     /// Base URL for links people open (binding links).
     pub public_url: String,
     pub wallets: Arc<Wallets>,
+    /// The payment provider (`ONECARD_PROVIDER`) and its name: deferred debits go to it
+    /// through the wallets, online top-ups' orders from here.
+    pub provider: Arc<dyn onecard_actors::provider::Provider>,
+    pub provider_name: String,
     /// The sandbox provider, when it is the active one.
     pub sandbox: Option<Arc<Sandbox>>,
     pub tokens: TtlCache<[u8; 32], Caller>,

@@ -193,3 +193,8 @@ id_type!(
     /// contractor or other legal entity (multi-merchant-entity settlement).
     SettlementEntityId
 );
+id_type!(
+    /// A cardholder's payment to the provider to top up their own wallet (an online
+    /// top-up), from the order to the credit.
+    ChargeId
+);

@@ -3,6 +3,7 @@
 
 pub mod booking_store;
 pub mod card_store;
+pub mod charge_store;
 pub mod checkin_store;
 pub mod collection_store;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod person_store;
 pub mod postgres;
 mod postgres_booking;
 mod postgres_cards;
+mod postgres_charges;
 mod postgres_checkin;
 mod postgres_collection;
 mod postgres_front_end;
@@ -37,6 +39,7 @@ pub mod shuttle_store;
 pub mod sqlite;
 mod sqlite_booking;
 mod sqlite_cards;
+mod sqlite_charges;
 mod sqlite_checkin;
 mod sqlite_collection;
 mod sqlite_front_end;
@@ -58,6 +61,7 @@ pub mod wallet;
 
 pub use booking_store::BookingStore;
 pub use card_store::CardStore;
+pub use charge_store::ChargeStore;
 pub use checkin_store::CheckinStore;
 pub use collection_store::CollectionStore;
 pub use error::{StoreError, StoreResult};

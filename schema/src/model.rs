@@ -190,6 +190,41 @@ pub struct TenantSettings {
         skip_serializing_if = "crate::retention::Retention::keeps_all"
     )]
     pub retention: crate::retention::Retention,
+    /// Cardholders topping up their own wallet through the payment provider (off unless
+    /// the tenant turns it on). Only written once a tenant changes it, so that nodes of
+    /// earlier releases read the others.
+    #[serde(default, skip_serializing_if = "OnlineTopUps::is_default")]
+    pub online_topups: OnlineTopUps,
+}
+
+/// A tenant's online top-ups: whether cardholders may pay the provider to top up their own
+/// wallet, and how much one payment may be (fen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OnlineTopUps {
+    pub enabled: bool,
+    #[schema(minimum = 1)]
+    pub min: i64,
+    #[schema(minimum = 1)]
+    pub max: i64,
+}
+
+impl OnlineTopUps {
+    /// Off, 1 to 500 yuan a payment.
+    pub const DEFAULT: OnlineTopUps = OnlineTopUps {
+        enabled: false,
+        min: 100,
+        max: 50_000,
+    };
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::DEFAULT
+    }
+}
+
+impl Default for OnlineTopUps {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 impl Default for TenantSettings {
@@ -200,6 +235,7 @@ impl Default for TenantSettings {
             arrears_at_month_end: ArrearsPolicy::CarryOver,
             arrears_write_off_since: None,
             retention: Default::default(),
+            online_topups: OnlineTopUps::DEFAULT,
         }
     }
 }

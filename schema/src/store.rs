@@ -21,6 +21,7 @@ pub trait Store:
     + crate::maintenance_store::MaintenanceStore
     + crate::visitor_store::VisitorStore
     + crate::card_store::CardStore
+    + crate::charge_store::ChargeStore
     + crate::notice_store::NoticeStore
     + crate::group_store::TenantGroupStore
     + crate::person_store::PersonStore

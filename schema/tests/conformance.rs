@@ -184,6 +184,7 @@ conformance!(
     an_address_is_one_tenants_and_a_logo_outlives_a_new_address,
     departments_move_without_cycles_and_go_only_when_nothing_holds_them,
     a_subsidy_rule_is_approved_or_rejected_once,
+    a_charge_ends_once_and_the_sweep_sees_only_pending_ones,
 );
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
@@ -305,6 +306,11 @@ async fn tenant_round_trips_and_settings_update(store: Arc<dyn Store>) {
         retention: onecard_schema::retention::Retention {
             shuttle_rides_days: Some(90),
             ..Default::default()
+        },
+        online_topups: onecard_schema::model::OnlineTopUps {
+            enabled: true,
+            min: 1,
+            max: 200_000,
         },
     };
     let updated = store
@@ -4950,4 +4956,129 @@ async fn a_subsidy_rule_is_approved_or_rejected_once(store: Arc<dyn Store>) {
     assert_eq!(count(RuleState::Effective).await, approvals);
     assert_eq!(count(RuleState::Rejected).await, rejections);
     assert_eq!(count(RuleState::Pending).await, 0);
+}
+
+async fn a_charge_ends_once_and_the_sweep_sees_only_pending_ones(store: Arc<dyn Store>) {
+    use onecard_schema::charge_store::{Charge, ChargeEnd, ChargeFilter, ChargeStatus};
+    use onecard_schema::money::Money;
+    let (t, _) = tenant(&store, "Charges").await;
+    let (other, _) = tenant(&store, "Elsewhere").await;
+    let user = UserId::new();
+    let start = now();
+    let charge = |at: Timestamp, amount: i64| Charge {
+        id: ChargeId(uuid::Uuid::now_v7()),
+        tenant_id: t,
+        user_id: user,
+        amount: Money(amount),
+        provider: "sandbox".into(),
+        status: ChargeStatus::Pending,
+        created_at: at,
+        expires_at: at + 15 * MINUTE,
+        transaction: None,
+        topup_id: None,
+        settled_at: None,
+    };
+    let (a, b, c) = (
+        charge(start - 3 * MINUTE, 100),
+        charge(start - 2 * MINUTE, 200),
+        charge(start, 300),
+    );
+    for ch in [&a, &b, &c] {
+        store.create_charge(ch.clone()).await.unwrap();
+    }
+    assert_eq!(store.get_charge(t, a.id).await.unwrap(), a);
+    assert!(matches!(
+        store.get_charge(other, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The sweep: pending ones opened before the time, oldest first, at most `limit`.
+    let due = store.pending_charges(start - MINUTE, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
+    let due = store.pending_charges(start - MINUTE, 1).await.unwrap();
+    assert_eq!(due.iter().map(|c| c.id).collect::<Vec<_>>(), vec![a.id]);
+
+    // Paid once: a second end (paid again, or closed) leaves it as the first left it.
+    let topup = uuid::Uuid::now_v7();
+    let paid = ChargeEnd::Paid {
+        transaction: "TX-A".into(),
+        topup_id: topup,
+        at: start,
+    };
+    let ended = store.end_charge(t, a.id, paid).await.unwrap();
+    assert_eq!(ended.status, ChargeStatus::Paid);
+    assert_eq!(ended.transaction.as_deref(), Some("TX-A"));
+    assert_eq!(ended.topup_id, Some(topup));
+    assert_eq!(ended.settled_at, Some(start));
+    let again = store
+        .end_charge(t, a.id, ChargeEnd::Closed { at: start + MINUTE })
+        .await
+        .unwrap();
+    assert_eq!(again, ended);
+    let closed = store
+        .end_charge(t, b.id, ChargeEnd::Closed { at: start })
+        .await
+        .unwrap();
+    assert_eq!(closed.status, ChargeStatus::Closed);
+    assert_eq!((closed.transaction, closed.topup_id), (None, None));
+    // Another tenant's id ends nothing.
+    assert!(matches!(
+        store
+            .end_charge(other, c.id, ChargeEnd::Closed { at: start })
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store
+        .pending_charges(start + MINUTE, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|x| x.id == c.id));
+
+    // Lists: by status, by person, in pages of the tenant's own.
+    let page = |filter: ChargeFilter, after: Option<ChargeId>| {
+        let store = store.clone();
+        async move {
+            store
+                .list_charges(t, filter, PageReq { limit: 2, after })
+                .await
+                .unwrap()
+        }
+    };
+    let first = page(ChargeFilter::default(), None).await;
+    assert_eq!(
+        first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
+    let rest = page(ChargeFilter::default(), first.next).await;
+    assert_eq!(
+        rest.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![c.id]
+    );
+    assert!(rest.next.is_none());
+    let pending = ChargeFilter {
+        status: Some(ChargeStatus::Pending),
+        ..Default::default()
+    };
+    assert_eq!(page(pending, None).await.items, vec![c.clone()]);
+    let someone_else = ChargeFilter {
+        user: Some(UserId::new()),
+        ..Default::default()
+    };
+    assert!(page(someone_else, None).await.items.is_empty());
+    let elsewhere = store
+        .list_charges(
+            other,
+            ChargeFilter::default(),
+            PageReq {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(elsewhere.items.is_empty());
 }

@@ -8,6 +8,7 @@ pub mod arrears;
 pub mod audit;
 pub mod booking;
 pub mod cards;
+pub mod charges;
 pub mod checkin;
 pub mod collection;
 pub mod directory;

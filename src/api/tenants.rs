@@ -6,7 +6,7 @@ use onecard_actors::domain::edition::{capabilities, edition_allowed, Capability}
 use onecard_actors::domain::validate::Checks;
 use onecard_schema::ids::{AdminId, TenantGroupId, TenantId};
 use onecard_schema::model::{
-    ArrearsPolicy, Edition, NewToken, Tenant, TenantKind, TenantSettings, TokenKind,
+    ArrearsPolicy, Edition, NewToken, OnlineTopUps, Tenant, TenantKind, TenantSettings, TokenKind,
 };
 use onecard_schema::retention::{RecordKind, Retention};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 use super::{checked, nullable};
 use crate::auth::{hash_token, new_token, Admin, Auth, Root, SuperAdmin};
 use crate::extract::Json;
-use crate::limits::{RETENTION_DAYS_MAX, RETENTION_DAYS_MIN, TENANT_NAME_CHARS_MAX};
+use crate::limits::{
+    ONLINE_TOPUP_MAX_FEN, RETENTION_DAYS_MAX, RETENTION_DAYS_MIN, TENANT_NAME_CHARS_MAX,
+};
 use crate::problem::{ApiError, Problems};
 use crate::state::AppState;
 
@@ -89,6 +91,47 @@ pub struct SettingsPatch {
     /// How long the scenario apps' personal records are kept: each field given sets that
     /// kind's days (30 to 3650) or, `null`, keeps it for good; absent fields stay.
     pub retention: Option<RetentionPatch>,
+    /// Cardholders topping up their own wallet through the payment provider: absent
+    /// fields stay ("Online top-ups" in docs/OPERATIONS.md).
+    pub online_topups: Option<OnlineTopUpsPatch>,
+}
+
+/// `enabled`, and the least and most one payment may be (fen, 1 to
+/// `ONLINE_TOPUP_MAX_FEN`, `min` ≤ `max`); absent fields stay.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineTopUpsPatch {
+    pub enabled: Option<bool>,
+    #[schema(minimum = 1)]
+    pub min: Option<i64>,
+    #[schema(minimum = 1)]
+    pub max: Option<i64>,
+}
+
+impl OnlineTopUpsPatch {
+    fn apply(&self, c: &mut Checks, o: &mut OnlineTopUps) {
+        if let Some(v) = self.enabled {
+            o.enabled = v;
+        }
+        for (field, given, slot) in [("min", self.min, &mut o.min), ("max", self.max, &mut o.max)] {
+            let Some(v) = given else { continue };
+            if !(1..=ONLINE_TOPUP_MAX_FEN).contains(&v) {
+                c.fail(
+                    &format!("settings.online_topups.{field}"),
+                    "range",
+                    format!("1 to {ONLINE_TOPUP_MAX_FEN} fen"),
+                );
+            }
+            *slot = v;
+        }
+        if o.min > o.max {
+            c.fail(
+                "settings.online_topups.min",
+                "min_above_max",
+                format!("min ({}) is more than max ({})", o.min, o.max),
+            );
+        }
+    }
 }
 
 /// Days per kind of record; absent stays, `null` keeps for good.
@@ -259,6 +302,9 @@ pub async fn patch_tenant(
             let mut s = state.store.get_tenant(tenant_id).await?.settings;
             if let Some(retention) = &patch.retention {
                 retention.apply(&mut c, &mut s.retention);
+            }
+            if let Some(o) = &patch.online_topups {
+                o.apply(&mut c, &mut s.online_topups);
             }
             if let Some(v) = patch.require_agreement {
                 s.require_agreement = v;

@@ -64,6 +64,59 @@
       : "";
   }
 
+  // Topping up online (when the tenant allows it): an order at the payment provider, paid
+  // in its app (the sandbox's: a button here), credited once the provider says it was
+  // paid. The page asks until then, as the server does on its own.
+  let topups = null;
+  async function refreshTopUp() {
+    topups = await OneCard.api(tok, "GET", "/me/wallet/online-topups");
+    $("topup").classList.toggle("hidden", !topups.enabled);
+    $("topup-amount").placeholder = `${OneCard.yuan(topups.min)} to ${OneCard.yuan(topups.max)}`;
+  }
+  async function settled(id) {
+    for (let i = 0; i < 60; i++) {
+      const c = await OneCard.api(tok, "GET", `/me/wallet/charges/${id}`);
+      if (c.status !== "pending") return c;
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    return null;
+  }
+  $("topup-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const state = $("topup-state");
+    const text = $("topup-amount").value.trim();
+    const fen = Math.round(Number(text) * 100);
+    if (!/^\d+(\.\d{1,2})?$/.test(text) || fen < topups.min || fen > topups.max) {
+      state.textContent = `Enter ${OneCard.yuan(topups.min)} to ${OneCard.yuan(topups.max)}.`;
+      return;
+    }
+    $("topup-go").disabled = true;
+    try {
+      const c = await OneCard.api(tok, "POST", "/me/wallet/charges", { amount: fen },
+        { "Idempotency-Key": OneCard.uuid() });
+      $("topup").dataset.status = "pending";
+      if (c.pay && c.pay.sandbox_pay_url) {
+        state.innerHTML = `${OneCard.yuan(fen)} to pay. <button type="button" id="sandbox-pay">Pay in the sandbox</button>`;
+        await new Promise((done) => $("sandbox-pay").addEventListener("click", done, { once: true }));
+        state.textContent = "Paying…";
+        await OneCard.api(tok, "POST", c.pay.sandbox_pay_url.replace(/^\/api\/v1/, ""), {});
+      } else {
+        state.textContent = `Pay ${OneCard.yuan(fen)} in your payment app.`;
+      }
+      const done = await settled(c.id);
+      $("topup").dataset.status = done ? done.status : "pending";
+      state.textContent = !done ? "Waiting for the payment: it is credited as soon as it is paid."
+        : done.status === "paid" ? `${OneCard.yuan(done.amount)} credited.`
+        : "Not paid in time: closed, nothing was taken.";
+      $("topup-amount").value = "";
+      await Promise.all([refreshWallet(), refreshStatement()]);
+    } catch (e) {
+      state.textContent = e.message;
+    } finally {
+      $("topup-go").disabled = false;
+    }
+  });
+
   // The statement: every movement of my money, newest first, a page at a time.
   const SOURCES = { balance: "balance", subsidy: "subsidy", deferred: "bank", coupon: "coupon" };
   function statementLine(l) {
@@ -237,7 +290,7 @@
   // code that never changed when the interval started after its clock had moved on).
   setInterval(refreshCode, 60_000);
   await Promise.all([refreshCode(), refreshWallet(), refreshStatement(), refreshVisitors(), refreshSchools(),
-    refreshApps()]);
+    refreshApps(), refreshTopUp()]);
 
   new OneCard.Live(tok, [me.topic], {
     onEvent: async (e) => {

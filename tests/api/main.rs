@@ -9,6 +9,7 @@ mod apps;
 mod booking;
 mod browser;
 mod cards;
+mod charges;
 mod checkin;
 mod collection;
 mod crash;

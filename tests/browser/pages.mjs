@@ -286,6 +286,38 @@ try {
     await page.close();
   }
 
+  // /me: topping up online through the sandbox provider: a bad amount is refused on the
+  // page, then the order, its payment in the "provider's app", and the credit.
+  {
+    await api(admin, "PATCH", "/tenant", { settings: { online_topups: { enabled: true, min: 100, max: 50_000 } } });
+    const start = (await api(card, "GET", "/me/wallet")).balance;
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 480, height: 960 });
+    await page.goto(`${base}/me#token=${card}`);
+    await page.waitForSelector("[data-testid=topup]:not(.hidden)", { timeout: 10_000 });
+    await page.fill("#topup-amount", "0.5");
+    await page.click("#topup-go");
+    assert.equal(await page.locator("[data-testid=topup-state]").innerText(), "Enter ¥1.00 to ¥500.00.");
+    await page.fill("#topup-amount", "25");
+    await page.click("#topup-go");
+    await page.waitForSelector("#sandbox-pay", { timeout: 10_000 });
+    assert.equal((await api(card, "GET", "/me/wallet")).balance, start, "nothing credited before it is paid");
+    await page.click("#sandbox-pay");
+    await page.waitForSelector("[data-testid=topup][data-status=paid]", { timeout: 15_000 });
+    assert.equal(await page.locator("[data-testid=topup-state]").innerText(), "¥25.00 credited.");
+    const total = start + 2_500;
+    const want = `¥${Math.floor(total / 100)}.${String(total % 100).padStart(2, "0")}`;
+    await page.waitForFunction((w) => document.querySelector("[data-testid=balance]").textContent === w,
+      want, { timeout: 10_000 });
+    const line = page.locator("[data-testid=statement] li[data-kind=top_up]").first();
+    assert.ok((await line.innerText()).includes("SBX"), await line.innerText());
+    const mine = await api(card, "GET", "/me/wallet/charges");
+    assert.equal(mine.items.filter((c) => c.status === "paid").length, 1, JSON.stringify(mine));
+    await page.screenshot({ path: `${shots}/me-topup.png` });
+    results.push("me: topped up ¥25.00 online through the sandbox, credited once");
+    await page.close();
+  }
+
   // /pay: the phone opens a collection code's address, sees whom it pays, enters an amount
   // and pays; the code's screen shows the payment. A count-only code counts once.
   {
