@@ -10,6 +10,7 @@
 //! Every node also looks for charges left pending every `CHARGE_SCAN_S` (the provider's
 //! notice lost, the phone closed before it asked, the order expired) and settles them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,14 @@ use sha2::{Digest, Sha256};
 use crate::limits::{CHARGE_ASK_AFTER, CHARGE_SCAN_BATCH, CHARGE_SCAN_S};
 use crate::problem::ApiError;
 use crate::state::AppState;
+
+/// Online top-ups this node credited, and closed unpaid (`/metrics`).
+pub static CREDITED: AtomicU64 = AtomicU64::new(0);
+pub static CLOSED: AtomicU64 = AtomicU64::new(0);
+
+/// How long past its expiry a charge may stay pending before the sweep counts it stuck
+/// (`online_topups_stuck`): the provider unreachable, or a credit refused.
+const STUCK_AFTER_EXPIRY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 fn unavailable(e: onecard_actors::provider::ProviderUnavailable) -> ApiError {
     ApiError::Unavailable(e.to_string())
@@ -65,9 +74,19 @@ pub async fn settle(state: &AppState, charge: Charge) -> Result<Charge, ApiError
         .store
         .end_charge(charge.tenant_id, charge.id, end)
         .await?;
-    if ended.status == ChargeStatus::Paid {
-        tracing::info!(charge = %ended.id, tenant = %ended.tenant_id, amount = ended.amount.0,
-            "online top-up credited");
+    // Counted by the call that ended it (another may have, a moment before).
+    if ended.settled_at == Some(now) {
+        match ended.status {
+            ChargeStatus::Paid => {
+                CREDITED.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(charge = %ended.id, tenant = %ended.tenant_id,
+                    amount = ended.amount.0, "online top-up credited");
+            }
+            ChargeStatus::Closed => {
+                CLOSED.fetch_add(1, Ordering::Relaxed);
+            }
+            ChargeStatus::Pending => {}
+        }
     }
     Ok(ended)
 }
@@ -133,26 +152,35 @@ async fn credit(
     }
 }
 
-/// Settles the charges pending for longer than `CHARGE_ASK_AFTER`, oldest first; answers
-/// how many ended (paid or closed).
-pub async fn settle_pending(state: &AppState) -> Result<usize, ApiError> {
-    let before = state.clock.now() - CHARGE_ASK_AFTER;
-    let mut ended = 0;
+/// What a sweep round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Charges it ended (paid or closed).
+    pub ended: usize,
+    /// Charges still pending `STUCK_AFTER_EXPIRY` past their expiry.
+    pub stuck: usize,
+}
+
+/// Settles the charges pending for longer than `CHARGE_ASK_AFTER`, oldest first.
+pub async fn settle_pending(state: &AppState) -> Result<Swept, ApiError> {
+    let now = state.clock.now();
+    let mut swept = Swept::default();
     for charge in state
         .store
-        .pending_charges(before, CHARGE_SCAN_BATCH)
+        .pending_charges(now - CHARGE_ASK_AFTER, CHARGE_SCAN_BATCH)
         .await?
     {
-        let id = charge.id;
+        let (id, overdue) = (charge.id, charge.expires_at + STUCK_AFTER_EXPIRY < now);
         match settle(state, charge).await {
-            Ok(c) if c.status != ChargeStatus::Pending => ended += 1,
-            Ok(_) => {}
+            Ok(c) if c.status != ChargeStatus::Pending => swept.ended += 1,
+            Ok(_) => swept.stuck += usize::from(overdue),
             Err(e) => {
-                tracing::warn!(error = %e, charge = %id, "an online top-up could not be settled")
+                swept.stuck += usize::from(overdue);
+                tracing::warn!(error = %e, charge = %id, "an online top-up could not be settled");
             }
         }
     }
-    Ok(ended)
+    Ok(swept)
 }
 
 /// The sweep, every `CHARGE_SCAN_S` on each node.
@@ -162,9 +190,16 @@ pub fn spawn_sweep(state: Arc<AppState>) {
         Duration::from_secs(CHARGE_SCAN_S),
         "online top-up sweep",
         |state| async move {
-            let ended = settle_pending(&state).await?;
-            if ended > 0 {
-                tracing::info!(ended, "online top-ups settled by the sweep");
+            let swept = settle_pending(&state).await?;
+            metrics::gauge!("online_topups_stuck").set(swept.stuck as f64);
+            if swept.ended > 0 {
+                tracing::info!(ended = swept.ended, "online top-ups settled by the sweep");
+            }
+            if swept.stuck > 0 {
+                tracing::error!(
+                    stuck = swept.stuck,
+                    "online top-ups pending long past their expiry"
+                );
             }
             Ok(())
         },

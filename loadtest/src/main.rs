@@ -19,6 +19,7 @@ mod checkin;
 mod collect;
 mod conn;
 mod hooks;
+mod online;
 mod pay;
 mod ws;
 
@@ -80,6 +81,18 @@ enum Cmd {
         people: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// Online top-ups beside the admin API's: a fresh tenant with --people, everyone
+    /// topped up by the admin, then online with the provider's notice, then online with
+    /// the notice lost and the phone asking, --phones at a time; every wallet and the
+    /// register checked after.
+    Online {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 2_000)]
+        people: usize,
+        #[arg(long, default_value_t = 64)]
+        phones: usize,
     },
     /// Time a notice to everyone: a fresh tenant per run with --people imported (each with
     /// a phone), texts through the sandbox gateway at a limit above the run's rate, from
@@ -1007,6 +1020,11 @@ async fn main() -> Result<()> {
             people,
             runs,
         } => topups(target, people, runs).await,
+        Cmd::Online {
+            target,
+            people,
+            phones,
+        } => online::run(target, people, phones).await,
         Cmd::Healthz {
             target,
             connections,

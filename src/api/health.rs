@@ -94,6 +94,9 @@ pub async fn get_metrics(
         .absolute(crate::api::ledger::SEALED.load(Relaxed));
     metrics::counter!("arrears_written_off_wallets_total")
         .absolute(crate::api::arrears::WRITTEN_OFF.load(Relaxed));
+    metrics::counter!("online_topups_credited_total")
+        .absolute(crate::charges::CREDITED.load(Relaxed));
+    metrics::counter!("online_topups_closed_total").absolute(crate::charges::CLOSED.load(Relaxed));
     {
         use onecard_actors::realtime::{hub, relay};
         metrics::gauge!("ws_connections").set(crate::ws::CONNECTIONS.load(Relaxed) as f64);

@@ -63,6 +63,11 @@ async fn register_lines(app: &TestApp, admin: &str, reference: &str) -> Vec<Valu
     page["items"].as_array().unwrap().clone()
 }
 
+/// One round of the node's sweep.
+async fn sweep(app: &TestApp) -> onecard::charges::Swept {
+    onecard::charges::settle_pending(&app.state).await.unwrap()
+}
+
 async fn turn_on(app: &TestApp, admin: &str, limits: Value) {
     let (s, t) = app
         .patch(
@@ -350,21 +355,12 @@ async fn a_lost_notice_is_credited_once_by_the_phone_or_the_sweep_and_an_unpaid_
     // Nobody asks: the sweep credits it once it has waited a minute.
     let b = opened(&app, &me, 2_000).await;
     sandbox_pay(&app, &me, &b, false).await;
-    assert_eq!(
-        onecard::charges::settle_pending(&app.state).await.unwrap(),
-        0
-    );
+    assert_eq!(sweep(&app).await.ended, 0);
     assert_eq!(balance(&app, &me).await, 1_000);
     app.clock.advance(SignedDuration::from_mins(2));
-    assert_eq!(
-        onecard::charges::settle_pending(&app.state).await.unwrap(),
-        1
-    );
+    assert_eq!(sweep(&app).await.ended, 1);
     assert_eq!(balance(&app, &me).await, 3_000);
-    assert_eq!(
-        onecard::charges::settle_pending(&app.state).await.unwrap(),
-        0
-    );
+    assert_eq!(sweep(&app).await.ended, 0);
 
     // Three unpaid orders at most.
     let unpaid = opened(&app, &me, 500).await;
@@ -375,17 +371,11 @@ async fn a_lost_notice_is_credited_once_by_the_phone_or_the_sweep_and_an_unpaid_
 
     // Still pending before they expire; one is paid just in time, its notice lost.
     app.clock.advance(SignedDuration::from_mins(10));
-    assert_eq!(
-        onecard::charges::settle_pending(&app.state).await.unwrap(),
-        0
-    );
+    assert_eq!(sweep(&app).await.ended, 0);
     sandbox_pay(&app, &me, &paid_late, false).await;
     app.clock.advance(SignedDuration::from_mins(6));
     // Expired: the unpaid two close, the one paid is credited, not closed.
-    assert_eq!(
-        onecard::charges::settle_pending(&app.state).await.unwrap(),
-        3
-    );
+    assert_eq!(sweep(&app).await.ended, 3);
     let status = |id: String| {
         let (app, me) = (&app, &me);
         async move {
@@ -404,7 +394,7 @@ async fn a_lost_notice_is_credited_once_by_the_phone_or_the_sweep_and_an_unpaid_
     assert_problem(s, &body, 409, "charge_closed");
     assert_eq!(balance(&app, &me).await, 3_700);
     // Room for new ones again.
-    opened(&app, &me, 100).await;
+    let room = opened(&app, &me, 100).await;
 
     // The provider out of reach: 503, and the order is closed at once.
     let (s, body) = set_sandbox(
@@ -422,9 +412,41 @@ async fn a_lost_notice_is_credited_once_by_the_phone_or_the_sweep_and_an_unpaid_
     assert_eq!(items.len(), 1, "{mine}");
     assert_eq!(items[0]["status"], "closed", "{mine}");
 
+    // Out of reach after an order was opened: it stays pending past its expiry, counted
+    // stuck once five minutes past it, and closes when the provider answers again.
+    let (late_user, late) = person(&app, &admin, "S-3").await;
+    let stuck = opened(&app, &late, 800).await;
+    let (s, body) = set_sandbox(
+        &app,
+        &admin,
+        &late_user,
+        json!({"available": 0, "unavailable": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    app.clock.advance(SignedDuration::from_mins(18));
+    let swept = sweep(&app).await;
+    assert_eq!((swept.ended, swept.stuck), (1, 0), "{swept:?}");
+    assert_eq!(status(room).await, "closed");
+    let (s, body) = app
+        .get(&format!("/api/v1/me/wallet/charges/{stuck}"), &late)
+        .await;
+    assert_problem(s, &body, 503, "unavailable");
+    app.clock.advance(SignedDuration::from_mins(3));
+    let swept = sweep(&app).await;
+    assert_eq!((swept.ended, swept.stuck), (0, 1), "{swept:?}");
+    set_sandbox(&app, &admin, &late_user, json!({"available": 0})).await;
+    let swept = sweep(&app).await;
+    assert_eq!((swept.ended, swept.stuck), (1, 0), "{swept:?}");
+    let (_, c) = app
+        .get(&format!("/api/v1/me/wallet/charges/{stuck}"), &late)
+        .await;
+    assert_eq!(c["status"], "closed", "{c}");
+    assert_eq!(balance(&app, &late).await, 0);
+
     let (_, page) = app
         .get("/api/v1/wallets/charges?status=closed", &admin)
         .await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 5, "{page}");
     ledger_balances(&app, &admin).await;
 }
