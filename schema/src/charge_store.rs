@@ -78,6 +78,20 @@ pub enum ChargeEnd {
     },
 }
 
+impl ChargeEnd {
+    /// What the charge's row says once ended: status, transaction, top-up line, when.
+    pub fn columns(self) -> (ChargeStatus, Option<String>, Option<uuid::Uuid>, Timestamp) {
+        match self {
+            ChargeEnd::Paid {
+                transaction,
+                topup_id,
+                at,
+            } => (ChargeStatus::Paid, Some(transaction), Some(topup_id), at),
+            ChargeEnd::Closed { at } => (ChargeStatus::Closed, None, None, at),
+        }
+    }
+}
+
 /// Which charges a list returns.
 #[derive(Clone, Debug, Default)]
 pub struct ChargeFilter {

@@ -133,14 +133,7 @@ impl ChargeStore for SqliteStore {
         end: ChargeEnd,
     ) -> StoreResult<Charge> {
         self.write(move |c| {
-            let (status, tx, topup, at) = match end {
-                ChargeEnd::Paid {
-                    transaction,
-                    topup_id,
-                    at,
-                } => (ChargeStatus::Paid, Some(transaction), Some(topup_id), at),
-                ChargeEnd::Closed { at } => (ChargeStatus::Closed, None, None, at),
-            };
+            let (status, tx, topup, at) = end.columns();
             c.prepare_cached(
                 "UPDATE charges SET status = ?3, provider_tx = ?4, topup_id = ?5, settled_at = ?6 \
                  WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",

@@ -10,7 +10,7 @@ use onecard_actors::domain::validate::Checks;
 use onecard_actors::provider::{ChargeOrder, SandboxPayRefusal};
 use onecard_schema::charge_store::{Charge, ChargeFilter, ChargeStatus};
 use onecard_schema::ids::{ChargeId, TenantId, UserId};
-use onecard_schema::model::OnlineTopUps;
+use onecard_schema::model::{OnlineTopUps, Page};
 use onecard_schema::money::Money;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -205,6 +205,13 @@ pub async fn create_charge(
     }))
 }
 
+fn paged(found: Page<Charge, ChargeId>) -> Paged<ChargeView> {
+    Paged::new(
+        found.items.into_iter().map(ChargeView::from).collect(),
+        found.next.map(|c| c.0),
+    )
+}
+
 /// The caller's charge `id`, of this tenant (404 for anyone else's).
 async fn own_charge(
     state: &AppState,
@@ -251,10 +258,7 @@ pub async fn list_my_charges(
     };
     let page = params.page(ChargeId)?;
     let found = state.store.list_charges(tenant, filter, page).await?;
-    Ok(web::Json(Paged::new(
-        found.items.into_iter().map(ChargeView::from).collect(),
-        found.next.map(|c| c.0),
-    )))
+    Ok(web::Json(paged(found)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -299,10 +303,7 @@ pub async fn list_charges(
         .store
         .list_charges(caller.tenant()?, filter, page)
         .await?;
-    Ok(web::Json(Paged::new(
-        found.items.into_iter().map(ChargeView::from).collect(),
-        found.next.map(|c| c.0),
-    )))
+    Ok(web::Json(paged(found)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
