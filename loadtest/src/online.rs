@@ -16,7 +16,7 @@ use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::pay::{import_people, post, user_token, SETUP_CONCURRENCY};
+use super::pay::{get_json, import_people, post, user_token, SETUP_CONCURRENCY};
 use super::{connect, latency_histogram, ledger_balances, new_tenant, Server, Target};
 
 /// How each round tops everyone up.
@@ -80,14 +80,7 @@ async fn top_up(
     let url = format!("{base}/api/v1/sandbox/provider/charges/{id}/pay");
     let mut charge = post(client, url, me, json!({"notify": notify}), None).await?;
     if !notify {
-        charge = client
-            .get(format!("{base}/api/v1/me/wallet/charges/{id}"))
-            .bearer_auth(me)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        charge = get_json(client, format!("{base}/api/v1/me/wallet/charges/{id}"), me).await?;
     }
     if charge["status"] != "paid" {
         bail!("person {i}'s top-up is {charge}");
@@ -188,14 +181,7 @@ pub async fn run(target: Target, people: usize, phones: usize) -> Result<()> {
         .map(|me| {
             let (client, base) = (client.clone(), base.clone());
             async move {
-                let w: Value = client
-                    .get(format!("{base}/api/v1/me/wallet"))
-                    .bearer_auth(&me)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let w: Value = get_json(&client, format!("{base}/api/v1/me/wallet"), &me).await?;
                 w["balance"].as_i64().context("balance")
             }
         })
@@ -211,14 +197,12 @@ pub async fn run(target: Target, people: usize, phones: usize) -> Result<()> {
     let mut lines = 0;
     let mut cursor = String::new();
     loop {
-        let page: Value = client
-            .get(format!("{base}/api/v1/wallets/topups?limit=500{cursor}"))
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page: Value = get_json(
+            &client,
+            format!("{base}/api/v1/wallets/topups?limit=500{cursor}"),
+            &admin,
+        )
+        .await?;
         lines += page["items"].as_array().context("items")?.len();
         match page["next_cursor"].as_str() {
             Some(c) => cursor = format!("&cursor={c}"),

@@ -37,6 +37,18 @@ pub(crate) async fn post(
     Ok(body)
 }
 
+/// GETs `url` as `token`: the answer's JSON, once it says 2xx.
+pub(crate) async fn get_json(client: &reqwest::Client, url: String, token: &str) -> Result<Value> {
+    Ok(client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// A new cardholder token for user `id`, issued by the tenant's admin.
 pub(crate) async fn user_token(
     client: &reqwest::Client,
